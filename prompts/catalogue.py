@@ -1,0 +1,68 @@
+"""The prompt catalogue (``catalogue.toml``): id, version, language, mode, purpose and text."""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+Mode = Literal["implied", "explicit"]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    version: int
+    language: str
+    mode: Mode
+    purpose: str
+    voice: str
+    text: str
+
+    @property
+    def source_name(self) -> str:
+        return f"{self.id}.v{self.version}.wav"
+
+    def source_path(self) -> Path:
+        return Path(str(resources.files("prompts").joinpath("source", self.source_name)))
+
+    def source_sha256(self) -> str:
+        return hashlib.sha256(self.source_path().read_bytes()).hexdigest()
+
+
+@cache
+def catalogue() -> tuple[Prompt, ...]:
+    raw = tomllib.loads(resources.files("prompts").joinpath("catalogue.toml").read_text("utf-8"))
+    items = []
+    for entry in raw["prompt"]:
+        mode = entry["mode"]
+        if mode not in ("implied", "explicit"):
+            raise ValueError(f"prompt {entry['id']}: mode must be implied or explicit")
+        items.append(
+            Prompt(
+                id=entry["id"],
+                version=int(entry["version"]),
+                language=entry["language"],
+                mode=mode,
+                purpose=entry["purpose"],
+                voice=entry["voice"],
+                text=entry["text"],
+            )
+        )
+    ids = [(p.id, p.version) for p in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError("catalogue.toml lists a prompt id and version twice")
+    return tuple(items)
+
+
+def find(mode: str, language: str) -> Prompt:
+    """The newest notice for a mode and language; Vietnamese when the language has none."""
+    for lang in (language, "vi-VN"):
+        matches = [p for p in catalogue() if p.mode == mode and p.language == lang]
+        if matches:
+            return max(matches, key=lambda p: p.version)
+    raise LookupError(f"no {mode} notice in the catalogue")

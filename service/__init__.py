@@ -1,0 +1,1 @@
+"""callvault: the recording consent gate, its ledger and the service around them."""

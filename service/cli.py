@@ -1,0 +1,205 @@
+"""The ``callvault`` command. Every command exits non-zero with a one-line reason on error."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from service.config import Settings, load_settings, with_generated_secrets
+from service.errors import CallvaultError
+
+
+def _settings(*, database: bool) -> Settings:
+    """Settings with generated local secrets filled in and, if asked, the database resolved."""
+    settings = with_generated_secrets(load_settings())
+    if database and not settings.database_url:
+        from service.db.server import database_url
+
+        settings = replace(settings, database_url=database_url(settings))
+    return settings
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from service import logs
+    from service.app import create_app
+
+    settings = load_settings()
+    logs.setup(settings.log_level)
+    settings = _settings(database=True)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=lambda _: print(
+            f"callvault listening on http://{settings.host}:{settings.port} "
+            f"(public URL {settings.public_url})",
+            flush=True,
+        ),
+    )
+    return 0
+
+
+async def _with_connection(
+    settings: Settings, work: Callable[[Any], Coroutine[Any, Any, int]]
+) -> int:
+    from service.db.pool import connect
+
+    assert settings.database_url
+    conn = await connect(settings.database_url)
+    try:
+        return await work(conn)
+    finally:
+        await conn.close()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from service.db.migrations import migrate
+
+    async def work(conn: Any) -> int:
+        applied = await migrate(conn)
+        for m in applied:
+            print(f"applied {m.version:04d}_{m.name}")
+        if not applied:
+            print("database is up to date")
+        return 0
+
+    return asyncio.run(_with_connection(_settings(database=True), work))
+
+
+def cmd_prompts_build(args: argparse.Namespace) -> int:
+    from prompts.render import build
+
+    settings = load_settings()
+    out = Path(args.out) if args.out else settings.prompts_dir
+    manifest = build(out)
+    for entry in manifest["prompts"]:
+        for fmt, info in entry["files"].items():
+            print(f"{entry['id']}/{entry['version']}.{fmt}  {info['bytes']:>7} bytes  "
+                  f"{info['duration_ms'] / 1000:5.1f} s  sha256 {info['sha256']}")
+    print(f"wrote {out / 'manifest.json'}")
+    return 0
+
+
+def cmd_ledger_verify(args: argparse.Namespace) -> int:
+    from service import ledger
+
+    call_id = None
+    if args.call:
+        try:
+            call_id = uuid.UUID(args.call)
+        except ValueError:
+            raise CallvaultError(f"--call: not a call id: {args.call!r}") from None
+
+    async def work(conn: Any) -> int:
+        report = await ledger.verify(conn, call_id)
+        if args.json:
+            print(json.dumps(report.as_json()))
+        else:
+            print(f"verified {report.events} events in {report.calls} calls")
+        if not report.ok:
+            for item in report.breaks[:20]:
+                print(f"BROKEN: {item}", file=sys.stderr)
+            print(f"ledger broken: first at {report.breaks[0]}", file=sys.stderr)
+            return 1
+        return 0
+
+    return asyncio.run(_with_connection(_settings(database=True), work))
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from service.simulate import Caller, FakeTwilio, summary
+
+    settings = _settings(database=False)
+    try:
+        behaviour = Caller.parse(args.behaviour)
+    except ValueError as exc:
+        raise CallvaultError(f"--behaviour: {exc}") from None
+    public_url = (args.url or settings.public_url).rstrip("/")
+    voice_path = "/telephony/twilio/voice" + (f"?queue={args.queue}" if args.queue else "")
+
+    async def run() -> int:
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            twilio = FakeTwilio(session, public_url, account_sid=settings.twilio_account_sid or "",
+                                auth_token=settings.twilio_auth_token or "")
+            try:
+                trace = await twilio.place_call(args.caller, args.called, behaviour,
+                                                voice_path=voice_path)
+            except aiohttp.ClientError as exc:
+                raise CallvaultError(f"cannot reach callvault at {public_url}: {exc}") from None
+        for step in trace.steps:
+            print(step)
+        print(f"result: {summary(trace)}")
+        return 1 if trace.errors else 0
+
+    return asyncio.run(run())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="callvault",
+        description="Call-recording consent gate, ledger and retention service.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the HTTP service (migrates and builds prompts first)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("migrate", help="apply pending database migrations")
+    p.set_defaults(func=cmd_migrate)
+
+    prompts = sub.add_parser("prompts", help="recording notices")
+    prompts_sub = prompts.add_subparsers(dest="prompts_command", required=True, metavar="ACTION")
+    p = prompts_sub.add_parser("build", help="render the notices to 8 kHz μ-law WAV and MP3")
+    p.add_argument("--out", help="output folder (default $CALLVAULT_HOME/prompts)")
+    p.set_defaults(func=cmd_prompts_build)
+
+    ledger_p = sub.add_parser("ledger", help="the consent ledger")
+    ledger_sub = ledger_p.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+    p = ledger_sub.add_parser("verify", help="recompute every hash chain; exit 1 if one is broken")
+    p.add_argument("--call", help="verify one call (its id)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_ledger_verify)
+
+    p = sub.add_parser("simulate", help="play a whole call against a running server, as Twilio")
+    p.add_argument("--url", help="callvault's public URL (default CALLVAULT_PUBLIC_URL)")
+    p.add_argument("--from", dest="caller", default="+84901234567", help="caller number")
+    p.add_argument("--to", dest="called", default="+842873001234", help="called number")
+    p.add_argument("--queue", help="queue name to pass on the voice webhook URL")
+    p.add_argument(
+        "--behaviour", default="stay",
+        help="stay (default), hang-up, silent, press-1, press-2, press-9,1 ...",
+    )
+    p.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except CallvaultError as exc:
+        print(f"callvault: error: {exc.message}", file=sys.stderr)
+        return 2 if exc.code == "config_error" else 1
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"callvault: error: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""The consent gate's three steps: call start, consent answer, call end.
+
+Each step runs in one transaction that locks the call's row, so however many times and in
+whatever order a platform delivers its callbacks, a call gets exactly one outcome: the first
+one decided wins and later callbacks are answered from it. Every change is written to the ledger
+in the same transaction, with dedupe keys so that a retried callback adds no events.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from service import ledger
+from service.config import Policy
+from service.db import queries
+from service.ledger import NewEvent
+from service.personal_data import PhoneVault, normalise_phone
+from service.prompt_library import PromptLibrary
+
+Q = queries.load("service.consent")
+
+IN_PROGRESS = "in_progress"
+CONSENTED = "consented"
+REFUSED = "refused"
+HUNG_UP = "hung_up_during_notice"
+NO_INPUT = "no_input"
+NOT_ASKED = "not_asked"
+
+# Call statuses after which nothing more happens on the call (Twilio's names; others map onto them).
+TERMINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+
+
+class Step(enum.Enum):
+    PLAY_NOTICE = "play_notice"  # tell the caller (and, in explicit mode, ask)
+    REPROMPT = "reprompt"  # explicit mode: ask again after no or invalid input
+    RECORD = "record"  # consent: start recording, then continue the call
+    CONTINUE = "continue"  # continue the call without recording
+    HANGUP = "hangup"  # the call has already ended
+
+
+@dataclass(frozen=True)
+class CallState:
+    id: uuid.UUID
+    outcome: str
+    policy: Policy
+    ended: bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    step: Step
+    call: CallState
+    attempt: int = 1
+
+
+def _state(row: asyncpg.Record) -> CallState:
+    raw: dict[str, Any] = row["policy"]
+    policy = Policy(**raw)
+    return CallState(row["id"], row["outcome"], policy, row["ended_at"] is not None)
+
+
+def _answer_existing(call: CallState) -> Decision:
+    """How to answer a callback for a call whose outcome (or end) is already known."""
+    if call.ended:
+        return Decision(Step.HANGUP, call)
+    if call.outcome == CONSENTED:
+        return Decision(Step.RECORD, call)
+    if call.outcome == IN_PROGRESS:
+        return Decision(Step.PLAY_NOTICE, call)
+    return Decision(Step.CONTINUE, call)
+
+
+async def start_call(
+    conn: asyncpg.Connection[Any],
+    vault: PhoneVault,
+    prompts: PromptLibrary,
+    *,
+    platform: str,
+    external_id: str,
+    caller: str | None,
+    called: str | None,
+    policy: Policy,
+) -> Decision:
+    """A call reached the gate. Decide whether to ask, and write ``call_started`` plus either
+    ``not_asked`` or ``notice_played``."""
+    caller_norm = normalise_phone(caller) if caller else None
+    caller_hash = vault.lookup_hash(caller_norm) if caller_norm else None
+    async with conn.transaction():
+        listed = bool(caller_hash) and await conn.fetchval(Q["on_do_not_record"], caller_hash)
+        not_asked_reason = (
+            "do_not_record_list" if listed else "policy_never_record" if policy.never_record
+            else None
+        )
+        row = await conn.fetchrow(
+            Q["insert_call"],
+            platform,
+            external_id,
+            vault.encrypt(caller_norm) if caller_norm else None,
+            caller_hash,
+            called,
+            policy.as_json(),
+            NOT_ASKED if not_asked_reason else IN_PROGRESS,
+        )
+        if row is None:  # the platform retried the start: answer from what we already decided
+            existing = await conn.fetchrow(Q["lock_call"], platform, external_id)
+            return _answer_existing(_state(existing))
+        call = _state(row)
+        started = NewEvent(
+            "call_started",
+            {
+                "platform": platform,
+                "called": called,
+                "queue": policy.queue,
+                "consent_mode": policy.consent_mode,
+                "language": policy.language,
+            },
+            dedupe_key="call_started",
+        )
+        if not_asked_reason:
+            await ledger.append(conn, call.id, [
+                started,
+                NewEvent("not_asked", {"reason": not_asked_reason}, dedupe_key="outcome"),
+            ])
+            return Decision(Step.CONTINUE, call)
+        notice = prompts.notice(policy.consent_mode, policy.language)
+        await ledger.append(conn, call.id, [
+            started,
+            NewEvent("notice_played", notice.ledger_details(1), dedupe_key="notice_played:1"),
+        ])
+        return Decision(Step.PLAY_NOTICE, call)
+
+
+async def consent_step(
+    conn: asyncpg.Connection[Any],
+    prompts: PromptLibrary,
+    *,
+    platform: str,
+    external_id: str,
+    digits: str | None,
+    attempt: int,
+) -> Decision | None:
+    """The caller reached the consent step (implied: heard the whole notice and stayed;
+    explicit: pressed a key, or the prompt timed out with ``digits`` None). Returns None for a
+    call the gate never saw start."""
+    async with conn.transaction():
+        row = await conn.fetchrow(Q["lock_call"], platform, external_id)
+        if row is None:
+            return None
+        call = _state(row)
+        if call.outcome != IN_PROGRESS or call.ended:
+            return _answer_existing(call)
+        policy = call.policy
+        if policy.consent_mode == "implied":
+            return await _decide(conn, call, CONSENTED, NewEvent(
+                "consent_given", {"mode": "implied", "basis": "stayed on the line after the notice"},
+                dedupe_key="outcome",
+            ))
+        if digits == "1":
+            return await _decide(conn, call, CONSENTED, NewEvent(
+                "consent_given", {"mode": "explicit", "digits": "1", "attempt": attempt},
+                dedupe_key="outcome",
+            ))
+        if digits == "2":
+            return await _decide(conn, call, REFUSED, NewEvent(
+                "consent_refused", {"mode": "explicit", "digits": "2", "attempt": attempt},
+                dedupe_key="outcome",
+            ))
+        # No input, or a key that means neither: ask again while retries last, else no_input.
+        answer = {"attempt": attempt, "input": "none" if not digits else "invalid"}
+        if attempt <= policy.gather_retries:
+            notice = prompts.notice(policy.consent_mode, policy.language)
+            await ledger.append(conn, call.id, [
+                NewEvent("notice_played", {**notice.ledger_details(attempt + 1), "after": answer},
+                         dedupe_key=f"notice_played:{attempt + 1}"),
+            ])
+            return Decision(Step.REPROMPT, call, attempt=attempt + 1)
+        return await _decide(conn, call, NO_INPUT, NewEvent(
+            "no_input", {"mode": "explicit", **answer}, dedupe_key="outcome"
+        ))
+
+
+async def _decide(
+    conn: asyncpg.Connection[Any], call: CallState, outcome: str, event: NewEvent
+) -> Decision:
+    await conn.execute(Q["set_outcome"], call.id, outcome)
+    await ledger.append(conn, call.id, [event])
+    decided = CallState(call.id, outcome, call.policy, call.ended)
+    return Decision(Step.RECORD if outcome == CONSENTED else Step.CONTINUE, decided)
+
+
+async def status_step(
+    conn: asyncpg.Connection[Any],
+    vault: PhoneVault,
+    *,
+    platform: str,
+    external_id: str,
+    status: str,
+    duration_s: int | None,
+    caller: str | None,
+    called: str | None,
+    policy: Policy,
+) -> CallState:
+    """A call-progress callback. When the call has ended before any consent step, its outcome
+    is ``hung_up_during_notice``; a status for a call never seen starting creates it, so a
+    reordered delivery cannot leave a call without an outcome."""
+    terminal = status in TERMINAL_STATUSES
+    async with conn.transaction():
+        row = await conn.fetchrow(Q["lock_call"], platform, external_id)
+        if row is None:
+            if not terminal:
+                # Nothing to prove yet; the start webhook will create the call.
+                return CallState(uuid.UUID(int=0), IN_PROGRESS, policy, False)
+            caller_norm = normalise_phone(caller) if caller else None
+            row = await conn.fetchrow(
+                Q["insert_call"], platform, external_id,
+                vault.encrypt(caller_norm) if caller_norm else None,
+                vault.lookup_hash(caller_norm) if caller_norm else None,
+                called, policy.as_json(), IN_PROGRESS,
+            )
+            if row is None:  # pragma: no cover - the row lock above makes this unreachable
+                row = await conn.fetchrow(Q["lock_call"], platform, external_id)
+            await ledger.append(conn, row["id"], [NewEvent(
+                "call_started",
+                {"platform": platform, "called": called, "first_seen": "status_callback"},
+                dedupe_key="call_started",
+            )])
+        call = _state(row)
+        if not terminal:
+            await conn.execute(Q["set_platform_status"], call.id, status)
+            return call
+        await conn.execute(Q["set_ended"], call.id, status)
+        events = [NewEvent("call_ended", {"status": status, "duration_s": duration_s},
+                           dedupe_key="call_ended")]
+        outcome = call.outcome
+        if outcome == IN_PROGRESS:
+            outcome = HUNG_UP
+            await conn.execute(Q["set_outcome"], call.id, HUNG_UP)
+            events.append(NewEvent(HUNG_UP, {"status": status}, dedupe_key="outcome"))
+        await ledger.append(conn, call.id, events)
+        return CallState(call.id, outcome, call.policy, True)
+
+
+async def add_to_do_not_record(
+    conn: asyncpg.Connection[Any], vault: PhoneVault, phone: str, reason: str
+) -> None:
+    await conn.execute(Q["add_do_not_record"], vault.lookup_hash(phone), reason)

@@ -1,0 +1,17 @@
+"""Typed keys for what the application holds (settings, pool, prompts, personal-data vault)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from service.config import Settings
+from service.personal_data import PhoneVault
+from service.prompt_library import PromptLibrary
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL: web.AppKey[asyncpg.Pool[Any]] = web.AppKey("pool")
+PROMPTS = web.AppKey("prompts", PromptLibrary)
+VAULT = web.AppKey("vault", PhoneVault)

@@ -1,0 +1,1 @@
+"""PostgreSQL: where the server is (embedded or a URL), the pool, migrations, named queries."""

@@ -1,0 +1,28 @@
+"""``/healthz`` (the process answers) and ``/readyz`` (the database answers)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from service.context import POOL
+from service.http_errors import error_response
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(2):
+            async with request.app[POOL].acquire() as conn:
+                await conn.fetchval("SELECT 1")
+    except Exception:  # any failure means "not ready", never a 500
+        return error_response(503, "not_ready", "database unreachable")
+    return web.json_response({"status": "ready", "database": "ok"})

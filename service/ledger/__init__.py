@@ -1,0 +1,222 @@
+"""The consent ledger: an append-only hash chain of events per call, and its verification.
+
+Each event's hash covers its call, position, type, database time, details, dedupe key and the
+previous event's hash, so changing, removing or reordering any event of a call breaks the chain
+from that point on. Chains are per call so that webhooks for different calls never wait on each
+other; appends to one call are serialised by locking the call's row. The database refuses UPDATE,
+DELETE and TRUNCATE on the table and rejects an insert that does not follow its predecessor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from service.db import queries
+from service.errors import NotFound
+
+Q = queries.load("service.ledger")
+GENESIS = bytes(32)
+_DOMAIN = b"callvault-ledger-v1\n"
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    type: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+    dedupe_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    call_id: uuid.UUID
+    seq: int
+    type: str
+    at: datetime
+    details: Mapping[str, Any]
+    dedupe_key: str | None
+    prev_hash: bytes
+    hash: bytes
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "type": self.type,
+            "at": self.at.isoformat(),
+            "details": dict(self.details),
+            "hash": self.hash.hex(),
+            "prev_hash": self.prev_hash.hex(),
+        }
+
+
+def event_hash(
+    call_id: uuid.UUID,
+    seq: int,
+    type_: str,
+    at: datetime,
+    details: Mapping[str, Any],
+    dedupe_key: str | None,
+    prev_hash: bytes,
+) -> bytes:
+    body = json.dumps(
+        {
+            "call_id": str(call_id),
+            "seq": seq,
+            "type": type_,
+            "at": at.astimezone(UTC).isoformat(timespec="microseconds"),
+            "details": details,
+            "dedupe_key": dedupe_key,
+            "prev_hash": prev_hash.hex(),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode("utf-8")
+    return hashlib.sha256(_DOMAIN + body).digest()
+
+
+async def append(
+    conn: asyncpg.Connection[Any], call_id: uuid.UUID, events: Sequence[NewEvent]
+) -> list[Event]:
+    """Append ``events`` to the call's chain, skipping any whose ``dedupe_key`` is already there.
+
+    Must run inside a transaction: the call's row stays locked until it commits, which is what
+    keeps two concurrent appends from both building on the same head.
+    """
+    if not conn.is_in_transaction():
+        raise RuntimeError("ledger.append must run inside a transaction")
+    head = await conn.fetchrow(Q["lock_head"], call_id)
+    if head is None:
+        raise NotFound(f"no call {call_id}")
+    keys = [e.dedupe_key for e in events if e.dedupe_key is not None]
+    seen: set[str] = set()
+    if keys:
+        seen = {r["dedupe_key"] for r in await conn.fetch(Q["existing_dedupe_keys"], call_id, keys)}
+    seq: int = head["seq"] or 0
+    prev: bytes = head["hash"] or GENESIS
+    at: datetime = head["at"]
+    written: list[Event] = []
+    for new in events:
+        if new.dedupe_key is not None:
+            if new.dedupe_key in seen:
+                continue
+            seen.add(new.dedupe_key)
+        seq += 1
+        details = dict(new.details)
+        digest = event_hash(call_id, seq, new.type, at, details, new.dedupe_key, prev)
+        await conn.execute(
+            Q["insert_event"], call_id, seq, new.type, at, details, new.dedupe_key, prev, digest
+        )
+        written.append(Event(call_id, seq, new.type, at, details, new.dedupe_key, prev, digest))
+        prev = digest
+    return written
+
+
+def _event(row: asyncpg.Record) -> Event:
+    return Event(
+        row["call_id"], row["seq"], row["type"], row["at"], row["details"],
+        row["dedupe_key"], bytes(row["prev_hash"]), bytes(row["hash"]),
+    )
+
+
+async def events_of(conn: asyncpg.Connection[Any], call_id: uuid.UUID) -> list[Event]:
+    return [_event(r) for r in await conn.fetch(Q["call_events"], call_id)]
+
+
+@dataclass
+class Break:
+    call_id: uuid.UUID
+    seq: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"event {self.seq}" if self.seq is not None else "call"
+        return f"call {self.call_id} {where}: {self.reason}"
+
+
+@dataclass
+class Report:
+    calls: int = 0
+    events: int = 0
+    breaks: list[Break] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaks
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "calls": self.calls,
+            "events": self.events,
+            "first_break": None if self.ok else {
+                "call_id": str(self.breaks[0].call_id),
+                "seq": self.breaks[0].seq,
+                "reason": self.breaks[0].reason,
+            },
+            "breaks": len(self.breaks),
+        }
+
+
+class _ChainChecker:
+    """Checks events of one or more calls fed in (call_id, seq) order."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        self.call: uuid.UUID | None = None
+        self.broken = False
+        self.expected_seq = 1
+        self.prev = GENESIS
+
+    def feed(self, ev: Event) -> None:
+        if ev.call_id != self.call:
+            self.call, self.broken, self.expected_seq, self.prev = ev.call_id, False, 1, GENESIS
+            self.report.calls += 1
+        self.report.events += 1
+        if self.broken:
+            return  # only the first break of a chain is news; the rest follows from it
+        reason = None
+        if ev.seq != self.expected_seq:
+            reason = f"expected event {self.expected_seq} here, found {ev.seq} (events missing)"
+        elif ev.prev_hash != self.prev:
+            reason = "prev_hash does not match the previous event's hash"
+        elif event_hash(
+            ev.call_id, ev.seq, ev.type, ev.at, ev.details, ev.dedupe_key, ev.prev_hash
+        ) != ev.hash:
+            reason = "content does not match its hash (altered)"
+        if reason is not None:
+            self.broken = True
+            self.report.breaks.append(Break(ev.call_id, ev.seq, reason))
+        self.expected_seq = ev.seq + 1
+        self.prev = ev.hash
+
+
+async def verify(
+    conn: asyncpg.Connection[Any], call_id: uuid.UUID | None = None, *, batch: int = 5000
+) -> Report:
+    """Recompute every chain (or one call's) from the genesis hash."""
+    report = Report()
+    checker = _ChainChecker(report)
+    if call_id is not None:
+        if not await conn.fetchval(Q["call_exists"], call_id):
+            raise NotFound(f"no call {call_id}")
+        for ev in await events_of(conn, call_id):
+            checker.feed(ev)
+        if report.calls == 0:
+            report.calls = 1
+            report.breaks.append(Break(call_id, None, "the call has no ledger events (deleted)"))
+        return report
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        async for row in conn.cursor(Q["all_events"], prefetch=batch):
+            checker.feed(_event(row))
+        for row in await conn.fetch(Q["calls_without_events"]):
+            report.calls += 1
+            report.breaks.append(Break(row["id"], None, "the call has no ledger events (deleted)"))
+    return report

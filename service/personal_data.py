@@ -1,0 +1,83 @@
+"""Phone numbers at rest: AES-GCM ciphertext for reading back, HMAC-SHA256 for lookup, a mask for
+people who must not see the whole number.
+
+Both keys are derived from ``CALLVAULT_SECRET_KEY`` with HKDF, so one secret serves both purposes
+without reusing a key. The ciphertext starts with a format byte so that key rotation can add a
+key id later without guessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+_FORMAT_V1 = b"\x01"
+_NONCE_BYTES = 12
+_AAD = b"callvault:phone:v1"
+
+
+def _derive(secret: str, purpose: bytes) -> bytes:
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"callvault", info=purpose)
+    return hkdf.derive(secret.encode("utf-8"))
+
+
+def normalise_phone(raw: str) -> str:
+    """E.164 where the input is a phone number (spaces, dashes, dots and brackets dropped);
+    anything else Twilio sends (``anonymous``, ``client:alice``) is kept as it is."""
+    text = raw.strip()
+    compact = re.sub(r"[\s().\-]", "", text)
+    if compact.startswith("00"):
+        compact = "+" + compact[2:]
+    if re.fullmatch(r"\+[1-9][0-9]{6,14}", compact):
+        return compact
+    return text
+
+
+def mask_phone(e164: str) -> str:
+    """``+84901234678`` → ``+84 9** *** 678``: country code, first digit, last three."""
+    number = normalise_phone(e164)
+    if not number.startswith("+") or len(number) < 9:
+        return "***"
+    cc_len = 1 if number[1] in "17" else 2  # NANP and Russia/Kazakhstan; most others use two
+    if number[1:3] in _THREE_DIGIT_PREFIXES:
+        cc_len = 3
+    cc, rest = number[1 : 1 + cc_len], number[1 + cc_len :]
+    hidden = "*" * (len(rest) - 4)
+    masked = rest[0] + hidden + rest[-3:]
+    groups = [masked[0:3], masked[3:-3], masked[-3:]]
+    return f"+{cc} " + " ".join(g for g in groups if g)
+
+
+# Leading two digits of the ITU three-digit country codes (e.g. 855 Cambodia, 856 Laos, 880).
+_THREE_DIGIT_PREFIXES = {
+    "21", "22", "23", "24", "25", "26", "29", "35", "37", "38", "42", "50", "59", "67", "68",
+    "69", "80", "85", "87", "88", "96", "97", "99",
+}
+
+
+class PhoneVault:
+    """Encrypts, decrypts and fingerprints phone numbers with keys derived from one secret."""
+
+    def __init__(self, secret_key: str) -> None:
+        self._aead = AESGCM(_derive(secret_key, b"phone-encryption"))
+        self._mac_key = _derive(secret_key, b"phone-lookup")
+
+    def encrypt(self, phone: str) -> bytes:
+        nonce = os.urandom(_NONCE_BYTES)
+        return _FORMAT_V1 + nonce + self._aead.encrypt(nonce, phone.encode("utf-8"), _AAD)
+
+    def decrypt(self, blob: bytes) -> str:
+        if blob[:1] != _FORMAT_V1:
+            raise ValueError("unknown phone ciphertext format")
+        nonce, ciphertext = blob[1 : 1 + _NONCE_BYTES], blob[1 + _NONCE_BYTES :]
+        return self._aead.decrypt(nonce, ciphertext, _AAD).decode("utf-8")
+
+    def lookup_hash(self, phone: str) -> bytes:
+        """Keyed hash of the normalised number: equal numbers match, nothing can be read back."""
+        return hmac.new(self._mac_key, normalise_phone(phone).encode("utf-8"), hashlib.sha256).digest()

@@ -1,0 +1,1 @@
+"""Twilio: signed webhooks in (``routes``), TwiML out (``twiml``), signatures (``signature``)."""

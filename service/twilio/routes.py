@@ -1,0 +1,117 @@
+"""Twilio's webhooks for the consent gate: call start, consent step, call status.
+
+Each handler verifies the signature first (403 and nothing written otherwise), makes one
+database transaction through :mod:`service.consent.gate`, and answers TwiML. Nothing else
+touches the network on this path: a caller hears silence while we think.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from service.config import Policy, Settings
+from service.consent import gate
+from service.context import POOL, PROMPTS, SETTINGS, VAULT
+from service.errors import BadRequest, ConfigError
+from service.twilio import twiml
+from service.twilio.signature import verified_form
+
+log = logging.getLogger(__name__)
+PLATFORM = "twilio"
+routes = web.RouteTableDef()
+
+
+def _twiml(body: str) -> web.Response:
+    return web.Response(text=body, content_type="text/xml")
+
+
+def _call_sid(form: MultiDictProxy[str]) -> str:
+    sid = form.get("CallSid", "")
+    if not sid.strip() or len(sid) > 64:
+        raise BadRequest("CallSid is required", code="missing_call_sid")
+    return sid.strip()
+
+
+def _policy(settings: Settings, called: str | None, queue: str | None) -> Policy:
+    try:
+        return settings.policy_for(called, queue)
+    except ConfigError as exc:
+        # A webhook URL naming an unknown queue is an operator's slip; the caller is still told.
+        log.warning("falling back to the default policy: %s", exc.message)
+        return settings.policy_for(called)
+
+
+def _answer(request: web.Request, decision: gate.Decision) -> web.Response:
+    settings = request.app[SETTINGS]
+    policy = decision.call.policy
+    if decision.step in (gate.Step.PLAY_NOTICE, gate.Step.REPROMPT):
+        notice = request.app[PROMPTS].notice(policy.consent_mode, policy.language)
+        return _twiml(twiml.notice(notice, settings.public_url, attempt=decision.attempt,
+                                   gather_timeout_s=policy.gather_timeout_s))
+    if decision.step is gate.Step.RECORD:
+        return _twiml(twiml.record_then_continue(settings.public_url, policy.continue_url))
+    if decision.step is gate.Step.CONTINUE:
+        return _twiml(twiml.continue_without_recording(policy.continue_url))
+    return _twiml(twiml.hangup())
+
+
+@routes.post("/telephony/twilio/voice")
+async def voice(request: web.Request) -> web.Response:
+    form = await verified_form(request)
+    sid = _call_sid(form)
+    called = form.get("To") or None
+    policy = _policy(request.app[SETTINGS], called, request.query.get("queue"))
+    async with request.app[POOL].acquire() as conn:
+        decision = await gate.start_call(
+            conn, request.app[VAULT], request.app[PROMPTS],
+            platform=PLATFORM, external_id=sid, caller=form.get("From") or None,
+            called=called, policy=policy,
+        )
+    log.info("call start", extra={"call_id": str(decision.call.id), "step": decision.step.value})
+    return _answer(request, decision)
+
+
+@routes.post("/telephony/twilio/consent")
+async def consent(request: web.Request) -> web.Response:
+    form = await verified_form(request)
+    sid = _call_sid(form)
+    raw_attempt = request.query.get("attempt", "1")
+    if not raw_attempt.isdigit() or not 1 <= int(raw_attempt) <= 10:
+        raise BadRequest("attempt must be a number from 1 to 10", code="bad_attempt")
+    digits = (form.get("Digits") or "").strip() or None
+    async with request.app[POOL].acquire() as conn:
+        decision = await gate.consent_step(
+            conn, request.app[PROMPTS], platform=PLATFORM, external_id=sid,
+            digits=digits, attempt=int(raw_attempt),
+        )
+    if decision is None:
+        # A consent step for a call we never saw start: never record it, let the call go on.
+        log.warning("consent step for an unknown call; continuing without recording")
+        return _twiml(twiml.continue_without_recording(request.app[SETTINGS].defaults.continue_url))
+    log.info("consent step", extra={"call_id": str(decision.call.id), "step": decision.step.value,
+                                    "outcome": decision.call.outcome})
+    return _answer(request, decision)
+
+
+@routes.post("/telephony/twilio/status")
+async def status(request: web.Request) -> web.Response:
+    form = await verified_form(request)
+    sid = _call_sid(form)
+    call_status = (form.get("CallStatus") or "").strip()
+    if not call_status:
+        raise BadRequest("CallStatus is required", code="missing_call_status")
+    raw_duration = form.get("CallDuration") or ""
+    duration = int(raw_duration) if raw_duration.isdigit() else None
+    called = form.get("To") or None
+    async with request.app[POOL].acquire() as conn:
+        call = await gate.status_step(
+            conn, request.app[VAULT], platform=PLATFORM, external_id=sid, status=call_status,
+            duration_s=duration, caller=form.get("From") or None, called=called,
+            policy=_policy(request.app[SETTINGS], called, None),
+        )
+    log.info("call status", extra={"call_id": str(call.id), "status": call_status,
+                                   "outcome": call.outcome})
+    return web.Response(status=204)

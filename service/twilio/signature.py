@@ -1,0 +1,34 @@
+"""``X-Twilio-Signature`` verification, exactly as Twilio documents it (via ``twilio``'s
+RequestValidator: HMAC-SHA1 over the public URL and the sorted form parameters, tried with and
+without the port). The URL is ``CALLVAULT_PUBLIC_URL`` + the request's path and query: what the
+platform was told to call, not what a proxy in between rewrote the Host header to."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from multidict import MultiDict, MultiDictProxy
+from twilio.request_validator import RequestValidator
+
+from service.context import SETTINGS
+from service.errors import Forbidden
+
+SIGNATURE_HEADER = "X-Twilio-Signature"
+
+
+async def verified_form(request: web.Request) -> MultiDictProxy[str]:
+    """The webhook's form parameters, or :class:`Forbidden` before anything is written."""
+    settings = request.app[SETTINGS]
+    signature = request.headers.get(SIGNATURE_HEADER)
+    if not signature or not settings.twilio_auth_token:
+        raise Forbidden("missing or invalid X-Twilio-Signature", code="bad_signature")
+    form = await request.post()
+    params = MultiDictProxy(MultiDict((k, v) for k, v in form.items() if isinstance(v, str)))
+    if len(params) != len(form):  # a file upload is never a Twilio webhook
+        raise Forbidden("missing or invalid X-Twilio-Signature", code="bad_signature")
+    url = settings.public_url + request.path_qs
+    if not RequestValidator(settings.twilio_auth_token).validate(url, params, signature):
+        raise Forbidden("missing or invalid X-Twilio-Signature", code="bad_signature")
+    account = params.get("AccountSid")
+    if settings.twilio_account_sid and account != settings.twilio_account_sid:
+        raise Forbidden("webhook is for another Twilio account", code="wrong_account")
+    return params
