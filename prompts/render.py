@@ -68,7 +68,8 @@ def _sha256(path: Path) -> str:
 
 def render_prompt(prompt: Prompt, out_dir: Path) -> list[Rendered]:
     AudioSegment = pydub()
-    source = AudioSegment.from_file(prompt.source_path(), format="wav")
+    with prompt.source_path().open("rb") as fh:  # pydub leaks handles it opens itself
+        source = AudioSegment.from_file(fh, format="wav")
     speech = _normalise(source.set_channels(1).set_sample_width(2))
     segment = AudioSegment.silent(duration=LEAD_IN_MS, frame_rate=speech.frame_rate) + speech
     segment = segment.set_frame_rate(SAMPLE_RATE)
@@ -81,7 +82,7 @@ def render_prompt(prompt: Prompt, out_dir: Path) -> list[Rendered]:
         os.close(fd)
         tmp = Path(tmp_name)
         try:
-            segment.export(tmp, **options)
+            segment.export(tmp, **options).close()
             tmp.chmod(0o644)
             os.replace(tmp, final)
         finally:

@@ -51,8 +51,14 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
 
     async def prompt_library(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, ensure_built, settings.prompts_dir)
-        app[PROMPTS] = await loop.run_in_executor(None, PromptLibrary.load, settings.prompts_dir)
+        try:
+            await loop.run_in_executor(None, ensure_built, settings.prompts_dir)
+            library = await loop.run_in_executor(None, PromptLibrary.load, settings.prompts_dir)
+        except Exception:
+            # Callers must still be told: Twilio's <Say> reads the catalogue text instead.
+            log.exception("cannot build the prompt audio; notices fall back to <Say>")
+            library = PromptLibrary({})
+        app[PROMPTS] = library
         yield
 
     app.cleanup_ctx.append(database)

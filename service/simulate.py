@@ -98,14 +98,23 @@ class FakeTwilio:
         *,
         account_sid: str,
         auth_token: str,
+        send_to: str | None = None,
     ) -> None:
+        """``public_url`` is what callvault was configured with and what signatures cover;
+        ``send_to`` (if given) is where requests for it actually go, as through a proxy."""
         self.session = session
         self.public_url = public_url.rstrip("/")
+        self.send_to = send_to.rstrip("/") if send_to else None
         self.account_sid = account_sid
         self.validator = RequestValidator(auth_token)
 
     def url(self, path: str) -> str:
         return self.public_url + path
+
+    def _wire(self, url: str) -> str:
+        if self.send_to and url.startswith(self.public_url):
+            return self.send_to + url[len(self.public_url) :]
+        return url
 
     def sign(self, url: str, params: Mapping[str, str]) -> str:
         return str(self.validator.compute_signature(url, dict(params)))
@@ -134,11 +143,13 @@ class FakeTwilio:
         """POST a webhook signed as Twilio signs it (or with ``signature`` given, for forgeries)."""
         sig = self.sign(url, params) if signature is None else signature
         headers = {"X-Twilio-Signature": sig} if sig else {}
-        async with self.session.post(url, data=dict(params), headers=headers) as resp:
+        async with self.session.post(
+            self._wire(url), data=dict(params), headers=headers
+        ) as resp:
             return resp.status, await resp.text()
 
     async def fetch_audio(self, url: str) -> PlayedAudio:
-        async with self.session.get(url) as resp:
+        async with self.session.get(self._wire(url)) as resp:
             resp.raise_for_status()
             body = await resp.read()
         fmt = "mp3" if urlsplit(url).path.endswith(".mp3") else "wav"

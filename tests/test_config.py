@@ -1,0 +1,98 @@
+"""Configuration: environment over TOML, per-number and per-queue policy, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.config import load_settings, parse_duration, with_generated_secrets
+from service.errors import ConfigError
+
+
+def test_defaults_without_any_configuration() -> None:
+    s = load_settings({})
+    assert (s.host, s.port, s.public_url) == ("127.0.0.1", 8080, "http://127.0.0.1:8080")
+    assert s.home == Path("./var")
+    assert s.defaults.consent_mode == "implied" and s.defaults.language == "vi-VN"
+    assert s.twilio_api_url == "https://api.twilio.com"
+
+
+@pytest.mark.parametrize(("text", "seconds"),
+                         [("90d", 90 * 86400), ("12h", 43200), ("30s", 30), ("5m", 300)])
+def test_durations(text: str, seconds: int) -> None:
+    assert parse_duration("X", text) == seconds
+
+
+def test_toml_policies_and_environment_precedence(tmp_path: Path) -> None:
+    path = tmp_path / "callvault.toml"
+    path.write_text(
+        'port = 9000\nconsent_mode = "explicit"\ncontinue_url = "https://cc.example/next"\n'
+        '[queues.english]\nlanguage = "en-US"\nconsent_mode = "implied"\n'
+        '[numbers."+842873001234"]\nqueue = "english"\ncontinue_url = "https://cc.example/en"\n'
+        '[numbers."+842873005555"]\nnever_record = true\n'
+    )
+    s = load_settings({"CALLVAULT_CONFIG": str(path), "CALLVAULT_PORT": "9100"})
+    assert s.port == 9100  # the environment wins over the file
+    assert s.defaults.consent_mode == "explicit"
+    en = s.policy_for("+842873001234")
+    assert (en.queue, en.language, en.consent_mode, en.continue_url) == (
+        "english", "en-US", "implied", "https://cc.example/en")
+    assert s.policy_for("+842873005555").never_record
+    assert s.policy_for("+849999999").consent_mode == "explicit"
+    assert s.policy_for(None, "english").language == "en-US"
+
+
+@pytest.mark.parametrize(
+    ("env", "toml", "key"),
+    [
+        ({"CALLVAULT_PORT": "eighty"}, "", "CALLVAULT_PORT"),
+        ({"CALLVAULT_CONSENT_MODE": "maybe"}, "", "CALLVAULT_CONSENT_MODE"),
+        ({"CALLVAULT_RETENTION": "forever"}, "", "CALLVAULT_RETENTION"),
+        ({"CALLVAULT_PUBLIC_URL": "ftp://x"}, "", "CALLVAULT_PUBLIC_URL"),
+        ({"CALLVAULT_SECRET_KEY": "short"}, "", "CALLVAULT_SECRET_KEY"),
+        ({"CALLVAULT_CONSENT_MOD": "implied"}, "", "CALLVAULT_CONSENT_MOD"),
+        ({}, 'colour = "red"\n', "colour"),
+        ({}, '[queues.q]\nlanguage = "fr-FR"\n', "queues.q.language"),
+        ({}, '[numbers."0901"]\nnever_record = true\n', "numbers.0901"),
+        ({}, '[numbers."+842873001234"]\nqueue = "nope"\n', "numbers.+842873001234.queue"),
+        ({}, "port = [", "CALLVAULT_CONFIG"),
+    ],
+)
+def test_invalid_configuration_names_the_key(
+    tmp_path: Path, env: dict[str, str], toml: str, key: str
+) -> None:
+    if toml:
+        path = tmp_path / "c.toml"
+        path.write_text(toml)
+        env = {**env, "CALLVAULT_CONFIG": str(path)}
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    assert info.value.message.startswith(key + ":") or info.value.message.startswith(key + " ")
+
+
+def test_serve_with_bad_configuration_stops_with_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
+    env.update(CALLVAULT_HOME=str(tmp_path), CALLVAULT_CONSENT_MODE="sometimes")
+    result = subprocess.run([sys.executable, "-m", "service", "serve"], env=env, text=True,
+                            capture_output=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "callvault: error: CALLVAULT_CONSENT_MODE: must be 'implied' or 'explicit', "
+        "got 'sometimes'"]
+
+
+def test_generated_local_secrets_are_created_once_and_private(tmp_path: Path) -> None:
+    s = load_settings({"CALLVAULT_HOME": str(tmp_path)})
+    first = with_generated_secrets(s)
+    second = with_generated_secrets(s)
+    assert first.secret_key and first.twilio_auth_token
+    assert (first.secret_key, first.twilio_auth_token) == (second.secret_key,
+                                                           second.twilio_auth_token)
+    assert (tmp_path / "generated-secrets.toml").stat().st_mode & 0o777 == 0o600
+    given = with_generated_secrets(load_settings({
+        "CALLVAULT_HOME": str(tmp_path), "CALLVAULT_SECRET_KEY": "s" * 40}))
+    assert given.secret_key == "s" * 40
