@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import warnings
 from functools import cache
+from typing import Any
 
 
 @cache
@@ -20,7 +21,7 @@ def ffmpeg_path() -> str:
     return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
-def pydub():  # type: ignore[no-untyped-def]
+def pydub() -> Any:
     """The ``pydub.AudioSegment`` class with its converter set (imported lazily: it is slow)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # audioop, deprecated in 3.11

@@ -27,12 +27,24 @@ SAMPLE_RATE = 8000
 RENDER_VERSION = 1  # bump when the steps below change, so old output counts as stale
 _BITEXACT = ["-fflags", "+bitexact", "-flags:a", "+bitexact", "-map_metadata", "-1"]
 FORMATS: dict[str, dict[str, Any]] = {
-    "wav": {"format": "wav", "codec": "pcm_mulaw", "parameters": ["-ar", str(SAMPLE_RATE), *_BITEXACT]},
+    "wav": {
+        "format": "wav",
+        "codec": "pcm_mulaw",
+        "parameters": ["-ar", str(SAMPLE_RATE), *_BITEXACT],
+    },
     "mp3": {
         "format": "mp3",
         "codec": "libmp3lame",
         "bitrate": "32k",
-        "parameters": ["-ar", str(SAMPLE_RATE), "-write_xing", "0", "-id3v2_version", "0", *_BITEXACT],
+        "parameters": [
+            "-ar",
+            str(SAMPLE_RATE),
+            "-write_xing",
+            "0",
+            "-id3v2_version",
+            "0",
+            *_BITEXACT,
+        ],
     },
 }
 CONTENT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
@@ -88,8 +100,15 @@ def render_prompt(prompt: Prompt, out_dir: Path) -> list[Rendered]:
         finally:
             tmp.unlink(missing_ok=True)
         results.append(
-            Rendered(prompt.id, prompt.version, fmt, final, _sha256(final), final.stat().st_size,
-                     len(segment))
+            Rendered(
+                prompt.id,
+                prompt.version,
+                fmt,
+                final,
+                _sha256(final),
+                final.stat().st_size,
+                len(segment),
+            )
         )
     return results
 
@@ -103,16 +122,18 @@ def build(out_dir: Path) -> dict[str, Any]:
             r.fmt: {"sha256": r.sha256, "bytes": r.size, "duration_ms": r.duration_ms}
             for r in render_prompt(prompt, out_dir)
         }
-        prompts.append({
-            "id": prompt.id,
-            "version": prompt.version,
-            "language": prompt.language,
-            "mode": prompt.mode,
-            "purpose": prompt.purpose,
-            "text": prompt.text,
-            "source_sha256": prompt.source_sha256(),
-            "files": files,
-        })
+        prompts.append(
+            {
+                "id": prompt.id,
+                "version": prompt.version,
+                "language": prompt.language,
+                "mode": prompt.mode,
+                "purpose": prompt.purpose,
+                "text": prompt.text,
+                "source_sha256": prompt.source_sha256(),
+                "files": files,
+            }
+        )
     manifest = {"render_version": RENDER_VERSION, "prompts": prompts}
     tmp = out_dir / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")

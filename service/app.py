@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from aiohttp import web
 
@@ -69,5 +68,3 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     if not settings.defaults.continue_url:
         log.warning("CALLVAULT_CONTINUE_URL is not set: calls end after the consent step")
     return app
-
-

@@ -83,8 +83,10 @@ def cmd_prompts_build(args: argparse.Namespace) -> int:
     manifest = build(out)
     for entry in manifest["prompts"]:
         for fmt, info in entry["files"].items():
-            print(f"{entry['id']}/{entry['version']}.{fmt}  {info['bytes']:>7} bytes  "
-                  f"{info['duration_ms'] / 1000:5.1f} s  sha256 {info['sha256']}")
+            print(
+                f"{entry['id']}/{entry['version']}.{fmt}  {info['bytes']:>7} bytes  "
+                f"{info['duration_ms'] / 1000:5.1f} s  sha256 {info['sha256']}"
+            )
     print(f"wrote {out / 'manifest.json'}")
     return 0
 
@@ -131,11 +133,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     async def run() -> int:
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            twilio = FakeTwilio(session, public_url, account_sid=settings.twilio_account_sid or "",
-                                auth_token=settings.twilio_auth_token or "")
+            twilio = FakeTwilio(
+                session,
+                public_url,
+                account_sid=settings.twilio_account_sid or "",
+                auth_token=settings.twilio_auth_token or "",
+            )
             try:
-                trace = await twilio.place_call(args.caller, args.called, behaviour,
-                                                voice_path=voice_path)
+                trace = await twilio.place_call(
+                    args.caller, args.called, behaviour, voice_path=voice_path
+                )
             except aiohttp.ClientError as exc:
                 raise CallvaultError(f"cannot reach callvault at {public_url}: {exc}") from None
         for step in trace.steps:
@@ -178,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="called", default="+842873001234", help="called number")
     p.add_argument("--queue", help="queue name to pass on the voice webhook URL")
     p.add_argument(
-        "--behaviour", default="stay",
+        "--behaviour",
+        default="stay",
         help="stay (default), hang-up, silent, press-1, press-2, press-9,1 ...",
     )
     p.set_defaults(func=cmd_simulate)

@@ -232,9 +232,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raw[name[len(ENV_PREFIX) :].lower()] = (name, value)
 
     known = {
-        "home", "host", "port", "public_url", "database_url", "s3_bucket", "s3_endpoint_url",
-        "s3_region", "secret_key", "twilio_account_sid", "twilio_auth_token", "twilio_api_url",
-        "purge_interval", "max_body_bytes", "log_level",
+        "home",
+        "host",
+        "port",
+        "public_url",
+        "database_url",
+        "s3_bucket",
+        "s3_endpoint_url",
+        "s3_region",
+        "secret_key",
+        "twilio_account_sid",
+        "twilio_auth_token",
+        "twilio_api_url",
+        "purge_interval",
+        "max_body_bytes",
+        "log_level",
     } | _POLICY_KEYS
     values: dict[str, Any] = {}
     defaults = Policy()
@@ -292,7 +304,9 @@ def _check_policies(settings: Settings) -> None:
         settings.policy_for(None, name)
     for number in settings.numbers:
         if not E164.match(number):
-            raise ConfigError(f"numbers.{number}: table names must be E.164 numbers like +842812345678")
+            raise ConfigError(
+                f"numbers.{number}: table names must be E.164 numbers like +842812345678"
+            )
         queue = settings.numbers[number].get("queue")
         if queue is not None and queue not in settings.queues:
             raise ConfigError(f"numbers.{number}.queue: unknown queue {queue!r}")
@@ -313,13 +327,14 @@ def with_generated_secrets(settings: Settings) -> Settings:
     if path.exists():
         stored = _read_toml(path)
     changed = False
-    for key, make in (
-        ("secret_key", lambda: secrets.token_urlsafe(48)),
-        ("twilio_auth_token", lambda: secrets.token_hex(16)),
-        ("twilio_account_sid", lambda: "AC" + secrets.token_hex(16)),
-    ):
+    fresh = {
+        "secret_key": secrets.token_urlsafe(48),
+        "twilio_auth_token": secrets.token_hex(16),
+        "twilio_account_sid": "AC" + secrets.token_hex(16),
+    }
+    for key, value in fresh.items():
         if key not in stored:
-            stored[key] = make()
+            stored[key] = value
             changed = True
     if changed:
         settings.home.mkdir(parents=True, exist_ok=True)

@@ -56,8 +56,29 @@ def mask_phone(e164: str) -> str:
 
 # Leading two digits of the ITU three-digit country codes (e.g. 855 Cambodia, 856 Laos, 880).
 _THREE_DIGIT_PREFIXES = {
-    "21", "22", "23", "24", "25", "26", "29", "35", "37", "38", "42", "50", "59", "67", "68",
-    "69", "80", "85", "87", "88", "96", "97", "99",
+    "21",
+    "22",
+    "23",
+    "24",
+    "25",
+    "26",
+    "29",
+    "35",
+    "37",
+    "38",
+    "42",
+    "50",
+    "59",
+    "67",
+    "68",
+    "69",
+    "80",
+    "85",
+    "87",
+    "88",
+    "96",
+    "97",
+    "99",
 }
 
 
@@ -80,4 +101,6 @@ class PhoneVault:
 
     def lookup_hash(self, phone: str) -> bytes:
         """Keyed hash of the normalised number: equal numbers match, nothing can be read back."""
-        return hmac.new(self._mac_key, normalise_phone(phone).encode("utf-8"), hashlib.sha256).digest()
+        return hmac.new(
+            self._mac_key, normalise_phone(phone).encode("utf-8"), hashlib.sha256
+        ).digest()

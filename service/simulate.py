@@ -143,9 +143,7 @@ class FakeTwilio:
         """POST a webhook signed as Twilio signs it (or with ``signature`` given, for forgeries)."""
         sig = self.sign(url, params) if signature is None else signature
         headers = {"X-Twilio-Signature": sig} if sig else {}
-        async with self.session.post(
-            self._wire(url), data=dict(params), headers=headers
-        ) as resp:
+        async with self.session.post(self._wire(url), data=dict(params), headers=headers) as resp:
             return resp.status, await resp.text()
 
     async def fetch_audio(self, url: str) -> PlayedAudio:
@@ -185,8 +183,13 @@ class FakeTwilio:
             url, params = await self._run_twiml(body, trace, keys, sid, caller, called)
         if send_status:
             end = self.call_params(sid, caller, called, status="completed")
-            end.update({"CallDuration": "15", "CallbackSource": "call-progress-events",
-                        "SequenceNumber": "0"})
+            end.update(
+                {
+                    "CallDuration": "15",
+                    "CallbackSource": "call-progress-events",
+                    "SequenceNumber": "0",
+                }
+            )
             status, body = await self.post(self.url("/telephony/twilio/status"), end)
             trace.steps.append(f"-> POST /telephony/twilio/status (completed): HTTP {status}")
             if status >= 300:
@@ -194,7 +197,12 @@ class FakeTwilio:
         return trace
 
     async def _run_twiml(
-        self, body: str, trace: CallTrace, keys: list[str | None], sid: str, caller: str,
+        self,
+        body: str,
+        trace: CallTrace,
+        keys: list[str | None],
+        sid: str,
+        caller: str,
         called: str,
     ) -> tuple[str | None, dict[str, str]]:
         """Execute one TwiML document; returns the next callvault URL to request, if any."""

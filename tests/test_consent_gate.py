@@ -57,8 +57,12 @@ async def test_implied_caller_who_stays_consents_and_is_recorded(
     call = await call_of(db, trace.call_sid)
     assert call["outcome"] == "consented"
     events = await events_of(db, trace.call_sid)
-    assert [e.type for e in events] == ["call_started", "notice_played", "consent_given",
-                                        "call_ended"]
+    assert [e.type for e in events] == [
+        "call_started",
+        "notice_played",
+        "consent_given",
+        "call_ended",
+    ]
     notice = events[1].details
     assert notice["prompt_id"] == "notice-implied-vi"
     assert notice["version"] == 1
@@ -76,7 +80,11 @@ async def test_implied_caller_who_hangs_up_during_notice_is_not_recorded(
     assert not trace.recording_started
     assert (await call_of(db, trace.call_sid))["outcome"] == "hung_up_during_notice"
     assert await types_of(db, trace.call_sid) == [
-        "call_started", "notice_played", "call_ended", "hung_up_during_notice"]
+        "call_started",
+        "notice_played",
+        "call_ended",
+        "hung_up_during_notice",
+    ]
 
 
 @pytest.fixture
@@ -100,8 +108,14 @@ async def explicit(service: Service) -> Service:
     ],
 )
 async def test_explicit_mode_outcomes(
-    explicit: Service, twilio: FakeTwilio, db: Conn, behaviour: str, outcome: str,
-    recorded: bool, gathers: int, last_event: str,
+    explicit: Service,
+    twilio: FakeTwilio,
+    db: Conn,
+    behaviour: str,
+    outcome: str,
+    recorded: bool,
+    gathers: int,
+    last_event: str,
 ) -> None:
     trace = await twilio.place_call(CALLER, HOTLINE, Caller.parse(behaviour))
     assert trace.errors == []
@@ -132,8 +146,9 @@ async def test_explicit_gather_asks_for_one_digit_with_the_explicit_notice(
     explicit: Service, twilio: FakeTwilio
 ) -> None:
     sid = new_sid()
-    status, body = await twilio.post(twilio.url("/telephony/twilio/voice"),
-                                     twilio.call_params(sid, CALLER, HOTLINE, "ringing"))
+    status, body = await twilio.post(
+        twilio.url("/telephony/twilio/voice"), twilio.call_params(sid, CALLER, HOTLINE, "ringing")
+    )
     assert status == 200
     root = ET.fromstring(body)
     gather = root.find("Gather")
@@ -181,8 +196,9 @@ async def test_queue_policy_picks_language_and_mode(
     assert trace.played[0].url.endswith("/prompts/notice-explicit-en/1.wav")
     assert trace.recording_started
     # the queue can also be named on the webhook URL (one URL per Twilio number)
-    trace = await twilio.place_call(CALLER, HOTLINE, Caller.parse("press-2"),
-                                    voice_path="/telephony/twilio/voice?queue=english")
+    trace = await twilio.place_call(
+        CALLER, HOTLINE, Caller.parse("press-2"), voice_path="/telephony/twilio/voice?queue=english"
+    )
     assert trace.played[0].url.endswith("/prompts/notice-explicit-en/1.wav")
     assert (await call_of(db, trace.call_sid))["outcome"] == "refused"
 
@@ -223,8 +239,9 @@ async def test_bad_signature_is_403_and_writes_nothing(
     if forgery == "missing":
         signature = ""
     elif forgery == "wrong_token":
-        other = FakeTwilio(twilio.session, PUBLIC_URL, account_sid=twilio.account_sid,
-                           auth_token="f" * 32)
+        other = FakeTwilio(
+            twilio.session, PUBLIC_URL, account_sid=twilio.account_sid, auth_token="f" * 32
+        )
         signature = other.sign(url, params)
     elif forgery == "other_url":
         signature = twilio.sign("https://attacker.example/telephony/twilio/" + path, params)
@@ -271,18 +288,25 @@ async def test_duplicated_consent_and_status_callbacks_give_one_outcome(
     twilio: FakeTwilio, db: Conn
 ) -> None:
     sid = new_sid()
-    await twilio.post(twilio.url("/telephony/twilio/voice"),
-                      twilio.call_params(sid, CALLER, HOTLINE, "ringing"))
+    await twilio.post(
+        twilio.url("/telephony/twilio/voice"), twilio.call_params(sid, CALLER, HOTLINE, "ringing")
+    )
     consent = twilio.call_params(sid, CALLER, HOTLINE)
     results = await asyncio.gather(
-        *(twilio.post(twilio.url("/telephony/twilio/consent"), consent) for _ in range(5)))
+        *(twilio.post(twilio.url("/telephony/twilio/consent"), consent) for _ in range(5))
+    )
     assert all("<Recording" in body for _, body in results)
     end = {**twilio.call_params(sid, CALLER, HOTLINE, "completed"), "CallDuration": "40"}
     results = await asyncio.gather(
-        *(twilio.post(twilio.url("/telephony/twilio/status"), end) for _ in range(5)))
+        *(twilio.post(twilio.url("/telephony/twilio/status"), end) for _ in range(5))
+    )
     assert {status for status, _ in results} == {204}
     assert await types_of(db, sid) == [
-        "call_started", "notice_played", "consent_given", "call_ended"]
+        "call_started",
+        "notice_played",
+        "consent_given",
+        "call_ended",
+    ]
     assert (await call_of(db, sid))["outcome"] == "consented"
 
 
@@ -294,10 +318,12 @@ async def test_status_before_voice_webhook_ends_the_call_unrecorded(
     status, _ = await twilio.post(twilio.url("/telephony/twilio/status"), end)
     assert status == 204
     # the late (reordered) start and consent callbacks must not start a recording
-    _, voice_body = await twilio.post(twilio.url("/telephony/twilio/voice"),
-                                      twilio.call_params(sid, CALLER, HOTLINE, "ringing"))
-    _, consent_body = await twilio.post(twilio.url("/telephony/twilio/consent"),
-                                        twilio.call_params(sid, CALLER, HOTLINE))
+    _, voice_body = await twilio.post(
+        twilio.url("/telephony/twilio/voice"), twilio.call_params(sid, CALLER, HOTLINE, "ringing")
+    )
+    _, consent_body = await twilio.post(
+        twilio.url("/telephony/twilio/consent"), twilio.call_params(sid, CALLER, HOTLINE)
+    )
     for body in (voice_body, consent_body):
         assert ET.fromstring(body)[0].tag == "Hangup"
     assert (await call_of(db, sid))["outcome"] == "hung_up_during_notice"
@@ -308,12 +334,16 @@ async def test_consent_arriving_after_the_call_ended_does_not_change_the_outcome
     twilio: FakeTwilio, db: Conn
 ) -> None:
     sid = new_sid()
-    await twilio.post(twilio.url("/telephony/twilio/voice"),
-                      twilio.call_params(sid, CALLER, HOTLINE, "ringing"))
-    await twilio.post(twilio.url("/telephony/twilio/status"),
-                      twilio.call_params(sid, CALLER, HOTLINE, "completed"))
-    _, body = await twilio.post(twilio.url("/telephony/twilio/consent"),
-                                twilio.call_params(sid, CALLER, HOTLINE))
+    await twilio.post(
+        twilio.url("/telephony/twilio/voice"), twilio.call_params(sid, CALLER, HOTLINE, "ringing")
+    )
+    await twilio.post(
+        twilio.url("/telephony/twilio/status"),
+        twilio.call_params(sid, CALLER, HOTLINE, "completed"),
+    )
+    _, body = await twilio.post(
+        twilio.url("/telephony/twilio/consent"), twilio.call_params(sid, CALLER, HOTLINE)
+    )
     assert "<Recording" not in body
     assert (await call_of(db, sid))["outcome"] == "hung_up_during_notice"
 
@@ -322,23 +352,28 @@ async def test_first_answer_wins_in_explicit_mode(
     explicit: Service, twilio: FakeTwilio, db: Conn
 ) -> None:
     sid = new_sid()
-    await twilio.post(twilio.url("/telephony/twilio/voice"),
-                      twilio.call_params(sid, CALLER, HOTLINE, "ringing"))
+    await twilio.post(
+        twilio.url("/telephony/twilio/voice"), twilio.call_params(sid, CALLER, HOTLINE, "ringing")
+    )
     consent_url = twilio.url("/telephony/twilio/consent?attempt=1")
-    _, refused = await twilio.post(consent_url,
-                                   {**twilio.call_params(sid, CALLER, HOTLINE), "Digits": "2"})
-    _, later = await twilio.post(consent_url,
-                                 {**twilio.call_params(sid, CALLER, HOTLINE), "Digits": "1"})
+    _, refused = await twilio.post(
+        consent_url, {**twilio.call_params(sid, CALLER, HOTLINE), "Digits": "2"}
+    )
+    _, later = await twilio.post(
+        consent_url, {**twilio.call_params(sid, CALLER, HOTLINE), "Digits": "1"}
+    )
     assert "<Recording" not in refused and "<Recording" not in later
     assert (await call_of(db, sid))["outcome"] == "refused"
 
 
 async def test_concurrent_calls_each_get_their_own_chain(twilio: FakeTwilio, db: Conn) -> None:
     behaviours = ["stay", "hang-up"] * 10
-    traces = await asyncio.gather(*(
-        twilio.place_call(f"+8490{i:07d}", HOTLINE, Caller.parse(b))
-        for i, b in enumerate(behaviours)
-    ))
+    traces = await asyncio.gather(
+        *(
+            twilio.place_call(f"+8490{i:07d}", HOTLINE, Caller.parse(b))
+            for i, b in enumerate(behaviours)
+        )
+    )
     assert all(t.errors == [] for t in traces)
     rows = await db.fetch("SELECT outcome, count(*) AS n FROM calls GROUP BY outcome")
     assert {r["outcome"]: r["n"] for r in rows} == {"consented": 10, "hung_up_during_notice": 10}
@@ -361,7 +396,8 @@ async def test_caller_number_is_stored_encrypted_and_never_logged(
     # No column of any table holds the number in clear, in any common spelling.
     dump = await db.fetchval(
         "SELECT string_agg(t::text, ' ') FROM (SELECT c::text AS t FROM calls c "
-        "UNION ALL SELECT e::text FROM ledger_events e) x")
+        "UNION ALL SELECT e::text FROM ledger_events e) x"
+    )
     for spelling in (CALLER, CALLER[1:], "0" + CALLER[3:], "901234678"):
         assert spelling not in dump
         assert spelling not in caplog.text
@@ -391,8 +427,9 @@ async def test_unknown_route_and_oversized_body_are_json_errors(
         assert (await resp.json())["error"]["code"] == "not_found"
     big = io.BytesIO(b"CallSid=CA1&Junk=" + b"x" * (2 * 1024 * 1024))
     headers = {"X-Twilio-Signature": "x", "Content-Type": "application/x-www-form-urlencoded"}
-    async with twilio.session.post(service.base_url + "/telephony/twilio/voice", data=big,
-                                   headers=headers) as resp:
+    async with twilio.session.post(
+        service.base_url + "/telephony/twilio/voice", data=big, headers=headers
+    ) as resp:
         assert resp.status == 413
         assert (await resp.json())["error"]["code"] == "payload_too_large"
     async with twilio.session.get(service.base_url + "/telephony/twilio/voice") as resp:

@@ -92,7 +92,10 @@ async def test_database_refuses_an_event_that_does_not_follow_its_predecessor(db
     with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="does not follow"):
         await db.execute(
             "INSERT INTO ledger_events (call_id, seq, type, at, details, prev_hash, hash) "
-            "VALUES ($1, 3, 'forged', now(), '{}', $2, $2)", call_id, bytes(32))
+            "VALUES ($1, 3, 'forged', now(), '{}', $2, $2)",
+            call_id,
+            bytes(32),
+        )
 
 
 async def _tamper(db: Conn, sql: str, *args: Any) -> None:
@@ -107,8 +110,9 @@ async def _tamper(db: Conn, sql: str, *args: Any) -> None:
 async def test_verify_catches_an_altered_event(db: Conn) -> None:
     good = await new_call(db, 3)
     bad = await new_call(db, 4)
-    await _tamper(db, "UPDATE ledger_events SET details = '{\"i\": 42}' "
-                      "WHERE call_id = $1 AND seq = 2", bad)
+    await _tamper(
+        db, "UPDATE ledger_events SET details = '{\"i\": 42}' WHERE call_id = $1 AND seq = 2", bad
+    )
     report = await ledger.verify(db)
     assert not report.ok
     assert [(b.call_id, b.seq) for b in report.breaks] == [(bad, 2)]
@@ -133,18 +137,33 @@ async def test_verify_catches_a_rehashed_event(db: Conn) -> None:
     ev = (await ledger.events_of(db, call_id))[1]
     forged = {"i": 7}
     new_hash = ledger.event_hash(call_id, 2, ev.type, ev.at, forged, None, ev.prev_hash)
-    await _tamper(db, "UPDATE ledger_events SET details = $2, hash = $3 "
-                      "WHERE call_id = $1 AND seq = 2", call_id, forged, new_hash)
+    await _tamper(
+        db,
+        "UPDATE ledger_events SET details = $2, hash = $3 WHERE call_id = $1 AND seq = 2",
+        call_id,
+        forged,
+        new_hash,
+    )
     report = await ledger.verify(db)
     assert [(b.call_id, b.seq) for b in report.breaks] == [(call_id, 3)]
 
 
 def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
-    env.update(CALLVAULT_DATABASE_URL=database_url, CALLVAULT_SECRET_KEY="k" * 40,
-               CALLVAULT_TWILIO_AUTH_TOKEN="t" * 32, CALLVAULT_TWILIO_ACCOUNT_SID="AC" + "1" * 32)
-    return subprocess.run([sys.executable, "-m", "service", *args], env=env, text=True,
-                          capture_output=True, timeout=120, check=False)
+    env.update(
+        CALLVAULT_DATABASE_URL=database_url,
+        CALLVAULT_SECRET_KEY="k" * 40,
+        CALLVAULT_TWILIO_AUTH_TOKEN="t" * 32,
+        CALLVAULT_TWILIO_ACCOUNT_SID="AC" + "1" * 32,
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
 
 
 async def test_cli_ledger_verify_exits_1_naming_the_broken_event(
@@ -154,8 +173,11 @@ async def test_cli_ledger_verify_exits_1_naming_the_broken_event(
     ok = await asyncio.to_thread(_cli, database_url, "ledger", "verify")
     assert ok.returncode == 0, ok.stderr
     assert "verified 3 events in 1 calls" in ok.stdout
-    await _tamper(db, "UPDATE ledger_events SET type = 'consent_given' "
-                      "WHERE call_id = $1 AND seq = 2", call_id)
+    await _tamper(
+        db,
+        "UPDATE ledger_events SET type = 'consent_given' WHERE call_id = $1 AND seq = 2",
+        call_id,
+    )
     broken = await asyncio.to_thread(_cli, database_url, "ledger", "verify")
     assert broken.returncode == 1
     assert f"call {call_id} event 2" in broken.stderr

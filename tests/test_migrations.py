@@ -57,7 +57,8 @@ async def test_edited_migration_stops_start_up(db: Any, monkeypatch: pytest.Monk
 
 
 async def test_database_newer_than_code_stops_start_up(db: Any) -> None:
-    await db.execute("INSERT INTO callvault_migrations (version, name, sha256) "
-                     "VALUES (9999, 'future', 'x')")
+    await db.execute(
+        "INSERT INTO callvault_migrations (version, name, sha256) VALUES (9999, 'future', 'x')"
+    )
     with pytest.raises(migrations.MigrationError, match="9999"):
         await migrations.migrate(db)

@@ -27,8 +27,11 @@ def test_another_key_cannot_read_or_match() -> None:
 
 def test_lookup_hash_matches_spellings_of_one_number() -> None:
     vault = PhoneVault(KEY)
-    assert vault.lookup_hash("+84 90 123 4678") == vault.lookup_hash("0084-901-234-678") == \
-        vault.lookup_hash("+84901234678")
+    assert (
+        vault.lookup_hash("+84 90 123 4678")
+        == vault.lookup_hash("0084-901-234-678")
+        == vault.lookup_hash("+84901234678")
+    )
     assert vault.lookup_hash("+84901234679") != vault.lookup_hash("+84901234678")
 
 

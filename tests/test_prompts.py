@@ -16,8 +16,12 @@ from service.simulate import decode_audio
 
 def test_catalogue_has_vietnamese_and_english_for_both_modes() -> None:
     have = {(p.mode, p.language) for p in catalogue()}
-    assert have >= {("implied", "vi-VN"), ("implied", "en-US"),
-                    ("explicit", "vi-VN"), ("explicit", "en-US")}
+    assert have >= {
+        ("implied", "vi-VN"),
+        ("implied", "en-US"),
+        ("explicit", "vi-VN"),
+        ("explicit", "en-US"),
+    }
     assert catalogue()[0].language == "vi-VN"  # Vietnamese first
 
 
@@ -31,8 +35,9 @@ def test_implied_notice_says_what_the_policy_promises() -> None:
 
 
 def test_explicit_notice_asks_for_keys() -> None:
-    assert "press 1" in find("explicit", "en-US").text and "press 2" in find(
-        "explicit", "en-US").text
+    assert (
+        "press 1" in find("explicit", "en-US").text and "press 2" in find("explicit", "en-US").text
+    )
     vi = find("explicit", "vi-VN").text
     assert "phím 1" in vi and "phím 2" in vi
 
@@ -74,8 +79,9 @@ def test_rendering_is_deterministic(built_prompts: Path, tmp_path: Path) -> None
     assert [p["files"] for p in again["prompts"]] == [p["files"] for p in first["prompts"]]
 
 
-async def test_prompt_audio_is_served_with_its_hash_as_etag(service: Any, http: Any,
-                                                             built_prompts: Path) -> None:
+async def test_prompt_audio_is_served_with_its_hash_as_etag(
+    service: Any, http: Any, built_prompts: Path
+) -> None:
     manifest = json.loads((built_prompts / "manifest.json").read_text())
     entry = manifest["prompts"][0]
     for fmt, ctype in (("wav", "audio/wav"), ("mp3", "audio/mpeg")):
@@ -88,8 +94,12 @@ async def test_prompt_audio_is_served_with_its_hash_as_etag(service: Any, http: 
         assert etag == f'"{hashlib.sha256(body).hexdigest()}"'
         async with http.get(url, headers={"If-None-Match": etag}) as resp:
             assert resp.status == 304
-    for bad in ("/prompts/notice-implied-vi/99.wav", "/prompts/nope/1.wav",
-                "/prompts/notice-implied-vi/1.ogg", "/prompts/..%2f..%2fetc/1.wav"):
+    for bad in (
+        "/prompts/notice-implied-vi/99.wav",
+        "/prompts/nope/1.wav",
+        "/prompts/notice-implied-vi/1.ogg",
+        "/prompts/..%2f..%2fetc/1.wav",
+    ):
         async with http.get(service.base_url + bad) as resp:
             assert resp.status == 404
             assert (await resp.json())["error"]["code"] == "not_found"

@@ -17,7 +17,7 @@ import asyncpg
 
 from service import ledger
 from service.config import Policy
-from service.db import queries
+from service.db import Conn, queries
 from service.ledger import NewEvent
 from service.personal_data import PhoneVault, normalise_phone
 from service.prompt_library import PromptLibrary
@@ -76,7 +76,7 @@ def _answer_existing(call: CallState) -> Decision:
 
 
 async def start_call(
-    conn: asyncpg.Connection[Any],
+    conn: Conn,
     vault: PhoneVault,
     prompts: PromptLibrary,
     *,
@@ -93,7 +93,10 @@ async def start_call(
     async with conn.transaction():
         listed = bool(caller_hash) and await conn.fetchval(Q["on_do_not_record"], caller_hash)
         not_asked_reason = (
-            "do_not_record_list" if listed else "policy_never_record" if policy.never_record
+            "do_not_record_list"
+            if listed
+            else "policy_never_record"
+            if policy.never_record
             else None
         )
         row = await conn.fetchrow(
@@ -108,6 +111,7 @@ async def start_call(
         )
         if row is None:  # the platform retried the start: answer from what we already decided
             existing = await conn.fetchrow(Q["lock_call"], platform, external_id)
+            assert existing is not None
             return _answer_existing(_state(existing))
         call = _state(row)
         started = NewEvent(
@@ -122,21 +126,29 @@ async def start_call(
             dedupe_key="call_started",
         )
         if not_asked_reason:
-            await ledger.append(conn, call.id, [
-                started,
-                NewEvent("not_asked", {"reason": not_asked_reason}, dedupe_key="outcome"),
-            ])
+            await ledger.append(
+                conn,
+                call.id,
+                [
+                    started,
+                    NewEvent("not_asked", {"reason": not_asked_reason}, dedupe_key="outcome"),
+                ],
+            )
             return Decision(Step.CONTINUE, call)
         notice = prompts.notice(policy.consent_mode, policy.language)
-        await ledger.append(conn, call.id, [
-            started,
-            NewEvent("notice_played", notice.ledger_details(1), dedupe_key="notice_played:1"),
-        ])
+        await ledger.append(
+            conn,
+            call.id,
+            [
+                started,
+                NewEvent("notice_played", notice.ledger_details(1), dedupe_key="notice_played:1"),
+            ],
+        )
         return Decision(Step.PLAY_NOTICE, call)
 
 
 async def consent_step(
-    conn: asyncpg.Connection[Any],
+    conn: Conn,
     prompts: PromptLibrary,
     *,
     platform: str,
@@ -156,37 +168,63 @@ async def consent_step(
             return _answer_existing(call)
         policy = call.policy
         if policy.consent_mode == "implied":
-            return await _decide(conn, call, CONSENTED, NewEvent(
-                "consent_given", {"mode": "implied", "basis": "stayed on the line after the notice"},
-                dedupe_key="outcome",
-            ))
+            return await _decide(
+                conn,
+                call,
+                CONSENTED,
+                NewEvent(
+                    "consent_given",
+                    {"mode": "implied", "basis": "stayed on the line after the notice"},
+                    dedupe_key="outcome",
+                ),
+            )
         if digits == "1":
-            return await _decide(conn, call, CONSENTED, NewEvent(
-                "consent_given", {"mode": "explicit", "digits": "1", "attempt": attempt},
-                dedupe_key="outcome",
-            ))
+            return await _decide(
+                conn,
+                call,
+                CONSENTED,
+                NewEvent(
+                    "consent_given",
+                    {"mode": "explicit", "digits": "1", "attempt": attempt},
+                    dedupe_key="outcome",
+                ),
+            )
         if digits == "2":
-            return await _decide(conn, call, REFUSED, NewEvent(
-                "consent_refused", {"mode": "explicit", "digits": "2", "attempt": attempt},
-                dedupe_key="outcome",
-            ))
+            return await _decide(
+                conn,
+                call,
+                REFUSED,
+                NewEvent(
+                    "consent_refused",
+                    {"mode": "explicit", "digits": "2", "attempt": attempt},
+                    dedupe_key="outcome",
+                ),
+            )
         # No input, or a key that means neither: ask again while retries last, else no_input.
         answer = {"attempt": attempt, "input": "none" if not digits else "invalid"}
         if attempt <= policy.gather_retries:
             notice = prompts.notice(policy.consent_mode, policy.language)
-            await ledger.append(conn, call.id, [
-                NewEvent("notice_played", {**notice.ledger_details(attempt + 1), "after": answer},
-                         dedupe_key=f"notice_played:{attempt + 1}"),
-            ])
+            await ledger.append(
+                conn,
+                call.id,
+                [
+                    NewEvent(
+                        "notice_played",
+                        {**notice.ledger_details(attempt + 1), "after": answer},
+                        dedupe_key=f"notice_played:{attempt + 1}",
+                    ),
+                ],
+            )
             return Decision(Step.REPROMPT, call, attempt=attempt + 1)
-        return await _decide(conn, call, NO_INPUT, NewEvent(
-            "no_input", {"mode": "explicit", **answer}, dedupe_key="outcome"
-        ))
+        return await _decide(
+            conn,
+            call,
+            NO_INPUT,
+            NewEvent("no_input", {"mode": "explicit", **answer}, dedupe_key="outcome"),
+        )
 
 
-async def _decide(
-    conn: asyncpg.Connection[Any], call: CallState, outcome: str, event: NewEvent
-) -> Decision:
+async def _decide(conn: Conn, call: CallState, outcome: str, event: NewEvent) -> Decision:
     await conn.execute(Q["set_outcome"], call.id, outcome)
     await ledger.append(conn, call.id, [event])
     decided = CallState(call.id, outcome, call.policy, call.ended)
@@ -194,7 +232,7 @@ async def _decide(
 
 
 async def status_step(
-    conn: asyncpg.Connection[Any],
+    conn: Conn,
     vault: PhoneVault,
     *,
     platform: str,
@@ -217,25 +255,39 @@ async def status_step(
                 return CallState(uuid.UUID(int=0), IN_PROGRESS, policy, False)
             caller_norm = normalise_phone(caller) if caller else None
             row = await conn.fetchrow(
-                Q["insert_call"], platform, external_id,
+                Q["insert_call"],
+                platform,
+                external_id,
                 vault.encrypt(caller_norm) if caller_norm else None,
                 vault.lookup_hash(caller_norm) if caller_norm else None,
-                called, policy.as_json(), IN_PROGRESS,
+                called,
+                policy.as_json(),
+                IN_PROGRESS,
             )
-            if row is None:  # pragma: no cover - the row lock above makes this unreachable
+            if row is None:  # a concurrent status callback created it first
                 row = await conn.fetchrow(Q["lock_call"], platform, external_id)
-            await ledger.append(conn, row["id"], [NewEvent(
-                "call_started",
-                {"platform": platform, "called": called, "first_seen": "status_callback"},
-                dedupe_key="call_started",
-            )])
+                assert row is not None
+            await ledger.append(
+                conn,
+                row["id"],
+                [
+                    NewEvent(
+                        "call_started",
+                        {"platform": platform, "called": called, "first_seen": "status_callback"},
+                        dedupe_key="call_started",
+                    )
+                ],
+            )
         call = _state(row)
         if not terminal:
             await conn.execute(Q["set_platform_status"], call.id, status)
             return call
         await conn.execute(Q["set_ended"], call.id, status)
-        events = [NewEvent("call_ended", {"status": status, "duration_s": duration_s},
-                           dedupe_key="call_ended")]
+        events = [
+            NewEvent(
+                "call_ended", {"status": status, "duration_s": duration_s}, dedupe_key="call_ended"
+            )
+        ]
         outcome = call.outcome
         if outcome == IN_PROGRESS:
             outcome = HUNG_UP
@@ -245,7 +297,5 @@ async def status_step(
         return CallState(call.id, outcome, call.policy, True)
 
 
-async def add_to_do_not_record(
-    conn: asyncpg.Connection[Any], vault: PhoneVault, phone: str, reason: str
-) -> None:
+async def add_to_do_not_record(conn: Conn, vault: PhoneVault, phone: str, reason: str) -> None:
     await conn.execute(Q["add_do_not_record"], vault.lookup_hash(phone), reason)

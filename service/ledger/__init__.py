@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from service.db import queries
+from service.db import Conn, queries
 from service.errors import NotFound
 
 Q = queries.load("service.ledger")
@@ -82,9 +82,7 @@ def event_hash(
     return hashlib.sha256(_DOMAIN + body).digest()
 
 
-async def append(
-    conn: asyncpg.Connection[Any], call_id: uuid.UUID, events: Sequence[NewEvent]
-) -> list[Event]:
+async def append(conn: Conn, call_id: uuid.UUID, events: Sequence[NewEvent]) -> list[Event]:
     """Append ``events`` to the call's chain, skipping any whose ``dedupe_key`` is already there.
 
     Must run inside a transaction: the call's row stays locked until it commits, which is what
@@ -122,12 +120,18 @@ async def append(
 
 def _event(row: asyncpg.Record) -> Event:
     return Event(
-        row["call_id"], row["seq"], row["type"], row["at"], row["details"],
-        row["dedupe_key"], bytes(row["prev_hash"]), bytes(row["hash"]),
+        row["call_id"],
+        row["seq"],
+        row["type"],
+        row["at"],
+        row["details"],
+        row["dedupe_key"],
+        bytes(row["prev_hash"]),
+        bytes(row["hash"]),
     )
 
 
-async def events_of(conn: asyncpg.Connection[Any], call_id: uuid.UUID) -> list[Event]:
+async def events_of(conn: Conn, call_id: uuid.UUID) -> list[Event]:
     return [_event(r) for r in await conn.fetch(Q["call_events"], call_id)]
 
 
@@ -157,7 +161,9 @@ class Report:
             "ok": self.ok,
             "calls": self.calls,
             "events": self.events,
-            "first_break": None if self.ok else {
+            "first_break": None
+            if self.ok
+            else {
                 "call_id": str(self.breaks[0].call_id),
                 "seq": self.breaks[0].seq,
                 "reason": self.breaks[0].reason,
@@ -188,9 +194,10 @@ class _ChainChecker:
             reason = f"expected event {self.expected_seq} here, found {ev.seq} (events missing)"
         elif ev.prev_hash != self.prev:
             reason = "prev_hash does not match the previous event's hash"
-        elif event_hash(
-            ev.call_id, ev.seq, ev.type, ev.at, ev.details, ev.dedupe_key, ev.prev_hash
-        ) != ev.hash:
+        elif (
+            event_hash(ev.call_id, ev.seq, ev.type, ev.at, ev.details, ev.dedupe_key, ev.prev_hash)
+            != ev.hash
+        ):
             reason = "content does not match its hash (altered)"
         if reason is not None:
             self.broken = True
@@ -199,9 +206,7 @@ class _ChainChecker:
         self.prev = ev.hash
 
 
-async def verify(
-    conn: asyncpg.Connection[Any], call_id: uuid.UUID | None = None, *, batch: int = 5000
-) -> Report:
+async def verify(conn: Conn, call_id: uuid.UUID | None = None, *, batch: int = 5000) -> Report:
     """Recompute every chain (or one call's) from the genesis hash."""
     report = Report()
     checker = _ChainChecker(report)

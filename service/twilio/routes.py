@@ -49,8 +49,14 @@ def _answer(request: web.Request, decision: gate.Decision) -> web.Response:
     policy = decision.call.policy
     if decision.step in (gate.Step.PLAY_NOTICE, gate.Step.REPROMPT):
         notice = request.app[PROMPTS].notice(policy.consent_mode, policy.language)
-        return _twiml(twiml.notice(notice, settings.public_url, attempt=decision.attempt,
-                                   gather_timeout_s=policy.gather_timeout_s))
+        return _twiml(
+            twiml.notice(
+                notice,
+                settings.public_url,
+                attempt=decision.attempt,
+                gather_timeout_s=policy.gather_timeout_s,
+            )
+        )
     if decision.step is gate.Step.RECORD:
         return _twiml(twiml.record_then_continue(settings.public_url, policy.continue_url))
     if decision.step is gate.Step.CONTINUE:
@@ -66,9 +72,14 @@ async def voice(request: web.Request) -> web.Response:
     policy = _policy(request.app[SETTINGS], called, request.query.get("queue"))
     async with request.app[POOL].acquire() as conn:
         decision = await gate.start_call(
-            conn, request.app[VAULT], request.app[PROMPTS],
-            platform=PLATFORM, external_id=sid, caller=form.get("From") or None,
-            called=called, policy=policy,
+            conn,
+            request.app[VAULT],
+            request.app[PROMPTS],
+            platform=PLATFORM,
+            external_id=sid,
+            caller=form.get("From") or None,
+            called=called,
+            policy=policy,
         )
     log.info("call start", extra={"call_id": str(decision.call.id), "step": decision.step.value})
     return _answer(request, decision)
@@ -84,15 +95,25 @@ async def consent(request: web.Request) -> web.Response:
     digits = (form.get("Digits") or "").strip() or None
     async with request.app[POOL].acquire() as conn:
         decision = await gate.consent_step(
-            conn, request.app[PROMPTS], platform=PLATFORM, external_id=sid,
-            digits=digits, attempt=int(raw_attempt),
+            conn,
+            request.app[PROMPTS],
+            platform=PLATFORM,
+            external_id=sid,
+            digits=digits,
+            attempt=int(raw_attempt),
         )
     if decision is None:
         # A consent step for a call we never saw start: never record it, let the call go on.
         log.warning("consent step for an unknown call; continuing without recording")
         return _twiml(twiml.continue_without_recording(request.app[SETTINGS].defaults.continue_url))
-    log.info("consent step", extra={"call_id": str(decision.call.id), "step": decision.step.value,
-                                    "outcome": decision.call.outcome})
+    log.info(
+        "consent step",
+        extra={
+            "call_id": str(decision.call.id),
+            "step": decision.step.value,
+            "outcome": decision.call.outcome,
+        },
+    )
     return _answer(request, decision)
 
 
@@ -108,10 +129,18 @@ async def status(request: web.Request) -> web.Response:
     called = form.get("To") or None
     async with request.app[POOL].acquire() as conn:
         call = await gate.status_step(
-            conn, request.app[VAULT], platform=PLATFORM, external_id=sid, status=call_status,
-            duration_s=duration, caller=form.get("From") or None, called=called,
+            conn,
+            request.app[VAULT],
+            platform=PLATFORM,
+            external_id=sid,
+            status=call_status,
+            duration_s=duration,
+            caller=form.get("From") or None,
+            called=called,
             policy=_policy(request.app[SETTINGS], called, None),
         )
-    log.info("call status", extra={"call_id": str(call.id), "status": call_status,
-                                   "outcome": call.outcome})
+    log.info(
+        "call status",
+        extra={"call_id": str(call.id), "status": call_status, "outcome": call.outcome},
+    )
     return web.Response(status=204)
