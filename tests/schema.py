@@ -76,4 +76,5 @@ def _snapshot_of_fresh_database() -> str:
 
 
 if __name__ == "__main__":
-    sys.stdout.write(dump_schema(sys.argv[1]) if len(sys.argv) > 1 else _snapshot_of_fresh_database())
+    given = sys.argv[1] if len(sys.argv) > 1 else None
+    sys.stdout.write(dump_schema(given) if given else _snapshot_of_fresh_database())
