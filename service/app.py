@@ -10,19 +10,25 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
 from prompts.render import ensure_built
 from service import health, prompts_http
 from service.config import Settings
-from service.context import POOL, PROMPTS, SETTINGS, VAULT
+from service.context import HTTP_CLIENT, POOL, PROMPTS, SETTINGS, STORE, VAULT
 from service.db.migrations import migrate
 from service.db.pool import create_pool
 from service.errors import ConfigError
 from service.http_errors import error_middleware
+from service.intake import job as intake_job
+from service.intake.callbacks import JOB_KIND
+from service.jobs.worker import JobContext, Worker, WorkerConfig
 from service.personal_data import PhoneVault
 from service.prompt_library import PromptLibrary
+from service.storage import create_store
 from service.twilio import routes as twilio_routes
+from service.twilio.media import TwilioMedia
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +66,47 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
         app[PROMPTS] = library
         yield
 
+    async def storage(app: web.Application) -> AsyncIterator[None]:
+        store = create_store(settings)
+        app[STORE] = store
+        yield
+        await store.close()
+
+    async def http_client(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+        ) as session:
+            app[HTTP_CLIENT] = session
+            yield
+
+    async def job_worker(app: web.Application) -> AsyncIterator[None]:
+        if settings.workers == 0:
+            yield
+            return
+        deps = intake_job.IntakeDeps(settings, app[STORE], TwilioMedia(settings, app[HTTP_CLIENT]))
+
+        async def recording(ctx: JobContext) -> None:
+            await intake_job.run(ctx, deps)
+
+        worker = Worker(
+            app[POOL],
+            {JOB_KIND: recording},
+            WorkerConfig(
+                concurrency=settings.workers,
+                lease_s=settings.job_lease_s,
+                backoff_base_s=settings.job_backoff_base_s,
+                backoff_cap_s=settings.job_backoff_cap_s,
+            ),
+        )
+        worker.start()
+        yield
+        await worker.stop()
+
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(prompt_library)
+    app.cleanup_ctx.append(storage)
+    app.cleanup_ctx.append(http_client)
+    app.cleanup_ctx.append(job_worker)
     app.add_routes(health.routes)
     app.add_routes(prompts_http.routes)
     app.add_routes(twilio_routes.routes)

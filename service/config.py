@@ -94,11 +94,22 @@ class Settings:
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
+    s3_sse: str = "AES256"
+    s3_kms_key_id: str | None = None
+    s3_threads: int = 8
     secret_key: str | None = None
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = None
     twilio_api_url: str = "https://api.twilio.com"
     purge_interval_s: int = 300
+    workers: int = 4
+    job_max_attempts: int = 12
+    job_lease_s: float = 30.0
+    job_backoff_base_s: float = 2.0
+    job_backoff_cap_s: float = 600.0
+    max_recording_bytes: int = 2 * 1024**3
+    download_timeout_s: int = 3600
+    failpoints: frozenset[str] = frozenset()
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
     config_path: Path | None = None
@@ -262,6 +273,23 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values["port"] = _int(name, text, 1, 65535)
         elif key == "max_body_bytes":
             values["max_body_bytes"] = _int(name, text, 1024, 1 << 30)
+        elif key == "max_recording_bytes":
+            values["max_recording_bytes"] = _int(name, text, 1024, 1 << 40)
+        elif key == "s3_threads":
+            values["s3_threads"] = _int(name, text, 1, 64)
+        elif key == "workers":
+            values["workers"] = _int(name, text, 0, 64)
+        elif key == "job_max_attempts":
+            values["job_max_attempts"] = _int(name, text, 1, 100)
+        elif key in ("job_lease", "job_backoff", "job_backoff_cap", "download_timeout"):
+            values[key + "_s"] = parse_duration(name, text)
+        elif key == "s3_sse":
+            if text not in ("AES256", "aws:kms"):
+                raise ConfigError(f"{name}: must be AES256 or aws:kms, got {value!r}")
+            values[key] = str(text)
+        elif key == "failpoints":
+            # testing only: named points where the process kills itself (crash tests)
+            values[key] = frozenset(p for p in str(text).split(",") if p)
         elif key == "purge_interval":
             values["purge_interval_s"] = parse_duration(name, text)
         elif key == "home":

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from service.context import POOL
+from service.context import POOL, STORE
 from service.http_errors import error_response
 
 routes = web.RouteTableDef()
@@ -25,4 +25,9 @@ async def readyz(request: web.Request) -> web.Response:
                 await conn.fetchval("SELECT 1")
     except Exception:  # any failure means "not ready", never a 500
         return error_response(503, "not_ready", "database unreachable")
-    return web.json_response({"status": "ready", "database": "ok"})
+    try:
+        async with asyncio.timeout(3):
+            await request.app[STORE].check()
+    except Exception:
+        return error_response(503, "not_ready", "object store unreachable")
+    return web.json_response({"status": "ready", "database": "ok", "store": "ok"})

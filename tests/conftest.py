@@ -5,7 +5,12 @@ that signs its webhooks and follows our TwiML."""
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import socket
+import subprocess
+import sys
+import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +29,16 @@ from service.config import Policy, Settings
 from service.db.migrations import migrate
 from service.db.pool import connect
 from service.simulate import FakeTwilio
+
+# moto does not check credentials; these keep boto3 away from any real account.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_EC2_METADATA_DISABLED="true",
+)
+for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+    os.environ.pop(_name, None)
 
 PUBLIC_URL = "https://callvault.example.vn"
 ACCOUNT_SID = "AC" + "0" * 31 + "1"
@@ -110,6 +125,7 @@ def settings(tmp_path: Path, database_url: str, built_prompts: Path) -> Settings
         twilio_account_sid=ACCOUNT_SID,
         twilio_auth_token=AUTH_TOKEN,
         defaults=Policy(continue_url=CONTINUE_URL),
+        workers=0,  # no job worker unless a test asks for one (intake tests do)
     )
 
 
@@ -163,6 +179,80 @@ def twilio(http: aiohttp.ClientSession, service: Service) -> FakeTwilio:
     """Twilio as configured for the public URL, its requests reaching the loopback server."""
     return FakeTwilio(
         http, PUBLIC_URL, account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, send_to=service.base_url
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server as its own process on loopback: real HTTP, no in-process mock."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("moto server did not start") from None
+            time.sleep(0.1)  # waiting for another process to listen
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+def make_bucket(endpoint: str, versioned: bool = False) -> str:
+    import boto3
+
+    name = "cv-" + uuid.uuid4().hex[:20]
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=name)
+    if versioned:
+        client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+@pytest.fixture
+async def bucket(moto_url: str) -> str:
+    return await asyncio.to_thread(make_bucket, moto_url)
+
+
+@pytest.fixture
+async def twilio_media() -> AsyncIterator[Any]:
+    from tests.twilio_media import FakeTwilioMedia
+
+    media = FakeTwilioMedia(ACCOUNT_SID, AUTH_TOKEN)
+    await media.start()
+    yield media
+    await media.close()
+
+
+@pytest.fixture
+def intake_settings(settings: Settings, moto_url: str, bucket: str, twilio_media: Any) -> Settings:
+    """The service with S3 (moto) and Twilio's media API (fake), retrying fast."""
+    return replace(
+        settings,
+        s3_bucket=bucket,
+        s3_endpoint_url=moto_url,
+        s3_region="us-east-1",
+        twilio_api_url=twilio_media.base_url,
+        workers=2,
+        job_lease_s=5.0,
+        job_backoff_base_s=0.05,
+        job_backoff_cap_s=0.5,
     )
 
 

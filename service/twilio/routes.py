@@ -16,7 +16,9 @@ from service.config import Policy, Settings
 from service.consent import gate
 from service.context import POOL, PROMPTS, SETTINGS, VAULT
 from service.errors import BadRequest, ConfigError
+from service.intake.callbacks import recording_callback
 from service.twilio import twiml
+from service.twilio.media import check_recording_sid
 from service.twilio.signature import verified_form
 
 log = logging.getLogger(__name__)
@@ -142,5 +144,36 @@ async def status(request: web.Request) -> web.Response:
     log.info(
         "call status",
         extra={"call_id": str(call.id), "status": call_status, "outcome": call.outcome},
+    )
+    return web.Response(status=204)
+
+
+@routes.post("/telephony/twilio/recording")
+async def recording(request: web.Request) -> web.Response:
+    """Recording status callback. ``RecordingUrl`` is ignored on purpose: media is fetched only
+    from the configured API origin, by RecordingSid."""
+    form = await verified_form(request)
+    sid = _call_sid(form)
+    recording_sid = check_recording_sid((form.get("RecordingSid") or "").strip())
+    status = (form.get("RecordingStatus") or "").strip()
+    if status not in ("completed", "absent", "failed", "in-progress"):
+        raise BadRequest(
+            "RecordingStatus must be completed, absent, failed or in-progress",
+            code="bad_recording_status",
+        )
+    raw_duration = form.get("RecordingDuration") or ""
+    async with request.app[POOL].acquire() as conn:
+        fresh = await recording_callback(
+            conn,
+            platform=PLATFORM,
+            recording_sid=recording_sid,
+            call_sid=sid,
+            status=status,
+            duration_s=int(raw_duration) if raw_duration.isdigit() else None,
+            max_attempts=request.app[SETTINGS].job_max_attempts,
+        )
+    log.info(
+        "recording callback",
+        extra={"recording_sid": recording_sid, "status": status, "duplicate": not fresh},
     )
     return web.Response(status=204)

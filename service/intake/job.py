@@ -1,0 +1,185 @@
+"""The ``recording`` job: keep a consented recording, discard any other, converge on rerun.
+
+Keep: download from the platform to a temporary file (hashing as it streams), upload with
+server-side encryption under ``recordings/{recording id}.wav``, verify with a HEAD (size and
+SHA-256), then commit the ``stored`` row and ``recording_stored`` event, then delete the
+platform's copy and commit ``platform_copy_deleted``. The platform's copy is kept until ours is
+verified and committed. Every commit is fenced by the job's lease, and every step can run again:
+the object key is fixed per recording, rows move forward only from the state they expect, and
+ledger events carry dedupe keys. So a crash anywhere, and the rerun after it, ends with one
+object and no platform copy.
+
+Discard (the call was refused, hung up, had no input, was not asked, or is unknown): never
+download; write ``recording_discarded``, delete at the platform, write ``platform_copy_deleted``.
+A recording whose call has no outcome yet waits (:class:`~service.jobs.Defer`); it is never
+guessed.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service import failpoints, jobs, ledger
+from service.config import Settings
+from service.consent.gate import CONSENTED, IN_PROGRESS
+from service.db import queries
+from service.jobs import Defer
+from service.jobs.worker import JobContext
+from service.ledger import NewEvent
+from service.storage import ObjectStore, StorageError
+from service.twilio.media import TwilioMedia
+
+log = logging.getLogger(__name__)
+Q = queries.load("service.intake")
+CONSENT_WAIT_S = 3600.0
+
+
+@dataclass(frozen=True)
+class IntakeDeps:
+    settings: Settings
+    store: ObjectStore
+    media: TwilioMedia
+
+
+async def run(ctx: JobContext, deps: IntakeDeps) -> None:
+    payload = ctx.job.payload
+    platform: str = payload["platform"]
+    sid: str = payload["recording_sid"]
+    call_sid: str = payload["call_sid"]
+
+    async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
+        call = await conn.fetchrow(Q["call_by_external_id"], platform, call_sid)
+        if call is not None and call["outcome"] == IN_PROGRESS:
+            if ctx.job.age_s < CONSENT_WAIT_S:
+                raise Defer("waiting for the call's consent outcome")
+            # Never guessed: after an hour it fails, retries and is dead-lettered, visibly,
+            # with the platform's copy kept for a person to decide.
+            raise RuntimeError("the call has had no consent outcome for an hour")
+        keep = call is not None and call["outcome"] == CONSENTED
+        if keep:
+            assert call is not None
+            await conn.execute(
+                Q["ensure_recording"], call["id"], platform, sid, payload.get("duration_s")
+            )
+            recording = await conn.fetchrow(Q["recording_by_external_id"], platform, sid)
+        elif call is not None:
+            await ledger.append(
+                conn,
+                call["id"],
+                [
+                    NewEvent(
+                        "recording_discarded",
+                        {
+                            "recording_sid": sid,
+                            "outcome": call["outcome"],
+                            "reason": "no consent: never downloaded",
+                        },
+                        dedupe_key=f"recording_discarded:{sid}",
+                    )
+                ],
+            )
+
+    if not keep:
+        await deps.media.delete(sid)
+        if call is not None:
+            async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
+                await ledger.append(
+                    conn,
+                    call["id"],
+                    [
+                        NewEvent(
+                            "platform_copy_deleted",
+                            {"recording_sid": sid},
+                            dedupe_key=f"platform_copy_deleted:{sid}",
+                        )
+                    ],
+                )
+        else:
+            log.warning(
+                "deleted a recording of a call callvault never saw start",
+                extra={"recording_sid": sid},
+            )
+        return
+
+    assert call is not None and recording is not None
+    policy: dict[str, Any] = call["policy"]
+    if recording["state"] == "pending":
+        await _store(ctx, deps, recording, sid, int(policy["retention_s"]))
+    if recording["platform_deleted_at"] is None:
+        await deps.media.delete(sid)
+        async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
+            await conn.execute(Q["mark_platform_deleted"], recording["id"])
+            await ledger.append(
+                conn,
+                call["id"],
+                [
+                    NewEvent(
+                        "platform_copy_deleted",
+                        {"recording_id": str(recording["id"]), "recording_sid": sid},
+                        dedupe_key=f"platform_copy_deleted:{sid}",
+                    )
+                ],
+            )
+
+
+async def _store(
+    ctx: JobContext, deps: IntakeDeps, recording: Any, sid: str, retention_s: int
+) -> None:
+    settings = deps.settings
+    key = f"recordings/{recording['id']}.wav"
+    tmp_root = settings.home / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tmp_root, prefix="intake-") as tmp:
+        # A 404 just after the callback (MediaNotReady) is retried with backoff like any
+        # failure, and dead-lettered (platform copy kept, visible) if it never appears.
+        got = await deps.media.download(sid, Path(tmp) / "media.wav")
+        failpoints.hit(settings, "intake.after_download")
+        await deps.store.put_file(
+            key,
+            got.path,
+            sha256=got.sha256,
+            content_type=got.content_type,
+            metadata={"recording-id": str(recording["id"]), "call-id": str(recording["call_id"])},
+        )
+    failpoints.hit(settings, "intake.after_upload")
+    stored = await deps.store.head(key)
+    if stored is None or stored.size != got.size or stored.sha256 != got.sha256:
+        raise StorageError(f"verification of {key} failed: the store does not hold what we sent")
+    if settings.s3_bucket and not stored.encrypted:
+        raise StorageError(f"verification of {key} failed: not encrypted at rest")
+    async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
+        retain_until = await conn.fetchval(
+            Q["mark_stored"],
+            recording["id"],
+            key,
+            got.sha256,
+            got.size,
+            got.content_type,
+            retention_s,
+        )
+        if retain_until is not None:
+            await ledger.append(
+                conn,
+                recording["call_id"],
+                [
+                    NewEvent(
+                        "recording_stored",
+                        {
+                            "recording_id": str(recording["id"]),
+                            "recording_sid": sid,
+                            "sha256": got.sha256,
+                            "size_bytes": got.size,
+                            "retain_until": retain_until.isoformat(),
+                        },
+                        dedupe_key=f"recording_stored:{recording['id']}",
+                    )
+                ],
+            )
+    failpoints.hit(settings, "intake.after_commit")
+    log.info(
+        "recording stored", extra={"recording_id": str(recording["id"]), "size_bytes": got.size}
+    )

@@ -1,0 +1,28 @@
+-- name: insert_callback
+INSERT INTO recording_callbacks (platform, recording_sid, status, call_sid)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING
+RETURNING recording_sid;
+
+-- name: call_by_external_id
+SELECT id, outcome, policy, ended_at FROM calls WHERE platform = $1 AND external_id = $2;
+
+-- name: ensure_recording
+INSERT INTO recordings (call_id, platform, external_id, duration_s)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (platform, external_id) DO NOTHING;
+
+-- name: recording_by_external_id
+SELECT id, call_id, state, object_key, sha256, platform_deleted_at
+FROM recordings WHERE platform = $1 AND external_id = $2;
+
+-- name: mark_stored
+UPDATE recordings
+SET state = 'stored', object_key = $2, sha256 = $3, size_bytes = $4, content_type = $5,
+    stored_at = now(), retain_until = now() + make_interval(secs => $6)
+WHERE id = $1 AND state = 'pending'
+RETURNING retain_until;
+
+-- name: mark_platform_deleted
+UPDATE recordings SET platform_deleted_at = now()
+WHERE id = $1 AND platform_deleted_at IS NULL;

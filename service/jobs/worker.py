@@ -1,0 +1,189 @@
+"""The worker loop every replica runs: claim due jobs, run their handlers, renew leases, retry.
+
+It wakes on ``NOTIFY callvault_jobs`` (sent when a job is enqueued, by any replica) and polls as
+well, so a lost notification only delays work. On shutdown it stops claiming and hands the
+leases of unfinished jobs back at once, so another replica picks them up without waiting for the
+lease to expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from service import jobs
+from service.jobs import Defer, Job, LeaseLost, Permanent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    job: Job
+    pool: asyncpg.Pool[Any]
+
+
+Handler = Callable[[JobContext], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    concurrency: int = 4
+    lease_s: float = 30.0
+    poll_s: float = 1.0
+    backoff_base_s: float = 2.0
+    backoff_cap_s: float = 600.0
+
+
+class Worker:
+    def __init__(
+        self, pool: asyncpg.Pool[Any], handlers: Mapping[str, Handler], config: WorkerConfig
+    ) -> None:
+        self.pool = pool
+        self.handlers = dict(handlers)
+        self.config = config
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self._wake = asyncio.Event()
+        self._running: dict[asyncio.Task[None], Job] = {}
+        self._stopping = False
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._loop(), name="callvault-worker")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop claiming, cancel unfinished jobs and give their leases back."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        running = dict(self._running)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        for job in running.values():
+            with contextlib.suppress(Exception):
+                async with self.pool.acquire() as conn:
+                    await jobs.defer(conn, job, "released at shutdown", 0)
+
+    async def _loop(self) -> None:
+        listener = await self.pool.acquire()
+        await listener.add_listener(jobs.CHANNEL, self._on_notify)
+        try:
+            while not self._stopping:
+                free = self.config.concurrency - len(self._running)
+                claimed: list[Job] = []
+                if free > 0:
+                    try:
+                        async with self.pool.acquire() as conn:
+                            claimed = await jobs.claim(conn, free, self.config.lease_s, self.name)
+                    except (OSError, asyncpg.PostgresError) as exc:
+                        log.warning("cannot claim jobs: %s", exc)
+                for job in claimed:
+                    task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+                    self._running[task] = job
+                    task.add_done_callback(self._finished)
+                if claimed and len(self._running) < self.config.concurrency:
+                    continue  # there may be more due work
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.config.poll_s)
+        finally:
+            with contextlib.suppress(Exception):
+                await listener.remove_listener(jobs.CHANNEL, self._on_notify)
+            await self.pool.release(listener)
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        self._wake.set()
+
+    async def _run(self, job: Job) -> None:
+        handler = self.handlers.get(job.kind)
+        if job.attempts > job.max_attempts:
+            await self._retry(job, "attempts exhausted (worker lost while running)", True)
+            return
+        if handler is None:
+            await self._retry(job, f"no handler for job kind {job.kind!r}", False)
+            return
+        work = asyncio.create_task(handler(JobContext(job, self.pool)))
+        beat = asyncio.create_task(self._heartbeat(job, work))
+        try:
+            await work
+        except asyncio.CancelledError:
+            if not work.cancelled() or self._stopping:
+                raise
+            log.warning("job lost its lease", extra={"job_id": job.id, "kind": job.kind})
+            return
+        except LeaseLost:
+            log.warning("job lost its lease", extra={"job_id": job.id, "kind": job.kind})
+            return
+        except Defer as exc:
+            async with self.pool.acquire() as conn:
+                await jobs.defer(conn, job, exc.reason, exc.delay_s)
+            return
+        except Permanent as exc:
+            await self._retry(job, exc.message, True)
+            return
+        except Exception as exc:
+            await self._retry(job, f"{type(exc).__name__}: {exc}", False)
+            return
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            if not work.done():
+                work.cancel()
+        async with self.pool.acquire() as conn:
+            await jobs.complete(conn, job)
+        log.info("job done", extra={"job_id": job.id, "kind": job.kind, "attempt": job.attempts})
+
+    async def _retry(self, job: Job, error: str, permanent: bool) -> None:
+        delay = jobs.backoff_s(job.attempts, self.config.backoff_base_s, self.config.backoff_cap_s)
+        try:
+            async with self.pool.acquire() as conn:
+                state = await jobs.retry(conn, job, error, delay, permanent=permanent)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("cannot record a job failure (the lease will expire): %s", exc)
+            return
+        level = logging.ERROR if state == "dead" else logging.WARNING
+        log.log(
+            level,
+            "job failed",
+            extra={
+                "job_id": job.id,
+                "kind": job.kind,
+                "attempt": job.attempts,
+                "state": state,
+                "retry_in_s": round(delay, 3),
+                "error": error[:500],
+            },
+        )
+
+    async def _heartbeat(self, job: Job, work: asyncio.Task[None]) -> None:
+        interval = self.config.lease_s / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self.pool.acquire() as conn:
+                    alive = await jobs.heartbeat(conn, job, self.config.lease_s)
+            except (OSError, asyncpg.PostgresError):
+                continue  # the fence still protects commits; try again next beat
+            if not alive:
+                work.cancel()
+                return

@@ -1,0 +1,58 @@
+"""Where recordings live: one small interface, two implementations.
+
+:class:`~service.storage.s3.S3Store` for any S3-compatible service (AWS, MinIO, Ceph RGW,
+Viettel/FPT/CMC clouds) and :class:`~service.storage.local.LocalStore`, a folder under
+``$CALLVAULT_HOME/objects``, the embedded default. Both keep the object's SHA-256 (hex) as
+metadata so that a HEAD can verify what was stored, and both pass the same contract tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from service.config import Settings
+from service.errors import CallvaultError
+
+
+class StorageError(CallvaultError):
+    """The store failed or is unreachable; the operation may be retried."""
+
+    status = 503
+    code = "storage_unavailable"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    sha256: str | None  # hex, from our metadata
+    content_type: str | None = None
+    encrypted: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class ObjectStore(Protocol):
+    async def put_file(
+        self, key: str, path: Path, *, sha256: str, content_type: str, metadata: dict[str, str]
+    ) -> None:
+        """Store the file at ``key`` (replacing any object there), encrypted at rest."""
+
+    async def head(self, key: str) -> StoredObject | None:
+        """What is stored at ``key``, or None."""
+
+    async def check(self) -> None:
+        """Raise :class:`StorageError` unless the store is reachable and writable."""
+
+    async def close(self) -> None: ...
+
+
+def create_store(settings: Settings) -> ObjectStore:
+    if settings.s3_bucket:
+        from service.storage.s3 import S3Store
+
+        return S3Store.from_settings(settings)
+    from service.storage.local import LocalStore
+
+    return LocalStore(settings.home / "objects")

@@ -1,0 +1,135 @@
+"""S3-compatible object storage through boto3, which blocks: every call runs in a bounded
+thread pool, never on the event loop.
+
+Uploads always ask for server-side encryption (``AES256``, or ``aws:kms`` with a key id),
+use multipart above 16 MiB with bounded part concurrency (so memory stays flat whatever the
+recording's size), and send a SHA-256 checksum. Our own SHA-256 of the whole file goes into the
+object's metadata, which is what :meth:`head` returns for verification: a multipart object's S3
+checksum is a checksum of part checksums, not of the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from service.config import Settings
+from service.storage import StorageError, StoredObject
+
+T = TypeVar("T")
+MIB = 1024 * 1024
+
+
+class S3Store:
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        sse: str = "AES256",
+        kms_key_id: str | None = None,
+        threads: int = 8,
+        part_size: int = 8 * MIB,
+        multipart_threshold: int = 16 * MIB,
+    ) -> None:
+        self.bucket = bucket
+        self.sse = sse
+        self.kms_key_id = kms_key_id
+        config = Config(
+            region_name=region,
+            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=5,
+            read_timeout=60,
+            max_pool_connections=threads * 4,
+        )
+        # Credentials come from the standard AWS_* variables, profile or instance role.
+        self.client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+        self.transfer = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=part_size,
+            max_concurrency=4,
+            use_threads=True,
+        )
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s3")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> S3Store:
+        assert settings.s3_bucket
+        return cls(
+            settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            sse=settings.s3_sse,
+            kms_key_id=settings.s3_kms_key_id,
+            threads=settings.s3_threads,
+        )
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise StorageError(f"S3 {error.get('Code', '?')}: {error.get('Message', exc)}") from exc
+        except (BotoCoreError, OSError) as exc:
+            raise StorageError(f"S3 unreachable: {exc}") from exc
+
+    def _encryption(self) -> dict[str, str]:
+        args = {"ServerSideEncryption": self.sse}
+        if self.sse == "aws:kms" and self.kms_key_id:
+            args["SSEKMSKeyId"] = self.kms_key_id
+        return args
+
+    async def put_file(
+        self, key: str, path: Path, *, sha256: str, content_type: str, metadata: dict[str, str]
+    ) -> None:
+        extra = {
+            **self._encryption(),
+            "ContentType": content_type,
+            "Metadata": {**metadata, "sha256": sha256},
+            "ChecksumAlgorithm": "SHA256",
+        }
+        await self._call(
+            self.client.upload_file,
+            str(path),
+            self.bucket,
+            key,
+            ExtraArgs=extra,
+            Config=self.transfer,
+        )
+
+    def _head(self, key: str) -> StoredObject | None:
+        try:
+            resp = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        metadata = {k.lower(): v for k, v in resp.get("Metadata", {}).items()}
+        return StoredObject(
+            key,
+            int(resp["ContentLength"]),
+            metadata.get("sha256"),
+            resp.get("ContentType"),
+            encrypted=bool(resp.get("ServerSideEncryption")),
+            metadata=metadata,
+        )
+
+    async def head(self, key: str) -> StoredObject | None:
+        return await self._call(self._head, key)
+
+    async def check(self) -> None:
+        await self._call(self.client.head_bucket, Bucket=self.bucket)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,288 @@
+"""Recording intake end to end: signed callbacks from the fake Twilio, media from the fake
+Twilio REST API, objects in moto's S3 server, state in real PostgreSQL. Every test checks the
+same four things: objects in the bucket, rows, ledger events and platform DELETEs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from service import ledger
+from service.config import Policy, Settings
+from service.simulate import Caller, FakeTwilio
+from tests.conftest import CONTINUE_URL, Service, new_sid
+from tests.intake_helpers import objects, send_recording, settle
+from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
+
+CALLER = "+84901234678"
+HOTLINE = "+842873001234"
+Conn = asyncpg.Connection
+
+
+@pytest.fixture
+async def service(intake_settings: Settings) -> AsyncIterator[Service]:
+    svc = Service(intake_settings)
+    await svc.start()
+    yield svc
+    await svc.stop()
+
+
+async def consented_call(twilio: FakeTwilio) -> str:
+    trace = await twilio.place_call(CALLER, HOTLINE, Caller.parse("stay"))
+    assert trace.recording_started
+    return trace.call_sid
+
+
+async def types_of(db: Conn, call_sid: str) -> list[str]:
+    call_id = await db.fetchval("SELECT id FROM calls WHERE external_id = $1", call_sid)
+    return [e.type for e in await ledger.events_of(db, call_id)]
+
+
+async def assert_stored_once(
+    db: Conn,
+    moto_url: str,
+    bucket: str,
+    media: FakeTwilioMedia,
+    call_sid: str,
+    rec_sid: str,
+    body: bytes,
+) -> None:
+    rows = await db.fetch("SELECT * FROM recordings WHERE external_id = $1", rec_sid)
+    assert len(rows) == 1
+    rec = rows[0]
+    assert rec["state"] == "stored"
+    assert rec["sha256"] == hashlib.sha256(body).hexdigest()
+    assert rec["size_bytes"] == len(body)
+    assert rec["platform_deleted_at"] is not None
+    assert rec["retain_until"] is not None
+    found = await objects(moto_url, bucket)
+    assert [o["key"] for o in found] == [f"recordings/{rec['id']}.wav"]  # opaque, no number
+    head = found[0]["head"]
+    assert head["ServerSideEncryption"] == "AES256"
+    assert head["Metadata"]["sha256"] == rec["sha256"]
+    assert head["ContentLength"] == len(body)
+    assert media.deletes[rec_sid] == 1
+    assert rec_sid not in media.recordings  # no platform copy left
+    types = await types_of(db, call_sid)
+    assert types.count("recording_stored") == 1
+    assert types.count("platform_copy_deleted") == 1
+    assert types.index("recording_stored") < types.index("platform_copy_deleted")
+    assert (await ledger.verify(db)).ok
+
+
+async def test_consented_recording_becomes_one_verified_encrypted_object(
+    twilio: FakeTwilio, twilio_media: FakeTwilioMedia, db: Conn, moto_url: str, bucket: str
+) -> None:
+    call_sid = await consented_call(twilio)
+    rec_sid, body = new_recording_sid(), wav_bytes(3)
+    twilio_media.add(rec_sid, body)
+    status, _ = await send_recording(twilio, call_sid, rec_sid)
+    assert status == 204
+    assert await settle(db) == {"done": 1}
+    await assert_stored_once(db, moto_url, bucket, twilio_media, call_sid, rec_sid, body)
+    # retention comes from the call's policy (default 90 days), by the database's clock
+    gap = await db.fetchval("SELECT extract(epoch FROM retain_until - stored_at) FROM recordings")
+    assert gap == 90 * 86400
+    stored = [
+        e
+        for e in await ledger.events_of(db, await db.fetchval("SELECT id FROM calls"))
+        if e.type == "recording_stored"
+    ][0]
+    assert stored.details["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+@pytest.mark.parametrize("behaviour", ["press-2", "silent", "hang-up"])
+async def test_recording_of_a_call_without_consent_is_never_downloaded(
+    service: Service,
+    twilio: FakeTwilio,
+    twilio_media: FakeTwilioMedia,
+    db: Conn,
+    moto_url: str,
+    bucket: str,
+    behaviour: str,
+) -> None:
+    await service.reconfigure(defaults=Policy(consent_mode="explicit", continue_url=CONTINUE_URL))
+    trace = await twilio.place_call(CALLER, HOTLINE, Caller.parse(behaviour))
+    assert not trace.recording_started
+    rec_sid = new_recording_sid()
+    twilio_media.add(rec_sid, wav_bytes(1))
+    await send_recording(twilio, trace.call_sid, rec_sid)
+    assert await settle(db) == {"done": 1}
+    assert twilio_media.gets[rec_sid] == 0
+    assert twilio_media.deletes[rec_sid] == 1 and rec_sid not in twilio_media.recordings
+    assert await objects(moto_url, bucket) == []
+    assert await db.fetchval("SELECT count(*) FROM recordings") == 0
+    types = await types_of(db, trace.call_sid)
+    assert types[-2:] == ["recording_discarded", "platform_copy_deleted"]
+
+
+async def test_not_ready_media_is_retried_until_it_appears(
+    twilio: FakeTwilio, twilio_media: FakeTwilioMedia, db: Conn, moto_url: str, bucket: str
+) -> None:
+    call_sid = await consented_call(twilio)
+    rec_sid, body = new_recording_sid(), wav_bytes(1)
+    twilio_media.add(rec_sid, body, not_ready_for=3)
+    await send_recording(twilio, call_sid, rec_sid)
+    assert await settle(db) == {"done": 1}
+    assert twilio_media.gets[rec_sid] == 4
+    assert await db.fetchval("SELECT attempts FROM jobs") == 4
+    await assert_stored_once(db, moto_url, bucket, twilio_media, call_sid, rec_sid, body)
+
+
+async def test_six_identical_callbacks_at_once_store_one_object(
+    twilio: FakeTwilio, twilio_media: FakeTwilioMedia, db: Conn, moto_url: str, bucket: str
+) -> None:
+    call_sid = await consented_call(twilio)
+    rec_sid, body = new_recording_sid(), wav_bytes(2)
+    twilio_media.add(rec_sid, body)
+    results = await asyncio.gather(*(send_recording(twilio, call_sid, rec_sid) for _ in range(6)))
+    assert {status for status, _ in results} == {204}
+    assert await settle(db) == {"done": 1}
+    assert twilio_media.gets[rec_sid] == 1
+    await assert_stored_once(db, moto_url, bucket, twilio_media, call_sid, rec_sid, body)
+
+
+async def test_recording_callback_before_the_consent_step_waits_for_the_outcome(
+    twilio: FakeTwilio, twilio_media: FakeTwilioMedia, db: Conn, moto_url: str, bucket: str
+) -> None:
+    call_sid = new_sid()
+    await twilio.post(
+        twilio.url("/telephony/twilio/voice"),
+        twilio.call_params(call_sid, CALLER, HOTLINE, "ringing"),
+    )
+    rec_sid, body = new_recording_sid(), wav_bytes(1)
+    twilio_media.add(rec_sid, body)
+    await send_recording(twilio, call_sid, rec_sid)
+    # the worker looks, finds no outcome and waits: nothing fetched, nothing deleted
+    await _until(
+        db,
+        "SELECT count(*) FROM jobs WHERE state = 'queued' AND last_error LIKE "
+        "'waiting for the call%'",
+    )
+    assert twilio_media.gets[rec_sid] == 0 and twilio_media.deletes[rec_sid] == 0
+    await twilio.post(
+        twilio.url("/telephony/twilio/consent"), twilio.call_params(call_sid, CALLER, HOTLINE)
+    )
+    assert await settle(db) == {"done": 1}
+    await assert_stored_once(db, moto_url, bucket, twilio_media, call_sid, rec_sid, body)
+
+
+async def test_recording_callback_before_a_hang_up_is_discarded(
+    twilio: FakeTwilio, twilio_media: FakeTwilioMedia, db: Conn, moto_url: str, bucket: str
+) -> None:
+    call_sid = new_sid()
+    await twilio.post(
+        twilio.url("/telephony/twilio/voice"),
+        twilio.call_params(call_sid, CALLER, HOTLINE, "ringing"),
+    )
+    rec_sid = new_recording_sid()
+    twilio_media.add(rec_sid, wav_bytes(1))
+    await send_recording(twilio, call_sid, rec_sid)
+    await _until(db, "SELECT count(*) FROM jobs WHERE last_error LIKE 'waiting for the call%'")
+    await twilio.post(
+        twilio.url("/telephony/twilio/status"),
+        twilio.call_params(call_sid, CALLER, HOTLINE, "completed"),
+    )
+    assert await settle(db) == {"done": 1}
+    assert twilio_media.gets[rec_sid] == 0 and twilio_media.deletes[rec_sid] == 1
+    assert await objects(moto_url, bucket) == []
+
+
+async def test_recording_url_from_the_callback_is_never_fetched(
+    twilio: FakeTwilio, twilio_media: FakeTwilioMedia, db: Conn, moto_url: str, bucket: str
+) -> None:
+    hits: list[str] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(body=wav_bytes(1), content_type="audio/wav")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", elsewhere)
+    other = TestServer(app, host="127.0.0.1")
+    await other.start_server()
+    try:
+        call_sid = await consented_call(twilio)
+        rec_sid, body = new_recording_sid(), wav_bytes(1)
+        twilio_media.add(rec_sid, body)
+        evil = str(other.make_url(f"/2010-04-01/Accounts/x/Recordings/{rec_sid}"))
+        await send_recording(twilio, call_sid, rec_sid, recording_url=evil)
+        assert await settle(db) == {"done": 1}
+    finally:
+        await other.close()
+    assert hits == []
+    await assert_stored_once(db, moto_url, bucket, twilio_media, call_sid, rec_sid, body)
+
+
+@pytest.mark.parametrize("status", ["absent", "failed"])
+async def test_absent_and_failed_recordings_are_recorded_not_retried(
+    twilio: FakeTwilio, twilio_media: FakeTwilioMedia, db: Conn, status: str
+) -> None:
+    call_sid = await consented_call(twilio)
+    rec_sid = new_recording_sid()
+    for _ in range(2):
+        code, _ = await send_recording(twilio, call_sid, rec_sid, status=status)
+        assert code == 204
+    assert await db.fetchval("SELECT count(*) FROM jobs") == 0
+    assert (await types_of(db, call_sid)).count(f"recording_{status}") == 1
+    assert twilio_media.gets[rec_sid] == 0
+
+
+async def test_not_audio_is_dead_lettered_and_the_platform_copy_kept(
+    twilio: FakeTwilio, twilio_media: FakeTwilioMedia, db: Conn, moto_url: str, bucket: str
+) -> None:
+    call_sid = await consented_call(twilio)
+    rec_sid = new_recording_sid()
+    twilio_media.add(rec_sid, b"<html>an error page, not audio</html>")
+    await send_recording(twilio, call_sid, rec_sid)
+    assert await settle(db) == {"dead": 1}
+    assert "not wav audio" in await db.fetchval("SELECT last_error FROM jobs")
+    assert twilio_media.deletes[rec_sid] == 0 and rec_sid in twilio_media.recordings
+    assert await objects(moto_url, bucket) == []
+    assert await db.fetchval("SELECT state FROM recordings") == "pending"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "code"),
+    [
+        ("RecordingSid", "../../etc/passwd", "bad_recording_sid"),
+        ("RecordingStatus", "exploded", "bad_recording_status"),
+    ],
+)
+async def test_bad_recording_callbacks_are_400_and_write_nothing(
+    twilio: FakeTwilio, db: Conn, field: str, value: str, code: str
+) -> None:
+    from tests.intake_helpers import recording_params
+
+    params = {**recording_params(twilio, new_sid(), new_recording_sid()), field: value}
+    status, body = await twilio.post(twilio.url("/telephony/twilio/recording"), params)
+    assert status == 400 and code in body
+    assert await db.fetchval("SELECT count(*) FROM recording_callbacks") == 0
+
+
+async def test_forged_recording_callback_is_403_and_writes_nothing(
+    twilio: FakeTwilio, db: Conn
+) -> None:
+    from tests.intake_helpers import recording_params
+
+    params = recording_params(twilio, new_sid(), new_recording_sid())
+    status, _ = await twilio.post(
+        twilio.url("/telephony/twilio/recording"), params, signature="forged"
+    )
+    assert status == 403
+    assert await db.fetchval("SELECT count(*) FROM recording_callbacks") == 0
+    assert await db.fetchval("SELECT count(*) FROM jobs") == 0
+
+
+async def _until(db: Conn, count_sql: str, timeout_s: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await db.fetchval(count_sql):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"never true: {count_sql}")
+        await asyncio.sleep(0.05)  # waiting for the worker, not passing test time
