@@ -89,11 +89,11 @@ async def test_consented_recording_becomes_one_verified_encrypted_object(
     # retention comes from the call's policy (default 90 days), by the database's clock
     gap = await db.fetchval("SELECT extract(epoch FROM retain_until - stored_at) FROM recordings")
     assert gap == 90 * 86400
-    stored = [
+    stored = next(
         e
         for e in await ledger.events_of(db, await db.fetchval("SELECT id FROM calls"))
         if e.type == "recording_stored"
-    ][0]
+    )
     assert stored.details["sha256"] == hashlib.sha256(body).hexdigest()
 
 

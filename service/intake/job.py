@@ -55,7 +55,10 @@ async def run(ctx: JobContext, deps: IntakeDeps) -> None:
         call = await conn.fetchrow(Q["call_by_external_id"], platform, call_sid)
         if call is not None and call["outcome"] == IN_PROGRESS:
             if ctx.job.age_s < CONSENT_WAIT_S:
-                raise Defer("waiting for the call's consent outcome")
+                raise Defer(
+                    "waiting for the call's consent outcome",
+                    delay_s=deps.settings.job_backoff_base_s,
+                )
             # Never guessed: after an hour it fails, retries and is dead-lettered, visibly,
             # with the platform's copy kept for a person to decide.
             raise RuntimeError("the call has had no consent outcome for an hour")

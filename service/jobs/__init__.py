@@ -89,6 +89,12 @@ async def claim(conn: Conn, limit: int, lease_s: float, worker: str) -> list[Job
     ]
 
 
+async def next_due_in(conn: Conn) -> float | None:
+    """Seconds until the earliest queued job is due (negative: overdue), None if none."""
+    value = await conn.fetchval(Q["next_due_in"])
+    return None if value is None else float(value)
+
+
 async def heartbeat(conn: Conn, job: Job, lease_s: float) -> bool:
     return await conn.fetchval(Q["heartbeat"], job.id, job.lease_token, lease_s) is not None
 

@@ -76,3 +76,6 @@ UPDATE jobs
 SET state = 'queued', attempts = 0, run_after = now(), finished_at = NULL, updated_at = now()
 WHERE id = $1 AND state = 'dead'
 RETURNING id;
+
+-- name: next_due_in
+SELECT extract(epoch FROM min(run_after) - now()) FROM jobs WHERE state = 'queued';

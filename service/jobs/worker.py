@@ -84,27 +84,44 @@ class Worker:
         await listener.add_listener(jobs.CHANNEL, self._on_notify)
         try:
             while not self._stopping:
-                free = self.config.concurrency - len(self._running)
-                claimed: list[Job] = []
-                if free > 0:
-                    try:
-                        async with self.pool.acquire() as conn:
-                            claimed = await jobs.claim(conn, free, self.config.lease_s, self.name)
-                    except (OSError, asyncpg.PostgresError) as exc:
-                        log.warning("cannot claim jobs: %s", exc)
-                for job in claimed:
-                    task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
-                    self._running[task] = job
-                    task.add_done_callback(self._finished)
-                if claimed and len(self._running) < self.config.concurrency:
+                try:
+                    wait_s = await self._claim_and_start()
+                except Exception:  # the loop must outlive any one failure
+                    log.exception("job worker iteration failed")
+                    wait_s = self.config.poll_s
+                if wait_s <= 0:
                     continue  # there may be more due work
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.config.poll_s)
+                    await asyncio.wait_for(self._wake.wait(), wait_s)
         finally:
             with contextlib.suppress(Exception):
                 await listener.remove_listener(jobs.CHANNEL, self._on_notify)
             await self.pool.release(listener)
+
+    async def _claim_and_start(self) -> float:
+        """Claim what fits and start it; returns how long to wait before looking again."""
+        free = self.config.concurrency - len(self._running)
+        if free <= 0:
+            return self.config.poll_s
+        wait_s = self.config.poll_s
+        try:
+            async with self.pool.acquire() as conn:
+                claimed = await jobs.claim(conn, free, self.config.lease_s, self.name)
+                if not claimed:
+                    due = await jobs.next_due_in(conn)
+                    if due is not None:
+                        wait_s = min(wait_s, max(due, 0.01))
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("cannot claim jobs: %s", exc)
+            return self.config.poll_s
+        for job in claimed:
+            task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+            self._running[task] = job
+            task.add_done_callback(self._finished)
+        if claimed and len(self._running) < self.config.concurrency:
+            return 0.0
+        return wait_s
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
