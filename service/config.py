@@ -258,6 +258,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "purge_interval",
         "max_body_bytes",
         "log_level",
+        "s3_sse",
+        "s3_kms_key_id",
+        "s3_threads",
+        "workers",
+        "job_max_attempts",
+        "job_lease",
+        "job_backoff",
+        "job_backoff_cap",
+        "max_recording_bytes",
+        "download_timeout",
+        "failpoints",
     } | _POLICY_KEYS
     values: dict[str, Any] = {}
     defaults = Policy()
@@ -282,7 +293,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         elif key == "job_max_attempts":
             values["job_max_attempts"] = _int(name, text, 1, 100)
         elif key in ("job_lease", "job_backoff", "job_backoff_cap", "download_timeout"):
-            values[key + "_s"] = parse_duration(name, text)
+            field_name = {"job_backoff": "job_backoff_base_s"}.get(key, key + "_s")
+            values[field_name] = parse_duration(name, text)
         elif key == "s3_sse":
             if text not in ("AES256", "aws:kms"):
                 raise ConfigError(f"{name}: must be AES256 or aws:kms, got {value!r}")

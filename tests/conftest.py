@@ -226,8 +226,8 @@ def make_bucket(endpoint: str, versioned: bool = False) -> str:
 
 
 @pytest.fixture
-async def bucket(moto_url: str) -> str:
-    return await asyncio.to_thread(make_bucket, moto_url)
+def bucket(moto_url: str) -> str:
+    return make_bucket(moto_url)
 
 
 @pytest.fixture

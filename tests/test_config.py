@@ -110,3 +110,59 @@ def test_generated_local_secrets_are_created_once_and_private(tmp_path: Path) ->
         load_settings({"CALLVAULT_HOME": str(tmp_path), "CALLVAULT_SECRET_KEY": "s" * 40})
     )
     assert given.secret_key == "s" * 40
+
+
+def test_every_setting_can_be_given_in_the_environment(tmp_path: Path) -> None:
+    env = {
+        "CALLVAULT_HOME": str(tmp_path),
+        "CALLVAULT_HOST": "0.0.0.0",
+        "CALLVAULT_PORT": "9000",
+        "CALLVAULT_PUBLIC_URL": "https://cv.example.vn/",
+        "CALLVAULT_LOG_LEVEL": "debug",
+        "CALLVAULT_DATABASE_URL": "postgresql://u@db/callvault",
+        "CALLVAULT_S3_BUCKET": "b",
+        "CALLVAULT_S3_ENDPOINT_URL": "https://s3.example.vn",
+        "CALLVAULT_S3_REGION": "hn-1",
+        "CALLVAULT_S3_SSE": "aws:kms",
+        "CALLVAULT_S3_KMS_KEY_ID": "k1",
+        "CALLVAULT_S3_THREADS": "4",
+        "CALLVAULT_SECRET_KEY": "s" * 40,
+        "CALLVAULT_TWILIO_ACCOUNT_SID": "AC1",
+        "CALLVAULT_TWILIO_AUTH_TOKEN": "t",
+        "CALLVAULT_TWILIO_API_URL": "http://127.0.0.1:1",
+        "CALLVAULT_CONSENT_MODE": "explicit",
+        "CALLVAULT_LANGUAGE": "en-US",
+        "CALLVAULT_CONTINUE_URL": "https://ivr.example.vn/next",
+        "CALLVAULT_NEVER_RECORD": "no",
+        "CALLVAULT_RETENTION": "30d",
+        "CALLVAULT_PURGE_INTERVAL": "1m",
+        "CALLVAULT_GATHER_TIMEOUT": "5s",
+        "CALLVAULT_GATHER_RETRIES": "2",
+        "CALLVAULT_MAX_BODY_BYTES": "2048",
+        "CALLVAULT_WORKERS": "3",
+        "CALLVAULT_JOB_MAX_ATTEMPTS": "5",
+        "CALLVAULT_JOB_LEASE": "20s",
+        "CALLVAULT_JOB_BACKOFF": "3s",
+        "CALLVAULT_JOB_BACKOFF_CAP": "5m",
+        "CALLVAULT_MAX_RECORDING_BYTES": "1048576",
+        "CALLVAULT_DOWNLOAD_TIMEOUT": "1h",
+    }
+    s = load_settings(env)
+    assert (s.host, s.port, s.public_url, s.log_level) == (
+        "0.0.0.0",
+        9000,
+        "https://cv.example.vn",
+        "DEBUG",
+    )
+    assert (s.s3_bucket, s.s3_sse, s.s3_kms_key_id, s.s3_threads) == ("b", "aws:kms", "k1", 4)
+    assert (s.workers, s.job_max_attempts, s.job_lease_s) == (3, 5, 20)
+    assert (s.job_backoff_base_s, s.job_backoff_cap_s, s.download_timeout_s) == (3, 300, 3600)
+    assert (s.max_body_bytes, s.max_recording_bytes, s.purge_interval_s) == (2048, 1048576, 60)
+    d = s.defaults
+    assert (d.consent_mode, d.language, d.retention_s, d.gather_timeout_s, d.gather_retries) == (
+        "explicit",
+        "en-US",
+        30 * 86400,
+        5,
+        2,
+    )

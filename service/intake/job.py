@@ -141,13 +141,20 @@ async def _store(
         # failure, and dead-lettered (platform copy kept, visible) if it never appears.
         got = await deps.media.download(sid, Path(tmp) / "media.wav")
         failpoints.hit(settings, "intake.after_download")
-        await deps.store.put_file(
-            key,
-            got.path,
-            sha256=got.sha256,
-            content_type=got.content_type,
-            metadata={"recording-id": str(recording["id"]), "call-id": str(recording["call_id"])},
-        )
+        existing = await deps.store.head(key)
+        if existing is None or (existing.size, existing.sha256) != (got.size, got.sha256):
+            await deps.store.put_file(
+                key,
+                got.path,
+                sha256=got.sha256,
+                content_type=got.content_type,
+                metadata={
+                    "recording-id": str(recording["id"]),
+                    "call-id": str(recording["call_id"]),
+                },
+            )
+        # else: a run that crashed after uploading left exactly this object; a second PUT
+        # would only add a version on a versioned bucket
     failpoints.hit(settings, "intake.after_upload")
     stored = await deps.store.head(key)
     if stored is None or stored.size != got.size or stored.sha256 != got.sha256:

@@ -1,0 +1,106 @@
+"""Both object stores pass the same contract: what is put is what HEAD describes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from service.storage import ObjectStore, StorageError
+from service.storage.local import LocalStore
+from service.storage.s3 import S3Store
+
+
+@pytest.fixture(params=["local", "s3"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ObjectStore]:
+    if request.param == "local":
+        made: ObjectStore = LocalStore(tmp_path / "objects")
+    else:
+        moto_url = request.getfixturevalue("moto_url")
+        bucket = request.getfixturevalue("bucket")
+        # small parts so the contract covers multipart uploads too
+        made = S3Store(
+            bucket,
+            endpoint_url=moto_url,
+            region="us-east-1",
+            multipart_threshold=5 * 1024 * 1024,
+            part_size=5 * 1024 * 1024,
+        )
+    yield made
+    await made.close()
+
+
+def _file(tmp_path: Path, size: int) -> tuple[Path, str]:
+    path = tmp_path / f"data-{size}"
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("size", [1, 64 * 1024, 12 * 1024 * 1024])
+async def test_put_then_head(store: ObjectStore, tmp_path: Path, size: int) -> None:
+    path, digest = _file(tmp_path, size)
+    await store.put_file(
+        "recordings/a.wav",
+        path,
+        sha256=digest,
+        content_type="audio/wav",
+        metadata={"recording-id": "a"},
+    )
+    head = await store.head("recordings/a.wav")
+    assert head is not None
+    assert (head.size, head.sha256, head.content_type) == (size, digest, "audio/wav")
+    assert head.metadata["recording-id"] == "a"
+    if isinstance(store, S3Store):
+        assert head.encrypted
+
+
+async def test_put_again_replaces(store: ObjectStore, tmp_path: Path) -> None:
+    first, _ = _file(tmp_path, 10)
+    second, digest = _file(tmp_path, 20)
+    for path, d in ((first, "x"), (second, digest)):
+        await store.put_file("k", path, sha256=d, content_type="audio/wav", metadata={})
+    head = await store.head("k")
+    assert head is not None and (head.size, head.sha256) == (20, digest)
+
+
+async def test_missing_object_is_none(store: ObjectStore) -> None:
+    assert await store.head("recordings/none.wav") is None
+
+
+async def test_check_passes_when_reachable(store: ObjectStore) -> None:
+    await store.check()
+
+
+async def test_unreachable_s3_raises_storage_error(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    store = S3Store("nope", endpoint_url=f"http://127.0.0.1:{free_port()}", region="us-east-1")
+    try:
+        with pytest.raises(StorageError):
+            await store.check()
+        with pytest.raises(StorageError):
+            await store.head("x")
+    finally:
+        await store.close()
+
+
+async def test_missing_bucket_raises_storage_error(moto_url: str) -> None:
+    store = S3Store("no-such-bucket-here", endpoint_url=moto_url, region="us-east-1")
+    try:
+        with pytest.raises(StorageError):
+            await store.check()
+    finally:
+        await store.close()
+
+
+async def test_local_store_refuses_keys_that_escape_its_folder(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "objects")
+    path, digest = _file(tmp_path, 5)
+    for key in ("../x", "/etc/passwd", "a/../../b"):
+        with pytest.raises(StorageError):
+            await store.put_file(key, path, sha256=digest, content_type="x", metadata={})
+    await store.close()
