@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from prompts.render import ensure_built
-from service import health, prompts_http
+from service import health, metrics, prompts_http
 from service.config import Settings
 from service.context import HTTP_CLIENT, POOL, PROMPTS, SETTINGS, STORE, VAULT
 from service.db.migrations import migrate
@@ -24,6 +24,7 @@ from service.http_errors import error_middleware
 from service.intake import job as intake_job
 from service.intake.callbacks import JOB_KIND
 from service.jobs.worker import JobContext, Worker, WorkerConfig
+from service.metrics import METRICS, Metrics
 from service.personal_data import PhoneVault
 from service.prompt_library import PromptLibrary
 from service.storage import create_store
@@ -107,7 +108,9 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     app.cleanup_ctx.append(storage)
     app.cleanup_ctx.append(http_client)
     app.cleanup_ctx.append(job_worker)
+    app[METRICS] = Metrics()
     app.add_routes(health.routes)
+    app.add_routes(metrics.routes)
     app.add_routes(prompts_http.routes)
     app.add_routes(twilio_routes.routes)
     if not settings.defaults.continue_url:

@@ -256,5 +256,24 @@ def intake_settings(settings: Settings, moto_url: str, bucket: str, twilio_media
     )
 
 
+def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``callvault ARGS`` as an operator runs it, against the test's database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
+    env.update(
+        CALLVAULT_DATABASE_URL=database_url,
+        CALLVAULT_SECRET_KEY=SECRET_KEY,
+        CALLVAULT_TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+        CALLVAULT_TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def new_sid() -> str:
     return "CA" + secrets.token_hex(16)

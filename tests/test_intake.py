@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 from service import ledger
 from service.config import Policy, Settings
 from service.simulate import Caller, FakeTwilio
-from tests.conftest import CONTINUE_URL, Service, new_sid
+from tests.conftest import CONTINUE_URL, Service, new_sid, run_cli
 from tests.intake_helpers import objects, send_recording, settle
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
 
@@ -234,8 +234,14 @@ async def test_absent_and_failed_recordings_are_recorded_not_retried(
     assert twilio_media.gets[rec_sid] == 0
 
 
-async def test_not_audio_is_dead_lettered_and_the_platform_copy_kept(
-    twilio: FakeTwilio, twilio_media: FakeTwilioMedia, db: Conn, moto_url: str, bucket: str
+async def test_not_audio_is_dead_lettered_visibly_and_the_platform_copy_kept(
+    service: Service,
+    twilio: FakeTwilio,
+    twilio_media: FakeTwilioMedia,
+    db: Conn,
+    moto_url: str,
+    bucket: str,
+    database_url: str,
 ) -> None:
     call_sid = await consented_call(twilio)
     rec_sid = new_recording_sid()
@@ -246,6 +252,24 @@ async def test_not_audio_is_dead_lettered_and_the_platform_copy_kept(
     assert twilio_media.deletes[rec_sid] == 0 and rec_sid in twilio_media.recordings
     assert await objects(moto_url, bucket) == []
     assert await db.fetchval("SELECT state FROM recordings") == "pending"
+    # dead letters are visible to operators: metrics and the CLI
+    async with twilio.session.get(service.base_url + "/metrics") as resp:
+        text = await resp.text()
+    assert 'callvault_jobs{state="dead"} 1.0' in text
+    assert "callvault_recordings_at_platform 1.0" in text
+    listed = await asyncio.to_thread(run_cli, database_url, "jobs", "list")
+    assert listed.returncode == 0 and "jobs: dead 1" in listed.stdout
+    assert rec_sid in listed.stdout and "not wav audio" in listed.stdout
+    job_id = await db.fetchval("SELECT id FROM jobs")
+    twilio_media.add(rec_sid, wav_bytes(1))  # the platform now serves real audio
+    retried = await asyncio.to_thread(run_cli, database_url, "jobs", "retry", str(job_id))
+    assert retried.returncode == 0, retried.stderr
+    assert await settle(db) == {"done": 1}
+    assert await db.fetchval("SELECT state FROM recordings") == "stored"
+    again = await asyncio.to_thread(run_cli, database_url, "jobs", "retry", str(job_id))
+    assert (
+        again.returncode == 1 and again.stderr.strip() == f"callvault: error: no dead job {job_id}"
+    )
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
 from typing import Any
 
@@ -15,6 +12,7 @@ import pytest
 from service import ledger
 from service.db.pool import connect
 from service.ledger import NewEvent
+from tests.conftest import run_cli
 
 Conn = asyncpg.Connection
 
@@ -148,29 +146,11 @@ async def test_verify_catches_a_rehashed_event(db: Conn) -> None:
     assert [(b.call_id, b.seq) for b in report.breaks] == [(call_id, 3)]
 
 
-def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
-    env.update(
-        CALLVAULT_DATABASE_URL=database_url,
-        CALLVAULT_SECRET_KEY="k" * 40,
-        CALLVAULT_TWILIO_AUTH_TOKEN="t" * 32,
-        CALLVAULT_TWILIO_ACCOUNT_SID="AC" + "1" * 32,
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "service", *args],
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-
-
 async def test_cli_ledger_verify_exits_1_naming_the_broken_event(
     db: Conn, database_url: str
 ) -> None:
     call_id = await new_call(db, 3)
-    ok = await asyncio.to_thread(_cli, database_url, "ledger", "verify")
+    ok = await asyncio.to_thread(run_cli, database_url, "ledger", "verify")
     assert ok.returncode == 0, ok.stderr
     assert "verified 3 events in 1 calls" in ok.stdout
     await _tamper(
@@ -178,9 +158,9 @@ async def test_cli_ledger_verify_exits_1_naming_the_broken_event(
         "UPDATE ledger_events SET type = 'consent_given' WHERE call_id = $1 AND seq = 2",
         call_id,
     )
-    broken = await asyncio.to_thread(_cli, database_url, "ledger", "verify")
+    broken = await asyncio.to_thread(run_cli, database_url, "ledger", "verify")
     assert broken.returncode == 1
     assert f"call {call_id} event 2" in broken.stderr
-    one = await asyncio.to_thread(_cli, database_url, "ledger", "verify", "--call", "nonsense")
+    one = await asyncio.to_thread(run_cli, database_url, "ledger", "verify", "--call", "nonsense")
     assert one.returncode == 1 and one.stderr.count("\n") == 1
     assert "--call" in one.stderr and "Traceback" not in one.stderr

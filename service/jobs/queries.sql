@@ -79,3 +79,6 @@ RETURNING id;
 
 -- name: next_due_in
 SELECT extract(epoch FROM min(run_after) - now()) FROM jobs WHERE state = 'queued';
+
+-- name: recordings_at_platform
+SELECT count(*) FROM jobs WHERE kind = 'recording' AND state <> 'done';

@@ -1,0 +1,59 @@
+"""``GET /metrics`` in Prometheus text format (``prometheus-client``).
+
+State that lives in PostgreSQL (jobs by state and the age of the oldest, recordings still at
+the platform) is read at scrape time, so every replica reports the same truth and nothing
+depends on which replica did the work.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+
+from service import jobs
+from service.context import POOL
+from service.db import queries
+from service.http_errors import error_response
+
+Q = queries.load("service.jobs")
+routes = web.RouteTableDef()
+JOB_STATES = ("queued", "running", "done", "dead")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.jobs = Gauge("callvault_jobs", "Jobs by state", ["state"], registry=self.registry)
+        self.oldest = Gauge(
+            "callvault_jobs_oldest_age_seconds",
+            "Age of the oldest job in each state",
+            ["state"],
+            registry=self.registry,
+        )
+        self.at_platform = Gauge(
+            "callvault_recordings_at_platform",
+            "Recordings the platform still holds: intake or deletion not finished (or dead)",
+            registry=self.registry,
+        )
+
+
+METRICS = web.AppKey("metrics", Metrics)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    m = request.app[METRICS]
+    try:
+        async with request.app[POOL].acquire() as conn:
+            by_state = await jobs.stats(conn)
+            at_platform = await conn.fetchval(Q["recordings_at_platform"])
+    except Exception:
+        return error_response(503, "not_ready", "database unreachable")
+    for state in JOB_STATES:
+        count, oldest = by_state.get(state, (0, 0.0))
+        m.jobs.labels(state).set(count)
+        m.oldest.labels(state).set(oldest)
+    m.at_platform.set(at_platform)
+    return web.Response(
+        body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
