@@ -108,6 +108,8 @@ class Settings:
     job_backoff_base_s: float = 2.0
     job_backoff_cap_s: float = 600.0
     max_recording_bytes: int = 2 * 1024**3
+    recording_format: str = "wav"  # what to fetch from the platform: wav or mp3
+    recording_transcode: str | None = None  # transcode locally before storing: mp3
     download_timeout_s: int = 3600
     failpoints: frozenset[str] = frozenset()
     max_body_bytes: int = 1024 * 1024
@@ -269,6 +271,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "max_recording_bytes",
         "download_timeout",
         "failpoints",
+        "recording_format",
+        "recording_transcode",
     } | _POLICY_KEYS
     values: dict[str, Any] = {}
     defaults = Policy()
@@ -299,6 +303,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             if text not in ("AES256", "aws:kms"):
                 raise ConfigError(f"{name}: must be AES256 or aws:kms, got {value!r}")
             values[key] = str(text)
+        elif key == "recording_format":
+            if text not in ("wav", "mp3"):
+                raise ConfigError(f"{name}: must be wav or mp3, got {value!r}")
+            values[key] = str(text)
+        elif key == "recording_transcode":
+            if text not in ("none", "mp3"):
+                raise ConfigError(f"{name}: must be none or mp3, got {value!r}")
+            values[key] = None if text == "none" else str(text)
         elif key == "failpoints":
             # testing only: named points where the process kills itself (crash tests)
             values[key] = frozenset(p for p in str(text).split(",") if p)

@@ -310,3 +310,38 @@ async def _until(db: Conn, count_sql: str, timeout_s: float = 30) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"never true: {count_sql}")
         await asyncio.sleep(0.05)  # waiting for the worker, not passing test time
+
+
+def _get_object(endpoint: str, bucket: str, key: str) -> bytes:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    body: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return body
+
+
+@pytest.mark.parametrize(
+    ("fetch", "transcode", "stored_as"),
+    [("mp3", None, "mp3"), ("wav", "mp3", "mp3")],
+)
+async def test_mp3_fetched_or_transcoded_is_stored_as_playable_mp3(
+    service: Service, twilio: FakeTwilio, twilio_media: FakeTwilioMedia, db: Conn,
+    moto_url: str, bucket: str, fetch: str, transcode: str | None, stored_as: str,
+) -> None:
+    from service.simulate import decode_audio
+    from tests.twilio_media import mp3_bytes
+
+    await service.reconfigure(recording_format=fetch, recording_transcode=transcode)
+    call_sid = await consented_call(twilio)
+    rec_sid = new_recording_sid()
+    twilio_media.add(rec_sid, mp3_bytes(3) if fetch == "mp3" else wav_bytes(3))
+    await send_recording(twilio, call_sid, rec_sid)
+    assert await settle(db) == {"done": 1}
+    rec = await db.fetchrow("SELECT * FROM recordings")
+    assert rec["object_key"].endswith(f".{stored_as}")
+    assert rec["content_type"] == "audio/mpeg"
+    body = await asyncio.to_thread(_get_object, moto_url, bucket, rec["object_key"])
+    assert hashlib.sha256(body).hexdigest() == rec["sha256"] and len(body) == rec["size_bytes"]
+    duration_ms, rate, channels, _ = await asyncio.to_thread(decode_audio, body, "mp3")
+    assert 2800 < duration_ms < 3400 and channels == 1 and rate == 8000
+    assert twilio_media.deletes[rec_sid] == 1

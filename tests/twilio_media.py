@@ -112,3 +112,15 @@ class FakeTwilioMedia:
     async def close(self) -> None:
         if self.server is not None:
             await self.server.close()
+
+
+def mp3_bytes(seconds: float = 2.0) -> bytes:
+    """A real MP3 of the same tone, encoded by ffmpeg through pydub."""
+    import io
+
+    from prompts.audio import pydub
+
+    segment = pydub().from_file(io.BytesIO(wav_bytes(seconds)), format="wav")
+    out = io.BytesIO()
+    segment.export(out, format="mp3", codec="libmp3lame", bitrate="32k")
+    return out.getvalue()

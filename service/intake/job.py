@@ -27,11 +27,13 @@ from service import failpoints, jobs, ledger
 from service.config import Settings
 from service.consent.gate import CONSENTED, IN_PROGRESS
 from service.db import queries
+from service.intake.transcode import CONTENT_TYPES as TRANSCODED_TYPES
+from service.intake.transcode import transcode
 from service.jobs import Defer
 from service.jobs.worker import JobContext
 from service.ledger import NewEvent
 from service.storage import ObjectStore, StorageError
-from service.twilio.media import TwilioMedia
+from service.twilio.media import Downloaded, TwilioMedia
 
 log = logging.getLogger(__name__)
 Q = queries.load("service.intake")
@@ -133,13 +135,18 @@ async def _store(
     ctx: JobContext, deps: IntakeDeps, recording: Any, sid: str, retention_s: int
 ) -> None:
     settings = deps.settings
-    key = f"recordings/{recording['id']}.wav"
+    fetch = settings.recording_format
+    target = settings.recording_transcode or fetch
+    key = f"recordings/{recording['id']}.{target}"
     tmp_root = settings.home / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=tmp_root, prefix="intake-") as tmp:
         # A 404 just after the callback (MediaNotReady) is retried with backoff like any
         # failure, and dead-lettered (platform copy kept, visible) if it never appears.
-        got = await deps.media.download(sid, Path(tmp) / "media.wav")
+        got = await deps.media.download(sid, Path(tmp) / f"media.{fetch}", fetch)
+        if target != fetch:
+            path, size, digest = await transcode(got.path, fetch, target)
+            got = Downloaded(path, size, digest, TRANSCODED_TYPES[target])
         failpoints.hit(settings, "intake.after_download")
         existing = await deps.store.head(key)
         if existing is None or (existing.size, existing.sha256) != (got.size, got.sha256):

@@ -1,0 +1,60 @@
+"""Optional transcoding of a downloaded recording before it is stored.
+
+It runs the ffmpeg binary that pydub is configured with (``prompts.audio.ffmpeg_path``), file to
+file, as an asyncio subprocess: pydub's ``AudioSegment`` would decode the whole call into memory,
+and a recording must never be held in memory. Formats and codecs are always named explicitly
+(imageio-ffmpeg ships no ffprobe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+from prompts.audio import ffmpeg_path
+from service.jobs import Permanent
+
+_ARGS = {
+    "mp3": ["-codec:a", "libmp3lame", "-b:a", "32k", "-ac", "1", "-f", "mp3"],
+}
+CONTENT_TYPES = {"mp3": "audio/mpeg"}
+
+
+async def transcode(src: Path, src_format: str, target: str) -> tuple[Path, int, str]:
+    """Returns (path, size, sha256 hex) of the transcoded file beside ``src``."""
+    out = src.with_name(f"transcoded.{target}")
+    proc = await asyncio.create_subprocess_exec(
+        ffmpeg_path(),
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        src_format,
+        "-i",
+        str(src),
+        *_ARGS[target],
+        "-fflags",
+        "+bitexact",
+        str(out),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise Permanent(f"transcoding to {target} failed: {err.decode(errors='replace')[-300:]}")
+    loop = asyncio.get_running_loop()
+    size, digest = await loop.run_in_executor(None, _hash_file, out)
+    return out, size, digest
+
+
+def _hash_file(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
