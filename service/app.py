@@ -16,7 +16,16 @@ from aiohttp import web
 from prompts.render import ensure_built
 from service import health, metrics, prompts_http
 from service.config import Settings
-from service.context import HTTP_CLIENT, POOL, PROMPTS, SETTINGS, STORE, VAULT
+from service.context import (
+    HTTP_CLIENT,
+    LIFECYCLE,
+    POOL,
+    PROMPTS,
+    SETTINGS,
+    STORE,
+    VAULT,
+    Lifecycle,
+)
 from service.db.migrations import migrate
 from service.db.pool import create_pool
 from service.errors import ConfigError
@@ -25,6 +34,7 @@ from service.intake import job as intake_job
 from service.intake.callbacks import JOB_KIND
 from service.jobs.worker import JobContext, Worker, WorkerConfig
 from service.metrics import METRICS, Metrics
+from service.observe import observe_middleware
 from service.personal_data import PhoneVault
 from service.prompt_library import PromptLibrary
 from service.storage import create_store
@@ -39,7 +49,10 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
         raise ConfigError("CALLVAULT_DATABASE_URL: not resolved (the CLI starts the embedded one)")
     if not settings.secret_key:
         raise ConfigError("CALLVAULT_SECRET_KEY: not set")
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[observe_middleware, error_middleware], client_max_size=settings.max_body_bytes
+    )
+    app[LIFECYCLE] = Lifecycle()
     app[SETTINGS] = settings
     app[VAULT] = PhoneVault(settings.secret_key)
 
@@ -84,7 +97,9 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
         if settings.workers == 0:
             yield
             return
-        deps = intake_job.IntakeDeps(settings, app[STORE], TwilioMedia(settings, app[HTTP_CLIENT]))
+        deps = intake_job.IntakeDeps(
+            settings, app[STORE], TwilioMedia(settings, app[HTTP_CLIENT]), app[METRICS]
+        )
 
         async def recording(ctx: JobContext) -> None:
             await intake_job.run(ctx, deps)
@@ -103,6 +118,13 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
         yield
         await worker.stop()
 
+    async def start_draining(app: web.Application) -> None:
+        # aiohttp has stopped accepting connections; in-flight requests get shutdown_timeout
+        app[LIFECYCLE].draining = True
+        app[METRICS].draining.set(1)
+        log.info("draining: no new work is taken")
+
+    app.on_shutdown.append(start_draining)
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(prompt_library)
     app.cleanup_ctx.append(storage)

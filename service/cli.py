@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import uuid
 from collections.abc import Callable, Coroutine
@@ -39,10 +40,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        print=lambda _: print(
-            f"callvault listening on http://{settings.host}:{settings.port} "
-            f"(public URL {settings.public_url})",
-            flush=True,
+        access_log_class=logs.AccessLogger,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        print=lambda _: logging.getLogger("service").info(
+            "callvault listening",
+            extra={
+                "url": f"http://{settings.host}:{settings.port}",
+                "public_url": settings.public_url,
+            },
         ),
     )
     return 0

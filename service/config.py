@@ -112,6 +112,7 @@ class Settings:
     recording_transcode: str | None = None  # transcode locally before storing: mp3
     download_timeout_s: int = 3600
     failpoints: frozenset[str] = frozenset()
+    shutdown_timeout_s: float = 20.0
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
     config_path: Path | None = None
@@ -273,6 +274,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "failpoints",
         "recording_format",
         "recording_transcode",
+        "shutdown_timeout",
     } | _POLICY_KEYS
     values: dict[str, Any] = {}
     defaults = Policy()
@@ -296,7 +298,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values["workers"] = _int(name, text, 0, 64)
         elif key == "job_max_attempts":
             values["job_max_attempts"] = _int(name, text, 1, 100)
-        elif key in ("job_lease", "job_backoff", "job_backoff_cap", "download_timeout"):
+        elif key in (
+            "job_lease",
+            "job_backoff",
+            "job_backoff_cap",
+            "download_timeout",
+            "shutdown_timeout",
+        ):
             field_name = {"job_backoff": "job_backoff_base_s"}.get(key, key + "_s")
             values[field_name] = parse_duration(name, text)
         elif key == "s3_sse":

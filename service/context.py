@@ -19,3 +19,12 @@ PROMPTS = web.AppKey("prompts", PromptLibrary)
 VAULT = web.AppKey("vault", PhoneVault)
 STORE: web.AppKey[ObjectStore] = web.AppKey("store")
 HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
+
+
+class Lifecycle:
+    """Mutable process state the probes read: set when SIGTERM starts the drain."""
+
+    draining: bool = False
+
+
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from service.context import POOL, STORE
+from service.context import LIFECYCLE, POOL, STORE
 from service.http_errors import error_response
 
 routes = web.RouteTableDef()
@@ -19,6 +19,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
+    if request.app[LIFECYCLE].draining:
+        return error_response(503, "draining", "shutting down; send new work elsewhere")
     try:
         async with asyncio.timeout(2):
             async with request.app[POOL].acquire() as conn:

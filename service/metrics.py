@@ -8,7 +8,14 @@ depends on which replica did the work.
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from service import jobs
 from service.context import POOL
@@ -29,6 +36,37 @@ class Metrics:
             "Age of the oldest job in each state",
             ["state"],
             registry=self.registry,
+        )
+        self.http_requests = Counter(
+            "callvault_http_requests",
+            "HTTP requests by route pattern, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.http_latency = Histogram(
+            "callvault_http_request_duration_seconds",
+            "Time to answer, by route pattern",
+            ["route"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.consent_outcomes = Counter(
+            "callvault_consent_outcomes",
+            "Calls whose outcome this replica decided, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.intake_bytes = Counter(
+            "callvault_intake_bytes", "Bytes of recordings stored", registry=self.registry
+        )
+        self.intake_duration = Histogram(
+            "callvault_intake_duration_seconds",
+            "Download, upload and verification of one recording",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+            registry=self.registry,
+        )
+        self.draining = Gauge(
+            "callvault_draining", "1 while this replica shuts down", registry=self.registry
         )
         self.at_platform = Gauge(
             "callvault_recordings_at_platform",

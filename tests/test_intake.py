@@ -325,8 +325,15 @@ def _get_object(endpoint: str, bucket: str, key: str) -> bytes:
     [("mp3", None, "mp3"), ("wav", "mp3", "mp3")],
 )
 async def test_mp3_fetched_or_transcoded_is_stored_as_playable_mp3(
-    service: Service, twilio: FakeTwilio, twilio_media: FakeTwilioMedia, db: Conn,
-    moto_url: str, bucket: str, fetch: str, transcode: str | None, stored_as: str,
+    service: Service,
+    twilio: FakeTwilio,
+    twilio_media: FakeTwilioMedia,
+    db: Conn,
+    moto_url: str,
+    bucket: str,
+    fetch: str,
+    transcode: str | None,
+    stored_as: str,
 ) -> None:
     from service.simulate import decode_audio
     from tests.twilio_media import mp3_bytes

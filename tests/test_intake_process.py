@@ -5,9 +5,7 @@ recording far larger than the memory it may use streams through with flat peak m
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +16,9 @@ import pytest
 
 from service import ledger
 from service.simulate import Caller, FakeTwilio
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, SECRET_KEY, free_port, make_bucket
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, make_bucket
 from tests.intake_helpers import objects, send_recording, settle
+from tests.serve_process import ServeProcess, serve_env
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
 
 pytestmark = pytest.mark.slow
@@ -27,86 +26,15 @@ CALLER = "+84901234678"
 HOTLINE = "+842873001234"
 
 
-class ServeProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.log = log
-        self.proc: asyncio.subprocess.Process | None = None
-        self.port = int(env["CALLVAULT_PORT"])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self, **extra_env: str) -> None:
-        with self.log.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "service",
-                "serve",
-                env={**self.env, **extra_env},
-                stdout=log,
-                stderr=log,
-            )
-        async with aiohttp.ClientSession() as session:
-            for _ in range(600):
-                if self.proc.returncode is not None:
-                    raise AssertionError(f"serve exited: {self.log.read_text()[-2000:]}")
-                try:
-                    async with session.get(self.url + "/readyz") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)  # waiting for the process to come up
-        raise AssertionError("serve did not become ready")
-
-    async def wait_killed(self, timeout_s: float = 60) -> int:
-        assert self.proc is not None
-        return await asyncio.wait_for(self.proc.wait(), timeout_s)
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 30)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-
-    def peak_rss_kib(self) -> int:
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-        raise AssertionError("no VmHWM")
-
-
 @pytest.fixture
 async def serve(
     tmp_path: Path, database_url: str, moto_url: str, twilio_media: FakeTwilioMedia
 ) -> AsyncIterator[ServeProcess]:
     bucket = await asyncio.to_thread(make_bucket, moto_url, True)  # versioned: see duplicates
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
-    env.update(
-        CALLVAULT_HOME=str(tmp_path / "home"),
-        CALLVAULT_PORT=str(free_port()),
-        CALLVAULT_DATABASE_URL=database_url,
-        CALLVAULT_S3_BUCKET=bucket,
-        CALLVAULT_S3_ENDPOINT_URL=moto_url,
-        CALLVAULT_S3_REGION="us-east-1",
-        CALLVAULT_SECRET_KEY=SECRET_KEY,
-        CALLVAULT_TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-        CALLVAULT_TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-        CALLVAULT_TWILIO_API_URL=twilio_media.base_url,
-        CALLVAULT_CONTINUE_URL="https://contact-centre.example.vn/next",
-        CALLVAULT_JOB_LEASE="2s",
-        CALLVAULT_JOB_BACKOFF="1s",
-        CALLVAULT_JOB_BACKOFF_CAP="2s",
+    proc = ServeProcess(
+        serve_env(tmp_path / "home", database_url, moto_url, bucket, twilio_media.base_url),
+        tmp_path / "serve.log",
     )
-    env["CALLVAULT_PUBLIC_URL"] = f"http://127.0.0.1:{env['CALLVAULT_PORT']}"
-    proc = ServeProcess(env, tmp_path / "serve.log")
     proc.bucket = bucket  # type: ignore[attr-defined]
     yield proc
     await proc.stop()

@@ -85,7 +85,7 @@ def test_serve_simulate_verify_on_an_empty_home(tmp_path: Path) -> None:
         code = proc.wait(timeout=30)
     assert code == 0
     logged = log_path.read_text()
-    assert "callvault listening on" in logged
+    assert '"message": "callvault listening"' in logged
     for spelling in (CALLER, CALLER[1:], "987654321"):
         assert spelling not in logged
         assert spelling not in stay.stdout  # simulate prints the number masked

@@ -4,6 +4,7 @@ every DELETE, and forgets a recording once it is deleted, as Twilio does."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections import Counter
 from collections.abc import Callable
@@ -42,6 +43,7 @@ class Media:
     body: bytes | None = None
     stream: Callable[[], tuple[int, object]] | None = None  # (size, async chunk iterator)
     not_ready_for: int = 0
+    stall: asyncio.Event | None = None  # serve half, then wait for this before the rest
 
 
 @dataclass
@@ -56,6 +58,9 @@ class FakeTwilioMedia:
 
     def add(self, sid: str, body: bytes, *, not_ready_for: int = 0) -> None:
         self.recordings[sid] = Media(body=body, not_ready_for=not_ready_for)
+
+    def add_stalling(self, sid: str, body: bytes, until: asyncio.Event) -> None:
+        self.recordings[sid] = Media(body=body, stall=until)
 
     def add_stream(self, sid: str, size: int, make_chunks: Callable[[], object]) -> None:
         self.recordings[sid] = Media(stream=lambda: (size, make_chunks()))
@@ -89,6 +94,16 @@ class FakeTwilioMedia:
             media.not_ready_for -= 1
             return web.json_response({"code": 20404}, status=404)
         ctype = "audio/x-wav" if ext == "wav" else "audio/mpeg"
+        if media.body is not None and media.stall is not None:
+            resp = web.StreamResponse(headers={"Content-Type": ctype})
+            resp.content_length = len(media.body)
+            await resp.prepare(request)
+            half = len(media.body) // 2
+            await resp.write(media.body[:half])
+            await media.stall.wait()
+            await resp.write(media.body[half:])
+            await resp.write_eof()
+            return resp
         if media.body is not None:
             return web.Response(body=media.body, content_type=ctype)
         assert media.stream is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
@@ -49,6 +49,7 @@ class CallState:
     outcome: str
     policy: Policy
     ended: bool
+    decided_now: bool = False  # this callback set the outcome (for metrics)
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ async def start_call(
                     NewEvent("not_asked", {"reason": not_asked_reason}, dedupe_key="outcome"),
                 ],
             )
-            return Decision(Step.CONTINUE, call)
+            return Decision(Step.CONTINUE, replace(call, decided_now=True))
         notice = prompts.notice(policy.consent_mode, policy.language)
         await ledger.append(
             conn,
@@ -227,7 +228,7 @@ async def consent_step(
 async def _decide(conn: Conn, call: CallState, outcome: str, event: NewEvent) -> Decision:
     await conn.execute(Q["set_outcome"], call.id, outcome)
     await ledger.append(conn, call.id, [event])
-    decided = CallState(call.id, outcome, call.policy, call.ended)
+    decided = CallState(call.id, outcome, call.policy, call.ended, decided_now=True)
     return Decision(Step.RECORD if outcome == CONSENTED else Step.CONTINUE, decided)
 
 
@@ -294,7 +295,7 @@ async def status_step(
             await conn.execute(Q["set_outcome"], call.id, HUNG_UP)
             events.append(NewEvent(HUNG_UP, {"status": status}, dedupe_key="outcome"))
         await ledger.append(conn, call.id, events)
-        return CallState(call.id, outcome, call.policy, True)
+        return CallState(call.id, outcome, call.policy, True, decided_now=outcome != call.outcome)
 
 
 async def add_to_do_not_record(conn: Conn, vault: PhoneVault, phone: str, reason: str) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from service.intake.transcode import transcode
 from service.jobs import Defer
 from service.jobs.worker import JobContext
 from service.ledger import NewEvent
+from service.metrics import Metrics
 from service.storage import ObjectStore, StorageError
 from service.twilio.media import Downloaded, TwilioMedia
 
@@ -45,6 +47,7 @@ class IntakeDeps:
     settings: Settings
     store: ObjectStore
     media: TwilioMedia
+    metrics: Metrics | None = None
 
 
 async def run(ctx: JobContext, deps: IntakeDeps) -> None:
@@ -135,6 +138,7 @@ async def _store(
     ctx: JobContext, deps: IntakeDeps, recording: Any, sid: str, retention_s: int
 ) -> None:
     settings = deps.settings
+    started = time.perf_counter()
     fetch = settings.recording_format
     target = settings.recording_transcode or fetch
     key = f"recordings/{recording['id']}.{target}"
@@ -197,6 +201,9 @@ async def _store(
                 ],
             )
     failpoints.hit(settings, "intake.after_commit")
+    if deps.metrics is not None:
+        deps.metrics.intake_bytes.inc(got.size)
+        deps.metrics.intake_duration.observe(time.perf_counter() - started)
     log.info(
         "recording stored", extra={"recording_id": str(recording["id"]), "size_bytes": got.size}
     )

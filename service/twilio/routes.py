@@ -17,6 +17,7 @@ from service.consent import gate
 from service.context import POOL, PROMPTS, SETTINGS, VAULT
 from service.errors import BadRequest, ConfigError
 from service.intake.callbacks import recording_callback
+from service.metrics import METRICS
 from service.twilio import twiml
 from service.twilio.media import check_recording_sid
 from service.twilio.signature import verified_form
@@ -46,7 +47,13 @@ def _policy(settings: Settings, called: str | None, queue: str | None) -> Policy
         return settings.policy_for(called)
 
 
+def _count_outcome(request: web.Request, call: gate.CallState) -> None:
+    if call.decided_now:
+        request.app[METRICS].consent_outcomes.labels(call.outcome).inc()
+
+
 def _answer(request: web.Request, decision: gate.Decision) -> web.Response:
+    _count_outcome(request, decision.call)
     settings = request.app[SETTINGS]
     policy = decision.call.policy
     if decision.step in (gate.Step.PLAY_NOTICE, gate.Step.REPROMPT):
@@ -141,6 +148,7 @@ async def status(request: web.Request) -> web.Response:
             called=called,
             policy=_policy(request.app[SETTINGS], called, None),
         )
+    _count_outcome(request, call)
     log.info(
         "call status",
         extra={"call_id": str(call.id), "status": call_status, "outcome": call.outcome},

@@ -1,0 +1,50 @@
+"""Per-request observability: a request id on every log line, HTTP metrics by route.
+
+The id comes from ``X-Request-Id`` when a proxy set a sane one, else a fresh one; it is echoed
+in the response and put in a context variable that the JSON log formatter adds to each line
+logged while handling the request. Metrics are labelled by the route's pattern (never the raw
+path, which could carry ids) and the status code.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from contextvars import ContextVar
+
+from aiohttp import web
+
+from service.http_errors import Handler
+from service.metrics import METRICS
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+_SANE_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    given = request.headers.get("X-Request-Id", "")
+    request_id = given if _SANE_ID.match(given) else uuid.uuid4().hex
+    token = REQUEST_ID.set(request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-Id"] = request_id
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics = request.app[METRICS]
+        route = _route(request)
+        metrics.http_requests.labels(route, request.method, str(status)).inc()
+        metrics.http_latency.labels(route).observe(time.perf_counter() - started)
+        REQUEST_ID.reset(token)

@@ -1,0 +1,72 @@
+"""Operations in process: request ids, metrics for webhooks, consent outcomes and intake."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from service.config import Settings
+from service.simulate import Caller, FakeTwilio
+from tests.conftest import Service
+from tests.intake_helpers import send_recording, settle
+from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
+
+
+@pytest.fixture
+async def service(intake_settings: Settings) -> AsyncIterator[Service]:
+    svc = Service(intake_settings)
+    await svc.start()
+    yield svc
+    await svc.stop()
+
+
+async def test_metrics_count_webhooks_outcomes_and_intake(
+    service: Service, twilio: FakeTwilio, twilio_media: FakeTwilioMedia, db: asyncpg.Connection
+) -> None:
+    stay = await twilio.place_call("+84901234678", "+842873001234", Caller.parse("stay"))
+    await twilio.place_call("+84901234679", "+842873001234", Caller.parse("hang-up"))
+    rec_sid, body = new_recording_sid(), wav_bytes(1)
+    twilio_media.add(rec_sid, body)
+    await send_recording(twilio, stay.call_sid, rec_sid)
+    await settle(db)
+    async with twilio.session.get(service.base_url + "/metrics") as resp:
+        assert resp.status == 200
+        assert resp.content_type == "text/plain"
+        text = await resp.text()
+    lines = set(text.splitlines())
+    assert (
+        'callvault_http_requests_total{method="POST",route="/telephony/twilio/voice",'
+        'status="200"} 2.0' in lines
+    )
+    assert 'callvault_consent_outcomes_total{outcome="consented"} 1.0' in lines
+    assert 'callvault_consent_outcomes_total{outcome="hung_up_during_notice"} 1.0' in lines
+    assert f"callvault_intake_bytes_total {float(len(body))}" in lines
+    assert "callvault_intake_duration_seconds_count 1.0" in lines
+    assert 'callvault_jobs{state="done"} 1.0' in lines
+    assert "callvault_recordings_at_platform 0.0" in lines
+    assert "callvault_draining 0.0" in lines
+    assert any(
+        line.startswith(
+            'callvault_http_request_duration_seconds_bucket{le="0.05",'
+            'route="/telephony/twilio/voice"}'
+        )
+        for line in lines
+    )
+    # no phone number, in any label
+    assert "901234678" not in text
+
+
+async def test_request_ids_are_echoed_or_made(service: Service, twilio: FakeTwilio) -> None:
+    async with twilio.session.get(
+        service.base_url + "/healthz", headers={"X-Request-Id": "lb-0123456789"}
+    ) as resp:
+        assert resp.headers["X-Request-Id"] == "lb-0123456789"
+    async with twilio.session.get(
+        service.base_url + "/healthz", headers={"X-Request-Id": "bad id\\with junk"}
+    ) as resp:
+        made = resp.headers["X-Request-Id"]
+    assert len(made) == 32 and made.isalnum()
+    async with twilio.session.get(service.base_url + "/nope") as resp:
+        assert resp.status == 404 and len(resp.headers["X-Request-Id"]) == 32
