@@ -54,7 +54,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     )
     app[LIFECYCLE] = Lifecycle()
     app[SETTINGS] = settings
-    app[VAULT] = PhoneVault(settings.secret_key)
+    app[VAULT] = PhoneVault(settings.secret_key, settings.previous_secret_key)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         url = settings.database_url

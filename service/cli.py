@@ -17,9 +17,12 @@ from service.config import Settings, load_settings, with_generated_secrets
 from service.errors import CallvaultError
 
 
-def _settings(*, database: bool) -> Settings:
-    """Settings with generated local secrets filled in and, if asked, the database resolved."""
-    settings = with_generated_secrets(load_settings())
+def _settings(*, database: bool, secrets: bool = True) -> Settings:
+    """Settings with the secrets (generated ones in embedded mode) and, if asked, the database
+    resolved. Commands that never touch personal data don't ask for secrets."""
+    settings = load_settings()
+    if secrets:
+        settings = with_generated_secrets(settings)
     if database and not settings.database_url:
         from service.db.server import database_url
 
@@ -77,7 +80,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             print("database is up to date")
         return 0
 
-    return asyncio.run(_with_connection(_settings(database=True), work))
+    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
 
 
 def cmd_prompts_build(args: argparse.Namespace) -> int:
@@ -119,7 +122,7 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
             return 1
         return 0
 
-    return asyncio.run(_with_connection(_settings(database=True), work))
+    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
 
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
@@ -140,7 +143,7 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
             )
         return 0
 
-    return asyncio.run(_with_connection(_settings(database=True), work))
+    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
 
 
 def cmd_jobs_retry(args: argparse.Namespace) -> int:
@@ -152,7 +155,28 @@ def cmd_jobs_retry(args: argparse.Namespace) -> int:
         print(f"job {args.id} queued again")
         return 0
 
-    return asyncio.run(_with_connection(_settings(database=True), work))
+    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+
+
+def cmd_secrets_rotate(args: argparse.Namespace) -> int:
+    from service.personal_data import PhoneVault
+    from service.rekey import rotate
+
+    settings = _settings(database=True)
+    if not settings.previous_secret_key:
+        raise CallvaultError(
+            "CALLVAULT_PREVIOUS_SECRET_KEY: set it to the old key (and CALLVAULT_SECRET_KEY to "
+            "the new one) to rotate"
+        )
+    assert settings.secret_key
+    vault = PhoneVault(settings.secret_key, settings.previous_secret_key)
+
+    async def work(conn: Any) -> int:
+        report = await rotate(conn, vault)
+        print(f"re-keyed {report.calls} calls and {report.do_not_record} do-not-record entries")
+        return 0
+
+    return asyncio.run(_with_connection(settings, work))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -216,6 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--call", help="verify one call (its id)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_ledger_verify)
+
+    secrets_p = sub.add_parser("secrets", help="the key that protects stored phone numbers")
+    secrets_sub = secrets_p.add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
+    p = secrets_sub.add_parser(
+        "rotate",
+        help="re-encrypt stored numbers under CALLVAULT_SECRET_KEY (the previous key "
+        "in CALLVAULT_PREVIOUS_SECRET_KEY)",
+    )
+    p.set_defaults(func=cmd_secrets_rotate)
 
     jobs_p = sub.add_parser("jobs", help="the work queue: dead letters, retries")
     jobs_sub = jobs_p.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")

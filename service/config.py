@@ -98,6 +98,7 @@ class Settings:
     s3_kms_key_id: str | None = None
     s3_threads: int = 8
     secret_key: str | None = None
+    previous_secret_key: str | None = None  # during a key rotation: still read, never written
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = None
     twilio_api_url: str = "https://api.twilio.com"
@@ -275,6 +276,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "recording_format",
         "recording_transcode",
         "shutdown_timeout",
+        "previous_secret_key",
     } | _POLICY_KEYS
     values: dict[str, Any] = {}
     defaults = Policy()
@@ -333,7 +335,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
                 raise ConfigError(f"{name}: must be DEBUG, INFO, WARNING or ERROR, got {value!r}")
             values["log_level"] = level
-        elif key == "secret_key":
+        elif key in ("secret_key", "previous_secret_key"):
             if len(str(text)) < 32:
                 raise ConfigError(f"{name}: must be at least 32 characters of random text")
             values[key] = str(text)
@@ -382,6 +384,15 @@ def with_generated_secrets(settings: Settings) -> Settings:
     ``CALLVAULT_SECRET_KEY`` and ``CALLVAULT_TWILIO_*`` and this file is never read."""
     if settings.secret_key and settings.twilio_auth_token and settings.twilio_account_sid:
         return settings
+    if settings.database_url:
+        # A shared database means several replicas: a key generated here would differ per
+        # replica and make numbers unreadable and unmatchable elsewhere. Refuse instead.
+        for key in ("secret_key", "twilio_account_sid", "twilio_auth_token"):
+            if not getattr(settings, key):
+                raise ConfigError(
+                    f"CALLVAULT_{key.upper()}: required when CALLVAULT_DATABASE_URL is set "
+                    "(secrets are generated only for the embedded database)"
+                )
     path = settings.home / _SECRETS_FILE
     stored: dict[str, Any] = {}
     if path.exists():

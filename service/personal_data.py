@@ -13,6 +13,7 @@ import hmac
 import os
 import re
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -82,25 +83,51 @@ _THREE_DIGIT_PREFIXES = {
 }
 
 
-class PhoneVault:
-    """Encrypts, decrypts and fingerprints phone numbers with keys derived from one secret."""
-
+class _Keys:
     def __init__(self, secret_key: str) -> None:
-        self._aead = AESGCM(_derive(secret_key, b"phone-encryption"))
-        self._mac_key = _derive(secret_key, b"phone-lookup")
+        self.aead = AESGCM(_derive(secret_key, b"phone-encryption"))
+        self.mac_key = _derive(secret_key, b"phone-lookup")
+
+
+class PhoneVault:
+    """Encrypts, decrypts and fingerprints phone numbers with keys derived from one secret.
+
+    During a key rotation the previous secret is still used to read (decrypt, and match
+    lookup hashes) but never to write; ``callvault secrets rotate`` re-keys what is stored.
+    """
+
+    def __init__(self, secret_key: str, previous_secret_key: str | None = None) -> None:
+        self._current = _Keys(secret_key)
+        self._previous = _Keys(previous_secret_key) if previous_secret_key else None
 
     def encrypt(self, phone: str) -> bytes:
         nonce = os.urandom(_NONCE_BYTES)
-        return _FORMAT_V1 + nonce + self._aead.encrypt(nonce, phone.encode("utf-8"), _AAD)
+        sealed = self._current.aead.encrypt(nonce, phone.encode("utf-8"), _AAD)
+        return _FORMAT_V1 + nonce + sealed
 
     def decrypt(self, blob: bytes) -> str:
+        return self.decrypt_with_age(blob)[0]
+
+    def decrypt_with_age(self, blob: bytes) -> tuple[str, bool]:
+        """(number, True if it was sealed with the previous key and needs re-keying)."""
         if blob[:1] != _FORMAT_V1:
             raise ValueError("unknown phone ciphertext format")
         nonce, ciphertext = blob[1 : 1 + _NONCE_BYTES], blob[1 + _NONCE_BYTES :]
-        return self._aead.decrypt(nonce, ciphertext, _AAD).decode("utf-8")
+        try:
+            return self._current.aead.decrypt(nonce, ciphertext, _AAD).decode("utf-8"), False
+        except InvalidTag:
+            if self._previous is None:
+                raise
+        return self._previous.aead.decrypt(nonce, ciphertext, _AAD).decode("utf-8"), True
+
+    def lookup_hashes(self, phone: str) -> list[bytes]:
+        """Every hash a stored row of this number may carry (current key first)."""
+        keys = [self._current] + ([self._previous] if self._previous else [])
+        normal = normalise_phone(phone).encode("utf-8")
+        return [hmac.new(k.mac_key, normal, hashlib.sha256).digest() for k in keys]
 
     def lookup_hash(self, phone: str) -> bytes:
         """Keyed hash of the normalised number: equal numbers match, nothing can be read back."""
         return hmac.new(
-            self._mac_key, normalise_phone(phone).encode("utf-8"), hashlib.sha256
+            self._current.mac_key, normalise_phone(phone).encode("utf-8"), hashlib.sha256
         ).digest()

@@ -256,7 +256,9 @@ def intake_settings(settings: Settings, moto_url: str, bucket: str, twilio_media
     )
 
 
-def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    database_url: str, *args: str, env_overrides: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``callvault ARGS`` as an operator runs it, against the test's database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
     env.update(
@@ -265,6 +267,7 @@ def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
         CALLVAULT_TWILIO_AUTH_TOKEN=AUTH_TOKEN,
         CALLVAULT_TWILIO_ACCOUNT_SID=ACCOUNT_SID,
     )
+    env.update(env_overrides or {})
     return subprocess.run(
         [sys.executable, "-m", "service", *args],
         env=env,

@@ -52,7 +52,8 @@ CREATE TABLE public.callvault_migrations (
 CREATE TABLE public.do_not_record (
     phone_hash bytea NOT NULL,
     reason text NOT NULL,
-    added_at timestamp with time zone DEFAULT now() NOT NULL
+    added_at timestamp with time zone DEFAULT now() NOT NULL,
+    phone_enc bytea
 );
 CREATE TABLE public.jobs (
     id bigint NOT NULL,

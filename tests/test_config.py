@@ -166,3 +166,13 @@ def test_every_setting_can_be_given_in_the_environment(tmp_path: Path) -> None:
         5,
         2,
     )
+
+
+def test_a_shared_database_requires_real_secrets(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"CALLVAULT_HOME": str(tmp_path), "CALLVAULT_DATABASE_URL": "postgresql://db/cv"}
+    )
+    with pytest.raises(ConfigError) as info:
+        with_generated_secrets(settings)
+    assert info.value.message.startswith("CALLVAULT_SECRET_KEY: required")
+    assert not (tmp_path / "generated-secrets.toml").exists()

@@ -92,7 +92,9 @@ async def start_call(
     caller_norm = normalise_phone(caller) if caller else None
     caller_hash = vault.lookup_hash(caller_norm) if caller_norm else None
     async with conn.transaction():
-        listed = bool(caller_hash) and await conn.fetchval(Q["on_do_not_record"], caller_hash)
+        listed = bool(caller_norm) and await conn.fetchval(
+            Q["on_do_not_record"], vault.lookup_hashes(caller_norm or "")
+        )
         not_asked_reason = (
             "do_not_record_list"
             if listed
@@ -299,4 +301,7 @@ async def status_step(
 
 
 async def add_to_do_not_record(conn: Conn, vault: PhoneVault, phone: str, reason: str) -> None:
-    await conn.execute(Q["add_do_not_record"], vault.lookup_hash(phone), reason)
+    phone = normalise_phone(phone)
+    await conn.execute(
+        Q["add_do_not_record"], vault.lookup_hash(phone), vault.encrypt(phone), reason
+    )

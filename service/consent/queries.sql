@@ -1,5 +1,6 @@
 -- name: on_do_not_record
-SELECT EXISTS (SELECT 1 FROM do_not_record WHERE phone_hash = $1);
+-- $1: the number's hash under each key in use (two during a key rotation)
+SELECT EXISTS (SELECT 1 FROM do_not_record WHERE phone_hash = ANY($1::bytea[]));
 
 -- name: insert_call
 -- A duplicate start (the platform retried) inserts nothing and returns no row.
@@ -23,5 +24,5 @@ UPDATE calls SET platform_status = $2 WHERE id = $1;
 UPDATE calls SET platform_status = $2, ended_at = coalesce(ended_at, now()) WHERE id = $1;
 
 -- name: add_do_not_record
-INSERT INTO do_not_record (phone_hash, reason) VALUES ($1, $2)
+INSERT INTO do_not_record (phone_hash, phone_enc, reason) VALUES ($1, $2, $3)
 ON CONFLICT (phone_hash) DO NOTHING;

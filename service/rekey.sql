@@ -1,0 +1,15 @@
+-- name: calls_page
+SELECT id, caller_enc FROM calls
+WHERE caller_enc IS NOT NULL AND id > $1
+ORDER BY id LIMIT $2;
+
+-- name: rekey_call
+UPDATE calls SET caller_enc = $2, caller_hash = $3 WHERE id = $1;
+
+-- name: do_not_record_page
+SELECT phone_hash, phone_enc FROM do_not_record
+WHERE phone_enc IS NOT NULL AND phone_hash > $1
+ORDER BY phone_hash LIMIT $2;
+
+-- name: rekey_do_not_record
+UPDATE do_not_record SET phone_hash = $2, phone_enc = $3 WHERE phone_hash = $1;

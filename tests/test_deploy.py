@@ -1,0 +1,131 @@
+"""deploy/ checked offline: no Docker engine or cluster runs here, so the compose file is
+validated against the Compose specification's schema, the Kubernetes manifests against the API
+schemas (kubernetes-validate ships them), and the Dockerfile is parsed and held to what an
+operator relies on: multi-stage, non-root, healthcheck, ffmpeg, the README's install step."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from dockerfile_parse import DockerfileParser
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+
+
+def _compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    return data
+
+
+def test_compose_file_matches_the_compose_specification() -> None:
+    schema = json.loads(
+        resources.files("check_jsonschema.builtin_schemas.vendor")
+        .joinpath("compose-spec.json")
+        .read_text()
+    )
+    jsonschema.validate(_compose(), schema)
+
+
+def test_compose_brings_up_the_whole_system() -> None:
+    services = _compose()["services"]
+    assert {
+        "postgres",
+        "minio",
+        "minio-init",
+        "migrate",
+        "callvault-1",
+        "callvault-2",
+        "lb",
+    } <= set(services)
+    init = " ".join(services["minio-init"]["command"])
+    assert "mc mb" in init and "callvault-recordings" in init and "encrypt set sse-s3" in init
+    for name in ("callvault-1", "callvault-2"):
+        svc = services[name]
+        env = svc["environment"]
+        assert env["CALLVAULT_S3_BUCKET"] == "callvault-recordings"
+        assert env["CALLVAULT_DATABASE_URL"].startswith("postgresql://")
+        assert svc["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert "/readyz" in " ".join(svc["healthcheck"]["test"])
+    assert services["migrate"]["command"] == ["migrate"]
+    nginx = (DEPLOY / "nginx.conf").read_text()
+    assert "server callvault-1:8080" in nginx and "server callvault-2:8080" in nginx
+
+
+def _manifests() -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    return docs
+
+
+@pytest.mark.parametrize("doc", _manifests(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_kubernetes_manifest_is_valid(doc: dict[str, Any]) -> None:
+    kubernetes_validate.validate(doc, "1.33", strict=True)
+
+
+def test_kubernetes_deployment_is_production_shaped() -> None:
+    kinds = {d["kind"]: d for d in _manifests()}
+    assert {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "Job"} <= set(kinds)
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"]["limits"]["memory"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    secret_refs = {e["name"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+    assert {"CALLVAULT_SECRET_KEY", "CALLVAULT_DATABASE_URL", "CALLVAULT_TWILIO_AUTH_TOKEN"} <= (
+        secret_refs
+    )
+    assert kinds["Job"]["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
+    listed = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())["resources"]
+    assert sorted(listed) == sorted(
+        p.name for p in (DEPLOY / "k8s").glob("*.yaml") if p.name != "kustomization.yaml"
+    )
+
+
+def _pip_args(command: str) -> list[str]:
+    words = shlex.split(command)
+    i = words.index("install")
+    return [w for w in words[i + 1 :] if not w.startswith("$(")]
+
+
+def test_dockerfile_is_multi_stage_slim_non_root_with_healthcheck_and_ffmpeg() -> None:
+    parser = DockerfileParser(path=str(DEPLOY / "Dockerfile"))
+    stages = [i for i in parser.structure if i["instruction"] == "FROM"]
+    assert len(stages) >= 2 and all("slim" in s["value"] for s in stages)
+    final = parser.structure[parser.structure.index(stages[-1]) :]
+    users = [i["value"] for i in final if i["instruction"] == "USER"]
+    assert users and not users[-1].startswith(("root", "0"))
+    assert any(i["instruction"] == "HEALTHCHECK" and "/healthz" in i["value"] for i in final)
+    assert any(i["instruction"] == "RUN" and "ffmpeg" in i["value"] for i in final)
+    assert not any(i["instruction"] == "RUN" and "pip install" in i["value"] for i in final)
+
+
+def test_dockerfile_installs_the_way_the_readme_does() -> None:
+    """The image's install is the Makefile's (which the README's commands run), minus the
+    editable flag and the dev extras."""
+    docker_runs = [
+        i["value"]
+        for i in DockerfileParser(path=str(DEPLOY / "Dockerfile")).structure
+        if i["instruction"] == "RUN" and "pip install -c" in i["value"]
+    ]
+    assert len(docker_runs) == 1
+    docker_install = next(p for p in docker_runs[0].split("&&") if "pip install -c" in p)
+    makefile = (ROOT / "Makefile").read_text()
+    make_line = next(ln for ln in makefile.splitlines() if "pip install" in ln and "-e" in ln)
+    make_args = [a for a in _pip_args(make_line) if a not in ("-e",)]
+    docker_args = _pip_args(docker_install)
+    assert [a for a in make_args if a != ".[dev]"] == [a for a in docker_args if a != "."]
+    assert re.search(r"COPY pyproject.toml constraints.txt", (DEPLOY / "Dockerfile").read_text())
