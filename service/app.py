@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
 from prompts.render import ensure_built
-from service import health, metrics, prompts_http
+from retention import requests
+from retention import scheduler as retention_scheduler
+from retention.purge import purge_once
+from service import files_http, health, metrics, prompts_http
+from service.api import admin as admin_api
+from service.api import compliance as compliance_api
+from service.auth.http import BRAKE, FailureBrake
 from service.config import Settings
 from service.context import (
     HTTP_CLIENT,
@@ -33,6 +40,7 @@ from service.http_errors import error_middleware
 from service.intake import job as intake_job
 from service.intake.callbacks import JOB_KIND
 from service.jobs.worker import JobContext, Worker, WorkerConfig
+from service.links import LINKS, LinkSigner
 from service.metrics import METRICS, Metrics
 from service.observe import observe_middleware
 from service.personal_data import PhoneVault
@@ -53,6 +61,8 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
         middlewares=[observe_middleware, error_middleware], client_max_size=settings.max_body_bytes
     )
     app[LIFECYCLE] = Lifecycle()
+    app[LINKS] = LinkSigner(settings.secret_key)
+    app[BRAKE] = FailureBrake()
     app[SETTINGS] = settings
     app[VAULT] = PhoneVault(settings.secret_key, settings.previous_secret_key)
 
@@ -104,9 +114,21 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
         async def recording(ctx: JobContext) -> None:
             await intake_job.run(ctx, deps)
 
+        async def dsar(ctx: JobContext) -> None:
+            # every step of a request is idempotent, so a rerun after a lost lease converges
+            async with ctx.pool.acquire() as conn:
+                await requests.run(
+                    conn,
+                    app[VAULT],
+                    app[STORE],
+                    uuid.UUID(ctx.job.payload["request_id"]),
+                    settings.home / "tmp",
+                    retry_s=settings.purge_interval_s,
+                )
+
         worker = Worker(
             app[POOL],
-            {JOB_KIND: recording},
+            {JOB_KIND: recording, requests.JOB_KIND: dsar},
             WorkerConfig(
                 concurrency=settings.workers,
                 lease_s=settings.job_lease_s,
@@ -124,17 +146,49 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
         app[METRICS].draining.set(1)
         log.info("draining: no new work is taken")
 
+    async def purge_schedule(app: web.Application) -> AsyncIterator[None]:
+        if settings.purge_interval_s <= 0 or settings.workers == 0:
+            yield
+            return
+        metrics_ = app[METRICS]
+
+        async def purge() -> None:
+            try:
+                report = await purge_once(app[POOL], app[STORE])
+            except Exception:
+                log.exception("purge pass failed; the next pass retries")
+                return
+            metrics_.purged.inc(report.purged)
+            metrics_.purge_failures.inc(len(report.failed))
+            if report.purged or report.failed:
+                log.info(
+                    "purge pass",
+                    extra={
+                        "purged": report.purged,
+                        "held": report.held,
+                        "refused": len(report.failed),
+                    },
+                )
+
+        scheduler = retention_scheduler.start(purge, settings.purge_interval_s)
+        yield
+        scheduler.shutdown(wait=False)
+
     app.on_shutdown.append(start_draining)
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(prompt_library)
     app.cleanup_ctx.append(storage)
     app.cleanup_ctx.append(http_client)
     app.cleanup_ctx.append(job_worker)
+    app.cleanup_ctx.append(purge_schedule)
     app[METRICS] = Metrics()
     app.add_routes(health.routes)
     app.add_routes(metrics.routes)
     app.add_routes(prompts_http.routes)
     app.add_routes(twilio_routes.routes)
+    app.add_routes(files_http.routes)
+    app.add_routes(admin_api.routes)
+    app.add_routes(compliance_api.routes)
     if not settings.defaults.continue_url:
         log.warning("CALLVAULT_CONTINUE_URL is not set: calls end after the consent step")
     return app

@@ -179,6 +179,221 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
     return asyncio.run(_with_connection(settings, work))
 
 
+def _actor() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def _vault(settings: Settings) -> Any:
+    from service.personal_data import PhoneVault
+
+    assert settings.secret_key
+    return PhoneVault(settings.secret_key, settings.previous_secret_key)
+
+
+def _store(settings: Settings) -> Any:
+    from service.storage import create_store
+
+    return create_store(settings)
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from service import audit, auth
+
+    async def work(conn: Any) -> int:
+        async with conn.transaction():
+            token, row = await auth.create_token(conn, args.name, args.role, _actor())
+            await audit.record(
+                conn,
+                _actor(),
+                "token_created",
+                "token",
+                str(row["id"]),
+                {"name": row["name"], "role": row["role"]},
+            )
+        print(token)  # alone on its line, once; only its hash is stored
+        return 0
+
+    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from service import auth
+
+    async def work(conn: Any) -> int:
+        for t in await auth.list_tokens(conn):
+            state = "revoked" if t["revoked"] else "active"
+            print(f"{t['id']}  {t['role']:<11} {state:<8} {t['name']}")
+        return 0
+
+    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from service import audit, auth
+
+    token_id = _uuid_arg(args.id, "id")
+
+    async def work(conn: Any) -> int:
+        async with conn.transaction():
+            if not await auth.revoke_token(conn, token_id):
+                raise CallvaultError(f"no active token {token_id}")
+            await audit.record(conn, _actor(), "token_revoked", "token", str(token_id), {})
+        print(f"revoked {token_id}")
+        return 0
+
+    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+
+
+def _uuid_arg(raw: str, name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise CallvaultError(f"{name}: not an id: {raw!r}") from None
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from retention import purge
+    from service.db.pool import create_pool
+
+    settings = _settings(database=True, secrets=False)
+
+    async def run() -> int:
+        assert settings.database_url
+        pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+        try:
+            if args.dry_run:
+                async with pool.acquire() as conn:
+                    due = await purge.due(conn, limit=args.limit)
+                for d in due:
+                    why = "kept: under a legal hold" if d.held else "retention ended"
+                    print(
+                        f"{d.recording_id}  call {d.call_id}  retain_until {d.retain_until}  {why}"
+                    )
+                print(
+                    f"{sum(not d.held for d in due)} would be purged, "
+                    f"{sum(d.held for d in due)} kept by holds"
+                )
+                return 0
+            store = _store(settings)
+            try:
+                report = await purge.purge_once(pool, store)
+            finally:
+                await store.close()
+            print(
+                f"purged {report.purged}, kept by holds {report.held}, "
+                f"refused by the store {len(report.failed)}"
+            )
+            for rid, why in list(report.failed.items())[:20]:
+                print(f"REFUSED {rid}: {why}", file=sys.stderr)
+            return 1 if report.failed else 0
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())
+
+
+def cmd_hold_place(args: argparse.Namespace) -> int:
+    from retention import holds
+
+    if (args.call is None) == (args.phone is None):
+        raise CallvaultError("give exactly one of --call ID or --phone E164")
+    settings = _settings(database=True)
+    call_id = _uuid_arg(args.call, "--call") if args.call else None
+
+    async def work(conn: Any) -> int:
+        placed = await holds.place(
+            conn,
+            _vault(settings),
+            _actor(),
+            call_id=call_id,
+            phone=args.phone,
+            reason=args.reason,
+            case_ref=args.case_ref,
+        )
+        print(f"hold {placed.id}: {len(placed.held_recordings)} recording(s) held")
+        if placed.already_gone:
+            print(f"already purged or erased: {', '.join(placed.already_gone)}")
+        return 0
+
+    return asyncio.run(_with_connection(settings, work))
+
+
+def cmd_hold_release(args: argparse.Namespace) -> int:
+    from retention import holds
+
+    settings = _settings(database=True)
+    hold_id = _uuid_arg(args.id, "id")
+
+    async def work(conn: Any) -> int:
+        await holds.release(conn, _vault(settings), hold_id, _actor())
+        print(f"released {hold_id}")
+        return 0
+
+    return asyncio.run(_with_connection(settings, work))
+
+
+def cmd_hold_list(args: argparse.Namespace) -> int:
+    from retention import holds
+
+    async def work(conn: Any) -> int:
+        for h in await holds.list_holds(conn, include_released=args.all, limit=1000):
+            target = f"call {h['call_id']}" if h["call_id"] else "a phone number"
+            state = "active" if h["active"] else f"released {h['released_at']}"
+            print(f"{h['id']}  on {target}  {state}  case {h['case_ref'] or '-'}: {h['reason']}")
+        return 0
+
+    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+
+
+def cmd_dsar(args: argparse.Namespace) -> int:
+    from retention import requests
+    from service.jobs import Defer
+
+    settings = _settings(database=True)
+    vault = _vault(settings)
+
+    async def work(conn: Any) -> int:
+        request_id = await requests.create(
+            conn,
+            vault,
+            kind=args.kind,
+            phone=args.phone,
+            actor=_actor(),
+            deadline_s=settings.dsar_deadline_s,
+        )
+        store = _store(settings)
+        try:
+            try:
+                # carried out here and now; the queued job makes sure it finishes even if not
+                await requests.run(
+                    conn,
+                    vault,
+                    store,
+                    request_id,
+                    settings.home / "tmp",
+                    retry_s=settings.purge_interval_s,
+                )
+            except Defer as exc:
+                print(f"request {request_id}: waiting: {exc.reason}")
+                return 0
+            row = await requests.get(conn, request_id)
+            print(f"request {request_id}: {row['status']} (due {row['due_at'].isoformat()})")
+            if args.kind == "access":
+                out = Path(args.out or f"callvault-access-{request_id}.zip")
+                await store.download_to(row["bundle_key"], out)
+                print(f"wrote {out}")
+        finally:
+            await store.close()
+        return 0
+
+    return asyncio.run(_with_connection(settings, work))
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     import aiohttp
 
@@ -240,6 +455,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--call", help="verify one call (its id)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_ledger_verify)
+
+    token_p = sub.add_parser("token", help="API tokens (shown once, stored hashed)")
+    token_sub = token_p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    p = token_sub.add_parser("create", help="create a token and print it once")
+    p.add_argument("--name", required=True)
+    p.add_argument(
+        "--role", required=True, choices=["telephony", "qa_trainer", "compliance", "admin"]
+    )
+    p.set_defaults(func=cmd_token_create)
+    p = token_sub.add_parser("list", help="list tokens (never their values)")
+    p.set_defaults(func=cmd_token_list)
+    p = token_sub.add_parser("revoke", help="revoke a token by id")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_token_revoke)
+
+    p = sub.add_parser("purge", help="delete expired, unheld recordings now")
+    p.add_argument("--dry-run", action="store_true", help="list what would go and why")
+    p.add_argument("--limit", type=int, default=1000, help="with --dry-run: rows to list")
+    p.set_defaults(func=cmd_purge)
+
+    hold_p = sub.add_parser("hold", help="legal holds")
+    hold_sub = hold_p.add_subparsers(dest="hold_command", required=True, metavar="ACTION")
+    p = hold_sub.add_parser("place", help="hold a call, or every call of a number")
+    p.add_argument("--call")
+    p.add_argument("--phone")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--case-ref")
+    p.set_defaults(func=cmd_hold_place)
+    p = hold_sub.add_parser("release", help="release a hold by id")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_hold_release)
+    p = hold_sub.add_parser("list", help="holds in force (--all: released ones too)")
+    p.add_argument("--all", action="store_true")
+    p.set_defaults(func=cmd_hold_list)
+
+    dsar_p = sub.add_parser("dsar", help="data-subject requests")
+    dsar_sub = dsar_p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind, text in (
+        ("access", "write a bundle of the person's calls and recordings"),
+        ("erase", "erase the person's recordings and number (holds win)"),
+        ("withdraw", "never record the number again, and erase"),
+    ):
+        p = dsar_sub.add_parser(kind, help=text)
+        p.add_argument("--phone", required=True)
+        if kind == "access":
+            p.add_argument("--out", help="where to write the bundle (zip)")
+        p.set_defaults(func=cmd_dsar)
 
     secrets_p = sub.add_parser("secrets", help="the key that protects stored phone numbers")
     secrets_sub = secrets_p.add_subparsers(dest="secrets_command", required=True, metavar="ACTION")

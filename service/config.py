@@ -114,6 +114,8 @@ class Settings:
     download_timeout_s: int = 3600
     failpoints: frozenset[str] = frozenset()
     shutdown_timeout_s: float = 20.0
+    dsar_deadline_s: int = 72 * 3600  # Decree 13/2023; Decree 356/2025 allows 15 days
+    link_ttl_s: int = 300  # short-lived download and playback links
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
     config_path: Path | None = None
@@ -277,6 +279,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "recording_transcode",
         "shutdown_timeout",
         "previous_secret_key",
+        "dsar_deadline",
+        "link_ttl",
     } | _POLICY_KEYS
     values: dict[str, Any] = {}
     defaults = Policy()
@@ -306,6 +310,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "job_backoff_cap",
             "download_timeout",
             "shutdown_timeout",
+            "dsar_deadline",
+            "link_ttl",
         ):
             field_name = {"job_backoff": "job_backoff_base_s"}.get(key, key + "_s")
             values[field_name] = parse_duration(name, text)

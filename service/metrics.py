@@ -23,6 +23,7 @@ from service.db import queries
 from service.http_errors import error_response
 
 Q = queries.load("service.jobs")
+RQ = queries.load("retention")
 routes = web.RouteTableDef()
 JOB_STATES = ("queued", "running", "done", "dead")
 
@@ -68,6 +69,25 @@ class Metrics:
         self.draining = Gauge(
             "callvault_draining", "1 while this replica shuts down", registry=self.registry
         )
+        self.purged = Counter(
+            "callvault_purged_recordings",
+            "Recordings purged by this replica",
+            registry=self.registry,
+        )
+        self.purge_failures = Counter(
+            "callvault_purge_failures",
+            "Recordings whose deletion the store refused (retried next pass)",
+            registry=self.registry,
+        )
+        self.holds = Gauge("callvault_holds_active", "Legal holds in force", registry=self.registry)
+        self.dsar_open = Gauge(
+            "callvault_dsar_open", "Data-subject requests not completed", registry=self.registry
+        )
+        self.dsar_overdue = Gauge(
+            "callvault_dsar_overdue",
+            "Data-subject requests not completed past their due date",
+            registry=self.registry,
+        )
         self.at_platform = Gauge(
             "callvault_recordings_at_platform",
             "Recordings the platform still holds: intake or deletion not finished (or dead)",
@@ -85,6 +105,9 @@ async def metrics(request: web.Request) -> web.Response:
         async with request.app[POOL].acquire() as conn:
             by_state = await jobs.stats(conn)
             at_platform = await conn.fetchval(Q["recordings_at_platform"])
+            holds_active = await conn.fetchval(RQ["active_holds_count"])
+            dsar = await conn.fetchrow(RQ["request_counts"])
+            assert dsar is not None
     except Exception:
         return error_response(503, "not_ready", "database unreachable")
     for state in JOB_STATES:
@@ -92,6 +115,9 @@ async def metrics(request: web.Request) -> web.Response:
         m.jobs.labels(state).set(count)
         m.oldest.labels(state).set(oldest)
     m.at_platform.set(at_platform)
+    m.holds.set(holds_active)
+    m.dsar_open.set(dsar["open"])
+    m.dsar_overdue.set(dsar["overdue"])
     return web.Response(
         body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+E164_PATTERN = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _FORMAT_V1 = b"\x01"
 _NONCE_BYTES = 12
 _AAD = b"callvault:phone:v1"

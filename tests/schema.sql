@@ -1,3 +1,11 @@
+CREATE FUNCTION public.append_only_refuse_change() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP
+        USING ERRCODE = 'integrity_constraint_violation';
+END
+$$;
 CREATE FUNCTION public.ledger_events_check_link() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -27,6 +35,33 @@ BEGIN
         USING ERRCODE = 'integrity_constraint_violation';
 END
 $$;
+CREATE TABLE public.api_tokens (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    name text NOT NULL,
+    role text NOT NULL,
+    token_sha256 bytea NOT NULL,
+    created_by text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_used_at timestamp with time zone,
+    revoked_at timestamp with time zone,
+    CONSTRAINT api_tokens_role_check CHECK ((role = ANY (ARRAY['telephony'::text, 'qa_trainer'::text, 'compliance'::text, 'admin'::text])))
+);
+CREATE TABLE public.audit_log (
+    id bigint NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    actor text NOT NULL,
+    action text NOT NULL,
+    target_type text,
+    target_id text,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+CREATE SEQUENCE public.audit_log_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+ALTER SEQUENCE public.audit_log_id_seq OWNED BY public.audit_log.id;
 CREATE TABLE public.calls (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     platform text NOT NULL,
@@ -54,6 +89,35 @@ CREATE TABLE public.do_not_record (
     reason text NOT NULL,
     added_at timestamp with time zone DEFAULT now() NOT NULL,
     phone_enc bytea
+);
+CREATE TABLE public.dsar_requests (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    kind text NOT NULL,
+    status text DEFAULT 'received'::text NOT NULL,
+    phone_hash bytea,
+    phone_enc bytea,
+    requested_by text NOT NULL,
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    due_at timestamp with time zone NOT NULL,
+    completed_at timestamp with time zone,
+    bundle_key text,
+    result jsonb DEFAULT '{}'::jsonb NOT NULL,
+    CONSTRAINT dsar_requests_kind_check CHECK ((kind = ANY (ARRAY['access'::text, 'erase'::text, 'withdraw'::text]))),
+    CONSTRAINT dsar_requests_status_check CHECK ((status = ANY (ARRAY['received'::text, 'waiting_for_hold'::text, 'completed'::text, 'failed'::text])))
+);
+CREATE TABLE public.holds (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    call_id uuid,
+    phone_hash bytea,
+    phone_enc bytea,
+    reason text NOT NULL,
+    case_ref text,
+    placed_by text NOT NULL,
+    placed_at timestamp with time zone DEFAULT now() NOT NULL,
+    released_by text,
+    released_at timestamp with time zone,
+    CONSTRAINT holds_one_target CHECK (((call_id IS NULL) <> (phone_hash IS NULL))),
+    CONSTRAINT holds_reason_check CHECK ((btrim(reason) <> ''::text))
 );
 CREATE TABLE public.jobs (
     id bigint NOT NULL,
@@ -124,11 +188,20 @@ CREATE TABLE public.recordings (
     stored_at timestamp with time zone,
     platform_deleted_at timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    object_version text,
+    purged_at timestamp with time zone,
     CONSTRAINT recordings_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'stored'::text, 'purged'::text, 'erased'::text, 'failed'::text]))),
     CONSTRAINT recordings_stored_complete CHECK (((state <> 'stored'::text) OR ((object_key IS NOT NULL) AND (sha256 IS NOT NULL) AND (size_bytes IS NOT NULL) AND (retain_until IS NOT NULL))))
 );
+ALTER TABLE ONLY public.audit_log ALTER COLUMN id SET DEFAULT nextval('public.audit_log_id_seq'::regclass);
 ALTER TABLE ONLY public.jobs ALTER COLUMN id SET DEFAULT nextval('public.jobs_id_seq'::regclass);
 ALTER TABLE ONLY public.ledger_events ALTER COLUMN id SET DEFAULT nextval('public.ledger_events_id_seq'::regclass);
+ALTER TABLE ONLY public.api_tokens
+    ADD CONSTRAINT api_tokens_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.api_tokens
+    ADD CONSTRAINT api_tokens_token_sha256_key UNIQUE (token_sha256);
+ALTER TABLE ONLY public.audit_log
+    ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.calls
     ADD CONSTRAINT calls_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.calls
@@ -137,6 +210,10 @@ ALTER TABLE ONLY public.callvault_migrations
     ADD CONSTRAINT callvault_migrations_pkey PRIMARY KEY (version);
 ALTER TABLE ONLY public.do_not_record
     ADD CONSTRAINT do_not_record_pkey PRIMARY KEY (phone_hash);
+ALTER TABLE ONLY public.dsar_requests
+    ADD CONSTRAINT dsar_requests_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.holds
+    ADD CONSTRAINT holds_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.jobs
     ADD CONSTRAINT jobs_dedupe_key_key UNIQUE (dedupe_key);
 ALTER TABLE ONLY public.jobs
@@ -153,15 +230,23 @@ ALTER TABLE ONLY public.recordings
     ADD CONSTRAINT recordings_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.recordings
     ADD CONSTRAINT recordings_platform_external_id_key UNIQUE (platform, external_id);
+CREATE INDEX audit_log_at_idx ON public.audit_log USING btree (at);
 CREATE INDEX calls_caller_hash_idx ON public.calls USING btree (caller_hash);
 CREATE INDEX calls_started_at_idx ON public.calls USING btree (started_at);
+CREATE INDEX dsar_requests_open_idx ON public.dsar_requests USING btree (due_at) WHERE (status <> 'completed'::text);
+CREATE INDEX holds_active_call_idx ON public.holds USING btree (call_id) WHERE (released_at IS NULL);
+CREATE INDEX holds_active_phone_idx ON public.holds USING btree (phone_hash) WHERE (released_at IS NULL);
 CREATE INDEX jobs_queued_idx ON public.jobs USING btree (run_after) WHERE (state = 'queued'::text);
 CREATE INDEX jobs_running_idx ON public.jobs USING btree (lease_expires_at) WHERE (state = 'running'::text);
 CREATE INDEX recordings_call_id_idx ON public.recordings USING btree (call_id);
 CREATE INDEX recordings_retain_until_idx ON public.recordings USING btree (retain_until) WHERE (state = 'stored'::text);
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse_change();
+CREATE TRIGGER audit_log_no_update_delete BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse_change();
 CREATE TRIGGER ledger_events_link BEFORE INSERT ON public.ledger_events FOR EACH ROW EXECUTE FUNCTION public.ledger_events_check_link();
 CREATE TRIGGER ledger_events_no_truncate BEFORE TRUNCATE ON public.ledger_events FOR EACH STATEMENT EXECUTE FUNCTION public.ledger_events_refuse_change();
 CREATE TRIGGER ledger_events_no_update_delete BEFORE DELETE OR UPDATE ON public.ledger_events FOR EACH ROW EXECUTE FUNCTION public.ledger_events_refuse_change();
+ALTER TABLE ONLY public.holds
+    ADD CONSTRAINT holds_call_id_fkey FOREIGN KEY (call_id) REFERENCES public.calls(id);
 ALTER TABLE ONLY public.ledger_events
     ADD CONSTRAINT ledger_events_call_id_fkey FOREIGN KEY (call_id) REFERENCES public.calls(id);
 ALTER TABLE ONLY public.recordings

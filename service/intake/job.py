@@ -181,6 +181,7 @@ async def _store(
             got.size,
             got.content_type,
             retention_s,
+            stored.version,
         )
         if retain_until is not None:
             await ledger.append(

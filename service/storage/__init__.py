@@ -8,6 +8,7 @@ metadata so that a HEAD can verify what was stored, and both pass the same contr
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +32,7 @@ class StoredObject:
     content_type: str | None = None
     encrypted: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
+    version: str | None = None  # the store's version id, on a versioned bucket
 
 
 class ObjectStore(Protocol):
@@ -44,6 +46,16 @@ class ObjectStore(Protocol):
 
     async def check(self) -> None:
         """Raise :class:`StorageError` unless the store is reachable and writable."""
+
+    async def delete_many(self, keys: list[str]) -> dict[str, str]:
+        """Delete these objects, every version of each; returns {key: error} for the ones the
+        store refused (an absent key counts as deleted)."""
+
+    async def download_to(self, key: str, path: Path) -> None:
+        """Copy the object into a local file (streamed, never whole in memory)."""
+
+    def read_range(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Stream bytes ``start`` to ``end`` inclusive."""
 
     async def close(self) -> None: ...
 

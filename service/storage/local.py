@@ -14,10 +14,14 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
 
 from service.storage import StorageError, StoredObject
+
+T = TypeVar("T")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -28,12 +32,11 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(target: Path, write: object) -> None:
+def _atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as out:
-            assert callable(write)
             write(out)
             out.flush()
             os.fsync(out.fileno())
@@ -77,10 +80,9 @@ class LocalStore:
             metadata={k: v for k, v in meta.items() if isinstance(v, str)},
         )
 
-    async def _run(self, fn: object, *args: object) -> object:
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         try:
-            assert callable(fn)
             return await loop.run_in_executor(self._pool, fn, *args)
         except OSError as exc:
             raise StorageError(f"local store: {exc.strerror or exc}") from exc
@@ -92,9 +94,40 @@ class LocalStore:
         await self._run(self._put, key, path, meta)
 
     async def head(self, key: str) -> StoredObject | None:
-        result = await self._run(self._head, key)
-        assert result is None or isinstance(result, StoredObject)
-        return result
+        return await self._run(self._head, key)
+
+    def _delete(self, key: str) -> None:
+        target = self._path(key)
+        target.unlink(missing_ok=True)
+        target.with_name(target.name + ".meta.json").unlink(missing_ok=True)
+
+    async def delete_many(self, keys: list[str]) -> dict[str, str]:
+        failed: dict[str, str] = {}
+        for key in keys:
+            try:
+                await self._run(self._delete, key)
+            except StorageError as exc:
+                failed[key] = exc.message
+        if keys:
+            await self._run(_fsync_dir, self.root)
+        return failed
+
+    async def download_to(self, key: str, path: Path) -> None:
+        await self._run(shutil.copyfile, self._path(key), path)
+
+    async def read_range(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        handle: BinaryIO = await self._run(self._path(key).open, "rb")
+        try:
+            await self._run(handle.seek, start)
+            left = end - start + 1
+            while left > 0:
+                chunk = await self._run(handle.read, min(left, 1 << 16))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                yield chunk
+        finally:
+            await self._run(handle.close)
 
     async def check(self) -> None:
         await self._run(self.root.mkdir, 0o700, True, True)

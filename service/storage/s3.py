@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,6 +61,7 @@ class S3Store:
             use_threads=True,
         )
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s3")
+        self._is_versioned: bool | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Store:
@@ -123,10 +124,61 @@ class S3Store:
             resp.get("ContentType"),
             encrypted=bool(resp.get("ServerSideEncryption")),
             metadata=metadata,
+            version=resp.get("VersionId"),
         )
 
     async def head(self, key: str) -> StoredObject | None:
         return await self._call(self._head, key)
+
+    def _versioned(self) -> bool:
+        if self._is_versioned is None:
+            status = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+            self._is_versioned = status in ("Enabled", "Suspended")
+        return self._is_versioned
+
+    def _delete_batch(self, keys: list[str]) -> dict[str, str]:
+        objects: list[dict[str, str]] = []
+        if self._versioned():
+            # every version and delete marker: a plain delete would only hide the data
+            for key in keys:
+                pages = self.client.get_paginator("list_object_versions").paginate(
+                    Bucket=self.bucket, Prefix=key
+                )
+                for page in pages:
+                    for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                        if item["Key"] == key:
+                            objects.append({"Key": key, "VersionId": item["VersionId"]})
+        else:
+            objects = [{"Key": key} for key in keys]
+        failed: dict[str, str] = {}
+        for i in range(0, len(objects), 1000):  # DeleteObjects takes at most 1000
+            resp = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": objects[i : i + 1000], "Quiet": True}
+            )
+            for error in resp.get("Errors", []):
+                failed[error["Key"]] = f"{error.get('Code')}: {error.get('Message')}"
+        return failed
+
+    async def delete_many(self, keys: list[str]) -> dict[str, str]:
+        if not keys:
+            return {}
+        return await self._call(self._delete_batch, keys)
+
+    async def download_to(self, key: str, path: Path) -> None:
+        await self._call(
+            self.client.download_file, self.bucket, key, str(path), Config=self.transfer
+        )
+
+    async def read_range(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        resp = await self._call(
+            self.client.get_object, Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}"
+        )
+        body = resp["Body"]
+        try:
+            while chunk := await self._call(body.read, 1 << 16):
+                yield chunk
+        finally:
+            body.close()
 
     async def check(self) -> None:
         await self._call(self.client.head_bucket, Bucket=self.bucket)

@@ -1,0 +1,172 @@
+"""Legal holds on a call or on a phone number (every call of that number, future ones too).
+
+Placing a hold inserts it and then locks the recordings it covers. If a purge or an erasure
+holds those rows, placing waits for it to finish and then reports what it had already removed:
+a hold either wins, or says plainly that it came too late for some recordings. The call's
+ledger and the audit trail record placing and releasing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from service import audit, ledger
+from service.db import Conn, queries
+from service.errors import BadRequest, NotFound
+from service.ledger import NewEvent
+from service.personal_data import E164_PATTERN, PhoneVault, mask_phone, normalise_phone
+
+Q = queries.load("retention")
+
+
+@dataclass(frozen=True)
+class Placed:
+    id: uuid.UUID
+    held_recordings: list[str]
+    already_gone: list[str]  # purged or erased before the hold could take them
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "held_recordings": self.held_recordings,
+            "already_purged": self.already_gone,
+        }
+
+
+def check_reason(reason: str) -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        raise BadRequest("reason is required", code="reason_required")
+    if len(reason) > 2000:
+        raise BadRequest("reason is too long (2000 characters at most)", code="bad_reason")
+    return reason.strip()
+
+
+def check_phone(phone: object) -> str:
+    number = normalise_phone(phone) if isinstance(phone, str) else ""
+    if not E164_PATTERN.match(number):
+        raise BadRequest("phone must be an E.164 number like +84901234567", code="bad_phone")
+    return number
+
+
+async def place(
+    conn: Conn,
+    vault: PhoneVault,
+    actor: str,
+    *,
+    call_id: uuid.UUID | None = None,
+    phone: str | None = None,
+    reason: str,
+    case_ref: str | None = None,
+) -> Placed:
+    reason = check_reason(reason)
+    if (call_id is None) == (phone is None):
+        raise BadRequest("give exactly one of call_id or phone", code="bad_hold_target")
+    if case_ref is not None and (not isinstance(case_ref, str) or len(case_ref) > 200):
+        raise BadRequest("case_ref must be text of at most 200 characters", code="bad_case_ref")
+    async with conn.transaction():
+        if call_id is not None:
+            if not await conn.fetchval(Q["call_exists"], call_id):
+                raise NotFound(f"no call {call_id}")
+            row = await conn.fetchrow(
+                Q["insert_hold"], call_id, None, None, reason, case_ref, actor
+            )
+            recordings = await conn.fetch(Q["lock_recordings_of_call"], call_id)
+            calls = [call_id]
+        else:
+            number = check_phone(phone)
+            row = await conn.fetchrow(
+                Q["insert_hold"],
+                None,
+                vault.lookup_hash(number),
+                vault.encrypt(number),
+                reason,
+                case_ref,
+                actor,
+            )
+            hashes = vault.lookup_hashes(number)
+            recordings = await conn.fetch(Q["lock_recordings_of_phone"], hashes)
+            calls = [r["id"] for r in await conn.fetch(Q["calls_of_phone"], hashes)]
+        assert row is not None
+        hold_id: uuid.UUID = row["id"]
+        held = [str(r["id"]) for r in recordings if r["state"] in ("stored", "pending")]
+        gone = [str(r["id"]) for r in recordings if r["state"] in ("purged", "erased")]
+        for cid in calls:
+            await ledger.append(
+                conn,
+                cid,
+                [
+                    NewEvent(
+                        "hold_placed",
+                        {
+                            "hold_id": str(hold_id),
+                            "reason": reason,
+                            "case_ref": case_ref,
+                            "on": "call" if call_id else "phone",
+                        },
+                        dedupe_key=f"hold_placed:{hold_id}",
+                    )
+                ],
+            )
+        await audit.record(
+            conn,
+            actor,
+            "hold_placed",
+            "hold",
+            str(hold_id),
+            {
+                "call_id": str(call_id) if call_id else None,
+                "phone": mask_phone(phone) if phone else None,
+                "reason": reason,
+                "case_ref": case_ref,
+                "held_recordings": len(held),
+                "already_purged": len(gone),
+            },
+        )
+    return Placed(hold_id, held, gone)
+
+
+async def release(conn: Conn, vault: PhoneVault, hold_id: uuid.UUID, actor: str) -> None:
+    async with conn.transaction():
+        row = await conn.fetchrow(Q["release_hold"], hold_id, actor)
+        if row is None:
+            if await conn.fetchrow(Q["hold_by_id"], hold_id) is None:
+                raise NotFound(f"no hold {hold_id}")
+            raise BadRequest("that hold is already released", code="already_released")
+        if row["call_id"] is not None:
+            calls = [row["call_id"]]
+        else:
+            calls = [r["id"] for r in await conn.fetch(Q["calls_of_phone"], [row["phone_hash"]])]
+        for cid in calls:
+            await ledger.append(
+                conn,
+                cid,
+                [
+                    NewEvent(
+                        "hold_released",
+                        {"hold_id": str(hold_id)},
+                        dedupe_key=f"hold_released:{hold_id}",
+                    )
+                ],
+            )
+        await audit.record(conn, actor, "hold_released", "hold", str(hold_id), {})
+
+
+def hold_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "call_id": str(row["call_id"]) if row["call_id"] else None,
+        "on": "phone" if row["on_phone"] else "call",
+        "reason": row["reason"],
+        "case_ref": row["case_ref"],
+        "placed_by": row["placed_by"],
+        "placed_at": row["placed_at"].isoformat(),
+        "released_by": row["released_by"],
+        "released_at": row["released_at"].isoformat() if row["released_at"] else None,
+        "active": row["released_at"] is None,
+    }
+
+
+async def list_holds(conn: Conn, *, include_released: bool, limit: int) -> list[dict[str, Any]]:
+    return [hold_json(r) for r in await conn.fetch(Q["list_holds"], include_released, limit)]

@@ -1,0 +1,117 @@
+"""The purge: expired, unheld recordings leave the store, and the ledger says so.
+
+A pass claims up to ``batch`` expired recordings with ``FOR UPDATE SKIP LOCKED`` (so replicas
+running it at once share the work and never touch the same row), looks again in a fresh snapshot
+for holds placed meanwhile, deletes the objects (``DeleteObjects``, every version on a versioned
+bucket) while the rows stay locked, and only for the objects the store confirms deleted marks the
+rows ``purged`` and writes a ``purged`` ledger event. A store that refuses leaves the rows
+``stored`` for the next pass, and the pass reports them. A hold racing the purge waits for the
+row lock and then sees the recording purged: it can never be "held" with the object gone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from service import audit, ledger
+from service.db import queries
+from service.ledger import NewEvent
+from service.storage import ObjectStore, StorageError
+
+Q = queries.load("retention")
+ACTOR = "system:purge"
+
+
+@dataclass
+class PurgeReport:
+    purged: int = 0
+    held: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # recording id -> why
+
+
+@dataclass(frozen=True)
+class Due:
+    recording_id: str
+    call_id: str
+    retain_until: str
+    held: bool
+
+
+async def due(conn: Any, limit: int = 1000) -> list[Due]:
+    """What a purge would take now, and what a hold keeps (``callvault purge --dry-run``)."""
+    rows = await conn.fetch(Q["list_expired"], limit)
+    return [
+        Due(str(r["id"]), str(r["call_id"]), r["retain_until"].isoformat(), r["held"]) for r in rows
+    ]
+
+
+async def purge_once(
+    pool: asyncpg.Pool[Any], store: ObjectStore, *, batch: int = 1000, max_batches: int = 1000
+) -> PurgeReport:
+    report = PurgeReport()
+    for _ in range(max_batches):
+        taken = await _purge_batch(pool, store, batch, report)
+        if taken < batch:
+            break
+    return report
+
+
+async def _purge_batch(
+    pool: asyncpg.Pool[Any], store: ObjectStore, batch: int, report: PurgeReport
+) -> int:
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(Q["claim_expired"], batch)
+        if not rows:
+            return 0
+        ids = [r["id"] for r in rows]
+        held = {r["id"] for r in await conn.fetch(Q["held_among"], ids)}
+        report.held += len(held)
+        targets = [r for r in rows if r["id"] not in held]
+        try:
+            refused = await store.delete_many([r["object_key"] for r in targets])
+        except StorageError as exc:
+            refused = {r["object_key"]: exc.message for r in targets}
+        done = [r for r in targets if r["object_key"] not in refused]
+        for r in targets:
+            if r["object_key"] in refused:
+                report.failed[str(r["id"])] = refused[r["object_key"]]
+        if done:
+            await conn.execute(Q["mark_purged"], [r["id"] for r in done])
+            for r in done:
+                await ledger.append(
+                    conn,
+                    r["call_id"],
+                    [
+                        NewEvent(
+                            "purged",
+                            {
+                                "recording_id": str(r["id"]),
+                                "retain_until": r["retain_until"].isoformat(),
+                                "reason": "retention ended",
+                            },
+                            dedupe_key=f"purged:{r['id']}",
+                        )
+                    ],
+                )
+            await audit.record(
+                conn,
+                ACTOR,
+                "purge",
+                "recordings",
+                None,
+                {"count": len(done), "recording_ids": [str(r["id"]) for r in done]},
+            )
+        if refused:
+            await audit.record(
+                conn,
+                ACTOR,
+                "purge_refused_by_store",
+                "recordings",
+                None,
+                {"count": len(refused)},
+            )
+        report.purged += len(done)
+        return len(rows)

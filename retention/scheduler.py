@@ -1,0 +1,30 @@
+"""APScheduler (3.x) inside ``callvault serve``: the purge every ``CALLVAULT_PURGE_INTERVAL``.
+
+Every replica runs the schedule; that is safe because a purge pass claims rows with
+``FOR UPDATE SKIP LOCKED`` (see ``retention.purge``). ``max_instances=1`` and ``coalesce`` keep
+one replica from stacking passes when one runs long.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+
+def start(purge: Callable[[], Awaitable[None]], interval_s: float) -> AsyncIOScheduler:
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    scheduler.add_job(
+        purge,
+        IntervalTrigger(seconds=interval_s),
+        id="purge",
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=max(int(interval_s), 1),
+        # first pass shortly after start-up, not a whole interval later
+        next_run_time=datetime.now(UTC) + timedelta(seconds=min(interval_s, 5.0)),
+    )
+    scheduler.start()
+    return scheduler

@@ -1,0 +1,1 @@
+"""The JSON API under ``/api``: tokens, holds, data-subject requests, audit trail, ledger."""

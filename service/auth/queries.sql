@@ -1,0 +1,16 @@
+-- name: create_token
+INSERT INTO api_tokens (name, role, token_sha256, created_by) VALUES ($1, $2, $3, $4)
+RETURNING id, name, role, created_at;
+
+-- name: find_token
+UPDATE api_tokens SET last_used_at = now()
+WHERE token_sha256 = $1 AND revoked_at IS NULL
+RETURNING id, name, role, token_sha256;
+
+-- name: list_tokens
+SELECT id, name, role, created_by, created_at, last_used_at, revoked_at
+FROM api_tokens ORDER BY created_at, id;
+
+-- name: revoke_token
+UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL
+RETURNING id;

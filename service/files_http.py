@@ -1,0 +1,79 @@
+"""``GET|HEAD /files/{token}``: stream one stored object named by a signed, short-lived link,
+with HTTP Range support (a browser's audio element seeks with Range requests)."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from service import audit
+from service.context import POOL, STORE
+from service.errors import CallvaultError, NotFound
+from service.links import LINKS
+
+routes = web.RouteTableDef()
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class RangeNotSatisfiable(CallvaultError):
+    status = 416
+    code = "range_not_satisfiable"
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """(start, end) inclusive for a single byte range; None for the whole object."""
+    match = _RANGE.match(header.strip())
+    if not match:
+        return None  # several ranges or another unit: the whole object, as RFC 9110 allows
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:
+        length = int(last)
+        if length == 0:
+            raise RangeNotSatisfiable("empty suffix range")
+        return max(size - length, 0), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or end < start:
+        raise RangeNotSatisfiable(f"range outside the object's {size} bytes")
+    return start, end
+
+
+@routes.route("GET", "/files/{token}")
+async def file(request: web.Request) -> web.StreamResponse:
+    link = request.app[LINKS].verify(request.match_info["token"])
+    store = request.app[STORE]
+    head = await store.head(link.key)
+    if head is None:
+        raise NotFound("the file is no longer stored")
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, no-store",
+        "Content-Type": head.content_type or "application/octet-stream",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if link.download_name:
+        headers["Content-Disposition"] = f'attachment; filename="{link.download_name}"'
+    try:
+        wanted = _parse_range(request.headers.get("Range", ""), head.size)
+    except RangeNotSatisfiable:
+        return web.Response(status=416, headers={"Content-Range": f"bytes */{head.size}"})
+    start, end = wanted if wanted else (0, head.size - 1)
+    status = 206 if wanted else 200
+    if wanted:
+        headers["Content-Range"] = f"bytes {start}-{end}/{head.size}"
+    if link.purpose.startswith("dsar_bundle:") and request.method == "GET":
+        async with request.app[POOL].acquire() as conn:
+            await audit.record(
+                conn, "link", "dsar_bundle_downloaded", "dsar", link.purpose.split(":", 1)[1], {}
+            )
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = end - start + 1 if head.size else 0
+    await response.prepare(request)
+    if request.method == "GET" and head.size:
+        async for chunk in store.read_range(link.key, start, end):
+            await response.write(chunk)
+    await response.write_eof()
+    return response

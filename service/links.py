@@ -1,0 +1,86 @@
+"""Short-lived, self-authorising links to one stored object: ``/files/{token}``.
+
+The token names the object key, what it is for and when it expires, and carries an HMAC of all
+three (a key derived from ``CALLVAULT_SECRET_KEY``), so it opens exactly that object until then
+and nothing else. The route streams from the store (S3 or local) with HTTP Range support, so a
+browser's ``<audio>`` element can seek, and the bucket itself is never exposed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiohttp import web
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from service.errors import CallvaultError
+
+
+class LinkExpired(CallvaultError):
+    status = 410
+    code = "link_expired"
+
+
+class BadLink(CallvaultError):
+    status = 404
+    code = "not_found"
+
+
+@dataclass(frozen=True)
+class Link:
+    key: str
+    purpose: str
+    expires: int
+    download_name: str | None = None
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class LinkSigner:
+    def __init__(self, secret_key: str) -> None:
+        self._key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=b"callvault", info=b"file-links"
+        ).derive(secret_key.encode("utf-8"))
+
+    def _mac(self, body: bytes) -> bytes:
+        return hmac.new(self._key, body, hashlib.sha256).digest()
+
+    def sign(
+        self, key: str, purpose: str, ttl_s: int, download_name: str | None = None
+    ) -> tuple[str, datetime]:
+        expires = int(time.time()) + ttl_s
+        body = json.dumps(
+            {"k": key, "p": purpose, "e": expires, "n": download_name}, separators=(",", ":")
+        ).encode()
+        token = f"{_b64(body)}.{_b64(self._mac(body))}"
+        return token, datetime.fromtimestamp(expires, UTC)
+
+    def verify(self, token: str) -> Link:
+        try:
+            body_part, mac_part = token.split(".", 1)
+            body = _unb64(body_part)
+            if not hmac.compare_digest(self._mac(body), _unb64(mac_part)):
+                raise BadLink("no such file")
+            data = json.loads(body)
+            link = Link(str(data["k"]), str(data["p"]), int(data["e"]), data.get("n"))
+        except (ValueError, KeyError, TypeError):
+            raise BadLink("no such file") from None
+        if link.expires < time.time():
+            raise LinkExpired("this link has expired; ask for a new one")
+        return link
+
+
+LINKS = web.AppKey("links", LinkSigner)
