@@ -66,16 +66,21 @@ async def place(
     if case_ref is not None and (not isinstance(case_ref, str) or len(case_ref) > 200):
         raise BadRequest("case_ref must be text of at most 200 characters", code="bad_case_ref")
     async with conn.transaction():
+        # Lock the recordings first, then insert the hold: a purge holding one of them is
+        # waited for (and then seen to have purged it), and no call row is locked before the
+        # recordings, which is the order a purge takes them in (a deadlock otherwise).
         if call_id is not None:
             if not await conn.fetchval(Q["call_exists"], call_id):
                 raise NotFound(f"no call {call_id}")
+            recordings = await conn.fetch(Q["lock_recordings_of_call"], call_id)
             row = await conn.fetchrow(
                 Q["insert_hold"], call_id, None, None, reason, case_ref, actor
             )
-            recordings = await conn.fetch(Q["lock_recordings_of_call"], call_id)
             calls = [call_id]
         else:
             number = check_phone(phone)
+            hashes = vault.lookup_hashes(number)
+            recordings = await conn.fetch(Q["lock_recordings_of_phone"], hashes)
             row = await conn.fetchrow(
                 Q["insert_hold"],
                 None,
@@ -85,8 +90,6 @@ async def place(
                 case_ref,
                 actor,
             )
-            hashes = vault.lookup_hashes(number)
-            recordings = await conn.fetch(Q["lock_recordings_of_phone"], hashes)
             calls = [r["id"] for r in await conn.fetch(Q["calls_of_phone"], hashes)]
         assert row is not None
         hold_id: uuid.UUID = row["id"]

@@ -1,0 +1,70 @@
+"""Stored recordings made directly (rows, ledger, objects), for retention tests that need many:
+the intake path itself is tested end to end elsewhere."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from pathlib import Path
+from typing import Any
+
+from service import ledger
+from service.ledger import NewEvent
+from service.personal_data import PhoneVault
+from service.storage import ObjectStore
+
+
+async def seed_recording(
+    db: Any,
+    store: ObjectStore,
+    vault: PhoneVault,
+    tmp_path: Path,
+    *,
+    caller: str = "+84901234678",
+    expired: bool = True,
+    body: bytes | None = None,
+) -> dict[str, Any]:
+    """A consented call with one stored recording; ``expired`` puts retain_until a second in
+    the past by the database's clock (the clock these tests move, instead of sleeping)."""
+    body = body or b"RIFF" + secrets.token_bytes(2000)
+    call_id: uuid.UUID = await db.fetchval(
+        "INSERT INTO calls (platform, external_id, caller_enc, caller_hash, called, policy, "
+        "outcome, outcome_at) VALUES ('twilio', $1, $2, $3, '+842873001234', '{}', "
+        "'consented', now()) RETURNING id",
+        "CA" + secrets.token_hex(16),
+        vault.encrypt(caller),
+        vault.lookup_hash(caller),
+    )
+    rec_id = uuid.uuid4()
+    key = f"recordings/{rec_id}.wav"
+    path = tmp_path / f"{rec_id}.wav"
+    path.write_bytes(body)
+    digest = hashlib.sha256(body).hexdigest()
+    await store.put_file(key, path, sha256=digest, content_type="audio/wav", metadata={})
+    head = await store.head(key)
+    assert head is not None
+    await db.execute(
+        "INSERT INTO recordings (id, call_id, platform, external_id, state, object_key, sha256, "
+        "size_bytes, content_type, stored_at, retain_until, platform_deleted_at, object_version) "
+        "VALUES ($1, $2, 'twilio', $3, 'stored', $4, $5, $6, 'audio/wav', now(), "
+        "now() + make_interval(secs => $8), now(), $7)",
+        rec_id,
+        call_id,
+        "RE" + secrets.token_hex(16),
+        key,
+        digest,
+        len(body),
+        head.version,
+        -1 if expired else 90 * 86400,
+    )
+    async with db.transaction():
+        await ledger.append(
+            db,
+            call_id,
+            [
+                NewEvent("call_started", {}),
+                NewEvent("recording_stored", {"recording_id": str(rec_id), "sha256": digest}),
+            ],
+        )
+    return {"call_id": call_id, "recording_id": rec_id, "key": key, "body": body, "sha256": digest}

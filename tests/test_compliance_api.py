@@ -1,0 +1,323 @@
+"""Compliance through the API on the real service: roles on every route, holds, and
+data-subject requests carried out by the job worker against moto's S3 server."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from service import auth
+from service.config import Settings
+from service.personal_data import PhoneVault
+from service.simulate import Caller, FakeTwilio
+from service.storage.s3 import S3Store
+from tests.conftest import SECRET_KEY, Service
+from tests.intake_helpers import objects, settle
+from tests.seed import seed_recording
+
+VAULT = PhoneVault(SECRET_KEY)
+PERSON = "+84905550123"
+Conn = asyncpg.Connection
+
+
+@pytest.fixture
+async def service(intake_settings: Settings) -> AsyncIterator[Service]:
+    from dataclasses import replace
+
+    svc = Service(replace(intake_settings, purge_interval_s=1))
+    await svc.start()
+    yield svc
+    await svc.stop()
+
+
+@pytest.fixture
+async def store(intake_settings: Settings) -> AsyncIterator[S3Store]:
+    s = S3Store(
+        intake_settings.s3_bucket or "",
+        endpoint_url=intake_settings.s3_endpoint_url,
+        region="us-east-1",
+    )
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def tokens(db: Conn) -> dict[str, str]:
+    made = {}
+    for role in auth.ROLES:
+        made[role], _ = await auth.create_token(db, f"{role}-test", role, "test")
+    revoked, row = await auth.create_token(db, "revoked", "compliance", "test")
+    await auth.revoke_token(db, row["id"])
+    made["revoked"] = revoked
+    return made
+
+
+async def call_api(
+    http: aiohttp.ClientSession,
+    service: Service,
+    method: str,
+    path: str,
+    token: str | None = None,
+    body: Any = None,
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.request(method, service.base_url + path, json=body, headers=headers) as r:
+        text = await r.text()
+        return r.status, (
+            json.loads(text) if text and r.content_type == "application/json" else text
+        )
+
+
+ROUTES = [
+    ("GET", "/api/holds", None),
+    ("POST", "/api/holds", {"phone": "+84900000001", "reason": "r"}),
+    ("DELETE", "/api/holds/00000000-0000-0000-0000-000000000000", None),
+    ("POST", "/api/dsar", {"kind": "access", "phone": "+84900000002"}),
+    ("GET", "/api/dsar/00000000-0000-0000-0000-000000000000", None),
+    ("POST", "/api/dsar/00000000-0000-0000-0000-000000000000/bundle", None),
+    ("GET", "/api/audit", None),
+    ("GET", "/api/ledger/verify", None),
+    ("GET", "/api/tokens", None),
+    ("POST", "/api/tokens", {"name": "n", "role": "qa_trainer"}),
+    ("DELETE", "/api/tokens/00000000-0000-0000-0000-000000000000", None),
+]
+ALLOWED = {"/api/tokens": {"admin"}}
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ROUTES)
+async def test_every_route_enforces_tokens_and_roles(
+    service: Service,
+    http: aiohttp.ClientSession,
+    tokens: dict[str, str],
+    method: str,
+    path: str,
+    body: Any,
+) -> None:
+    allowed = ALLOWED.get(path.split("/00000000")[0], {"compliance", "admin"})
+    for who, expected in (("missing", 401), ("unknown", 401), ("revoked", 401)):
+        token = {"missing": None, "unknown": "cv_" + "x" * 43}.get(who, tokens.get(who))
+        status, resp = await call_api(http, service, method, path, token, body)
+        assert status == expected, (who, status, resp)
+        assert resp["error"]["code"] == "unauthorized"
+    for role in auth.ROLES:
+        status, resp = await call_api(http, service, method, path, tokens[role], body)
+        if role in allowed:
+            assert status not in (401, 403), (role, status, resp)
+        else:
+            assert status == 403 and resp["error"]["code"] == "forbidden", (role, status)
+
+
+async def test_repeated_bad_tokens_are_slowed_down(
+    service: Service, http: aiohttp.ClientSession, tokens: dict[str, str]
+) -> None:
+    statuses = [
+        (await call_api(http, service, "GET", "/api/holds", "cv_wrong"))[0] for _ in range(12)
+    ]
+    assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
+    # even a good token waits out the brake from the same address
+    assert (await call_api(http, service, "GET", "/api/holds", tokens["compliance"]))[0] == 429
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"reason": "x"}, "bad_hold_target"),
+        ({"phone": "0905", "reason": "x"}, "bad_phone"),
+        ({"phone": PERSON, "reason": "  "}, "reason_required"),
+        ({"call_id": "nope", "reason": "x"}, "bad_call_id"),
+        ({"call_id": "00000000-0000-0000-0000-000000000001", "reason": "x"}, "not_found"),
+        ([1, 2], "bad_json"),
+    ],
+)
+async def test_bad_hold_requests_are_clear_4xx(
+    service: Service, http: aiohttp.ClientSession, tokens: dict[str, str], body: Any, code: str
+) -> None:
+    status, resp = await call_api(http, service, "POST", "/api/holds", tokens["compliance"], body)
+    assert 400 <= status < 500 and resp["error"]["code"] == code
+
+
+async def test_access_request_yields_a_bundle_through_a_short_lived_link(
+    service: Service,
+    http: aiohttp.ClientSession,
+    tokens: dict[str, str],
+    db: Conn,
+    store: S3Store,
+    tmp_path: Path,
+) -> None:
+    mine = [
+        await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
+        for _ in range(2)
+    ]
+    await seed_recording(db, store, VAULT, tmp_path, caller="+84900000009", expired=False)
+    status, req = await call_api(
+        http,
+        service,
+        "POST",
+        "/api/dsar",
+        tokens["compliance"],
+        {"kind": "access", "phone": "+84 905 550 123"},
+    )
+    assert status == 201 and req["status"] == "received"
+    assert req["due_at"] > req["received_at"]
+    await settle(db)
+    status, req = await call_api(
+        http, service, "GET", f"/api/dsar/{req['id']}", tokens["compliance"]
+    )
+    assert req["status"] == "completed" and req["bundle_ready"]
+    status, link = await call_api(
+        http, service, "POST", f"/api/dsar/{req['id']}/bundle", tokens["compliance"]
+    )
+    assert status == 200
+    path = link["url"].split("/files/", 1)[1]
+    async with http.get(f"{service.base_url}/files/{path}") as resp:
+        assert resp.status == 200
+        bundle = zipfile.ZipFile(io.BytesIO(await resp.read()))
+    calls = json.loads(bundle.read("calls.json"))
+    assert {c["id"] for c in calls} == {str(r["call_id"]) for r in mine}
+    for call in calls:
+        (rec,) = call["recordings"]
+        original = next(r for r in mine if str(r["recording_id"]) == rec["id"])
+        assert bundle.read(rec["audio_file"]) == original["body"]
+        assert [e["type"] for e in call["consent_events"]][:1] == ["call_started"]
+    # a tampered link opens nothing
+    async with http.get(f"{service.base_url}/files/{path[:-2]}xx") as resp:
+        assert resp.status == 404
+    actions = [r["action"] for r in await db.fetch("SELECT action FROM audit_log ORDER BY id")]
+    for action in ("dsar_received", "dsar_completed", "dsar_bundle_link", "dsar_bundle_downloaded"):
+        assert action in actions
+
+
+async def test_erasure_waits_for_a_hold_then_leaves_no_trace_of_the_number(
+    service: Service,
+    http: aiohttp.ClientSession,
+    tokens: dict[str, str],
+    db: Conn,
+    store: S3Store,
+    tmp_path: Path,
+    moto_url: str,
+    intake_settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("DEBUG")
+    held = await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
+    free = await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
+    other = await seed_recording(db, store, VAULT, tmp_path, caller="+84900000009", expired=False)
+    status, hold = await call_api(
+        http,
+        service,
+        "POST",
+        "/api/holds",
+        tokens["compliance"],
+        {"call_id": str(held["call_id"]), "reason": "court order", "case_ref": "TAND-123"},
+    )
+    assert status == 201 and hold["held_recordings"] == [str(held["recording_id"])]
+    status, req = await call_api(
+        http, service, "POST", "/api/dsar", tokens["compliance"], {"kind": "erase", "phone": PERSON}
+    )
+    while (await call_api(http, service, "GET", f"/api/dsar/{req['id']}", tokens["compliance"]))[1][
+        "status"
+    ] != "waiting_for_hold":
+        await asyncio.sleep(0.05)  # waiting for the worker
+    # the hold wins: the held recording is still there, the other one is gone
+    assert await store.head(held["key"]) is not None
+    assert await store.head(free["key"]) is None
+    status, _ = await call_api(
+        http, service, "DELETE", f"/api/holds/{hold['id']}", tokens["compliance"]
+    )
+    assert status == 204
+    while (await call_api(http, service, "GET", f"/api/dsar/{req['id']}", tokens["compliance"]))[1][
+        "status"
+    ] != "completed":
+        await asyncio.sleep(0.05)  # the job comes back after the hold is released
+    keys = {o["key"] for o in await objects(moto_url, intake_settings.s3_bucket or "")}
+    assert keys == {other["key"]}
+    states = await db.fetch(
+        "SELECT state FROM recordings WHERE call_id = ANY($1::uuid[])",
+        [held["call_id"], free["call_id"]],
+    )
+    assert {r["state"] for r in states} == {"erased"}
+    for call in (held, free):
+        types = [
+            r["type"]
+            for r in await db.fetch(
+                "SELECT type FROM ledger_events WHERE call_id = $1 ORDER BY seq", call["call_id"]
+            )
+        ]
+        assert "erased" in types
+    # no trace of the number: not in clear, not encrypted under our key, not as its hash
+    dump = await db.fetchval(
+        "SELECT string_agg(t, ' ') FROM ("
+        " SELECT c::text AS t FROM calls c UNION ALL SELECT r::text FROM recordings r"
+        " UNION ALL SELECT d::text FROM dsar_requests d UNION ALL SELECT h::text FROM holds h"
+        " UNION ALL SELECT a::text FROM audit_log a UNION ALL SELECT e::text FROM ledger_events e"
+        ") x"
+    )
+    for spelling in (PERSON, PERSON[1:], "0" + PERSON[3:], PERSON[3:]):
+        assert spelling not in dump and spelling not in caplog.text
+    assert VAULT.lookup_hash(PERSON).hex() not in dump
+    rows = await db.fetch(
+        "SELECT caller_enc, caller_hash FROM calls WHERE id = ANY($1::uuid[])",
+        [held["call_id"], free["call_id"]],
+    )
+    assert all(r["caller_enc"] is None and r["caller_hash"] is None for r in rows)
+    assert await db.fetchval("SELECT phone_enc FROM dsar_requests") is None
+
+
+async def test_withdrawal_stops_recording_and_erases(
+    service: Service,
+    http: aiohttp.ClientSession,
+    tokens: dict[str, str],
+    db: Conn,
+    store: S3Store,
+    tmp_path: Path,
+    twilio: FakeTwilio,
+) -> None:
+    rec = await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
+    status, req = await call_api(
+        http,
+        service,
+        "POST",
+        "/api/dsar",
+        tokens["compliance"],
+        {"kind": "withdraw", "phone": PERSON},
+    )
+    assert status == 201
+    await settle(db)
+    assert (await call_api(http, service, "GET", f"/api/dsar/{req['id']}", tokens["compliance"]))[
+        1
+    ]["status"] == "completed"
+    assert await store.head(rec["key"]) is None
+    trace = await twilio.place_call(PERSON, "+842873001234", Caller.parse("stay"))
+    assert not trace.recording_started and trace.played == []  # not asked again
+    outcome = await db.fetchval("SELECT outcome FROM calls WHERE external_id = $1", trace.call_sid)
+    assert outcome == "not_asked"
+
+
+async def test_metrics_show_holds_and_requests(
+    service: Service, http: aiohttp.ClientSession, tokens: dict[str, str], db: Conn
+) -> None:
+    await call_api(
+        http,
+        service,
+        "POST",
+        "/api/holds",
+        tokens["compliance"],
+        {"phone": PERSON, "reason": "investigation"},
+    )
+    await db.execute(
+        "INSERT INTO dsar_requests (kind, requested_by, due_at) "
+        "VALUES ('access', 'test', now() - interval '1 hour')"
+    )
+    async with http.get(service.base_url + "/metrics") as resp:
+        text = await resp.text()
+    assert "callvault_holds_active 1.0" in text
+    assert "callvault_dsar_open 1.0" in text and "callvault_dsar_overdue 1.0" in text

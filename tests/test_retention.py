@@ -1,0 +1,192 @@
+"""Purge and holds on real PostgreSQL and moto's S3 server. The clock is the database's: a
+test makes a recording expired by setting its retain_until in the past, never by sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+from retention import holds
+from retention.purge import due, purge_once
+from service import ledger
+from service.db.pool import create_pool
+from service.personal_data import PhoneVault
+from service.storage.s3 import S3Store
+from tests.conftest import SECRET_KEY, make_bucket
+from tests.intake_helpers import objects
+from tests.seed import seed_recording
+from tests.tcp_proxy import TcpProxy
+
+VAULT = PhoneVault(SECRET_KEY)
+Conn = asyncpg.Connection
+
+
+@pytest.fixture
+async def versioned(moto_url: str) -> str:
+    return await asyncio.to_thread(make_bucket, moto_url, True)
+
+
+@pytest.fixture
+async def store(moto_url: str, versioned: str) -> AsyncIterator[S3Store]:
+    s = S3Store(versioned, endpoint_url=moto_url, region="us-east-1")
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[Any]:
+    p = await create_pool(database_url, min_size=1, max_size=6)
+    yield p
+    await p.close()
+
+
+async def _state(db: Conn, rec: dict[str, Any]) -> str:
+    state: str = await db.fetchval(
+        "SELECT state FROM recordings WHERE id = $1", rec["recording_id"]
+    )
+    return state
+
+
+async def test_purge_takes_expired_unheld_recordings_and_keeps_the_rest(
+    db: Conn, pool: Any, store: S3Store, tmp_path: Path, moto_url: str, versioned: str
+) -> None:
+    gone = [await seed_recording(db, store, VAULT, tmp_path) for _ in range(3)]
+    young = await seed_recording(db, store, VAULT, tmp_path, expired=False)
+    held_call = await seed_recording(db, store, VAULT, tmp_path)
+    held_phone = await seed_recording(db, store, VAULT, tmp_path, caller="+84977777777")
+    await holds.place(db, VAULT, "test", call_id=held_call["call_id"], reason="court order")
+    await holds.place(
+        db, VAULT, "test", phone="+84977777777", reason="investigation", case_ref="VKS-2026-17"
+    )
+    listed = await due(db)
+    assert sorted(d.recording_id for d in listed if not d.held) == sorted(
+        str(r["recording_id"]) for r in gone
+    )
+    assert sum(d.held for d in listed) == 2
+
+    report = await purge_once(pool, store)
+    assert (report.purged, report.held, report.failed) == (3, 0, {})
+    keys = {o["key"] for o in await objects(moto_url, versioned)}
+    assert keys == {young["key"], held_call["key"], held_phone["key"]}
+    for rec in gone:
+        assert await _state(db, rec) == "purged"
+        types = [e.type for e in await ledger.events_of(db, rec["call_id"])]
+        assert types[-1] == "purged"
+    for rec in (young, held_call, held_phone):
+        assert await _state(db, rec) == "stored"
+    audit = await db.fetchrow("SELECT * FROM audit_log WHERE action = 'purge'")
+    assert audit["details"]["count"] == 3
+    assert (await purge_once(pool, store)).purged == 0  # nothing left to take
+    assert (await ledger.verify(db)).ok
+
+
+async def test_purge_deletes_every_version(
+    db: Conn, pool: Any, store: S3Store, tmp_path: Path, moto_url: str, versioned: str
+) -> None:
+    rec = await seed_recording(db, store, VAULT, tmp_path)
+    other = tmp_path / "v2"
+    other.write_bytes(b"RIFF another version")
+    await store.put_file(rec["key"], other, sha256="x", content_type="audio/wav", metadata={})
+    assert len(await objects(moto_url, versioned)) == 2
+    assert (await purge_once(pool, store)).purged == 1
+    assert await objects(moto_url, versioned) == []
+
+
+async def test_releasing_a_hold_lets_the_next_purge_take_it(
+    db: Conn, pool: Any, store: S3Store, tmp_path: Path
+) -> None:
+    rec = await seed_recording(db, store, VAULT, tmp_path)
+    placed = await holds.place(db, VAULT, "test", call_id=rec["call_id"], reason="dispute")
+    assert placed.held_recordings == [str(rec["recording_id"])]
+    assert (await purge_once(pool, store)).purged == 0
+    await holds.release(db, VAULT, placed.id, "test")
+    assert (await purge_once(pool, store)).purged == 1
+    types = [e.type for e in await ledger.events_of(db, rec["call_id"])]
+    assert types[-3:] == ["hold_placed", "hold_released", "purged"]
+
+
+async def test_a_store_that_refuses_is_retried_and_never_marked_purged(
+    db: Conn, pool: Any, tmp_path: Path, moto_url: str, versioned: str
+) -> None:
+    target = urlsplit(moto_url)
+    assert target.hostname and target.port
+    proxy = TcpProxy(target.hostname, target.port)
+    await proxy.start()
+    store = S3Store(versioned, endpoint_url=f"http://127.0.0.1:{proxy.port}", region="us-east-1")
+    try:
+        rec = await seed_recording(db, store, VAULT, tmp_path)
+        proxy.go_down()
+        report = await purge_once(pool, store)
+        assert report.purged == 0 and list(report.failed) == [str(rec["recording_id"])]
+        assert await _state(db, rec) == "stored"
+        assert len(await objects(moto_url, versioned)) == 1
+        proxy.come_back()
+        assert (await purge_once(pool, store)).purged == 1
+        assert await objects(moto_url, versioned) == []
+    finally:
+        await store.close()
+        await proxy.close()
+
+
+async def test_replicas_purging_at_once_purge_each_recording_exactly_once(
+    db: Conn, database_url: str, store: S3Store, tmp_path: Path, moto_url: str, versioned: str
+) -> None:
+    recs = [await seed_recording(db, store, VAULT, tmp_path) for _ in range(60)]
+    pools = [await create_pool(database_url, min_size=1, max_size=2) for _ in range(3)]
+    try:
+        reports = await asyncio.gather(*(purge_once(p, store, batch=7) for p in pools))
+    finally:
+        for p in pools:
+            await p.close()
+    assert sum(r.purged for r in reports) == len(recs)
+    events = await db.fetchval("SELECT count(*) FROM ledger_events WHERE type = 'purged'")
+    assert events == len(recs)
+    assert await objects(moto_url, versioned) == []
+
+
+@pytest.mark.parametrize("on", ["call", "phone"])
+async def test_hold_racing_purge_never_ends_held_with_the_object_gone(
+    db: Conn,
+    database_url: str,
+    store: S3Store,
+    tmp_path: Path,
+    moto_url: str,
+    versioned: str,
+    on: str,
+) -> None:
+    pool = await create_pool(database_url, min_size=2, max_size=4)
+    outcomes = {"held": 0, "already_purged": 0}
+    try:
+        for i in range(25):
+            caller = f"+849100{i:05d}"
+            rec = await seed_recording(db, store, VAULT, tmp_path, caller=caller)
+            async with pool.acquire() as conn:
+                target = {"call_id": rec["call_id"]} if on == "call" else {"phone": caller}
+                placed, _ = await asyncio.gather(
+                    holds.place(conn, VAULT, "test", reason="race", **target),
+                    purge_once(pool, store),
+                )
+            head = await store.head(rec["key"])
+            state = await _state(db, rec)
+            if placed.held_recordings:
+                assert placed.held_recordings == [str(rec["recording_id"])]
+                assert head is not None and state == "stored", "held but the object is gone"
+                outcomes["held"] += 1
+            else:
+                assert placed.already_gone == [str(rec["recording_id"])]
+                assert head is None and state == "purged"
+                outcomes["already_purged"] += 1
+            # the hold keeps it from every later purge
+            await purge_once(pool, store)
+            if placed.held_recordings:
+                assert await store.head(rec["key"]) is not None
+    finally:
+        await pool.close()
+    print(f"hold vs purge ({on}): {outcomes}")
+    assert sum(outcomes.values()) == 25

@@ -1,0 +1,124 @@
+"""The compliance CLI as an operator runs it: tokens, purge, holds, data-subject requests."""
+
+from __future__ import annotations
+
+import asyncio
+import zipfile
+from pathlib import Path
+
+import asyncpg
+
+from service import auth
+from service.personal_data import PhoneVault
+from service.storage.s3 import S3Store
+from tests.conftest import SECRET_KEY, run_cli
+from tests.seed import seed_recording
+
+VAULT = PhoneVault(SECRET_KEY)
+
+
+async def test_token_create_prints_the_token_alone_and_stores_only_its_hash(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    made = await asyncio.to_thread(
+        run_cli, database_url, "token", "create", "--name", "qa-lan", "--role", "qa_trainer"
+    )
+    assert made.returncode == 0, made.stderr
+    lines = made.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cv_")
+    token = lines[0]
+    principal = await auth.authenticate(db, token)
+    assert principal is not None and principal.role == "qa_trainer"
+    stored = await db.fetchval("SELECT string_agg(t::text, ' ') FROM api_tokens t")
+    assert token not in stored
+    listed = await asyncio.to_thread(run_cli, database_url, "token", "list")
+    assert "qa_trainer  active   qa-lan" in listed.stdout and token not in listed.stdout
+    revoked = await asyncio.to_thread(
+        run_cli, database_url, "token", "revoke", str(principal.token_id)
+    )
+    assert revoked.returncode == 0
+    assert await auth.authenticate(db, token) is None
+    bad = await asyncio.to_thread(
+        run_cli, database_url, "token", "create", "--name", " ", "--role", "admin"
+    )
+    assert bad.returncode == 1
+    assert bad.stderr == "callvault: error: name must be 1 to 100 characters\n"
+
+
+async def test_purge_hold_and_dsar_commands(
+    db: asyncpg.Connection, database_url: str, moto_url: str, bucket: str, tmp_path: Path
+) -> None:
+    store = S3Store(bucket, endpoint_url=moto_url, region="us-east-1")
+    s3 = {
+        "CALLVAULT_S3_BUCKET": bucket,
+        "CALLVAULT_S3_ENDPOINT_URL": moto_url,
+        "CALLVAULT_S3_REGION": "us-east-1",
+        "CALLVAULT_HOME": str(tmp_path / "home"),
+    }
+    try:
+        a = await seed_recording(db, store, VAULT, tmp_path, caller="+84911000001")
+        b = await seed_recording(db, store, VAULT, tmp_path, caller="+84911000002")
+        placed = await asyncio.to_thread(
+            run_cli,
+            database_url,
+            "hold",
+            "place",
+            "--call",
+            str(b["call_id"]),
+            "--reason",
+            "court order",
+            "--case-ref",
+            "TAND-7",
+            env_overrides=s3,
+        )
+        assert placed.returncode == 0, placed.stderr
+        assert "1 recording(s) held" in placed.stdout
+        dry = await asyncio.to_thread(run_cli, database_url, "purge", "--dry-run", env_overrides=s3)
+        assert f"{a['recording_id']}" in dry.stdout and "retention ended" in dry.stdout
+        assert "kept: under a legal hold" in dry.stdout
+        assert dry.stdout.strip().endswith("1 would be purged, 1 kept by holds")
+        assert await store.head(a["key"]) is not None  # a dry run deletes nothing
+        real = await asyncio.to_thread(run_cli, database_url, "purge", env_overrides=s3)
+        assert real.returncode == 0 and "purged 1, kept by holds 0" in real.stdout
+        assert await store.head(a["key"]) is None and await store.head(b["key"]) is not None
+        listed = await asyncio.to_thread(run_cli, database_url, "hold", "list")
+        hold_id = listed.stdout.split()[0]
+        assert "case TAND-7: court order" in listed.stdout
+        released = await asyncio.to_thread(
+            run_cli, database_url, "hold", "release", hold_id, env_overrides=s3
+        )
+        assert released.returncode == 0
+        again = await asyncio.to_thread(
+            run_cli, database_url, "hold", "release", hold_id, env_overrides=s3
+        )
+        assert again.returncode == 1
+        assert again.stderr == "callvault: error: that hold is already released\n"
+
+        out = tmp_path / "bundle.zip"
+        access = await asyncio.to_thread(
+            run_cli,
+            database_url,
+            "dsar",
+            "access",
+            "--phone",
+            "+84911000002",
+            "--out",
+            str(out),
+            env_overrides=s3,
+        )
+        assert access.returncode == 0, access.stderr
+        assert "completed" in access.stdout
+        with zipfile.ZipFile(out) as zf:
+            assert zf.read(f"audio/{b['recording_id']}.wav") == b["body"]
+        erase = await asyncio.to_thread(
+            run_cli, database_url, "dsar", "erase", "--phone", "+84911000002", env_overrides=s3
+        )
+        assert erase.returncode == 0 and "completed" in erase.stdout
+        assert await store.head(b["key"]) is None
+        bad = await asyncio.to_thread(
+            run_cli, database_url, "dsar", "erase", "--phone", "0911", env_overrides=s3
+        )
+        assert bad.returncode == 1
+        assert bad.stderr == ("callvault: error: phone must be an E.164 number like +84901234567\n")
+    finally:
+        await store.close()
