@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
 
-.PHONY: install serve test lint pytest schema-snapshot prompts clean
+.PHONY: install serve test lint pytest browser schema-snapshot prompts clean
 
 install: $(VENV)/.installed
 
@@ -24,8 +24,16 @@ lint: install
 	$(VENV)/bin/ruff format --check service prompts retention tests
 	$(VENV)/bin/mypy
 
-pytest: install
+pytest: install browser
 	$(PY) -m pytest
+
+# The /qa browser tests drive Debian's Chromium (no browser download): install it if missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 # After adding a migration: rewrite the schema snapshot the tests compare against.
 schema-snapshot: install

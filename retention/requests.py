@@ -58,6 +58,18 @@ async def create(
             actor,
             deadline_s,
         )
+        for row in await conn.fetch(Q["calls_of_phone"], vault.lookup_hashes(number)):
+            await ledger.append(
+                conn,
+                row["id"],
+                [
+                    NewEvent(
+                        "dsar_received",
+                        {"request_id": str(request_id), "kind": kind},
+                        dedupe_key=f"dsar_received:{request_id}",
+                    )
+                ],
+            )
         await jobs.enqueue(
             conn,
             JOB_KIND,

@@ -19,8 +19,9 @@ from retention import requests
 from retention import scheduler as retention_scheduler
 from retention.purge import purge_once
 from service import files_http, health, metrics, prompts_http
-from service.api import admin as admin_api
-from service.api import compliance as compliance_api
+from service.api import admin as admin_api  # noqa: F401 - registers its operations
+from service.api import compliance as compliance_api  # noqa: F401 - registers its operations
+from service.api import spec as api_spec
 from service.auth.http import BRAKE, FailureBrake
 from service.config import Settings
 from service.context import (
@@ -45,6 +46,8 @@ from service.metrics import METRICS, Metrics
 from service.observe import observe_middleware
 from service.personal_data import PhoneVault
 from service.prompt_library import PromptLibrary
+from service.qa import api as qa_api  # noqa: F401 - registers its operations
+from service.qa import page as qa_page
 from service.storage import create_store
 from service.twilio import routes as twilio_routes
 from service.twilio.media import TwilioMedia
@@ -187,8 +190,8 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     app.add_routes(prompts_http.routes)
     app.add_routes(twilio_routes.routes)
     app.add_routes(files_http.routes)
-    app.add_routes(admin_api.routes)
-    app.add_routes(compliance_api.routes)
+    api_spec.add_routes(app)  # admin, compliance and QA operations, validated by their spec
+    app.add_routes(qa_page.routes)
     if not settings.defaults.continue_url:
         log.warning("CALLVAULT_CONTINUE_URL is not set: calls end after the consent step")
     return app

@@ -46,6 +46,7 @@ AUTH_TOKEN = "12345678901234567890123456789012"
 SECRET_KEY = "test-secret-key-" + "x" * 32
 CONTINUE_URL = "https://contact-centre.example.vn/ivr/continue"
 TEMPLATE = "callvault_template"
+pytest_plugins = ["tests.qa_fixtures"]
 
 
 def db_url(base: str, name: str) -> str:

@@ -130,12 +130,17 @@ async def test_repeated_bad_tokens_are_slowed_down(
 @pytest.mark.parametrize(
     ("body", "code"),
     [
-        ({"reason": "x"}, "bad_hold_target"),
-        ({"phone": "0905", "reason": "x"}, "bad_phone"),
-        ({"phone": PERSON, "reason": "  "}, "reason_required"),
-        ({"call_id": "nope", "reason": "x"}, "bad_call_id"),
+        ({"reason": "x"}, "invalid_body"),
+        ({"phone": "0905", "reason": "x"}, "invalid_body"),
+        ({"phone": "0905 550 123", "reason": "x"}, "bad_phone"),
+        ({"phone": PERSON, "reason": "  "}, "invalid_body"),
+        ({"call_id": "nope", "reason": "x"}, "invalid_body"),
         ({"call_id": "00000000-0000-0000-0000-000000000001", "reason": "x"}, "not_found"),
-        ([1, 2], "bad_json"),
+        ([1, 2], "invalid_body"),
+        (
+            {"phone": PERSON, "call_id": "00000000-0000-0000-0000-000000000001", "reason": "x"},
+            "invalid_body",
+        ),
     ],
 )
 async def test_bad_hold_requests_are_clear_4xx(

@@ -5,24 +5,36 @@ from __future__ import annotations
 from aiohttp import web
 
 from service import audit, auth
-from service.api.common import json_body, path_uuid
-from service.auth.http import principal, requires
+from service.api import schemas
+from service.api.spec import BODY, operation, path_id
+from service.auth.http import principal
 from service.context import POOL
-from service.errors import BadRequest, NotFound
+from service.errors import NotFound
 
-routes = web.RouteTableDef()
+TOKEN_BODY = {
+    "type": "object",
+    "required": ["name", "role"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": r"\S"},
+        "role": {"enum": list(auth.ROLES)},
+    },
+}
 
 
-@routes.post("/api/tokens")
-@requires("admin")
+@operation(
+    "POST",
+    "/api/tokens",
+    roles=("admin",),
+    summary="Create a token (shown once)",
+    body=TOKEN_BODY,
+    responses={201: schemas.TOKEN_CREATED},
+    tag="admin",
+)
 async def create_token(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    name, role = body.get("name"), body.get("role")
-    if not isinstance(name, str) or not isinstance(role, str):
-        raise BadRequest("name and role are required strings", code="bad_token_request")
+    body = request[BODY]
     actor = principal(request).actor
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        token, row = await auth.create_token(conn, name, role, actor)
+        token, row = await auth.create_token(conn, body["name"], body["role"], actor)
         await audit.record(
             conn,
             actor,
@@ -37,17 +49,29 @@ async def create_token(request: web.Request) -> web.Response:
     )
 
 
-@routes.get("/api/tokens")
-@requires("admin")
+@operation(
+    "GET",
+    "/api/tokens",
+    roles=("admin",),
+    summary="List tokens (never their values)",
+    responses={200: schemas.items(schemas.TOKEN)},
+    tag="admin",
+)
 async def list_tokens(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         return web.json_response({"items": await auth.list_tokens(conn)})
 
 
-@routes.delete("/api/tokens/{id}")
-@requires("admin")
+@operation(
+    "DELETE",
+    "/api/tokens/{id}",
+    roles=("admin",),
+    summary="Revoke a token",
+    responses={204: None, 404: None},
+    tag="admin",
+)
 async def revoke_token(request: web.Request) -> web.Response:
-    token_id = path_uuid(request)
+    token_id = path_id(request)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         if not await auth.revoke_token(conn, token_id):
             raise NotFound("no such active token")

@@ -2,82 +2,134 @@
 
 from __future__ import annotations
 
+import uuid
+
 from aiohttp import web
 
 from retention import holds, requests
 from service import audit, ledger
-from service.api.common import (
-    body_uuid,
-    json_body,
-    path_uuid,
-    query_datetime,
-    query_int,
-    query_text,
-)
-from service.auth.http import principal, requires
+from service.api import schemas
+from service.api.spec import BODY, DATETIME, QUERY, UUID, Param, operation, path_id
+from service.auth.http import principal
 from service.context import POOL, SETTINGS, VAULT
-from service.errors import BadRequest, NotFound
+from service.errors import NotFound
 from service.links import LINKS
 
-routes = web.RouteTableDef()
+COMPLIANCE = ("compliance",)
+# Spaces, dots, dashes and brackets are allowed as people write numbers; the server then
+# requires a valid E.164 number (400 bad_phone otherwise).
+PHONE = {
+    "type": "string",
+    "pattern": r"^[+0-9][0-9 ().-]{6,24}$",
+    "description": "E.164, e.g. +84905550123 (spaces allowed)",
+}
+HOLD_BODY = {
+    "type": "object",
+    "required": ["reason"],
+    "properties": {
+        "call_id": UUID,
+        "phone": PHONE,
+        "reason": {"type": "string", "minLength": 1, "maxLength": 2000, "pattern": r"\S"},
+        "case_ref": {"type": ["string", "null"], "maxLength": 200},
+    },
+    "oneOf": [{"required": ["call_id"]}, {"required": ["phone"]}],
+}
+DSAR_BODY = {
+    "type": "object",
+    "required": ["kind", "phone"],
+    "properties": {
+        "kind": {"enum": list(requests.KINDS)},
+        "phone": PHONE,
+    },
+}
 
 
-@routes.get("/api/holds")
-@requires("compliance")
+@operation(
+    "GET",
+    "/api/holds",
+    roles=COMPLIANCE,
+    summary="Legal holds",
+    query=[
+        Param(
+            "include_released",
+            {"enum": ["true", "false"], "default": "false"},
+            description="true or false",
+        ),
+        Param(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+            description="1 to 1000",
+        ),
+    ],
+    responses={200: schemas.items(schemas.HOLD)},
+    tag="compliance",
+)
 async def list_holds(request: web.Request) -> web.Response:
-    include = request.query.get("include_released", "false")
-    if include not in ("true", "false"):
-        raise BadRequest("include_released must be true or false", code="bad_include_released")
-    limit = query_int(request, "limit", 100, 1, 1000)
+    q = request[QUERY]
     async with request.app[POOL].acquire() as conn:
-        items = await holds.list_holds(conn, include_released=include == "true", limit=limit)
+        items = await holds.list_holds(
+            conn, include_released=q["include_released"] == "true", limit=q["limit"]
+        )
     return web.json_response({"items": items})
 
 
-@routes.post("/api/holds")
-@requires("compliance")
+@operation(
+    "POST",
+    "/api/holds",
+    roles=COMPLIANCE,
+    summary="Place a hold on a call or a number",
+    body=HOLD_BODY,
+    responses={201: schemas.HOLD_PLACED, 404: schemas.ERROR_SCHEMA},
+    tag="compliance",
+)
 async def place_hold(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    call_id = body_uuid(body["call_id"], "call_id") if body.get("call_id") is not None else None
-    phone = body.get("phone")
-    if phone is not None and not isinstance(phone, str):
-        raise BadRequest("phone must be a string", code="bad_phone")
-    case_ref = body.get("case_ref")
+    body = request[BODY]
+    call_id = uuid.UUID(body["call_id"]) if body.get("call_id") else None
     async with request.app[POOL].acquire() as conn:
         placed = await holds.place(
             conn,
             request.app[VAULT],
             principal(request).actor,
             call_id=call_id,
-            phone=phone,
-            reason=body.get("reason", ""),
-            case_ref=case_ref,
+            phone=body.get("phone"),
+            reason=body["reason"],
+            case_ref=body.get("case_ref"),
         )
     return web.json_response(placed.as_json(), status=201)
 
 
-@routes.delete("/api/holds/{id}")
-@requires("compliance")
+@operation(
+    "DELETE",
+    "/api/holds/{id}",
+    roles=COMPLIANCE,
+    summary="Release a hold",
+    responses={204: None, 404: schemas.ERROR_SCHEMA},
+    tag="compliance",
+)
 async def release_hold(request: web.Request) -> web.Response:
-    hold_id = path_uuid(request)
+    hold_id = path_id(request)
     async with request.app[POOL].acquire() as conn:
         await holds.release(conn, request.app[VAULT], hold_id, principal(request).actor)
     return web.Response(status=204)
 
 
-@routes.post("/api/dsar")
-@requires("compliance")
+@operation(
+    "POST",
+    "/api/dsar",
+    roles=COMPLIANCE,
+    summary="Receive a data-subject request",
+    body=DSAR_BODY,
+    responses={201: schemas.DSAR},
+    tag="compliance",
+)
 async def create_request(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    kind = body.get("kind")
-    if not isinstance(kind, str):
-        raise BadRequest("kind is required", code="bad_kind")
+    body = request[BODY]
     async with request.app[POOL].acquire() as conn:
         request_id = await requests.create(
             conn,
             request.app[VAULT],
-            kind=kind,
-            phone=body.get("phone"),
+            kind=body["kind"],
+            phone=body["phone"],
             actor=principal(request).actor,
             deadline_s=request.app[SETTINGS].dsar_deadline_s,
         )
@@ -85,19 +137,30 @@ async def create_request(request: web.Request) -> web.Response:
     return web.json_response(requests.request_json(row), status=201)
 
 
-@routes.get("/api/dsar/{id}")
-@requires("compliance")
+@operation(
+    "GET",
+    "/api/dsar/{id}",
+    roles=COMPLIANCE,
+    summary="A data-subject request",
+    responses={200: schemas.DSAR, 404: schemas.ERROR_SCHEMA},
+    tag="compliance",
+)
 async def get_request(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
-        row = await requests.get(conn, path_uuid(request))
+        row = await requests.get(conn, path_id(request))
     return web.json_response(requests.request_json(row))
 
 
-@routes.post("/api/dsar/{id}/bundle")
-@requires("compliance")
+@operation(
+    "POST",
+    "/api/dsar/{id}/bundle",
+    roles=COMPLIANCE,
+    summary="A short-lived link to an access request's bundle (audited)",
+    responses={200: schemas.LINK, 404: schemas.ERROR_SCHEMA},
+    tag="compliance",
+)
 async def bundle_link(request: web.Request) -> web.Response:
-    """A short-lived link to an access request's bundle; issuing it is audited."""
-    request_id = path_uuid(request)
+    request_id = path_id(request)
     async with request.app[POOL].acquire() as conn:
         row = await requests.get(conn, request_id)
         if row["bundle_key"] is None:
@@ -119,26 +182,49 @@ async def bundle_link(request: web.Request) -> web.Response:
     )
 
 
-@routes.get("/api/audit")
-@requires("compliance")
+@operation(
+    "GET",
+    "/api/audit",
+    roles=COMPLIANCE,
+    summary="The audit trail, newest first",
+    query=[
+        Param("from", DATETIME, description="ISO 8601 date-time with a zone"),
+        Param("to", DATETIME, description="ISO 8601 date-time with a zone"),
+        Param("actor", {"type": "string", "maxLength": 200}),
+        Param("action", {"type": "string", "maxLength": 200}),
+        Param(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": 5000, "default": 200},
+            description="1 to 5000",
+        ),
+    ],
+    responses={200: schemas.items(schemas.AUDIT_ENTRY)},
+    tag="compliance",
+)
 async def audit_trail(request: web.Request) -> web.Response:
+    q = request[QUERY]
     async with request.app[POOL].acquire() as conn:
         items = await audit.query(
             conn,
-            since=query_datetime(request, "from"),
-            until=query_datetime(request, "to"),
-            actor=query_text(request, "actor"),
-            action=query_text(request, "action"),
-            limit=query_int(request, "limit", 200, 1, 5000),
+            since=q["from"],
+            until=q["to"],
+            actor=q["actor"],
+            action=q["action"],
+            limit=q["limit"],
         )
     return web.json_response({"items": items})
 
 
-@routes.get("/api/ledger/verify")
-@requires("compliance")
+@operation(
+    "GET",
+    "/api/ledger/verify",
+    roles=COMPLIANCE,
+    summary="Recompute the consent ledger's hash chains (all, or one call's)",
+    query=[Param("call_id", UUID, description="a call id")],
+    responses={200: schemas.VERIFY, 404: schemas.ERROR_SCHEMA},
+    tag="compliance",
+)
 async def verify_ledger(request: web.Request) -> web.Response:
-    raw = request.query.get("call_id")
-    call_id = body_uuid(raw, "call_id") if raw else None
     async with request.app[POOL].acquire() as conn:
-        report = await ledger.verify(conn, call_id)
+        report = await ledger.verify(conn, request[QUERY]["call_id"])
     return web.json_response(report.as_json())

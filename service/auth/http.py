@@ -21,7 +21,7 @@ from service.errors import CallvaultError, Forbidden, Unauthorized
 
 FAILURE_LIMIT = 10
 WINDOW_S = 60.0
-PRINCIPAL = "callvault.principal"
+PRINCIPAL = web.RequestKey("principal", Principal)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

@@ -1,0 +1,134 @@
+"""JSON Schemas of what the API returns (published in /openapi.json, checked by schemathesis)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.api.spec import DATETIME, ERROR, UUID
+
+NULLABLE_DATETIME: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
+
+
+def obj(required: list[str], **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def items(schema: dict[str, Any], cursor: bool = False) -> dict[str, Any]:
+    props: dict[str, Any] = {"items": {"type": "array", "items": schema}}
+    if cursor:
+        props["next_cursor"] = {"type": ["string", "null"]}
+    return {"type": "object", "required": list(props), "properties": props}
+
+
+TOKEN_CREATED = obj(
+    ["id", "name", "role", "token"],
+    id=UUID,
+    name={"type": "string"},
+    role={"type": "string"},
+    token={"type": "string"},
+)
+TOKEN = obj(
+    ["id", "name", "role", "revoked"],
+    id=UUID,
+    name={"type": "string"},
+    role={"type": "string"},
+    created_by={"type": "string"},
+    created_at=DATETIME,
+    last_used_at=NULLABLE_DATETIME,
+    revoked={"type": "boolean"},
+)
+HOLD_PLACED = obj(
+    ["id", "held_recordings", "already_purged"],
+    id=UUID,
+    held_recordings={"type": "array", "items": UUID},
+    already_purged={"type": "array", "items": UUID},
+)
+HOLD = obj(
+    ["id", "on", "reason", "active"],
+    id=UUID,
+    call_id={"type": ["string", "null"]},
+    on={"enum": ["call", "phone"]},
+    reason={"type": "string"},
+    case_ref={"type": ["string", "null"]},
+    placed_by={"type": "string"},
+    placed_at=DATETIME,
+    released_by={"type": ["string", "null"]},
+    released_at=NULLABLE_DATETIME,
+    active={"type": "boolean"},
+)
+DSAR = obj(
+    ["id", "kind", "status", "due_at"],
+    id=UUID,
+    kind={"enum": ["access", "erase", "withdraw"]},
+    status={"enum": ["received", "waiting_for_hold", "completed", "failed"]},
+    received_at=DATETIME,
+    due_at=DATETIME,
+    completed_at=NULLABLE_DATETIME,
+    requested_by={"type": "string"},
+    bundle_ready={"type": "boolean"},
+    result={"type": "object"},
+)
+LINK = obj(["url", "expires_at"], url={"type": "string"}, expires_at=DATETIME)
+AUDIT_ENTRY = obj(
+    ["id", "at", "actor", "action"],
+    id={"type": "integer"},
+    at=DATETIME,
+    actor={"type": "string"},
+    action={"type": "string"},
+    target_type={"type": ["string", "null"]},
+    target_id={"type": ["string", "null"]},
+    details={"type": "object"},
+)
+VERIFY = obj(
+    ["ok", "calls", "events"],
+    ok={"type": "boolean"},
+    calls={"type": "integer"},
+    events={"type": "integer"},
+    first_break={"type": ["object", "null"]},
+    breaks={"type": "integer"},
+)
+RECORDING = obj(
+    ["id", "state", "held"],
+    id=UUID,
+    state={"enum": ["pending", "stored", "purged", "erased", "failed"]},
+    duration_s={"type": ["integer", "null"]},
+    retain_until=NULLABLE_DATETIME,
+    held={"type": "boolean"},
+)
+CALL = obj(
+    ["id", "platform", "external_id", "started_at", "caller", "outcome", "recordings"],
+    id=UUID,
+    platform={"type": "string"},
+    external_id={"type": "string"},
+    started_at=DATETIME,
+    caller={"type": ["string", "null"]},
+    called={"type": ["string", "null"]},
+    queue={"type": ["string", "null"]},
+    outcome={
+        "enum": [
+            "consented",
+            "refused",
+            "hung_up_during_notice",
+            "no_input",
+            "not_asked",
+            "in_progress",
+        ]
+    },
+    recordings={"type": "array", "items": RECORDING},
+)
+EVENT = obj(
+    ["seq", "type", "at", "hash", "prev_hash", "details"],
+    seq={"type": "integer"},
+    type={"type": "string"},
+    at=DATETIME,
+    hash={"type": "string"},
+    prev_hash={"type": "string"},
+    details={"type": "object"},
+)
+CALL_DETAIL = {
+    **CALL,
+    "required": [*CALL["required"], "events"],
+    "properties": {**CALL["properties"], "events": {"type": "array", "items": EVENT}},
+}
+PLAYBACK = LINK
+ERROR_SCHEMA = ERROR

@@ -1,0 +1,212 @@
+"""``/api/calls``, ``/api/calls/{id}`` and ``/api/recordings/{id}/playback``.
+
+Playback requires a non-blank reason; the reason, the actor and the time are written to the
+audit trail and to the call's ledger before the short-lived URL is issued, so no one listens
+without leaving a record. The URL opens that recording only, and only until it expires.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from service import audit, ledger
+from service.api import schemas
+from service.api.spec import BODY, DATETIME, QUERY, Param, operation, path_id
+from service.auth.http import principal
+from service.context import POOL, SETTINGS, VAULT
+from service.db import Conn, queries
+from service.errors import BadRequest, Conflict, NotFound
+from service.ledger import NewEvent
+from service.links import LINKS
+from service.personal_data import PhoneVault, mask_phone
+
+Q = queries.load("service.qa")
+READERS = ("qa_trainer", "compliance")
+OUTCOMES = ["consented", "refused", "hung_up_during_notice", "no_input", "not_asked", "in_progress"]
+PLAYBACK_BODY = {
+    "type": "object",
+    "required": ["reason"],
+    "properties": {
+        "reason": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": r"\S"},
+    },
+}
+
+
+def _cursor(started_at: datetime, call_id: uuid.UUID) -> str:
+    raw = json.dumps([started_at.isoformat(), str(call_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _uncursor(text: str | None) -> tuple[datetime | None, uuid.UUID | None]:
+    if not text:
+        return None, None
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        started, call_id = json.loads(raw)
+        return datetime.fromisoformat(started), uuid.UUID(call_id)
+    except (ValueError, TypeError):
+        raise BadRequest("cursor is not one this API gave out", code="bad_cursor") from None
+
+
+def _caller(vault: PhoneVault, blob: bytes | None) -> str | None:
+    if blob is None:
+        return None  # erased
+    try:
+        return mask_phone(vault.decrypt(blob))
+    except Exception:
+        return "***"
+
+
+async def _items(conn: Conn, vault: PhoneVault, rows: list[Any]) -> list[dict[str, Any]]:
+    recs = await conn.fetch(Q["recordings_of_calls"], [r["id"] for r in rows])
+    by_call: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    for r in recs:
+        by_call.setdefault(r["call_id"], []).append(
+            {
+                "id": str(r["id"]),
+                "state": r["state"],
+                "duration_s": r["duration_s"],
+                "retain_until": r["retain_until"].isoformat() if r["retain_until"] else None,
+                "held": r["held"],
+            }
+        )
+    return [
+        {
+            "id": str(row["id"]),
+            "platform": row["platform"],
+            "external_id": row["external_id"],
+            "started_at": row["started_at"].isoformat(),
+            "caller": _caller(vault, row["caller_enc"]),
+            "called": row["called"],
+            "queue": row["queue"],
+            "outcome": row["outcome"],
+            "recordings": by_call.get(row["id"], []),
+        }
+        for row in rows
+    ]
+
+
+@operation(
+    "GET",
+    "/api/calls",
+    roles=READERS,
+    summary="Search calls, newest first",
+    query=[
+        Param("from", DATETIME, description="ISO 8601 date-time with a zone"),
+        Param("to", DATETIME, description="ISO 8601 date-time with a zone"),
+        Param("outcome", {"enum": OUTCOMES}, description="one of " + ", ".join(OUTCOMES)),
+        Param(
+            "external_id", {"type": "string", "maxLength": 64}, description="the platform's call id"
+        ),
+        Param("queue", {"type": "string", "maxLength": 100}, description="a queue name"),
+        Param(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+            description="1 to 200",
+        ),
+        Param(
+            "cursor",
+            {"type": "string", "maxLength": 200},
+            description="next_cursor of the previous page",
+        ),
+    ],
+    responses={200: schemas.items(schemas.CALL, cursor=True)},
+    tag="qa",
+)
+async def search_calls(request: web.Request) -> web.Response:
+    q = request[QUERY]
+    after_at, after_id = _uncursor(q["cursor"])
+    limit: int = q["limit"]
+    async with request.app[POOL].acquire() as conn:
+        rows = await conn.fetch(
+            Q["search_calls"],
+            q["from"],
+            q["to"],
+            q["outcome"],
+            q["external_id"],
+            q["queue"],
+            after_at,
+            after_id,
+            limit + 1,
+        )
+        page = rows[:limit]
+        items = await _items(conn, request.app[VAULT], page)
+    more = len(rows) > limit
+    next_cursor = _cursor(page[-1]["started_at"], page[-1]["id"]) if more else None
+    return web.json_response({"items": items, "next_cursor": next_cursor})
+
+
+@operation(
+    "GET",
+    "/api/calls/{id}",
+    roles=READERS,
+    summary="A call and its consent ledger",
+    responses={200: schemas.CALL_DETAIL, 404: schemas.ERROR_SCHEMA},
+    tag="qa",
+)
+async def get_call(request: web.Request) -> web.Response:
+    call_id = path_id(request)
+    async with request.app[POOL].acquire() as conn:
+        row = await conn.fetchrow(Q["call_by_id"], call_id)
+        if row is None:
+            raise NotFound("no such call")
+        (item,) = await _items(conn, request.app[VAULT], [row])
+        item["events"] = [e.as_json() for e in await ledger.events_of(conn, call_id)]
+    return web.json_response(item)
+
+
+@operation(
+    "POST",
+    "/api/recordings/{id}/playback",
+    roles=READERS,
+    summary="A short-lived URL to play a recording; the reason is audited first",
+    body=PLAYBACK_BODY,
+    responses={200: schemas.PLAYBACK, 404: schemas.ERROR_SCHEMA, 409: schemas.ERROR_SCHEMA},
+    tag="qa",
+)
+async def playback(request: web.Request) -> web.Response:
+    recording_id = path_id(request)
+    reason = request[BODY]["reason"].strip()
+    who = principal(request)
+    settings = request.app[SETTINGS]
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        rec = await conn.fetchrow(Q["recording_for_playback"], recording_id)
+        if rec is None:
+            raise NotFound("no such recording")
+        if rec["state"] != "stored" or not rec["object_key"]:
+            raise Conflict(f"the recording is {rec['state']}, not playable", code="not_playable")
+        await audit.record(
+            conn,
+            who.actor,
+            "playback",
+            "recording",
+            str(recording_id),
+            {"call_id": str(rec["call_id"]), "reason": reason, "role": who.role},
+        )
+        await ledger.append(
+            conn,
+            rec["call_id"],
+            [
+                NewEvent(
+                    "accessed",
+                    {
+                        "recording_id": str(recording_id),
+                        "actor": who.actor,
+                        "reason": reason,
+                        "purpose": "playback",
+                    },
+                )
+            ],
+        )
+    token, expires = request.app[LINKS].sign(
+        rec["object_key"], f"playback:{recording_id}", settings.link_ttl_s
+    )
+    return web.json_response(
+        {"url": f"{settings.public_url}/files/{token}", "expires_at": expires.isoformat()}
+    )

@@ -1,0 +1,267 @@
+"""The QA API on the real service: search with filters and cursors, masked numbers, playback
+with a required reason audited before the URL is issued, Range streaming, and an OpenAPI
+document that schemathesis checks against the running server."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from service.config import Settings
+from service.links import LinkSigner
+from service.personal_data import PhoneVault
+from tests.conftest import SECRET_KEY, Service
+
+VAULT = PhoneVault(SECRET_KEY)
+MASK = re.compile(r"^\+84 9\*\* \*\*\* \d{3}$")
+Conn = asyncpg.Connection
+
+
+@pytest.fixture
+async def service(intake_settings: Settings) -> AsyncIterator[Service]:
+    svc = Service(intake_settings)
+    await svc.start()
+    yield svc
+    await svc.stop()
+
+
+async def call_api(
+    http: aiohttp.ClientSession,
+    service: Service,
+    method: str,
+    path: str,
+    token: str | None,
+    body: Any = None,
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.request(method, service.base_url + path, json=body, headers=headers) as r:
+        data = await r.json() if r.content_type == "application/json" else await r.text()
+        return r.status, data
+
+
+READ_ROUTES = [
+    ("GET", "/api/calls"),
+    ("GET", "/api/calls/00000000-0000-0000-0000-000000000000"),
+    ("POST", "/api/recordings/00000000-0000-0000-0000-000000000000/playback"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), READ_ROUTES)
+async def test_qa_routes_enforce_roles(
+    service: Service,
+    http: aiohttp.ClientSession,
+    tokens: dict[str, str],
+    method: str,
+    path: str,
+) -> None:
+    body = {"reason": "coaching"} if method == "POST" else None
+    assert (await call_api(http, service, method, path, None, body))[0] == 401
+    for role, token in tokens.items():
+        status, _ = await call_api(http, service, method, path, token, body)
+        if role == "telephony":
+            assert status == 403
+        else:
+            assert status in (200, 404), (role, status)
+
+
+async def test_search_pages_with_cursors_and_filters(
+    service: Service,
+    http: aiohttp.ClientSession,
+    tokens: dict[str, str],
+    recorded: dict[str, Any],
+) -> None:
+    qa = tokens["qa_trainer"]
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        path = "/api/calls?limit=3" + (f"&cursor={cursor}" if cursor else "")
+        status, page = await call_api(http, service, "GET", path, qa)
+        assert status == 200
+        pages += 1
+        seen.extend(item["id"] for item in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3 and len(seen) == len(set(seen)) == 7
+    status, page = await call_api(http, service, "GET", "/api/calls?limit=50", qa)
+    starts = [item["started_at"] for item in page["items"]]
+    assert starts == sorted(starts, reverse=True)
+    for item in page["items"]:
+        assert MASK.match(item["caller"]), item["caller"]  # never a full number
+    status, consented = await call_api(http, service, "GET", "/api/calls?outcome=consented", qa)
+    assert {i["outcome"] for i in consented["items"]} == {"consented"}
+    assert len(consented["items"]) == 2
+    assert all(i["recordings"][0]["state"] == "stored" for i in consented["items"])
+    sid = recorded["traces"][1].call_sid
+    status, one = await call_api(http, service, "GET", f"/api/calls?external_id={sid}", qa)
+    assert [i["external_id"] for i in one["items"]] == [sid]
+    status, none = await call_api(http, service, "GET", "/api/calls?from=2099-01-01T00:00:00Z", qa)
+    assert none == {"items": [], "next_cursor": None}
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("cursor=garbage", "bad_cursor"),
+        ("from=yesterday", "bad_from"),
+        ("from=2026-01-01T00:00:00", "bad_from"),
+        ("limit=0", "bad_limit"),
+        ("limit=abc", "bad_limit"),
+        ("outcome=maybe", "bad_outcome"),
+    ],
+)
+async def test_bad_search_parameters_are_400(
+    service: Service,
+    http: aiohttp.ClientSession,
+    tokens: dict[str, str],
+    query: str,
+    code: str,
+) -> None:
+    status, body = await call_api(http, service, "GET", f"/api/calls?{query}", tokens["qa_trainer"])
+    assert status == 400 and body["error"]["code"] == code
+
+
+async def test_playback_needs_a_reason_is_audited_first_and_streams_with_range(
+    service: Service,
+    http: aiohttp.ClientSession,
+    tokens: dict[str, str],
+    recorded: dict[str, Any],
+    db: Conn,
+) -> None:
+    qa = tokens["qa_trainer"]
+    _, page = await call_api(http, service, "GET", "/api/calls?outcome=consented", qa)
+    call = page["items"][0]
+    rec_id = call["recordings"][0]["id"]
+    playback = f"/api/recordings/{rec_id}/playback"
+    for body in (None, {}, {"reason": ""}, {"reason": "   "}, {"reason": 5}):
+        status, _ = await call_api(http, service, "POST", playback, qa, body)
+        assert status == 400, body
+    assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'playback'") == 0
+
+    status, link = await call_api(
+        http, service, "POST", playback, qa, {"reason": "coaching: greeting"}
+    )
+    assert status == 200 and "/files/" in link["url"]
+    audit = await db.fetchrow("SELECT * FROM audit_log WHERE action = 'playback'")
+    assert audit["actor"] == "token:qa_trainer-1"
+    assert audit["details"]["reason"] == "coaching: greeting"
+    status, detail = await call_api(http, service, "GET", f"/api/calls/{call['id']}", qa)
+    accessed = [e for e in detail["events"] if e["type"] == "accessed"]
+    assert accessed[0]["details"]["reason"] == "coaching: greeting"
+    assert MASK.match(detail["caller"])
+
+    body = next(iter(recorded["bodies"].values()))
+    url = service.base_url + "/files/" + link["url"].split("/files/", 1)[1]
+    async with http.get(url) as resp:
+        full = await resp.read()
+        assert resp.status == 200 and resp.headers["Accept-Ranges"] == "bytes"
+    assert len(full) == len(body)
+    async with http.get(url, headers={"Range": "bytes=100-199"}) as resp:
+        assert resp.status == 206
+        assert resp.headers["Content-Range"] == f"bytes 100-199/{len(full)}"
+        assert await resp.read() == full[100:200]
+    async with http.get(url, headers={"Range": "bytes=-50"}) as resp:
+        assert resp.status == 206 and await resp.read() == full[-50:]
+    async with http.get(url, headers={"Range": f"bytes={len(full)}-"}) as resp:
+        assert resp.status == 416
+    # a link made for another key, or tampered with, or expired, opens nothing
+    signer = LinkSigner(SECRET_KEY)
+    expired, _ = signer.sign("recordings/x.wav", "playback:x", -1)
+    async with http.get(service.base_url + "/files/" + expired) as resp:
+        assert resp.status == 410
+    token = link["url"].split("/files/", 1)[1]
+    forged = token.split(".")[0][:-4] + "AAAA." + token.split(".")[1]
+    async with http.get(service.base_url + "/files/" + forged) as resp:
+        assert resp.status == 404
+
+
+async def test_unplayable_and_unknown_recordings(
+    service: Service,
+    http: aiohttp.ClientSession,
+    tokens: dict[str, str],
+    db: Conn,
+    recorded: dict[str, Any],
+) -> None:
+    rec_id = await db.fetchval("SELECT id FROM recordings LIMIT 1")
+    await db.execute("UPDATE recordings SET state = 'purged' WHERE id = $1", rec_id)
+    status, body = await call_api(
+        http,
+        service,
+        "POST",
+        f"/api/recordings/{rec_id}/playback",
+        tokens["qa_trainer"],
+        {"reason": "x"},
+    )
+    assert status == 409 and body["error"]["code"] == "not_playable"
+    for path in (
+        "/api/recordings/not-an-id/playback",
+        "/api/recordings/00000000-0000-0000-0000-000000000009/playback",
+    ):
+        status, body = await call_api(
+            http, service, "POST", path, tokens["qa_trainer"], {"reason": "x"}
+        )
+        assert status == 404
+
+
+async def test_openapi_describes_every_api_route(
+    service: Service, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(service.base_url + "/openapi.json") as resp:
+        doc = await resp.json()
+    documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    assert service.server is not None
+    served = {
+        (route.method, route.resource.canonical)
+        for route in service.server.app.router.routes()
+        if route.resource is not None
+        and route.resource.canonical.startswith("/api/")
+        and route.method != "HEAD"
+    }
+    assert served == documented
+    assert doc["paths"]["/api/recordings/{id}/playback"]["post"]["requestBody"]
+
+
+async def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
+    service: Service, tokens: dict[str, str], recorded: dict[str, Any], tmp_path: Path
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{service.base_url}/openapi.json",
+        "--url",
+        service.base_url,
+        "-H",
+        f"Authorization: Bearer {tokens['admin']}",
+        "--checks",
+        "not_a_server_error,status_code_conformance,content_type_conformance,"
+        "response_schema_conformance,negative_data_rejection",
+        "--max-examples",
+        "25",
+        "--seed",
+        "1",
+        "--workers",
+        "1",
+        "--no-color",
+        "--generation-database",
+        "none",
+        "--report-dir",
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 600)
+    text = out.decode(errors="replace")
+    (tmp_path / "schemathesis.txt").write_text(text)
+    Path("/tmp/schemathesis-last.txt").write_text(text)
+    assert proc.returncode == 0, text[-6000:]
