@@ -92,16 +92,6 @@ async def start_call(
     caller_norm = normalise_phone(caller) if caller else None
     caller_hash = vault.lookup_hash(caller_norm) if caller_norm else None
     async with conn.transaction():
-        listed = bool(caller_norm) and await conn.fetchval(
-            Q["on_do_not_record"], vault.lookup_hashes(caller_norm or "")
-        )
-        not_asked_reason = (
-            "do_not_record_list"
-            if listed
-            else "policy_never_record"
-            if policy.never_record
-            else None
-        )
         row = await conn.fetchrow(
             Q["insert_call"],
             platform,
@@ -110,7 +100,8 @@ async def start_call(
             caller_hash,
             called,
             policy.as_json(),
-            NOT_ASKED if not_asked_reason else IN_PROGRESS,
+            policy.never_record,
+            vault.lookup_hashes(caller_norm) if caller_norm else [],
         )
         if row is None:  # the platform retried the start: answer from what we already decided
             existing = await conn.fetchrow(Q["lock_call"], platform, external_id)
@@ -128,20 +119,23 @@ async def start_call(
             },
             dedupe_key="call_started",
         )
-        if not_asked_reason:
-            await ledger.append(
+        if call.outcome == NOT_ASKED:
+            reason = "do_not_record_list" if row["listed"] else "policy_never_record"
+            await ledger.start_chain(
                 conn,
                 call.id,
+                row["at"],
                 [
                     started,
-                    NewEvent("not_asked", {"reason": not_asked_reason}, dedupe_key="outcome"),
+                    NewEvent("not_asked", {"reason": reason}, dedupe_key="outcome"),
                 ],
             )
             return Decision(Step.CONTINUE, replace(call, decided_now=True))
         notice = prompts.notice(policy.consent_mode, policy.language)
-        await ledger.append(
+        await ledger.start_chain(
             conn,
             call.id,
+            row["at"],
             [
                 started,
                 NewEvent("notice_played", notice.ledger_details(1), dedupe_key="notice_played:1"),
@@ -265,7 +259,8 @@ async def status_step(
                 vault.lookup_hash(caller_norm) if caller_norm else None,
                 called,
                 policy.as_json(),
-                IN_PROGRESS,
+                False,  # a status for a call never seen starting: it can only end unrecorded
+                [],
             )
             if row is None:  # a concurrent status callback created it first
                 row = await conn.fetchrow(Q["lock_call"], platform, external_id)

@@ -1,13 +1,19 @@
--- name: on_do_not_record
--- $1: the number's hash under each key in use (two during a key rotation)
-SELECT EXISTS (SELECT 1 FROM do_not_record WHERE phone_hash = ANY($1::bytea[]));
-
 -- name: insert_call
--- A duplicate start (the platform retried) inserts nothing and returns no row.
-INSERT INTO calls (platform, external_id, caller_enc, caller_hash, called, policy, outcome, outcome_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $7 = 'in_progress' THEN NULL ELSE now() END)
+-- One round trip: is the caller on the do-not-record list ($8: the number's hash under each key
+-- in use), and the call row with its outcome so far. A duplicate start (the platform retried)
+-- inserts nothing and returns no row.
+WITH listed AS (
+    SELECT EXISTS (SELECT 1 FROM do_not_record WHERE phone_hash = ANY($8::bytea[])) AS on_list
+)
+INSERT INTO calls (platform, external_id, caller_enc, caller_hash, called, policy, outcome,
+                   outcome_at)
+SELECT $1, $2, $3, $4, $5, $6,
+       CASE WHEN $7 OR listed.on_list THEN 'not_asked' ELSE 'in_progress' END,
+       CASE WHEN $7 OR listed.on_list THEN now() END
+FROM listed
 ON CONFLICT (platform, external_id) DO NOTHING
-RETURNING id, outcome, policy, ended_at;
+RETURNING id, outcome, policy, ended_at, clock_timestamp() AS at,
+          (SELECT on_list FROM listed) AS listed;
 
 -- name: lock_call
 SELECT id, outcome, policy, ended_at FROM calls

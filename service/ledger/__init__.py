@@ -92,16 +92,41 @@ async def append(conn: Conn, call_id: uuid.UUID, events: Sequence[NewEvent]) -> 
         raise RuntimeError("ledger.append must run inside a transaction")
     if await conn.fetchval(Q["lock_call"], call_id) is None:
         raise NotFound(f"no call {call_id}")
-    head = await conn.fetchrow(Q["chain_head"], call_id)
-    assert head is not None
     keys = [e.dedupe_key for e in events if e.dedupe_key is not None]
-    seen: set[str] = set()
-    if keys:
-        seen = {r["dedupe_key"] for r in await conn.fetch(Q["existing_dedupe_keys"], call_id, keys)}
-    seq: int = head["seq"] or 0
-    prev: bytes = head["hash"] or GENESIS
-    at: datetime = head["at"]
+    head = await conn.fetchrow(Q["chain_head"], call_id, keys)
+    assert head is not None
+    seen = set(head["seen"])
+    return await _write(
+        conn,
+        call_id,
+        head["seq"] or 0,
+        head["hash"] or GENESIS,
+        head["at"],
+        [e for e in events if e.dedupe_key is None or e.dedupe_key not in seen],
+    )
+
+
+async def start_chain(
+    conn: Conn, call_id: uuid.UUID, at: datetime, events: Sequence[NewEvent]
+) -> list[Event]:
+    """The first events of a call inserted in this same transaction: no other transaction can
+    see the call yet, so there is no head to lock or read and no earlier event to dedupe
+    against (the database still checks the chain links)."""
+    if not conn.is_in_transaction():
+        raise RuntimeError("ledger.start_chain must run inside a transaction")
+    return await _write(conn, call_id, 0, GENESIS, at, list(events))
+
+
+async def _write(
+    conn: Conn,
+    call_id: uuid.UUID,
+    seq: int,
+    prev: bytes,
+    at: datetime,
+    events: Sequence[NewEvent],
+) -> list[Event]:
     written: list[Event] = []
+    seen: set[str] = set()
     for new in events:
         if new.dedupe_key is not None:
             if new.dedupe_key in seen:
@@ -110,11 +135,20 @@ async def append(conn: Conn, call_id: uuid.UUID, events: Sequence[NewEvent]) -> 
         seq += 1
         details = dict(new.details)
         digest = event_hash(call_id, seq, new.type, at, details, new.dedupe_key, prev)
-        await conn.execute(
-            Q["insert_event"], call_id, seq, new.type, at, details, new.dedupe_key, prev, digest
-        )
         written.append(Event(call_id, seq, new.type, at, details, new.dedupe_key, prev, digest))
         prev = digest
+    if written:
+        await conn.execute(
+            Q["insert_events"],
+            [e.call_id for e in written],
+            [e.seq for e in written],
+            [e.type for e in written],
+            [e.at for e in written],
+            [dict(e.details) for e in written],
+            [e.dedupe_key for e in written],
+            [e.prev_hash for e in written],
+            [e.hash for e in written],
+        )
     return written
 
 

@@ -5,16 +5,22 @@
 SELECT id FROM calls WHERE id = $1 FOR UPDATE;
 
 -- name: chain_head
-SELECT clock_timestamp() AS at,
-       (SELECT seq FROM ledger_events WHERE call_id = $1 ORDER BY seq DESC LIMIT 1) AS seq,
-       (SELECT hash FROM ledger_events WHERE call_id = $1 ORDER BY seq DESC LIMIT 1) AS hash;
+-- The head, the clock, and which of the given dedupe keys the chain already has.
+SELECT clock_timestamp() AS at, h.seq, h.hash,
+       ARRAY(SELECT dedupe_key FROM ledger_events
+             WHERE call_id = $1 AND dedupe_key = ANY($2::text[])) AS seen
+FROM (SELECT 1) one
+LEFT JOIN LATERAL (
+    SELECT seq, hash FROM ledger_events WHERE call_id = $1 ORDER BY seq DESC LIMIT 1
+) h ON true;
 
--- name: existing_dedupe_keys
-SELECT dedupe_key FROM ledger_events WHERE call_id = $1 AND dedupe_key = ANY($2::text[]);
-
--- name: insert_event
+-- name: insert_events
+-- One round trip for a whole batch, in order (the link trigger checks each row against the one
+-- before it).
 INSERT INTO ledger_events (call_id, seq, type, at, details, dedupe_key, prev_hash, hash)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8);
+SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::jsonb[],
+                     $6::text[], $7::bytea[], $8::bytea[])
+ORDER BY 2;
 
 -- name: call_events
 SELECT call_id, seq, type, at, details, dedupe_key, prev_hash, hash

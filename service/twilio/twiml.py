@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from twilio.twiml.voice_response import Gather, Start, VoiceResponse
 
 from service.prompt_library import Notice
@@ -17,7 +19,9 @@ def _say_or_play(target: VoiceResponse | Gather, notice: Notice, public_url: str
         target.say(notice.prompt.text, language=notice.prompt.language)
 
 
+@functools.lru_cache(maxsize=256)
 def notice(notice: Notice, public_url: str, *, attempt: int, gather_timeout_s: int) -> str:
+    """The same for every call of a policy, so built once (the cache key is all it depends on)."""
     response = VoiceResponse()
     if notice.prompt.mode == "implied":
         _say_or_play(response, notice, public_url)
@@ -38,6 +42,7 @@ def notice(notice: Notice, public_url: str, *, attempt: int, gather_timeout_s: i
     return str(response)
 
 
+@functools.lru_cache(maxsize=256)
 def record_then_continue(public_url: str, continue_url: str | None) -> str:
     response = VoiceResponse()
     start = Start()

