@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
 
-.PHONY: install serve test lint pytest browser schema-snapshot prompts clean
+.PHONY: install serve test lint pytest browser bench schema-snapshot prompts clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,10 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+# Performance goals, measured side by side with baselines (about 5 minutes on 2 cores).
+bench: install
+	$(PY) -m tests.bench
 
 # After adding a migration: rewrite the schema snapshot the tests compare against.
 schema-snapshot: install

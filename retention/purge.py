@@ -80,22 +80,20 @@ async def _purge_batch(
                 report.failed[str(r["id"])] = refused[r["object_key"]]
         if done:
             await conn.execute(Q["mark_purged"], [r["id"] for r in done])
+            per_call: dict[Any, list[NewEvent]] = {}
             for r in done:
-                await ledger.append(
-                    conn,
-                    r["call_id"],
-                    [
-                        NewEvent(
-                            "purged",
-                            {
-                                "recording_id": str(r["id"]),
-                                "retain_until": r["retain_until"].isoformat(),
-                                "reason": "retention ended",
-                            },
-                            dedupe_key=f"purged:{r['id']}",
-                        )
-                    ],
+                per_call.setdefault(r["call_id"], []).append(
+                    NewEvent(
+                        "purged",
+                        {
+                            "recording_id": str(r["id"]),
+                            "retain_until": r["retain_until"].isoformat(),
+                            "reason": "retention ended",
+                        },
+                        dedupe_key=f"purged:{r['id']}",
+                    )
                 )
+            await ledger.append_many(conn, per_call)
             await audit.record(
                 conn,
                 ACTOR,

@@ -106,6 +106,34 @@ async def append(conn: Conn, call_id: uuid.UUID, events: Sequence[NewEvent]) -> 
     )
 
 
+async def append_many(conn: Conn, events: Mapping[uuid.UUID, Sequence[NewEvent]]) -> int:
+    """One event list per call, for many calls at once (a purge batch): the calls' rows are
+    locked in id order (no deadlock between two batches), the heads read in one query after the
+    locks, and every event inserted in one statement. Dedupe keys are not consulted: callers
+    pass events that the row states they just changed make new."""
+    if not conn.is_in_transaction():
+        raise RuntimeError("ledger.append_many must run inside a transaction")
+    ids = sorted(events)
+    locked = await conn.fetch(Q["lock_calls"], ids)
+    if len(locked) != len(ids):
+        raise NotFound("some calls do not exist")
+    heads = {
+        r["call_id"]: (r["seq"], bytes(r["hash"])) for r in await conn.fetch(Q["chain_heads"], ids)
+    }
+    at: datetime = await conn.fetchval(Q["clock"])
+    written: list[Event] = []
+    for call_id in ids:
+        seq, prev = heads.get(call_id, (0, GENESIS))
+        for new in events[call_id]:
+            seq += 1
+            details = dict(new.details)
+            digest = event_hash(call_id, seq, new.type, at, details, new.dedupe_key, prev)
+            written.append(Event(call_id, seq, new.type, at, details, new.dedupe_key, prev, digest))
+            prev = digest
+    await _insert(conn, written)
+    return len(written)
+
+
 async def start_chain(
     conn: Conn, call_id: uuid.UUID, at: datetime, events: Sequence[NewEvent]
 ) -> list[Event]:
@@ -137,6 +165,12 @@ async def _write(
         digest = event_hash(call_id, seq, new.type, at, details, new.dedupe_key, prev)
         written.append(Event(call_id, seq, new.type, at, details, new.dedupe_key, prev, digest))
         prev = digest
+    await _insert(conn, written)
+    return written
+
+
+async def _insert(conn: Conn, written: Sequence[Event]) -> None:
+    """One statement for the batch, rows in chain order (the link trigger checks each)."""
     if written:
         await conn.execute(
             Q["insert_events"],
@@ -149,7 +183,6 @@ async def _write(
             [e.prev_hash for e in written],
             [e.hash for e in written],
         )
-    return written
 
 
 def _event(row: asyncpg.Record) -> Event:

@@ -20,7 +20,7 @@ LEFT JOIN LATERAL (
 INSERT INTO ledger_events (call_id, seq, type, at, details, dedupe_key, prev_hash, hash)
 SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::jsonb[],
                      $6::text[], $7::bytea[], $8::bytea[])
-ORDER BY 2;
+ORDER BY 1, 2;
 
 -- name: call_events
 SELECT call_id, seq, type, at, details, dedupe_key, prev_hash, hash
@@ -37,3 +37,14 @@ ORDER BY c.id;
 
 -- name: call_exists
 SELECT EXISTS (SELECT 1 FROM calls WHERE id = $1);
+
+-- name: lock_calls
+SELECT id FROM calls WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
+
+-- name: chain_heads
+SELECT DISTINCT ON (call_id) call_id, seq, hash FROM ledger_events
+WHERE call_id = ANY($1::uuid[])
+ORDER BY call_id, seq DESC;
+
+-- name: clock
+SELECT clock_timestamp();

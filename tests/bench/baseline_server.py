@@ -13,8 +13,10 @@ async def make_app(url: str) -> web.Application:
     app = web.Application()
     pool = await asyncpg.create_pool(url, min_size=2, max_size=10)
     async with pool.acquire() as conn:
-        await conn.execute("CREATE TABLE IF NOT EXISTS bench_baseline "
-                           "(id bigserial PRIMARY KEY, sid text, at timestamptz DEFAULT now())")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_baseline "
+            "(id bigserial PRIMARY KEY, sid text, at timestamptz DEFAULT now())"
+        )
 
     async def handle(request: web.Request) -> web.Response:
         form = await request.post()
@@ -27,5 +29,6 @@ async def make_app(url: str) -> web.Application:
 
 
 if __name__ == "__main__":
-    web.run_app(make_app(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]), print=None,
-                access_log=None)
+    web.run_app(
+        make_app(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]), print=None, access_log=None
+    )

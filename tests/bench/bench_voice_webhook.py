@@ -33,9 +33,15 @@ def signed_requests(base: str, n: int) -> list[tuple[dict[str, str], str]]:
     url = base + "/telephony/twilio/voice"
     out = []
     for i in range(n):
-        params = {"AccountSid": ACCOUNT_SID, "CallSid": "CA" + secrets.token_hex(16),
-                  "From": f"+8490{i % 10_000_000:07d}", "To": "+842873001234",
-                  "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
+        params = {
+            "AccountSid": ACCOUNT_SID,
+            "CallSid": "CA" + secrets.token_hex(16),
+            "From": f"+8490{i % 10_000_000:07d}",
+            "To": "+842873001234",
+            "CallStatus": "ringing",
+            "Direction": "inbound",
+            "ApiVersion": "2010-04-01",
+        }
         out.append((params, validator.compute_signature(url, params)))
     return out
 
@@ -46,7 +52,8 @@ async def run(url: str) -> None:
         env = serve_env(home, url, CALLVAULT_WORKERS="0")
         port = free_port()
         base = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.bench.baseline_server", url, str(port))
+            sys.executable, "-m", "tests.bench.baseline_server", url, str(port)
+        )
         try:
             async with serve(env) as (cv_url, _):
                 await asyncio.sleep(0.5)  # the baseline process binds its port
@@ -55,14 +62,18 @@ async def run(url: str) -> None:
 
                 async def callvault(session: aiohttp.ClientSession, _: int) -> int:
                     params, sig = pool[next(cursor) % len(pool)]
-                    async with session.post(cv_url + "/telephony/twilio/voice", data=params,
-                                            headers={"X-Twilio-Signature": sig}) as resp:
+                    async with session.post(
+                        cv_url + "/telephony/twilio/voice",
+                        data=params,
+                        headers={"X-Twilio-Signature": sig},
+                    ) as resp:
                         await resp.read()
                         return resp.status
 
                 async def baseline(session: aiohttp.ClientSession, i: int) -> int:
-                    async with session.post(f"http://127.0.0.1:{port}/hook",
-                                            data={"CallSid": f"CA{i}"}) as resp:
+                    async with session.post(
+                        f"http://127.0.0.1:{port}/hook", data={"CallSid": f"CA{i}"}
+                    ) as resp:
                         await resp.read()
                         return resp.status
 
@@ -80,12 +91,19 @@ async def run(url: str) -> None:
     p99 = max(r.p99_ms for r in ours)
     errors = sum(r.errors for r in ours) + sum(r.errors for r in theirs)
     ratio = rps / base_rps
-    report("voice_webhook",
-           f"voice webhook: {rps:.0f} req/s vs baseline {base_rps:.0f} req/s = {ratio:.2f} "
-           f"(goal >= 0.6); p99 {p99:.1f} ms at {CONNECTIONS} connections (goal <= 50 ms); "
-           f"errors {errors}",
-           rps=rps, baseline_rps=base_rps, ratio=ratio, p99_ms=p99, errors=errors,
-           goal_ratio=0.6, goal_p99_ms=50)
+    report(
+        "voice_webhook",
+        f"voice webhook: {rps:.0f} req/s vs baseline {base_rps:.0f} req/s = {ratio:.2f} "
+        f"(goal >= 0.6); p99 {p99:.1f} ms at {CONNECTIONS} connections (goal <= 50 ms); "
+        f"errors {errors}",
+        rps=rps,
+        baseline_rps=base_rps,
+        ratio=ratio,
+        p99_ms=p99,
+        errors=errors,
+        goal_ratio=0.6,
+        goal_p99_ms=50,
+    )
 
 
 if __name__ == "__main__":

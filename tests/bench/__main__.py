@@ -1,0 +1,42 @@
+"""``python -m tests.bench`` (``make bench``): every benchmark, one after another, each in its
+own process; their last lines (the ratios) are repeated at the end and all figures are in
+bench-results.json."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+BENCHMARKS = ["voice_webhook", "intake", "memory", "purge", "ledger_verify", "startup"]
+
+
+def main() -> int:
+    started = time.perf_counter()
+    lines, failed = [], []
+    for name in BENCHMARKS:
+        print(f"== {name}", flush=True)
+        result = subprocess.run(
+            [sys.executable, "-m", f"tests.bench.bench_{name}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        out = result.stdout.strip().splitlines()
+        print(result.stdout, end="", flush=True)
+        if result.returncode != 0 or not out:
+            print(result.stderr[-3000:], file=sys.stderr)
+            failed.append(name)
+            continue
+        lines.append(out[-1])
+    print(
+        f"== all benchmarks in {time.perf_counter() - started:.0f} s (results in "
+        "bench-results.json)"
+    )
+    for line in lines:
+        print(line)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
