@@ -259,6 +259,7 @@ async def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
         str(tmp_path),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        cwd=tmp_path,  # schemathesis keeps a cache in its working folder
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 600)
     text = out.decode(errors="replace")
