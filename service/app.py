@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -53,6 +56,20 @@ from service.twilio import routes as twilio_routes
 from service.twilio.media import TwilioMedia
 
 log = logging.getLogger(__name__)
+STALE_S = 86400
+
+
+def remove_stale(folder: Path, older_than_s: float = STALE_S) -> int:
+    """Delete work folders (intake-*, dsar-*) not touched for a day; returns how many."""
+    if not folder.is_dir():
+        return 0
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for entry in folder.iterdir():
+        if entry.name.startswith(("intake-", "dsar-")) and entry.stat().st_mtime < cutoff:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Application:
@@ -91,6 +108,11 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
             log.exception("cannot build the prompt audio; notices fall back to <Say>")
             library = PromptLibrary({})
         app[PROMPTS] = library
+        yield
+
+    async def stale_work_files(app: web.Application) -> AsyncIterator[None]:
+        # a replica killed mid-intake leaves its temporary folder; a day later it is garbage
+        await asyncio.get_running_loop().run_in_executor(None, remove_stale, settings.home / "tmp")
         yield
 
     async def storage(app: web.Application) -> AsyncIterator[None]:
@@ -178,6 +200,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
         scheduler.shutdown(wait=False)
 
     app.on_shutdown.append(start_draining)
+    app.cleanup_ctx.append(stale_work_files)
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(prompt_library)
     app.cleanup_ctx.append(storage)

@@ -173,7 +173,11 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
 
     async def work(conn: Any) -> int:
         report = await rotate(conn, vault)
-        print(f"re-keyed {report.calls} calls and {report.do_not_record} do-not-record entries")
+        print(
+            f"re-keyed {report.calls} calls and {report.do_not_record} do-not-record entries"
+            + (f", {report.holds} holds" if report.holds else "")
+            + (f", {report.requests} requests" if report.requests else "")
+        )
         return 0
 
     return asyncio.run(_with_connection(settings, work))

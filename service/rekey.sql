@@ -13,3 +13,16 @@ ORDER BY phone_hash LIMIT $2;
 
 -- name: rekey_do_not_record
 UPDATE do_not_record SET phone_hash = $2, phone_enc = $3 WHERE phone_hash = $1;
+
+-- name: holds_page
+SELECT id, phone_enc FROM holds WHERE phone_enc IS NOT NULL AND id > $1 ORDER BY id LIMIT $2;
+
+-- name: rekey_hold
+UPDATE holds SET phone_hash = $2, phone_enc = $3 WHERE id = $1;
+
+-- name: requests_page
+SELECT id, phone_enc FROM dsar_requests WHERE phone_enc IS NOT NULL AND id > $1
+ORDER BY id LIMIT $2;
+
+-- name: rekey_request
+UPDATE dsar_requests SET phone_hash = $2, phone_enc = $3 WHERE id = $1;

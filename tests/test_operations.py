@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -70,3 +71,19 @@ async def test_request_ids_are_echoed_or_made(service: Service, twilio: FakeTwil
     assert len(made) == 32 and made.isalnum()
     async with twilio.session.get(service.base_url + "/nope") as resp:
         assert resp.status == 404 and len(resp.headers["X-Request-Id"]) == 32
+
+
+def test_stale_work_folders_are_removed_and_fresh_ones_kept(tmp_path: Path) -> None:
+    import os
+
+    from service.app import STALE_S, remove_stale
+
+    (tmp_path / "intake-old").mkdir()
+    (tmp_path / "intake-old" / "media.wav").write_bytes(b"x")
+    (tmp_path / "dsar-fresh").mkdir()
+    (tmp_path / "other-old").mkdir()
+    long_ago = os.stat(tmp_path).st_mtime - STALE_S - 60
+    for name in ("intake-old", "other-old"):  # the clock is moved on the files, not waited for
+        os.utime(tmp_path / name, (long_ago, long_ago))
+    assert remove_stale(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dsar-fresh", "other-old"]

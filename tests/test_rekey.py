@@ -7,6 +7,7 @@ import asyncio
 
 import asyncpg
 
+from retention import holds
 from service.consent.gate import add_to_do_not_record
 from service.personal_data import PhoneVault
 from service.simulate import Caller, FakeTwilio
@@ -21,6 +22,7 @@ async def test_rotation_keeps_numbers_readable_and_do_not_record_effective(
 ) -> None:
     old = PhoneVault(SECRET_KEY)
     await add_to_do_not_record(db, old, "+84911111111", "withdrawn")
+    await holds.place(db, old, "test", phone="+84933333333", reason="court order")
     before = await twilio.place_call("+84922222222", HOTLINE, Caller.parse("stay"))
 
     # every replica now writes with the new key and still reads the old one
@@ -31,7 +33,7 @@ async def test_rotation_keeps_numbers_readable_and_do_not_record_effective(
     env = {"CALLVAULT_SECRET_KEY": NEW_KEY, "CALLVAULT_PREVIOUS_SECRET_KEY": SECRET_KEY}
     result = await asyncio.to_thread(run_cli, database_url, "secrets", "rotate", env_overrides=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "re-keyed 1 calls and 1 do-not-record entries"
+    assert result.stdout.strip() == "re-keyed 1 calls and 1 do-not-record entries, 1 holds"
     again = await asyncio.to_thread(run_cli, database_url, "secrets", "rotate", env_overrides=env)
     assert again.stdout.strip() == "re-keyed 0 calls and 0 do-not-record entries"
 
@@ -44,6 +46,14 @@ async def test_rotation_keeps_numbers_readable_and_do_not_record_effective(
     assert all(r["caller_hash"] == new.lookup_hash(numbers[r["external_id"]]) for r in rows)
     after = await twilio.place_call("+84911111111", HOTLINE, Caller.parse("stay"))
     assert not after.recording_started and after.played == []
+    # the hold on a number still matches that number's calls under the new key alone
+    held = await twilio.place_call("+84933333333", HOTLINE, Caller.parse("stay"))
+    covered = await db.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM holds h JOIN calls c ON c.caller_hash = h.phone_hash "
+        "WHERE c.external_id = $1 AND h.released_at IS NULL)",
+        held.call_sid,
+    )
+    assert covered
 
 
 async def test_rotate_without_a_previous_key_explains_itself(database_url: str) -> None:
