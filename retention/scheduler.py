@@ -14,8 +14,23 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 
-def start(purge: Callable[[], Awaitable[None]], interval_s: float) -> AsyncIOScheduler:
+def start(
+    purge: Callable[[], Awaitable[None]],
+    interval_s: float,
+    *,
+    seal: Callable[[], Awaitable[None]] | None = None,
+    seal_interval_s: float = 3600,
+) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone=UTC)
+    if seal is not None:
+        # the ledger's seals (see service.ledger.seals): one replica at a time seals
+        scheduler.add_job(
+            seal,
+            IntervalTrigger(seconds=seal_interval_s),
+            id="seal",
+            max_instances=1,
+            coalesce=True,
+        )
     scheduler.add_job(
         purge,
         IntervalTrigger(seconds=interval_s),

@@ -44,6 +44,7 @@ from service.http_errors import error_middleware
 from service.intake import job as intake_job
 from service.intake.callbacks import JOB_KIND
 from service.jobs.worker import JobContext, Worker, WorkerConfig
+from service.ledger import seals as ledger_seals
 from service.links import LINKS, LinkSigner
 from service.metrics import METRICS, Metrics
 from service.observe import observe_middleware
@@ -195,7 +196,16 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
                     },
                 )
 
-        scheduler = retention_scheduler.start(purge, settings.purge_interval_s)
+        async def seal() -> None:
+            try:
+                async with app[POOL].acquire() as conn:
+                    await ledger_seals.seal(conn)
+            except Exception:
+                log.exception("sealing the ledger failed; the next interval retries")
+
+        scheduler = retention_scheduler.start(
+            purge, settings.purge_interval_s, seal=seal, seal_interval_s=settings.seal_interval_s
+        )
         yield
         scheduler.shutdown(wait=False)
 

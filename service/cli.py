@@ -114,12 +114,26 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(report.as_json()))
         else:
-            print(f"verified {report.events} events in {report.calls} calls")
+            print(
+                f"verified {report.events} events in {report.calls} calls"
+                + (f" and {report.seals} seals" if report.seals else "")
+            )
         if not report.ok:
             for item in report.breaks[:20]:
                 print(f"BROKEN: {item}", file=sys.stderr)
             print(f"ledger broken: first at {report.breaks[0]}", file=sys.stderr)
             return 1
+        return 0
+
+    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+
+
+def cmd_ledger_seal(args: argparse.Namespace) -> int:
+    from service.ledger import seals
+
+    async def work(conn: Any) -> int:
+        seal_id = await seals.seal(conn)
+        print(f"sealed: seal {seal_id}" if seal_id else "nothing new to seal (or sealing now)")
         return 0
 
     return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
@@ -459,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--call", help="verify one call (its id)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_ledger_verify)
+    p = ledger_sub.add_parser("seal", help="seal every call's chain head now (serve does hourly)")
+    p.set_defaults(func=cmd_ledger_seal)
 
     token_p = sub.add_parser("token", help="API tokens (shown once, stored hashed)")
     token_sub = token_p.add_subparsers(dest="token_command", required=True, metavar="ACTION")

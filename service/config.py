@@ -116,6 +116,7 @@ class Settings:
     shutdown_timeout_s: float = 20.0
     dsar_deadline_s: int = 72 * 3600  # Decree 13/2023; Decree 356/2025 allows 15 days
     link_ttl_s: int = 300  # short-lived download and playback links
+    seal_interval_s: int = 3600  # how often the ledger is sealed
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
     config_path: Path | None = None
@@ -281,6 +282,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "previous_secret_key",
         "dsar_deadline",
         "link_ttl",
+        "seal_interval",
     } | _POLICY_KEYS
     values: dict[str, Any] = {}
     defaults = Policy()
@@ -312,6 +314,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "shutdown_timeout",
             "dsar_deadline",
             "link_ttl",
+            "seal_interval",
         ):
             field_name = {"job_backoff": "job_backoff_base_s"}.get(key, key + "_s")
             values[field_name] = parse_duration(name, text)

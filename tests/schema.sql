@@ -166,6 +166,25 @@ CREATE SEQUENCE public.ledger_events_id_seq
     NO MAXVALUE
     CACHE 1;
 ALTER SEQUENCE public.ledger_events_id_seq OWNED BY public.ledger_events.id;
+CREATE TABLE public.ledger_seals (
+    id bigint NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    max_event_id bigint NOT NULL,
+    calls integer NOT NULL,
+    heads_sha256 bytea NOT NULL,
+    prev_hash bytea NOT NULL,
+    hash bytea NOT NULL,
+    CONSTRAINT ledger_seals_hash_check CHECK ((length(hash) = 32)),
+    CONSTRAINT ledger_seals_heads_sha256_check CHECK ((length(heads_sha256) = 32)),
+    CONSTRAINT ledger_seals_prev_hash_check CHECK ((length(prev_hash) = 32))
+);
+CREATE SEQUENCE public.ledger_seals_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+ALTER SEQUENCE public.ledger_seals_id_seq OWNED BY public.ledger_seals.id;
 CREATE TABLE public.recording_callbacks (
     platform text NOT NULL,
     recording_sid text NOT NULL,
@@ -196,6 +215,7 @@ CREATE TABLE public.recordings (
 ALTER TABLE ONLY public.audit_log ALTER COLUMN id SET DEFAULT nextval('public.audit_log_id_seq'::regclass);
 ALTER TABLE ONLY public.jobs ALTER COLUMN id SET DEFAULT nextval('public.jobs_id_seq'::regclass);
 ALTER TABLE ONLY public.ledger_events ALTER COLUMN id SET DEFAULT nextval('public.ledger_events_id_seq'::regclass);
+ALTER TABLE ONLY public.ledger_seals ALTER COLUMN id SET DEFAULT nextval('public.ledger_seals_id_seq'::regclass);
 ALTER TABLE ONLY public.api_tokens
     ADD CONSTRAINT api_tokens_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.api_tokens
@@ -224,6 +244,8 @@ ALTER TABLE ONLY public.ledger_events
     ADD CONSTRAINT ledger_events_call_seq_key UNIQUE (call_id, seq);
 ALTER TABLE ONLY public.ledger_events
     ADD CONSTRAINT ledger_events_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.ledger_seals
+    ADD CONSTRAINT ledger_seals_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.recording_callbacks
     ADD CONSTRAINT recording_callbacks_pkey PRIMARY KEY (platform, recording_sid, status);
 ALTER TABLE ONLY public.recordings
@@ -245,6 +267,8 @@ CREATE TRIGGER audit_log_no_update_delete BEFORE DELETE OR UPDATE ON public.audi
 CREATE TRIGGER ledger_events_link BEFORE INSERT ON public.ledger_events FOR EACH ROW EXECUTE FUNCTION public.ledger_events_check_link();
 CREATE TRIGGER ledger_events_no_truncate BEFORE TRUNCATE ON public.ledger_events FOR EACH STATEMENT EXECUTE FUNCTION public.ledger_events_refuse_change();
 CREATE TRIGGER ledger_events_no_update_delete BEFORE DELETE OR UPDATE ON public.ledger_events FOR EACH ROW EXECUTE FUNCTION public.ledger_events_refuse_change();
+CREATE TRIGGER ledger_seals_no_truncate BEFORE TRUNCATE ON public.ledger_seals FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse_change();
+CREATE TRIGGER ledger_seals_no_update_delete BEFORE DELETE OR UPDATE ON public.ledger_seals FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse_change();
 ALTER TABLE ONLY public.holds
     ADD CONSTRAINT holds_call_id_fkey FOREIGN KEY (call_id) REFERENCES public.calls(id);
 ALTER TABLE ONLY public.ledger_events

@@ -164,3 +164,44 @@ async def test_cli_ledger_verify_exits_1_naming_the_broken_event(
     one = await asyncio.to_thread(run_cli, database_url, "ledger", "verify", "--call", "nonsense")
     assert one.returncode == 1 and one.stderr.count("\n") == 1
     assert "--call" in one.stderr and "Traceback" not in one.stderr
+
+
+async def test_seals_make_a_whole_deleted_call_detectable(db: Conn, database_url: str) -> None:
+    from service.ledger import seals
+
+    kept = await new_call(db, 3)
+    doomed = await new_call(db, 2)
+    assert await seals.seal(db) is not None
+    assert await seals.seal(db) is None  # nothing new since
+    await new_call(db, 1)  # a call after the seal is not the seal's business
+    report = await ledger.verify(db)
+    assert report.ok and report.seals == 1
+    # a superuser removes a call with all its events: every chain left still verifies...
+    await _tamper(db, "DELETE FROM ledger_events WHERE call_id = $1", doomed)
+    await db.execute("DELETE FROM calls WHERE id = $1", doomed)
+    assert (await ledger.verify(db, kept)).ok
+    # ...but the seal does not
+    report = await ledger.verify(db)
+    assert not report.ok
+    assert str(report.breaks[0]).startswith("seals: seal ")
+    assert "a call was removed" in report.breaks[0].reason
+    result = await asyncio.to_thread(run_cli, database_url, "ledger", "verify")
+    assert result.returncode == 1 and "a call was removed" in result.stderr
+
+
+async def test_an_altered_seal_is_detected(db: Conn) -> None:
+    from service.ledger import seals
+
+    await new_call(db, 2)
+    await seals.seal(db)
+    await new_call(db, 2)
+    await seals.seal(db)
+    await db.execute("ALTER TABLE ledger_seals DISABLE TRIGGER USER")
+    await db.execute(
+        "UPDATE ledger_seals SET calls = 99 WHERE id = (SELECT min(id) FROM ledger_seals)"
+    )
+    await db.execute("ALTER TABLE ledger_seals ENABLE TRIGGER USER")
+    report = await ledger.verify(db)
+    assert not report.ok and "altered or out of order" in report.breaks[0].reason
+    with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="append-only"):
+        await db.execute("DELETE FROM ledger_seals")

@@ -84,6 +84,7 @@ VERIFY = obj(
     ok={"type": "boolean"},
     calls={"type": "integer"},
     events={"type": "integer"},
+    seals={"type": "integer"},
     first_break={"type": ["object", "null"]},
     breaks={"type": "integer"},
 )

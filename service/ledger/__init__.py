@@ -21,6 +21,7 @@ import asyncpg
 
 from service.db import Conn, queries
 from service.errors import NotFound
+from service.ledger import seals
 
 Q = queries.load("service.ledger")
 GENESIS = bytes(32)
@@ -204,11 +205,13 @@ async def events_of(conn: Conn, call_id: uuid.UUID) -> list[Event]:
 
 @dataclass
 class Break:
-    call_id: uuid.UUID
+    call_id: uuid.UUID | None  # None: the seals, not one call's chain
     seq: int | None
     reason: str
 
     def __str__(self) -> str:
+        if self.call_id is None:
+            return f"seals: {self.reason}"
         where = f"event {self.seq}" if self.seq is not None else "call"
         return f"call {self.call_id} {where}: {self.reason}"
 
@@ -217,6 +220,7 @@ class Break:
 class Report:
     calls: int = 0
     events: int = 0
+    seals: int = 0
     breaks: list[Break] = field(default_factory=list)
 
     @property
@@ -228,10 +232,11 @@ class Report:
             "ok": self.ok,
             "calls": self.calls,
             "events": self.events,
+            "seals": self.seals,
             "first_break": None
             if self.ok
             else {
-                "call_id": str(self.breaks[0].call_id),
+                "call_id": str(self.breaks[0].call_id) if self.breaks[0].call_id else None,
                 "seq": self.breaks[0].seq,
                 "reason": self.breaks[0].reason,
             },
@@ -292,4 +297,8 @@ async def verify(conn: Conn, call_id: uuid.UUID | None = None, *, batch: int = 5
         for row in await conn.fetch(Q["calls_without_events"]):
             report.calls += 1
             report.breaks.append(Break(row["id"], None, "the call has no ledger events (deleted)"))
+        sealed = await seals.check(conn)
+        report.seals = sealed.seals
+        if not sealed.ok:
+            report.breaks.append(Break(None, None, sealed.reason or "seals do not verify"))
     return report

@@ -48,3 +48,27 @@ ORDER BY call_id, seq DESC;
 
 -- name: clock
 SELECT clock_timestamp();
+
+-- name: heads_upto
+-- Every call's chain head among the events up to a given id, in call order.
+SELECT DISTINCT ON (call_id) call_id, seq, hash FROM ledger_events
+WHERE id <= $1
+ORDER BY call_id, seq DESC;
+
+-- name: max_event_id
+SELECT coalesce(max(id), 0) FROM ledger_events;
+
+-- name: last_seal
+SELECT id, at, max_event_id, calls, heads_sha256, prev_hash, hash
+FROM ledger_seals ORDER BY id DESC LIMIT 1;
+
+-- name: all_seals
+SELECT id, at, max_event_id, calls, heads_sha256, prev_hash, hash FROM ledger_seals ORDER BY id;
+
+-- name: insert_seal
+INSERT INTO ledger_seals (max_event_id, calls, heads_sha256, prev_hash, hash)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING id;
+
+-- name: seal_lock
+SELECT pg_try_advisory_xact_lock(7061626);
