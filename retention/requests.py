@@ -19,10 +19,7 @@ When an erasure or withdrawal completes, the request forgets the number too.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import shutil
-import tempfile
 import uuid
 import zipfile
 from pathlib import Path
@@ -37,6 +34,7 @@ from service.jobs import Defer
 from service.ledger import NewEvent
 from service.personal_data import PhoneVault, mask_phone
 from service.storage import ObjectStore, StorageError
+from service.workdir import sha256_of, work_dir
 
 Q = queries.load("retention")
 KINDS = ("access", "erase", "withdraw")
@@ -226,8 +224,8 @@ async def _access_bundle(
 ) -> str:
     """Gather the person's data into a folder (audio streamed from the store to disk), zip it
     off the event loop, and store the zip."""
-    folder = Path(await asyncio.to_thread(_make_temp_dir, tmp_root))
-    try:
+    async with work_dir(tmp_root, "dsar-") as folder:
+        await asyncio.to_thread((folder / "content" / "audio").mkdir, parents=True)
         calls: list[dict[str, Any]] = []
         for cid in call_ids:
             call = await conn.fetchrow(Q["call_for_bundle"], cid)
@@ -274,15 +272,6 @@ async def _access_bundle(
             metadata={"request-id": str(request_id)},
         )
         return key
-    finally:
-        await asyncio.to_thread(shutil.rmtree, folder, True)
-
-
-def _make_temp_dir(root: Path) -> str:
-    root.mkdir(parents=True, exist_ok=True)
-    folder = tempfile.mkdtemp(dir=root, prefix="dsar-")
-    (Path(folder) / "content" / "audio").mkdir(parents=True)
-    return folder
 
 
 def _zip(content: Path, bundle: Path, request: dict[str, Any], calls: list[Any]) -> str:
@@ -292,8 +281,4 @@ def _zip(content: Path, bundle: Path, request: dict[str, Any], calls: list[Any])
         for path in sorted(content.rglob("*")):
             if path.is_file():
                 zf.write(path, path.relative_to(content).as_posix())
-    digest = hashlib.sha256()
-    with bundle.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_of(bundle)

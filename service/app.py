@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -55,22 +52,9 @@ from service.qa import page as qa_page
 from service.storage import create_store
 from service.twilio import routes as twilio_routes
 from service.twilio.media import TwilioMedia
+from service.workdir import remove_stale
 
 log = logging.getLogger(__name__)
-STALE_S = 86400
-
-
-def remove_stale(folder: Path, older_than_s: float = STALE_S) -> int:
-    """Delete work folders (intake-*, dsar-*) not touched for a day; returns how many."""
-    if not folder.is_dir():
-        return 0
-    cutoff = time.time() - older_than_s
-    removed = 0
-    for entry in folder.iterdir():
-        if entry.name.startswith(("intake-", "dsar-")) and entry.stat().st_mtime < cutoff:
-            shutil.rmtree(entry, ignore_errors=True)
-            removed += 1
-    return removed
 
 
 def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Application:
@@ -82,7 +66,9 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
         middlewares=[observe_middleware, error_middleware], client_max_size=settings.max_body_bytes
     )
     app[LIFECYCLE] = Lifecycle()
-    app[LINKS] = LinkSigner(settings.secret_key)
+    app[LINKS] = LinkSigner(
+        settings.secret_key, public_url=settings.public_url, ttl_s=settings.link_ttl_s
+    )
     app[BRAKE] = FailureBrake()
     app[SETTINGS] = settings
     app[VAULT] = PhoneVault(settings.secret_key, settings.previous_secret_key)

@@ -20,12 +20,12 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from service.errors import ConfigError
+from service.personal_data import E164_PATTERN
 
 ENV_PREFIX = "CALLVAULT_"
 ConsentMode = Literal["implied", "explicit"]
 CONSENT_MODES: tuple[ConsentMode, ...] = ("implied", "explicit")
 LANGUAGES = ("vi-VN", "en-US")
-E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _DURATION = re.compile(r"^\s*([0-9]+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -374,7 +374,7 @@ def _check_policies(settings: Settings) -> None:
     for name in settings.queues:
         settings.policy_for(None, name)
     for number in settings.numbers:
-        if not E164.match(number):
+        if not E164_PATTERN.match(number):
             raise ConfigError(
                 f"numbers.{number}: table names must be E.164 numbers like +842812345678"
             )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 from aiohttp import web
 
 from service.context import LIFECYCLE, POOL, STORE
 from service.http_errors import error_response
+from service.storage import StorageError
 
 routes = web.RouteTableDef()
 
@@ -25,11 +27,12 @@ async def readyz(request: web.Request) -> web.Response:
         async with asyncio.timeout(2):
             async with request.app[POOL].acquire() as conn:
                 await conn.fetchval("SELECT 1")
-    except Exception:  # any failure means "not ready", never a 500
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        # probes poll often: the 503 is the report, the log would only repeat it
         return error_response(503, "not_ready", "database unreachable")
     try:
         async with asyncio.timeout(3):
             await request.app[STORE].check()
-    except Exception:
+    except (StorageError, TimeoutError):
         return error_response(503, "not_ready", "object store unreachable")
     return web.json_response({"status": "ready", "database": "ok", "store": "ok"})

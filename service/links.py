@@ -50,7 +50,9 @@ def _unb64(text: str) -> bytes:
 
 
 class LinkSigner:
-    def __init__(self, secret_key: str) -> None:
+    def __init__(self, secret_key: str, *, public_url: str = "", ttl_s: int = 300) -> None:
+        self.public_url = public_url
+        self.ttl_s = ttl_s
         self._key = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=b"callvault", info=b"file-links"
         ).derive(secret_key.encode("utf-8"))
@@ -67,6 +69,11 @@ class LinkSigner:
         ).encode()
         token = f"{_b64(body)}.{_b64(self._mac(body))}"
         return token, datetime.fromtimestamp(expires, UTC)
+
+    def link(self, key: str, purpose: str, download_name: str | None = None) -> dict[str, str]:
+        """The API's answer for a short-lived link: ``{"url", "expires_at"}``."""
+        token, expires = self.sign(key, purpose, self.ttl_s, download_name)
+        return {"url": f"{self.public_url}/files/{token}", "expires_at": expires.isoformat()}
 
     def verify(self, token: str) -> Link:
         try:

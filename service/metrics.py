@@ -7,6 +7,9 @@ depends on which replica did the work.
 
 from __future__ import annotations
 
+import logging
+
+import asyncpg
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -22,6 +25,7 @@ from service.context import POOL
 from service.db import queries
 from service.http_errors import error_response
 
+log = logging.getLogger(__name__)
 Q = queries.load("service.jobs")
 RQ = queries.load("retention")
 routes = web.RouteTableDef()
@@ -108,7 +112,8 @@ async def metrics(request: web.Request) -> web.Response:
             holds_active = await conn.fetchval(RQ["active_holds_count"])
             dsar = await conn.fetchrow(RQ["request_counts"])
             assert dsar is not None
-    except Exception:
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("metrics: database unreachable: %s", exc)
         return error_response(503, "not_ready", "database unreachable")
     for state in JOB_STATES:
         count, oldest = by_state.get(state, (0, 0.0))

@@ -36,7 +36,7 @@ def normalise_phone(raw: str) -> str:
     compact = re.sub(r"[\s().\-]", "", text)
     if compact.startswith("00"):
         compact = "+" + compact[2:]
-    if re.fullmatch(r"\+[1-9][0-9]{6,14}", compact):
+    if E164_PATTERN.match(compact):
         return compact
     return text
 

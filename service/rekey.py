@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from service.db import Conn, queries
 from service.personal_data import PhoneVault
@@ -29,52 +30,26 @@ class RekeyReport:
     requests: int = 0
 
 
+_TABLES: tuple[tuple[str, str, str, Any], ...] = (
+    # (page query, update, report field, the key to page from)
+    ("calls_page", "rekey_call", "calls", uuid.UUID(int=0)),
+    ("do_not_record_page", "rekey_do_not_record", "do_not_record", b""),
+    ("holds_page", "rekey_hold", "holds", uuid.UUID(int=0)),
+    ("requests_page", "rekey_request", "requests", uuid.UUID(int=0)),
+)
+
+
 async def rotate(conn: Conn, vault: PhoneVault, *, page: int = 500) -> RekeyReport:
     report = RekeyReport()
-    after = uuid.UUID(int=0)
-    while rows := await conn.fetch(Q["calls_page"], after, page):
-        async with conn.transaction():
-            for row in rows:
-                number, old = vault.decrypt_with_age(row["caller_enc"])
-                if old:
-                    await conn.execute(
-                        Q["rekey_call"],
-                        row["id"],
-                        vault.encrypt(number),
-                        vault.lookup_hash(number),
-                    )
-                    report.calls += 1
-        after = rows[-1]["id"]
-    for page_query, update, attr in (
-        ("holds_page", "rekey_hold", "holds"),
-        ("requests_page", "rekey_request", "requests"),
-    ):
-        after_id = uuid.UUID(int=0)
-        while rows := await conn.fetch(Q[page_query], after_id, page):
+    for page_query, update, field_name, after in _TABLES:
+        while rows := await conn.fetch(Q[page_query], after, page):
             async with conn.transaction():
                 for row in rows:
                     number, old = vault.decrypt_with_age(row["phone_enc"])
                     if old:
                         await conn.execute(
-                            Q[update],
-                            row["id"],
-                            vault.lookup_hash(number),
-                            vault.encrypt(number),
+                            Q[update], row["key"], vault.lookup_hash(number), vault.encrypt(number)
                         )
-                        setattr(report, attr, getattr(report, attr) + 1)
-            after_id = rows[-1]["id"]
-    after_hash = b""
-    while rows := await conn.fetch(Q["do_not_record_page"], after_hash, page):
-        async with conn.transaction():
-            for row in rows:
-                number, old = vault.decrypt_with_age(row["phone_enc"])
-                if old:
-                    await conn.execute(
-                        Q["rekey_do_not_record"],
-                        row["phone_hash"],
-                        vault.lookup_hash(number),
-                        vault.encrypt(number),
-                    )
-                    report.do_not_record += 1
-        after_hash = rows[-1]["phone_hash"]
+                        setattr(report, field_name, getattr(report, field_name) + 1)
+            after = rows[-1]["key"]
     return report

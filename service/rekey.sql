@@ -1,13 +1,15 @@
+-- Each table pages by its key (returned as "key") and is updated with (key, hash, ciphertext).
+
 -- name: calls_page
-SELECT id, caller_enc FROM calls
+SELECT id AS key, caller_enc AS phone_enc FROM calls
 WHERE caller_enc IS NOT NULL AND id > $1
 ORDER BY id LIMIT $2;
 
 -- name: rekey_call
-UPDATE calls SET caller_enc = $2, caller_hash = $3 WHERE id = $1;
+UPDATE calls SET caller_hash = $2, caller_enc = $3 WHERE id = $1;
 
 -- name: do_not_record_page
-SELECT phone_hash, phone_enc FROM do_not_record
+SELECT phone_hash AS key, phone_enc FROM do_not_record
 WHERE phone_enc IS NOT NULL AND phone_hash > $1
 ORDER BY phone_hash LIMIT $2;
 
@@ -15,13 +17,14 @@ ORDER BY phone_hash LIMIT $2;
 UPDATE do_not_record SET phone_hash = $2, phone_enc = $3 WHERE phone_hash = $1;
 
 -- name: holds_page
-SELECT id, phone_enc FROM holds WHERE phone_enc IS NOT NULL AND id > $1 ORDER BY id LIMIT $2;
+SELECT id AS key, phone_enc FROM holds WHERE phone_enc IS NOT NULL AND id > $1
+ORDER BY id LIMIT $2;
 
 -- name: rekey_hold
 UPDATE holds SET phone_hash = $2, phone_enc = $3 WHERE id = $1;
 
 -- name: requests_page
-SELECT id, phone_enc FROM dsar_requests WHERE phone_enc IS NOT NULL AND id > $1
+SELECT id AS key, phone_enc FROM dsar_requests WHERE phone_enc IS NOT NULL AND id > $1
 ORDER BY id LIMIT $2;
 
 -- name: rekey_request

@@ -76,7 +76,7 @@ async def test_request_ids_are_echoed_or_made(service: Service, twilio: FakeTwil
 def test_stale_work_folders_are_removed_and_fresh_ones_kept(tmp_path: Path) -> None:
     import os
 
-    from service.app import STALE_S, remove_stale
+    from service.workdir import STALE_S, remove_stale
 
     (tmp_path / "intake-old").mkdir()
     (tmp_path / "intake-old" / "media.wav").write_bytes(b"x")

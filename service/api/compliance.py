@@ -168,17 +168,12 @@ async def bundle_link(request: web.Request) -> web.Response:
         await audit.record(
             conn, principal(request).actor, "dsar_bundle_link", "dsar", str(request_id), {}
         )
-    token, expires = request.app[LINKS].sign(
-        row["bundle_key"],
-        f"dsar_bundle:{request_id}",
-        request.app[SETTINGS].link_ttl_s,
-        download_name=f"callvault-access-{request_id}.zip",
-    )
     return web.json_response(
-        {
-            "url": f"{request.app[SETTINGS].public_url}/files/{token}",
-            "expires_at": expires.isoformat(),
-        }
+        request.app[LINKS].link(
+            row["bundle_key"],
+            f"dsar_bundle:{request_id}",
+            download_name=f"callvault-access-{request_id}.zip",
+        )
     )
 
 

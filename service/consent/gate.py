@@ -239,17 +239,17 @@ async def status_step(
     caller: str | None,
     called: str | None,
     policy: Policy,
-) -> CallState:
-    """A call-progress callback. When the call has ended before any consent step, its outcome
-    is ``hung_up_during_notice``; a status for a call never seen starting creates it, so a
-    reordered delivery cannot leave a call without an outcome."""
+) -> CallState | None:
+    """A call-progress callback. When the call has ended before any consent step, its
+    outcome is ``hung_up_during_notice``; a final status for a call never seen starting creates
+    it, so a reordered delivery cannot leave a call without an outcome. None: a progress update
+    for a call not seen yet (nothing to prove until the start webhook creates it)."""
     terminal = status in TERMINAL_STATUSES
     async with conn.transaction():
         row = await conn.fetchrow(Q["lock_call"], platform, external_id)
         if row is None:
             if not terminal:
-                # Nothing to prove yet; the start webhook will create the call.
-                return CallState(uuid.UUID(int=0), IN_PROGRESS, policy, False)
+                return None  # nothing to prove yet; the start webhook will create the call
             caller_norm = normalise_phone(caller) if caller else None
             row = await conn.fetchrow(
                 Q["insert_call"],

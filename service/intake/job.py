@@ -18,10 +18,8 @@ guessed.
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from service import failpoints, jobs, ledger
@@ -36,6 +34,7 @@ from service.ledger import NewEvent
 from service.metrics import Metrics
 from service.storage import ObjectStore, StorageError
 from service.twilio.media import Downloaded, TwilioMedia
+from service.workdir import work_dir
 
 log = logging.getLogger(__name__)
 Q = queries.load("service.intake")
@@ -142,12 +141,10 @@ async def _store(
     fetch = settings.recording_format
     target = settings.recording_transcode or fetch
     key = f"recordings/{recording['id']}.{target}"
-    tmp_root = settings.home / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=tmp_root, prefix="intake-") as tmp:
+    async with work_dir(settings.home / "tmp", "intake-") as tmp:
         # A 404 just after the callback (MediaNotReady) is retried with backoff like any
         # failure, and dead-lettered (platform copy kept, visible) if it never appears.
-        got = await deps.media.download(sid, Path(tmp) / f"media.{fetch}", fetch)
+        got = await deps.media.download(sid, tmp / f"media.{fetch}", fetch)
         if target != fetch:
             path, size, digest = await transcode(got.path, fetch, target)
             got = Downloaded(path, size, digest, TRANSCODED_TYPES[target])

@@ -9,11 +9,11 @@ and a recording must never be held in memory. Formats and codecs are always name
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from pathlib import Path
 
 from prompts.audio import ffmpeg_path
 from service.jobs import Permanent
+from service.workdir import sha256_of
 
 _ARGS = {
     "mp3": ["-codec:a", "libmp3lame", "-b:a", "32k", "-ac", "1", "-f", "mp3"],
@@ -45,16 +45,5 @@ async def transcode(src: Path, src_format: str, target: str) -> tuple[Path, int,
     _, err = await proc.communicate()
     if proc.returncode != 0:
         raise Permanent(f"transcoding to {target} failed: {err.decode(errors='replace')[-300:]}")
-    loop = asyncio.get_running_loop()
-    size, digest = await loop.run_in_executor(None, _hash_file, out)
-    return out, size, digest
-
-
-def _hash_file(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
+    digest = await asyncio.to_thread(sha256_of, out)
+    return out, out.stat().st_size, digest

@@ -75,9 +75,12 @@ class Worker:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
         for job in running.values():
-            with contextlib.suppress(Exception):
+            try:
                 async with self.pool.acquire() as conn:
                     await jobs.defer(conn, job, "released at shutdown", 0)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # not fatal: the lease then expires and another replica takes the job over
+                log.warning("cannot hand job %s back at shutdown: %s", job.id, exc)
 
     async def _loop(self) -> None:
         listener = await self.pool.acquire()
@@ -95,7 +98,8 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait_s)
         finally:
-            with contextlib.suppress(Exception):
+            # a connection that broke has no listener left to remove; release it either way
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 await listener.remove_listener(jobs.CHANNEL, self._on_notify)
             await self.pool.release(listener)
 

@@ -97,14 +97,15 @@ async def append(conn: Conn, call_id: uuid.UUID, events: Sequence[NewEvent]) -> 
     head = await conn.fetchrow(Q["chain_head"], call_id, keys)
     assert head is not None
     seen = set(head["seen"])
-    return await _write(
-        conn,
+    written = _chain(
         call_id,
         head["seq"] or 0,
         head["hash"] or GENESIS,
         head["at"],
         [e for e in events if e.dedupe_key is None or e.dedupe_key not in seen],
     )
+    await _insert(conn, written)
+    return written
 
 
 async def append_many(conn: Conn, events: Mapping[uuid.UUID, Sequence[NewEvent]]) -> int:
@@ -125,12 +126,7 @@ async def append_many(conn: Conn, events: Mapping[uuid.UUID, Sequence[NewEvent]]
     written: list[Event] = []
     for call_id in ids:
         seq, prev = heads.get(call_id, (0, GENESIS))
-        for new in events[call_id]:
-            seq += 1
-            details = dict(new.details)
-            digest = event_hash(call_id, seq, new.type, at, details, new.dedupe_key, prev)
-            written.append(Event(call_id, seq, new.type, at, details, new.dedupe_key, prev, digest))
-            prev = digest
+        written.extend(_chain(call_id, seq, prev, at, events[call_id]))
     await _insert(conn, written)
     return len(written)
 
@@ -143,17 +139,16 @@ async def start_chain(
     against (the database still checks the chain links)."""
     if not conn.is_in_transaction():
         raise RuntimeError("ledger.start_chain must run inside a transaction")
-    return await _write(conn, call_id, 0, GENESIS, at, list(events))
+    written = _chain(call_id, 0, GENESIS, at, events)
+    await _insert(conn, written)
+    return written
 
 
-async def _write(
-    conn: Conn,
-    call_id: uuid.UUID,
-    seq: int,
-    prev: bytes,
-    at: datetime,
-    events: Sequence[NewEvent],
+def _chain(
+    call_id: uuid.UUID, seq: int, prev: bytes, at: datetime, events: Sequence[NewEvent]
 ) -> list[Event]:
+    """Number and hash ``events`` after the head (``seq``, ``prev``); a dedupe key given twice
+    in one batch is written once."""
     written: list[Event] = []
     seen: set[str] = set()
     for new in events:
@@ -166,7 +161,6 @@ async def _write(
         digest = event_hash(call_id, seq, new.type, at, details, new.dedupe_key, prev)
         written.append(Event(call_id, seq, new.type, at, details, new.dedupe_key, prev, digest))
         prev = digest
-    await _insert(conn, written)
     return written
 
 

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
+from typing import Any
 
 from aiohttp import web
 
@@ -23,7 +25,9 @@ _SECURITY = {
 }
 
 
+@functools.cache
 def _static(name: str) -> bytes:
+    """Read once: the assets ship inside the package and never change while serving."""
     return resources.files("service.qa").joinpath("static", name).read_bytes()
 
 
@@ -46,4 +50,10 @@ async def asset(request: web.Request) -> web.Response:
 
 @routes.get("/openapi.json")
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(openapi(request.app[SETTINGS].public_url))
+    return web.json_response(_openapi(request.app[SETTINGS].public_url))
+
+
+@functools.cache
+def _openapi(public_url: str) -> dict[str, Any]:
+    # the operations are registered at import, before any request: build the document once
+    return openapi(public_url)

@@ -7,6 +7,7 @@ stream to disk in chunks, hashed on the way, capped in size and checked to be au
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from dataclasses import dataclass
@@ -81,18 +82,18 @@ class TwilioMedia:
                 declared = resp.content_length
                 if declared is not None and declared > self.max_bytes:
                     raise Permanent(f"recording {sid}: {declared} bytes exceeds the cap")
-                with dest.open("wb") as out:
-                    first = True
+                out = await asyncio.to_thread(dest.open, "wb")
+                try:
                     async for chunk in resp.content.iter_chunked(1 << 20):
-                        if first:
-                            if not _looks_like(fmt, chunk[:16]):
-                                raise Permanent(f"recording {sid}: the media is not {fmt} audio")
-                            first = False
+                        if size == 0 and not _looks_like(fmt, chunk[:16]):
+                            raise Permanent(f"recording {sid}: the media is not {fmt} audio")
                         size += len(chunk)
                         if size > self.max_bytes:
                             raise Permanent(f"recording {sid}: larger than the cap")
                         digest.update(chunk)
-                        out.write(chunk)
+                        await asyncio.to_thread(out.write, chunk)  # disk I/O off the loop
+                finally:
+                    await asyncio.to_thread(out.close)
                 if size == 0:
                     raise MediaError(f"recording {sid}: empty body")
                 if declared is not None and size != declared:

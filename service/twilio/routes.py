@@ -148,6 +148,8 @@ async def status(request: web.Request) -> web.Response:
             called=called,
             policy=_policy(request.app[SETTINGS], called, None),
         )
+    if call is None:
+        return web.Response(status=204)
     _count_outcome(request, call)
     log.info(
         "call status",
