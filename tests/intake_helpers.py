@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 
 from service.simulate import FakeTwilio
+from tests.waiting import eventually
 
 
 def recording_params(
@@ -46,15 +47,19 @@ async def send_recording(
 
 async def settle(db: Any, timeout_s: float = 60.0) -> dict[str, int]:
     """Wait until no job is queued or running; returns the count of jobs by state."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
+    states: dict[str, int] = {}
+
+    async def settled() -> bool:
         rows = await db.fetch("SELECT state, count(*) AS n FROM jobs GROUP BY state")
-        states = {r["state"]: r["n"] for r in rows}
-        if not states.get("queued") and not states.get("running"):
-            return states
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"jobs did not settle: {states}")
-        await asyncio.sleep(0.05)  # waiting for the worker, not passing test time
+        states.clear()
+        states.update({r["state"]: r["n"] for r in rows})
+        return not states.get("queued") and not states.get("running")
+
+    try:
+        await eventually(settled, what="jobs settle", timeout_s=timeout_s)
+    except AssertionError:
+        raise AssertionError(f"jobs did not settle: {states}") from None
+    return states
 
 
 def _objects(endpoint: str, bucket: str) -> list[dict[str, Any]]:

@@ -1,9 +1,11 @@
-"""Fixtures shared by the QA API and page tests: tokens per role, and recorded calls."""
+"""Shared by the API and page tests: tokens per role, recorded calls, and ``call_api``."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -43,3 +45,19 @@ async def recorded(
             await send_recording(twilio, trace.call_sid, sid)
     await settle(db)
     return {"traces": traces, "bodies": bodies}
+
+
+async def call_api(
+    http: aiohttp.ClientSession,
+    service: Service,
+    method: str,
+    path: str,
+    token: str | None = None,
+    body: Any = None,
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.request(method, service.base_url + path, json=body, headers=headers) as r:
+        text = await r.text()
+        return r.status, (
+            json.loads(text) if text and r.content_type == "application/json" else text
+        )

@@ -3,7 +3,6 @@ data-subject requests carried out by the job worker against moto's S3 server."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import zipfile
@@ -22,7 +21,9 @@ from service.simulate import Caller, FakeTwilio
 from service.storage.s3 import S3Store
 from tests.conftest import SECRET_KEY, Service
 from tests.intake_helpers import objects, settle
+from tests.qa_fixtures import call_api
 from tests.seed import seed_recording
+from tests.waiting import eventually
 
 VAULT = PhoneVault(SECRET_KEY)
 PERSON = "+84905550123"
@@ -59,22 +60,6 @@ async def tokens(db: Conn) -> dict[str, str]:
     await auth.revoke_token(db, row["id"])
     made["revoked"] = revoked
     return made
-
-
-async def call_api(
-    http: aiohttp.ClientSession,
-    service: Service,
-    method: str,
-    path: str,
-    token: str | None = None,
-    body: Any = None,
-) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with http.request(method, service.base_url + path, json=body, headers=headers) as r:
-        text = await r.text()
-        return r.status, (
-            json.loads(text) if text and r.content_type == "application/json" else text
-        )
 
 
 ROUTES = [
@@ -201,6 +186,17 @@ async def test_access_request_yields_a_bundle_through_a_short_lived_link(
         assert action in actions
 
 
+async def _status_is(
+    http: aiohttp.ClientSession,
+    service: Service,
+    tokens: dict[str, str],
+    request_id: str,
+    status: str,
+) -> bool:
+    _, body = await call_api(http, service, "GET", f"/api/dsar/{request_id}", tokens["compliance"])
+    return bool(body["status"] == status)
+
+
 async def test_erasure_waits_for_a_hold_then_leaves_no_trace_of_the_number(
     service: Service,
     http: aiohttp.ClientSession,
@@ -228,10 +224,10 @@ async def test_erasure_waits_for_a_hold_then_leaves_no_trace_of_the_number(
     status, req = await call_api(
         http, service, "POST", "/api/dsar", tokens["compliance"], {"kind": "erase", "phone": PERSON}
     )
-    while (await call_api(http, service, "GET", f"/api/dsar/{req['id']}", tokens["compliance"]))[1][
-        "status"
-    ] != "waiting_for_hold":
-        await asyncio.sleep(0.05)  # waiting for the worker
+    await eventually(
+        lambda: _status_is(http, service, tokens, req["id"], "waiting_for_hold"),
+        what="the erasure waits for the hold",
+    )
     # the hold wins: the held recording is still there, the other one is gone
     assert await store.head(held["key"]) is not None
     assert await store.head(free["key"]) is None
@@ -239,10 +235,10 @@ async def test_erasure_waits_for_a_hold_then_leaves_no_trace_of_the_number(
         http, service, "DELETE", f"/api/holds/{hold['id']}", tokens["compliance"]
     )
     assert status == 204
-    while (await call_api(http, service, "GET", f"/api/dsar/{req['id']}", tokens["compliance"]))[1][
-        "status"
-    ] != "completed":
-        await asyncio.sleep(0.05)  # the job comes back after the hold is released
+    await eventually(
+        lambda: _status_is(http, service, tokens, req["id"], "completed"),
+        what="the erasure completes after the release",
+    )
     keys = {o["key"] for o in await objects(moto_url, intake_settings.s3_bucket or "")}
     assert keys == {other["key"]}
     states = await db.fetch(

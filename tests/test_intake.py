@@ -19,6 +19,7 @@ from service.simulate import Caller, FakeTwilio
 from tests.conftest import CONTINUE_URL, Service, new_sid, run_cli
 from tests.intake_helpers import objects, send_recording, settle
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
+from tests.waiting import eventually
 
 CALLER = "+84901234678"
 HOTLINE = "+842873001234"
@@ -304,12 +305,11 @@ async def test_forged_recording_callback_is_403_and_writes_nothing(
     assert await db.fetchval("SELECT count(*) FROM jobs") == 0
 
 
-async def _until(db: Conn, count_sql: str, timeout_s: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await db.fetchval(count_sql):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"never true: {count_sql}")
-        await asyncio.sleep(0.05)  # waiting for the worker, not passing test time
+async def _until(db: Conn, count_sql: str) -> None:
+    async def holds() -> bool:
+        return bool(await db.fetchval(count_sql))
+
+    await eventually(holds, what=count_sql, timeout_s=30)
 
 
 def _get_object(endpoint: str, bucket: str, key: str) -> bytes:

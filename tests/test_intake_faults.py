@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
@@ -15,6 +14,7 @@ from tests.conftest import Service
 from tests.intake_helpers import objects, send_recording, settle
 from tests.tcp_proxy import TcpProxy
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
+from tests.waiting import eventually
 
 CALLER = "+84901234678"
 HOTLINE = "+842873001234"
@@ -58,9 +58,12 @@ async def test_bucket_down_for_a_while_loses_nothing_and_keeps_the_platform_copy
     twilio_media.add(rec_sid, body)
     proxy.go_down()
     await send_recording(twilio, trace.call_sid, rec_sid)
+
     # intake fails and retries while the bucket is down
-    while (await db.fetchval("SELECT attempts FROM jobs")) < 3:
-        await asyncio.sleep(0.05)  # waiting for the worker's retries
+    async def retried() -> bool:
+        return bool(await db.fetchval("SELECT attempts FROM jobs") >= 3)
+
+    await eventually(retried, what="intake retried three times")
     job = await db.fetchrow("SELECT state, last_error FROM jobs")
     assert job["state"] in ("queued", "running")
     assert "S3" in job["last_error"]

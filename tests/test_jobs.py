@@ -12,6 +12,7 @@ from service import jobs
 from service.db.pool import connect, create_pool
 from service.jobs import LeaseLost
 from service.jobs.worker import JobContext, Worker, WorkerConfig
+from tests.waiting import eventually
 
 Conn = asyncpg.Connection
 
@@ -117,10 +118,13 @@ async def test_worker_runs_jobs_and_releases_leases_at_shutdown(database_url: st
         worker.start()
         await asyncio.wait_for(started.wait(), 30)
         async with pool.acquire() as conn:
-            while await conn.fetchval(
-                "SELECT count(*) FROM jobs WHERE kind = 'quick' AND state <> 'done'"
-            ):
-                await asyncio.sleep(0.02)  # waiting for the worker
+
+            async def quick_done() -> bool:
+                return not await conn.fetchval(
+                    "SELECT count(*) FROM jobs WHERE kind = 'quick' AND state <> 'done'"
+                )
+
+            await eventually(quick_done, what="the quick jobs are done")
         await worker.stop()
         async with pool.acquire() as conn:
             slow_job = await conn.fetchrow("SELECT * FROM jobs WHERE kind = 'slow'")
@@ -151,8 +155,11 @@ async def test_handler_errors_are_retried_then_dead_lettered(database_url: str) 
             await jobs.enqueue(conn, "f", {}, max_attempts=4)
         worker.start()
         async with pool.acquire() as conn:
-            while await conn.fetchval("SELECT state FROM jobs") != "dead":
-                await asyncio.sleep(0.02)  # waiting for the worker
+
+            async def dead() -> bool:
+                return bool(await conn.fetchval("SELECT state FROM jobs") == "dead")
+
+            await eventually(dead, what="the job is dead-lettered")
             row: Any = await conn.fetchrow("SELECT * FROM jobs")
         assert calls == [1, 2, 3, 4]
         assert "RuntimeError: the bucket is down" in row["last_error"]

@@ -19,6 +19,7 @@ from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, SECRET_KEY, make_bucket
 from tests.intake_helpers import objects, send_recording, settle
 from tests.serve_process import ServeProcess, serve_env
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 PUBLIC = "https://callvault.example.vn"
@@ -125,10 +126,12 @@ async def test_sigterm_hands_in_flight_jobs_back_and_exits_cleanly(
     rec_sid = new_recording_sid()
     twilio_media.add_stalling(rec_sid, wav_bytes(2), stall)
     await send_recording(platform, trace.call_sid, rec_sid)
-    while await db.fetchval("SELECT state FROM jobs") != "running":
-        await asyncio.sleep(0.05)  # waiting for the worker to start the download
-    while twilio_media.gets[rec_sid] == 0:
-        await asyncio.sleep(0.05)
+
+    async def downloading() -> bool:
+        running = await db.fetchval("SELECT state FROM jobs") == "running"
+        return running and twilio_media.gets[rec_sid] > 0
+
+    await eventually(downloading, what="the worker is mid-download")
     assert serve.proc is not None
     serve.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(serve.proc.wait(), 30) == 0
@@ -184,11 +187,16 @@ async def test_two_replicas_one_killed_mid_way_lose_and_duplicate_nothing(
         await asyncio.gather(*(one_call(i) for i in range(12)))
         assert a.proc is not None
         pid_a = a.proc.pid
-        while not await db.fetchval(
-            "SELECT count(*) FROM jobs WHERE state = 'running' AND locked_by LIKE $1",
-            f"%:{pid_a}",
-        ):
-            await asyncio.sleep(0.05)  # waiting until replica a is mid-download
+
+        async def a_is_downloading() -> bool:
+            return bool(
+                await db.fetchval(
+                    "SELECT count(*) FROM jobs WHERE state = 'running' AND locked_by LIKE $1",
+                    f"%:{pid_a}",
+                )
+            )
+
+        await eventually(a_is_downloading, what="replica a is mid-download")
         a.proc.send_signal(signal.SIGKILL)
         assert await a.wait_killed() == -signal.SIGKILL
         stall.set()

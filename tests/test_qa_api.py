@@ -19,6 +19,7 @@ from service.config import Settings
 from service.links import LinkSigner
 from service.personal_data import PhoneVault
 from tests.conftest import SECRET_KEY, Service
+from tests.qa_fixtures import call_api
 
 VAULT = PhoneVault(SECRET_KEY)
 MASK = re.compile(r"^\+84 9\*\* \*\*\* \d{3}$")
@@ -31,20 +32,6 @@ async def service(intake_settings: Settings) -> AsyncIterator[Service]:
     await svc.start()
     yield svc
     await svc.stop()
-
-
-async def call_api(
-    http: aiohttp.ClientSession,
-    service: Service,
-    method: str,
-    path: str,
-    token: str | None,
-    body: Any = None,
-) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with http.request(method, service.base_url + path, json=body, headers=headers) as r:
-        data = await r.json() if r.content_type == "application/json" else await r.text()
-        return r.status, data
 
 
 READ_ROUTES = [

@@ -20,6 +20,7 @@ from tests.intake_helpers import objects, send_recording
 from tests.seed import seed_recording
 from tests.serve_process import ServeProcess, serve_env
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 VAULT = PhoneVault(SECRET_KEY)
@@ -71,8 +72,9 @@ async def test_scheduled_purge_in_two_replicas(
             rec_sid = new_recording_sid()
             twilio_media.add(rec_sid, wav_bytes(1))
             await send_recording(platform, trace.call_sid, rec_sid)
+
         # wait for the scheduler: the live recording is stored, then purged when its 2 s end
-        for _ in range(1200):
+        async def all_purged() -> bool:
             state = await db.fetchval(
                 "SELECT state FROM recordings WHERE external_id = $1", rec_sid
             )
@@ -80,11 +82,9 @@ async def test_scheduled_purge_in_two_replicas(
                 "SELECT count(*) FROM recordings WHERE state = 'stored' AND id <> ALL($1)",
                 [r["recording_id"] for r in held],
             )
-            if state == "purged" and left == 0:
-                break
-            await asyncio.sleep(0.05)  # waiting for the replicas' scheduled passes
-        else:
-            raise AssertionError(f"not purged: live {state}, {left} expired left")
+            return bool(state == "purged" and left == 0)
+
+        await eventually(all_purged, what="the replicas purge every expired recording")
     finally:
         await asyncio.gather(*(r.stop() for r in replicas))
         await store.close()

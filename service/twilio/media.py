@@ -21,6 +21,7 @@ from service.jobs import Permanent
 
 RECORDING_SID = re.compile(r"^RE[0-9a-fA-F]{32}$")
 CONTENT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
+WRITE_BYTES = 4 * 1024 * 1024  # memory held per download, and the size of each disk write
 
 
 class MediaNotReady(Exception):
@@ -83,6 +84,7 @@ class TwilioMedia:
                 if declared is not None and declared > self.max_bytes:
                     raise Permanent(f"recording {sid}: {declared} bytes exceeds the cap")
                 out = await asyncio.to_thread(dest.open, "wb")
+                pending = bytearray()  # written off the loop in pieces of WRITE_BYTES
                 try:
                     async for chunk in resp.content.iter_chunked(1 << 20):
                         if size == 0 and not _looks_like(fmt, chunk[:16]):
@@ -91,7 +93,12 @@ class TwilioMedia:
                         if size > self.max_bytes:
                             raise Permanent(f"recording {sid}: larger than the cap")
                         digest.update(chunk)
-                        await asyncio.to_thread(out.write, chunk)  # disk I/O off the loop
+                        pending += chunk
+                        if len(pending) >= WRITE_BYTES:
+                            await asyncio.to_thread(out.write, bytes(pending))
+                            pending.clear()
+                    if pending:
+                        await asyncio.to_thread(out.write, bytes(pending))
                 finally:
                     await asyncio.to_thread(out.close)
                 if size == 0:

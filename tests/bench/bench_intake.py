@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,14 +19,13 @@ from boto3.s3.transfer import TransferConfig
 from tests.bench.bench_memory import signed_post
 from tests.bench.harness import (
     ACCOUNT_SID,
-    free_port,
+    intake_env,
     make_bucket,
+    media_api,
     moto,
     postgres,
     report,
     serve,
-    serve_env,
-    wait_ready,
 )
 
 N = 200
@@ -107,29 +105,13 @@ def baseline(media_url: str, endpoint: str, bucket: str) -> float:
 
 
 async def run(db_url: str, endpoint: str) -> None:
-    media_port = free_port()
-    media = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.bench.media_server", str(media_port), str(SIZE)
-    )
-    media_url = f"http://127.0.0.1:{media_port}"
-    try:
-        await wait_ready(media_url + "/ready", media)
-        bucket = make_bucket(endpoint)
-        env = serve_env(
-            Path(tempfile.mkdtemp(prefix="bench-intake-")),
-            db_url,
-            CALLVAULT_S3_BUCKET=bucket,
-            CALLVAULT_S3_ENDPOINT_URL=endpoint,
-            CALLVAULT_S3_REGION="us-east-1",
-            CALLVAULT_TWILIO_API_URL=media_url,
-            CALLVAULT_WORKERS=str(WORKERS),
+    async with media_api(SIZE) as media_url:
+        env = intake_env(
+            "bench-intake-", db_url, endpoint, media_url, CALLVAULT_WORKERS=str(WORKERS)
         )
         async with serve(env) as (cv, _):
             ours_s = await ours(db_url, cv)
         base_s = await asyncio.to_thread(baseline, media_url, endpoint, make_bucket(endpoint))
-    finally:
-        media.terminate()
-        await media.wait()
     mb = N * SIZE / 1e6
     ratio = base_s / ours_s
     report(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sys
-import tempfile
 from pathlib import Path
 
 import aiohttp
@@ -15,14 +14,13 @@ from twilio.request_validator import RequestValidator
 from tests.bench.harness import (
     ACCOUNT_SID,
     AUTH_TOKEN,
-    free_port,
+    intake_env,
     make_bucket,
+    media_api,
     moto,
     postgres,
     report,
     serve,
-    serve_env,
-    wait_ready,
 )
 
 SIZE = 1024 * 1024 * 1024
@@ -109,22 +107,9 @@ print(peak() - before)
 
 
 async def run(db_url: str, endpoint: str) -> None:
-    media_port = free_port()
-    media = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.bench.media_server", str(media_port), str(SIZE)
-    )
-    media_url = f"http://127.0.0.1:{media_port}"
-    try:
-        await wait_ready(media_url + "/ready", media)
-        bucket = make_bucket(endpoint)
-        env = serve_env(
-            Path(tempfile.mkdtemp(prefix="bench-mem-")),
-            db_url,
-            CALLVAULT_S3_BUCKET=bucket,
-            CALLVAULT_S3_ENDPOINT_URL=endpoint,
-            CALLVAULT_S3_REGION="us-east-1",
-            CALLVAULT_TWILIO_API_URL=media_url,
-            CALLVAULT_MAX_RECORDING_BYTES=str(2 * SIZE),
+    async with media_api(SIZE) as media_url:
+        env = intake_env(
+            "bench-mem-", db_url, endpoint, media_url, CALLVAULT_MAX_RECORDING_BYTES=str(2 * SIZE)
         )
         async with serve(env) as (cv, pid):
             await one_recording(db_url, cv, media_url, 1024 * 1024)  # warm-up loads boto3
@@ -142,9 +127,6 @@ async def run(db_url: str, endpoint: str) -> None:
         )
         out, _ = await base.communicate()
         base_mib = int(out.decode().strip().splitlines()[-1]) / 1024
-    finally:
-        media.terminate()
-        await media.wait()
     report(
         "memory",
         f"memory: 1 GiB recording grew serve's peak RSS by {grown_mib:.1f} MiB vs plain "

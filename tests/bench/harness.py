@@ -207,3 +207,35 @@ def report(name: str, line: str, **figures: Any) -> None:
     results[name] = {**figures, "line": line, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     RESULTS.write_text(json.dumps(results, indent=2))
     print(line, flush=True)
+
+
+@contextlib.asynccontextmanager
+async def media_api(size: int) -> AsyncIterator[str]:
+    """The test-side Twilio media API (tests/bench/media_server.py) serving recordings of
+    ``size`` bytes; yields its base URL."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.bench.media_server", str(port), str(size)
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(url + "/ready", proc)
+        yield url
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+def intake_env(
+    prefix: str, database_url: str, endpoint: str, media_url: str, **extra: str
+) -> dict[str, str]:
+    """``serve_env`` with a fresh bucket on ``endpoint`` and the media API at ``media_url``."""
+    return serve_env(
+        Path(tempfile.mkdtemp(prefix=prefix)),
+        database_url,
+        CALLVAULT_S3_BUCKET=make_bucket(endpoint),
+        CALLVAULT_S3_ENDPOINT_URL=endpoint,
+        CALLVAULT_S3_REGION="us-east-1",
+        CALLVAULT_TWILIO_API_URL=media_url,
+        **extra,
+    )
