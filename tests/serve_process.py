@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
@@ -47,9 +48,17 @@ def serve_env(
 
 
 class ServeProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        command: Sequence[str] = (sys.executable, "-m", "service"),
+        cwd: Path | None = None,
+    ) -> None:
         self.env = env
         self.log = log
+        self.command = command  # the installed ``callvault`` script in the wheel test
+        self.cwd = cwd
         self.proc: asyncio.subprocess.Process | None = None
         self.port = int(env["CALLVAULT_PORT"])
 
@@ -60,11 +69,10 @@ class ServeProcess:
     async def start(self, **extra_env: str) -> None:
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "service",
+                *self.command,
                 "serve",
                 env={**self.env, **extra_env},
+                cwd=self.cwd,
                 stdout=log,
                 stderr=log,
             )

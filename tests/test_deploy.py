@@ -18,6 +18,8 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
+from tests.wheel_build import BUILD_INPUTS, WHEEL_BUILD
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 
@@ -127,5 +129,29 @@ def test_dockerfile_installs_the_way_the_readme_does() -> None:
     make_line = next(ln for ln in makefile.splitlines() if "pip install" in ln and "-e" in ln)
     make_args = [a for a in _pip_args(make_line) if a not in ("-e",)]
     docker_args = _pip_args(docker_install)
-    assert [a for a in make_args if a != ".[dev]"] == [a for a in docker_args if a != "."]
+    assert [a for a in make_args if a != ".[dev]"] == [a for a in docker_args if a != _WHEEL]
     assert re.search(r"COPY pyproject.toml constraints.txt", (DEPLOY / "Dockerfile").read_text())
+
+
+_WHEEL = "/wheels/callvault-*.whl"
+
+
+def test_dockerfile_installs_the_wheel_the_wheel_test_runs() -> None:
+    """The image installs the wheel built from the same inputs by the same command as
+    tests/test_wheel.py's, not the source tree."""
+    structure = DockerfileParser(path=str(DEPLOY / "Dockerfile")).structure
+    stages = [n for n, i in enumerate(structure) if i["instruction"] == "FROM"]
+    build_stage = structure[stages[0] : stages[1]]
+    copied = [
+        word
+        for i in build_stage
+        if i["instruction"] == "COPY"
+        for word in shlex.split(i["value"])[:-1]
+    ]
+    assert sorted(copied) == sorted(BUILD_INPUTS)
+    runs = [i["value"] for i in build_stage if i["instruction"] == "RUN"]
+    steps = [shlex.split(step) for run in runs for step in run.split("&&")]
+    build = [s for s in steps if s[:2] == list(WHEEL_BUILD[:2])]
+    assert build == [[*WHEEL_BUILD, "/wheels", "."]]
+    installs = [s for s in steps if s[:2] == ["pip", "install"] and s[-1].endswith(".whl")]
+    assert len(installs) == 1 and installs[0][-1] == _WHEEL
