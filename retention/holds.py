@@ -136,7 +136,7 @@ async def release(conn: Conn, vault: PhoneVault, hold_id: uuid.UUID, actor: str)
         if row is None:
             if await conn.fetchrow(Q["hold_by_id"], hold_id) is None:
                 raise NotFound(f"no hold {hold_id}")
-            raise BadRequest("that hold is already released", code="already_released")
+            raise BadRequest(f"hold {hold_id} is already released", code="already_released")
         if row["call_id"] is not None:
             calls = [row["call_id"]]
         else:

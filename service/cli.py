@@ -6,15 +6,18 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
+import traceback
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from service.config import Settings, load_settings, with_generated_secrets
 from service.errors import CallvaultError
+from service.redact import redact_urls, url_without_password
 
 
 def _settings(*, database: bool, secrets: bool = True) -> Settings:
@@ -448,8 +451,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="callvault",
         description="Call-recording consent gate, ledger and retention service.",
     )
@@ -556,19 +566,71 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    """One line with no password in it, however the message was built."""
+    return redact_urls(" / ".join(part.strip() for part in text.splitlines() if part.strip()))
+
+
+def _reason(exc: BaseException) -> str:
+    text = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+    return text or type(exc).__name__
+
+
+def _database() -> str:
+    """The database the command was given, for a message (the one settings name)."""
+    try:
+        settings = load_settings()
+    except CallvaultError:
+        return "database"
+    if settings.database_url:
+        return f"database {url_without_password(settings.database_url)}"
+    return f"embedded database in {settings.pg_dir}"
+
+
+def _store_named() -> str:
+    try:
+        settings = load_settings()
+    except CallvaultError:
+        return "the store"
+    if not settings.s3_bucket:
+        return f"local store in {settings.home / 'objects'}"
+    return f"S3 bucket {settings.s3_bucket} at {settings.s3_endpoint_url or 'AWS'}"
+
+
+def _describe(exc: Exception) -> str:
+    """What failed and why, naming the file, database or store it is about."""
+    import asyncpg
+
+    from service.storage import StorageError
+
+    if isinstance(exc, StorageError):
+        where = _store_named()
+        return exc.message if where in exc.message else f"{where}: {exc.message}"
+    if isinstance(exc, CallvaultError):
+        return exc.message
+    if isinstance(exc, OSError) and exc.filename is not None:
+        what = os.fsdecode(exc.filename) if not isinstance(exc.filename, int) else "a file"
+        if exc.filename2 is not None:
+            what += f" -> {os.fsdecode(exc.filename2)}"
+        return f"{what}: {_reason(exc)}"
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return f"{_database()}: {_reason(exc)}"
+    return f"{type(exc).__name__}: {_reason(exc)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except CallvaultError as exc:
-        print(f"callvault: error: {exc.message}", file=sys.stderr)
-        return 2 if exc.code == "config_error" else 1
     except KeyboardInterrupt:
         return 130
-    except OSError as exc:
-        print(f"callvault: error: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:
+        # One line naming what failed, never a traceback (unless asked for, to debug callvault)
+        if os.environ.get("CALLVAULT_LOG_LEVEL", "").strip().upper() == "DEBUG":
+            traceback.print_exc()
+        print(f"callvault: error: {_one_line(_describe(exc))}", file=sys.stderr)
+        return 2 if isinstance(exc, CallvaultError) and exc.code == "config_error" else 1
     return code
 
 

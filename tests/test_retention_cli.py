@@ -92,7 +92,7 @@ async def test_purge_hold_and_dsar_commands(
             run_cli, database_url, "hold", "release", hold_id, env_overrides=s3
         )
         assert again.returncode == 1
-        assert again.stderr == "callvault: error: that hold is already released\n"
+        assert again.stderr == f"callvault: error: hold {hold_id} is already released\n"
 
         out = tmp_path / "bundle.zip"
         access = await asyncio.to_thread(

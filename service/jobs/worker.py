@@ -84,8 +84,10 @@ class Worker:
 
     async def _loop(self) -> None:
         listener = await self.pool.acquire()
-        await listener.add_listener(jobs.CHANNEL, self._on_notify)
         try:
+            # inside the try: a stop() right after start() (a port already in use) cancels us
+            # here, and a listener never given back would hang the pool's close for ever
+            await listener.add_listener(jobs.CHANNEL, self._on_notify)
             while not self._stopping:
                 try:
                     wait_s = await self._claim_and_start()
