@@ -73,6 +73,7 @@ class FakeTwilioMedia:
     cdn_authorization: int = 0  # requests to the second host that carried credentials
     lists: Counter[str] = field(default_factory=Counter)  # list requests per CallSid
     list_page_cap: int = 50  # Twilio's default PageSize; lower it to make listings page
+    list_hold: asyncio.Event | None = None  # list requests wait for this (a slow Twilio)
     default_hops: int = 1
     # signed CDN links handed out: token -> (RecordingSid, redirects still to come, extension)
     _signed: dict[str, tuple[str, int, str]] = field(default_factory=dict)
@@ -145,6 +146,8 @@ class FakeTwilioMedia:
         account = request.match_info["account"]
         call_sid = request.query.get("CallSid", "")
         self.lists[call_sid] += 1
+        if self.list_hold is not None:
+            await self.list_hold.wait()
         size = min(int(request.query.get("PageSize", "50")), self.list_page_cap)
         page = int(request.query.get("Page", "0"))
         matching = [
