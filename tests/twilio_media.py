@@ -75,8 +75,8 @@ class FakeTwilioMedia:
     list_page_cap: int = 50  # Twilio's default PageSize; lower it to make listings page
     list_hold: asyncio.Event | None = None  # list requests wait for this (a slow Twilio)
     default_hops: int = 1
-    # signed CDN links handed out: token -> (RecordingSid, redirects still to come, extension)
-    _signed: dict[str, tuple[str, int, str]] = field(default_factory=dict)
+    # signed CDN links handed out: token -> (RecordingSid, redirects to come, extension, query)
+    _signed: dict[str, tuple[str, int, str, str]] = field(default_factory=dict)
 
     def add(
         self,
@@ -117,20 +117,20 @@ class FakeTwilioMedia:
         """307 to the second host with a one-time signed URL, as Twilio hands out CDN links."""
         assert self.cdn is not None
         token = secrets.token_hex(8)
-        self._signed[token] = (sid, hops_left - 1, ext)
-        url = self.cdn.make_url(f"/media/{token}").with_query(
-            {"Expires": "1800000000", "Signature": secrets.token_urlsafe(24)}
-        )
-        return web.Response(status=307, headers={"Location": str(url)})
+        # percent-escapes as in a real signed URL; the CDN checks they come back unchanged
+        query = f"Expires=1800000000&Signature={secrets.token_hex(8)}%2F%2B{secrets.token_hex(8)}"
+        self._signed[token] = (sid, hops_left - 1, ext, query)
+        url = f"{self.cdn.make_url(f'/media/{token}')}?{query}"
+        return web.Response(status=307, headers={"Location": url})
 
     async def cdn_media(self, request: web.Request) -> web.StreamResponse:
         if "Authorization" in request.headers:
             self.cdn_authorization += 1
             return web.Response(status=400, text="credentials sent to the CDN")
         signed = self._signed.pop(request.match_info["token"], None)
-        if signed is None or "Signature" not in request.query:
+        if signed is None or request.rel_url.raw_query_string != signed[3]:
             return web.Response(status=403, text="bad or used signature")
-        sid, hops_left, ext = signed
+        sid, hops_left, ext, _ = signed
         self.cdn_gets[sid] += 1
         media = self.recordings.get(sid)
         if media is None:

@@ -204,7 +204,8 @@ class TwilioMedia:
                     location = resp.headers.get("Location")
                     if not location:
                         raise MediaError(f"recording {sid}: HTTP {resp.status} with no Location")
-                    target = url.join(URL(location))
+                    # encoded=True: a signed URL must go back byte for byte (%2F stays %2F)
+                    target = url.join(URL(location, encoded=True))
                     if hop == MAX_REDIRECTS:
                         raise Permanent(
                             f"recording {sid}: more than {MAX_REDIRECTS} redirects from "
