@@ -50,6 +50,7 @@ from service.prompt_library import PromptLibrary
 from service.qa import api as qa_api  # noqa: F401 - registers its operations
 from service.qa import page as qa_page
 from service.storage import create_store
+from service.twilio import reconcile as twilio_reconcile
 from service.twilio import routes as twilio_routes
 from service.twilio.media import TwilioMedia
 from service.workdir import remove_stale
@@ -189,8 +190,38 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
             except Exception:
                 log.exception("sealing the ledger failed; the next interval retries")
 
+        twilio = TwilioMedia(settings, app[HTTP_CLIENT])
+
+        async def reconcile() -> None:
+            try:
+                report = await twilio_reconcile.reconcile_once(
+                    app[POOL],
+                    twilio,
+                    grace_s=settings.reconcile_grace_s,
+                    retry_after_s=settings.reconcile_interval_s / 2,
+                    job_max_attempts=settings.job_max_attempts,
+                )
+            except Exception:
+                log.exception("reconcile pass failed; the next pass retries")
+                return
+            if report.found or report.failed:
+                log.info(
+                    "reconcile pass",
+                    extra={
+                        "calls": report.calls,
+                        "found": report.found,
+                        "settled": report.settled,
+                        "failed": report.failed,
+                    },
+                )
+
         scheduler = retention_scheduler.start(
-            purge, settings.purge_interval_s, seal=seal, seal_interval_s=settings.seal_interval_s
+            purge,
+            settings.purge_interval_s,
+            seal=seal,
+            seal_interval_s=settings.seal_interval_s,
+            reconcile=reconcile,
+            reconcile_interval_s=settings.reconcile_interval_s,
         )
         yield
         scheduler.shutdown(wait=False)

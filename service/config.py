@@ -117,6 +117,8 @@ class Settings:
     dsar_deadline_s: int = 72 * 3600  # Decree 13/2023; Decree 356/2025 allows 15 days
     link_ttl_s: int = 300  # short-lived download and playback links
     seal_interval_s: int = 3600  # how often the ledger is sealed
+    reconcile_grace_s: int = 600  # a call's recording callback is awaited this long after it ends
+    reconcile_interval_s: int = 900  # how often lost recording callbacks are looked for
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
     config_path: Path | None = None
@@ -283,6 +285,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "dsar_deadline",
         "link_ttl",
         "seal_interval",
+        "reconcile_grace",
+        "reconcile_interval",
     } | _POLICY_KEYS
     values: dict[str, Any] = {}
     defaults = Policy()
@@ -315,6 +319,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "dsar_deadline",
             "link_ttl",
             "seal_interval",
+            "reconcile_grace",
+            "reconcile_interval",
         ):
             field_name = {"job_backoff": "job_backoff_base_s"}.get(key, key + "_s")
             values[field_name] = parse_duration(name, text)

@@ -239,6 +239,8 @@ async def twilio_media() -> AsyncIterator[Any]:
     await media.start()
     yield media
     await media.close()
+    # the media is redirected to a second host, as Twilio's can be: no credentials may follow
+    assert media.cdn_authorization == 0, "credentials were sent to the redirected host"
 
 
 @pytest.fixture

@@ -192,6 +192,16 @@ CREATE TABLE public.recording_callbacks (
     call_sid text NOT NULL,
     received_at timestamp with time zone DEFAULT now() NOT NULL
 );
+CREATE TABLE public.recording_reconciliations (
+    call_id uuid NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    claimed_until timestamp with time zone,
+    last_attempt_at timestamp with time zone,
+    settled_at timestamp with time zone,
+    found integer DEFAULT 0 NOT NULL,
+    last_error text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
 CREATE TABLE public.recordings (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     call_id uuid NOT NULL,
@@ -248,6 +258,8 @@ ALTER TABLE ONLY public.ledger_seals
     ADD CONSTRAINT ledger_seals_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.recording_callbacks
     ADD CONSTRAINT recording_callbacks_pkey PRIMARY KEY (platform, recording_sid, status);
+ALTER TABLE ONLY public.recording_reconciliations
+    ADD CONSTRAINT recording_reconciliations_pkey PRIMARY KEY (call_id);
 ALTER TABLE ONLY public.recordings
     ADD CONSTRAINT recordings_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.recordings
@@ -260,6 +272,8 @@ CREATE INDEX holds_active_call_idx ON public.holds USING btree (call_id) WHERE (
 CREATE INDEX holds_active_phone_idx ON public.holds USING btree (phone_hash) WHERE (released_at IS NULL);
 CREATE INDEX jobs_queued_idx ON public.jobs USING btree (run_after) WHERE (state = 'queued'::text);
 CREATE INDEX jobs_running_idx ON public.jobs USING btree (lease_expires_at) WHERE (state = 'running'::text);
+CREATE INDEX recording_callbacks_call_idx ON public.recording_callbacks USING btree (platform, call_sid);
+CREATE INDEX recording_reconciliations_open_idx ON public.recording_reconciliations USING btree (last_attempt_at) WHERE (settled_at IS NULL);
 CREATE INDEX recordings_call_id_idx ON public.recordings USING btree (call_id);
 CREATE INDEX recordings_retain_until_idx ON public.recordings USING btree (retain_until) WHERE (state = 'stored'::text);
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse_change();
@@ -273,5 +287,7 @@ ALTER TABLE ONLY public.holds
     ADD CONSTRAINT holds_call_id_fkey FOREIGN KEY (call_id) REFERENCES public.calls(id);
 ALTER TABLE ONLY public.ledger_events
     ADD CONSTRAINT ledger_events_call_id_fkey FOREIGN KEY (call_id) REFERENCES public.calls(id);
+ALTER TABLE ONLY public.recording_reconciliations
+    ADD CONSTRAINT recording_reconciliations_call_id_fkey FOREIGN KEY (call_id) REFERENCES public.calls(id);
 ALTER TABLE ONLY public.recordings
     ADD CONSTRAINT recordings_call_id_fkey FOREIGN KEY (call_id) REFERENCES public.calls(id);

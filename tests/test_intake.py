@@ -123,16 +123,16 @@ async def test_recording_of_a_call_without_consent_is_never_downloaded(
     assert types[-2:] == ["recording_discarded", "platform_copy_deleted"]
 
 
-async def test_not_ready_media_is_retried_until_it_appears(
+async def test_a_passing_404_is_asked_again_quickly_in_the_same_run(
     twilio: FakeTwilio, twilio_media: FakeTwilioMedia, db: Conn, moto_url: str, bucket: str
 ) -> None:
     call_sid = await consented_call(twilio)
     rec_sid, body = new_recording_sid(), wav_bytes(1)
-    twilio_media.add(rec_sid, body, not_ready_for=3)
+    twilio_media.add(rec_sid, body, not_ready_for=2)
     await send_recording(twilio, call_sid, rec_sid)
     assert await settle(db) == {"done": 1}
-    assert twilio_media.gets[rec_sid] == 4
-    assert await db.fetchval("SELECT attempts FROM jobs") == 4
+    assert twilio_media.gets[rec_sid] == 3
+    assert await db.fetchval("SELECT attempts FROM jobs") == 1
     await assert_stored_once(db, moto_url, bucket, twilio_media, call_sid, rec_sid, body)
 
 

@@ -1,6 +1,13 @@
 """A test-side Twilio REST API for recordings, on loopback: serves media with HTTP Basic auth,
-answers 404 for the first N requests of a recording (not ready yet), records every request and
-every DELETE, and forgets a recording once it is deleted, as Twilio does."""
+answers 404 for the first N requests of a recording, records every request and every DELETE,
+lists a call's recordings (``Recordings.json?CallSid=``, paged as Twilio pages), and forgets a
+recording once it is deleted, as Twilio does.
+
+Like the real one, the media GET answers ``307`` to a second host (a CDN on another loopback
+port) with a signed, expiring URL; that host refuses, and counts, any request that carries an
+``Authorization`` header (the fixture asserts none ever did). ``hops`` per recording sets how
+many redirects lead to the media (0 serves it directly), ``redirect_to`` sends the first
+redirect somewhere else entirely."""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import secrets
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import encode_basic_auth, web
 from aiohttp.test_utils import TestServer
@@ -44,6 +52,11 @@ class Media:
     stream: Callable[[], tuple[int, object]] | None = None  # (size, async chunk iterator)
     not_ready_for: int = 0
     stall: asyncio.Event | None = None  # serve half, then wait for this before the rest
+    call_sid: str | None = None
+    status: str = "completed"
+    duration: int = 2
+    hops: int = 1
+    redirect_to: str | None = None
 
 
 @dataclass
@@ -55,15 +68,41 @@ class FakeTwilioMedia:
     deletes: Counter[str] = field(default_factory=Counter)
     unauthorised: int = 0
     server: TestServer | None = None
+    cdn: TestServer | None = None
+    cdn_gets: Counter[str] = field(default_factory=Counter)
+    cdn_authorization: int = 0  # requests to the second host that carried credentials
+    lists: Counter[str] = field(default_factory=Counter)  # list requests per CallSid
+    list_page_cap: int = 50  # Twilio's default PageSize; lower it to make listings page
+    list_hold: asyncio.Event | None = None  # list requests wait for this (a slow Twilio)
+    default_hops: int = 1
+    # signed CDN links handed out: token -> (RecordingSid, redirects to come, extension, query)
+    _signed: dict[str, tuple[str, int, str, str]] = field(default_factory=dict)
 
-    def add(self, sid: str, body: bytes, *, not_ready_for: int = 0) -> None:
-        self.recordings[sid] = Media(body=body, not_ready_for=not_ready_for)
+    def add(
+        self,
+        sid: str,
+        body: bytes,
+        *,
+        not_ready_for: int = 0,
+        call_sid: str | None = None,
+        status: str = "completed",
+        hops: int | None = None,
+        redirect_to: str | None = None,
+    ) -> None:
+        self.recordings[sid] = Media(
+            body=body,
+            not_ready_for=not_ready_for,
+            call_sid=call_sid,
+            status=status,
+            hops=self.default_hops if hops is None else hops,
+            redirect_to=redirect_to,
+        )
 
     def add_stalling(self, sid: str, body: bytes, until: asyncio.Event) -> None:
-        self.recordings[sid] = Media(body=body, stall=until)
+        self.recordings[sid] = Media(body=body, stall=until, hops=self.default_hops)
 
     def add_stream(self, sid: str, size: int, make_chunks: Callable[[], object]) -> None:
-        self.recordings[sid] = Media(stream=lambda: (size, make_chunks()))
+        self.recordings[sid] = Media(stream=lambda: (size, make_chunks()), hops=self.default_hops)
 
     @property
     def base_url(self) -> str:
@@ -73,6 +112,90 @@ class FakeTwilioMedia:
     def _authorised(self, request: web.Request) -> bool:
         expected = encode_basic_auth(self.account_sid, self.auth_token)
         return request.headers.get("Authorization", "") == expected
+
+    def _redirect(self, sid: str, hops_left: int, ext: str) -> web.Response:
+        """307 to the second host with a one-time signed URL, as Twilio hands out CDN links."""
+        assert self.cdn is not None
+        token = secrets.token_hex(8)
+        # percent-escapes as in a real signed URL; the CDN checks they come back unchanged
+        query = f"Expires=1800000000&Signature={secrets.token_hex(8)}%2F%2B{secrets.token_hex(8)}"
+        self._signed[token] = (sid, hops_left - 1, ext, query)
+        url = f"{self.cdn.make_url(f'/media/{token}')}?{query}"
+        return web.Response(status=307, headers={"Location": url})
+
+    async def cdn_media(self, request: web.Request) -> web.StreamResponse:
+        if "Authorization" in request.headers:
+            self.cdn_authorization += 1
+            return web.Response(status=400, text="credentials sent to the CDN")
+        signed = self._signed.pop(request.match_info["token"], None)
+        if signed is None or request.rel_url.raw_query_string != signed[3]:
+            return web.Response(status=403, text="bad or used signature")
+        sid, hops_left, ext, _ = signed
+        self.cdn_gets[sid] += 1
+        media = self.recordings.get(sid)
+        if media is None:
+            return web.Response(status=404)
+        if hops_left > 0:
+            return self._redirect(sid, hops_left, ext)
+        return await self._serve(request, media, ext)
+
+    async def list_recordings(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            self.unauthorised += 1
+            return web.json_response({"code": 20003}, status=401)
+        account = request.match_info["account"]
+        call_sid = request.query.get("CallSid", "")
+        self.lists[call_sid] += 1
+        if self.list_hold is not None:
+            await self.list_hold.wait()
+        size = min(int(request.query.get("PageSize", "50")), self.list_page_cap)
+        page = int(request.query.get("Page", "0"))
+        matching = [
+            (sid, m) for sid, m in self.recordings.items() if not call_sid or m.call_sid == call_sid
+        ]
+        chunk = matching[page * size : (page + 1) * size]
+        path = f"/2010-04-01/Accounts/{account}/Recordings.json"
+
+        def page_uri(n: int) -> str:
+            return f"{path}?CallSid={call_sid}&PageSize={size}&Page={n}&PageToken=PA{n}"
+
+        more = (page + 1) * size < len(matching)
+        return web.json_response(
+            {
+                "recordings": [self._resource(account, sid, m) for sid, m in chunk],
+                "page": page,
+                "page_size": size,
+                "start": page * size,
+                "end": page * size + max(len(chunk) - 1, 0),
+                "uri": page_uri(page),
+                "first_page_uri": page_uri(0),
+                "previous_page_uri": page_uri(page - 1) if page > 0 else None,
+                "next_page_uri": page_uri(page + 1) if more else None,
+            }
+        )
+
+    @staticmethod
+    def _resource(account: str, sid: str, media: Media) -> dict[str, Any]:
+        """A Recording resource as Twilio's list returns it (duration is a string there)."""
+        return {
+            "account_sid": account,
+            "api_version": "2010-04-01",
+            "call_sid": media.call_sid,
+            "conference_sid": None,
+            "date_created": "Mon, 23 Nov 2026 04:00:00 +0000",
+            "date_updated": "Mon, 23 Nov 2026 04:00:15 +0000",
+            "start_time": "Mon, 23 Nov 2026 04:00:00 +0000",
+            "duration": str(media.duration) if media.status == "completed" else "-1",
+            "sid": sid,
+            "price": None,
+            "price_unit": "USD",
+            "status": media.status,
+            "channels": 1,
+            "source": "StartCallRecordingTwiML",
+            "error_code": None,
+            "uri": f"/2010-04-01/Accounts/{account}/Recordings/{sid}.json",
+            "encryption_details": None,
+        }
 
     async def media(self, request: web.Request) -> web.StreamResponse:
         if not self._authorised(request):
@@ -93,6 +216,13 @@ class FakeTwilioMedia:
         if media.not_ready_for > 0:
             media.not_ready_for -= 1
             return web.json_response({"code": 20404}, status=404)
+        if media.redirect_to is not None:
+            return web.Response(status=307, headers={"Location": media.redirect_to})
+        if media.hops > 0:
+            return self._redirect(sid, media.hops, ext)
+        return await self._serve(request, media, ext)
+
+    async def _serve(self, request: web.Request, media: Media, ext: str) -> web.StreamResponse:
         ctype = "audio/x-wav" if ext == "wav" else "audio/mpeg"
         if media.body is not None and media.stall is not None:
             resp = web.StreamResponse(headers={"Content-Type": ctype})
@@ -117,7 +247,12 @@ class FakeTwilioMedia:
         return resp
 
     async def start(self) -> None:
+        cdn = web.Application()
+        cdn.router.add_get("/media/{token}", self.cdn_media)
+        self.cdn = TestServer(cdn, host="127.0.0.1")
+        await self.cdn.start_server()
         app = web.Application()
+        app.router.add_get("/2010-04-01/Accounts/{account}/Recordings.json", self.list_recordings)
         app.router.add_route(
             "*", "/2010-04-01/Accounts/{account}/Recordings/{sid}.{ext}", self.media
         )
@@ -127,6 +262,8 @@ class FakeTwilioMedia:
     async def close(self) -> None:
         if self.server is not None:
             await self.server.close()
+        if self.cdn is not None:
+            await self.cdn.close()
 
 
 def mp3_bytes(seconds: float = 2.0) -> bytes:

@@ -142,8 +142,8 @@ async def _store(
     target = settings.recording_transcode or fetch
     key = f"recordings/{recording['id']}.{target}"
     async with work_dir(settings.home / "tmp", "intake-") as tmp:
-        # A 404 just after the callback (MediaNotReady) is retried with backoff like any
-        # failure, and dead-lettered (platform copy kept, visible) if it never appears.
+        # A 404 is asked again a few times quickly, then dead-lettered (Permanent, platform
+        # copy kept, visible) with what to check: after `completed`, the file is available.
         got = await deps.media.download(sid, tmp / f"media.{fetch}", fetch)
         if target != fetch:
             path, size, digest = await transcode(got.path, fetch, target)
