@@ -64,7 +64,7 @@ def catalogue() -> tuple[Prompt, ...]:
 def _say_voice(entry: dict[str, Any]) -> str:
     """Twilio speaks a Google voice only in the language it is named for (a mismatched voice and
     language fails the <Say>), so a Google voice must carry the prompt's language in its name."""
-    voice = entry.get("say_voice", "")
+    voice = str(entry.get("say_voice", ""))
     language = entry["language"]
     if not voice.startswith(("Google.", "Polly.")):
         raise ValueError(f"prompt {entry['id']}: say_voice must name a Google.* or Polly.* voice")
