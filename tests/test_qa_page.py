@@ -185,6 +185,12 @@ async def test_each_language_is_that_language_everywhere(
     await page.get_by_test_id("token").fill(tokens["qa_trainer"])
     await page.get_by_test_id("signin-submit").click()
     await page.get_by_test_id("call-row").first.wait_for()
+    # every label exists in both languages (a missing one would fall back to English)
+    missing = await page.evaluate(
+        "[...Object.keys(TEXT.en).filter((k) => !(k in TEXT.vi)),"
+        " ...Object.keys(TEXT.vi).filter((k) => !(k in TEXT.en))]"
+    )
+    assert missing == []
 
     # Vietnamese first: details, a playback, then switch to English with all of it on screen
     await _open_first(page, "consented")
