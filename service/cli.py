@@ -447,35 +447,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from retention import purge
     from service import demo
 
-    settings = _settings(database=False)  # resolved once serve is known to answer
-
-    async def db(work: Callable[[Any], Coroutine[Any, Any, Any]]) -> Any:
-        nonlocal settings
-        if not settings.database_url:
-            from service.db.server import database_url
-
-            url = await asyncio.to_thread(database_url, settings)
-            settings = replace(settings, database_url=url)
-        result: Any = None
-
-        async def run(conn: Any) -> int:
-            nonlocal result
-            result = await work(conn)
-            return 0
-
-        await _with_connection(settings, run)
-        return result
-
-    async def qa_token(conn: Any) -> str:
-        return await issue_token(conn, f"demo-{uuid.uuid4().hex[:8]}", "qa_trainer")
-
-    async def purge_report(conn: Any) -> list[str]:
-        return await purge.dry_run_report(conn, upcoming=50)
-
-    return asyncio.run(demo.run(settings, db, qa_token, purge_report, timeout_s=args.timeout))
+    return demo.main(_settings(database=False), timeout_s=args.timeout)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,10 +29,10 @@ import secrets
 import struct
 import time
 import wave
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -42,6 +42,7 @@ from service.errors import CallvaultError
 from service.twilio.media import check_recording_sid
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STANDIN_PATH = "/_demo/twilio"
 _ACCOUNT = STANDIN_PATH + "/2010-04-01/Accounts/{account}"
@@ -231,17 +232,37 @@ class Played:
         )
 
 
-async def run(
-    settings: Settings,
-    db: Callable[[Callable[[Any], Coroutine[Any, Any, Any]]], Awaitable[Any]],
-    issue_token: Callable[[Any], Coroutine[Any, Any, str]],
-    purge_report: Callable[[Any], Coroutine[Any, Any, list[str]]],
-    *,
-    timeout_s: float,
-) -> int:
-    """Plays :data:`CALLS` against ``settings.public_url`` and prints what happened. ``db`` runs
-    a function with a database connection; the token and the purge lines come through the same
-    code as ``callvault token create`` and ``callvault purge --dry-run``."""
+def main(settings: Settings, *, timeout_s: float) -> int:
+    """``callvault demo``: ``settings`` with secrets resolved; the database is found only once
+    ``serve`` is known to answer (the embedded one is serve's)."""
+    return asyncio.run(run(settings, timeout_s=timeout_s))
+
+
+class _Database:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def run(self, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+        from service.db.pool import connect
+        from service.db.server import database_url
+
+        if not self.settings.database_url:
+            url = await asyncio.to_thread(database_url, self.settings)
+            self.settings = replace(self.settings, database_url=url)
+        assert self.settings.database_url
+        conn = await connect(self.settings.database_url)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+
+async def run(settings: Settings, *, timeout_s: float) -> int:
+    """Plays :data:`CALLS` against ``settings.public_url`` and prints what happened. The token
+    and the purge lines come from the same code as ``callvault token create`` and ``callvault
+    purge --dry-run``."""
+    from retention import purge
+    from service.cli import issue_token
     from service.simulate import Caller, FakeTwilio
 
     public = settings.public_url.rstrip("/")
@@ -283,9 +304,12 @@ async def run(
                 if status >= 300:
                     raise CallvaultError(f"recording callback: HTTP {status}: {body[:200]}")
             played.append(item)
-        token = await db(issue_token)
+        db = _Database(settings)
+        token = await db.run(
+            lambda conn: issue_token(conn, f"demo-{secrets.token_hex(4)}", "qa_trainer")
+        )
         await _wait_until_settled(session, public, token, played, timeout_s)
-        purge_lines = await db(purge_report)
+        purge_lines = await db.run(lambda conn: purge.dry_run_report(conn, upcoming=50))
 
     for item in played:
         what = f"recording {item.state}" if item.recording_sid else "not recorded (nothing fetched)"
