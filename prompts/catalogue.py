@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 Mode = Literal["implied", "explicit"]
 
@@ -20,7 +20,8 @@ class Prompt:
     language: str
     mode: Mode
     purpose: str
-    voice: str
+    voice: str  # espeak-ng's, for the source WAV
+    say_voice: str  # Twilio's <Say> voice for the same language, when the audio is missing
     text: str
 
     @property
@@ -50,6 +51,7 @@ def catalogue() -> tuple[Prompt, ...]:
                 mode=mode,
                 purpose=entry["purpose"],
                 voice=entry["voice"],
+                say_voice=_say_voice(entry),
                 text=entry["text"],
             )
         )
@@ -57,6 +59,18 @@ def catalogue() -> tuple[Prompt, ...]:
     if len(set(ids)) != len(ids):
         raise ValueError("catalogue.toml lists a prompt id and version twice")
     return tuple(items)
+
+
+def _say_voice(entry: dict[str, Any]) -> str:
+    """Twilio speaks a Google voice only in the language it is named for (a mismatched voice and
+    language fails the <Say>), so a Google voice must carry the prompt's language in its name."""
+    voice = str(entry.get("say_voice", ""))
+    language = entry["language"]
+    if not voice.startswith(("Google.", "Polly.")):
+        raise ValueError(f"prompt {entry['id']}: say_voice must name a Google.* or Polly.* voice")
+    if voice.startswith("Google.") and not voice.startswith(f"Google.{language}-"):
+        raise ValueError(f"prompt {entry['id']}: say_voice {voice} does not speak {language}")
+    return voice
 
 
 def find(mode: str, language: str) -> Prompt:

@@ -12,6 +12,7 @@ row lock and then sees the recording purged: it can never be "held" with the obj
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -46,6 +47,41 @@ async def due(conn: Any, limit: int = 1000) -> list[Due]:
     return [
         Due(str(r["id"]), str(r["call_id"]), r["retain_until"].isoformat(), r["held"]) for r in rows
     ]
+
+
+async def dry_run_report(conn: Any, limit: int = 1000, upcoming: int = 10) -> list[str]:
+    """The lines ``callvault purge --dry-run`` prints: what a purge would take now and why, then
+    when the next stored recordings will go (by the database's clock)."""
+    lines = []
+    expired = await due(conn, limit=limit)
+    for d in expired:
+        why = "kept: under a legal hold" if d.held else "retention ended"
+        lines.append(f"{d.recording_id}  call {d.call_id}  retain_until {d.retain_until}  {why}")
+    lines.append(
+        f"{sum(not d.held for d in expired)} would be purged, "
+        f"{sum(d.held for d in expired)} kept by holds"
+    )
+    rows = await conn.fetch(Q["list_upcoming"], upcoming) if upcoming > 0 else []
+    if rows:
+        lines.append(f"next to go (the {len(rows)} soonest):")
+    for r in rows:
+        held = "  (under a legal hold: kept until it is released)" if r["held"] else ""
+        lines.append(
+            f"{r['id']}  call {r['call_id']}  retain_until {r['retain_until'].isoformat()}  "
+            f"goes in {_span(r['time_left'])}{held}"
+        )
+    return lines
+
+
+def _span(left: timedelta) -> str:
+    """``89d 23h``, ``59m 58s``: the two largest units of a time left."""
+    seconds = max(int(left.total_seconds()), 0)
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size or (unit == "s" and not parts):
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return " ".join(parts[:2])
 
 
 async def purge_once(

@@ -126,3 +126,15 @@ FROM calls WHERE id = $1;
 SELECT id, state, object_key, sha256, size_bytes, content_type, duration_s, stored_at,
        retain_until
 FROM recordings WHERE call_id = $1 ORDER BY created_at, id;
+
+-- name: list_upcoming
+-- Stored recordings not yet due, soonest first, with the time left by the database's clock.
+SELECT r.id, r.call_id, r.retain_until, r.retain_until - now() AS time_left,
+       EXISTS (SELECT 1 FROM holds h
+               WHERE h.released_at IS NULL
+                 AND (h.call_id = r.call_id
+                      OR (h.phone_hash IS NOT NULL AND h.phone_hash = c.caller_hash))) AS held
+FROM recordings r JOIN calls c ON c.id = r.call_id
+WHERE r.state = 'stored' AND r.retain_until > now()
+ORDER BY r.retain_until, r.id
+LIMIT $1;

@@ -242,6 +242,10 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     app.add_routes(files_http.routes)
     api_spec.add_routes(app)  # admin, compliance and QA operations, validated by their spec
     app.add_routes(qa_page.routes)
+    if settings.twilio_standin:
+        from service import demo
+
+        demo.mount_standin(app, settings)  # demo mode only: see service/demo.py
     if not settings.defaults.continue_url:
         log.warning("CALLVAULT_CONTINUE_URL is not set: calls end after the consent step")
     return app

@@ -38,10 +38,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from service import logs
     from service.app import create_app
+    from service.demo import with_standin
 
     settings = load_settings()
     logs.setup(settings.log_level)
-    settings = _settings(database=True)
+    settings = with_standin(settings, _settings(database=True))  # demo mode: service/demo.py
     web.run_app(
         create_app(settings),
         host=settings.host,
@@ -222,21 +223,26 @@ def _store(settings: Settings) -> Any:
     return create_store(settings)
 
 
-def cmd_token_create(args: argparse.Namespace) -> int:
+async def issue_token(conn: Any, name: str, role: str) -> str:
+    """A new token and its audit entry, in one transaction (``token create``, ``demo``)."""
     from service import audit, auth
 
+    async with conn.transaction():
+        token, row = await auth.create_token(conn, name, role, _actor())
+        await audit.record(
+            conn,
+            _actor(),
+            "token_created",
+            "token",
+            str(row["id"]),
+            {"name": row["name"], "role": row["role"]},
+        )
+    return token
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
     async def work(conn: Any) -> int:
-        async with conn.transaction():
-            token, row = await auth.create_token(conn, args.name, args.role, _actor())
-            await audit.record(
-                conn,
-                _actor(),
-                "token_created",
-                "token",
-                str(row["id"]),
-                {"name": row["name"], "role": row["role"]},
-            )
-        print(token)  # alone on its line, once; only its hash is stored
+        print(await issue_token(conn, args.name, args.role))  # alone on its line, once
         return 0
 
     return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
@@ -289,16 +295,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
         try:
             if args.dry_run:
                 async with pool.acquire() as conn:
-                    due = await purge.due(conn, limit=args.limit)
-                for d in due:
-                    why = "kept: under a legal hold" if d.held else "retention ended"
-                    print(
-                        f"{d.recording_id}  call {d.call_id}  retain_until {d.retain_until}  {why}"
-                    )
-                print(
-                    f"{sum(not d.held for d in due)} would be purged, "
-                    f"{sum(d.held for d in due)} kept by holds"
-                )
+                    for line in await purge.dry_run_report(conn, limit=args.limit):
+                        print(line)
                 return 0
             store = _store(settings)
             try:
@@ -451,6 +449,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from service import demo
+
+    return demo.main(_settings(database=False), timeout_s=args.timeout)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line like every other error."""
 
@@ -563,6 +567,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="stay (default), hang-up, silent, press-1, press-2, press-9,1 ...",
     )
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "demo",
+        help="against `make serve` (embedded, no Twilio account): play calls through to stored "
+        "recordings, print a QA token, the /qa URL and when each recording goes",
+    )
+    p.add_argument("--timeout", type=float, default=60, help="seconds to wait for intake")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -102,6 +102,8 @@ class Settings:
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = None
     twilio_api_url: str = "https://api.twilio.com"
+    # set only by `serve` in demo mode (service/demo.py), never from the environment or file
+    twilio_standin: bool = False
     purge_interval_s: int = 300
     workers: int = 4
     job_max_attempts: int = 12

@@ -259,8 +259,16 @@ class FakeTwilio:
                 f"{played.frame_rate} Hz, {played.channels} channel(s), sha256 {played.sha256[:12]}"
             )
         elif verb.tag == "Say":
+            language, voice = verb.get("language"), verb.get("voice")
+            # Twilio: a voice and language that do not go together fail the <Say>
+            if (
+                voice
+                and voice.startswith("Google.")
+                and not voice.startswith(f"Google.{language}-")
+            ):
+                trace.errors.append(f"<Say> voice {voice} does not speak {language}")
             trace.said.append(verb.text or "")
-            trace.steps.append(f"<- Say ({verb.get('language')}): {verb.text}")
+            trace.steps.append(f"<- Say ({language}, {voice or 'default voice'}): {verb.text}")
         if trace.hang_up_on_notice:
             trace.hung_up = True
             trace.steps.append("   caller hangs up during the notice")

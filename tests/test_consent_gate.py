@@ -214,6 +214,8 @@ async def test_say_fallback_when_rendered_audio_is_missing(
     trace = await twilio.place_call(CALLER, HOTLINE, Caller.parse("stay"))
     assert trace.played == []
     assert len(trace.said) == 1 and "ghi âm" in trace.said[0]
+    assert any("<- Say (vi-VN, Google.vi-VN-Standard-A)" in step for step in trace.steps)
+    assert trace.errors == []
     assert trace.recording_started
     notice = (await events_of(db, trace.call_sid))[1].details
     assert notice["rendering"] == "say"

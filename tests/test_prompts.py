@@ -103,3 +103,40 @@ async def test_prompt_audio_is_served_with_its_hash_as_etag(
         async with http.get(service.base_url + bad) as resp:
             assert resp.status == 404
             assert (await resp.json())["error"]["code"] == "not_found"
+
+
+# Voices Twilio lists for each language on https://www.twilio.com/docs/voice/twiml/say/text-speech
+# ("Available voices and languages"); Amazon Polly has no Vietnamese voice, Google has.
+SAY_VOICES = {"vi-VN": "Google.vi-VN-Standard-A", "en-US": "Polly.Joanna"}
+
+
+@pytest.mark.parametrize("mode", ["implied", "explicit"])
+@pytest.mark.parametrize("language", sorted(SAY_VOICES))
+def test_say_fallback_names_a_voice_twilio_documents_for_the_language(
+    mode: str, language: str
+) -> None:
+    import xml.etree.ElementTree as ET
+
+    from service.prompt_library import Notice
+    from service.twilio import twiml
+
+    prompt = find(mode, language)
+    assert prompt.language == language
+    body = twiml.notice(
+        Notice(prompt, wav_sha256=None), "https://cv.example", attempt=1, gather_timeout_s=8
+    )
+    says = list(ET.fromstring(body).iter("Say"))
+    assert len(says) == 1, body
+    assert says[0].get("voice") == SAY_VOICES[language]
+    assert says[0].get("language") == language
+    assert says[0].text == prompt.text
+
+
+def test_a_say_voice_for_another_language_is_refused() -> None:
+    from prompts.catalogue import _say_voice
+
+    entry = {"id": "x", "language": "vi-VN", "say_voice": "Google.en-US-Standard-A"}
+    with pytest.raises(ValueError, match="does not speak vi-VN"):
+        _say_voice(entry)
+    with pytest.raises(ValueError, match="Google"):
+        _say_voice({**entry, "say_voice": "alice"})

@@ -4,6 +4,7 @@ open a call, give a reason, and the audio element plays and seeks; a screenshot 
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -90,7 +91,7 @@ async def test_a_qa_trainer_finds_a_call_and_plays_it(
     await page.get_by_test_id("call-row").first.click()
     await page.get_by_test_id("detail").wait_for()
     events = await page.get_by_test_id("events").inner_text()
-    assert "consent_given" in events and "recording_stored" in events
+    assert "Đồng ý ghi âm" in events and "Đã lưu bản ghi" in events  # consent_given, stored
 
     # no reason, no playback
     await page.get_by_test_id("play").first.click()
@@ -112,8 +113,117 @@ async def test_a_qa_trainer_finds_a_call_and_plays_it(
     reason = await db.fetchval("SELECT details->>'reason' FROM audit_log WHERE action = 'playback'")
     assert reason == "Huấn luyện: chào hỏi khách hàng"
 
+    assert errors == []
+
+
+# Letters only Vietnamese uses among the page's languages: ă â đ ê ô ơ ư and every vowel with a
+# tone mark. English text has none of them.
+VIETNAMESE = "[ăâđêôơưàáảãạằắẳẵặầấẩẫậèéẻẽẹềếểễệìíỉĩịòóỏõọồốổỗộờớởỡợùúủũụừứửữựỳýỷỹỵ]"
+# Every English label and sentence the page can show (not derived from app.js on purpose: a
+# label hard-coded outside its table must be caught too). Matched as whole words, any case
+# (table headers are upper-cased by CSS).
+ENGLISH = [
+    "Call review", "Sign in", "Sign out", "Access token", "Find calls", "From", "Search",
+    "Load more", "Consent outcome", "Any", "Consented", "Refused", "Hung up", "No key pressed",
+    "Not asked", "In progress", "Started", "Caller", "Queue", "Outcome", "Recording",
+    "Recordings", "Call details", "Close", "Consent ledger", "tamper-evident",
+    "Why are you listening", "Play", "Call id", "Platform call id", "Number called", "Stored",
+    "Being stored", "Purged", "Erased", "Failed", "kept until", "legal hold", "Searching",
+    "No calls match", "calls shown", "Playing", "playback is logged", "Give a reason",
+    "Something went wrong", "Call started", "notice played", "Consent given", "Call ended",
+    "copy deleted", "Event", "Language",
+]  # fmt: skip
+SCREEN_TEXT = """() => {
+  // what a person reads: everything but the language switch, which names each language in
+  // that language ("Tiếng Việt", "English") on purpose
+  const parts = [document.querySelector("header .brand"), document.querySelector("main")];
+  return parts.map((el) => el.innerText).join(" | ");
+}"""
+
+
+async def _vietnamese_left(page: Page) -> list[str]:
+    text: str = await page.evaluate(SCREEN_TEXT)
+    return [line for line in text.splitlines() if re.search(VIETNAMESE, line, re.IGNORECASE)]
+
+
+async def _english_left(page: Page) -> list[str]:
+    text: str = await page.evaluate(SCREEN_TEXT)
+    return [
+        label for label in ENGLISH if re.search(rf"\b{re.escape(label)}\b", text, re.IGNORECASE)
+    ]
+
+
+async def _open_first(page: Page, outcome: str) -> None:
+    await page.get_by_test_id("outcome").select_option(outcome)
+    await page.get_by_test_id("search").click()
+    await page.wait_for_function(
+        "(() => { const rows = document.querySelectorAll('[data-testid=call-row]');"
+        f" return rows.length > 0 && [...rows].every((r) => r.querySelector('.badge.{outcome}'));"
+        " })()"
+    )
+    await page.get_by_test_id("call-row").first.click()
+    await page.get_by_test_id("detail").wait_for()
+    await page.wait_for_function("document.querySelectorAll('[data-testid=events] li').length > 0")
+
+
+async def _play(page: Page, reason: str) -> None:
+    await page.get_by_test_id("reason").first.fill(reason)
+    await page.get_by_test_id("play").first.click()
+    await page.wait_for_function(
+        "(() => { const a = document.querySelector('[data-testid=audio]');"
+        " return a && !a.paused && a.currentTime > 0; })()",
+        timeout=20000,
+    )
+
+
+async def test_each_language_is_that_language_everywhere(
+    service: Service, page: Page, tokens: dict[str, str], recorded: dict[str, Any]
+) -> None:
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(service.base_url + "/qa")
+    await page.get_by_test_id("token").fill(tokens["qa_trainer"])
+    await page.get_by_test_id("signin-submit").click()
+    await page.get_by_test_id("call-row").first.wait_for()
+    # every label exists in both languages (a missing one would fall back to English)
+    missing = await page.evaluate(
+        "[...Object.keys(TEXT.en).filter((k) => !(k in TEXT.vi)),"
+        " ...Object.keys(TEXT.vi).filter((k) => !(k in TEXT.en))]"
+    )
+    assert missing == []
+
+    # Vietnamese first: details, a playback, then switch to English with all of it on screen
+    await _open_first(page, "consented")
+    await _play(page, "Huấn luyện: chào hỏi")
+    assert "Đang phát" in await page.get_by_test_id("message").inner_text()
+    assert await _english_left(page) == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "qa-vietnamese.png"), full_page=True)
+
     await page.get_by_test_id("lang-en").click()
     assert await page.locator("#search-card h2").inner_text() == "Find calls"
     assert await page.get_by_test_id("play").first.inner_text() == "Play"
+    assert await page.get_by_test_id("message").inner_text() == "Playing. This playback is logged."
+    assert "Consent given" in await page.get_by_test_id("events").inner_text()
+    assert await _vietnamese_left(page) == []  # switched in place, playback and all
     await page.screenshot(path=str(ARTIFACTS / "qa-english.png"), full_page=True)
+
+    # opened and played in English: the ledger now shows the playback too
+    await _open_first(page, "consented")
+    await _play(page, "Training: greeting")
+    await _open_first(page, "consented")
+    events = await page.get_by_test_id("events").inner_text()
+    assert "Recording played" in events and "Recording stored" in events
+    assert await _vietnamese_left(page) == []
+    await _open_first(page, "hung_up_during_notice")
+    await page.get_by_test_id("play").first.wait_for(state="hidden")  # nothing to play
+    assert "Hung up during the notice" in await page.get_by_test_id("events").inner_text()
+    assert await _vietnamese_left(page) == []
+
+    # and back: nothing English is left on the Vietnamese screen, messages included
+    await page.get_by_test_id("lang-vi").click()
+    assert "Gác máy khi nghe thông báo" in await page.get_by_test_id("events").inner_text()
+    await _open_first(page, "consented")
+    assert "Đang hiển thị" in await page.get_by_test_id("message").inner_text()
+    assert await _english_left(page) == []
     assert errors == []

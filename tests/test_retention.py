@@ -190,3 +190,24 @@ async def test_hold_racing_purge_never_ends_held_with_the_object_gone(
         await pool.close()
     print(f"hold vs purge ({on}): {outcomes}")
     assert sum(outcomes.values()) == 25
+
+
+async def test_dry_run_says_what_goes_now_and_when_the_rest_goes(
+    db: Conn, store: S3Store, tmp_path: Path
+) -> None:
+    from retention.purge import dry_run_report
+
+    gone = await seed_recording(db, store, VAULT, tmp_path)
+    young = await seed_recording(db, store, VAULT, tmp_path, expired=False)
+    held = await seed_recording(db, store, VAULT, tmp_path, expired=False, caller="+84977000001")
+    await holds.place(db, VAULT, "test", call_id=held["call_id"], reason="court order")
+    lines = await dry_run_report(db)
+    assert lines[0].startswith(str(gone["recording_id"])) and "retention ended" in lines[0]
+    assert lines[1] == "1 would be purged, 0 kept by holds"
+    assert lines[2] == "next to go (the 2 soonest):"
+    by_id = {line.split()[0]: line for line in lines[3:]}
+    # seeded 90 days ahead by the database's clock; a moment has passed since
+    assert "goes in 89d 23h" in by_id[str(young["recording_id"])]
+    assert "legal hold" not in by_id[str(young["recording_id"])]
+    assert "under a legal hold" in by_id[str(held["recording_id"])]
+    assert len(await dry_run_report(db, upcoming=0)) == 2  # only what goes now

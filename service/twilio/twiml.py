@@ -16,7 +16,9 @@ def _say_or_play(target: VoiceResponse | Gather, notice: Notice, public_url: str
     if notice.wav_sha256:
         target.play(public_url + notice.path)
     else:  # the rendered audio is missing: Twilio's own voice reads the same text
-        target.say(notice.prompt.text, language=notice.prompt.language)
+        target.say(
+            notice.prompt.text, language=notice.prompt.language, voice=notice.prompt.say_voice
+        )
 
 
 @functools.lru_cache(maxsize=256)

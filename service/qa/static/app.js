@@ -26,6 +26,27 @@ const TEXT = {
     "msg.badtoken": "This token was not accepted. Sign in again.",
     "msg.forbidden": "Your role may not do this.", "msg.reason": "Give a reason before playing.",
     "msg.error": "Something went wrong: {m}", "msg.playing": "Playing. This playback is logged.",
+    "msg.network": "callvault cannot be reached. Try again.",
+    "err.not_playable": "This recording cannot be played (it is no longer stored).",
+    "err.not_found": "Not found: it may have been erased.",
+    "err.too_many_requests": "Too many attempts. Wait a minute and try again.",
+    "err.internal": "callvault had an internal error; it has been logged.",
+    "event.call_started": "Call started", "event.notice_played": "Recording notice played",
+    "event.consent_given": "Consent given", "event.consent_refused": "Consent refused",
+    "event.no_input": "No key pressed", "event.not_asked": "Not asked (never recorded)",
+    "event.hung_up_during_notice": "Hung up during the notice", "event.call_ended": "Call ended",
+    "event.recording_completed": "Recording finished at the platform",
+    "event.recording_absent": "No recording at the platform",
+    "event.recording_failed": "Recording failed at the platform",
+    "event.recording_in_progress": "Recording in progress",
+    "event.recording_stored": "Recording stored",
+    "event.recording_discarded": "Recording discarded (no consent)",
+    "event.platform_copy_deleted": "Platform's copy deleted", "event.accessed": "Recording played",
+    "event.purged": "Purged (retention ended)", "event.erased": "Erased on request",
+    "event.hold_placed": "Legal hold placed", "event.hold_released": "Legal hold released",
+    "event.dsar_received": "Data-subject request received",
+    "event.subject_access": "Included in an access request", "event.other": "Event: {type}",
+    "lang.group": "Language",
     "none": "—",
   },
   vi: {
@@ -53,7 +74,31 @@ const TEXT = {
     "msg.badtoken": "Mã truy cập không hợp lệ. Vui lòng đăng nhập lại.",
     "msg.forbidden": "Vai trò của bạn không được phép làm việc này.",
     "msg.reason": "Vui lòng nhập lý do trước khi nghe.", "msg.error": "Có lỗi: {m}",
-    "msg.playing": "Đang phát. Lượt nghe này đã được ghi nhật ký.", "none": "—",
+    "msg.playing": "Đang phát. Lượt nghe này đã được ghi nhật ký.",
+    "msg.network": "Không kết nối được với callvault. Vui lòng thử lại.",
+    "err.not_playable": "Không thể phát bản ghi này (bản ghi không còn được lưu).",
+    "err.not_found": "Không tìm thấy: có thể đã bị xoá.",
+    "err.too_many_requests": "Quá nhiều lần thử. Vui lòng chờ một phút rồi thử lại.",
+    "err.internal": "callvault gặp lỗi nội bộ; lỗi đã được ghi lại.",
+    "event.call_started": "Bắt đầu cuộc gọi", "event.notice_played": "Đã phát thông báo ghi âm",
+    "event.consent_given": "Đồng ý ghi âm", "event.consent_refused": "Từ chối ghi âm",
+    "event.no_input": "Không bấm phím", "event.not_asked": "Không hỏi (không bao giờ ghi âm)",
+    "event.hung_up_during_notice": "Gác máy khi nghe thông báo",
+    "event.call_ended": "Kết thúc cuộc gọi",
+    "event.recording_completed": "Tổng đài đã ghi xong",
+    "event.recording_absent": "Tổng đài không có bản ghi",
+    "event.recording_failed": "Tổng đài ghi âm lỗi",
+    "event.recording_in_progress": "Đang ghi âm",
+    "event.recording_stored": "Đã lưu bản ghi",
+    "event.recording_discarded": "Đã huỷ bản ghi (không đồng ý)",
+    "event.platform_copy_deleted": "Đã xoá bản sao ở tổng đài",
+    "event.accessed": "Đã nghe lại bản ghi",
+    "event.purged": "Đã xoá (hết hạn lưu)", "event.erased": "Đã xoá theo yêu cầu",
+    "event.hold_placed": "Đặt phong toả pháp lý", "event.hold_released": "Gỡ phong toả pháp lý",
+    "event.dsar_received": "Nhận yêu cầu của chủ thể dữ liệu",
+    "event.subject_access": "Đưa vào yêu cầu truy cập dữ liệu", "event.other": "Sự kiện: {type}",
+    "lang.group": "Ngôn ngữ",
+    "none": "—",
   },
 };
 
@@ -68,20 +113,50 @@ function t(key, vars) {
   return s;
 }
 
+function has(key) { return !!(TEXT[lang] && TEXT[lang][key]); }
+
+// Everything on screen that is rendered from data keeps the function that renders it, so a
+// language switch re-renders it in place (the form being filled and the audio playing stay).
+function live(el, render) {
+  el._render = render;
+  el.setAttribute("data-live", "");
+  el.textContent = render();
+  return el;
+}
+
 function applyLanguage() {
   document.documentElement.lang = lang;
   for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of document.querySelectorAll("[data-i18n-label]")) {
+    el.setAttribute("aria-label", t(el.dataset.i18nLabel));
+  }
+  for (const el of document.querySelectorAll("[data-live]")) el.textContent = el._render();
   for (const b of document.querySelectorAll("[data-lang]")) {
     b.classList.toggle("active", b.dataset.lang === lang);
   }
 }
 
+function eventLabel(type) {
+  return has(`event.${type}`) ? t(`event.${type}`) : t("event.other", { type });
+}
+
 function token() { return sessionStorage.getItem("callvault.token"); }
 
-function say(text, isError) {
+// A message is a key (and its values), never a finished sentence: it follows the language.
+function say(key, vars, isError) {
   const m = $("message");
-  m.textContent = text;
+  live(m, () => t(key, vars));
   m.classList.toggle("error", !!isError);
+}
+
+class UiError extends Error {
+  constructor(key, vars) { super(key); this.key = key; this.vars = vars; }
+}
+
+function fail(err) {
+  if (err instanceof UiError) say(err.key, err.vars, true);
+  else if (err instanceof TypeError) say("msg.network", {}, true);  // fetch got no answer
+  else say("msg.error", { m: err.name || "?" }, true);  // e.g. the browser refused to play
 }
 
 async function api(method, path, body) {
@@ -91,9 +166,16 @@ async function api(method, path, body) {
     method, headers, body: body === undefined ? undefined : JSON.stringify(body),
   });
   const data = resp.headers.get("Content-Type")?.includes("json") ? await resp.json() : null;
-  if (resp.status === 401) { signOut(); throw new Error(t("msg.badtoken")); }
-  if (resp.status === 403) throw new Error(t("msg.forbidden"));
-  if (!resp.ok) throw new Error(t("msg.error", { m: data?.error?.message || resp.status }));
+  if (resp.status === 401) { signOut(); throw new UiError("msg.badtoken"); }
+  if (resp.status === 403) throw new UiError("msg.forbidden");
+  if (!resp.ok) {
+    const code = data?.error?.code;
+    if (code && has(`err.${code}`)) throw new UiError(`err.${code}`);
+    // One this page has no words for: the server's sentence is English, so Vietnamese gets
+    // only its code.
+    const detail = { en: data?.error?.message || resp.status, vi: code || resp.status };
+    throw new UiError("msg.error", { get m() { return detail[lang] || detail.en; } });
+  }
   return data;
 }
 
@@ -117,8 +199,7 @@ function signOut() {
 function badge(outcome) {
   const span = document.createElement("span");
   span.className = `badge ${outcome}`;
-  span.textContent = t(`outcome.${outcome}`);
-  return span;
+  return live(span, () => t(`outcome.${outcome}`));
 }
 
 function dayStart(value, plusDays) {
@@ -137,7 +218,7 @@ async function search(more) {
   if ($("outcome").value) params.set("outcome", $("outcome").value);
   params.set("limit", "25");
   if (more && nextCursor) params.set("cursor", nextCursor);
-  say(t("msg.searching"));
+  say("msg.searching");
   try {
     const page = await api("GET", `/api/calls?${params}`);
     const tbody = $("calls").querySelector("tbody");
@@ -147,26 +228,24 @@ async function search(more) {
     nextCursor = page.next_cursor;
     $("more").classList.toggle("hidden", !nextCursor);
     $("calls").classList.toggle("hidden", shown === 0);
-    say(shown === 0 ? t("msg.none") : t("msg.count", { n: shown }));
-  } catch (err) { say(err.message, true); }
+    const n = shown;
+    say(n === 0 ? "msg.none" : "msg.count", { n });
+  } catch (err) { fail(err); }
 }
 
 function callRow(call) {
   const tr = document.createElement("tr");
   tr.dataset.testid = "call-row";
   tr.setAttribute("data-testid", "call-row");
-  const cells = [fmt(call.started_at), call.caller || t("none"), call.queue || t("none")];
-  for (const text of cells) {
-    const td = document.createElement("td");
-    td.textContent = text;
-    tr.appendChild(td);
-  }
+  const cells = [
+    () => fmt(call.started_at), () => call.caller || t("none"), () => call.queue || t("none"),
+  ];
+  for (const render of cells) tr.appendChild(live(document.createElement("td"), render));
   const outcome = document.createElement("td");
   outcome.appendChild(badge(call.outcome));
   tr.appendChild(outcome);
-  const rec = document.createElement("td");
-  rec.textContent = call.recordings.map((r) => t(`state.${r.state}`)).join(", ") || t("none");
-  tr.appendChild(rec);
+  tr.appendChild(live(document.createElement("td"),
+    () => call.recordings.map((r) => t(`state.${r.state}`)).join(", ") || t("none")));
   tr.addEventListener("click", () => {
     for (const row of tr.parentElement.children) row.classList.remove("selected");
     tr.classList.add("selected");
@@ -181,19 +260,17 @@ async function openCall(id) {
     const facts = $("facts");
     facts.replaceChildren();
     const rows = [
-      ["fact.started", fmt(call.started_at)], ["fact.caller", call.caller || t("none")],
-      ["fact.called", call.called || t("none")], ["fact.id", call.id],
-      ["fact.platform", call.external_id],
+      ["fact.started", () => fmt(call.started_at)], ["fact.caller", () => call.caller || t("none")],
+      ["fact.called", () => call.called || t("none")], ["fact.id", () => call.id],
+      ["fact.platform", () => call.external_id],
     ];
-    for (const [key, value] of rows) {
+    for (const [key, render] of rows) {
       const dt = document.createElement("dt");
-      dt.textContent = t(key);
-      const dd = document.createElement("dd");
-      dd.textContent = value;
-      facts.append(dt, dd);
+      dt.dataset.i18n = key;
+      facts.append(dt, live(document.createElement("dd"), render));
     }
     const dt = document.createElement("dt");
-    dt.textContent = t("fact.outcome");
+    dt.dataset.i18n = "fact.outcome";
     const dd = document.createElement("dd");
     dd.appendChild(badge(call.outcome));
     facts.append(dt, dd);
@@ -205,43 +282,46 @@ async function openCall(id) {
     events.replaceChildren();
     for (const e of call.events) {
       const li = document.createElement("li");
-      li.textContent = e.type;
-      const at = document.createElement("span");
+      li.title = e.type;  // the ledger's own name for it, for auditors
+      const label = live(document.createElement("span"), () => eventLabel(e.type));
+      label.className = "type";
+      const at = live(document.createElement("span"), () => fmt(e.at));
       at.className = "at";
-      at.textContent = fmt(e.at);
       const hash = document.createElement("span");
       hash.className = "hash";
       hash.textContent = e.hash.slice(0, 12);
-      li.append(at, hash);
+      li.append(label, at, hash);
       events.appendChild(li);
     }
     $("detail").classList.remove("hidden");
     applyLanguage();
-  } catch (err) { say(err.message, true); }
+  } catch (err) { fail(err); }
 }
 
 function recordingCard(r) {
   const node = $("recording-template").content.firstElementChild.cloneNode(true);
-  node.querySelector(".rec-state").textContent = t(`state.${r.state}`);
-  const meta = [];
-  if (r.duration_s != null) meta.push(`${r.duration_s} ${t("rec.seconds")}`);
-  if (r.retain_until) meta.push(`${t("rec.until")} ${fmt(r.retain_until)}`);
-  if (r.held) meta.push(t("rec.held"));
-  node.querySelector(".rec-meta").textContent = meta.join(" · ");
+  live(node.querySelector(".rec-state"), () => t(`state.${r.state}`));
+  live(node.querySelector(".rec-meta"), () => {
+    const meta = [];
+    if (r.duration_s != null) meta.push(`${r.duration_s} ${t("rec.seconds")}`);
+    if (r.retain_until) meta.push(`${t("rec.until")} ${fmt(r.retain_until)}`);
+    if (r.held) meta.push(t("rec.held"));
+    return meta.join(" · ");
+  });
   const form = node.querySelector(".play-form");
   if (r.state !== "stored") form.classList.add("hidden");
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const reason = form.querySelector(".reason").value.trim();
-    if (!reason) { say(t("msg.reason"), true); return; }
+    if (!reason) { say("msg.reason", {}, true); return; }
     try {
       const link = await api("POST", `/api/recordings/${r.id}/playback`, { reason });
       const audio = node.querySelector(".player");
       audio.src = new URL(link.url).pathname;  // same origin as this page
       audio.classList.remove("hidden");
       await audio.play();
-      say(t("msg.playing"));
-    } catch (err) { say(err.message, true); }
+      say("msg.playing");
+    } catch (err) { fail(err); }
   });
   return node;
 }

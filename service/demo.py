@@ -1,0 +1,418 @@
+"""The whole life of a recording on a laptop, without a Twilio account: ``callvault demo``.
+
+Two halves:
+
+* **A stand-in for Twilio's recording media API, inside ``serve``.** It is mounted only in demo
+  mode: the embedded database and generated Twilio credentials, with no
+  ``CALLVAULT_TWILIO_API_URL``, no ``CALLVAULT_DATABASE_URL`` and no ``CALLVAULT_TWILIO_*``
+  credentials given. Generated credentials cannot reach a real Twilio account anyway, so nothing
+  is lost; with any of those set (production) it is never mounted. In demo mode ``serve`` points
+  ``CALLVAULT_TWILIO_API_URL`` at its own loopback ``/_demo/twilio`` and intake downloads and
+  deletes there exactly as it would at api.twilio.com: by RecordingSid, with HTTP Basic auth.
+  It also adds two queues, ``demo`` (implied consent) and ``demo-explicit`` (press 1 or 2), that
+  keep recordings for an hour, so a purge can be watched too.
+* **The command**, run against that ``serve``. It plays a handful of calls as Twilio would
+  (signed webhooks, following the TwiML), puts each consented call's audio on the stand-in as
+  Twilio's recorder would, sends the signed recording callbacks, waits (bounded) until callvault
+  has stored the recordings, then prints a QA token, the ``/qa`` URL and what ``callvault purge
+  --dry-run`` says about when each recording goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import io
+import logging
+import math
+import secrets
+import struct
+import time
+import wave
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+from aiohttp import web
+
+from service.config import Settings
+from service.errors import CallvaultError
+from service.twilio.media import check_recording_sid
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+STANDIN_PATH = "/_demo/twilio"
+_ACCOUNT = STANDIN_PATH + "/2010-04-01/Accounts/{account}"
+MAX_MEDIA_BYTES = 16 * 1024 * 1024  # demo calls are seconds long
+DEMO_RETENTION = "1h"
+DEMO_QUEUES: dict[str, dict[str, Any]] = {
+    "demo": {"consent_mode": "implied", "retention": DEMO_RETENTION},
+    "demo-explicit": {"consent_mode": "explicit", "retention": DEMO_RETENTION},
+}
+
+
+# --- serve's side: demo mode and the media stand-in ---------------------------------------------
+
+
+def with_standin(loaded: Settings, resolved: Settings) -> Settings:
+    """``resolved`` in demo mode when ``loaded`` (what the operator set) is the embedded default:
+    no database URL, no Twilio credentials, no Twilio API URL. Anything else is returned as is."""
+    if (
+        loaded.database_url
+        or loaded.twilio_account_sid
+        or loaded.twilio_auth_token
+        or loaded.twilio_api_url != Settings().twilio_api_url
+    ):
+        return resolved
+    host = resolved.host
+    if host in ("", "0.0.0.0", "::", "localhost"):  # noqa: S104 - a comparison, not a bind
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return replace(
+        resolved,
+        twilio_api_url=f"http://{host}:{resolved.port}{STANDIN_PATH}",
+        twilio_standin=True,
+        queues={**DEMO_QUEUES, **resolved.queues},
+    )
+
+
+class MediaStandIn:
+    """Twilio's ``/2010-04-01/Accounts/{AC}/Recordings/{RE}.{wav,mp3,json}`` for GET and DELETE
+    as Twilio documents them (Basic auth, 404 for an unknown or deleted recording), plus a PUT
+    with which ``callvault demo`` plays Twilio's recorder. Recordings are files under
+    ``$CALLVAULT_HOME/twilio-standin`` so a restart of ``serve`` loses none."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.twilio_account_sid and settings.twilio_auth_token
+        self.account = settings.twilio_account_sid
+        self.auth = aiohttp.encode_basic_auth(
+            settings.twilio_account_sid, settings.twilio_auth_token
+        )
+        self.folder = settings.home / "twilio-standin"
+
+    def _check(self, request: web.Request) -> web.Response | None:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), self.auth.encode()):
+            return web.json_response({"code": 20003, "message": "Authenticate"}, status=401)
+        if request.match_info["account"] != self.account:
+            return _not_found()
+        return None
+
+    async def account_info(self, request: web.Request) -> web.Response:
+        refused = self._check(request)
+        if refused is not None:
+            return refused
+        return web.json_response(
+            {"sid": self.account, "friendly_name": "callvault demo stand-in", "status": "active"}
+        )
+
+    async def recording(self, request: web.Request) -> web.Response:
+        refused = self._check(request)
+        if refused is not None:
+            return refused
+        sid = check_recording_sid(request.match_info["sid"])
+        ext = request.match_info["ext"]
+        path = self.folder / f"{sid}.wav"
+        if request.method == "PUT" and ext == "wav":
+            body = await request.read()
+            if len(body) > MAX_MEDIA_BYTES or body[:4] != b"RIFF" or body[8:12] != b"WAVE":
+                return web.json_response({"code": 21620, "message": "not a WAV"}, status=400)
+            await asyncio.to_thread(_write, path, body)
+            return web.Response(status=201)
+        if request.method == "DELETE" and ext == "json":
+            try:
+                await asyncio.to_thread(path.unlink)
+            except FileNotFoundError:
+                return _not_found()
+            return web.Response(status=204)
+        if request.method == "GET" and ext in ("wav", "mp3"):
+            try:
+                body = await asyncio.to_thread(path.read_bytes)
+            except FileNotFoundError:
+                return _not_found()
+            if ext == "mp3":
+                body = await asyncio.to_thread(_to_mp3, body)
+                return web.Response(body=body, content_type="audio/mpeg")
+            return web.Response(body=body, content_type="audio/x-wav")
+        return _not_found()
+
+
+def _not_found() -> web.Response:
+    return web.json_response(
+        {"code": 20404, "message": "The requested resource was not found"}, status=404
+    )
+
+
+def _write(path: Path, body: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(body)
+    tmp.replace(path)
+
+
+def _to_mp3(wav: bytes) -> bytes:
+    from prompts.audio import pydub
+
+    out = io.BytesIO()
+    pydub().from_file(io.BytesIO(wav), format="wav").export(out, format="mp3", bitrate="32k")
+    return out.getvalue()
+
+
+def mount_standin(app: web.Application, settings: Settings) -> None:
+    standin = MediaStandIn(settings)
+    app.router.add_get(_ACCOUNT + ".json", standin.account_info)
+    app.router.add_route("*", _ACCOUNT + "/Recordings/{sid}.{ext}", standin.recording)
+    log.warning(
+        "demo mode: Twilio's media API is a local stand-in (generated credentials, embedded "
+        "database); set CALLVAULT_TWILIO_ACCOUNT_SID and CALLVAULT_TWILIO_AUTH_TOKEN for a real "
+        "account",
+        extra={"twilio_api_url": settings.twilio_api_url},
+    )
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoCall:
+    label: str
+    behaviour: str
+    queue: str
+    outcome: str  # what callvault must decide
+    seconds: int  # how long the recorded part lasts, when there is one
+
+    @property
+    def recorded(self) -> bool:
+        return self.outcome == "consented"
+
+
+CALLS = (
+    DemoCall("stayed on the line", "stay", "demo", "consented", 4),
+    DemoCall("hung up during the notice", "hang-up", "demo", "hung_up_during_notice", 0),
+    DemoCall("pressed 1 (allow)", "press-1", "demo-explicit", "consented", 3),
+    DemoCall("pressed 2 (refuse)", "press-2", "demo-explicit", "refused", 0),
+    DemoCall("pressed nothing", "silent", "demo-explicit", "no_input", 0),
+)
+
+
+def call_audio(seconds: int, seed: int) -> bytes:
+    """What Twilio's recorder would hand over: 8 kHz 16-bit mono WAV. A few tones stand in for
+    the conversation, different for each call so each stored object is distinct."""
+    rate = 8000
+    notes = [392.0, 440.0, 494.0, 523.0, 587.0, 659.0]
+    frames = bytearray()
+    for i in range(seconds * rate):
+        freq = notes[(i // (rate // 2) + seed) % len(notes)]
+        frames += struct.pack("<h", int(6000 * math.sin(2 * math.pi * freq * i / rate)))
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(bytes(frames))
+    return out.getvalue()
+
+
+@dataclass
+class Played:
+    call: DemoCall
+    call_sid: str
+    recording_sid: str | None = None
+    outcome: str | None = None
+    state: str | None = None  # of the recording, once callvault knows it
+
+    @property
+    def settled(self) -> bool:
+        return self.outcome == self.call.outcome and (
+            self.recording_sid is None or self.state == "stored"
+        )
+
+
+def main(settings: Settings, *, timeout_s: float) -> int:
+    """``callvault demo``: ``settings`` with secrets resolved; the database is found only once
+    ``serve`` is known to answer (the embedded one is serve's)."""
+    return asyncio.run(run(settings, timeout_s=timeout_s))
+
+
+class _Database:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def run(self, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+        from service.db.pool import connect
+        from service.db.server import database_url
+
+        if not self.settings.database_url:
+            url = await asyncio.to_thread(database_url, self.settings)
+            self.settings = replace(self.settings, database_url=url)
+        assert self.settings.database_url
+        conn = await connect(self.settings.database_url)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+
+async def run(settings: Settings, *, timeout_s: float) -> int:
+    """Plays :data:`CALLS` against ``settings.public_url`` and prints what happened. The token
+    and the purge lines come from the same code as ``callvault token create`` and ``callvault
+    purge --dry-run``."""
+    from retention import purge
+    from service.cli import issue_token
+    from service.simulate import Caller, FakeTwilio
+
+    public = settings.public_url.rstrip("/")
+    assert settings.twilio_account_sid and settings.twilio_auth_token
+    auth = aiohttp.encode_basic_auth(settings.twilio_account_sid, settings.twilio_auth_token)
+    account_url = f"{public}{STANDIN_PATH}/2010-04-01/Accounts/{settings.twilio_account_sid}"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await _check_demo_mode(session, public, account_url, auth)
+        twilio = FakeTwilio(
+            session,
+            public,
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token,
+        )
+        print(f"playing {len(CALLS)} calls against {public} as Twilio would:")
+        played = []
+        for n, call in enumerate(CALLS):
+            trace = await twilio.place_call(
+                f"+849055500{n:02d}",
+                "+842873001234",
+                Caller.parse(call.behaviour),
+                voice_path=f"/telephony/twilio/voice?queue={call.queue}",
+            )
+            if trace.errors:
+                raise CallvaultError(f"call '{call.label}': {'; '.join(trace.errors)}")
+            item = Played(call, trace.call_sid)
+            if trace.recording_callback:
+                # Twilio's recorder: the media exists at the API before the callback is sent
+                item.recording_sid = "RE" + secrets.token_hex(16)
+                audio = await asyncio.to_thread(call_audio, call.seconds, n)
+                url = f"{account_url}/Recordings/{item.recording_sid}.wav"
+                async with session.put(url, data=audio, headers={"Authorization": auth}) as r:
+                    if r.status != 201:
+                        raise CallvaultError(f"{url}: HTTP {r.status} from the media stand-in")
+                status, body = await twilio.post(
+                    trace.recording_callback,
+                    _recording_params(twilio, trace.call_sid, item.recording_sid, call.seconds),
+                )
+                if status >= 300:
+                    raise CallvaultError(f"recording callback: HTTP {status}: {body[:200]}")
+            played.append(item)
+        db = _Database(settings)
+        token = await db.run(
+            lambda conn: issue_token(conn, f"demo-{secrets.token_hex(4)}", "qa_trainer")
+        )
+        await _wait_until_settled(session, public, token, played, timeout_s)
+        purge_lines = await db.run(lambda conn: purge.dry_run_report(conn, upcoming=50))
+
+    for item in played:
+        what = f"recording {item.state}" if item.recording_sid else "not recorded (nothing fetched)"
+        print(f"  {item.call.label:<27} -> {item.outcome}: {what}")
+    print()
+    print("A QA token (role qa_trainer; shown once, only its hash is stored):")
+    print(token)
+    print()
+    print(f"Open {public}/qa, paste the token, open a consented call, give a reason and play it.")
+    print()
+    print(f"`callvault purge --dry-run` now (the demo queues keep recordings {DEMO_RETENTION}):")
+    for line in purge_lines:
+        print(f"  {line}")
+    bad = [
+        p
+        for p in played
+        if p.outcome != p.call.outcome or (p.recording_sid and p.state != "stored")
+    ]
+    for p in bad:
+        print(
+            f"callvault: error: '{p.call.label}' ended {p.outcome}, recording {p.state}; "
+            f"expected {p.call.outcome}" + (", stored" if p.call.recorded else ""),
+        )
+    return 1 if bad else 0
+
+
+async def _check_demo_mode(
+    session: aiohttp.ClientSession, public: str, account_url: str, auth: str
+) -> None:
+    try:
+        async with session.get(account_url + ".json", headers={"Authorization": auth}) as r:
+            status = r.status
+    except aiohttp.ClientError as exc:
+        raise CallvaultError(
+            f"cannot reach callvault at {public} ({type(exc).__name__}): start it first with "
+            "`make serve` (or `callvault serve`)"
+        ) from None
+    if status == 404:
+        raise CallvaultError(
+            f"{public} is not in demo mode (it has a database URL, Twilio credentials or "
+            "CALLVAULT_TWILIO_API_URL), so it has no Twilio stand-in; run `callvault demo` "
+            "against `make serve` with none of them set"
+        )
+    if status != 200:
+        raise CallvaultError(
+            f"{account_url}.json: HTTP {status}; is this the same CALLVAULT_HOME as serve's "
+            "(its generated-secrets.toml)?"
+        )
+
+
+def _recording_params(
+    twilio: Any, call_sid: str, recording_sid: str, seconds: int
+) -> dict[str, str]:
+    """The parameters Twilio documents for a recording status callback."""
+    return {
+        "AccountSid": twilio.account_sid,
+        "CallSid": call_sid,
+        "RecordingSid": recording_sid,
+        "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/{twilio.account_sid}"
+        f"/Recordings/{recording_sid}",
+        "RecordingStatus": "completed",
+        "RecordingDuration": str(seconds),
+        "RecordingChannels": "1",
+        "RecordingStartTime": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
+        "RecordingSource": "StartCallRecordingTwiML",
+        "RecordingTrack": "both",
+        "ErrorCode": "0",
+    }
+
+
+async def _wait_until_settled(
+    session: aiohttp.ClientSession,
+    public: str,
+    token: str,
+    played: list[Played],
+    timeout_s: float,
+) -> None:
+    """Polls ``/api/calls`` (as the QA page does) until every call has its outcome and every
+    recording is stored, or ``timeout_s`` passes; the caller reports what it found."""
+    deadline = time.monotonic() + timeout_s
+    headers = {"Authorization": f"Bearer {token}"}
+    while True:
+        for item in played:
+            url = f"{public}/api/calls?external_id={item.call_sid}"
+            async with session.get(url, headers=headers) as r:
+                if r.status != 200:
+                    raise CallvaultError(f"{url}: HTTP {r.status}: {(await r.text())[:200]}")
+                items = (await r.json())["items"]
+            if items:
+                item.outcome = items[0]["outcome"]
+                recs = items[0]["recordings"]
+                item.state = (
+                    recs[0]["state"] if recs else ("waiting" if item.recording_sid else None)
+                )
+        done = all(
+            p.outcome == p.call.outcome and (not p.recording_sid or p.state == "stored")
+            for p in played
+        )
+        if done or time.monotonic() > deadline:
+            if not done:
+                print(
+                    f"not everything settled within {timeout_s:.0f} s; "
+                    "`callvault jobs list` shows dead letters"
+                )
+            return
+        await asyncio.sleep(0.25)  # intake runs in serve's workers; look again shortly
