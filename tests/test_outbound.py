@@ -6,6 +6,7 @@ policy. Inbound calls are unchanged."""
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -15,9 +16,11 @@ import asyncpg
 import pytest
 
 from service.config import Settings
+from service.db import migrations
+from service.db.pool import connect
 from service.personal_data import PhoneVault
 from service.simulate import Caller, FakeTwilio
-from tests.conftest import SECRET_KEY, Service
+from tests.conftest import SECRET_KEY, Service, db_url
 from tests.intake_helpers import objects, send_recording, settle
 from tests.qa_fixtures import call_api
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
@@ -187,3 +190,44 @@ async def test_inbound_calls_are_unchanged(
         call["id"],
     )
     assert started["called"] == CENTRE and "direction" not in started
+
+
+@pytest.fixture
+async def fresh_database(pg_base_url: str) -> AsyncIterator[str]:
+    name = "outbound_migration_" + secrets.token_hex(4)
+    conn = await asyncpg.connect(pg_base_url)
+    await conn.execute(f"CREATE DATABASE {name}")
+    await conn.close()
+    yield db_url(pg_base_url, name)
+    conn = await asyncpg.connect(pg_base_url)
+    await conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    await conn.close()
+
+
+async def test_calls_written_before_directions_migrate_as_inbound(
+    fresh_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    everything = migrations.available()
+    before = [m for m in everything if m.version < 8]  # up to 0008_call_direction
+    conn = await connect(fresh_database)
+    try:
+        monkeypatch.setattr(migrations, "available", lambda: before)
+        await migrations.migrate(conn)
+        # a call as the old gate wrote it: From encrypted and hashed, To plain
+        call_id = await conn.fetchval(
+            "INSERT INTO calls (platform, external_id, caller_enc, caller_hash, called, policy) "
+            "VALUES ('twilio', 'CAold', $1, $2, $3, '{}') RETURNING id",
+            VAULT.encrypt(CUSTOMER),
+            VAULT.lookup_hash(CUSTOMER),
+            CENTRE,
+        )
+        monkeypatch.setattr(migrations, "available", lambda: everything)
+        applied = await migrations.migrate(conn)
+        assert applied[0].name == "call_direction"
+        row = await conn.fetchrow("SELECT * FROM calls WHERE id = $1", call_id)
+        assert row["direction"] == "inbound" and row["called"] == CENTRE
+        assert row["caller_hash"] == VAULT.lookup_hash(CUSTOMER)
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("UPDATE calls SET direction = 'sideways' WHERE id = $1", call_id)
+    finally:
+        await conn.close()
