@@ -5,6 +5,7 @@ policy. Inbound calls are unchanged."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -15,12 +16,13 @@ import aiohttp
 import asyncpg
 import pytest
 
+from service import ledger
 from service.config import Settings
 from service.db import migrations
 from service.db.pool import connect
 from service.personal_data import PhoneVault
 from service.simulate import Caller, FakeTwilio
-from tests.conftest import SECRET_KEY, Service, db_url
+from tests.conftest import SECRET_KEY, Service, db_url, run_cli
 from tests.intake_helpers import objects, send_recording, settle
 from tests.qa_fixtures import call_api
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
@@ -231,3 +233,55 @@ async def test_calls_written_before_directions_migrate_as_inbound(
             await conn.execute("UPDATE calls SET direction = 'sideways' WHERE id = $1", call_id)
     finally:
         await conn.close()
+
+
+async def test_outbound_calls_stored_as_inbound_are_repaired_and_become_erasable(
+    service: Service,
+    http: aiohttp.ClientSession,
+    twilio: FakeTwilio,
+    twilio_media: FakeTwilioMedia,
+    tokens: dict[str, str],
+    db: Conn,
+    database_url: str,
+) -> None:
+    # What the gate made of an outbound call before it read Direction: From taken as the person
+    trace = await twilio.place_call(CENTRE, CUSTOMER, Caller.parse("stay"), direction="inbound")
+    sid = new_recording_sid()
+    twilio_media.add(sid, wav_bytes(2))
+    await send_recording(twilio, trace.call_sid, sid)
+    other = await twilio.place_call("+84987654321", CENTRE, Caller.parse("stay"))
+    await settle(db)
+    call = await db.fetchrow("SELECT * FROM calls WHERE external_id = $1", trace.call_sid)
+    assert call["called"] == CUSTOMER  # the leak being repaired
+
+    done = await asyncio.to_thread(
+        run_cli, database_url, "calls", "mark-outbound", "--from", CENTRE
+    )
+    assert done.returncode == 0, done.stderr
+    assert "marked 1 calls" in done.stdout and CUSTOMER not in done.stdout
+    call = await db.fetchrow("SELECT * FROM calls WHERE id = $1", call["id"])
+    assert call["direction"] == "outbound" and call["called"] == CENTRE
+    assert call["caller_hash"] == VAULT.lookup_hash(CUSTOMER)
+    untouched = await db.fetchrow("SELECT * FROM calls WHERE external_id = $1", other.call_sid)
+    assert untouched["direction"] == "inbound"
+    # the ledger keeps its first copy (append-only) but a trainer no longer sees it
+    headers = {"Authorization": f"Bearer {tokens['qa_trainer']}"}
+    async with http.get(f"{service.base_url}/api/calls/{call['id']}", headers=headers) as resp:
+        text = await resp.text()
+    for spelling in spellings(CUSTOMER):
+        assert spelling not in text
+    assert '"direction_corrected"' in text
+    assert (await ledger.verify(db, call["id"])).ok
+
+    status, _ = await call_api(
+        http,
+        service,
+        "POST",
+        "/api/dsar",
+        tokens["compliance"],
+        {"kind": "erase", "phone": CUSTOMER},
+    )
+    assert status == 201
+    await settle(db)
+    state = await db.fetchval("SELECT state FROM recordings WHERE call_id = $1", call["id"])
+    assert state == "erased"

@@ -34,3 +34,16 @@ UPDATE calls SET platform_status = $2, ended_at = coalesce(ended_at, now()) WHER
 -- name: add_do_not_record
 INSERT INTO do_not_record (phone_hash, phone_enc, reason) VALUES ($1, $2, $3)
 ON CONFLICT (phone_hash) DO NOTHING;
+
+-- name: legacy_outbound_calls
+-- Calls stored as inbound whose "person" is the contact centre's own number ($1: its hash under
+-- each key in use): outbound calls from before directions were stored. Locked for the repair.
+SELECT id, called FROM calls
+WHERE direction = 'inbound' AND caller_hash = ANY($1::bytea[])
+ORDER BY id
+LIMIT $2
+FOR UPDATE SKIP LOCKED;
+
+-- name: mark_outbound
+UPDATE calls SET direction = 'outbound', caller_enc = $2, caller_hash = $3, called = $4
+WHERE id = $1 AND direction = 'inbound';

@@ -65,14 +65,16 @@ RECORDING_LIFE = frozenset(
     }
 )
 PLAYBACK = frozenset({"accessed"})
+# Corrections to what the call's first events say (see service/consent/legacy.py).
+CORRECTIONS = frozenset({"direction_corrected"})
 # Data-subject requests: the subject sees their own request's, nobody else's.
 REQUEST_EVENTS = frozenset({"dsar_received", "subject_access"})
 # The controller's casework, for compliance only (listed so the choice is explicit).
 CASEWORK = frozenset({"hold_placed", "hold_released"}) | REQUEST_EVENTS
 
 _SEEN_BY: Mapping[Audience, frozenset[str]] = {
-    Audience.QA_TRAINER: CONSENT_STORY | RECORDING_LIFE | PLAYBACK,
-    Audience.DATA_SUBJECT: CONSENT_STORY | RECORDING_LIFE | PLAYBACK | REQUEST_EVENTS,
+    Audience.QA_TRAINER: CONSENT_STORY | RECORDING_LIFE | PLAYBACK | CORRECTIONS,
+    Audience.DATA_SUBJECT: CONSENT_STORY | RECORDING_LIFE | PLAYBACK | CORRECTIONS | REQUEST_EVENTS,
 }
 # Who played a recording and why is staff's business (a trainer sees their own).
 _PLAYBACK_PRIVATE = ("actor", "reason")
@@ -110,9 +112,13 @@ class View:
 
 def view(events: Iterable[Event], viewer: Viewer) -> View:
     """The events ``viewer`` may see, each as JSON; redacted details are named in ``redacted``."""
+    events = list(events)
+    # An outbound call stored before directions were read names the callee as "called" in its
+    # call_started event; the ledger keeps that copy, the views do not show it.
+    corrected = any(e.type == "direction_corrected" for e in events)
     out = View()
     for event in events:
-        shown = _show(event, viewer)
+        shown = _show(event, viewer, corrected)
         if shown is None:
             out.withheld += 1
         else:
@@ -120,7 +126,7 @@ def view(events: Iterable[Event], viewer: Viewer) -> View:
     return out
 
 
-def _show(event: Event, viewer: Viewer) -> dict[str, Any] | None:
+def _show(event: Event, viewer: Viewer, corrected: bool) -> dict[str, Any] | None:
     data = event.as_json()
     if viewer.audience is Audience.COMPLIANCE:
         return data
@@ -135,6 +141,8 @@ def _show(event: Event, viewer: Viewer) -> dict[str, Any] | None:
         hidden += [k for k in _PLAYBACK_PRIVATE if k in details]
     if not own_request:
         hidden += [k for k in _CASE_LINKS if k in details]
+    if corrected and event.type == "call_started":
+        hidden += [k for k in ("called",) if k in details]
     if hidden:
         data["details"] = {k: v for k, v in details.items() if k not in hidden}
         data["redacted"] = sorted(hidden)
