@@ -18,6 +18,7 @@ import pytest
 
 from service import ledger
 from service.config import Settings
+from service.consent.gate import add_to_do_not_record
 from service.db import migrations
 from service.db.pool import connect
 from service.personal_data import PhoneVault
@@ -285,3 +286,15 @@ async def test_outbound_calls_stored_as_inbound_are_repaired_and_become_erasable
     await settle(db)
     state = await db.fetchval("SELECT state FROM recordings WHERE call_id = $1", call["id"])
     assert state == "erased"
+
+
+async def test_a_callee_on_the_do_not_record_list_is_not_asked_or_recorded(
+    service: Service, twilio: FakeTwilio, db: Conn
+) -> None:
+    await add_to_do_not_record(db, VAULT, CUSTOMER, "asked not to be recorded")
+    trace = await twilio.place_call(
+        CENTRE, CUSTOMER, Caller.parse("press-1"), direction="outbound-api"
+    )
+    assert not trace.recording_started and trace.played == []
+    outcome = await db.fetchval("SELECT outcome FROM calls WHERE external_id = $1", trace.call_sid)
+    assert outcome == "not_asked"
