@@ -31,7 +31,7 @@ from service.consent.gate import add_to_do_not_record
 from service.db import Conn, queries
 from service.errors import BadRequest, NotFound
 from service.jobs import Defer
-from service.ledger import NewEvent
+from service.ledger import NewEvent, visibility
 from service.personal_data import PhoneVault, mask_phone
 from service.storage import ObjectStore, StorageError
 from service.workdir import sha256_of, work_dir
@@ -231,7 +231,10 @@ async def _access_bundle(
             call = await conn.fetchrow(Q["call_for_bundle"], cid)
             assert call is not None
             recs = await conn.fetch(Q["recordings_for_bundle"], cid)
-            events = await ledger.events_of(conn, cid)
+            # the subject's consent story, not the controller's casework
+            events = visibility.view(
+                await ledger.events_of(conn, cid), visibility.Viewer.subject(str(request_id))
+            ).events
             entry: dict[str, Any] = {
                 "id": str(call["id"]),
                 "platform": call["platform"],
@@ -240,7 +243,7 @@ async def _access_bundle(
                 "started_at": call["started_at"].isoformat(),
                 "ended_at": call["ended_at"].isoformat() if call["ended_at"] else None,
                 "outcome": call["outcome"],
-                "consent_events": [e.as_json() for e in events],
+                "consent_events": events,
                 "recordings": [],
             }
             for r in recs:

@@ -201,6 +201,20 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
     return asyncio.run(_with_connection(settings, work))
 
 
+def cmd_calls_mark_outbound(args: argparse.Namespace) -> int:
+    from service.consent.legacy import mark_outbound
+    from service.personal_data import mask_phone
+
+    settings = _settings(database=True)
+
+    async def work(conn: Any) -> int:
+        n = await mark_outbound(conn, _vault(settings), args.centre_number, actor=_actor())
+        print(f"marked {n} calls from {mask_phone(args.centre_number)} as outbound")
+        return 0
+
+    return asyncio.run(_with_connection(settings, work))
+
+
 def _actor() -> str:
     import getpass
 
@@ -545,6 +559,16 @@ def build_parser() -> argparse.ArgumentParser:
         "in CALLVAULT_PREVIOUS_SECRET_KEY)",
     )
     p.set_defaults(func=cmd_secrets_rotate)
+
+    calls_p = sub.add_parser("calls", help="repairs to stored calls")
+    calls_sub = calls_p.add_subparsers(dest="calls_command", required=True, metavar="ACTION")
+    p = calls_sub.add_parser(
+        "mark-outbound",
+        help="calls stored before directions were read whose caller is this contact-centre "
+        "number were outbound: make the callee's number private and erasable",
+    )
+    p.add_argument("--from", dest="centre_number", required=True, help="the centre's number")
+    p.set_defaults(func=cmd_calls_mark_outbound)
 
     jobs_p = sub.add_parser("jobs", help="the work queue: dead letters, retries")
     jobs_sub = jobs_p.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")

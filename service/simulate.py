@@ -107,6 +107,8 @@ class FakeTwilio:
         self.send_to = send_to.rstrip("/") if send_to else None
         self.account_sid = account_sid
         self.validator = RequestValidator(auth_token)
+        # Twilio's Direction per call placed: inbound, or outbound-api / outbound-dial
+        self._directions: dict[str, str] = {}
 
     def url(self, path: str) -> str:
         return self.public_url + path
@@ -122,7 +124,8 @@ class FakeTwilio:
     def call_params(
         self, call_sid: str, caller: str, called: str, status: str = "in-progress"
     ) -> dict[str, str]:
-        """The parameters Twilio sends with every voice request for an inbound call."""
+        """The parameters Twilio sends with every voice request. On an outbound call (placed
+        through the REST API) ``From`` is the contact centre's caller id and ``To`` the person."""
         return {
             "AccountSid": self.account_sid,
             "ApiVersion": "2010-04-01",
@@ -130,7 +133,7 @@ class FakeTwilio:
             "CallStatus": status,
             "Called": called,
             "Caller": caller,
-            "Direction": "inbound",
+            "Direction": self._directions.get(call_sid, "inbound"),
             "From": caller,
             "FromCountry": "VN",
             "To": called,
@@ -165,13 +168,21 @@ class FakeTwilio:
         voice_path: str = "/telephony/twilio/voice",
         send_status: bool = True,
         max_requests: int = 20,
+        direction: str = "inbound",
     ) -> CallTrace:
+        """``direction`` ``outbound-api``: the contact centre (``caller``) called the person
+        (``called``) through the REST API; Twilio requests the voice URL when they answer."""
         sid = call_sid or "CA" + secrets.token_hex(16)
+        self._directions[sid] = direction
         trace = CallTrace(sid, hang_up_on_notice=behaviour.hang_up_during_notice)
         keys = list(behaviour.keys)
         url: str | None = self.url(voice_path)
-        params = self.call_params(sid, caller, called, status="ringing")
-        trace.steps.append(f"call {sid} from {mask_phone(caller)} to {called}")
+        inbound = direction == "inbound"
+        params = self.call_params(
+            sid, caller, called, status="ringing" if inbound else "in-progress"
+        )
+        shown = (mask_phone(caller), called) if inbound else (caller, mask_phone(called))
+        trace.steps.append(f"{direction} call {sid} from {shown[0]} to {shown[1]}")
         requests = 0
         while url is not None and not trace.hung_up and requests < max_requests:
             requests += 1

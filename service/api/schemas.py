@@ -97,11 +97,13 @@ RECORDING = obj(
     held={"type": "boolean"},
 )
 CALL = obj(
-    ["id", "platform", "external_id", "started_at", "caller", "outcome", "recordings"],
+    ["id", "platform", "external_id", "started_at", "direction", "caller", "outcome", "recordings"],
     id=UUID,
     platform={"type": "string"},
     external_id={"type": "string"},
     started_at=DATETIME,
+    direction={"enum": ["inbound", "outbound"]},
+    # the person's number is masked whichever side they are on; the contact centre's is not
     caller={"type": ["string", "null"]},
     called={"type": ["string", "null"]},
     queue={"type": ["string", "null"]},
@@ -125,11 +127,18 @@ EVENT = obj(
     hash={"type": "string"},
     prev_hash={"type": "string"},
     details={"type": "object"},
+    # detail keys left out for this role (the hash is still the full event's)
+    redacted={"type": "array", "items": {"type": "string"}},
 )
 CALL_DETAIL = {
     **CALL,
-    "required": [*CALL["required"], "events"],
-    "properties": {**CALL["properties"], "events": {"type": "array", "items": EVENT}},
+    "required": [*CALL["required"], "events", "events_withheld"],
+    "properties": {
+        **CALL["properties"],
+        "events": {"type": "array", "items": EVENT},
+        # events this role may not see (holds, data-subject requests); 0 for compliance
+        "events_withheld": {"type": "integer", "minimum": 0},
+    },
 }
 PLAYBACK = LINK
 ERROR_SCHEMA = ERROR

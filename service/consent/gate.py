@@ -35,6 +35,35 @@ NOT_ASKED = "not_asked"
 TERMINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
+class Direction(enum.Enum):
+    """Which way the call goes, seen from the contact centre. The data subject is the party who
+    is not the contact centre: the caller on inbound calls, the callee on outbound ones."""
+
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+def contact_centre_number(
+    direction: Direction, caller: str | None, called: str | None
+) -> str | None:
+    """The contact centre's own number: it decides the policy, and may be stored plain."""
+    return called if direction is Direction.INBOUND else caller
+
+
+def subject_number(direction: Direction, caller: str | None, called: str | None) -> str | None:
+    """The person's number: encrypted, hashed, masked, erasable, never in the ledger."""
+    return caller if direction is Direction.INBOUND else called
+
+
+def _party_details(direction: Direction, caller: str | None, called: str | None) -> dict[str, Any]:
+    """How ``call_started`` names the contact centre's side, under its role in the call (the
+    person's number never enters the ledger: it could not be erased from there)."""
+    centre = contact_centre_number(direction, caller, called)
+    if direction is Direction.INBOUND:
+        return {"called": centre}
+    return {"direction": direction.value, "caller": centre}
+
+
 class Step(enum.Enum):
     PLAY_NOTICE = "play_notice"  # tell the caller (and, in explicit mode, ask)
     REPROMPT = "reprompt"  # explicit mode: ask again after no or invalid input
@@ -86,22 +115,24 @@ async def start_call(
     caller: str | None,
     called: str | None,
     policy: Policy,
+    direction: Direction = Direction.INBOUND,
 ) -> Decision:
-    """A call reached the gate. Decide whether to ask, and write ``call_started`` plus either
-    ``not_asked`` or ``notice_played``."""
-    caller_norm = normalise_phone(caller) if caller else None
-    caller_hash = vault.lookup_hash(caller_norm) if caller_norm else None
+    """A call reached the gate (for an outbound call: the callee answered). Decide whether to
+    ask, and write ``call_started`` plus either ``not_asked`` or ``notice_played``."""
+    subject = subject_number(direction, caller, called)
+    subject_norm = normalise_phone(subject) if subject else None
     async with conn.transaction():
         row = await conn.fetchrow(
             Q["insert_call"],
             platform,
             external_id,
-            vault.encrypt(caller_norm) if caller_norm else None,
-            caller_hash,
-            called,
+            vault.encrypt(subject_norm) if subject_norm else None,
+            vault.lookup_hash(subject_norm) if subject_norm else None,
+            contact_centre_number(direction, caller, called),
             policy.as_json(),
             policy.never_record,
-            vault.lookup_hashes(caller_norm) if caller_norm else [],
+            vault.lookup_hashes(subject_norm) if subject_norm else [],
+            direction.value,
         )
         if row is None:  # the platform retried the start: answer from what we already decided
             existing = await conn.fetchrow(Q["lock_call"], platform, external_id)
@@ -112,7 +143,7 @@ async def start_call(
             "call_started",
             {
                 "platform": platform,
-                "called": called,
+                **_party_details(direction, caller, called),
                 "queue": policy.queue,
                 "consent_mode": policy.consent_mode,
                 "language": policy.language,
@@ -239,6 +270,7 @@ async def status_step(
     caller: str | None,
     called: str | None,
     policy: Policy,
+    direction: Direction = Direction.INBOUND,
 ) -> CallState | None:
     """A call-progress callback. When the call has ended before any consent step, its
     outcome is ``hung_up_during_notice``; a final status for a call never seen starting creates
@@ -250,17 +282,19 @@ async def status_step(
         if row is None:
             if not terminal:
                 return None  # nothing to prove yet; the start webhook will create the call
-            caller_norm = normalise_phone(caller) if caller else None
+            subject = subject_number(direction, caller, called)
+            subject_norm = normalise_phone(subject) if subject else None
             row = await conn.fetchrow(
                 Q["insert_call"],
                 platform,
                 external_id,
-                vault.encrypt(caller_norm) if caller_norm else None,
-                vault.lookup_hash(caller_norm) if caller_norm else None,
-                called,
+                vault.encrypt(subject_norm) if subject_norm else None,
+                vault.lookup_hash(subject_norm) if subject_norm else None,
+                contact_centre_number(direction, caller, called),
                 policy.as_json(),
                 False,  # a status for a call never seen starting: it can only end unrecorded
                 [],
+                direction.value,
             )
             if row is None:  # a concurrent status callback created it first
                 row = await conn.fetchrow(Q["lock_call"], platform, external_id)
@@ -271,7 +305,11 @@ async def status_step(
                 [
                     NewEvent(
                         "call_started",
-                        {"platform": platform, "called": called, "first_seen": "status_callback"},
+                        {
+                            "platform": platform,
+                            **_party_details(direction, caller, called),
+                            "first_seen": "status_callback",
+                        },
                         dedupe_key="call_started",
                     )
                 ],

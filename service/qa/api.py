@@ -24,7 +24,7 @@ from service.auth.http import principal
 from service.context import POOL, VAULT
 from service.db import Conn, queries
 from service.errors import BadRequest, Conflict, NotFound
-from service.ledger import NewEvent
+from service.ledger import NewEvent, visibility
 from service.links import LINKS
 from service.personal_data import PhoneVault, mask_phone
 
@@ -68,6 +68,15 @@ def _caller(vault: PhoneVault, blob: bytes | None) -> str | None:
         return "***"
 
 
+def _parties(vault: PhoneVault, row: Any) -> dict[str, str | None]:
+    """``caller`` and ``called`` as they were on the call: the person's number (stored
+    encrypted, whichever side they were on) masked, the contact centre's as it is."""
+    person, centre = _caller(vault, row["caller_enc"]), row["called"]
+    if row["direction"] == "outbound":
+        return {"caller": centre, "called": person}
+    return {"caller": person, "called": centre}
+
+
 async def _items(conn: Conn, vault: PhoneVault, rows: list[Any]) -> list[dict[str, Any]]:
     recs = await conn.fetch(Q["recordings_of_calls"], [r["id"] for r in rows])
     by_call: dict[uuid.UUID, list[dict[str, Any]]] = {}
@@ -87,8 +96,8 @@ async def _items(conn: Conn, vault: PhoneVault, rows: list[Any]) -> list[dict[st
             "platform": row["platform"],
             "external_id": row["external_id"],
             "started_at": row["started_at"].isoformat(),
-            "caller": _caller(vault, row["caller_enc"]),
-            "called": row["called"],
+            "direction": row["direction"],
+            **_parties(vault, row),
             "queue": row["queue"],
             "outcome": row["outcome"],
             "recordings": by_call.get(row["id"], []),
@@ -151,7 +160,7 @@ async def search_calls(request: web.Request) -> web.Response:
     "GET",
     "/api/calls/{id}",
     roles=READERS,
-    summary="A call and its consent ledger",
+    summary="A call and the part of its ledger the caller's role may see",
     responses={200: schemas.CALL_DETAIL, 404: schemas.ERROR_SCHEMA},
     tag="qa",
 )
@@ -162,7 +171,12 @@ async def get_call(request: web.Request) -> web.Response:
         if row is None:
             raise NotFound("no such call")
         (item,) = await _items(conn, request.app[VAULT], [row])
-        item["events"] = [e.as_json() for e in await ledger.events_of(conn, call_id)]
+        who = principal(request)
+        seen = visibility.view(
+            await ledger.events_of(conn, call_id), visibility.Viewer.for_role(who.role, who.actor)
+        )
+    item["events"] = seen.events
+    item["events_withheld"] = seen.withheld
     return web.json_response(item)
 
 

@@ -1,7 +1,7 @@
 -- name: search_calls
 -- Newest first, keyset-paginated on (started_at, id) so pages stay stable while calls arrive.
-SELECT c.id, c.platform, c.external_id, c.started_at, c.caller_enc, c.called, c.outcome,
-       c.policy->>'queue' AS queue
+SELECT c.id, c.platform, c.external_id, c.started_at, c.caller_enc, c.called, c.direction,
+       c.outcome, c.policy->>'queue' AS queue
 FROM calls c
 WHERE ($1::timestamptz IS NULL OR c.started_at >= $1)
   AND ($2::timestamptz IS NULL OR c.started_at < $2)
@@ -13,8 +13,8 @@ ORDER BY c.started_at DESC, c.id DESC
 LIMIT $8;
 
 -- name: call_by_id
-SELECT c.id, c.platform, c.external_id, c.started_at, c.caller_enc, c.called, c.outcome,
-       c.policy->>'queue' AS queue
+SELECT c.id, c.platform, c.external_id, c.started_at, c.caller_enc, c.called, c.direction,
+       c.outcome, c.policy->>'queue' AS queue
 FROM calls c WHERE c.id = $1;
 
 -- name: recordings_of_calls

@@ -19,6 +19,7 @@ from service.errors import BadRequest, ConfigError
 from service.intake.callbacks import recording_callback
 from service.metrics import METRICS
 from service.twilio import twiml
+from service.twilio.direction import twilio_direction
 from service.twilio.media import check_recording_sid
 from service.twilio.signature import verified_form
 
@@ -77,8 +78,10 @@ def _answer(request: web.Request, decision: gate.Decision) -> web.Response:
 async def voice(request: web.Request) -> web.Response:
     form = await verified_form(request)
     sid = _call_sid(form)
-    called = form.get("To") or None
-    policy = _policy(request.app[SETTINGS], called, request.query.get("queue"))
+    direction = twilio_direction(form.get("Direction"))
+    caller, called = form.get("From") or None, form.get("To") or None
+    centre = gate.contact_centre_number(direction, caller, called)
+    policy = _policy(request.app[SETTINGS], centre, request.query.get("queue"))
     async with request.app[POOL].acquire() as conn:
         decision = await gate.start_call(
             conn,
@@ -86,9 +89,10 @@ async def voice(request: web.Request) -> web.Response:
             request.app[PROMPTS],
             platform=PLATFORM,
             external_id=sid,
-            caller=form.get("From") or None,
+            caller=caller,
             called=called,
             policy=policy,
+            direction=direction,
         )
     log.info("call start", extra={"call_id": str(decision.call.id), "step": decision.step.value})
     return _answer(request, decision)
@@ -135,7 +139,9 @@ async def status(request: web.Request) -> web.Response:
         raise BadRequest("CallStatus is required", code="missing_call_status")
     raw_duration = form.get("CallDuration") or ""
     duration = int(raw_duration) if raw_duration.isdigit() else None
-    called = form.get("To") or None
+    direction = twilio_direction(form.get("Direction"))
+    caller, called = form.get("From") or None, form.get("To") or None
+    centre = gate.contact_centre_number(direction, caller, called)
     async with request.app[POOL].acquire() as conn:
         call = await gate.status_step(
             conn,
@@ -144,9 +150,10 @@ async def status(request: web.Request) -> web.Response:
             external_id=sid,
             status=call_status,
             duration_s=duration,
-            caller=form.get("From") or None,
+            caller=caller,
             called=called,
-            policy=_policy(request.app[SETTINGS], called, None),
+            policy=_policy(request.app[SETTINGS], centre, None),
+            direction=direction,
         )
     if call is None:
         return web.Response(status=204)

@@ -16,6 +16,7 @@ const TEXT = {
     "col.outcome": "Outcome", "col.recording": "Recording",
     "detail.title": "Call details", "detail.close": "Close", "detail.recordings": "Recordings",
     "detail.events": "Consent ledger (tamper-evident)",
+    "detail.withheld": "{n} more event(s) not shown to your role",
     "play.reason": "Why are you listening? (required, logged)", "play.submit": "Play",
     "fact.id": "Call id", "fact.platform": "Platform call id", "fact.caller": "Caller",
     "fact.called": "Number called", "fact.started": "Started", "fact.outcome": "Outcome",
@@ -63,6 +64,7 @@ const TEXT = {
     "col.outcome": "Kết quả", "col.recording": "Bản ghi",
     "detail.title": "Chi tiết cuộc gọi", "detail.close": "Đóng", "detail.recordings": "Bản ghi âm",
     "detail.events": "Nhật ký đồng ý (không thể sửa đổi)",
+    "detail.withheld": "{n} sự kiện khác không hiển thị với vai trò của bạn",
     "play.reason": "Lý do nghe lại (bắt buộc, được ghi nhật ký)", "play.submit": "Nghe",
     "fact.id": "Mã cuộc gọi", "fact.platform": "Mã cuộc gọi của tổng đài", "fact.caller": "Người gọi",
     "fact.called": "Số được gọi", "fact.started": "Bắt đầu", "fact.outcome": "Kết quả",
@@ -291,6 +293,13 @@ async function openCall(id) {
       hash.className = "hash";
       hash.textContent = e.hash.slice(0, 12);
       li.append(label, at, hash);
+      events.appendChild(li);
+    }
+    if (call.events_withheld > 0) {
+      // casework (holds, data-subject requests) is for compliance; say that it exists
+      const li = document.createElement("li");
+      li.className = "withheld";
+      li.textContent = t("detail.withheld", { n: call.events_withheld });
       events.appendChild(li);
     }
     $("detail").classList.remove("hidden");
