@@ -44,7 +44,7 @@ from service.jobs.worker import JobContext, Worker, WorkerConfig
 from service.ledger import seals as ledger_seals
 from service.links import LINKS, LinkSigner
 from service.metrics import METRICS, Metrics
-from service.observe import observe_middleware
+from service.observe import hide_server_software, observe_middleware
 from service.personal_data import PhoneVault
 from service.prompt_library import PromptLibrary
 from service.qa import api as qa_api  # noqa: F401 - registers its operations
@@ -66,6 +66,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     app = web.Application(
         middlewares=[observe_middleware, error_middleware], client_max_size=settings.max_body_bytes
     )
+    hide_server_software(app)
     app[LIFECYCLE] = Lifecycle()
     app[LINKS] = LinkSigner(
         settings.secret_key, public_url=settings.public_url, ttl_s=settings.link_ttl_s

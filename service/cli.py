@@ -157,7 +157,7 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
             print(
                 f"{row['id']:>8}  {row['kind']:<10} {what:<34} attempts {row['attempts']}/"
                 f"{row['max_attempts']}  updated {row['updated_at']:%Y-%m-%d %H:%M:%S}  "
-                f"{(row['last_error'] or '')[:120]}"
+                f"{_shown((row['last_error'] or '')[:120])}"
             )
         return 0
 
@@ -262,13 +262,22 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
 
 
+def _shown(text: str) -> str:
+    """Text from the database as it may be printed to a terminal: control characters, ANSI
+    escapes, invisible and direction-changing characters written as Python escapes (``\\x1b``,
+    ``\\n``, ``\\u202e``), backslashes doubled so an escape cannot be faked."""
+    return "".join(
+        "\\\\" if ch == "\\" else ch if ch.isprintable() else repr(ch)[1:-1] for ch in text
+    )
+
+
 def cmd_token_list(args: argparse.Namespace) -> int:
     from service import auth
 
     async def work(conn: Any) -> int:
         for t in await auth.list_tokens(conn):
             state = "revoked" if t["revoked"] else "active"
-            print(f"{t['id']}  {t['role']:<11} {state:<8} {t['name']}")
+            print(f"{t['id']}  {t['role']:<11} {state:<8} {_shown(t['name'])}")
         return 0
 
     return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
@@ -377,7 +386,8 @@ def cmd_hold_list(args: argparse.Namespace) -> int:
         for h in await holds.list_holds(conn, include_released=args.all, limit=1000):
             target = f"call {h['call_id']}" if h["call_id"] else "a phone number"
             state = "active" if h["active"] else f"released {h['released_at']}"
-            print(f"{h['id']}  on {target}  {state}  case {h['case_ref'] or '-'}: {h['reason']}")
+            case = _shown(h["case_ref"] or "-")
+            print(f"{h['id']}  on {target}  {state}  case {case}: {_shown(h['reason'])}")
         return 0
 
     return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))

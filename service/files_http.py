@@ -10,15 +10,24 @@ from aiohttp import web
 from service import audit
 from service.context import POOL, STORE
 from service.errors import CallvaultError, NotFound
+from service.http_errors import error_response
 from service.links import LINKS
 
 routes = web.RouteTableDef()
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$", re.ASCII)
+_HUGE = 10**18  # beyond any object; stands in for positions too long for int()
 
 
 class RangeNotSatisfiable(CallvaultError):
     status = 416
     code = "range_not_satisfiable"
+
+
+def _position(digits: str) -> int:
+    # A Range header may carry thousands of digits: int() refuses more than 4,300 of them and
+    # any value past 18 digits is past the end of every object anyway.
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else _HUGE
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -30,12 +39,12 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     if not first and not last:
         return None
     if not first:
-        length = int(last)
+        length = _position(last)
         if length == 0:
             raise RangeNotSatisfiable("empty suffix range")
         return max(size - length, 0), size - 1
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
+    start = _position(first)
+    end = min(_position(last), size - 1) if last else size - 1
     if start >= size or end < start:
         raise RangeNotSatisfiable(f"range outside the object's {size} bytes")
     return start, end
@@ -58,8 +67,10 @@ async def file(request: web.Request) -> web.StreamResponse:
         headers["Content-Disposition"] = f'attachment; filename="{link.download_name}"'
     try:
         wanted = _parse_range(request.headers.get("Range", ""), head.size)
-    except RangeNotSatisfiable:
-        return web.Response(status=416, headers={"Content-Range": f"bytes */{head.size}"})
+    except RangeNotSatisfiable as exc:
+        refused = error_response(exc.status, exc.code, exc.message)
+        refused.headers["Content-Range"] = f"bytes */{head.size}"
+        return refused
     start, end = wanted if wanted else (0, head.size - 1)
     status = 206 if wanted else 200
     if wanted:

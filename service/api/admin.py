@@ -27,7 +27,7 @@ TOKEN_BODY = {
     roles=("admin",),
     summary="Create a token (shown once)",
     body=TOKEN_BODY,
-    responses={201: schemas.TOKEN_CREATED},
+    responses={201: schemas.TOKEN_CREATED, 409: schemas.ERROR_SCHEMA},
     tag="admin",
 )
 async def create_token(request: web.Request) -> web.Response:

@@ -5,11 +5,10 @@ publishes. A route cannot drift from its documentation because there is no secon
 
 from __future__ import annotations
 
-import json
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import jsonschema
@@ -17,6 +16,7 @@ from aiohttp import web
 
 from service.auth.http import requires
 from service.errors import BadRequest, NotFound
+from service.untrusted import check_text, loads_json, parse_int, parse_timestamp
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 QUERY: web.RequestKey[dict[str, Any]] = web.RequestKey("query")
@@ -72,19 +72,17 @@ def _convert(param: Param, raw: str) -> Any:
     bad = BadRequest(
         f"{param.name}: {param.description or 'invalid value'}", code=f"bad_{param.name}"
     )
+    check_text(raw, param.name, code=f"bad_{param.name}")
     if kind == "integer":
-        if not raw.lstrip("-").isdigit():
+        value = parse_int(raw)
+        if value is None:
             raise bad
-        value: Any = int(raw)
         if value < schema.get("minimum", value) or value > schema.get("maximum", value):
             raise bad
         return value
     if schema.get("format") == "date-time":
-        try:
-            parsed = datetime.fromisoformat(raw)
-        except ValueError:
-            raise bad from None
-        if parsed.tzinfo is None:
+        parsed = parse_timestamp(raw)
+        if parsed is None:
             raise bad
         return parsed
     if schema.get("format") == "uuid":
@@ -97,6 +95,15 @@ def _convert(param: Param, raw: str) -> Any:
     if len(raw) > schema.get("maxLength", 1000):
         raise bad
     return raw
+
+
+def _check_query_string(request: web.Request) -> None:
+    # aiohttp's parsed query silently turns bytes that are not UTF-8 (%FF, or the surrogate
+    # %ED%A0%80) into U+FFFD; a filter that is not what the client sent is refused instead
+    try:
+        urllib.parse.unquote_to_bytes(request.rel_url.raw_query_string).decode("utf-8")
+    except UnicodeError:
+        raise BadRequest("the query string is not UTF-8", code="bad_query") from None
 
 
 def operation(
@@ -122,6 +129,7 @@ def operation(
 
         async def validated(request: web.Request) -> web.StreamResponse:
             values: dict[str, Any] = {}
+            _check_query_string(request)
             for param in params:
                 raw = request.query.get(param.name)
                 if raw == "" and _free_text(param):
@@ -138,10 +146,7 @@ def operation(
                     raise BadRequest(
                         "send a JSON body with Content-Type: application/json", code="bad_json"
                     )
-                try:
-                    data = json.loads(await request.read() or b"null")
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    raise BadRequest("the body is not valid JSON", code="bad_json") from None
+                data = loads_json(await request.read() or b"null")
                 error = jsonschema.exceptions.best_match(validator.iter_errors(data))
                 if error is not None:
                     where = "/".join(str(p) for p in error.absolute_path) or "body"

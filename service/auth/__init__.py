@@ -16,8 +16,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+
 from service.db import Conn, queries
-from service.errors import BadRequest
+from service.errors import BadRequest, Conflict
 
 Q = queries.load("service.auth")
 ROLES = ("telephony", "qa_trainer", "compliance", "admin")
@@ -43,10 +45,24 @@ async def create_token(conn: Conn, name: str, role: str, created_by: str) -> tup
     name = name.strip()
     if not name or len(name) > 100:
         raise BadRequest("name must be 1 to 100 characters", code="bad_name")
+    if not name.isprintable():
+        # names are printed by the CLI and read in the audit trail: no control characters,
+        # escapes, invisible or direction-changing characters (nor NUL or lone surrogates)
+        raise BadRequest("name must be printable text", code="bad_name")
     if role not in ROLES:
         raise BadRequest(f"role must be one of {', '.join(ROLES)}", code="bad_role")
     token = PREFIX + secrets.token_urlsafe(32)
-    row = await conn.fetchrow(Q["create_token"], name, role, _digest(token), created_by)
+    try:
+        # a savepoint, so that the caller's transaction survives the refusal
+        async with conn.transaction():
+            row = await conn.fetchrow(Q["create_token"], name, role, _digest(token), created_by)
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "api_tokens_name_key":
+            raise
+        raise Conflict(
+            f"a token named {name!r} exists already (names are never reused)",
+            code="token_name_taken",
+        ) from None
     return token, row
 
 

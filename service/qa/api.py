@@ -27,6 +27,7 @@ from service.errors import BadRequest, Conflict, NotFound
 from service.ledger import NewEvent, visibility
 from service.links import LINKS
 from service.personal_data import PhoneVault, mask_phone
+from service.untrusted import parse_timestamp
 
 log = logging.getLogger(__name__)
 Q = queries.load("service.qa")
@@ -49,12 +50,27 @@ def _cursor(started_at: datetime, call_id: uuid.UUID) -> str:
 def _uncursor(text: str | None) -> tuple[datetime | None, uuid.UUID | None]:
     if not text:
         return None, None
+    bad = BadRequest("cursor is not one this API gave out", code="bad_cursor")
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        started, call_id = json.loads(raw)
-        return datetime.fromisoformat(started), uuid.UUID(call_id)
-    except (ValueError, TypeError):
-        raise BadRequest("cursor is not one this API gave out", code="bad_cursor") from None
+        decoded = json.loads(raw)
+    except ValueError:  # not base64, not UTF-8, not JSON
+        raise bad from None
+    # only the shape _cursor writes: [zoned timestamp inside the calendar, uuid]
+    if not (
+        isinstance(decoded, list)
+        and len(decoded) == 2
+        and all(isinstance(part, str) for part in decoded)
+    ):
+        raise bad
+    started = parse_timestamp(decoded[0])
+    try:
+        call_id = uuid.UUID(decoded[1])
+    except ValueError:
+        raise bad from None
+    if started is None:
+        raise bad
+    return started, call_id
 
 
 def _caller(vault: PhoneVault, blob: bytes | None) -> str | None:

@@ -22,6 +22,7 @@ from service.twilio import twiml
 from service.twilio.direction import twilio_direction
 from service.twilio.media import check_recording_sid
 from service.twilio.signature import verified_form
+from service.untrusted import parse_int
 
 log = logging.getLogger(__name__)
 PLATFORM = "twilio"
@@ -37,6 +38,12 @@ def _call_sid(form: MultiDictProxy[str]) -> str:
     if not sid.strip() or len(sid) > 64:
         raise BadRequest("CallSid is required", code="missing_call_sid")
     return sid.strip()
+
+
+def _duration(raw: str) -> int | None:
+    # whole seconds in ASCII digits that fit the integer column; anything else is no duration
+    seconds = parse_int(raw)
+    return seconds if seconds is not None and 0 <= seconds < 2**31 else None
 
 
 def _policy(settings: Settings, called: str | None, queue: str | None) -> Policy:
@@ -102,8 +109,8 @@ async def voice(request: web.Request) -> web.Response:
 async def consent(request: web.Request) -> web.Response:
     form = await verified_form(request)
     sid = _call_sid(form)
-    raw_attempt = request.query.get("attempt", "1")
-    if not raw_attempt.isdigit() or not 1 <= int(raw_attempt) <= 10:
+    attempt = parse_int(request.query.get("attempt", "1"))
+    if attempt is None or not 1 <= attempt <= 10:
         raise BadRequest("attempt must be a number from 1 to 10", code="bad_attempt")
     digits = (form.get("Digits") or "").strip() or None
     async with request.app[POOL].acquire() as conn:
@@ -113,7 +120,7 @@ async def consent(request: web.Request) -> web.Response:
             platform=PLATFORM,
             external_id=sid,
             digits=digits,
-            attempt=int(raw_attempt),
+            attempt=attempt,
         )
     if decision is None:
         # A consent step for a call we never saw start: never record it, let the call go on.
@@ -138,7 +145,7 @@ async def status(request: web.Request) -> web.Response:
     if not call_status:
         raise BadRequest("CallStatus is required", code="missing_call_status")
     raw_duration = form.get("CallDuration") or ""
-    duration = int(raw_duration) if raw_duration.isdigit() else None
+    duration = _duration(raw_duration)
     direction = twilio_direction(form.get("Direction"))
     caller, called = form.get("From") or None, form.get("To") or None
     centre = gate.contact_centre_number(direction, caller, called)
@@ -186,7 +193,7 @@ async def recording(request: web.Request) -> web.Response:
             recording_sid=recording_sid,
             call_sid=sid,
             status=status,
-            duration_s=int(raw_duration) if raw_duration.isdigit() else None,
+            duration_s=_duration(raw_duration),
             max_attempts=request.app[SETTINGS].job_max_attempts,
         )
     log.info(

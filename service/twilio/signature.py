@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import functools
 import hmac
+import urllib.parse
 
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 from twilio.request_validator import RequestValidator
 
 from service.context import SETTINGS
-from service.errors import Forbidden
+from service.errors import BadRequest, Forbidden
+from service.untrusted import check_text
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 
@@ -23,16 +25,32 @@ def _validator(token: str) -> RequestValidator:
     return RequestValidator(token)
 
 
+async def _form(request: web.Request) -> MultiDictProxy[str]:
+    """The body as Twilio sends it: UTF-8 ``application/x-www-form-urlencoded``, strictly
+    decoded (aiohttp's own parser raises on raw bytes that are not UTF-8 and silently replaces
+    percent-encoded ones)."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise BadRequest("send the webhook as a URL-encoded form", code="bad_form")
+    raw = await request.read()
+    try:
+        pairs = urllib.parse.parse_qsl(
+            raw.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=500
+        )
+    except ValueError:  # UnicodeDecodeError, or too many fields
+        raise BadRequest("the webhook body is not a UTF-8 form", code="bad_form") from None
+    return MultiDictProxy(MultiDict(pairs))
+
+
 async def verified_form(request: web.Request) -> MultiDictProxy[str]:
-    """The webhook's form parameters, or :class:`Forbidden` before anything is written."""
+    """The webhook's form parameters, or :class:`Forbidden` before anything is written.
+
+    Parameters PostgreSQL could not store (NUL) are refused after the signature is checked, so
+    nothing reaches a query that would fail inside the database."""
     settings = request.app[SETTINGS]
     signature = request.headers.get(SIGNATURE_HEADER)
     if not signature or not settings.twilio_auth_token:
         raise Forbidden("missing or invalid X-Twilio-Signature", code="bad_signature")
-    form = await request.post()
-    params = MultiDictProxy(MultiDict((k, v) for k, v in form.items() if isinstance(v, str)))
-    if len(params) != len(form):  # a file upload is never a Twilio webhook
-        raise Forbidden("missing or invalid X-Twilio-Signature", code="bad_signature")
+    params = await _form(request)
     url = settings.public_url + request.path_qs
     validator = _validator(settings.twilio_auth_token)
     # The exact URL first (one HMAC); only on a mismatch the library's full check, which also
@@ -40,6 +58,9 @@ async def verified_form(request: web.Request) -> MultiDictProxy[str]:
     exact = validator.compute_signature(url, params)
     if not hmac.compare_digest(exact, signature) and not validator.validate(url, params, signature):
         raise Forbidden("missing or invalid X-Twilio-Signature", code="bad_signature")
+    for name, value in params.items():
+        check_text(name, "a parameter name", code="bad_form")
+        check_text(value, name[:64], code="bad_form")
     account = params.get("AccountSid")
     if settings.twilio_account_sid and account != settings.twilio_account_sid:
         raise Forbidden("webhook is for another Twilio account", code="wrong_account")
