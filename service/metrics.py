@@ -61,6 +61,12 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.voice_fallbacks = Counter(
+            "callvault_voice_fallbacks",
+            "Calls let through without recording because the database could not be reached",
+            ["step"],
+            registry=self.registry,
+        )
         self.intake_bytes = Counter(
             "callvault_intake_bytes", "Bytes of recordings stored", registry=self.registry
         )

@@ -1,11 +1,42 @@
-"""The asyncpg pool and the codecs every connection gets (jsonb as Python objects)."""
+"""The asyncpg pools, the codecs every connection gets (jsonb as Python objects), and
+:func:`reach`: a connection for work that must answer quickly or not at all.
+
+A webhook must answer Twilio within seconds whatever the database does: refused, restarting,
+out of connections, or hung (packets dropped, a stuck failover). :func:`reach` bounds the wait
+for a connection and the whole unit of work, and turns every way the database can be out of
+reach into one :class:`~service.errors.DatabaseUnavailable` the caller can answer.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+
+from service.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+# How long opening one connection may take (asyncpg's default is a minute).
+CONNECT_TIMEOUT_S = 10.0
+
+# What "the database cannot be reached" looks like from here: a refused or reset socket, a
+# timeout, a connection lost mid-statement (class 08), a server starting up or shutting down,
+# a cancelled statement (class 57), out of connections or memory (class 53).
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
 
 
 async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
@@ -27,15 +58,49 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asy
         max_size=max_size,
         init=_init_connection,
         reset=_reset,
+        timeout=CONNECT_TIMEOUT_S,
         server_settings={"application_name": "callvault"},
     )
     assert pool is not None
     return pool
 
 
+@asynccontextmanager
+async def reach(
+    pool: asyncpg.Pool[Any], *, acquire_timeout_s: float, work_timeout_s: float
+) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy[Any]]:
+    """A pooled connection within ``acquire_timeout_s`` (opening one if needed), and the work
+    done with it within ``work_timeout_s``; otherwise :class:`DatabaseUnavailable`.
+
+    The body must do only database work: every error of :data:`UNREACHABLE` it raises is
+    taken to mean the database is out of reach. A connection whose statement ran out of time is
+    closed rather than handed back: asyncpg would wait for the server to acknowledge the
+    cancellation, and a hung server never does."""
+    try:
+        conn = await pool.acquire(timeout=acquire_timeout_s)
+    except UNREACHABLE as exc:
+        raise _unavailable("no database connection", exc) from exc
+    try:
+        async with asyncio.timeout(work_timeout_s):
+            yield conn
+    except UNREACHABLE as exc:
+        conn.terminate()
+        raise _unavailable("database work did not finish", exc) from exc
+    finally:
+        # on failure asyncpg closes the connection; the pool opens a fresh one when needed
+        with contextlib.suppress(*UNREACHABLE):
+            await pool.release(conn, timeout=acquire_timeout_s)
+
+
+def _unavailable(what: str, exc: BaseException) -> DatabaseUnavailable:
+    reason = type(exc).__name__
+    log.warning("%s: %s", what, reason, extra={"error": reason})
+    return DatabaseUnavailable(f"{what} in time; try again shortly")
+
+
 async def connect(url: str) -> asyncpg.Connection[Any]:
     conn: asyncpg.Connection[Any] = await asyncpg.connect(
-        url, server_settings={"application_name": "callvault"}
+        url, timeout=CONNECT_TIMEOUT_S, server_settings={"application_name": "callvault"}
     )
     await _init_connection(conn)
     return conn

@@ -3,6 +3,13 @@
 Each handler verifies the signature first (403 and nothing written otherwise), makes one
 database transaction through :mod:`service.consent.gate`, and answers TwiML. Nothing else
 touches the network on this path: a caller hears silence while we think.
+
+When the database cannot be reached within the short timeouts of
+:func:`service.context.database`, the voice and consent steps answer TwiML that continues the
+call without recording: no consent can be proven, so none is assumed. They must not answer an
+error: Twilio answers a failed TwiML request by playing its "application error" message and
+ending the call (or by fetching the number's Fallback URL). The status and recording callbacks
+answer 503: they carry no TwiML, and the reconciler finds what Twilio does not retry.
 """
 
 from __future__ import annotations
@@ -14,8 +21,8 @@ from multidict import MultiDictProxy
 
 from service.config import Policy, Settings
 from service.consent import gate
-from service.context import POOL, PROMPTS, SETTINGS, VAULT
-from service.errors import BadRequest, ConfigError
+from service.context import PROMPTS, SETTINGS, VAULT, database
+from service.errors import BadRequest, ConfigError, DatabaseUnavailable
 from service.intake.callbacks import recording_callback
 from service.metrics import METRICS
 from service.twilio import twiml
@@ -73,23 +80,32 @@ def _answer(request: web.Request, decision: gate.Decision) -> web.Response:
     return _twiml(twiml.hangup())
 
 
+def _without_database(request: web.Request, step: str, continue_url: str | None) -> web.Response:
+    request.app[METRICS].voice_fallbacks.labels(step).inc()
+    log.warning("database unreachable: the call continues without recording", extra={"step": step})
+    return _twiml(twiml.continue_without_recording(continue_url))
+
+
 @routes.post("/telephony/twilio/voice")
 async def voice(request: web.Request) -> web.Response:
     form = await verified_form(request)
     sid = _call_sid(form)
     called = form.get("To") or None
     policy = _policy(request.app[SETTINGS], called, request.query.get("queue"))
-    async with request.app[POOL].acquire() as conn:
-        decision = await gate.start_call(
-            conn,
-            request.app[VAULT],
-            request.app[PROMPTS],
-            platform=PLATFORM,
-            external_id=sid,
-            caller=form.get("From") or None,
-            called=called,
-            policy=policy,
-        )
+    try:
+        async with database(request.app) as conn:
+            decision = await gate.start_call(
+                conn,
+                request.app[VAULT],
+                request.app[PROMPTS],
+                platform=PLATFORM,
+                external_id=sid,
+                caller=form.get("From") or None,
+                called=called,
+                policy=policy,
+            )
+    except DatabaseUnavailable:
+        return _without_database(request, "voice", policy.continue_url)
     log.info("call start", extra={"call_id": str(decision.call.id), "step": decision.step.value})
     return _answer(request, decision)
 
@@ -102,15 +118,21 @@ async def consent(request: web.Request) -> web.Response:
     if not raw_attempt.isdigit() or not 1 <= int(raw_attempt) <= 10:
         raise BadRequest("attempt must be a number from 1 to 10", code="bad_attempt")
     digits = (form.get("Digits") or "").strip() or None
-    async with request.app[POOL].acquire() as conn:
-        decision = await gate.consent_step(
-            conn,
-            request.app[PROMPTS],
-            platform=PLATFORM,
-            external_id=sid,
-            digits=digits,
-            attempt=int(raw_attempt),
-        )
+    try:
+        async with database(request.app) as conn:
+            decision = await gate.consent_step(
+                conn,
+                request.app[PROMPTS],
+                platform=PLATFORM,
+                external_id=sid,
+                digits=digits,
+                attempt=int(raw_attempt),
+            )
+    except DatabaseUnavailable:
+        # The caller may have pressed 1, but a consent that cannot be written cannot be proven.
+        called = form.get("To") or None
+        policy = _policy(request.app[SETTINGS], called, None)
+        return _without_database(request, "consent", policy.continue_url)
     if decision is None:
         # A consent step for a call we never saw start: never record it, let the call go on.
         log.warning("consent step for an unknown call; continuing without recording")
@@ -136,7 +158,7 @@ async def status(request: web.Request) -> web.Response:
     raw_duration = form.get("CallDuration") or ""
     duration = int(raw_duration) if raw_duration.isdigit() else None
     called = form.get("To") or None
-    async with request.app[POOL].acquire() as conn:
+    async with database(request.app) as conn:
         call = await gate.status_step(
             conn,
             request.app[VAULT],
@@ -172,7 +194,7 @@ async def recording(request: web.Request) -> web.Response:
             code="bad_recording_status",
         )
     raw_duration = form.get("RecordingDuration") or ""
-    async with request.app[POOL].acquire() as conn:
+    async with database(request.app) as conn:
         fresh = await recording_callback(
             conn,
             platform=PLATFORM,
