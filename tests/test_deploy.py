@@ -129,3 +129,22 @@ def test_dockerfile_installs_the_way_the_readme_does() -> None:
     docker_args = _pip_args(docker_install)
     assert [a for a in make_args if a != ".[dev]"] == [a for a in docker_args if a != "."]
     assert re.search(r"COPY pyproject.toml constraints.txt", (DEPLOY / "Dockerfile").read_text())
+
+
+def test_a_proxy_stays_in_front_and_says_who_the_client_is() -> None:
+    """Issue 12 items 9 and 10: the replicas believe X-Forwarded-For from the proxy only, and
+    slow clients are the proxy's to absorb."""
+    nginx = (DEPLOY / "nginx.conf").read_text()
+    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in nginx
+    assert re.search(r"client_header_timeout \d+s;", nginx)
+    compose = _compose()
+    lb_address = compose["services"]["lb"]["networks"]["default"]["ipv4_address"]
+    for name in ("callvault-1", "callvault-2"):
+        env = compose["services"][name]["environment"]
+        assert env["CALLVAULT_TRUSTED_PROXIES"] == lb_address
+        assert "ports" not in compose["services"][name]
+    kinds = {d["kind"]: d for d in _manifests()}
+    assert kinds["Service"]["spec"]["type"] == "ClusterIP"
+    backend = kinds["Ingress"]["spec"]["rules"][0]["http"]["paths"][0]["backend"]
+    assert backend["service"]["name"] == kinds["Service"]["metadata"]["name"]
+    assert kinds["ConfigMap"]["data"]["CALLVAULT_TRUSTED_PROXIES"]
