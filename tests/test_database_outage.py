@@ -70,13 +70,17 @@ def _continues_unrecorded(body: str) -> None:
     assert [(el.tag, el.text) for el in root] == [("Redirect", CONTINUE_URL)], body
 
 
-async def _fallbacks(twilio: FakeTwilio, service: Service, step: str) -> float:
+async def _metrics(twilio: FakeTwilio, service: Service) -> str:
     async with twilio.session.get(service.base_url + "/metrics") as resp:
-        text = await resp.text()
+        assert resp.status == 200
+        return await resp.text()
+
+
+def _sample(text: str, name: str) -> float:
     for line in text.splitlines():
-        if line.startswith(f'callvault_voice_fallbacks_total{{step="{step}"}}'):
+        if line.startswith(name + " "):
             return float(line.split()[-1])
-    return 0.0
+    raise AssertionError(f"no sample {name}")
 
 
 async def _webhook(twilio: FakeTwilio, path: str, params: dict[str, str]) -> tuple[int, str]:
@@ -109,10 +113,13 @@ async def test_voice_continues_without_recording_when_the_database_is_out_of_rea
     assert status == 200
     _continues_unrecorded(body)
     assert await _counts(db) == before
+    # the scrape still answers during the outage, and counts the calls let through
+    metrics = await _metrics(twilio, service)
+    assert _sample(metrics, 'callvault_voice_fallbacks_total{step="voice"}') == 1
+    assert _sample(metrics, 'callvault_voice_fallbacks_total{step="consent"}') == 1
+    assert _sample(metrics, "callvault_database_reachable") == 0
 
     db_proxy.come_back()
-    assert await _fallbacks(twilio, service, "voice") == 1
-    assert await _fallbacks(twilio, service, "consent") == 1
     status, body = await _webhook(
         twilio, "/telephony/twilio/voice", twilio.call_params(new_sid(), CALLER, HOTLINE)
     )

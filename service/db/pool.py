@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,8 +19,6 @@ from typing import Any
 import asyncpg
 
 from service.errors import DatabaseUnavailable
-
-log = logging.getLogger(__name__)
 
 # How long opening one connection may take (asyncpg's default is a minute).
 CONNECT_TIMEOUT_S = 10.0
@@ -93,8 +90,8 @@ async def reach(
 
 
 def _unavailable(what: str, exc: BaseException) -> DatabaseUnavailable:
-    reason = type(exc).__name__
-    log.warning("%s: %s", what, reason, extra={"error": reason})
+    # not logged here: probes and callbacks would repeat it every second of an outage; the
+    # caller reports it once in its own words (the cause stays chained for those who look)
     return DatabaseUnavailable(f"{what} in time; try again shortly")
 
 

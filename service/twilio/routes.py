@@ -80,9 +80,14 @@ def _answer(request: web.Request, decision: gate.Decision) -> web.Response:
     return _twiml(twiml.hangup())
 
 
-def _without_database(request: web.Request, step: str, continue_url: str | None) -> web.Response:
+def _without_database(
+    request: web.Request, step: str, continue_url: str | None, exc: DatabaseUnavailable
+) -> web.Response:
     request.app[METRICS].voice_fallbacks.labels(step).inc()
-    log.warning("database unreachable: the call continues without recording", extra={"step": step})
+    log.warning(
+        "database unreachable: the call continues without recording",
+        extra={"step": step, "error": type(exc.__cause__).__name__},
+    )
     return _twiml(twiml.continue_without_recording(continue_url))
 
 
@@ -104,8 +109,8 @@ async def voice(request: web.Request) -> web.Response:
                 called=called,
                 policy=policy,
             )
-    except DatabaseUnavailable:
-        return _without_database(request, "voice", policy.continue_url)
+    except DatabaseUnavailable as exc:
+        return _without_database(request, "voice", policy.continue_url, exc)
     log.info("call start", extra={"call_id": str(decision.call.id), "step": decision.step.value})
     return _answer(request, decision)
 
@@ -128,11 +133,11 @@ async def consent(request: web.Request) -> web.Response:
                 digits=digits,
                 attempt=int(raw_attempt),
             )
-    except DatabaseUnavailable:
+    except DatabaseUnavailable as exc:
         # The caller may have pressed 1, but a consent that cannot be written cannot be proven.
         called = form.get("To") or None
         policy = _policy(request.app[SETTINGS], called, None)
-        return _without_database(request, "consent", policy.continue_url)
+        return _without_database(request, "consent", policy.continue_url, exc)
     if decision is None:
         # A consent step for a call we never saw start: never record it, let the call go on.
         log.warning("consent step for an unknown call; continuing without recording")
