@@ -78,7 +78,8 @@ class ConnectionCap:
         self._opened: dict[RequestHandler, float] = {}  # (handlers take no weak references)
 
     def __call__(self) -> asyncio.BaseProtocol:
-        connections = self.server.connections
+        # a connection already closed stays listed until its task ends: it holds no socket
+        connections = [h for h in self.server.connections if h.transport is not None]
         now = self.clock()
         if len(connections) >= self.limit:
             victim = self._victim(connections, now)

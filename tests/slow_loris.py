@@ -1,7 +1,8 @@
 """A slow-loris attacker as its own process (so the test's client is not starved by it):
-``python -m tests.slow_loris PORT SOCKETS SECONDS``. Each socket sends a request line, then a
-header line every half second, never the end of the head; a socket the server closes is opened
-again two seconds later. Prints ``{"opened", "closed_by_server"}`` as JSON when time is up."""
+``python -m tests.slow_loris PORT SOCKETS SECONDS [INTERVAL]``. Each socket sends a request
+line, then a header line every INTERVAL seconds (default 0.5), never the end of the head; a
+socket the server closes is opened again two seconds later. Prints ``{"opened",
+"closed_by_server"}`` as JSON when time is up."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import sys
 
 
 class SlowLoris:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, interval_s: float = 0.5) -> None:
         self.port = port
+        self.interval_s = interval_s
         self.opened = 0
         self.closed_by_server = 0
         self.stop = asyncio.Event()
@@ -36,7 +38,7 @@ class SlowLoris:
                     await writer.drain()
                     with contextlib.suppress(TimeoutError):
                         # the server answers nothing to a head that never ends; EOF = closed
-                        if await asyncio.wait_for(reader.read(1024), 0.5) == b"":
+                        if await asyncio.wait_for(reader.read(1024), self.interval_s) == b"":
                             self.closed_by_server += 1
                             break
                     writer.write(b"X-Slow: 1\r\n")
@@ -47,8 +49,8 @@ class SlowLoris:
             await self._pace(2.0)
 
 
-async def main(port: int, sockets: int, seconds: float) -> None:
-    loris = SlowLoris(port)
+async def main(port: int, sockets: int, seconds: float, interval_s: float = 0.5) -> None:
+    loris = SlowLoris(port, interval_s)
     tasks = [asyncio.create_task(loris.one()) for _ in range(sockets)]
     await loris._pace(seconds)
     loris.stop.set()
@@ -57,4 +59,5 @@ async def main(port: int, sockets: int, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])))
+    interval = float(sys.argv[4]) if len(sys.argv) > 4 else 0.5
+    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), interval))
