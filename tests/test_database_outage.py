@@ -147,3 +147,26 @@ async def test_callbacks_answer_503_when_the_database_is_out_of_reach(
         assert '"database_unavailable"' in body
     db_proxy.come_back()
     assert await _counts(db) == (0, 0, 0)
+
+
+def test_outage_and_listener_settings_are_read_from_the_environment() -> None:
+    from service.config import load_settings
+
+    settings = load_settings(
+        {
+            "CALLVAULT_DB_ACQUIRE_TIMEOUT": "1s",
+            "CALLVAULT_DB_STATEMENT_TIMEOUT": "4s",
+            "CALLVAULT_HEADER_TIMEOUT": "10s",
+            "CALLVAULT_MAX_CONNECTIONS": "500",
+            "CALLVAULT_METRICS_CACHE": "30s",
+            "CALLVAULT_JOB_RETENTION": "14d",
+            "CALLVAULT_METRICS_TOKEN": "scrape-me",
+        }
+    )
+    assert (settings.db_acquire_timeout_s, settings.db_statement_timeout_s) == (1, 4)
+    assert (settings.header_timeout_s, settings.max_connections) == (10, 500)
+    assert (settings.metrics_cache_s, settings.job_retention_s) == (30, 14 * 86400)
+    assert settings.metrics_token == "scrape-me"
+    defaults = load_settings({})
+    assert (defaults.db_acquire_timeout_s, defaults.db_statement_timeout_s) == (2.0, 3.0)
+    assert defaults.metrics_token is None and defaults.trusted_proxies == ()
