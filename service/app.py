@@ -40,10 +40,11 @@ from service.errors import ConfigError
 from service.http_errors import error_middleware
 from service.intake import job as intake_job
 from service.intake.callbacks import JOB_KIND
+from service.jobs import prune_done as prune_jobs
 from service.jobs.worker import JobContext, Worker, WorkerConfig
 from service.ledger import seals as ledger_seals
 from service.links import LINKS, LinkSigner
-from service.metrics import METRICS, Metrics
+from service.metrics import FIGURES, METRICS, METRICS_POOL, FiguresCache, Metrics
 from service.observe import hide_server_software, observe_middleware
 from service.personal_data import PhoneVault
 from service.prompt_library import PromptLibrary
@@ -84,7 +85,10 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
                 for m in await migrate(conn):
                     log.info("applied migration %04d_%s", m.version, m.name)
         app[POOL] = pool
+        # scrapes get one connection of their own, opened on the first scrape
+        app[METRICS_POOL] = await create_pool(url, min_size=0, max_size=1)
         yield
+        await app[METRICS_POOL].close()
         await pool.close()
 
     async def prompt_library(app: web.Application) -> AsyncIterator[None]:
@@ -216,8 +220,22 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
                     },
                 )
 
+        async def prune() -> None:
+            # finished jobs leave after CALLVAULT_JOB_RETENTION (the database's clock decides)
+            try:
+                pruned = await prune_jobs(app[POOL], settings.job_retention_s)
+            except Exception:
+                log.exception("pruning finished jobs failed; the next pass retries")
+                return
+            if pruned:
+                log.info("finished jobs pruned", extra={"pruned": pruned})
+
+        async def purge_and_prune() -> None:
+            await purge()
+            await prune()
+
         scheduler = retention_scheduler.start(
-            purge,
+            purge_and_prune,
             settings.purge_interval_s,
             seal=seal,
             seal_interval_s=settings.seal_interval_s,
@@ -236,6 +254,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     app.cleanup_ctx.append(job_worker)
     app.cleanup_ctx.append(purge_schedule)
     app[METRICS] = Metrics()
+    app[FIGURES] = FiguresCache(settings.metrics_cache_s)
     app.add_routes(health.routes)
     app.add_routes(metrics.routes)
     app.add_routes(prompts_http.routes)

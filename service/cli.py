@@ -34,26 +34,27 @@ def _settings(*, database: bool, secrets: bool = True) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from service import logs
+    from service import listener, logs
     from service.app import create_app
     from service.demo import with_standin
 
     settings = load_settings()
     logs.setup(settings.log_level)
     settings = with_standin(settings, _settings(database=True))  # demo mode: service/demo.py
-    web.run_app(
+    listener.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        header_timeout_s=settings.header_timeout_s,
+        max_connections=settings.max_connections,
         access_log_class=logs.AccessLogger,
-        shutdown_timeout=settings.shutdown_timeout_s,
-        print=lambda _: logging.getLogger("service").info(
+        shutdown_timeout_s=settings.shutdown_timeout_s,
+        on_listening=lambda limit: logging.getLogger("service").info(
             "callvault listening",
             extra={
                 "url": f"http://{settings.host}:{settings.port}",
                 "public_url": settings.public_url,
+                "max_connections": limit,
             },
         ),
     )

@@ -9,6 +9,7 @@ the called numbers (a number may name its queue). Every invalid value raises
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -122,6 +123,19 @@ class Settings:
     reconcile_grace_s: int = 600  # a call's recording callback is awaited this long after it ends
     reconcile_interval_s: int = 900  # how often lost recording callbacks are looked for
     max_body_bytes: int = 1024 * 1024
+    # A webhook waits this long for a database connection, and this long for its statements,
+    # before it answers without the database (see service.db.pool.reach).
+    db_acquire_timeout_s: float = 2.0
+    db_statement_timeout_s: float = 3.0
+    # Peers whose X-Forwarded-For is believed (the load balancer); nobody's by default.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    metrics_token: str | None = None  # when set, /metrics wants it as a bearer token
+    metrics_cache_s: float = 15.0  # database figures on /metrics are at most this old
+    job_retention_s: int = 7 * 86400  # finished jobs are deleted this long after they finish
+    # A connection must send a whole request head within this time of opening (or of its last
+    # response); an idle keep-alive connection is closed after it too.
+    header_timeout_s: float = 15.0
+    max_connections: int = 1000  # beyond it the oldest idle connection is closed
     log_level: str = "INFO"
     config_path: Path | None = None
     defaults: Policy = field(default_factory=Policy)
@@ -220,6 +234,21 @@ def _int(key: str, value: object, low: int, high: int) -> int:
     return number
 
 
+def _networks(key: str, value: object) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``10.0.0.5, 10.1.0.0/16 fd00::/8`` (commas or spaces; a TOML list works too)."""
+    items = value if isinstance(value, list) else re.split(r"[\s,]+", str(value))
+    networks = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ConfigError(f"{key}: not an IP address or CIDR block: {text!r}") from None
+    return tuple(networks)
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
@@ -289,6 +318,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "seal_interval",
         "reconcile_grace",
         "reconcile_interval",
+        "db_acquire_timeout",
+        "db_statement_timeout",
+        "trusted_proxies",
+        "metrics_token",
+        "metrics_cache",
+        "job_retention",
+        "header_timeout",
+        "max_connections",
     } | _POLICY_KEYS
     values: dict[str, Any] = {}
     defaults = Policy()
@@ -310,6 +347,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values["s3_threads"] = _int(name, text, 1, 64)
         elif key == "workers":
             values["workers"] = _int(name, text, 0, 64)
+        elif key == "max_connections":
+            values[key] = _int(name, text, 16, 1_000_000)
+        elif key == "trusted_proxies":
+            values[key] = _networks(name, text)
         elif key == "job_max_attempts":
             values["job_max_attempts"] = _int(name, text, 1, 100)
         elif key in (
@@ -323,6 +364,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "seal_interval",
             "reconcile_grace",
             "reconcile_interval",
+            "db_acquire_timeout",
+            "db_statement_timeout",
+            "metrics_cache",
+            "job_retention",
+            "header_timeout",
         ):
             field_name = {"job_backoff": "job_backoff_base_s"}.get(key, key + "_s")
             values[field_name] = parse_duration(name, text)

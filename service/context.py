@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
 import asyncpg
 from aiohttp import web
+from asyncpg.pool import PoolConnectionProxy
 
 from service.config import Settings
+from service.db.pool import reach
 from service.personal_data import PhoneVault
 from service.prompt_library import PromptLibrary
 from service.storage import ObjectStore
@@ -19,6 +22,17 @@ PROMPTS = web.AppKey("prompts", PromptLibrary)
 VAULT = web.AppKey("vault", PhoneVault)
 STORE: web.AppKey[ObjectStore] = web.AppKey("store")
 HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
+
+
+def database(app: web.Application) -> AbstractAsyncContextManager[PoolConnectionProxy[Any]]:
+    """A connection for a request that must answer in seconds (webhooks, authentication), within
+    the configured timeouts, or :class:`~service.errors.DatabaseUnavailable`."""
+    settings = app[SETTINGS]
+    return reach(
+        app[POOL],
+        acquire_timeout_s=settings.db_acquire_timeout_s,
+        work_timeout_s=settings.db_statement_timeout_s,
+    )
 
 
 class Lifecycle:

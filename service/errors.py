@@ -13,6 +13,7 @@ class CallvaultError(Exception):
 
     status: int = 400
     code: str = "bad_request"
+    retry_after_s: int | None = None  # sent as Retry-After when set (429, 503)
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -64,3 +65,18 @@ class LedgerBroken(CallvaultError):
 
     status = 409
     code = "ledger_broken"
+
+
+class DatabaseUnavailable(CallvaultError):
+    """The database could not be reached within the short timeouts a webhook or an API call
+    may wait (refused, hung, restarting, out of connections). Clients may retry."""
+
+    status = 503
+    code = "database_unavailable"
+    retry_after_s = 5
+
+    @classmethod
+    def of(cls, what: str, exc: BaseException) -> DatabaseUnavailable:
+        """``what: reason`` for a failed connection, e.g. a CLI's one-line error."""
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        return cls(f"{what}: {reason or type(exc).__name__}")

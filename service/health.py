@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 from aiohttp import web
 
-from service.context import LIFECYCLE, POOL, STORE
+from service.context import LIFECYCLE, STORE, database
+from service.errors import DatabaseUnavailable
 from service.http_errors import error_response
 from service.storage import StorageError
 
@@ -24,10 +24,10 @@ async def readyz(request: web.Request) -> web.Response:
     if request.app[LIFECYCLE].draining:
         return error_response(503, "draining", "shutting down; send new work elsewhere")
     try:
-        async with asyncio.timeout(2):
-            async with request.app[POOL].acquire() as conn:
-                await conn.fetchval("SELECT 1")
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        # bounded like a webhook: a hung database must not hang the probe (and its connection)
+        async with database(request.app) as conn:
+            await conn.fetchval("SELECT 1")
+    except DatabaseUnavailable:
         # probes poll often: the 503 is the report, the log would only repeat it
         return error_response(503, "not_ready", "database unreachable")
     try:

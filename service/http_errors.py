@@ -40,7 +40,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except CallvaultError as exc:
-        return error_response(exc.status, exc.code, exc.message)
+        response = error_response(exc.status, exc.code, exc.message)
+        if exc.retry_after_s is not None:
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
     except web.RequestPayloadError:
         # the body could not be read as sent: a Content-Encoding it does not match, a broken
         # chunked encoding; the client's fault, and nothing about it is worth a traceback

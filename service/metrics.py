@@ -1,13 +1,26 @@
 """``GET /metrics`` in Prometheus text format (``prometheus-client``).
 
 State that lives in PostgreSQL (jobs by state and the age of the oldest, recordings still at
-the platform) is read at scrape time, so every replica reports the same truth and nothing
-depends on which replica did the work.
+the platform, holds, open requests) is read from the database, so every replica reports the
+same truth and nothing depends on which replica did the work. Scrapes must never compete with
+webhooks: those figures are read at most every ``CALLVAULT_METRICS_CACHE`` seconds, by one
+scrape at a time (the others wait for it and share its result), over a pool of its own with one
+connection. When the database cannot be reached the scrape still answers, with the process's
+own counters (the calls let through unrecorded among them), the last figures read, their age,
+and ``callvault_database_reachable 0``. With ``CALLVAULT_METRICS_TOKEN`` set, a scrape must send
+it as a bearer token.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -21,9 +34,10 @@ from prometheus_client import (
 )
 
 from service import jobs
-from service.context import POOL
+from service.context import SETTINGS
 from service.db import queries
-from service.http_errors import error_response
+from service.db.pool import reach
+from service.errors import DatabaseUnavailable, Unauthorized
 
 log = logging.getLogger(__name__)
 Q = queries.load("service.jobs")
@@ -59,6 +73,12 @@ class Metrics:
             "callvault_consent_outcomes",
             "Calls whose outcome this replica decided, by outcome",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.voice_fallbacks = Counter(
+            "callvault_voice_fallbacks",
+            "Calls let through without recording because the database could not be reached",
+            ["step"],
             registry=self.registry,
         )
         self.intake_bytes = Counter(
@@ -97,32 +117,116 @@ class Metrics:
             "Recordings the platform still holds: intake or deletion not finished (or dead)",
             registry=self.registry,
         )
+        self.database_reachable = Gauge(
+            "callvault_database_reachable",
+            "1 if the last read of the database figures succeeded",
+            registry=self.registry,
+        )
+        self.figures_age = Gauge(
+            "callvault_database_figures_age_seconds",
+            "Age of the database figures shown (jobs, holds, requests, at platform)",
+            registry=self.registry,
+        )
 
 
 METRICS = web.AppKey("metrics", Metrics)
+# Scrapes read the database over this pool of one connection, never the webhooks' pool.
+METRICS_POOL: web.AppKey[asyncpg.Pool[Any]] = web.AppKey("metrics_pool")
+
+
+@dataclass(frozen=True)
+class Figures:
+    jobs: dict[str, tuple[int, float]]
+    at_platform: int
+    holds: int
+    dsar_open: int
+    dsar_overdue: int
+
+
+async def read_figures(conn: Any) -> Figures:
+    by_state = await jobs.stats(conn)
+    at_platform = await conn.fetchval(Q["recordings_at_platform"])
+    holds_active = await conn.fetchval(RQ["active_holds_count"])
+    dsar = await conn.fetchrow(RQ["request_counts"])
+    assert dsar is not None
+    return Figures(by_state, at_platform, holds_active, dsar["open"], dsar["overdue"])
+
+
+class FiguresCache:
+    """The database figures, read at most every ``max_age_s``, one read at a time."""
+
+    def __init__(self, max_age_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age_s = max_age_s
+        self.clock = clock
+        self.reads = 0  # reads attempted, for tests and curiosity
+        self.figures: Figures | None = None
+        self.read_at = -math.inf  # when the figures shown were read
+        self.reachable = False
+        self._tried_at = -math.inf  # when a read was last attempted, successful or not
+        self._lock = asyncio.Lock()
+
+    def _fresh(self) -> bool:
+        return self.clock() - self._tried_at < self.max_age_s
+
+    async def get(self, read: Callable[[], Awaitable[Figures]]) -> Figures | None:
+        if self._fresh():
+            return self.figures
+        async with self._lock:
+            if self._fresh():  # another scrape read them while this one waited
+                return self.figures
+            self.reads += 1
+            try:
+                self.figures = await read()
+            except DatabaseUnavailable:
+                self.reachable = False  # keep the last figures; their age says how old
+            else:
+                self.reachable = True
+                self.read_at = self.clock()
+            finally:
+                self._tried_at = self.clock()
+        return self.figures
+
+
+FIGURES = web.AppKey("metrics_figures", FiguresCache)
+
+
+def _check_token(request: web.Request, expected: str | None) -> None:
+    if expected is None:
+        return
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.strip().encode(), expected.encode()
+    ):
+        raise Unauthorized("/metrics wants the scrape token as a bearer token")
 
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    _check_token(request, settings.metrics_token)
     m = request.app[METRICS]
-    try:
-        async with request.app[POOL].acquire() as conn:
-            by_state = await jobs.stats(conn)
-            at_platform = await conn.fetchval(Q["recordings_at_platform"])
-            holds_active = await conn.fetchval(RQ["active_holds_count"])
-            dsar = await conn.fetchrow(RQ["request_counts"])
-            assert dsar is not None
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        log.warning("metrics: database unreachable: %s", exc)
-        return error_response(503, "not_ready", "database unreachable")
-    for state in JOB_STATES:
-        count, oldest = by_state.get(state, (0, 0.0))
-        m.jobs.labels(state).set(count)
-        m.oldest.labels(state).set(oldest)
-    m.at_platform.set(at_platform)
-    m.holds.set(holds_active)
-    m.dsar_open.set(dsar["open"])
-    m.dsar_overdue.set(dsar["overdue"])
+    cache = request.app[FIGURES]
+
+    async def read() -> Figures:
+        async with reach(
+            request.app[METRICS_POOL],
+            acquire_timeout_s=settings.db_acquire_timeout_s,
+            work_timeout_s=max(settings.db_statement_timeout_s, 10.0),
+        ) as conn:
+            return await read_figures(conn)
+
+    figures = await cache.get(read)
+    m.database_reachable.set(1 if cache.reachable else 0)
+    if figures is not None:
+        for state in JOB_STATES:
+            count, oldest = figures.jobs.get(state, (0, 0.0))
+            m.jobs.labels(state).set(count)
+            m.oldest.labels(state).set(oldest)
+        m.at_platform.set(figures.at_platform)
+        m.holds.set(figures.holds)
+        m.dsar_open.set(figures.dsar_open)
+        m.dsar_overdue.set(figures.dsar_overdue)
+        m.figures_age.set(cache.clock() - cache.read_at)
     return web.Response(
         body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

@@ -1,5 +1,6 @@
-"""A small asyncio TCP proxy for fault tests: forwards to a target, and can refuse new
-connections and cut the open ones (a bucket that is down), then come back."""
+"""A small asyncio TCP proxy for fault tests: forwards to a target (a TCP address or a Unix
+socket), and can refuse new connections and cut the open ones (a bucket that is down), hang
+(accept and keep every byte: a server that stopped answering), then come back."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import contextlib
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, unix_path: str | None = None) -> None:
         self.target = (target_host, target_port)
+        self.unix_path = unix_path
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self.server: asyncio.Server | None = None
         self.down = False
         self.refused = 0
@@ -24,6 +28,8 @@ class TcpProxy:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
 
     async def close(self) -> None:
+        self.down = True
+        self._flowing.set()  # let held connections see that the proxy is closing
         self.cut()
         if self.server is not None:
             self.server.close()
@@ -36,6 +42,11 @@ class TcpProxy:
 
     def come_back(self) -> None:
         self.down = False
+        self._flowing.set()
+
+    def hang(self) -> None:
+        """Accept new connections and keep open ones, but forward nothing either way."""
+        self._flowing.clear()
 
     def cut(self) -> None:
         for writer in list(self._pipes):
@@ -47,8 +58,16 @@ class TcpProxy:
             self.refused += 1
             writer.transport.abort()
             return
+        self._pipes.add(writer)
+        await self._flowing.wait()
+        if self.down:
+            writer.transport.abort()
+            return
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            if self.unix_path is not None:
+                up_reader, up_writer = await asyncio.open_unix_connection(self.unix_path)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.transport.abort()
             return
@@ -57,6 +76,7 @@ class TcpProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError, asyncio.IncompleteReadError):
                 while data := await src.read(65536):
+                    await self._flowing.wait()
                     dst.write(data)
                     await dst.drain()
             dst.transport.abort()

@@ -108,8 +108,8 @@ async def test_repeated_bad_tokens_are_slowed_down(
         (await call_api(http, service, "GET", "/api/holds", "cv_wrong"))[0] for _ in range(12)
     ]
     assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
-    # even a good token waits out the brake from the same address
-    assert (await call_api(http, service, "GET", "/api/holds", tokens["compliance"]))[0] == 429
+    # a good token from the same address is not refused for others' failures
+    assert (await call_api(http, service, "GET", "/api/holds", tokens["compliance"]))[0] == 200
 
 
 @pytest.mark.parametrize(

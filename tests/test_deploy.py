@@ -155,3 +155,22 @@ def test_dockerfile_installs_the_wheel_the_wheel_test_runs() -> None:
     assert build == [[*WHEEL_BUILD, "/wheels", "."]]
     installs = [s for s in steps if s[:2] == ["pip", "install"] and s[-1].endswith(".whl")]
     assert len(installs) == 1 and installs[0][-1] == _WHEEL
+
+
+def test_a_proxy_stays_in_front_and_says_who_the_client_is() -> None:
+    """Issue 12 items 9 and 10: the replicas believe X-Forwarded-For from the proxy only, and
+    slow clients are the proxy's to absorb."""
+    nginx = (DEPLOY / "nginx.conf").read_text()
+    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in nginx
+    assert re.search(r"client_header_timeout \d+s;", nginx)
+    compose = _compose()
+    lb_address = compose["services"]["lb"]["networks"]["default"]["ipv4_address"]
+    for name in ("callvault-1", "callvault-2"):
+        env = compose["services"][name]["environment"]
+        assert env["CALLVAULT_TRUSTED_PROXIES"] == lb_address
+        assert "ports" not in compose["services"][name]
+    kinds = {d["kind"]: d for d in _manifests()}
+    assert kinds["Service"]["spec"]["type"] == "ClusterIP"
+    backend = kinds["Ingress"]["spec"]["rules"][0]["http"]["paths"][0]["backend"]
+    assert backend["service"]["name"] == kinds["Service"]["metadata"]["name"]
+    assert kinds["ConfigMap"]["data"]["CALLVAULT_TRUSTED_PROXIES"]

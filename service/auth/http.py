@@ -1,22 +1,28 @@
 """Bearer-token authentication and role checks for the API, with a brake on guessing.
 
-Missing, unknown or revoked token → 401; a role the route does not allow → 403; more than
-``FAILURE_LIMIT`` failed attempts from one client address within a minute → 429 with
-Retry-After, before the token is even looked up. The failure counts live in this replica's
-memory: a guesser spread over N replicas gets N times the budget, still far too little to guess
-a 256-bit token.
+Missing, unknown or revoked token → 401; a role the route does not allow → 403. A client
+address with more than ``FAILURE_LIMIT`` failed attempts within a minute gets 429 with
+Retry-After instead of 401 for its further failures. The token is looked up first: a valid
+token is never refused because of failures from the same address (behind a proxy or a NAT that
+address is shared). The client address is the peer's, or, when the peer is one of
+``CALLVAULT_TRUSTED_PROXIES``, the rightmost address in ``X-Forwarded-For`` that is not a
+trusted proxy (the left part of that header is whatever the client chose to send). The failure
+counts live in this replica's memory: a guesser spread over N replicas gets N times the budget,
+still far too little to guess a 256-bit token.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
 from service.auth import Principal, authenticate
-from service.context import POOL
+from service.context import SETTINGS, database
 from service.errors import CallvaultError, Forbidden, Unauthorized
 
 FAILURE_LIMIT = 10
@@ -41,14 +47,48 @@ class FailureBrake:
             window.popleft()
         return window
 
-    def check(self, client: str) -> None:
-        if len(self._recent(client)) >= FAILURE_LIMIT:
-            raise TooManyAttempts("too many failed attempts; try again in a minute")
-
     def fail(self, client: str) -> None:
-        self._recent(client).append(time.monotonic())
+        """Count a failed attempt; past the limit, refuse it with the time to wait."""
+        recent = self._recent(client)
+        if len(recent) >= FAILURE_LIMIT:
+            error = TooManyAttempts("too many failed attempts; try again later")
+            error.retry_after_s = max(1, math.ceil(recent[0] + WINDOW_S - time.monotonic()))
+            raise error
+        recent.append(time.monotonic())
         if len(self._failures) > 10_000:  # bound the memory a scan of addresses can take
             self._failures.pop(next(iter(self._failures)))
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def client_address(request: web.Request, trusted: Sequence[Network]) -> str:
+    """The address the request came from: the peer, unless the peer is a trusted proxy; then
+    ``X-Forwarded-For`` read from the right, skipping trusted proxies (rightmost untrusted)."""
+    peer = request.remote or "unknown"
+    if not trusted or not _trusted(peer, trusted):
+        return peer
+    hops = [
+        hop.strip()
+        for header in request.headers.getall("X-Forwarded-For", [])
+        for hop in header.split(",")
+    ]
+    client = peer
+    for hop in reversed(hops):
+        if not hop:
+            continue
+        client = hop[:64]
+        if not _trusted(hop, trusted):
+            break
+    return client
+
+
+def _trusted(address: str, trusted: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
 
 
 BRAKE = web.AppKey("auth_brake", FailureBrake)
@@ -59,17 +99,15 @@ def requires(*roles: str) -> Callable[[Handler], Handler]:
 
     def wrap(handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            brake = request.app[BRAKE]
-            client = request.remote or "unknown"
-            brake.check(client)
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")
             principal: Principal | None = None
             if scheme.lower() == "bearer" and token.strip():
-                async with request.app[POOL].acquire() as conn:
+                async with database(request.app) as conn:
                     principal = await authenticate(conn, token.strip())
             if principal is None:
-                brake.fail(client)
+                trusted = request.app[SETTINGS].trusted_proxies
+                request.app[BRAKE].fail(client_address(request, trusted))
                 raise Unauthorized("a valid bearer token is required")
             if principal.role != "admin" and principal.role not in roles:
                 raise Forbidden(f"the {principal.role} role may not do this")

@@ -1,33 +1,46 @@
-"""The asyncpg pool and the codecs every connection gets (jsonb as Python objects).
+"""The asyncpg pools, the codecs every connection gets (jsonb as Python objects), and
+:func:`reach`: a connection for work that must answer quickly or not at all.
 
-A database that cannot be reached raises :class:`DatabaseUnavailable` naming the URL (without
-its password), so ``callvault serve`` and every command say which database failed."""
+A webhook must answer Twilio within seconds whatever the database does: refused, restarting,
+out of connections, or hung (packets dropped, a stuck failover). :func:`reach` bounds the wait
+for a connection and the whole unit of work, and turns every way the database can be out of
+reach into one :class:`~service.errors.DatabaseUnavailable` the caller can answer. Opening a
+pool or a connection that fails raises the same error naming the URL (without its password),
+so ``callvault serve`` and every command say which database failed.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 
-from service.errors import CallvaultError
+from service.errors import DatabaseUnavailable
 from service.redact import url_without_password
+
+# How long opening one connection may take (asyncpg's default is a minute).
+CONNECT_TIMEOUT_S = 10.0
+
+# What "the database cannot be reached" looks like from here: a refused or reset socket, a
+# timeout, a connection lost mid-statement (class 08), a server starting up or shutting down,
+# a cancelled statement (class 57), out of connections or memory (class 53).
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
 
 # What asyncpg raises when it cannot connect: socket errors and timeouts (OSError), the server's
 # refusal (wrong password, no such database, starting up), a malformed URL (ValueError).
-_CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError)
-
-
-class DatabaseUnavailable(CallvaultError):
-    """PostgreSQL cannot be reached or refuses the connection."""
-
-    status = 503
-    code = "database_unavailable"
-
-    @classmethod
-    def of(cls, what: str, exc: BaseException) -> DatabaseUnavailable:
-        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-        return cls(f"{what}: {reason or type(exc).__name__}")
+_CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError)
 
 
 def _named(url: str) -> str:
@@ -54,6 +67,7 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asy
             max_size=max_size,
             init=_init_connection,
             reset=_reset,
+            timeout=CONNECT_TIMEOUT_S,
             server_settings={"application_name": "callvault"},
         )
     except _CONNECT_ERRORS as exc:
@@ -62,10 +76,43 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asy
     return pool
 
 
+@asynccontextmanager
+async def reach(
+    pool: asyncpg.Pool[Any], *, acquire_timeout_s: float, work_timeout_s: float
+) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy[Any]]:
+    """A pooled connection within ``acquire_timeout_s`` (opening one if needed), and the work
+    done with it within ``work_timeout_s``; otherwise :class:`DatabaseUnavailable`.
+
+    The body must do only database work: every error of :data:`UNREACHABLE` it raises is
+    taken to mean the database is out of reach. A connection whose statement ran out of time is
+    closed rather than handed back: asyncpg would wait for the server to acknowledge the
+    cancellation, and a hung server never does."""
+    try:
+        conn = await pool.acquire(timeout=acquire_timeout_s)
+    except UNREACHABLE as exc:
+        raise _unavailable("no database connection", exc) from exc
+    try:
+        async with asyncio.timeout(work_timeout_s):
+            yield conn
+    except UNREACHABLE as exc:
+        conn.terminate()
+        raise _unavailable("database work did not finish", exc) from exc
+    finally:
+        # on failure asyncpg closes the connection; the pool opens a fresh one when needed
+        with contextlib.suppress(*UNREACHABLE):
+            await pool.release(conn, timeout=acquire_timeout_s)
+
+
+def _unavailable(what: str, exc: BaseException) -> DatabaseUnavailable:
+    # not logged here: probes and callbacks would repeat it every second of an outage; the
+    # caller reports it once in its own words (the cause stays chained for those who look)
+    return DatabaseUnavailable(f"{what} in time; try again shortly")
+
+
 async def connect(url: str) -> asyncpg.Connection[Any]:
     try:
         conn: asyncpg.Connection[Any] = await asyncpg.connect(
-            url, server_settings={"application_name": "callvault"}
+            url, timeout=CONNECT_TIMEOUT_S, server_settings={"application_name": "callvault"}
         )
     except _CONNECT_ERRORS as exc:
         raise DatabaseUnavailable.of(_named(url), exc) from exc

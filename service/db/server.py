@@ -11,7 +11,7 @@ import logging
 import warnings
 
 from service.config import Settings
-from service.db.pool import DatabaseUnavailable
+from service.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -132,5 +132,18 @@ async def defer(conn: Conn, job: Job, reason: str, delay_s: float) -> bool:
     return await conn.fetchval(Q["defer"], job.id, job.lease_token, delay_s, reason) is not None
 
 
+async def prune_done(pool: Any, retention_s: float, *, batch: int = 1000) -> int:
+    """Delete jobs finished more than ``retention_s`` ago, in short transactions; returns how
+    many. Without this the table (and every count over it) grows with every call ever taken."""
+    pruned = 0
+    while True:
+        async with pool.acquire() as conn:
+            status = await conn.execute(Q["prune_done"], float(retention_s), batch)
+        deleted = int(status.split()[-1])
+        pruned += deleted
+        if deleted < batch:
+            return pruned
+
+
 async def stats(conn: Conn) -> dict[str, tuple[int, float]]:
     return {r["state"]: (r["jobs"], float(r["oldest_s"])) for r in await conn.fetch(Q["stats"])}

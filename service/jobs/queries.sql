@@ -82,3 +82,15 @@ SELECT extract(epoch FROM min(run_after) - now()) FROM jobs WHERE state = 'queue
 
 -- name: recordings_at_platform
 SELECT count(*) FROM jobs WHERE kind = 'recording' AND state <> 'done';
+
+-- name: prune_done
+-- Finished jobs older than the retention ($1 seconds, by the database's clock), a batch ($2) at
+-- a time. Dead jobs stay for an operator to look at; the recording callbacks and requests
+-- remember what was done, so a pruned dedupe key cannot bring a job back.
+WITH old AS (
+    SELECT id FROM jobs
+    WHERE state = 'done' AND finished_at < now() - make_interval(secs => $1)
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM jobs j USING old WHERE j.id = old.id;

@@ -3,6 +3,13 @@
 Each handler verifies the signature first (403 and nothing written otherwise), makes one
 database transaction through :mod:`service.consent.gate`, and answers TwiML. Nothing else
 touches the network on this path: a caller hears silence while we think.
+
+When the database cannot be reached within the short timeouts of
+:func:`service.context.database`, the voice and consent steps answer TwiML that continues the
+call without recording: no consent can be proven, so none is assumed. They must not answer an
+error: Twilio answers a failed TwiML request by playing its "application error" message and
+ending the call (or by fetching the number's Fallback URL). The status and recording callbacks
+answer 503: they carry no TwiML, and the reconciler finds what Twilio does not retry.
 """
 
 from __future__ import annotations
@@ -14,8 +21,8 @@ from multidict import MultiDictProxy
 
 from service.config import Policy, Settings
 from service.consent import gate
-from service.context import POOL, PROMPTS, SETTINGS, VAULT
-from service.errors import BadRequest, ConfigError
+from service.context import PROMPTS, SETTINGS, VAULT, database
+from service.errors import BadRequest, ConfigError, DatabaseUnavailable
 from service.intake.callbacks import recording_callback
 from service.metrics import METRICS
 from service.twilio import twiml
@@ -81,6 +88,17 @@ def _answer(request: web.Request, decision: gate.Decision) -> web.Response:
     return _twiml(twiml.hangup())
 
 
+def _without_database(
+    request: web.Request, step: str, continue_url: str | None, exc: DatabaseUnavailable
+) -> web.Response:
+    request.app[METRICS].voice_fallbacks.labels(step).inc()
+    log.warning(
+        "database unreachable: the call continues without recording",
+        extra={"step": step, "error": type(exc.__cause__).__name__},
+    )
+    return _twiml(twiml.continue_without_recording(continue_url))
+
+
 @routes.post("/telephony/twilio/voice")
 async def voice(request: web.Request) -> web.Response:
     form = await verified_form(request)
@@ -89,18 +107,21 @@ async def voice(request: web.Request) -> web.Response:
     caller, called = form.get("From") or None, form.get("To") or None
     centre = gate.contact_centre_number(direction, caller, called)
     policy = _policy(request.app[SETTINGS], centre, request.query.get("queue"))
-    async with request.app[POOL].acquire() as conn:
-        decision = await gate.start_call(
-            conn,
-            request.app[VAULT],
-            request.app[PROMPTS],
-            platform=PLATFORM,
-            external_id=sid,
-            caller=caller,
-            called=called,
-            policy=policy,
-            direction=direction,
-        )
+    try:
+        async with database(request.app) as conn:
+            decision = await gate.start_call(
+                conn,
+                request.app[VAULT],
+                request.app[PROMPTS],
+                platform=PLATFORM,
+                external_id=sid,
+                caller=caller,
+                called=called,
+                policy=policy,
+                direction=direction,
+            )
+    except DatabaseUnavailable as exc:
+        return _without_database(request, "voice", policy.continue_url, exc)
     log.info("call start", extra={"call_id": str(decision.call.id), "step": decision.step.value})
     return _answer(request, decision)
 
@@ -113,15 +134,24 @@ async def consent(request: web.Request) -> web.Response:
     if attempt is None or not 1 <= attempt <= 10:
         raise BadRequest("attempt must be a number from 1 to 10", code="bad_attempt")
     digits = (form.get("Digits") or "").strip() or None
-    async with request.app[POOL].acquire() as conn:
-        decision = await gate.consent_step(
-            conn,
-            request.app[PROMPTS],
-            platform=PLATFORM,
-            external_id=sid,
-            digits=digits,
-            attempt=attempt,
+    try:
+        async with database(request.app) as conn:
+            decision = await gate.consent_step(
+                conn,
+                request.app[PROMPTS],
+                platform=PLATFORM,
+                external_id=sid,
+                digits=digits,
+                attempt=attempt,
+            )
+    except DatabaseUnavailable as exc:
+        # The caller may have pressed 1, but a consent that cannot be written cannot be proven.
+        direction = twilio_direction(form.get("Direction"))
+        centre = gate.contact_centre_number(
+            direction, form.get("From") or None, form.get("To") or None
         )
+        policy = _policy(request.app[SETTINGS], centre, None)
+        return _without_database(request, "consent", policy.continue_url, exc)
     if decision is None:
         # A consent step for a call we never saw start: never record it, let the call go on.
         log.warning("consent step for an unknown call; continuing without recording")
@@ -149,7 +179,7 @@ async def status(request: web.Request) -> web.Response:
     direction = twilio_direction(form.get("Direction"))
     caller, called = form.get("From") or None, form.get("To") or None
     centre = gate.contact_centre_number(direction, caller, called)
-    async with request.app[POOL].acquire() as conn:
+    async with database(request.app) as conn:
         call = await gate.status_step(
             conn,
             request.app[VAULT],
@@ -186,7 +216,7 @@ async def recording(request: web.Request) -> web.Response:
             code="bad_recording_status",
         )
     raw_duration = form.get("RecordingDuration") or ""
-    async with request.app[POOL].acquire() as conn:
+    async with database(request.app) as conn:
         fresh = await recording_callback(
             conn,
             platform=PLATFORM,

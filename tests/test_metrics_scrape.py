@@ -1,0 +1,141 @@
+"""``/metrics`` must not compete with webhooks (issue 12, item 11): database figures are read at
+most once per interval by one scrape at a time, over a pool of their own; a scrape token can be
+required; finished jobs are pruned after their retention by the database's clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from service import jobs
+from service.context import POOL
+from service.db.pool import create_pool
+from service.errors import DatabaseUnavailable
+from service.metrics import Figures, FiguresCache
+from tests.conftest import Service
+
+TOKEN = "scrape-" + "t" * 32
+
+
+async def _scrape(
+    http: aiohttp.ClientSession, service: Service, token: str | None = None
+) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.get(service.base_url + "/metrics", headers=headers) as resp:
+        return resp.status, await resp.text()
+
+
+async def test_forty_concurrent_scrapes_read_the_database_once(
+    service: Service, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = 0
+    real_stats = jobs.stats
+
+    async def counted(conn: Any) -> dict[str, tuple[int, float]]:
+        nonlocal reads
+        reads += 1
+        return await real_stats(conn)
+
+    monkeypatch.setattr(jobs, "stats", counted)
+    answers = await asyncio.gather(*(_scrape(http, service) for _ in range(40)))
+    assert [status for status, _ in answers] == [200] * 40
+    assert all('callvault_jobs{state="queued"}' in text for _, text in answers)
+    assert all("callvault_database_reachable 1.0" in text for _, text in answers)
+    assert reads == 1
+
+
+async def test_scrapes_do_not_take_the_webhooks_connections(
+    service: Service, http: aiohttp.ClientSession
+) -> None:
+    assert service.server is not None
+    pool = service.server.app[POOL]
+    held = [await pool.acquire() for _ in range(pool.get_max_size())]
+    try:
+        status, text = await asyncio.wait_for(_scrape(http, service), 20)
+    finally:
+        for conn in held:
+            await pool.release(conn)
+    assert status == 200
+    assert "callvault_database_reachable 1.0" in text
+
+
+async def test_scrape_token_is_required_when_set(
+    service: Service, http: aiohttp.ClientSession
+) -> None:
+    assert (await _scrape(http, service))[0] == 200
+    await service.reconfigure(metrics_token=TOKEN)
+    for token in (None, "wrong", TOKEN + "x"):
+        status, body = await _scrape(http, service, token)
+        assert status == 401
+        assert '"code": "unauthorized"' in body
+    status, body = await _scrape(http, service, TOKEN)
+    assert status == 200 and "callvault_http_requests" in body
+
+
+async def test_figures_cache_reads_once_per_interval_and_keeps_the_last_on_failure() -> None:
+    now = [100.0]
+    cache = FiguresCache(15.0, clock=lambda: now[0])
+    figures = Figures({"done": (3, 1.0)}, 1, 2, 3, 4)
+    outcomes: list[Figures | Exception] = [figures, DatabaseUnavailable("down")]
+
+    async def read() -> Figures:
+        await asyncio.sleep(0)
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    got = await asyncio.gather(*(cache.get(read) for _ in range(40)))
+    assert got == [figures] * 40 and cache.reads == 1 and cache.reachable
+    now[0] += 14.0
+    assert await cache.get(read) is figures and cache.reads == 1
+    now[0] += 2.0
+    assert await cache.get(read) is figures  # the read failed: the last figures stay
+    assert cache.reads == 2 and not cache.reachable and cache.read_at == 100.0
+    assert await cache.get(read) is figures and cache.reads == 2  # no retry within the interval
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
+    p = await create_pool(database_url, min_size=1, max_size=2)
+    yield p
+    await p.close()
+
+
+async def test_finished_jobs_are_pruned_after_their_retention_by_the_database_clock(
+    pool: asyncpg.Pool[Any], db: asyncpg.Connection
+) -> None:
+    ids = {}
+    for name in ("old_done", "recent_done", "old_dead", "old_queued"):
+        ids[name] = await jobs.enqueue(db, "test", {"name": name})
+    await db.execute(
+        "UPDATE jobs SET state = 'done', finished_at = now() - interval '8 days' WHERE id = $1",
+        ids["old_done"],
+    )
+    await db.execute(
+        "UPDATE jobs SET state = 'done', finished_at = now() - interval '6 days' WHERE id = $1",
+        ids["recent_done"],
+    )
+    await db.execute(
+        "UPDATE jobs SET state = 'dead', finished_at = now() - interval '30 days' WHERE id = $1",
+        ids["old_dead"],
+    )
+    await db.execute(
+        "UPDATE jobs SET created_at = now() - interval '30 days' WHERE id = $1", ids["old_queued"]
+    )
+    assert await jobs.prune_done(pool, 7 * 86400, batch=1) == 1
+    left = {r["id"] for r in await db.fetch("SELECT id FROM jobs")}
+    assert left == {ids["recent_done"], ids["old_dead"], ids["old_queued"]}
+
+
+async def test_pruning_takes_every_batch(pool: asyncpg.Pool[Any], db: asyncpg.Connection) -> None:
+    for i in range(7):
+        await jobs.enqueue(db, "test", {"i": i})
+    await db.execute("UPDATE jobs SET state = 'done', finished_at = now() - interval '8 days'")
+    assert await jobs.prune_done(pool, 7 * 86400, batch=3) == 7
+    assert await db.fetchval("SELECT count(*) FROM jobs") == 0
