@@ -5,6 +5,7 @@ platform was told to call, not what a proxy in between rewrote the Host header t
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 
@@ -29,7 +30,12 @@ async def verified_form(request: web.Request) -> MultiDictProxy[str]:
     signature = request.headers.get(SIGNATURE_HEADER)
     if not signature or not settings.twilio_auth_token:
         raise Forbidden("missing or invalid X-Twilio-Signature", code="bad_signature")
-    form = await request.post()
+    try:
+        # a body trickled byte by byte must not hold the connection (and the cap's slot) for ever
+        async with asyncio.timeout(settings.header_timeout_s):
+            form = await request.post()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(reason="the request body did not arrive in time") from None
     params = MultiDictProxy(MultiDict((k, v) for k, v in form.items() if isinstance(v, str)))
     if len(params) != len(form):  # a file upload is never a Twilio webhook
         raise Forbidden("missing or invalid X-Twilio-Signature", code="bad_signature")
