@@ -98,6 +98,32 @@ async def test_a_slow_connection_is_closed_at_the_header_deadline(serve: ServePr
     assert report["closed_by_server"] >= 1
 
 
+async def test_a_webhook_body_trickled_byte_by_byte_gets_408(serve: ServeProcess) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", serve.port)
+    writer.write(
+        b"POST /telephony/twilio/voice HTTP/1.1\r\nHost: callvault\r\n"
+        b"X-Twilio-Signature: c2lnbmF0dXJl\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n"
+    )
+    answer = b""
+
+    async def trickle() -> None:
+        for _ in range(200):  # 100 s at most; the deadline is 2 s
+            writer.write(b"a")
+            await writer.drain()
+            await asyncio.sleep(0.5)  # the attacker's pace, not test time
+
+    task = asyncio.create_task(trickle())
+    try:
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n"), 30)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, OSError):
+            await task
+        writer.transport.abort()
+    assert answer.startswith(b"HTTP/1.1 408")
+
+
 async def test_a_webhook_is_answered_while_slow_clients_hold_sockets(
     serve: ServeProcess,
 ) -> None:

@@ -5,6 +5,7 @@ platform was told to call, not what a proxy in between rewrote the Host header t
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import urllib.parse
@@ -50,7 +51,12 @@ async def verified_form(request: web.Request) -> MultiDictProxy[str]:
     signature = request.headers.get(SIGNATURE_HEADER)
     if not signature or not settings.twilio_auth_token:
         raise Forbidden("missing or invalid X-Twilio-Signature", code="bad_signature")
-    params = await _form(request)
+    try:
+        # a body trickled byte by byte must not hold the connection (and the cap's slot) for ever
+        async with asyncio.timeout(settings.header_timeout_s):
+            params = await _form(request)
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(reason="the request body did not arrive in time") from None
     url = settings.public_url + request.path_qs
     validator = _validator(settings.twilio_auth_token)
     # The exact URL first (one HMAC); only on a mismatch the library's full check, which also
