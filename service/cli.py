@@ -308,7 +308,12 @@ def cmd_purge(args: argparse.Namespace) -> int:
             )
             for rid, why in list(report.failed.items())[:20]:
                 print(f"REFUSED {rid}: {why}", file=sys.stderr)
-            return 1 if report.failed else 0
+            if report.bundles or report.bundles_failed:
+                print(
+                    f"expired access bundles removed {report.bundles}, "
+                    f"refused by the store {len(report.bundles_failed)}"
+                )
+            return 1 if report.failed or report.bundles_failed else 0
         finally:
             await pool.close()
 
@@ -395,6 +400,7 @@ def cmd_dsar(args: argparse.Namespace) -> int:
                     request_id,
                     settings.home / "tmp",
                     retry_s=settings.purge_interval_s,
+                    bundle_ttl_s=settings.bundle_ttl_s,
                 )
             except Defer as exc:
                 print(f"request {request_id}: waiting: {exc.reason}")

@@ -116,6 +116,7 @@ class Settings:
     shutdown_timeout_s: float = 20.0
     dsar_deadline_s: int = 72 * 3600  # Decree 13/2023; Decree 356/2025 allows 15 days
     link_ttl_s: int = 300  # short-lived download and playback links
+    bundle_ttl_s: int = 7 * 86400  # access bundles are handed out, then purged, after this
     seal_interval_s: int = 3600  # how often the ledger is sealed
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
@@ -283,6 +284,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "dsar_deadline",
         "link_ttl",
         "seal_interval",
+        "bundle_ttl",
     } | _POLICY_KEYS
     values: dict[str, Any] = {}
     defaults = Policy()
@@ -315,6 +317,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "dsar_deadline",
             "link_ttl",
             "seal_interval",
+            "bundle_ttl",
         ):
             field_name = {"job_backoff": "job_backoff_base_s"}.get(key, key + "_s")
             values[field_name] = parse_duration(name, text)

@@ -26,3 +26,13 @@ RETURNING retain_until;
 -- name: mark_platform_deleted
 UPDATE recordings SET platform_deleted_at = now()
 WHERE id = $1 AND platform_deleted_at IS NULL;
+
+-- name: call_for_intake
+-- FOR SHARE: an erasure of the call (which locks it first) waits for this decision to commit,
+-- and a decision taken after an erasure sees it.
+SELECT id, outcome, policy, ended_at, erased_at FROM calls
+WHERE platform = $1 AND external_id = $2
+FOR SHARE;
+
+-- name: recording_state
+SELECT state FROM recordings WHERE id = $1;
