@@ -127,11 +127,11 @@ SELECT id, state, object_key, sha256, size_bytes, content_type, duration_s, stor
 FROM recordings WHERE call_id = $1 ORDER BY created_at, id;
 
 -- name: lock_call_for_erasure
--- Taken before the call's recordings: an intake deciding to keep a recording reads the call
--- FOR SHARE, so it either finishes inserting its recording row first (and the erasure sees the
--- row) or waits and then sees the call erased. NO KEY: holds and ledger events referencing the
--- call (FOR KEY SHARE) are not blocked, so no deadlock with a hold locking recordings first.
-SELECT id, erased_at FROM calls WHERE id = $1 FOR NO KEY UPDATE;
+-- Taken after the call's recordings (the order holds, purges and intake commits take them in)
+-- and before reading them again: an intake deciding to keep a recording holds the call locked
+-- until its recording row is committed, so the erasure either sees that row or the intake
+-- waits and then sees the call erased. The same lock the ledger takes to append.
+SELECT id, erased_at FROM calls WHERE id = $1 FOR UPDATE;
 
 -- name: mark_call_erased
 UPDATE calls SET caller_enc = NULL, caller_hash = NULL,

@@ -318,8 +318,11 @@ async def _erase_call(
     conn: Conn, store: ObjectStore, call_id: uuid.UUID, request_id: uuid.UUID
 ) -> str:
     async with conn.transaction():
-        # the call first: an intake deciding to keep a recording of it is waited for, or waits
+        # recordings first (the order holds and purges take), then the call: an intake that
+        # is deciding to keep a recording of it is waited for, or waits and sees it erased
+        await conn.fetch(Q["erasable_recordings_of_call"], call_id)
         await conn.fetchrow(Q["lock_call_for_erasure"], call_id)
+        # a fresh statement: also sees (and locks) a recording row committed while we waited
         recordings = await conn.fetch(Q["erasable_recordings_of_call"], call_id)
         # checked after the rows are locked, in a fresh snapshot: a hold placed meanwhile wins
         if await conn.fetchval(Q["call_is_held"], call_id):

@@ -20,6 +20,7 @@ from retention.purge import purge_once
 from service import ledger
 from service.config import Settings, load_settings
 from service.db.pool import connect, create_pool
+from service.errors import NotFound
 from service.personal_data import PhoneVault
 from service.rekey import rotate
 from service.simulate import Caller, FakeTwilio
@@ -224,6 +225,27 @@ async def test_access_bundles_expire_by_the_database_clock_and_the_purge_removes
         await requests.bundle_for_link(db, old)
     assert still.value.code == "bundle_expired"
     assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'dsar_bundles_expired'")
+
+
+async def test_an_access_request_still_open_when_the_number_is_erased_hands_out_nothing(
+    db: Conn, store: S3Store, tmp_path: Path
+) -> None:
+    await seed_recording(db, store, VAULT, tmp_path, caller=CALLER, expired=False)
+    access = await requests.create(
+        db, VAULT, kind="access", phone=CALLER, actor="test", deadline_s=3600
+    )
+    erase = await requests.create(
+        db, VAULT, kind="erase", phone=CALLER, actor="test", deadline_s=3600
+    )
+    assert await requests.run(db, VAULT, store, erase, tmp_path, retry_s=1) == "completed"
+    # the access job comes after: the request was closed by the erasure, and builds nothing
+    assert await requests.run(db, VAULT, store, access, tmp_path, retry_s=1) == "completed"
+    row = await requests.get(db, access)
+    assert row["phone_enc"] is None and row["phone_hash"] is None and row["bundle_key"] is None
+    assert row["result"]["superseded_by_erasure"] == str(erase)
+    assert await store.head(f"dsar/{access}.zip") is None
+    with pytest.raises(NotFound):
+        await requests.bundle_for_link(db, access)
 
 
 def test_bundle_ttl_setting_defaults_to_seven_days_and_parses_durations() -> None:

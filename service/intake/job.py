@@ -17,9 +17,9 @@ never download; write ``recording_discarded``, delete at the platform, write
 
 An erasure that lands while a download is in flight marks the row ``erased``; the commit then
 finds it no longer ``pending``, deletes what it uploaded, writes ``recording_discarded`` and goes
-on to delete the platform's copy. The decision reads the call ``FOR SHARE`` and the erasure
-locks the call first, so the two are ordered: a recording row is either seen by the erasure or
-never created.
+on to delete the platform's copy. The decision locks the call, and so does the erasure before
+it reads the call's recordings for the last time, so the two are ordered: a recording row is
+either seen by the erasure or never created.
 """
 
 from __future__ import annotations

@@ -28,11 +28,12 @@ UPDATE recordings SET platform_deleted_at = now()
 WHERE id = $1 AND platform_deleted_at IS NULL;
 
 -- name: call_for_intake
--- FOR SHARE: an erasure of the call (which locks it first) waits for this decision to commit,
--- and a decision taken after an erasure sees it.
+-- Locked (as the ledger append in the same transaction would lock it anyway): an erasure of the
+-- call waits for this decision to commit and then sees its recording row; a decision taken
+-- after an erasure sees the call erased.
 SELECT id, outcome, policy, ended_at, erased_at FROM calls
 WHERE platform = $1 AND external_id = $2
-FOR SHARE;
+FOR UPDATE;
 
 -- name: recording_state
 SELECT state FROM recordings WHERE id = $1;
