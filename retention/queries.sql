@@ -221,3 +221,18 @@ FROM calls c
 LEFT JOIN recordings r ON r.call_id = c.id AND r.state = 'erased'
 WHERE c.id = $1 AND c.erased_at IS NOT NULL
 GROUP BY c.id, c.erased_at, c.erased_by;
+
+-- name: requeue_dead_intake_of_erased_calls
+-- A recording job that gave up (dead-lettered, the platform's copy kept for a person) on a call
+-- now erased runs once more: it will discard the recording at the platform. Once per job.
+WITH again AS (
+    UPDATE jobs j
+    SET state = 'queued', attempts = 0, run_after = now(), finished_at = NULL, updated_at = now(),
+        payload = j.payload || jsonb_build_object('requeued_by_erasure', $2::text)
+    FROM calls c
+    WHERE j.kind = 'recording' AND j.state = 'dead' AND NOT (j.payload ? 'requeued_by_erasure')
+      AND c.platform = j.payload->>'platform' AND c.external_id = j.payload->>'call_sid'
+      AND c.id = ANY($1::uuid[]) AND c.erased_at IS NOT NULL
+    RETURNING j.id
+)
+SELECT count(*) AS n, pg_notify('callvault_jobs', 'recording') FROM again;

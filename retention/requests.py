@@ -19,8 +19,9 @@ Erasure reaches everything of the subject, whenever it arrives. Every access bun
 number is deleted (and an access request still open is closed as superseded: it will hand out
 nothing); released holds and all other requests forget the number. A recording of an erased
 call that arrives later is discarded by the intake job, and one in flight deletes its own upload
-at its commit (see ``service.intake.job``); the request stays ``in_progress`` until no intake
-job of its calls is queued or running, so "completed" means nothing of the calls is left.
+at its commit (see ``service.intake.job``), and one whose job gave up (dead-lettered, the
+platform's copy kept) runs once more to discard it; the request stays ``in_progress`` until no
+intake job of its calls is queued or running, so "completed" means nothing of the calls is left.
 When it completes, the request forgets the number too, keeping only a receipt digest under its
 own key (:meth:`PhoneVault.erasure_digest`) so a hold placed later can say the number's calls
 were erased, and when.
@@ -235,6 +236,7 @@ async def run(
         erased += outcome == "erased"
         waiting += outcome == "held"
     bundles = await _erase_elsewhere(conn, store, hashes, request_id)
+    await conn.fetchrow(Q["requeue_dead_intake_of_erased_calls"], call_ids, str(request_id))
     running = int(await conn.fetchval(Q["intake_running_for_calls"], call_ids))
     result = {
         "calls": len(call_ids),

@@ -165,6 +165,31 @@ async def test_a_recording_arriving_after_the_erasure_is_discarded_at_the_platfo
     assert events[-2].details["reason"] == "call erased: never stored"
 
 
+async def test_a_recording_whose_intake_gave_up_is_discarded_at_the_platform_on_erasure(
+    service: Service, twilio: FakeTwilio, twilio_media: FakeTwilioMedia, db: Conn
+) -> None:
+    trace = await twilio.place_call(CALLER, HOTLINE, Caller.parse("stay"))
+    rec_sid = new_recording_sid()
+    twilio_media.add(rec_sid, wav_bytes(1))
+    # its intake was dead-lettered earlier (the platform's copy kept for a person to decide)
+    await db.execute(
+        "INSERT INTO jobs (kind, payload, dedupe_key, state, attempts, max_attempts, "
+        "finished_at, last_error) VALUES ('recording', $1, $2, 'dead', 12, 12, now(), 'gave up')",
+        {"platform": "twilio", "recording_sid": rec_sid, "call_sid": trace.call_sid},
+        f"recording:twilio:{rec_sid}",
+    )
+    request_id = await requests.create(
+        db, VAULT, kind="erase", phone=CALLER, actor="test", deadline_s=3600
+    )
+    await settle(db)
+    assert await _status(db, request_id) == "completed"
+    assert twilio_media.gets[rec_sid] == 0
+    assert twilio_media.deletes[rec_sid] == 1 and rec_sid not in twilio_media.recordings
+    assert await db.fetchval("SELECT state FROM jobs WHERE kind = 'recording'") == "done"
+    events = await _types(db, trace.call_sid)
+    assert [e.type for e in events][-2:] == ["recording_discarded", "platform_copy_deleted"]
+
+
 # -- access bundles -----------------------------------------------------------------------------
 
 
