@@ -341,6 +341,8 @@ def cmd_hold_place(args: argparse.Namespace) -> int:
         print(f"hold {placed.id}: {len(placed.held_recordings)} recording(s) held")
         if placed.already_gone:
             print(f"already purged or erased: {', '.join(placed.already_gone)}")
+        for e in placed.already_erased:
+            print(f"call {e['call_id']} erased at {e['erased_at']} by request {e['request_id']}")
         return 0
 
     return asyncio.run(_with_connection(settings, work))

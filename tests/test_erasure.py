@@ -273,6 +273,53 @@ async def test_an_access_request_still_open_when_the_number_is_erased_hands_out_
         await requests.bundle_for_link(db, access)
 
 
+class EraseAfterUpload:
+    """A store that, right after the access bundle lands, lets an erasure of the number run to
+    completion: the erasure commits between the bundle's upload and the access request's
+    commit."""
+
+    def __init__(self, store: S3Store, erase: Callable[[], Awaitable[None]]) -> None:
+        self._store = store
+        self._erase = erase
+
+    async def put_file(self, key: str, path: Path, **kwargs: Any) -> None:
+        await self._store.put_file(key, path, **kwargs)
+        if key.startswith("dsar/"):
+            await self._erase()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def test_a_bundle_uploaded_while_the_number_is_erased_is_deleted_at_its_commit(
+    db: Conn, database_url: str, store: S3Store, tmp_path: Path
+) -> None:
+    await seed_recording(db, store, VAULT, tmp_path, caller=CALLER, expired=False)
+    access = await requests.create(
+        db, VAULT, kind="access", phone=CALLER, actor="test", deadline_s=3600
+    )
+    other = await connect(database_url)
+
+    async def erase() -> None:
+        rid = await requests.create(
+            other, VAULT, kind="erase", phone=CALLER, actor="test", deadline_s=3600
+        )
+        assert await requests.run(other, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
+
+    racing = EraseAfterUpload(store, erase)
+    try:
+        status = await requests.run(db, VAULT, racing, access, tmp_path, retry_s=1)  # type: ignore[arg-type]
+    finally:
+        await other.close()
+    assert status == "completed"
+    assert await store.head(f"dsar/{access}.zip") is None
+    row = await requests.get(db, access)
+    assert row["bundle_key"] is None and row["phone_enc"] is None
+    assert "superseded_by_erasure" in row["result"]
+    types = [r["type"] for r in await db.fetch("SELECT type FROM ledger_events")]
+    assert "subject_access" not in types and "erased" in types
+
+
 def test_bundle_ttl_setting_defaults_to_seven_days_and_parses_durations() -> None:
     assert load_settings({}).bundle_ttl_s == 7 * 86400
     assert load_settings({"CALLVAULT_BUNDLE_TTL": "2d"}).bundle_ttl_s == 2 * 86400
