@@ -2,14 +2,16 @@
 
 Placing a hold inserts it and then locks the recordings it covers. If a purge or an erasure
 holds those rows, placing waits for it to finish and then reports what it had already removed:
-a hold either wins, or says plainly that it came too late for some recordings. The call's
-ledger and the audit trail record placing and releasing.
+a hold either wins, or says plainly that it came too late for some recordings. A hold on a
+call or a number whose calls were erased by a data-subject request says so, and when
+(``already_erased``): the erase request keeps a receipt digest of the number for this. The
+call's ledger and the audit trail record placing and releasing.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from service import audit, ledger
@@ -26,13 +28,25 @@ class Placed:
     id: uuid.UUID
     held_recordings: list[str]
     already_gone: list[str]  # purged or erased before the hold could take them
+    # calls a data-subject request erased: {call_id, recording_ids, erased_at, request_id}
+    already_erased: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "id": str(self.id),
             "held_recordings": self.held_recordings,
             "already_purged": self.already_gone,
+            "already_erased": self.already_erased,
         }
+
+
+def _erased_json(row: Any) -> dict[str, Any]:
+    return {
+        "call_id": str(row["call_id"]),
+        "recording_ids": [str(r) for r in row["recording_ids"]],
+        "erased_at": row["erased_at"].isoformat(),
+        "request_id": str(row["erased_by"]) if row["erased_by"] else None,
+    }
 
 
 def check_reason(reason: str) -> str:
@@ -77,6 +91,7 @@ async def place(
                 Q["insert_hold"], call_id, None, None, reason, case_ref, actor
             )
             calls = [call_id]
+            erased_rows = await conn.fetch(Q["erasure_of_call"], call_id)
         else:
             number = check_phone(phone)
             hashes = vault.lookup_hashes(number)
@@ -91,7 +106,10 @@ async def place(
                 actor,
             )
             calls = [r["id"] for r in await conn.fetch(Q["calls_of_phone"], hashes)]
+            # the erased calls no longer carry the number; their request's receipt does
+            erased_rows = await conn.fetch(Q["erasures_of_subject"], vault.erasure_digests(number))
         assert row is not None
+        erased = [_erased_json(r) for r in erased_rows]
         hold_id: uuid.UUID = row["id"]
         held = [str(r["id"]) for r in recordings if r["state"] in ("stored", "pending")]
         gone = [str(r["id"]) for r in recordings if r["state"] in ("purged", "erased")]
@@ -125,9 +143,10 @@ async def place(
                 "case_ref": case_ref,
                 "held_recordings": len(held),
                 "already_purged": len(gone),
+                "already_erased": len(erased),
             },
         )
-    return Placed(hold_id, held, gone)
+    return Placed(hold_id, held, gone, erased)
 
 
 async def release(conn: Conn, vault: PhoneVault, hold_id: uuid.UUID, actor: str) -> None:

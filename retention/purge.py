@@ -7,6 +7,9 @@ bucket) while the rows stay locked, and only for the objects the store confirms 
 rows ``purged`` and writes a ``purged`` ledger event. A store that refuses leaves the rows
 ``stored`` for the next pass, and the pass reports them. A hold racing the purge waits for the
 row lock and then sees the recording purged: it can never be "held" with the object gone.
+
+The same pass removes access bundles whose ``bundle_expires_at`` (``CALLVAULT_BUNDLE_TTL`` after
+they were built) has passed by the database's clock, claimed the same way.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class PurgeReport:
     purged: int = 0
     held: int = 0
     failed: dict[str, str] = field(default_factory=dict)  # recording id -> why
+    bundles: int = 0  # expired access bundles removed
+    bundles_failed: dict[str, str] = field(default_factory=dict)  # request id -> why
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,41 @@ async def purge_once(
         taken = await _purge_batch(pool, store, batch, report)
         if taken < batch:
             break
+    for _ in range(max_batches):
+        taken = await _purge_bundles(pool, store, batch, report)
+        if taken < batch:
+            break
     return report
+
+
+async def _purge_bundles(
+    pool: asyncpg.Pool[Any], store: ObjectStore, batch: int, report: PurgeReport
+) -> int:
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(Q["claim_expired_bundles"], batch)
+        if not rows:
+            return 0
+        try:
+            refused = await store.delete_many([r["bundle_key"] for r in rows])
+        except StorageError as exc:
+            refused = {r["bundle_key"]: exc.message for r in rows}
+        done = [r for r in rows if r["bundle_key"] not in refused]
+        for r in rows:
+            if r["bundle_key"] in refused:
+                report.bundles_failed[str(r["id"])] = refused[r["bundle_key"]]
+        if done:
+            await conn.execute(Q["mark_bundles_expired"], [r["id"] for r in done])
+            await audit.record(
+                conn,
+                ACTOR,
+                "dsar_bundles_expired",
+                "dsar",
+                None,
+                {"count": len(done), "requests": [str(r["id"]) for r in done]},
+            )
+        report.bundles += len(done)
+        # a batch the store refused entirely is not taken again in this pass
+        return len(rows) if done else 0
 
 
 async def _purge_batch(

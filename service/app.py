@@ -142,6 +142,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
                     uuid.UUID(ctx.job.payload["request_id"]),
                     settings.home / "tmp",
                     retry_s=settings.purge_interval_s,
+                    bundle_ttl_s=settings.bundle_ttl_s,
                 )
 
         worker = Worker(
@@ -178,13 +179,15 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
                 return
             metrics_.purged.inc(report.purged)
             metrics_.purge_failures.inc(len(report.failed))
-            if report.purged or report.failed:
+            if report.purged or report.failed or report.bundles or report.bundles_failed:
                 log.info(
                     "purge pass",
                     extra={
                         "purged": report.purged,
                         "held": report.held,
                         "refused": len(report.failed),
+                        "bundles_removed": report.bundles,
+                        "bundles_refused": len(report.bundles_failed),
                     },
                 )
 

@@ -333,7 +333,12 @@ def cmd_purge(args: argparse.Namespace) -> int:
             )
             for rid, why in list(report.failed.items())[:20]:
                 print(f"REFUSED {rid}: {why}", file=sys.stderr)
-            return 1 if report.failed else 0
+            if report.bundles or report.bundles_failed:
+                print(
+                    f"expired access bundles removed {report.bundles}, "
+                    f"refused by the store {len(report.bundles_failed)}"
+                )
+            return 1 if report.failed or report.bundles_failed else 0
         finally:
             await pool.close()
 
@@ -361,6 +366,8 @@ def cmd_hold_place(args: argparse.Namespace) -> int:
         print(f"hold {placed.id}: {len(placed.held_recordings)} recording(s) held")
         if placed.already_gone:
             print(f"already purged or erased: {', '.join(placed.already_gone)}")
+        for e in placed.already_erased:
+            print(f"call {e['call_id']} erased at {e['erased_at']} by request {e['request_id']}")
         return 0
 
     return asyncio.run(_with_connection(settings, work))
@@ -421,6 +428,7 @@ def cmd_dsar(args: argparse.Namespace) -> int:
                     request_id,
                     settings.home / "tmp",
                     retry_s=settings.purge_interval_s,
+                    bundle_ttl_s=settings.bundle_ttl_s,
                 )
             except Defer as exc:
                 print(f"request {request_id}: waiting: {exc.reason}")

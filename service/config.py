@@ -119,6 +119,7 @@ class Settings:
     shutdown_timeout_s: float = 20.0
     dsar_deadline_s: int = 72 * 3600  # Decree 13/2023; Decree 356/2025 allows 15 days
     link_ttl_s: int = 300  # short-lived download and playback links
+    bundle_ttl_s: int = 7 * 86400  # access bundles are handed out, then purged, after this
     seal_interval_s: int = 3600  # how often the ledger is sealed
     reconcile_grace_s: int = 600  # a call's recording callback is awaited this long after it ends
     reconcile_interval_s: int = 900  # how often lost recording callbacks are looked for
@@ -326,6 +327,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "job_retention",
         "header_timeout",
         "max_connections",
+        "bundle_ttl",
     } | _POLICY_KEYS
     values: dict[str, Any] = {}
     defaults = Policy()
@@ -369,6 +371,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "metrics_cache",
             "job_retention",
             "header_timeout",
+            "bundle_ttl",
         ):
             field_name = {"job_backoff": "job_backoff_base_s"}.get(key, key + "_s")
             values[field_name] = parse_duration(name, text)

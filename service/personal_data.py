@@ -88,6 +88,8 @@ class _Keys:
     def __init__(self, secret_key: str) -> None:
         self.aead = AESGCM(_derive(secret_key, b"phone-encryption"))
         self.mac_key = _derive(secret_key, b"phone-lookup")
+        # a separate key: an erasure's receipt can never be joined to a lookup hash
+        self.receipt_key = _derive(secret_key, b"erasure-receipt")
 
 
 class PhoneVault:
@@ -132,3 +134,16 @@ class PhoneVault:
         return hmac.new(
             self._current.mac_key, normalise_phone(phone).encode("utf-8"), hashlib.sha256
         ).digest()
+
+    def erasure_digests(self, phone: str) -> list[bytes]:
+        """Keyed digests an erasure receipt of this number may carry (current key first).
+
+        An erase or withdraw request keeps only this once it completes, so that a hold placed
+        later can learn that the number's calls were erased, and when. It is not the lookup
+        hash: nothing else in the database can be matched with it."""
+        keys = [self._current] + ([self._previous] if self._previous else [])
+        normal = normalise_phone(phone).encode("utf-8")
+        return [hmac.new(k.receipt_key, normal, hashlib.sha256).digest() for k in keys]
+
+    def erasure_digest(self, phone: str) -> bytes:
+        return self.erasure_digests(phone)[0]

@@ -8,6 +8,11 @@ old one (on every replica, which then read both and write only the new), this re
 stored number and recomputes its lookup hash under the new key, page by page, each page in its
 own transaction. It can be interrupted and run again: rows already under the new key are left
 as they are. Afterwards the previous key can be removed.
+
+Each write is a compare-and-set on the ciphertext that was read: an erasure (or anything else)
+that changed the row between the page's read and the write wins, so rotation never writes an
+erased number back. Erasure receipts (``dsar_requests.subject_digest``) cannot be re-keyed (no
+number is left to re-key from); they match while the previous key is still configured.
 """
 
 from __future__ import annotations
@@ -47,9 +52,15 @@ async def rotate(conn: Conn, vault: PhoneVault, *, page: int = 500) -> RekeyRepo
                 for row in rows:
                     number, old = vault.decrypt_with_age(row["phone_enc"])
                     if old:
-                        await conn.execute(
-                            Q[update], row["key"], vault.lookup_hash(number), vault.encrypt(number)
+                        status = await conn.execute(
+                            Q[update],
+                            row["key"],
+                            vault.lookup_hash(number),
+                            vault.encrypt(number),
+                            row["phone_enc"],
                         )
-                        setattr(report, field_name, getattr(report, field_name) + 1)
+                        # "UPDATE 0": changed since it was read (erased, forgotten): leave it
+                        if status.endswith(" 1"):
+                            setattr(report, field_name, getattr(report, field_name) + 1)
             after = rows[-1]["key"]
     return report

@@ -1,4 +1,6 @@
--- Each table pages by its key (returned as "key") and is updated with (key, hash, ciphertext).
+-- Each table pages by its key (returned as "key") and is updated with (key, hash, ciphertext,
+-- the ciphertext that was read). Compare-and-set: a row changed since the page was read (an
+-- erasure destroyed the number, a hold forgot it) is left alone, never written back.
 
 -- name: calls_page
 SELECT id AS key, caller_enc AS phone_enc FROM calls
@@ -6,7 +8,7 @@ WHERE caller_enc IS NOT NULL AND id > $1
 ORDER BY id LIMIT $2;
 
 -- name: rekey_call
-UPDATE calls SET caller_hash = $2, caller_enc = $3 WHERE id = $1;
+UPDATE calls SET caller_hash = $2, caller_enc = $3 WHERE id = $1 AND caller_enc = $4;
 
 -- name: do_not_record_page
 SELECT phone_hash AS key, phone_enc FROM do_not_record
@@ -14,18 +16,19 @@ WHERE phone_enc IS NOT NULL AND phone_hash > $1
 ORDER BY phone_hash LIMIT $2;
 
 -- name: rekey_do_not_record
-UPDATE do_not_record SET phone_hash = $2, phone_enc = $3 WHERE phone_hash = $1;
+UPDATE do_not_record SET phone_hash = $2, phone_enc = $3
+WHERE phone_hash = $1 AND phone_enc = $4;
 
 -- name: holds_page
 SELECT id AS key, phone_enc FROM holds WHERE phone_enc IS NOT NULL AND id > $1
 ORDER BY id LIMIT $2;
 
 -- name: rekey_hold
-UPDATE holds SET phone_hash = $2, phone_enc = $3 WHERE id = $1;
+UPDATE holds SET phone_hash = $2, phone_enc = $3 WHERE id = $1 AND phone_enc = $4;
 
 -- name: requests_page
 SELECT id AS key, phone_enc FROM dsar_requests WHERE phone_enc IS NOT NULL AND id > $1
 ORDER BY id LIMIT $2;
 
 -- name: rekey_request
-UPDATE dsar_requests SET phone_hash = $2, phone_enc = $3 WHERE id = $1;
+UPDATE dsar_requests SET phone_hash = $2, phone_enc = $3 WHERE id = $1 AND phone_enc = $4;

@@ -75,6 +75,8 @@ CREATE TABLE public.calls (
     platform_status text,
     started_at timestamp with time zone DEFAULT now() NOT NULL,
     ended_at timestamp with time zone,
+    erased_at timestamp with time zone,
+    erased_by uuid,
     direction text DEFAULT 'inbound'::text NOT NULL,
     CONSTRAINT calls_direction_check CHECK ((direction = ANY (ARRAY['inbound'::text, 'outbound'::text]))),
     CONSTRAINT calls_outcome_at_set CHECK (((outcome = 'in_progress'::text) = (outcome_at IS NULL))),
@@ -108,8 +110,13 @@ CREATE TABLE public.dsar_requests (
     completed_at timestamp with time zone,
     bundle_key text,
     result jsonb DEFAULT '{}'::jsonb NOT NULL,
+    bundle_expires_at timestamp with time zone,
+    bundle_removed_at timestamp with time zone,
+    bundle_removed_reason text,
+    subject_digest bytea,
+    CONSTRAINT dsar_requests_bundle_removed_reason_check CHECK ((bundle_removed_reason = ANY (ARRAY['expired'::text, 'erased'::text]))),
     CONSTRAINT dsar_requests_kind_check CHECK ((kind = ANY (ARRAY['access'::text, 'erase'::text, 'withdraw'::text]))),
-    CONSTRAINT dsar_requests_status_check CHECK ((status = ANY (ARRAY['received'::text, 'waiting_for_hold'::text, 'completed'::text, 'failed'::text])))
+    CONSTRAINT dsar_requests_status_check CHECK ((status = ANY (ARRAY['received'::text, 'in_progress'::text, 'waiting_for_hold'::text, 'completed'::text, 'failed'::text])))
 );
 CREATE TABLE public.holds (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
@@ -122,7 +129,7 @@ CREATE TABLE public.holds (
     placed_at timestamp with time zone DEFAULT now() NOT NULL,
     released_by text,
     released_at timestamp with time zone,
-    CONSTRAINT holds_one_target CHECK (((call_id IS NULL) <> (phone_hash IS NULL))),
+    CONSTRAINT holds_one_target CHECK ((((call_id IS NULL) <> (phone_hash IS NULL)) OR ((call_id IS NULL) AND (phone_hash IS NULL) AND (phone_enc IS NULL) AND (released_at IS NOT NULL)))),
     CONSTRAINT holds_reason_check CHECK ((btrim(reason) <> ''::text))
 );
 CREATE TABLE public.jobs (
@@ -273,8 +280,11 @@ ALTER TABLE ONLY public.recordings
 CREATE UNIQUE INDEX api_tokens_name_key ON public.api_tokens USING btree (name);
 CREATE INDEX audit_log_at_idx ON public.audit_log USING btree (at);
 CREATE INDEX calls_caller_hash_idx ON public.calls USING btree (caller_hash);
+CREATE INDEX calls_erased_by_idx ON public.calls USING btree (erased_by) WHERE (erased_by IS NOT NULL);
 CREATE INDEX calls_started_at_idx ON public.calls USING btree (started_at);
+CREATE INDEX dsar_requests_bundle_expiry_idx ON public.dsar_requests USING btree (bundle_expires_at) WHERE (bundle_key IS NOT NULL);
 CREATE INDEX dsar_requests_open_idx ON public.dsar_requests USING btree (due_at) WHERE (status <> 'completed'::text);
+CREATE INDEX dsar_requests_subject_digest_idx ON public.dsar_requests USING btree (subject_digest) WHERE (subject_digest IS NOT NULL);
 CREATE INDEX holds_active_call_idx ON public.holds USING btree (call_id) WHERE (released_at IS NULL);
 CREATE INDEX holds_active_phone_idx ON public.holds USING btree (phone_hash) WHERE (released_at IS NULL);
 CREATE INDEX jobs_queued_idx ON public.jobs USING btree (run_after) WHERE (state = 'queued'::text);

@@ -7,12 +7,14 @@ import io
 import json
 import zipfile
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
+from cryptography.exceptions import InvalidTag
 
 from service import auth
 from service.config import Settings
@@ -212,6 +214,27 @@ async def test_erasure_waits_for_a_hold_then_leaves_no_trace_of_the_number(
     held = await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
     free = await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
     other = await seed_recording(db, store, VAULT, tmp_path, caller="+84900000009", expired=False)
+    # earlier: an access request (its bundle holds the audio) and a finished hold on the number
+    status, access = await call_api(
+        http,
+        service,
+        "POST",
+        "/api/dsar",
+        tokens["compliance"],
+        {"kind": "access", "phone": PERSON},
+    )
+    await eventually(
+        lambda: _status_is(http, service, tokens, access["id"], "completed"),
+        what="the access bundle is built",
+    )
+    assert await store.head(f"dsar/{access['id']}.zip") is not None
+    status, old_hold = await call_api(
+        http, service, "POST", "/api/holds", tokens["compliance"], {"phone": PERSON, "reason": "r"}
+    )
+    status, _ = await call_api(
+        http, service, "DELETE", f"/api/holds/{old_hold['id']}", tokens["compliance"]
+    )
+    assert status == 204
     status, hold = await call_api(
         http,
         service,
@@ -240,7 +263,15 @@ async def test_erasure_waits_for_a_hold_then_leaves_no_trace_of_the_number(
         what="the erasure completes after the release",
     )
     keys = {o["key"] for o in await objects(moto_url, intake_settings.s3_bucket or "")}
-    assert keys == {other["key"]}
+    assert keys == {other["key"]}  # the access bundle went with the recordings
+    status, refused = await call_api(
+        http, service, "POST", f"/api/dsar/{access['id']}/bundle", tokens["compliance"]
+    )
+    assert (status, refused["error"]["code"]) == (410, "bundle_erased")
+    _, access_now = await call_api(
+        http, service, "GET", f"/api/dsar/{access['id']}", tokens["compliance"]
+    )
+    assert access_now["bundle_ready"] is False and access_now["bundle_removed"] == "erased"
     states = await db.fetch(
         "SELECT state FROM recordings WHERE call_id = ANY($1::uuid[])",
         [held["call_id"], free["call_id"]],
@@ -254,23 +285,69 @@ async def test_erasure_waits_for_a_hold_then_leaves_no_trace_of_the_number(
             )
         ]
         assert "erased" in types
-    # no trace of the number: not in clear, not encrypted under our key, not as its hash
-    dump = await db.fetchval(
-        "SELECT string_agg(t, ' ') FROM ("
-        " SELECT c::text AS t FROM calls c UNION ALL SELECT r::text FROM recordings r"
-        " UNION ALL SELECT d::text FROM dsar_requests d UNION ALL SELECT h::text FROM holds h"
-        " UNION ALL SELECT a::text FROM audit_log a UNION ALL SELECT e::text FROM ledger_events e"
-        ") x"
-    )
+    # no trace of the number anywhere in the database: not in clear, not as ciphertext under
+    # our key, not as its lookup hash; the only thing kept is the erase request's receipt digest
+    receipt = VAULT.erasure_digest(PERSON)
+    seen = await _scan_database(db, PERSON, receipt)
     for spelling in (PERSON, PERSON[1:], "0" + PERSON[3:], PERSON[3:]):
-        assert spelling not in dump and spelling not in caplog.text
-    assert VAULT.lookup_hash(PERSON).hex() not in dump
+        assert spelling not in seen.text and spelling not in caplog.text
+    assert VAULT.lookup_hash(PERSON).hex() not in seen.text
+    assert seen.decrypted == []
+    assert seen.receipts == [("dsar_requests", "subject_digest", req["id"])]
     rows = await db.fetch(
         "SELECT caller_enc, caller_hash FROM calls WHERE id = ANY($1::uuid[])",
         [held["call_id"], free["call_id"]],
     )
     assert all(r["caller_enc"] is None and r["caller_hash"] is None for r in rows)
-    assert await db.fetchval("SELECT phone_enc FROM dsar_requests") is None
+    assert await db.fetchval("SELECT count(*) FROM dsar_requests WHERE phone_enc IS NOT NULL") == 0
+    assert await db.fetchval("SELECT count(*) FROM holds WHERE phone_enc IS NOT NULL") == 0
+
+
+@dataclass
+class Scan:
+    text: str = ""  # every row of every table, as text
+    decrypted: list[tuple[str, str]] = field(default_factory=list)  # (table, column) of the number
+    receipts: list[tuple[str, str, str]] = field(default_factory=list)  # (table, column, row id)
+
+
+async def _scan_database(db: Conn, number: str, receipt: bytes) -> Scan:
+    """Every table of the schema, whatever it is: rows as text, and every bytea value tried as
+    a ciphertext of ``number`` under our key and compared with its receipt digest."""
+    scan = Scan()
+    tables = [
+        r["table_name"]
+        for r in await db.fetch(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+        )
+    ]
+    texts = []
+    for table in tables:
+        ident = '"' + table.replace('"', '""') + '"'
+        rows = await db.fetch(f"SELECT to_jsonb(t) AS j, t::text AS s FROM {ident} t")  # noqa: S608
+        blobs = await db.fetch(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND table_name = $1 AND data_type = 'bytea'",
+            table,
+        )
+        texts += [r["s"] for r in rows]
+        for col in (b["column_name"] for b in blobs):
+            quoted = '"' + col.replace('"', '""') + '"'
+            values = await db.fetch(
+                f"SELECT {quoted} AS v, to_jsonb(t) ->> 'id' AS id FROM {ident} t"  # noqa: S608
+                f" WHERE {quoted} IS NOT NULL"
+            )
+            for v in values:
+                if v["v"] == receipt:
+                    scan.receipts.append((table, col, v["id"]))
+                    continue
+                try:
+                    if VAULT.decrypt(v["v"]) == number:
+                        scan.decrypted.append((table, col))
+                except (ValueError, InvalidTag):
+                    pass  # not a ciphertext (a hash, a digest), or not ours
+    scan.text = " ".join(texts)
+    return scan
 
 
 async def test_withdrawal_stops_recording_and_erases(

@@ -115,6 +115,23 @@ async def test_purge_hold_and_dsar_commands(
         )
         assert erase.returncode == 0 and "completed" in erase.stdout
         assert await store.head(b["key"]) is None
+        assert (
+            await db.fetchval("SELECT count(*) FROM dsar_requests WHERE bundle_key IS NOT NULL")
+            == 0
+        )
+        late = await asyncio.to_thread(
+            run_cli,
+            database_url,
+            "hold",
+            "place",
+            "--phone",
+            "+84911000002",
+            "--reason",
+            "too late",
+            env_overrides=s3,
+        )
+        assert late.returncode == 0, late.stderr
+        assert f"call {b['call_id']} erased at " in late.stdout
         bad = await asyncio.to_thread(
             run_cli, database_url, "dsar", "erase", "--phone", "0911", env_overrides=s3
         )

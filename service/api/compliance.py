@@ -12,7 +12,6 @@ from service.api import schemas
 from service.api.spec import BODY, DATETIME, QUERY, UUID, Param, operation, path_id
 from service.auth.http import principal
 from service.context import POOL, SETTINGS, VAULT
-from service.errors import NotFound
 from service.links import LINKS
 
 COMPLIANCE = ("compliance",)
@@ -155,22 +154,21 @@ async def get_request(request: web.Request) -> web.Response:
     "POST",
     "/api/dsar/{id}/bundle",
     roles=COMPLIANCE,
-    summary="A short-lived link to an access request's bundle (audited)",
-    responses={200: schemas.LINK, 404: schemas.ERROR_SCHEMA},
+    summary="A short-lived link to an access request's bundle (audited); 410 once the bundle "
+    "has expired (bundle_expired) or was deleted by an erasure (bundle_erased)",
+    responses={200: schemas.LINK, 404: schemas.ERROR_SCHEMA, 410: schemas.ERROR_SCHEMA},
     tag="compliance",
 )
 async def bundle_link(request: web.Request) -> web.Response:
     request_id = path_id(request)
     async with request.app[POOL].acquire() as conn:
-        row = await requests.get(conn, request_id)
-        if row["bundle_key"] is None:
-            raise NotFound("this request has no bundle (yet)")
+        key = await requests.bundle_for_link(conn, request_id)
         await audit.record(
             conn, principal(request).actor, "dsar_bundle_link", "dsar", str(request_id), {}
         )
     return web.json_response(
         request.app[LINKS].link(
-            row["bundle_key"],
+            key,
             f"dsar_bundle:{request_id}",
             download_name=f"callvault-access-{request_id}.zip",
         )

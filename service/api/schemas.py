@@ -42,6 +42,16 @@ HOLD_PLACED = obj(
     id=UUID,
     held_recordings={"type": "array", "items": UUID},
     already_purged={"type": "array", "items": UUID},
+    already_erased={
+        "type": "array",
+        "items": obj(
+            ["call_id", "recording_ids", "erased_at"],
+            call_id=UUID,
+            recording_ids={"type": "array", "items": UUID},
+            erased_at=DATETIME,
+            request_id={"type": ["string", "null"]},
+        ),
+    },
 )
 HOLD = obj(
     ["id", "on", "reason", "active"],
@@ -60,12 +70,14 @@ DSAR = obj(
     ["id", "kind", "status", "due_at"],
     id=UUID,
     kind={"enum": ["access", "erase", "withdraw"]},
-    status={"enum": ["received", "waiting_for_hold", "completed", "failed"]},
+    status={"enum": ["received", "in_progress", "waiting_for_hold", "completed", "failed"]},
     received_at=DATETIME,
     due_at=DATETIME,
     completed_at=NULLABLE_DATETIME,
     requested_by={"type": "string"},
     bundle_ready={"type": "boolean"},
+    bundle_expires_at=NULLABLE_DATETIME,
+    bundle_removed={"enum": ["expired", "erased", None]},
     result={"type": "object"},
 )
 LINK = obj(["url", "expires_at"], url={"type": "string"}, expires_at=DATETIME)

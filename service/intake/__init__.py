@@ -4,3 +4,21 @@
 decides from the call's consent outcome whether to keep the recording (download, upload, verify,
 commit, delete the platform's copy) or discard it (delete it at the platform, never download).
 """
+
+from __future__ import annotations
+
+import uuid
+
+# What a recording may be stored as (fetched as wav or mp3, or transcoded to mp3).
+STORED_FORMATS = ("wav", "mp3")
+
+
+def recording_key(recording_id: uuid.UUID | str, fmt: str) -> str:
+    """The object key of a recording: opaque, fixed per recording, never the number."""
+    return f"recordings/{recording_id}.{fmt}"
+
+
+def possible_keys(recording_id: uuid.UUID | str) -> list[str]:
+    """Every key an upload of this recording may have used, committed or not (an erasure
+    deletes them all: an upload that never reached its commit leaves nothing behind)."""
+    return [recording_key(recording_id, fmt) for fmt in STORED_FORMATS]

@@ -9,10 +9,17 @@ the object key is fixed per recording, rows move forward only from the state the
 ledger events carry dedupe keys. So a crash anywhere, and the rerun after it, ends with one
 object and no platform copy.
 
-Discard (the call was refused, hung up, had no input, was not asked, or is unknown): never
-download; write ``recording_discarded``, delete at the platform, write ``platform_copy_deleted``.
-A recording whose call has no outcome yet waits (:class:`~service.jobs.Defer`); it is never
-guessed.
+Discard (the call was refused, hung up, had no input, was not asked, or is unknown, or a
+data-subject request erased it — ``erase`` or ``withdraw``, however late the recording arrives):
+never download; write ``recording_discarded``, delete at the platform, write
+``platform_copy_deleted``. A recording whose call has no outcome yet waits
+(:class:`~service.jobs.Defer`); it is never guessed.
+
+An erasure that lands while a download is in flight marks the row ``erased``; the commit then
+finds it no longer ``pending``, deletes what it uploaded, writes ``recording_discarded`` and goes
+on to delete the platform's copy. The decision locks the call, and so does the erasure before
+it reads the call's recordings for the last time, so the two are ordered: a recording row is
+either seen by the erasure or never created.
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ from service import failpoints, jobs, ledger
 from service.config import Settings
 from service.consent.gate import CONSENTED, IN_PROGRESS
 from service.db import queries
+from service.intake import possible_keys, recording_key
 from service.intake.transcode import CONTENT_TYPES as TRANSCODED_TYPES
 from service.intake.transcode import transcode
-from service.jobs import Defer
+from service.jobs import Defer, LeaseLost
 from service.jobs.worker import JobContext
 from service.ledger import NewEvent
 from service.metrics import Metrics
@@ -55,9 +63,11 @@ async def run(ctx: JobContext, deps: IntakeDeps) -> None:
     sid: str = payload["recording_sid"]
     call_sid: str = payload["call_sid"]
 
+    leftover = None  # the row of a recording whose call was erased while it was in flight
     async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
-        call = await conn.fetchrow(Q["call_by_external_id"], platform, call_sid)
-        if call is not None and call["outcome"] == IN_PROGRESS:
+        call = await conn.fetchrow(Q["call_for_intake"], platform, call_sid)
+        erased = call is not None and call["erased_at"] is not None
+        if call is not None and not erased and call["outcome"] == IN_PROGRESS:
             if ctx.job.age_s < CONSENT_WAIT_S:
                 raise Defer(
                     "waiting for the call's consent outcome",
@@ -66,7 +76,7 @@ async def run(ctx: JobContext, deps: IntakeDeps) -> None:
             # Never guessed: after an hour it fails, retries and is dead-lettered, visibly,
             # with the platform's copy kept for a person to decide.
             raise RuntimeError("the call has had no consent outcome for an hour")
-        keep = call is not None and call["outcome"] == CONSENTED
+        keep = call is not None and not erased and call["outcome"] == CONSENTED
         if keep:
             assert call is not None
             await conn.execute(
@@ -74,6 +84,8 @@ async def run(ctx: JobContext, deps: IntakeDeps) -> None:
             )
             recording = await conn.fetchrow(Q["recording_by_external_id"], platform, sid)
         elif call is not None:
+            if erased:
+                leftover = await conn.fetchrow(Q["recording_by_external_id"], platform, sid)
             await ledger.append(
                 conn,
                 call["id"],
@@ -83,7 +95,9 @@ async def run(ctx: JobContext, deps: IntakeDeps) -> None:
                         {
                             "recording_sid": sid,
                             "outcome": call["outcome"],
-                            "reason": "no consent: never downloaded",
+                            "reason": "call erased: never stored"
+                            if erased
+                            else "no consent: never downloaded",
                         },
                         dedupe_key=f"recording_discarded:{sid}",
                     )
@@ -91,9 +105,14 @@ async def run(ctx: JobContext, deps: IntakeDeps) -> None:
             )
 
     if not keep:
+        if leftover is not None:
+            # a run cut short after its upload (crash, lost lease) may have left an object
+            await _delete_objects(deps.store, possible_keys(leftover["id"]))
         await deps.media.delete(sid)
         if call is not None:
             async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
+                if leftover is not None:
+                    await conn.execute(Q["mark_platform_deleted"], leftover["id"])
                 await ledger.append(
                     conn,
                     call["id"],
@@ -140,7 +159,7 @@ async def _store(
     started = time.perf_counter()
     fetch = settings.recording_format
     target = settings.recording_transcode or fetch
-    key = f"recordings/{recording['id']}.{target}"
+    key = recording_key(recording["id"], target)
     async with work_dir(settings.home / "tmp", "intake-") as tmp:
         # A 404 is asked again a few times quickly, then dead-lettered (Permanent, platform
         # copy kept, visible) with what to check: after `completed`, the file is available.
@@ -169,35 +188,73 @@ async def _store(
         raise StorageError(f"verification of {key} failed: the store does not hold what we sent")
     if settings.s3_bucket and not stored.encrypted:
         raise StorageError(f"verification of {key} failed: not encrypted at rest")
-    async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
-        retain_until = await conn.fetchval(
-            Q["mark_stored"],
-            recording["id"],
-            key,
-            got.sha256,
-            got.size,
-            got.content_type,
-            retention_s,
-            stored.version,
-        )
-        if retain_until is not None:
+    try:
+        async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
+            retain_until = await conn.fetchval(
+                Q["mark_stored"],
+                recording["id"],
+                key,
+                got.sha256,
+                got.size,
+                got.content_type,
+                retention_s,
+                stored.version,
+            )
+            if retain_until is not None:
+                state = "stored"
+                await ledger.append(
+                    conn,
+                    recording["call_id"],
+                    [
+                        NewEvent(
+                            "recording_stored",
+                            {
+                                "recording_id": str(recording["id"]),
+                                "recording_sid": sid,
+                                "sha256": got.sha256,
+                                "size_bytes": got.size,
+                                "retain_until": retain_until.isoformat(),
+                            },
+                            dedupe_key=f"recording_stored:{recording['id']}",
+                        )
+                    ],
+                )
+            else:
+                state = await conn.fetchval(Q["recording_state"], recording["id"])
+    except LeaseLost:
+        # Another worker owns the job now. If the recording was erased meanwhile, nobody will
+        # ever commit it: take this upload back rather than leave it behind.
+        async with ctx.pool.acquire() as conn:
+            state = await conn.fetchval(Q["recording_state"], recording["id"])
+        if state == "erased":
+            await _delete_objects(deps.store, [key])
+        raise
+    if state != "stored":
+        # Erased while the download was in flight (the row is no longer pending): what was
+        # uploaded must not stay. The platform's copy is deleted next, as for a kept one.
+        await _delete_objects(deps.store, [key])
+        async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
             await ledger.append(
                 conn,
                 recording["call_id"],
                 [
                     NewEvent(
-                        "recording_stored",
+                        "recording_discarded",
                         {
                             "recording_id": str(recording["id"]),
                             "recording_sid": sid,
-                            "sha256": got.sha256,
-                            "size_bytes": got.size,
-                            "retain_until": retain_until.isoformat(),
+                            "state": state,
+                            "reason": "erased while in flight: upload deleted",
                         },
-                        dedupe_key=f"recording_stored:{recording['id']}",
+                        dedupe_key=f"recording_discarded:{sid}",
                     )
                 ],
             )
+        log.info(
+            "recording discarded: its call was erased while it was in flight; upload deleted",
+            extra={"recording_id": str(recording["id"]), "state": state},
+        )
+        return
     failpoints.hit(settings, "intake.after_commit")
     if deps.metrics is not None:
         deps.metrics.intake_bytes.inc(got.size)
@@ -205,3 +262,9 @@ async def _store(
     log.info(
         "recording stored", extra={"recording_id": str(recording["id"]), "size_bytes": got.size}
     )
+
+
+async def _delete_objects(store: ObjectStore, keys: list[str]) -> None:
+    refused = await store.delete_many(keys)
+    if refused:
+        raise StorageError(f"the store refused to delete {len(refused)} object(s); retrying")

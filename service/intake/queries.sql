@@ -26,3 +26,14 @@ RETURNING retain_until;
 -- name: mark_platform_deleted
 UPDATE recordings SET platform_deleted_at = now()
 WHERE id = $1 AND platform_deleted_at IS NULL;
+
+-- name: call_for_intake
+-- Locked (as the ledger append in the same transaction would lock it anyway): an erasure of the
+-- call waits for this decision to commit and then sees its recording row; a decision taken
+-- after an erasure sees the call erased.
+SELECT id, outcome, policy, ended_at, erased_at FROM calls
+WHERE platform = $1 AND external_id = $2
+FOR UPDATE;
+
+-- name: recording_state
+SELECT state FROM recordings WHERE id = $1;

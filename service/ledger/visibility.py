@@ -56,6 +56,7 @@ RECORDING_LIFE = frozenset(
         "recording_absent",
         "recording_failed",
         "recording_in_progress",
+        "recording_callback_missed",  # found by the reconciler instead of a callback
         "recording_stored",
         "recording_discarded",
         "recording_deleted",

@@ -32,6 +32,11 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _fsync_dir_if_present(folder: Path) -> None:
+    if folder.is_dir():
+        _fsync_dir(folder)
+
+
 def _atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
@@ -108,8 +113,10 @@ class LocalStore:
                 await self._run(self._delete, key)
             except StorageError as exc:
                 failed[key] = exc.message
-        if keys:
-            await self._run(_fsync_dir, self.root)
+        # make the unlinks durable in the folders that held them (an absent folder held nothing:
+        # deleting from a store that never stored anything is not an error)
+        for folder in {self._path(k).parent for k in keys if k not in failed}:
+            await self._run(_fsync_dir_if_present, folder)
         return failed
 
     async def download_to(self, key: str, path: Path) -> None:

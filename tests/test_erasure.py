@@ -1,0 +1,433 @@
+"""Erasure reaches everything of the subject, whenever it arrives: an upload still in flight, a
+recording callback that comes after the request, access bundles (and their expiry), a hold placed
+afterwards, and a key rotation running at the same moment. Real PostgreSQL, moto's S3 server (and
+the local store), the fake Twilio media API; the clock is the database's."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from retention import holds, requests
+from retention.purge import purge_once
+from service import ledger
+from service.config import Settings, load_settings
+from service.db.pool import connect, create_pool
+from service.errors import NotFound
+from service.personal_data import PhoneVault
+from service.rekey import rotate
+from service.simulate import Caller, FakeTwilio
+from service.storage.s3 import S3Store
+from tests.conftest import SECRET_KEY, Service, make_bucket
+from tests.intake_helpers import objects, send_recording, settle
+from tests.seed import seed_recording
+from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
+from tests.waiting import eventually
+
+VAULT = PhoneVault(SECRET_KEY)
+CALLER = "+84901234678"
+HOTLINE = "+842873001234"
+Conn = asyncpg.Connection
+
+
+async def _status(db: Conn, request_id: uuid.UUID) -> str:
+    status: str = await db.fetchval("SELECT status FROM dsar_requests WHERE id = $1", request_id)
+    return status
+
+
+async def _types(db: Conn, call_sid: str) -> list[Any]:
+    call_id = await db.fetchval("SELECT id FROM calls WHERE external_id = $1", call_sid)
+    return list(await ledger.events_of(db, call_id))
+
+
+async def _left_in_store(settings: Settings, moto_url: str) -> list[str]:
+    """Every object (every version) the service's store still holds."""
+    if settings.s3_bucket:
+        return [o["key"] for o in await objects(moto_url, settings.s3_bucket)]
+    root = settings.home / "objects"
+    return (
+        [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    )
+
+
+@pytest.fixture(params=["s3-versioned", "local"])
+def erasure_settings(request: Any, intake_settings: Settings, moto_url: str) -> Settings:
+    if request.param == "local":
+        return replace(intake_settings, s3_bucket=None, s3_endpoint_url=None)
+    return replace(intake_settings, s3_bucket=make_bucket(moto_url, versioned=True))
+
+
+@pytest.fixture
+async def service(erasure_settings: Settings) -> AsyncIterator[Service]:
+    svc = Service(erasure_settings)
+    await svc.start()
+    yield svc
+    await svc.stop()
+
+
+@pytest.mark.parametrize("kind", ["erase", "withdraw"])
+async def test_an_upload_in_flight_when_the_number_is_erased_never_stays(
+    service: Service,
+    twilio: FakeTwilio,
+    twilio_media: FakeTwilioMedia,
+    db: Conn,
+    moto_url: str,
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
+) -> None:
+    caplog.set_level("INFO")
+    trace = await twilio.place_call(CALLER, HOTLINE, Caller.parse("stay"))
+    assert trace.recording_started
+    rec_sid, stall = new_recording_sid(), asyncio.Event()
+    twilio_media.add_stalling(rec_sid, wav_bytes(2), stall)
+    await send_recording(twilio, trace.call_sid, rec_sid)
+
+    async def downloading() -> bool:
+        state = await db.fetchval("SELECT state FROM recordings WHERE external_id = $1", rec_sid)
+        return state == "pending" and twilio_media.gets[rec_sid] == 1
+
+    await eventually(downloading, what="the download is in flight")
+    request_id = await requests.create(
+        db, VAULT, kind=kind, phone=CALLER, actor="test", deadline_s=3600
+    )
+
+    async def erased_but_waiting() -> bool:
+        return await _status(db, request_id) == "in_progress"
+
+    # the erasure is done, but the request stays open while the intake runs
+    await eventually(erased_but_waiting, what="the request waits for the intake")
+    assert await db.fetchval("SELECT state FROM recordings") == "erased"
+    result = await db.fetchval("SELECT result FROM dsar_requests WHERE id = $1", request_id)
+    assert result["intake_running"] == 1
+
+    stall.set()  # the download finishes and the upload lands after the erasure
+
+    async def completed() -> bool:
+        return await _status(db, request_id) == "completed"
+
+    await eventually(completed, what="the request completes once the intake has ended")
+    await settle(db)
+    assert await _left_in_store(service.settings, moto_url) == []
+    rec = await db.fetchrow("SELECT state, object_key, platform_deleted_at FROM recordings")
+    assert rec["state"] == "erased" and rec["object_key"] is None
+    assert rec["platform_deleted_at"] is not None
+    assert twilio_media.deletes[rec_sid] == 1 and rec_sid not in twilio_media.recordings
+    events = await _types(db, trace.call_sid)
+    types = [e.type for e in events]
+    assert types.index("erased") < types.index("recording_discarded")
+    assert types[-2:] == ["recording_discarded", "platform_copy_deleted"]
+    discarded = next(e for e in events if e.type == "recording_discarded")
+    assert discarded.details["reason"] == "erased while in flight: upload deleted"
+    assert "recording_stored" not in types
+    assert "recording stored" not in caplog.text
+    assert (await ledger.verify(db)).ok
+
+
+@pytest.mark.parametrize("kind", ["erase", "withdraw"])
+async def test_a_recording_arriving_after_the_erasure_is_discarded_at_the_platform(
+    service: Service,
+    twilio: FakeTwilio,
+    twilio_media: FakeTwilioMedia,
+    db: Conn,
+    moto_url: str,
+    kind: str,
+) -> None:
+    trace = await twilio.place_call(CALLER, HOTLINE, Caller.parse("stay"))
+    assert trace.recording_started
+    request_id = await requests.create(
+        db, VAULT, kind=kind, phone=CALLER, actor="test", deadline_s=3600
+    )
+    await settle(db)
+    assert await _status(db, request_id) == "completed"
+    call = await db.fetchrow("SELECT erased_at, erased_by, caller_hash FROM calls")
+    assert call["erased_at"] is not None and call["erased_by"] == request_id
+    assert call["caller_hash"] is None
+
+    # the call's recording callback comes after the request completed
+    rec_sid = new_recording_sid()
+    twilio_media.add(rec_sid, wav_bytes(1))
+    status, _ = await send_recording(twilio, trace.call_sid, rec_sid)
+    assert status == 204
+    await settle(db)
+    assert twilio_media.gets[rec_sid] == 0  # never downloaded
+    assert twilio_media.deletes[rec_sid] == 1 and rec_sid not in twilio_media.recordings
+    assert await _left_in_store(service.settings, moto_url) == []
+    assert await db.fetchval("SELECT count(*) FROM recordings") == 0
+    events = await _types(db, trace.call_sid)
+    assert [e.type for e in events][-2:] == ["recording_discarded", "platform_copy_deleted"]
+    assert events[-2].details["reason"] == "call erased: never stored"
+
+
+async def test_a_recording_whose_intake_gave_up_is_discarded_at_the_platform_on_erasure(
+    service: Service, twilio: FakeTwilio, twilio_media: FakeTwilioMedia, db: Conn
+) -> None:
+    trace = await twilio.place_call(CALLER, HOTLINE, Caller.parse("stay"))
+    rec_sid = new_recording_sid()
+    twilio_media.add(rec_sid, wav_bytes(1))
+    # its intake was dead-lettered earlier (the platform's copy kept for a person to decide)
+    await db.execute(
+        "INSERT INTO jobs (kind, payload, dedupe_key, state, attempts, max_attempts, "
+        "finished_at, last_error) VALUES ('recording', $1, $2, 'dead', 12, 12, now(), 'gave up')",
+        {"platform": "twilio", "recording_sid": rec_sid, "call_sid": trace.call_sid},
+        f"recording:twilio:{rec_sid}",
+    )
+    request_id = await requests.create(
+        db, VAULT, kind="erase", phone=CALLER, actor="test", deadline_s=3600
+    )
+    await settle(db)
+    assert await _status(db, request_id) == "completed"
+    assert twilio_media.gets[rec_sid] == 0
+    assert twilio_media.deletes[rec_sid] == 1 and rec_sid not in twilio_media.recordings
+    assert await db.fetchval("SELECT state FROM jobs WHERE kind = 'recording'") == "done"
+    events = await _types(db, trace.call_sid)
+    assert [e.type for e in events][-2:] == ["recording_discarded", "platform_copy_deleted"]
+
+
+# -- access bundles -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def store(moto_url: str) -> AsyncIterator[S3Store]:
+    bucket = await asyncio.to_thread(make_bucket, moto_url, True)
+    s = S3Store(bucket, endpoint_url=moto_url, region="us-east-1")
+    yield s
+    await s.close()
+
+
+async def _access(db: Conn, store: S3Store, tmp_path: Path, phone: str, ttl_s: int) -> uuid.UUID:
+    request_id = await requests.create(
+        db, VAULT, kind="access", phone=phone, actor="test", deadline_s=3600
+    )
+    status = await requests.run(
+        db, VAULT, store, request_id, tmp_path, retry_s=1, bundle_ttl_s=ttl_s
+    )
+    assert status == "completed"
+    return request_id
+
+
+async def test_access_bundles_expire_by_the_database_clock_and_the_purge_removes_them(
+    db: Conn, database_url: str, store: S3Store, tmp_path: Path
+) -> None:
+    await seed_recording(db, store, VAULT, tmp_path, caller=CALLER, expired=False)
+    old = await _access(db, store, tmp_path, CALLER, ttl_s=7 * 86400)
+    young = await _access(db, store, tmp_path, CALLER, ttl_s=7 * 86400)
+    gap = await db.fetchval(
+        "SELECT extract(epoch FROM bundle_expires_at - completed_at) FROM dsar_requests "
+        "WHERE id = $1",
+        old,
+    )
+    assert gap == pytest.approx(7 * 86400, abs=1)
+    assert await requests.bundle_for_link(db, old) == f"dsar/{old}.zip"
+    # a week passes for the old bundle, by the database's clock
+    await db.execute(
+        "UPDATE dsar_requests SET bundle_expires_at = now() - interval '1 second' WHERE id = $1",
+        old,
+    )
+    with pytest.raises(requests.BundleGone) as refused:
+        await requests.bundle_for_link(db, old)
+    assert (refused.value.status, refused.value.code) == (410, "bundle_expired")
+
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    try:
+        report = await purge_once(pool, store)
+        assert (report.bundles, report.bundles_failed) == (1, {})
+        assert (await purge_once(pool, store)).bundles == 0
+    finally:
+        await pool.close()
+    assert await store.head(f"dsar/{old}.zip") is None
+    assert await store.head(f"dsar/{young}.zip") is not None
+    row = await requests.get(db, old)
+    assert row["bundle_key"] is None and row["bundle_removed_reason"] == "expired"
+    assert requests.request_json(row)["bundle_removed"] == "expired"
+    with pytest.raises(requests.BundleGone) as still:
+        await requests.bundle_for_link(db, old)
+    assert still.value.code == "bundle_expired"
+    assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'dsar_bundles_expired'")
+
+
+async def test_an_access_request_still_open_when_the_number_is_erased_hands_out_nothing(
+    db: Conn, store: S3Store, tmp_path: Path
+) -> None:
+    await seed_recording(db, store, VAULT, tmp_path, caller=CALLER, expired=False)
+    access = await requests.create(
+        db, VAULT, kind="access", phone=CALLER, actor="test", deadline_s=3600
+    )
+    erase = await requests.create(
+        db, VAULT, kind="erase", phone=CALLER, actor="test", deadline_s=3600
+    )
+    assert await requests.run(db, VAULT, store, erase, tmp_path, retry_s=1) == "completed"
+    # the access job comes after: the request was closed by the erasure, and builds nothing
+    assert await requests.run(db, VAULT, store, access, tmp_path, retry_s=1) == "completed"
+    row = await requests.get(db, access)
+    assert row["phone_enc"] is None and row["phone_hash"] is None and row["bundle_key"] is None
+    assert row["result"]["superseded_by_erasure"] == str(erase)
+    assert await store.head(f"dsar/{access}.zip") is None
+    with pytest.raises(NotFound):
+        await requests.bundle_for_link(db, access)
+
+
+class EraseAfterUpload:
+    """A store that, right after the access bundle lands, lets an erasure of the number run to
+    completion: the erasure commits between the bundle's upload and the access request's
+    commit."""
+
+    def __init__(self, store: S3Store, erase: Callable[[], Awaitable[None]]) -> None:
+        self._store = store
+        self._erase = erase
+
+    async def put_file(self, key: str, path: Path, **kwargs: Any) -> None:
+        await self._store.put_file(key, path, **kwargs)
+        if key.startswith("dsar/"):
+            await self._erase()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def test_a_bundle_uploaded_while_the_number_is_erased_is_deleted_at_its_commit(
+    db: Conn, database_url: str, store: S3Store, tmp_path: Path
+) -> None:
+    await seed_recording(db, store, VAULT, tmp_path, caller=CALLER, expired=False)
+    access = await requests.create(
+        db, VAULT, kind="access", phone=CALLER, actor="test", deadline_s=3600
+    )
+    other = await connect(database_url)
+
+    async def erase() -> None:
+        rid = await requests.create(
+            other, VAULT, kind="erase", phone=CALLER, actor="test", deadline_s=3600
+        )
+        assert await requests.run(other, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
+
+    racing = EraseAfterUpload(store, erase)
+    try:
+        status = await requests.run(db, VAULT, racing, access, tmp_path, retry_s=1)  # type: ignore[arg-type]
+    finally:
+        await other.close()
+    assert status == "completed"
+    assert await store.head(f"dsar/{access}.zip") is None
+    row = await requests.get(db, access)
+    assert row["bundle_key"] is None and row["phone_enc"] is None
+    assert "superseded_by_erasure" in row["result"]
+    types = [r["type"] for r in await db.fetch("SELECT type FROM ledger_events")]
+    assert "subject_access" not in types and "erased" in types
+
+
+def test_bundle_ttl_setting_defaults_to_seven_days_and_parses_durations() -> None:
+    assert load_settings({}).bundle_ttl_s == 7 * 86400
+    assert load_settings({"CALLVAULT_BUNDLE_TTL": "2d"}).bundle_ttl_s == 2 * 86400
+
+
+# -- holds after an erasure -------------------------------------------------------------------
+
+
+async def test_a_hold_placed_after_an_erasure_says_what_was_erased_and_when(
+    db: Conn, store: S3Store, tmp_path: Path
+) -> None:
+    recs = [
+        await seed_recording(db, store, VAULT, tmp_path, caller=CALLER, expired=False)
+        for _ in range(2)
+    ]
+    other = await seed_recording(db, store, VAULT, tmp_path, caller="+84900000009")
+    request_id = await requests.create(
+        db, VAULT, kind="erase", phone=CALLER, actor="test", deadline_s=3600
+    )
+    assert await requests.run(db, VAULT, store, request_id, tmp_path, retry_s=1) == "completed"
+
+    on_phone = await holds.place(db, VAULT, "test", phone=CALLER, reason="court order")
+    assert on_phone.held_recordings == [] and on_phone.already_gone == []
+    erased = on_phone.as_json()["already_erased"]
+    assert sorted(e["call_id"] for e in erased) == sorted(str(r["call_id"]) for r in recs)
+    for entry in erased:
+        rec = next(r for r in recs if str(r["call_id"]) == entry["call_id"])
+        assert entry["recording_ids"] == [str(rec["recording_id"])]
+        assert entry["request_id"] == str(request_id)
+        erased_at = await db.fetchval("SELECT erased_at FROM calls WHERE id = $1", rec["call_id"])
+        assert entry["erased_at"] == erased_at.isoformat()
+
+    on_call = await holds.place(db, VAULT, "test", call_id=recs[0]["call_id"], reason="dispute")
+    assert [e["call_id"] for e in on_call.already_erased] == [str(recs[0]["call_id"])]
+    # a number nobody erased: nothing to report
+    untouched = await holds.place(db, VAULT, "test", phone="+84900000009", reason="x")
+    assert untouched.already_erased == []
+    assert untouched.held_recordings == [str(other["recording_id"])]
+
+
+# -- key rotation racing an erasure -----------------------------------------------------------
+
+NEW_KEY = "a-brand-new-secret-key-" + "n" * 30
+
+
+class Interleaved:
+    """A connection whose page reads run ``between`` right after they return, before the
+    rotation writes anything: an erasure committed exactly between read and write."""
+
+    def __init__(self, conn: Conn, between: Callable[[str], Awaitable[None]]) -> None:
+        self._conn = conn
+        self._between = between
+
+    async def fetch(self, query: str, *args: Any) -> Any:
+        rows = await self._conn.fetch(query, *args)
+        if rows:
+            await self._between(query)
+        return rows
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+async def test_key_rotation_never_writes_an_erased_number_back(
+    db: Conn, database_url: str, store: S3Store, tmp_path: Path
+) -> None:
+    old = VAULT
+    on_call, on_hold, on_request = "+84911111111", "+84922222222", "+84933333333"
+    for phone in (on_call, on_hold, on_request, "+84944444444"):
+        await seed_recording(db, store, old, tmp_path, caller=phone, expired=False)
+    for phone in (on_hold, on_request):
+        placed = await holds.place(db, old, "test", phone=phone, reason="case closed")
+        await holds.release(db, old, placed.id, "test")
+    await _access(db, store, tmp_path, on_request, ttl_s=86400)
+
+    rotating = PhoneVault(NEW_KEY, previous_secret_key=SECRET_KEY)
+    pending = {"calls_page": on_call, "holds_page": on_hold, "requests_page": on_request}
+    other = await connect(database_url)
+
+    async def erase_between(query: str) -> None:
+        # the erasure of one number commits after its table's page was read
+        for name, phone in list(pending.items()):
+            if f"FROM {_TABLE[name]}" in query:
+                del pending[name]
+                rid = await requests.create(
+                    other, rotating, kind="erase", phone=phone, actor="test", deadline_s=60
+                )
+                await requests.run(other, rotating, store, rid, tmp_path, retry_s=1)
+
+    try:
+        report = await rotate(Interleaved(db, erase_between), rotating)  # type: ignore[arg-type]
+    finally:
+        await other.close()
+    assert pending == {}
+    assert report.calls == 3  # the erased call is not counted: it was left alone
+    # nothing of the erased numbers was written back, under either key
+    new = PhoneVault(NEW_KEY)
+    left = await db.fetch(
+        "SELECT caller_enc AS enc, caller_hash AS hash FROM calls WHERE caller_enc IS NOT NULL"
+        " UNION ALL SELECT phone_enc, phone_hash FROM holds WHERE phone_enc IS NOT NULL"
+        " UNION ALL SELECT phone_enc, phone_hash FROM dsar_requests WHERE phone_enc IS NOT NULL"
+    )
+    erased = (on_call, on_hold, on_request)
+    hashes = {h for p in erased for h in rotating.lookup_hashes(p)}
+    assert left, "the other numbers are still there"
+    for row in left:
+        assert new.decrypt(row["enc"]) not in erased  # and all of it is under the new key
+        assert row["hash"] not in hashes
+
+
+_TABLE = {"calls_page": "calls", "holds_page": "holds", "requests_page": "dsar_requests"}
