@@ -19,6 +19,7 @@ from service.db import Conn, queries
 from service.errors import BadRequest, NotFound
 from service.ledger import NewEvent
 from service.personal_data import E164_PATTERN, PhoneVault, mask_phone, normalise_phone
+from service.untrusted import check_text
 
 Q = queries.load("retention")
 
@@ -54,7 +55,8 @@ def check_reason(reason: str) -> str:
         raise BadRequest("reason is required", code="reason_required")
     if len(reason) > 2000:
         raise BadRequest("reason is too long (2000 characters at most)", code="bad_reason")
-    return reason.strip()
+    # the CLI hands over argv bytes that are not UTF-8 as lone surrogates (surrogateescape)
+    return check_text(reason.strip(), "reason", code="bad_reason")
 
 
 def check_phone(phone: object) -> str:
@@ -79,6 +81,8 @@ async def place(
         raise BadRequest("give exactly one of call_id or phone", code="bad_hold_target")
     if case_ref is not None and (not isinstance(case_ref, str) or len(case_ref) > 200):
         raise BadRequest("case_ref must be text of at most 200 characters", code="bad_case_ref")
+    if case_ref is not None:
+        check_text(case_ref, "case_ref", code="bad_case_ref")
     async with conn.transaction():
         # Lock the recordings first, then insert the hold: a purge holding one of them is
         # waited for (and then seen to have purged it), and no call row is locked before the

@@ -668,3 +668,23 @@ async def test_cli_token_list_and_hold_list_escape_control_characters(
         assert all(ch.isprintable() for ch in out.rstrip("\n")), repr(out)
     assert tokens.stdout.rstrip("\n").endswith("ops\\x1b[2J\\x1b]0;owned\\x07\\rroot")
     assert "case C-\\u202e1: subpoena\\x1b[8m hidden\\nFAKE released" in holds.stdout
+
+
+async def test_cli_hold_reason_that_is_not_utf8_is_one_line_error(
+    db: Conn, database_url: str
+) -> None:
+    # argv bytes that are not UTF-8 reach Python as lone surrogates (surrogateescape)
+    result = await asyncio.to_thread(
+        run_cli,
+        database_url,
+        "hold",
+        "place",
+        "--phone",
+        "+84901234567",
+        "--reason",
+        "court \udcff",
+    )
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "reason" in result.stderr and "Traceback" not in result.stderr
+    assert await db.fetchval("SELECT count(*) FROM holds") == 0

@@ -214,10 +214,14 @@ async def test_two_replicas_one_killed_mid_way_lose_and_duplicate_nothing(
     for row in rows:
         assert row["state"] == "stored" and row["platform_deleted_at"] is not None
         assert by_key[row["object_key"]]["size"] == len(kept[row["external_id"]])
+    # A replica killed after Twilio answered a DELETE but before the job was marked done sends
+    # it again on rerun: a second DELETE is harmless (404 counts as deleted); what matters is
+    # that no platform copy is left and no refused recording was ever downloaded.
     for rec_sid in kept:
-        assert twilio_media.deletes[rec_sid] == 1 and rec_sid not in twilio_media.recordings
+        assert twilio_media.deletes[rec_sid] >= 1 and rec_sid not in twilio_media.recordings
     for rec_sid in refused:
-        assert twilio_media.gets[rec_sid] == 0 and twilio_media.deletes[rec_sid] == 1
+        assert twilio_media.gets[rec_sid] == 0 and twilio_media.deletes[rec_sid] >= 1
+        assert rec_sid not in twilio_media.recordings
     stored_events = await db.fetchval(
         "SELECT count(*) FROM ledger_events WHERE type = 'recording_stored'"
     )
