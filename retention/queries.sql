@@ -118,7 +118,7 @@ UPDATE recordings SET state = 'erased', purged_at = now()
 WHERE id = ANY($1::uuid[]) AND state IN ('stored', 'pending', 'failed');
 
 -- name: call_for_bundle
-SELECT id, platform, external_id, called, started_at, ended_at, outcome, outcome_at
+SELECT id, platform, external_id, direction, called, started_at, ended_at, outcome, outcome_at
 FROM calls WHERE id = $1;
 
 -- name: recordings_for_bundle

@@ -380,7 +380,9 @@ async def _access_bundle(
                 "id": str(call["id"]),
                 "platform": call["platform"],
                 "platform_call_id": call["external_id"],
-                "called": call["called"],
+                # `called` is the contact centre's own number in both directions
+                "direction": call["direction"],
+                "contact_centre_number": call["called"],
                 "started_at": call["started_at"].isoformat(),
                 "ended_at": call["ended_at"].isoformat() if call["ended_at"] else None,
                 "outcome": call["outcome"],

@@ -6,8 +6,11 @@ policy. Inbound calls are unchanged."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import re
 import secrets
+import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -298,3 +301,35 @@ async def test_a_callee_on_the_do_not_record_list_is_not_asked_or_recorded(
     assert not trace.recording_started and trace.played == []
     outcome = await db.fetchval("SELECT outcome FROM calls WHERE external_id = $1", trace.call_sid)
     assert outcome == "not_asked"
+
+
+async def test_the_access_bundle_of_an_outbound_call_names_the_centre_as_the_centre(
+    service: Service,
+    http: aiohttp.ClientSession,
+    twilio: FakeTwilio,
+    twilio_media: FakeTwilioMedia,
+    tokens: dict[str, str],
+    db: Conn,
+) -> None:
+    made = await outbound_recorded_call(twilio, twilio_media, db)
+    status, req = await call_api(
+        http,
+        service,
+        "POST",
+        "/api/dsar",
+        tokens["compliance"],
+        {"kind": "access", "phone": CUSTOMER},
+    )
+    assert status == 201
+    await settle(db)
+    status, link = await call_api(
+        http, service, "POST", f"/api/dsar/{req['id']}/bundle", tokens["compliance"]
+    )
+    assert status == 200
+    async with http.get(f"{service.base_url}/files/{link['url'].split('/files/', 1)[1]}") as r:
+        assert r.status == 200
+        bundle = zipfile.ZipFile(io.BytesIO(await r.read()))
+    (call,) = json.loads(bundle.read("calls.json"))
+    assert call["id"] == str(made["call"]["id"])
+    assert call["direction"] == "outbound" and call["contact_centre_number"] == CENTRE
+    assert "called" not in call  # it named the centre "called" on an outbound call
