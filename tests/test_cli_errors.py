@@ -215,6 +215,16 @@ async def test_a_malformed_phone_names_the_flag_not_the_value(
     assert "0987" not in line  # it may be someone's number: never echoed
 
 
+async def test_mark_outbound_refuses_a_from_that_is_not_a_number(
+    run_cli: Cli, database_url: str
+) -> None:
+    # It used to answer "marked 0 calls from *** as outbound" with exit 0: a typo looked like
+    # a repair that had found nothing to repair.
+    result = run_cli(database_url, "calls", "mark-outbound", "--from", "028 7300 123x")
+    _one_line(result, "--from", "E.164")
+    assert result.stdout == ""
+
+
 @pytest.mark.parametrize(
     ("argv", "named"),
     [
