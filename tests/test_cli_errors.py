@@ -225,6 +225,22 @@ async def test_mark_outbound_refuses_a_from_that_is_not_a_number(
     assert result.stdout == ""
 
 
+async def test_an_access_bundle_out_path_in_no_folder_is_named_before_the_request(
+    run_cli: Cli, database_url: str, tmp_path: Path
+) -> None:
+    # It used to create and complete the request, then blame the object store ("local store
+    # in ...: No such file or directory") for the folder the operator mistyped.
+    out = tmp_path / "no-such-folder" / "bundle.zip"
+    result = run_cli(database_url, "dsar", "access", "--phone", "+84901234567", "--out", str(out))
+    line = _one_line(result, "--out", str(out.parent))
+    assert "store" not in line
+    assert result.stdout == ""  # no request was made
+    folder = run_cli(
+        database_url, "dsar", "access", "--phone", "+84901234567", "--out", str(tmp_path)
+    )
+    _one_line(folder, "--out", "folder")
+
+
 @pytest.mark.parametrize(
     ("argv", "named"),
     [
