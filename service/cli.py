@@ -204,8 +204,11 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
 
 def cmd_calls_mark_outbound(args: argparse.Namespace) -> int:
     from service.consent.legacy import mark_outbound
-    from service.personal_data import mask_phone
+    from service.personal_data import E164_PATTERN, mask_phone, normalise_phone
 
+    # Anything else would match no call and report "marked 0" as if the repair were done.
+    if not E164_PATTERN.match(normalise_phone(args.centre_number)):
+        raise CallvaultError("--from: not an E.164 number like +842873001234")
     settings = _settings(database=True)
 
     async def work(conn: Any) -> int:
@@ -407,6 +410,13 @@ def cmd_dsar(args: argparse.Namespace) -> int:
 
     settings = _settings(database=True)
     vault = _vault(settings)
+    out = Path(args.out) if getattr(args, "out", None) else None
+    # Checked before the request exists: a bundle built for nowhere would otherwise be named
+    # only as a failure of the object store, after the request had completed.
+    if out is not None and not out.parent.is_dir():
+        raise CallvaultError(f"--out {out}: no folder {out.parent}")
+    if out is not None and out.is_dir():
+        raise CallvaultError(f"--out {out}: is a folder; give the zip file's name")
 
     async def work(conn: Any) -> int:
         request_id = await requests.create(
@@ -436,9 +446,9 @@ def cmd_dsar(args: argparse.Namespace) -> int:
             row = await requests.get(conn, request_id)
             print(f"request {request_id}: {row['status']} (due {row['due_at'].isoformat()})")
             if args.kind == "access":
-                out = Path(args.out or f"callvault-access-{request_id}.zip")
-                await store.download_to(row["bundle_key"], out)
-                print(f"wrote {out}")
+                target = out or Path(f"callvault-access-{request_id}.zip")
+                await store.download_to(row["bundle_key"], target)
+                print(f"wrote {target}")
         finally:
             await store.close()
         return 0

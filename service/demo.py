@@ -21,10 +21,12 @@ Two halves:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import io
 import logging
 import math
+import re
 import secrets
 import struct
 import time
@@ -46,6 +48,7 @@ T = TypeVar("T")
 
 STANDIN_PATH = "/_demo/twilio"
 _ACCOUNT = STANDIN_PATH + "/2010-04-01/Accounts/{account}"
+_CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
 MAX_MEDIA_BYTES = 16 * 1024 * 1024  # demo calls are seconds long
 DEMO_RETENTION = "1h"
 DEMO_QUEUES: dict[str, dict[str, Any]] = {
@@ -84,7 +87,12 @@ class MediaStandIn:
     """Twilio's ``/2010-04-01/Accounts/{AC}/Recordings/{RE}.{wav,mp3,json}`` for GET and DELETE
     as Twilio documents them (Basic auth, 404 for an unknown or deleted recording), plus a PUT
     with which ``callvault demo`` plays Twilio's recorder. Recordings are files under
-    ``$CALLVAULT_HOME/twilio-standin`` so a restart of ``serve`` loses none."""
+    ``$CALLVAULT_HOME/twilio-standin`` so a restart of ``serve`` loses none.
+
+    ``GET .../Recordings.json?CallSid=`` lists a call's recordings as Twilio does (an empty list
+    for a call with none), so the reconciler that looks for lost recording callbacks gets a
+    true answer in demo mode too: without it every consented ``callvault simulate`` call, which
+    has no recording, was asked about 8 times over two hours and then logged as an error."""
 
     def __init__(self, settings: Settings) -> None:
         assert settings.twilio_account_sid and settings.twilio_auth_token
@@ -121,13 +129,20 @@ class MediaStandIn:
             body = await request.read()
             if len(body) > MAX_MEDIA_BYTES or body[:4] != b"RIFF" or body[8:12] != b"WAVE":
                 return web.json_response({"code": 21620, "message": "not a WAV"}, status=400)
+            call_sid = request.query.get("CallSid", "")
+            if call_sid and not _CALL_SID.match(call_sid):
+                return web.json_response({"code": 20001, "message": "bad CallSid"}, status=400)
             await asyncio.to_thread(_write, path, body)
+            if call_sid:
+                await asyncio.to_thread(_write, path.with_suffix(".call"), call_sid.encode())
             return web.Response(status=201)
         if request.method == "DELETE" and ext == "json":
             try:
                 await asyncio.to_thread(path.unlink)
             except FileNotFoundError:
                 return _not_found()
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(path.with_suffix(".call").unlink)
             return web.Response(status=204)
         if request.method == "GET" and ext in ("wav", "mp3"):
             try:
@@ -139,6 +154,41 @@ class MediaStandIn:
                 return web.Response(body=body, content_type="audio/mpeg")
             return web.Response(body=body, content_type="audio/x-wav")
         return _not_found()
+
+    async def list_recordings(self, request: web.Request) -> web.Response:
+        refused = self._check(request)
+        if refused is not None:
+            return refused
+        call_sid = request.query.get("CallSid", "")
+        if not _CALL_SID.match(call_sid):
+            return web.json_response({"code": 20001, "message": "CallSid is required"}, status=400)
+        items = await asyncio.to_thread(self._recordings_of, call_sid)
+        return web.json_response(
+            {"recordings": items, "next_page_uri": None, "page": 0, "page_size": len(items)}
+        )
+
+    def _recordings_of(self, call_sid: str) -> list[dict[str, Any]]:
+        if not self.folder.is_dir():
+            return []
+        items = []
+        for marker in sorted(self.folder.glob("*.call")):
+            wav = marker.with_suffix(".wav")
+            if marker.read_text() != call_sid or not wav.exists():
+                continue
+            with wave.open(str(wav), "rb") as w:
+                duration = w.getnframes() // max(w.getframerate(), 1)
+            items.append(
+                {
+                    "sid": marker.stem,
+                    "account_sid": self.account,
+                    "call_sid": call_sid,
+                    "status": "completed",
+                    "duration": str(duration),
+                    "channels": 1,
+                    "source": "StartCallRecordingTwiML",
+                }
+            )
+        return items
 
 
 def _not_found() -> web.Response:
@@ -165,6 +215,7 @@ def _to_mp3(wav: bytes) -> bytes:
 def mount_standin(app: web.Application, settings: Settings) -> None:
     standin = MediaStandIn(settings)
     app.router.add_get(_ACCOUNT + ".json", standin.account_info)
+    app.router.add_get(_ACCOUNT + "/Recordings.json", standin.list_recordings)
     app.router.add_route("*", _ACCOUNT + "/Recordings/{sid}.{ext}", standin.recording)
     log.warning(
         "demo mode: Twilio's media API is a local stand-in (generated credentials, embedded "
@@ -294,7 +345,8 @@ async def run(settings: Settings, *, timeout_s: float) -> int:
                 item.recording_sid = "RE" + secrets.token_hex(16)
                 audio = await asyncio.to_thread(call_audio, call.seconds, n)
                 url = f"{account_url}/Recordings/{item.recording_sid}.wav"
-                async with session.put(url, data=audio, headers={"Authorization": auth}) as r:
+                put = f"{url}?CallSid={trace.call_sid}"  # so the stand-in can list it by call
+                async with session.put(put, data=audio, headers={"Authorization": auth}) as r:
                     if r.status != 201:
                         raise CallvaultError(f"{url}: HTTP {r.status} from the media stand-in")
                 status, body = await twilio.post(

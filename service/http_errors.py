@@ -46,8 +46,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return response
     except web.RequestPayloadError:
         # the body could not be read as sent: a Content-Encoding it does not match, a broken
-        # chunked encoding; the client's fault, and nothing about it is worth a traceback
-        return error_response(400, "bad_body", "the request body cannot be decoded as sent")
+        # chunked encoding; the client's fault, and nothing about it is worth a traceback.
+        # The rest of the body cannot be read past, so aiohttp drops the connection after this
+        # answer: say so, or a keep-alive client sends its next request into a reset socket.
+        response = error_response(400, "bad_body", "the request body cannot be decoded as sent")
+        response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

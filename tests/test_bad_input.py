@@ -320,6 +320,11 @@ async def test_gzip_content_encoding_on_a_body_that_is_not_gzip_is_400(
     headers = {**JSON, "Content-Encoding": "gzip"}
     sent = await client.send("POST", path, token=admin, body=_json(body), headers=headers)
     assert_refused(sent, 400, "bad_body")
+    # the server cannot read past the broken body and drops the connection: it must say so,
+    # or a keep-alive client's next request on it dies with ECONNRESET
+    assert sent.headers.get("Connection", "").lower() == "close", sent.headers
+    after = await client.send("GET", "/api/calls", token=admin)
+    assert after.status == 200
 
 
 async def test_gzip_content_encoding_on_a_route_that_reads_no_body_is_harmless(

@@ -215,6 +215,32 @@ async def test_a_malformed_phone_names_the_flag_not_the_value(
     assert "0987" not in line  # it may be someone's number: never echoed
 
 
+async def test_mark_outbound_refuses_a_from_that_is_not_a_number(
+    run_cli: Cli, database_url: str
+) -> None:
+    # It used to answer "marked 0 calls from *** as outbound" with exit 0: a typo looked like
+    # a repair that had found nothing to repair.
+    result = run_cli(database_url, "calls", "mark-outbound", "--from", "028 7300 123x")
+    _one_line(result, "--from", "E.164")
+    assert result.stdout == ""
+
+
+async def test_an_access_bundle_out_path_in_no_folder_is_named_before_the_request(
+    run_cli: Cli, database_url: str, tmp_path: Path
+) -> None:
+    # It used to create and complete the request, then blame the object store ("local store
+    # in ...: No such file or directory") for the folder the operator mistyped.
+    out = tmp_path / "no-such-folder" / "bundle.zip"
+    result = run_cli(database_url, "dsar", "access", "--phone", "+84901234567", "--out", str(out))
+    line = _one_line(result, "--out", str(out.parent))
+    assert "store" not in line
+    assert result.stdout == ""  # no request was made
+    folder = run_cli(
+        database_url, "dsar", "access", "--phone", "+84901234567", "--out", str(tmp_path)
+    )
+    _one_line(folder, "--out", "folder")
+
+
 @pytest.mark.parametrize(
     ("argv", "named"),
     [

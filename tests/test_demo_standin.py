@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from service.config import Settings
 from service.demo import STANDIN_PATH, call_audio, mount_standin
+from service.twilio.media import TwilioMedia
 
 SID, TOKEN = "AC" + "a" * 32, "t" * 32
 RE = "RE" + "b" * 32
@@ -53,3 +54,27 @@ async def test_media_as_twilio_serves_it(
     assert (await client.get(f"{BASE}/{RE}.wav", headers=AUTH)).status == 404  # forgotten
     assert (await client.delete(f"{BASE}/{RE}.json", headers=AUTH)).status == 404
     assert not list((tmp_path / "twilio-standin").iterdir())
+
+
+async def test_it_lists_a_calls_recordings_for_the_reconciler(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    # The reconciler asks `Recordings.json?CallSid=` for consented calls whose recording
+    # callback never came; the stand-in answered 404, so every `callvault simulate` call (no
+    # recording) ended, two hours later, as "gave up reconciling ... check it at Twilio".
+    call, other = "CA" + "1" * 32, "CA" + "2" * 32
+    put = await client.put(f"{BASE}/{RE}.wav?CallSid={call}", data=call_audio(2, 0), headers=AUTH)
+    assert put.status == 201
+    api = str(client.make_url(STANDIN_PATH))
+    settings = Settings(twilio_account_sid=SID, twilio_auth_token=TOKEN, twilio_api_url=api)
+    async with aiohttp.ClientSession() as session:
+        media = TwilioMedia(settings, session)
+        listed = await media.list_recordings(call)
+        assert [(r.sid, r.call_sid, r.status, r.duration_s) for r in listed] == [
+            (RE, call, "completed", 2)
+        ]
+        assert await media.list_recordings(other) == []  # a call with none: an empty list
+        assert (await client.delete(f"{BASE}/{RE}.json", headers=AUTH)).status == 204
+        assert await media.list_recordings(call) == []
+    unsigned = await client.get(f"{BASE}.json?CallSid={call}")
+    assert unsigned.status == 401

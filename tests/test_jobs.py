@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
@@ -12,6 +15,7 @@ from service import jobs
 from service.db.pool import connect, create_pool
 from service.jobs import LeaseLost
 from service.jobs.worker import JobContext, Worker, WorkerConfig
+from tests.tcp_proxy import TcpProxy
 from tests.waiting import eventually
 
 Conn = asyncpg.Connection
@@ -166,3 +170,36 @@ async def test_handler_errors_are_retried_then_dead_lettered(database_url: str) 
     finally:
         await worker.stop()
         await pool.close()
+
+
+async def test_a_database_outage_is_logged_once_not_once_per_poll(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # With the embedded database stopped, serve wrote "cannot claim jobs: [Errno 2] No such
+    # file or directory" every second per replica, naming nothing.
+    socket_dir = parse_qs(urlsplit(database_url).query)["host"][0]
+    pg_socket = next(p for p in Path(socket_dir).glob(".s.PGSQL.*") if p.suffix != ".lock")
+    proxy = TcpProxy("", 0, unix_path=str(pg_socket))
+    await proxy.start()
+    name = urlsplit(database_url).path.lstrip("/")
+    pool = await create_pool(f"postgresql://postgres@127.0.0.1:{proxy.port}/{name}", min_size=0)
+    worker = Worker(pool, {}, WorkerConfig(poll_s=0.01))
+    caplog.set_level(logging.INFO, logger="service.jobs.worker")
+    try:
+        await worker._claim_and_start()
+        proxy.go_down()
+        for _ in range(5):
+            await worker._claim_and_start()
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        assert "database" in warnings[0].getMessage()
+        proxy.come_back()
+        await worker._claim_and_start()
+        assert "claiming jobs again" in caplog.records[-1].getMessage()
+        proxy.go_down()
+        await worker._claim_and_start()
+        assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2
+    finally:
+        proxy.come_back()
+        await pool.close()
+        await proxy.close()

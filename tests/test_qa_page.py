@@ -112,6 +112,13 @@ async def test_a_qa_trainer_finds_a_call_and_plays_it(
     await page.screenshot(path=str(ARTIFACTS / "qa-playing.png"), full_page=True)
     reason = await db.fetchval("SELECT details->>'reason' FROM audit_log WHERE action = 'playback'")
     assert reason == "Huấn luyện: chào hỏi khách hàng"
+    # the playback is in the call's ledger at once, shown without reopening the call, and the
+    # recording is still playing
+    await page.wait_for_function(
+        "document.querySelector('[data-testid=events]').innerText.includes('Đã nghe lại bản ghi')",
+        timeout=10000,
+    )
+    assert not await page.evaluate("document.querySelector('[data-testid=audio]').paused")
 
     assert errors == []
 

@@ -55,6 +55,7 @@ class Worker:
         self._running: dict[asyncio.Task[None], Job] = {}
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
+        self._claims_failing = False  # logged once per outage, not once per poll
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop(), name="callvault-worker")
@@ -119,8 +120,21 @@ class Worker:
                     if due is not None:
                         wait_s = min(wait_s, max(due, 0.01))
         except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("cannot claim jobs: %s", exc)
+            # Every poll (each second) fails the same way while the database is away: one line
+            # when it starts and one when it ends, not 86,400 a day of a bare "[Errno 2]".
+            if not self._claims_failing:
+                self._claims_failing = True
+                log.warning(
+                    "cannot claim jobs: the database does not answer (%s: %s); "
+                    "retrying every %g s, logged again when it answers",
+                    type(exc).__name__,
+                    exc,
+                    self.config.poll_s,
+                )
             return self.config.poll_s
+        if self._claims_failing:
+            self._claims_failing = False
+            log.info("claiming jobs again: the database answers")
         for job in claimed:
             task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
             self._running[task] = job

@@ -256,9 +256,12 @@ function callRow(call) {
   return tr;
 }
 
+let shownCall = null;  // the call in the detail card
+
 async function openCall(id) {
   try {
     const call = await api("GET", `/api/calls/${id}`);
+    shownCall = call.id;
     const facts = $("facts");
     facts.replaceChildren();
     const rows = [
@@ -279,35 +282,39 @@ async function openCall(id) {
 
     const recs = $("recordings");
     recs.replaceChildren();
-    for (const r of call.recordings) recs.appendChild(recordingCard(r));
-    const events = $("events");
-    events.replaceChildren();
-    for (const e of call.events) {
-      const li = document.createElement("li");
-      li.title = e.type;  // the ledger's own name for it, for auditors
-      const label = live(document.createElement("span"), () => eventLabel(e.type));
-      label.className = "type";
-      const at = live(document.createElement("span"), () => fmt(e.at));
-      at.className = "at";
-      const hash = document.createElement("span");
-      hash.className = "hash";
-      hash.textContent = e.hash.slice(0, 12);
-      li.append(label, at, hash);
-      events.appendChild(li);
-    }
-    if (call.events_withheld > 0) {
-      // casework (holds, data-subject requests) is for compliance; say that it exists
-      const li = document.createElement("li");
-      li.className = "withheld";
-      li.textContent = t("detail.withheld", { n: call.events_withheld });
-      events.appendChild(li);
-    }
+    for (const r of call.recordings) recs.appendChild(recordingCard(r, call.id));
+    showEvents(call);
     $("detail").classList.remove("hidden");
     applyLanguage();
   } catch (err) { fail(err); }
 }
 
-function recordingCard(r) {
+function showEvents(call) {
+  const events = $("events");
+  events.replaceChildren();
+  for (const e of call.events) {
+    const li = document.createElement("li");
+    li.title = e.type;  // the ledger's own name for it, for auditors
+    const label = live(document.createElement("span"), () => eventLabel(e.type));
+    label.className = "type";
+    const at = live(document.createElement("span"), () => fmt(e.at));
+    at.className = "at";
+    const hash = document.createElement("span");
+    hash.className = "hash";
+    hash.textContent = e.hash.slice(0, 12);
+    li.append(label, at, hash);
+    events.appendChild(li);
+  }
+  if (call.events_withheld > 0) {
+    // casework (holds, data-subject requests) is for compliance; say that it exists
+    const li = document.createElement("li");
+    li.className = "withheld";
+    li.textContent = t("detail.withheld", { n: call.events_withheld });
+    events.appendChild(li);
+  }
+}
+
+function recordingCard(r, callId) {
   const node = $("recording-template").content.firstElementChild.cloneNode(true);
   live(node.querySelector(".rec-state"), () => t(`state.${r.state}`));
   live(node.querySelector(".rec-meta"), () => {
@@ -330,6 +337,10 @@ function recordingCard(r) {
       audio.classList.remove("hidden");
       await audio.play();
       say("msg.playing");
+      // the playback was written to the call's ledger before the URL was issued: show it
+      // (the event list only, so the recording keeps playing)
+      const again = await api("GET", `/api/calls/${callId}`);
+      if (shownCall === callId) { showEvents(again); applyLanguage(); }
     } catch (err) { fail(err); }
   });
   return node;
