@@ -5,20 +5,40 @@ case without the prefix (``port = 8080``); the environment wins. It also holds t
 policies: defaults at top level, ``[queues.NAME]`` tables and ``[numbers."+E164"]`` tables for
 the called numbers (a number may name its queue). Every invalid value raises
 :class:`ConfigError` whose message starts with the bad key, so start-up stops with one line.
+
+The keys are typed and validated by a ``pydantic-settings`` model (:class:`_Source`: the
+environment as its first source, the TOML file as its second). What it accepts becomes the frozen
+:class:`Settings` the rest of the service reads, with durations in seconds (``purge_interval``
+→ ``purge_interval_s``). To add a setting: one field on :class:`Settings` (name, type, default)
+and one line on :class:`_Source` (the key as users write it, with the validating type).
+Policies are resolved into a lookup when a :class:`Settings` is made, not on every webhook.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import re
 import secrets
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr, ValidationError
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from service.errors import ConfigError
 from service.personal_data import E164_PATTERN
@@ -29,22 +49,154 @@ CONSENT_MODES: tuple[ConsentMode, ...] = ("implied", "explicit")
 LANGUAGES = ("vi-VN", "en-US")
 _DURATION = re.compile(r"^\s*([0-9]+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def parse_duration(key: str, value: object) -> int:
+# --- values: each check returns the typed value or raises with the reason (never the key) ------
+
+
+def _invalid(reason: str) -> PydanticCustomError:
+    # The reason travels in the context so that braces in it are never taken for a template.
+    return PydanticCustomError("callvault", "{reason}", {"reason": reason})
+
+
+def _duration(value: object) -> int:
     """``90d``/``12h``/``30s``/``5m``/``2w`` (or a bare number of seconds) → seconds (> 0)."""
     if isinstance(value, bool):
-        raise ConfigError(f"{key}: expected a duration like 90d, 12h or 30s, got {value!r}")
+        raise _invalid(f"expected a duration like 90d, 12h or 30s, got {value!r}")
     if isinstance(value, int):
         seconds = value
     else:
         match = _DURATION.match(str(value))
         if not match:
-            raise ConfigError(f"{key}: expected a duration like 90d, 12h or 30s, got {value!r}")
+            raise _invalid(f"expected a duration like 90d, 12h or 30s, got {value!r}")
         seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds <= 0:
-        raise ConfigError(f"{key}: must be longer than zero, got {value!r}")
+        raise _invalid(f"must be longer than zero, got {value!r}")
     return seconds
+
+
+def parse_duration(key: str, value: object) -> int:
+    """``90d``/``12h``/``30s``/``5m``/``2w`` (or a bare number of seconds) → seconds (> 0)."""
+    try:
+        return _duration(value)
+    except PydanticCustomError as exc:
+        raise ConfigError(f"{key}: {_reason(exc)}") from None
+
+
+def _reason(exc: PydanticCustomError) -> str:
+    return str((exc.context or {}).get("reason", exc.message()))
+
+
+def _consent_mode(value: object) -> ConsentMode:
+    for mode in CONSENT_MODES:
+        if value == mode:
+            return mode
+    raise _invalid(f"must be 'implied' or 'explicit', got {value!r}")
+
+
+def _language(value: object) -> str:
+    if value not in LANGUAGES:
+        raise _invalid(f"must be one of {', '.join(LANGUAGES)}, got {value!r}")
+    return str(value)
+
+
+def _url(value: object) -> str:
+    text = str(value).strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise _invalid(f"must be an absolute http(s) URL, got {value!r}")
+    return text.rstrip("/") if parts.path in ("", "/") and not parts.query else text
+
+
+def _base_url(value: object) -> str:
+    return _url(value).rstrip("/")
+
+
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise _invalid(f"must be true or false, got {value!r}")
+
+
+def _between(low: int, high: int) -> BeforeValidator:
+    def check(value: object) -> int:
+        try:
+            number = int(str(value).strip()) if not isinstance(value, bool) else None
+        except ValueError:
+            number = None
+        if number is None or not low <= number <= high:
+            raise _invalid(f"must be a whole number from {low} to {high}, got {value!r}")
+        return number
+
+    return BeforeValidator(check)
+
+
+def _one_of(*choices: str, transform: Callable[[str], str] = str) -> BeforeValidator:
+    def check(value: object) -> str:
+        text = transform(str(value).strip())
+        if text not in choices:
+            shown = ", ".join(choices[:-1]) + " or " + choices[-1]
+            raise _invalid(f"must be {shown}, got {value!r}")
+        return text
+
+    return BeforeValidator(check)
+
+
+def _networks(value: object) -> tuple[Network, ...]:
+    """``10.0.0.5, 10.1.0.0/16 fd00::/8`` (commas or spaces; a TOML list works too)."""
+    items = value if isinstance(value, list | tuple) else re.split(r"[\s,]+", str(value))
+    networks = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise _invalid(f"not an IP address or CIDR block: {text!r}") from None
+    return tuple(networks)
+
+
+def _secret(value: object) -> str:
+    # the value itself is never part of the message
+    text = value.get_secret_value() if isinstance(value, SecretStr) else str(value).strip()
+    if len(text) < 32:
+        raise _invalid("must be at least 32 characters of random text")
+    return text
+
+
+def _database_url(value: object) -> str:
+    text = str(value).strip()
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise _invalid("must be a postgresql:// URL")  # its password is not repeated
+    return text
+
+
+def _failpoints(value: object) -> frozenset[str]:
+    # testing only: named points where the process kills itself (crash tests)
+    return frozenset(p for p in str(value).split(",") if p)
+
+
+def _tables(value: object) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise _invalid("must be a table of tables")
+    return value
+
+
+Duration = Annotated[int, BeforeValidator(_duration)]
+Url = Annotated[str, BeforeValidator(_url)]
+BaseUrl = Annotated[str, BeforeValidator(_base_url)]
+Flag = Annotated[bool, BeforeValidator(_bool)]
+Secret = Annotated[SecretStr, BeforeValidator(_secret)]
+
+
+# --- policies --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -73,16 +225,89 @@ class Policy:
         }
 
 
-# Policy keys as they appear in TOML and (for the defaults) in the environment.
-_POLICY_KEYS = {
-    "consent_mode",
-    "language",
-    "continue_url",
-    "never_record",
-    "retention",
-    "gather_timeout",
-    "gather_retries",
-}
+class _QueueTable(BaseModel):
+    """The policy keys of a ``[queues.NAME]`` table (and of the defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    consent_mode: Annotated[ConsentMode, BeforeValidator(_consent_mode)] | None = None
+    language: Annotated[str, BeforeValidator(_language)] | None = None
+    continue_url: Url | None = None
+    never_record: Flag | None = None
+    retention: Duration | None = None
+    gather_timeout: Duration | None = None
+    gather_retries: Annotated[int, _between(0, 5)] | None = None
+
+
+class _NumberTable(_QueueTable):
+    """A ``[numbers."+E164"]`` table: the policy keys and the number's queue."""
+
+    queue: str | None = None
+
+
+_POLICY_KEYS = frozenset(_QueueTable.model_fields)
+_PolicyTable = dict[tuple[str | None, str | None], Policy]
+
+
+def _stored_name(key: str, names: frozenset[str]) -> str:
+    """Durations are written ``purge_interval = "5m"``, kept in seconds as ``purge_interval_s``."""
+    if key == "job_backoff":
+        return "job_backoff_base_s"
+    return key + "_s" if key + "_s" in names else key
+
+
+_POLICY_FIELDS = frozenset(f.name for f in fields(Policy))
+
+
+def _policy_changes(table: BaseModel) -> dict[str, Any]:
+    return {
+        _stored_name(key, _POLICY_FIELDS): getattr(table, key)
+        for key in table.model_fields_set
+        if key in _POLICY_KEYS
+    }
+
+
+def _table(model: type[_QueueTable], raw: object, where: str) -> _QueueTable:
+    def name(loc: tuple[int | str, ...]) -> str:
+        return ".".join([where, *map(str, loc)])
+
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise _config_error(exc, name, "unknown key") from None
+
+
+def _resolve_policies(
+    defaults: Policy,
+    queues: Mapping[str, Mapping[str, Any]],
+    numbers: Mapping[str, Mapping[str, Any]],
+) -> _PolicyTable:
+    """Every policy a webhook can ask for, keyed by (number, queue); ``None`` stands for "not a
+    configured number" and "no queue". A number with keys of its own gets one entry per queue,
+    as a webhook URL may name any queue; numbers × queues stays small for a contact centre."""
+    resolved: _PolicyTable = {(None, None): defaults}
+    for name, raw in queues.items():
+        changes = _policy_changes(_table(_QueueTable, raw, f"queues.{name}"))
+        resolved[(None, name)] = replace(defaults, **changes, queue=name)
+    for number, raw in numbers.items():
+        if not E164_PATTERN.match(number):
+            raise ConfigError(
+                f"numbers.{number}: table names must be E.164 numbers like +842812345678"
+            )
+        table = _table(_NumberTable, raw, f"numbers.{number}")
+        assert isinstance(table, _NumberTable)
+        if table.queue is not None and table.queue not in queues:
+            raise ConfigError(f"numbers.{number}.queue: unknown queue {table.queue!r}")
+        changes = _policy_changes(table)
+        own = resolved[(None, table.queue)]
+        resolved[(number, None)] = replace(own, **changes) if changes else own
+        if changes:  # a number without keys of its own takes an explicit queue's policy as is
+            for name in queues:
+                resolved[(number, name)] = replace(resolved[(None, name)], **changes)
+    return resolved
+
+
+# --- the settings the service reads ----------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -98,10 +323,13 @@ class Settings:
     s3_sse: str = "AES256"
     s3_kms_key_id: str | None = None
     s3_threads: int = 8
-    secret_key: str | None = None
-    previous_secret_key: str | None = None  # during a key rotation: still read, never written
+    # Secrets are SecretStr while they are parsed (no error or repr shows them) and plain text
+    # here, where the vault and signers need them; they are left out of this class's repr.
+    secret_key: str | None = field(default=None, repr=False)
+    # during a key rotation: still read, never written
+    previous_secret_key: str | None = field(default=None, repr=False)
     twilio_account_sid: str | None = None
-    twilio_auth_token: str | None = None
+    twilio_auth_token: str | None = field(default=None, repr=False)
     twilio_api_url: str = "https://api.twilio.com"
     # set only by `serve` in demo mode (service/demo.py), never from the environment or file
     twilio_standin: bool = False
@@ -129,8 +357,9 @@ class Settings:
     db_acquire_timeout_s: float = 2.0
     db_statement_timeout_s: float = 3.0
     # Peers whose X-Forwarded-For is believed (the load balancer); nobody's by default.
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    metrics_token: str | None = None  # when set, /metrics wants it as a bearer token
+    trusted_proxies: tuple[Network, ...] = ()
+    # when set, /metrics wants it as a bearer token
+    metrics_token: str | None = field(default=None, repr=False)
     metrics_cache_s: float = 15.0  # database figures on /metrics are at most this old
     job_retention_s: int = 7 * 86400  # finished jobs are deleted this long after they finish
     # A connection must send a whole request head within this time of opening (or of its last
@@ -142,6 +371,13 @@ class Settings:
     defaults: Policy = field(default_factory=Policy)
     queues: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     numbers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # (number, queue) → Policy, built from the three above whenever a Settings is made (also by
+    # dataclasses.replace), so that a webhook only looks its policy up.
+    _policies: _PolicyTable = field(init=False, repr=False, compare=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        resolved = _resolve_policies(self.defaults, self.queues, self.numbers)
+        object.__setattr__(self, "_policies", resolved)  # frozen: set once, here
 
     @property
     def prompts_dir(self) -> Path:
@@ -154,100 +390,199 @@ class Settings:
     def policy_for(self, called: str | None, queue: str | None = None) -> Policy:
         """The policy for a call to ``called``; an explicit ``queue`` (from the webhook URL) wins
         over the number's own queue, and the number's own keys win over both."""
-        number = dict(self.numbers.get(called or "", {}))
-        queue_name = queue or number.pop("queue", None)
-        number.pop("queue", None)
-        policy = self.defaults
-        if queue_name is not None:
-            if queue_name not in self.queues:
-                raise ConfigError(f"queue: unknown queue {queue_name!r}")
-            policy = _apply_policy(policy, self.queues[queue_name], f"queues.{queue_name}")
-            policy = replace(policy, queue=queue_name)
-        return _apply_policy(policy, number, f"numbers.{called}")
+        queue = queue or None
+        policy = self._policies.get((called, queue)) if called else None
+        if policy is None:
+            policy = self._policies.get((None, queue))
+        if policy is None:
+            raise ConfigError(f"queue: unknown queue {queue!r}")
+        return policy
 
 
-def _apply_policy(base: Policy, raw: Mapping[str, Any], where: str) -> Policy:
-    for key, value in raw.items():
-        base = _apply_one(base, key, value, f"{where}.{key}")
-    return base
+_SETTINGS_FIELDS = frozenset(f.name for f in fields(Settings) if f.init)
 
 
-def _apply_one(base: Policy, key: str, value: object, name: str) -> Policy:
-    changes: dict[str, Any] = {}
-    if key == "consent_mode":
-        changes["consent_mode"] = _consent_mode(name, value)
-    elif key == "language":
-        changes["language"] = _language(name, value)
-    elif key == "continue_url":
-        changes["continue_url"] = _url(name, value)
-    elif key == "never_record":
-        changes["never_record"] = _bool(name, value)
-    elif key == "retention":
-        changes["retention_s"] = parse_duration(name, value)
-    elif key == "gather_timeout":
-        changes["gather_timeout_s"] = parse_duration(name, value)
-    elif key == "gather_retries":
-        changes["gather_retries"] = _int(name, value, 0, 5)
+# --- loading: environment over file ------------------------------------------------------------
+
+
+class _Source(BaseSettings):
+    """Every key a user may set, as written in the TOML file (and, upper case after the prefix,
+    in the environment), with the type that validates it. Unset keys keep :class:`Settings`'
+    defaults, so none are repeated here."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,  # CALLVAULT_S3_BUCKET= is as good as unset
+        extra="forbid",
+        str_strip_whitespace=True,
+        hide_input_in_errors=True,
+    )
+
+    home: Path | None = None
+    host: str | None = None
+    port: Annotated[int, _between(1, 65535)] | None = None
+    public_url: BaseUrl | None = None
+    database_url: Annotated[str, BeforeValidator(_database_url)] | None = None
+    s3_bucket: str | None = None
+    s3_endpoint_url: BaseUrl | None = None
+    s3_region: str | None = None
+    s3_sse: Annotated[str, _one_of("AES256", "aws:kms")] | None = None
+    s3_kms_key_id: str | None = None
+    s3_threads: Annotated[int, _between(1, 64)] | None = None
+    secret_key: Secret | None = None
+    previous_secret_key: Secret | None = None
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_api_url: BaseUrl | None = None
+    purge_interval: Duration | None = None
+    workers: Annotated[int, _between(0, 64)] | None = None
+    job_max_attempts: Annotated[int, _between(1, 100)] | None = None
+    job_lease: Duration | None = None
+    job_backoff: Duration | None = None
+    job_backoff_cap: Duration | None = None
+    max_recording_bytes: Annotated[int, _between(1024, 1 << 40)] | None = None
+    recording_format: Annotated[str, _one_of("wav", "mp3")] | None = None
+    recording_transcode: Annotated[str, _one_of("none", "mp3")] | None = None
+    download_timeout: Duration | None = None
+    failpoints: Annotated[frozenset[str], NoDecode, BeforeValidator(_failpoints)] | None = None
+    shutdown_timeout: Duration | None = None
+    dsar_deadline: Duration | None = None
+    link_ttl: Duration | None = None
+    bundle_ttl: Duration | None = None
+    seal_interval: Duration | None = None
+    reconcile_grace: Duration | None = None
+    reconcile_interval: Duration | None = None
+    max_body_bytes: Annotated[int, _between(1024, 1 << 30)] | None = None
+    db_acquire_timeout: Duration | None = None
+    db_statement_timeout: Duration | None = None
+    trusted_proxies: Annotated[tuple[Network, ...], NoDecode, BeforeValidator(_networks)] | None = (
+        None
+    )
+    metrics_token: SecretStr | None = None
+    metrics_cache: Duration | None = None
+    job_retention: Duration | None = None
+    header_timeout: Duration | None = None
+    max_connections: Annotated[int, _between(16, 1_000_000)] | None = None
+    log_level: (
+        Annotated[str, _one_of("DEBUG", "INFO", "WARNING", "ERROR", transform=str.upper)] | None
+    ) = None
+    # the defaults of the call policies
+    consent_mode: Annotated[ConsentMode, BeforeValidator(_consent_mode)] | None = None
+    language: Annotated[str, BeforeValidator(_language)] | None = None
+    continue_url: Url | None = None
+    never_record: Flag | None = None
+    retention: Duration | None = None
+    gather_timeout: Duration | None = None
+    gather_retries: Annotated[int, _between(0, 5)] | None = None
+    # the file's tables; checked key by key when Settings resolves the policies
+    queues: Annotated[dict[str, dict[str, Any]], BeforeValidator(_tables)] = {}
+    numbers: Annotated[dict[str, dict[str, Any]], BeforeValidator(_tables)] = {}
+
+
+_FILE_ONLY = frozenset({"queues", "numbers"})
+_ENV_KEYS = frozenset(_Source.model_fields) - _FILE_ONLY
+
+
+class _Environ(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self.environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+def _read(environ: Mapping[str, str], config_path: Path | None) -> _Source:
+    class Loaded(_Source):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            # first source wins: the environment, then the file (when there is one)
+            chain: list[PydanticBaseSettingsSource] = [_Environ(settings_cls, environ)]
+            if config_path is not None:
+                chain.append(TomlConfigSettingsSource(settings_cls, toml_file=config_path))
+            return tuple(chain)
+
+    return Loaded()
+
+
+def _config_error(
+    exc: ValidationError, name: Callable[[tuple[int | str, ...]], str], unknown: str
+) -> ConfigError:
+    """The first error as ``KEY: reason`` (pydantic reports them all; one line is enough)."""
+    error = exc.errors(include_input=False)[0]
+    if error["type"] == "callvault":
+        reason = str((error.get("ctx") or {})["reason"])
+    elif error["type"] == "extra_forbidden":
+        reason = unknown
     else:
-        raise ConfigError(f"{name}: unknown key")
-    return replace(base, **changes)
+        reason = error["msg"][:1].lower() + error["msg"][1:]
+    return ConfigError(f"{name(error['loc'])}: {reason}")
 
 
-def _consent_mode(key: str, value: object) -> ConsentMode:
-    for mode in CONSENT_MODES:
-        if value == mode:
-            return mode
-    raise ConfigError(f"{key}: must be 'implied' or 'explicit', got {value!r}")
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``environ`` (default ``os.environ``) and its TOML file."""
+    env = os.environ if environ is None else environ
+    given = {
+        name: value
+        for name, value in env.items()
+        if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG"
+    }
+    for name in given:
+        if name[len(ENV_PREFIX) :].lower() not in _ENV_KEYS:
+            raise ConfigError(f"{name}: unknown setting (in environment)")
+    # (an empty variable counts as unset: env_ignore_empty)
+    from_env = {name[len(ENV_PREFIX) :].lower(): name for name, value in given.items() if value}
+    config_path = Path(env[ENV_PREFIX + "CONFIG"]) if env.get(ENV_PREFIX + "CONFIG") else None
+    if config_path is not None and not config_path.exists():
+        raise ConfigError(f"CALLVAULT_CONFIG: no such file {str(config_path)!r}")
+    if config_path is not None and config_path.is_dir():  # the TOML source would skip it
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(config_path))
 
+    def key_name(loc: tuple[int | str, ...]) -> str:
+        key = str(loc[0]) if loc else ""
+        # the environment wins, so a bad value for a key it sets is the environment's
+        return ".".join([from_env.get(key, key), *map(str, loc[1:])])
 
-def _language(key: str, value: object) -> str:
-    if value not in LANGUAGES:
-        raise ConfigError(f"{key}: must be one of {', '.join(LANGUAGES)}, got {value!r}")
-    return str(value)
-
-
-def _url(key: str, value: object) -> str:
-    text = str(value).strip()
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{key}: must be an absolute http(s) URL, got {value!r}")
-    return text.rstrip("/") if parts.path in ("", "/") and not parts.query else text
-
-
-def _bool(key: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{key}: must be true or false, got {value!r}")
-
-
-def _int(key: str, value: object, low: int, high: int) -> int:
     try:
-        number = int(str(value).strip()) if not isinstance(value, bool) else None
-    except ValueError:
-        number = None
-    if number is None or not low <= number <= high:
-        raise ConfigError(f"{key}: must be a whole number from {low} to {high}, got {value!r}")
-    return number
+        source = _read(given, config_path)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"CALLVAULT_CONFIG: {config_path} is not valid TOML: {exc}") from None
+    except ValidationError as exc:
+        raise _config_error(exc, key_name, f"unknown setting (in {config_path})") from None
 
-
-def _networks(key: str, value: object) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """``10.0.0.5, 10.1.0.0/16 fd00::/8`` (commas or spaces; a TOML list works too)."""
-    items = value if isinstance(value, list) else re.split(r"[\s,]+", str(value))
-    networks = []
-    for item in items:
-        text = str(item).strip()
-        if not text:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            raise ConfigError(f"{key}: not an IP address or CIDR block: {text!r}") from None
-    return tuple(networks)
+    values: dict[str, Any] = {}
+    policy: dict[str, Any] = {}
+    for key in source.model_fields_set - _FILE_ONLY:
+        value = getattr(source, key)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if key in _POLICY_KEYS:
+            policy[_stored_name(key, _POLICY_FIELDS)] = value
+        elif key == "recording_transcode":
+            values[key] = None if value == "none" else value
+        else:
+            values[_stored_name(key, _SETTINGS_FIELDS)] = value
+    if "public_url" not in values:
+        host, port = values.get("host", "127.0.0.1"), values.get("port", 8080)
+        values["public_url"] = f"http://{host}:{port}"
+    return Settings(
+        **values,
+        config_path=config_path,
+        defaults=Policy(**policy),
+        queues=source.queues,
+        numbers=source.numbers,
+    )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -258,187 +593,6 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"CALLVAULT_CONFIG: no such file {str(path)!r}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"CALLVAULT_CONFIG: {path} is not valid TOML: {exc}") from None
-
-
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Build :class:`Settings` from ``environ`` (default ``os.environ``) and its TOML file."""
-    env = os.environ if environ is None else environ
-    raw: dict[str, tuple[str, object]] = {}  # key -> (name for messages, value)
-    file_values: dict[str, Any] = {}
-    config_path = env.get(ENV_PREFIX + "CONFIG")
-    queues: dict[str, dict[str, Any]] = {}
-    numbers: dict[str, dict[str, Any]] = {}
-    if config_path:
-        file_values = _read_toml(Path(config_path))
-        for table, target in (("queues", queues), ("numbers", numbers)):
-            section = file_values.pop(table, {})
-            if not isinstance(section, dict) or not all(
-                isinstance(v, dict) for v in section.values()
-            ):
-                raise ConfigError(f"{table}: must be a table of tables")
-            target.update(section)
-        for key, value in file_values.items():
-            raw[key] = (key, value)
-    for name, value in env.items():
-        if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG":
-            raw[name[len(ENV_PREFIX) :].lower()] = (name, value)
-
-    known = {
-        "home",
-        "host",
-        "port",
-        "public_url",
-        "database_url",
-        "s3_bucket",
-        "s3_endpoint_url",
-        "s3_region",
-        "secret_key",
-        "twilio_account_sid",
-        "twilio_auth_token",
-        "twilio_api_url",
-        "purge_interval",
-        "max_body_bytes",
-        "log_level",
-        "s3_sse",
-        "s3_kms_key_id",
-        "s3_threads",
-        "workers",
-        "job_max_attempts",
-        "job_lease",
-        "job_backoff",
-        "job_backoff_cap",
-        "max_recording_bytes",
-        "download_timeout",
-        "failpoints",
-        "recording_format",
-        "recording_transcode",
-        "shutdown_timeout",
-        "previous_secret_key",
-        "dsar_deadline",
-        "link_ttl",
-        "seal_interval",
-        "reconcile_grace",
-        "reconcile_interval",
-        "db_acquire_timeout",
-        "db_statement_timeout",
-        "trusted_proxies",
-        "metrics_token",
-        "metrics_cache",
-        "job_retention",
-        "header_timeout",
-        "max_connections",
-        "bundle_ttl",
-    } | _POLICY_KEYS
-    values: dict[str, Any] = {}
-    defaults = Policy()
-    for key, (name, value) in raw.items():
-        if key not in known:
-            where = "environment" if name.startswith(ENV_PREFIX) else config_path
-            raise ConfigError(f"{name}: unknown setting (in {where})")
-        if key in _POLICY_KEYS:
-            defaults = _apply_one(defaults, key, value, name)
-            continue
-        text = value if not isinstance(value, str) else value.strip()
-        if key == "port":
-            values["port"] = _int(name, text, 1, 65535)
-        elif key == "max_body_bytes":
-            values["max_body_bytes"] = _int(name, text, 1024, 1 << 30)
-        elif key == "max_recording_bytes":
-            values["max_recording_bytes"] = _int(name, text, 1024, 1 << 40)
-        elif key == "s3_threads":
-            values["s3_threads"] = _int(name, text, 1, 64)
-        elif key == "workers":
-            values["workers"] = _int(name, text, 0, 64)
-        elif key == "max_connections":
-            values[key] = _int(name, text, 16, 1_000_000)
-        elif key == "trusted_proxies":
-            values[key] = _networks(name, text)
-        elif key == "job_max_attempts":
-            values["job_max_attempts"] = _int(name, text, 1, 100)
-        elif key in (
-            "job_lease",
-            "job_backoff",
-            "job_backoff_cap",
-            "download_timeout",
-            "shutdown_timeout",
-            "dsar_deadline",
-            "link_ttl",
-            "seal_interval",
-            "reconcile_grace",
-            "reconcile_interval",
-            "db_acquire_timeout",
-            "db_statement_timeout",
-            "metrics_cache",
-            "job_retention",
-            "header_timeout",
-            "bundle_ttl",
-        ):
-            field_name = {"job_backoff": "job_backoff_base_s"}.get(key, key + "_s")
-            values[field_name] = parse_duration(name, text)
-        elif key == "s3_sse":
-            if text not in ("AES256", "aws:kms"):
-                raise ConfigError(f"{name}: must be AES256 or aws:kms, got {value!r}")
-            values[key] = str(text)
-        elif key == "recording_format":
-            if text not in ("wav", "mp3"):
-                raise ConfigError(f"{name}: must be wav or mp3, got {value!r}")
-            values[key] = str(text)
-        elif key == "recording_transcode":
-            if text not in ("none", "mp3"):
-                raise ConfigError(f"{name}: must be none or mp3, got {value!r}")
-            values[key] = None if text == "none" else str(text)
-        elif key == "failpoints":
-            # testing only: named points where the process kills itself (crash tests)
-            values[key] = frozenset(p for p in str(text).split(",") if p)
-        elif key == "purge_interval":
-            values["purge_interval_s"] = parse_duration(name, text)
-        elif key == "home":
-            values["home"] = Path(str(text))
-        elif key in ("public_url", "twilio_api_url", "s3_endpoint_url"):
-            values[key] = _url(name, text).rstrip("/")
-        elif key == "log_level":
-            level = str(text).upper()
-            if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-                raise ConfigError(f"{name}: must be DEBUG, INFO, WARNING or ERROR, got {value!r}")
-            values["log_level"] = level
-        elif key in ("secret_key", "previous_secret_key"):
-            if len(str(text)) < 32:
-                raise ConfigError(f"{name}: must be at least 32 characters of random text")
-            values[key] = str(text)
-        elif key == "database_url":
-            if not str(text).startswith(("postgresql://", "postgres://")):
-                raise ConfigError(f"{name}: must be a postgresql:// URL")
-            values[key] = str(text)
-        elif text != "":
-            values[key] = str(text)
-
-    if "public_url" not in values:
-        host = values.get("host", "127.0.0.1")
-        values["public_url"] = f"http://{host}:{values.get('port', 8080)}"
-    settings = Settings(
-        **values,
-        config_path=Path(config_path) if config_path else None,
-        defaults=defaults,
-        queues=queues,
-        numbers=numbers,
-    )
-    _check_policies(settings)
-    return settings
-
-
-def _check_policies(settings: Settings) -> None:
-    """Resolve every configured number and queue once, so a bad key stops start-up."""
-    for name in settings.queues:
-        settings.policy_for(None, name)
-    for number in settings.numbers:
-        if not E164_PATTERN.match(number):
-            raise ConfigError(
-                f"numbers.{number}: table names must be E.164 numbers like +842812345678"
-            )
-        queue = settings.numbers[number].get("queue")
-        if queue is not None and queue not in settings.queues:
-            raise ConfigError(f"numbers.{number}.queue: unknown queue {queue!r}")
-        settings.policy_for(number)
 
 
 _SECRETS_FILE = "generated-secrets.toml"

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from service.config import load_settings, parse_duration, with_generated_secrets
+from service.config import Settings, load_settings, parse_duration, with_generated_secrets
 from service.errors import ConfigError
 
 
@@ -176,3 +177,88 @@ def test_a_shared_database_requires_real_secrets(tmp_path: Path) -> None:
         with_generated_secrets(settings)
     assert info.value.message.startswith("CALLVAULT_SECRET_KEY: required")
     assert not (tmp_path / "generated-secrets.toml").exists()
+
+
+def _policy_file(tmp_path: Path) -> dict[str, str]:
+    path = tmp_path / "callvault.toml"
+    path.write_text(
+        'consent_mode = "explicit"\n'
+        '[queues.english]\nlanguage = "en-US"\n'
+        '[queues.sales]\nconsent_mode = "implied"\n'
+        '[numbers."+842873001234"]\nqueue = "english"\nretention = "30d"\n'
+        '[numbers."+842873002222"]\nqueue = "sales"\n'
+    )
+    return {"CALLVAULT_CONFIG": str(path)}
+
+
+def test_policies_are_resolved_at_load_and_only_looked_up_afterwards(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = load_settings(_policy_file(tmp_path))
+
+    def no_merging(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a policy was merged after load")
+
+    monkeypatch.setattr("service.config.replace", no_merging)
+    asks = [
+        ("+842873001234", None),
+        ("+842873001234", "sales"),  # the URL's queue wins over the number's own
+        ("+842873002222", None),
+        ("+842873002222", "english"),
+        ("+849999999", "english"),
+        (None, "sales"),
+        (None, None),
+    ]
+    first = [s.policy_for(called, queue) for called, queue in asks]
+    assert [s.policy_for(called, queue) for called, queue in asks] == first
+    assert all(a is b for a, b in zip(first, [s.policy_for(c, q) for c, q in asks], strict=True))
+    own, other_queue, by_queue, switched, unknown_number, sales, defaults = first
+    assert (own.queue, own.language, own.retention_s) == ("english", "en-US", 30 * 86400)
+    assert (other_queue.queue, other_queue.language, other_queue.consent_mode) == (
+        "sales",
+        "vi-VN",
+        "implied",
+    )
+    assert other_queue.retention_s == 30 * 86400  # the number's own key wins over both
+    assert by_queue is sales and switched is unknown_number  # no keys of its own: the queue's
+    assert defaults is s.defaults and defaults.consent_mode == "explicit"
+    with pytest.raises(ConfigError, match=r"^queue: unknown queue 'nope'"):
+        s.policy_for("+842873001234", "nope")  # the webhook falls back to the number's policy
+
+
+def test_a_bad_policy_table_fails_when_settings_are_made_not_when_a_call_comes(
+    tmp_path: Path,
+) -> None:
+    s = load_settings(_policy_file(tmp_path))
+    with pytest.raises(ConfigError, match=r"^numbers\.\+842873009999\.queue: unknown queue"):
+        replace(s, numbers={**s.numbers, "+842873009999": {"queue": "nope"}})
+    with pytest.raises(ConfigError, match=r"^queues\.q\.retention: expected a duration"):
+        Settings(queues={"q": {"retention": "forever"}})
+    with pytest.raises(ConfigError, match=r"^queues\.q\.queue: unknown key"):
+        Settings(queues={"q": {"queue": "english"}})
+    added = replace(s, queues={**s.queues, "spanish": {"consent_mode": "explicit"}})
+    assert added.policy_for(None, "spanish").queue == "spanish"  # replace() resolves again
+
+
+def test_the_environment_wins_even_over_an_invalid_file_value(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('port = "eighty"\n')
+    with pytest.raises(ConfigError, match=r"^port: must be a whole number from 1 to 65535"):
+        load_settings({"CALLVAULT_CONFIG": str(path)})
+    env = {"CALLVAULT_CONFIG": str(path), "CALLVAULT_PORT": "9100"}
+    assert load_settings(env).port == 9100
+    path.write_text("host = 5\n")  # typed: a number is not a host name
+    with pytest.raises(ConfigError, match=r"^host: input should be a valid string"):
+        load_settings({**env, "CALLVAULT_HOST": ""})  # an empty variable counts as unset
+
+
+def test_secrets_are_never_shown(tmp_path: Path) -> None:
+    secret = "s3cr3t-" * 6
+    s = load_settings({"CALLVAULT_SECRET_KEY": secret, "CALLVAULT_METRICS_TOKEN": "m-token"})
+    assert s.secret_key == secret and s.metrics_token == "m-token"
+    assert secret not in repr(s) and "m-token" not in repr(s)
+    with pytest.raises(ConfigError) as info:
+        load_settings({"CALLVAULT_PREVIOUS_SECRET_KEY": "short-but-secret"})
+    assert info.value.message == (
+        "CALLVAULT_PREVIOUS_SECRET_KEY: must be at least 32 characters of random text"
+    )
