@@ -51,11 +51,29 @@ class _ProtocolErrors(logging.Filter):
         return not isinstance(exc, HttpProcessingError | RequestPayloadError)
 
 
+class _PoolReconnects(logging.Filter):
+    """asyncpg's pool logs "Failed to restore the pool connection floor; retrying" with a full
+    traceback each time it cannot reconnect while the database is away (backing off to once a
+    minute). The traceback is asyncpg's own connect path, the same every time; the line keeps
+    what is worth reading: the error's type and message (``why``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            record.why = f"{type(exc).__name__}: {exc}"
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def install_filters() -> None:
     """Filters on library loggers; :func:`setup` installs them, tests may on their own."""
     server = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, _ProtocolErrors) for f in server.filters):
         server.addFilter(_ProtocolErrors())
+    pool = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, _PoolReconnects) for f in pool.filters):
+        pool.addFilter(_PoolReconnects())
 
 
 def setup(level: str = "INFO") -> None:
