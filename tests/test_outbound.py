@@ -333,3 +333,34 @@ async def test_the_access_bundle_of_an_outbound_call_names_the_centre_as_the_cen
     assert call["id"] == str(made["call"]["id"])
     assert call["direction"] == "outbound" and call["contact_centre_number"] == CENTRE
     assert "called" not in call  # it named the centre "called" on an outbound call
+
+
+async def test_a_dial_leg_keeps_an_unlisted_from_number_masked_not_plain(
+    service: Service, twilio: FakeTwilio, db: Conn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``<Dial>`` leg (``outbound-dial``) carries the original caller's number as ``From``
+    unless the ``<Dial>`` sets a caller id: only a number the configuration names is kept plain."""
+    caplog.set_level("DEBUG")
+    original_caller, dialled = "+84987650077", "+84987650078"
+    leg = await twilio.place_call(
+        original_caller, dialled, Caller.parse("stay"), direction="outbound-dial"
+    )
+    listed = await twilio.place_call(
+        CENTRE, dialled, Caller.parse("stay"), direction="outbound-dial"
+    )
+    assert not leg.errors and not listed.errors
+    dump = await dump_all_tables(db)
+    for number in (original_caller, dialled):
+        for spelling in spellings(number):
+            assert spelling not in dump, spelling
+            assert spelling not in caplog.text, spelling
+    row = await db.fetchrow("SELECT * FROM calls WHERE external_id = $1", leg.call_sid)
+    assert row["direction"] == "outbound" and MASK.match(row["called"]), row["called"]
+    assert VAULT.decrypt(row["caller_enc"]) == dialled  # the person called is still the subject
+    started = await db.fetchval(
+        "SELECT details FROM ledger_events WHERE call_id = $1 AND type = 'call_started'", row["id"]
+    )
+    assert MASK.match(started["caller"]), started
+    # a <Dial callerId> that is one of the centre's configured numbers stays plain
+    kept = await db.fetchval("SELECT called FROM calls WHERE external_id = $1", listed.call_sid)
+    assert kept == CENTRE

@@ -19,7 +19,7 @@ from service import ledger
 from service.config import Policy
 from service.db import Conn, queries
 from service.ledger import NewEvent
-from service.personal_data import PhoneVault, normalise_phone
+from service.personal_data import PhoneVault, mask_phone, normalise_phone
 from service.prompt_library import PromptLibrary
 
 Q = queries.load("service.consent")
@@ -55,10 +55,22 @@ def subject_number(direction: Direction, caller: str | None, called: str | None)
     return caller if direction is Direction.INBOUND else called
 
 
-def _party_details(direction: Direction, caller: str | None, called: str | None) -> dict[str, Any]:
+def _centre_as_stored(
+    direction: Direction, caller: str | None, called: str | None, centre_known: bool
+) -> str | None:
+    """The centre's number as it may be kept in plain text: only when the platform vouches that
+    it is the centre's own (``centre_known``); otherwise masked, since it may be a person's (a
+    ``<Dial>`` leg carries the original caller's number unless a caller id is set)."""
+    centre = contact_centre_number(direction, caller, called)
+    return centre if centre is None or centre_known else mask_phone(centre)
+
+
+def _party_details(
+    direction: Direction, caller: str | None, called: str | None, centre_known: bool
+) -> dict[str, Any]:
     """How ``call_started`` names the contact centre's side, under its role in the call (the
     person's number never enters the ledger: it could not be erased from there)."""
-    centre = contact_centre_number(direction, caller, called)
+    centre = _centre_as_stored(direction, caller, called, centre_known)
     if direction is Direction.INBOUND:
         return {"called": centre}
     return {"direction": direction.value, "caller": centre}
@@ -116,6 +128,7 @@ async def start_call(
     called: str | None,
     policy: Policy,
     direction: Direction = Direction.INBOUND,
+    centre_known: bool = True,
 ) -> Decision:
     """A call reached the gate (for an outbound call: the callee answered). Decide whether to
     ask, and write ``call_started`` plus either ``not_asked`` or ``notice_played``."""
@@ -128,7 +141,7 @@ async def start_call(
             external_id,
             vault.encrypt(subject_norm) if subject_norm else None,
             vault.lookup_hash(subject_norm) if subject_norm else None,
-            contact_centre_number(direction, caller, called),
+            _centre_as_stored(direction, caller, called, centre_known),
             policy.as_json(),
             policy.never_record,
             vault.lookup_hashes(subject_norm) if subject_norm else [],
@@ -143,7 +156,7 @@ async def start_call(
             "call_started",
             {
                 "platform": platform,
-                **_party_details(direction, caller, called),
+                **_party_details(direction, caller, called, centre_known),
                 "queue": policy.queue,
                 "consent_mode": policy.consent_mode,
                 "language": policy.language,
@@ -271,6 +284,7 @@ async def status_step(
     called: str | None,
     policy: Policy,
     direction: Direction = Direction.INBOUND,
+    centre_known: bool = True,
 ) -> CallState | None:
     """A call-progress callback. When the call has ended before any consent step, its
     outcome is ``hung_up_during_notice``; a final status for a call never seen starting creates
@@ -290,7 +304,7 @@ async def status_step(
                 external_id,
                 vault.encrypt(subject_norm) if subject_norm else None,
                 vault.lookup_hash(subject_norm) if subject_norm else None,
-                contact_centre_number(direction, caller, called),
+                _centre_as_stored(direction, caller, called, centre_known),
                 policy.as_json(),
                 False,  # a status for a call never seen starting: it can only end unrecorded
                 [],
@@ -307,7 +321,7 @@ async def status_step(
                         "call_started",
                         {
                             "platform": platform,
-                            **_party_details(direction, caller, called),
+                            **_party_details(direction, caller, called, centre_known),
                             "first_seen": "status_callback",
                         },
                         dedupe_key="call_started",

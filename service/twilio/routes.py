@@ -26,7 +26,7 @@ from service.errors import BadRequest, ConfigError, DatabaseUnavailable
 from service.intake.callbacks import recording_callback
 from service.metrics import METRICS
 from service.twilio import twiml
-from service.twilio.direction import twilio_direction
+from service.twilio.direction import centre_is_vouched_for, twilio_direction
 from service.twilio.media import check_recording_sid
 from service.twilio.signature import verified_form
 from service.untrusted import parse_int
@@ -119,6 +119,9 @@ async def voice(request: web.Request) -> web.Response:
                 called=called,
                 policy=policy,
                 direction=direction,
+                centre_known=centre_is_vouched_for(
+                    form.get("Direction"), centre, request.app[SETTINGS].numbers
+                ),
             )
     except DatabaseUnavailable as exc:
         return _without_database(request, "voice", policy.continue_url, exc)
@@ -191,6 +194,9 @@ async def status(request: web.Request) -> web.Response:
             called=called,
             policy=_policy(request.app[SETTINGS], centre, None),
             direction=direction,
+            centre_known=centre_is_vouched_for(
+                form.get("Direction"), centre, request.app[SETTINGS].numbers
+            ),
         )
     if call is None:
         return web.Response(status=204)
