@@ -116,7 +116,13 @@ async def place(
         erased = [_erased_json(r) for r in erased_rows]
         hold_id: uuid.UUID = row["id"]
         held = [str(r["id"]) for r in recordings if r["state"] in ("stored", "pending")]
-        gone = [str(r["id"]) for r in recordings if r["state"] in ("purged", "erased")]
+        # erased recordings reported with their erasure are not listed as purged as well
+        reported = {rid for e in erased for rid in e["recording_ids"]}
+        gone = [
+            str(r["id"])
+            for r in recordings
+            if r["state"] == "purged" or (r["state"] == "erased" and str(r["id"]) not in reported)
+        ]
         for cid in calls:
             await ledger.append(
                 conn,

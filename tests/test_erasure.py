@@ -19,6 +19,7 @@ from retention import holds, requests
 from retention.purge import purge_once
 from service import ledger
 from service.config import Settings, load_settings
+from service.db import queries
 from service.db.pool import connect, create_pool
 from service.errors import NotFound
 from service.personal_data import PhoneVault
@@ -354,6 +355,12 @@ async def test_a_hold_placed_after_an_erasure_says_what_was_erased_and_when(
 
     on_call = await holds.place(db, VAULT, "test", call_id=recs[0]["call_id"], reason="dispute")
     assert [e["call_id"] for e in on_call.already_erased] == [str(recs[0]["call_id"])]
+    # reported once, as erased, not also as purged; and not shown as "held"
+    assert on_call.already_gone == [] and on_call.held_recordings == []
+    (listed,) = await db.fetch(
+        queries.load("service.qa")["recordings_of_calls"], [recs[0]["call_id"]]
+    )
+    assert listed["state"] == "erased" and listed["held"] is False
     # a number nobody erased: nothing to report
     untouched = await holds.place(db, VAULT, "test", phone="+84900000009", reason="x")
     assert untouched.already_erased == []

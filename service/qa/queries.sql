@@ -19,7 +19,8 @@ FROM calls c WHERE c.id = $1;
 
 -- name: recordings_of_calls
 SELECT r.id, r.call_id, r.state, r.duration_s, r.retain_until,
-       EXISTS (SELECT 1 FROM holds h
+       -- a hold keeps what exists: a purged or erased recording is not "held"
+       r.state IN ('stored', 'pending') AND EXISTS (SELECT 1 FROM holds h
                WHERE h.released_at IS NULL
                  AND (h.call_id = r.call_id
                       OR (h.phone_hash IS NOT NULL AND h.phone_hash = c.caller_hash))) AS held
