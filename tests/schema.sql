@@ -44,7 +44,7 @@ CREATE TABLE public.api_tokens (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     last_used_at timestamp with time zone,
     revoked_at timestamp with time zone,
-    CONSTRAINT api_tokens_role_check CHECK ((role = ANY (ARRAY['telephony'::text, 'qa_trainer'::text, 'compliance'::text, 'admin'::text])))
+    CONSTRAINT api_tokens_role_check CHECK ((role = ANY (ARRAY['telephony'::text, 'qa_trainer'::text, 'compliance'::text, 'admin'::text, 'operator'::text])))
 );
 CREATE TABLE public.audit_log (
     id bigint NOT NULL,

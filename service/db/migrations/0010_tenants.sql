@@ -60,3 +60,8 @@ CREATE TABLE tenant_storage (
     credentials jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(credentials) = 'object'),
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- The platform's role: manages tenants (and, later, tokens and health); never call data.
+ALTER TABLE api_tokens DROP CONSTRAINT api_tokens_role_check;
+ALTER TABLE api_tokens ADD CONSTRAINT api_tokens_role_check
+    CHECK (role IN ('telephony', 'qa_trainer', 'compliance', 'admin', 'operator'));
