@@ -368,7 +368,9 @@ def _policy(raw: Mapping[str, Any], allowed: set[str], where: tuple[str, ...]) -
             out[key] = _days_off(value, path)
         elif key == "time_zone":
             try:
-                zoneinfo.ZoneInfo(str(value))
+                if not isinstance(value, str):
+                    raise ValueError(value)
+                zoneinfo.ZoneInfo(value)
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
                 raise TenantSpecError(
                     f"{key_path(*path)}: not an IANA time zone (like Asia/Ho_Chi_Minh): {value!r}"
@@ -395,8 +397,10 @@ def _scco(value: Any, path: tuple[str, ...]) -> list[Any]:
             value = json.loads(value)
         except ValueError:
             value = None
-    if not isinstance(value, list) or not all(
-        isinstance(a, Mapping) and isinstance(a.get("action"), str) for a in value
+    if (
+        not isinstance(value, list)
+        or not all(isinstance(a, Mapping) and isinstance(a.get("action"), str) for a in value)
+        or "\\u0000" in json.dumps(value)  # PostgreSQL's jsonb cannot hold NUL
     ):
         raise TenantSpecError(
             f'{key_path(*path)}: must be a JSON array of SCCO actions, each with an "action"'
@@ -477,7 +481,9 @@ def _secret_refs(
         if key.endswith("_env"):
             if not isinstance(value, str) or not _ENV_NAME.match(value):
                 raise TenantSpecError(
-                    f"{key_path(*where, key)}: must name an environment variable, got {value!r}"
+                    # (the value is not echoed: it may be the secret itself, put in by mistake)
+                    f"{key_path(*where, key)}: must name an environment variable (letters, "
+                    "digits and _)"
                 )
         elif not isinstance(value, str) or not value.startswith("/") or "\x00" in value:
             raise TenantSpecError(f"{key_path(*where, key)}: must be an absolute file path")
