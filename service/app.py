@@ -22,6 +22,7 @@ from service import files_http, health, metrics, prompts_http
 from service.api import admin as admin_api  # noqa: F401 - registers its operations
 from service.api import compliance as compliance_api  # noqa: F401 - registers its operations
 from service.api import spec as api_spec
+from service.api import tenants as tenants_api  # noqa: F401 - registers its operations
 from service.auth.http import BRAKE, FailureBrake
 from service.config import Settings
 from service.context import (

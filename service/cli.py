@@ -538,7 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = token_sub.add_parser("create", help="create a token and print it once")
     p.add_argument("--name", required=True)
     p.add_argument(
-        "--role", required=True, choices=["telephony", "qa_trainer", "compliance", "admin"]
+        "--role",
+        required=True,
+        choices=["telephony", "qa_trainer", "compliance", "admin", "operator"],
     )
     p.set_defaults(func=cmd_token_create)
     p = token_sub.add_parser("list", help="list tokens (never their values)")
@@ -628,6 +630,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=float, default=60, help="seconds to wait for intake")
     p.set_defaults(func=cmd_demo)
+
+    from service.tenants.cli import add_parser as add_tenant_parser
+
+    add_tenant_parser(sub)
     return parser
 
 

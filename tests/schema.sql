@@ -44,7 +44,7 @@ CREATE TABLE public.api_tokens (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     last_used_at timestamp with time zone,
     revoked_at timestamp with time zone,
-    CONSTRAINT api_tokens_role_check CHECK ((role = ANY (ARRAY['telephony'::text, 'qa_trainer'::text, 'compliance'::text, 'admin'::text])))
+    CONSTRAINT api_tokens_role_check CHECK ((role = ANY (ARRAY['telephony'::text, 'qa_trainer'::text, 'compliance'::text, 'admin'::text, 'operator'::text])))
 );
 CREATE TABLE public.audit_log (
     id bigint NOT NULL,
@@ -235,6 +235,56 @@ CREATE TABLE public.recordings (
     CONSTRAINT recordings_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'stored'::text, 'purged'::text, 'erased'::text, 'failed'::text]))),
     CONSTRAINT recordings_stored_complete CHECK (((state <> 'stored'::text) OR ((object_key IS NOT NULL) AND (sha256 IS NOT NULL) AND (size_bytes IS NOT NULL) AND (retain_until IS NOT NULL))))
 );
+CREATE TABLE public.tenant_accounts (
+    platform text NOT NULL,
+    account_id text NOT NULL,
+    tenant_id text NOT NULL,
+    settings jsonb DEFAULT '{}'::jsonb NOT NULL,
+    secrets jsonb DEFAULT '{}'::jsonb NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT tenant_accounts_account_id_check CHECK ((account_id <> ''::text)),
+    CONSTRAINT tenant_accounts_platform_check CHECK ((platform = ANY (ARRAY['twilio'::text, 'stringee'::text, 'pbx'::text]))),
+    CONSTRAINT tenant_accounts_secrets_check CHECK ((jsonb_typeof(secrets) = 'object'::text)),
+    CONSTRAINT tenant_accounts_settings_check CHECK ((jsonb_typeof(settings) = 'object'::text))
+);
+CREATE TABLE public.tenant_numbers (
+    number text NOT NULL,
+    tenant_id text NOT NULL,
+    queue text,
+    policy jsonb DEFAULT '{}'::jsonb NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT tenant_numbers_number_check CHECK ((number ~ '^\+[1-9][0-9]{6,14}$'::text)),
+    CONSTRAINT tenant_numbers_policy_check CHECK ((jsonb_typeof(policy) = 'object'::text))
+);
+CREATE TABLE public.tenant_queues (
+    tenant_id text NOT NULL,
+    name text NOT NULL,
+    policy jsonb DEFAULT '{}'::jsonb NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT tenant_queues_name_check CHECK ((name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$'::text)),
+    CONSTRAINT tenant_queues_policy_check CHECK ((jsonb_typeof(policy) = 'object'::text))
+);
+CREATE TABLE public.tenant_storage (
+    tenant_id text NOT NULL,
+    bucket text NOT NULL,
+    endpoint_url text,
+    region text,
+    sse text DEFAULT 'AES256'::text NOT NULL,
+    kms_key_id text,
+    credentials jsonb DEFAULT '{}'::jsonb NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT tenant_storage_credentials_check CHECK ((jsonb_typeof(credentials) = 'object'::text)),
+    CONSTRAINT tenant_storage_sse_check CHECK ((sse = ANY (ARRAY['AES256'::text, 'aws:kms'::text])))
+);
+CREATE TABLE public.tenants (
+    id text NOT NULL,
+    name text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    policy jsonb DEFAULT '{}'::jsonb NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT tenants_id_check CHECK ((id ~ '^[a-z0-9][a-z0-9-]{1,39}$'::text)),
+    CONSTRAINT tenants_policy_object CHECK ((jsonb_typeof(policy) = 'object'::text))
+);
 ALTER TABLE ONLY public.audit_log ALTER COLUMN id SET DEFAULT nextval('public.audit_log_id_seq'::regclass);
 ALTER TABLE ONLY public.jobs ALTER COLUMN id SET DEFAULT nextval('public.jobs_id_seq'::regclass);
 ALTER TABLE ONLY public.ledger_events ALTER COLUMN id SET DEFAULT nextval('public.ledger_events_id_seq'::regclass);
@@ -277,6 +327,16 @@ ALTER TABLE ONLY public.recordings
     ADD CONSTRAINT recordings_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.recordings
     ADD CONSTRAINT recordings_platform_external_id_key UNIQUE (platform, external_id);
+ALTER TABLE ONLY public.tenant_accounts
+    ADD CONSTRAINT tenant_accounts_pkey PRIMARY KEY (platform, account_id, tenant_id);
+ALTER TABLE ONLY public.tenant_numbers
+    ADD CONSTRAINT tenant_numbers_pkey PRIMARY KEY (number);
+ALTER TABLE ONLY public.tenant_queues
+    ADD CONSTRAINT tenant_queues_pkey PRIMARY KEY (tenant_id, name);
+ALTER TABLE ONLY public.tenant_storage
+    ADD CONSTRAINT tenant_storage_pkey PRIMARY KEY (tenant_id);
+ALTER TABLE ONLY public.tenants
+    ADD CONSTRAINT tenants_pkey PRIMARY KEY (id);
 CREATE UNIQUE INDEX api_tokens_name_key ON public.api_tokens USING btree (name);
 CREATE INDEX audit_log_at_idx ON public.audit_log USING btree (at);
 CREATE INDEX calls_caller_hash_idx ON public.calls USING btree (caller_hash);
@@ -293,6 +353,8 @@ CREATE INDEX recording_callbacks_call_idx ON public.recording_callbacks USING bt
 CREATE INDEX recording_reconciliations_open_idx ON public.recording_reconciliations USING btree (last_attempt_at) WHERE (settled_at IS NULL);
 CREATE INDEX recordings_call_id_idx ON public.recordings USING btree (call_id);
 CREATE INDEX recordings_retain_until_idx ON public.recordings USING btree (retain_until) WHERE (state = 'stored'::text);
+CREATE INDEX tenant_accounts_tenant ON public.tenant_accounts USING btree (tenant_id);
+CREATE INDEX tenant_numbers_tenant ON public.tenant_numbers USING btree (tenant_id);
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse_change();
 CREATE TRIGGER audit_log_no_update_delete BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse_change();
 CREATE TRIGGER ledger_events_link BEFORE INSERT ON public.ledger_events FOR EACH ROW EXECUTE FUNCTION public.ledger_events_check_link();
@@ -308,3 +370,13 @@ ALTER TABLE ONLY public.recording_reconciliations
     ADD CONSTRAINT recording_reconciliations_call_id_fkey FOREIGN KEY (call_id) REFERENCES public.calls(id);
 ALTER TABLE ONLY public.recordings
     ADD CONSTRAINT recordings_call_id_fkey FOREIGN KEY (call_id) REFERENCES public.calls(id);
+ALTER TABLE ONLY public.tenant_accounts
+    ADD CONSTRAINT tenant_accounts_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+ALTER TABLE ONLY public.tenant_numbers
+    ADD CONSTRAINT tenant_numbers_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+ALTER TABLE ONLY public.tenant_numbers
+    ADD CONSTRAINT tenant_numbers_tenant_id_queue_fkey FOREIGN KEY (tenant_id, queue) REFERENCES public.tenant_queues(tenant_id, name);
+ALTER TABLE ONLY public.tenant_queues
+    ADD CONSTRAINT tenant_queues_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+ALTER TABLE ONLY public.tenant_storage
+    ADD CONSTRAINT tenant_storage_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;

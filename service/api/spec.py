@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 from aiohttp import web
 
-from service.auth.http import requires
+from service.auth.http import allowed_roles, requires
 from service.errors import BadRequest, NotFound
 from service.untrusted import check_text, loads_json, parse_int, parse_timestamp
 
@@ -56,6 +56,8 @@ class Operation:
     body: dict[str, Any] | None = None
     responses: dict[int, dict[str, Any] | None] = field(default_factory=dict)
     tag: str = "api"
+    # path parameters that are not uuids (the default), by name
+    path_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 REGISTRY: list[Operation] = []
@@ -116,6 +118,7 @@ def operation(
     body: dict[str, Any] | None = None,
     responses: dict[int, dict[str, Any] | None],
     tag: str = "api",
+    path_schemas: dict[str, dict[str, Any]] | None = None,
 ) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         params = query or []
@@ -157,7 +160,18 @@ def operation(
         validated.__name__ = handler.__name__
         guarded = requires(*roles)(validated)
         REGISTRY.append(
-            Operation(method, path, guarded, roles, summary, params, body, responses, tag)
+            Operation(
+                method,
+                path,
+                guarded,
+                roles,
+                summary,
+                params,
+                body,
+                responses,
+                tag,
+                path_schemas or {},
+            )
         )
         return guarded
 
@@ -191,8 +205,14 @@ def openapi(public_url: str) -> dict[str, Any]:
         ]
         for segment in op.path.split("/"):
             if segment.startswith("{") and segment.endswith("}"):
+                name = segment[1:-1]
                 parameters.append(
-                    {"name": segment[1:-1], "in": "path", "required": True, "schema": UUID}
+                    {
+                        "name": name,
+                        "in": "path",
+                        "required": True,
+                        "schema": op.path_schemas.get(name, UUID),
+                    }
                 )
         responses: dict[str, Any] = {}
         for status, schema in sorted(op.responses.items()):
@@ -219,7 +239,7 @@ def openapi(public_url: str) -> dict[str, Any]:
             "summary": op.summary,
             "tags": [op.tag],
             "operationId": op.handler.__name__,
-            "description": f"Roles: {', '.join(op.roles)} (and admin).",
+            "description": f"Roles: {', '.join(allowed_roles(op.roles))}.",
             "parameters": parameters,
             "responses": responses,
             "security": [{"bearer": []}],

@@ -4,7 +4,8 @@ A token is 32 random bytes shown once at creation; only its SHA-256 is stored (a
 more entropy than a password, so a fast hash is the right tool), looked up by that hash and
 compared in constant time. Roles: ``telephony`` (platform webhooks that use tokens),
 ``qa_trainer`` (search, play), ``compliance`` (holds, data-subject requests, audit, ledger),
-``admin`` (tokens, and everything else).
+``admin`` (tokens, and everything else of its organisation), ``operator`` (the platform's:
+tenants; never call data or audio).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from service.db import Conn, queries
 from service.errors import BadRequest, Conflict
 
 Q = queries.load("service.auth")
-ROLES = ("telephony", "qa_trainer", "compliance", "admin")
+ROLES = ("telephony", "qa_trainer", "compliance", "admin", "operator")
 PREFIX = "cv_"
 
 

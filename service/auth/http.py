@@ -94,8 +94,15 @@ def _trusted(address: str, trusted: Sequence[Network]) -> bool:
 BRAKE = web.AppKey("auth_brake", FailureBrake)
 
 
+def allowed_roles(roles: tuple[str, ...]) -> tuple[str, ...]:
+    """The roles a route is open to: those named, and ``admin`` unless the route is the
+    platform's (``operator``): a tenant's admin never manages tenants."""
+    return roles if "operator" in roles or "admin" in roles else (*roles, "admin")
+
+
 def requires(*roles: str) -> Callable[[Handler], Handler]:
-    """Allow the route to these roles (and always to ``admin``)."""
+    """Allow the route to these roles (and to ``admin``, except on ``operator`` routes)."""
+    allowed = allowed_roles(roles)
 
     def wrap(handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
@@ -109,7 +116,7 @@ def requires(*roles: str) -> Callable[[Handler], Handler]:
                 trusted = request.app[SETTINGS].trusted_proxies
                 request.app[BRAKE].fail(client_address(request, trusted))
                 raise Unauthorized("a valid bearer token is required")
-            if principal.role != "admin" and principal.role not in roles:
+            if principal.role not in allowed:
                 raise Forbidden(f"the {principal.role} role may not do this")
             request[PRINCIPAL] = principal
             return await handler(request)

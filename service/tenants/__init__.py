@@ -1,0 +1,1 @@
+"""Tenants (a BPO's clients) as configuration: the spec, its rows, `tenant apply`."""

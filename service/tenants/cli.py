@@ -1,0 +1,137 @@
+"""``callvault tenant create|list|show|apply``: the operator's commands for tenants (registered
+from service/cli.py). Each change is written with its audit entry in one transaction."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    from service import audit
+    from service.cli import _actor, _settings, _with_connection
+    from service.tenants import store
+
+    async def work(conn: Any) -> int:
+        async with conn.transaction():
+            row = await store.create(conn, args.id, args.name)
+            await audit.record(
+                conn, _actor(), "tenant_created", "tenant", row["id"], {"name": row["name"]}
+            )
+        print(f"created tenant {row['id']}")
+        return 0
+
+    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from service.cli import _settings, _shown, _with_connection
+    from service.tenants import store
+
+    async def work(conn: Any) -> int:
+        for t in await store.list_all(conn):
+            storage = "own bucket" if t["own_storage"] else "shared bucket"
+            print(
+                f"{t['id']:<40} {t['queues']:>3} queues {t['numbers']:>5} numbers "
+                f"{t['accounts']:>3} accounts  {storage:<13}  {_shown(t['name'])}"
+            )
+        return 0
+
+    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from service.cli import _settings, _shown, _with_connection
+    from service.errors import CallvaultError
+    from service.tenants import store
+
+    async def work(conn: Any) -> int:
+        found = (await store.load(conn, [args.id])).get(args.id)
+        if found is None:
+            raise CallvaultError(f"no tenant {_shown(args.id)!r}")
+        shown = store.as_json(found)
+        if args.json:
+            print(json.dumps(shown, indent=2, ensure_ascii=False))
+            return 0
+        print(f"tenant {found.id}: {_shown(found.name)}")
+        if found.id == "default":
+            print("  policy: from the environment and CALLVAULT_CONFIG")
+        for key, value in sorted(found.policy.items()):
+            print(f"  {key} = {json.dumps(value, ensure_ascii=False)}")
+        for name, policy in sorted(found.queues.items()):
+            print(f"  queue {name} {json.dumps(policy, ensure_ascii=False)}")
+        for number, entry in sorted(found.numbers.items()):
+            queue = f" queue={entry['queue']}" if entry["queue"] else ""
+            print(f"  number {number}{queue} {json.dumps(entry['policy'], ensure_ascii=False)}")
+        for account in shown["accounts"]:
+            print(f"  {account['platform']} {account['account_id']}")
+            for key, value in account["settings"].items():
+                print(f"    {key} = {_shown(value)}")
+            for key, ref in account["secrets"].items():
+                state = "resolves" if ref["resolves"] else "DOES NOT RESOLVE"
+                print(f"    {key} = {_shown(ref['ref'])} ({state})")
+        storage = shown["storage"]
+        if storage is None:
+            print(f"  storage: the shared bucket under tenants/{found.id}/")
+        else:
+            print(f"  storage: bucket {storage['bucket']} sse {storage['sse']}")
+            for key in ("endpoint_url", "region", "kms_key_id"):
+                if key in storage:
+                    print(f"    {key} = {_shown(storage[key])}")
+            for key, ref in storage["credentials"].items():
+                state = "resolves" if ref["resolves"] else "DOES NOT RESOLVE"
+                print(f"    {key} = {_shown(ref['ref'])} ({state})")
+        return 0
+
+    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from service.cli import _actor, _settings, _with_connection
+    from service.tenants import apply, model
+
+    settings = _settings(database=True, secrets=False)
+    specs = model.parse_file(model.read_file(Path(args.file)))
+
+    async def work(conn: Any) -> int:
+        async with conn.transaction():
+            plan = await apply.plan_and_apply(
+                conn, specs, _actor(), dry_run=args.dry_run, reserved_numbers=settings.numbers
+            )
+        if plan.empty:
+            print("no changes: the tenants are as the file says")
+            return 0
+        for line in plan.lines():
+            print(line)
+        count = sum(1 for lines in plan.changes.values() if lines)
+        if args.dry_run:
+            print(f"dry run: {count} tenant(s) would change; nothing written")
+        else:
+            print(f"applied: {count} tenant(s) changed")
+        return 0
+
+    return asyncio.run(_with_connection(settings, work))
+
+
+def add_parser(sub: Any) -> None:
+    tenant_p = sub.add_parser("tenant", help="tenants (a BPO's clients): create, list, show, apply")
+    tenant_sub = tenant_p.add_subparsers(dest="tenant_command", required=True, metavar="ACTION")
+    p = tenant_sub.add_parser("create", help="create an empty tenant")
+    p.add_argument("id", help="slug: lower-case letters, digits and '-'")
+    p.add_argument("--name", required=True)
+    p.set_defaults(func=cmd_create)
+    p = tenant_sub.add_parser("list", help="list tenants")
+    p.set_defaults(func=cmd_list)
+    p = tenant_sub.add_parser("show", help="a tenant's configuration (secrets as references)")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+    p = tenant_sub.add_parser(
+        "apply", help="make the tenants a TOML file names exactly as it says (all or nothing)"
+    )
+    p.add_argument("file")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    p.set_defaults(func=cmd_apply)
