@@ -109,6 +109,15 @@ def _url(value: object) -> str:
     return text.rstrip("/") if parts.path in ("", "/") and not parts.query else text
 
 
+def check_url(key: str, value: object) -> str:
+    """An absolute http(s) URL, or :class:`ConfigError` naming ``key`` (for other config files,
+    such as a tenant's)."""
+    try:
+        return _url(value)
+    except PydanticCustomError as exc:
+        raise ConfigError(f"{key}: {_reason(exc)}") from None
+
+
 def _base_url(value: object) -> str:
     return _url(value).rstrip("/")
 

@@ -328,6 +328,14 @@ def _config(path: tuple[str, ...], fn: Any, *args: Any) -> Any:
         raise TenantSpecError(exc.message) from None
 
 
+def _whole_number(path: tuple[str, ...], value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise TenantSpecError(
+            f"{key_path(*path)}: must be a whole number from {low} to {high}, got {value!r}"
+        )
+    return value
+
+
 def _policy(raw: Mapping[str, Any], allowed: set[str], where: tuple[str, ...]) -> dict[str, Any]:
     from service import config
 
@@ -351,7 +359,7 @@ def _policy(raw: Mapping[str, Any], allowed: set[str], where: tuple[str, ...]) -
         elif key == "notice_version":
             out[key] = _notice_version(value, path)
         elif key == "continue_url":
-            out[key] = _config(path, config._url, value)
+            out[key] = _config(path, config.check_url, value)
         elif key == "continue_scco":
             out[key] = _scco(value, path)
         elif key in DURATION_KEYS:
@@ -361,7 +369,7 @@ def _policy(raw: Mapping[str, Any], allowed: set[str], where: tuple[str, ...]) -
                 raise TenantSpecError(f"{key_path(*path)}: must be true or false, got {value!r}")
             out[key] = value
         elif key == "gather_retries":
-            out[key] = _config(path, config._int, value, 0, 5)
+            out[key] = _whole_number(path, value, 0, 5)
         elif key == "deadlines":
             out[key] = _deadlines(value, path)
         elif key == "days_off":
@@ -536,7 +544,9 @@ def _storage(raw: Any, where: tuple[str, ...]) -> dict[str, Any]:
         raise TenantSpecError(f"{key_path(*where, 'bucket')}: required, an S3 bucket name")
     out: dict[str, Any] = {"bucket": bucket}
     if "endpoint_url" in raw:
-        out["endpoint_url"] = _config((*where, "endpoint_url"), config._url, raw["endpoint_url"])
+        out["endpoint_url"] = _config(
+            (*where, "endpoint_url"), config.check_url, raw["endpoint_url"]
+        )
     for key in ("region", "kms_key_id"):
         if key in raw:
             value = raw[key]
