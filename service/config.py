@@ -92,6 +92,8 @@ class Settings:
     port: int = 8080
     public_url: str = "http://127.0.0.1:8080"
     database_url: str | None = None
+    # serve refuses a superuser/BYPASSRLS database role (tenant isolation) unless this says so
+    allow_rls_bypass: bool = False
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
@@ -328,6 +330,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "header_timeout",
         "max_connections",
         "bundle_ttl",
+        "allow_rls_bypass",
     } | _POLICY_KEYS
     values: dict[str, Any] = {}
     defaults = Policy()
@@ -351,6 +354,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values["workers"] = _int(name, text, 0, 64)
         elif key == "max_connections":
             values[key] = _int(name, text, 16, 1_000_000)
+        elif key == "allow_rls_bypass":
+            values[key] = _bool(name, text)
         elif key == "trusted_proxies":
             values[key] = _networks(name, text)
         elif key == "job_max_attempts":

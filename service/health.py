@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from service.context import LIFECYCLE, STORE, database
+from service.context import LIFECYCLE, RLS_BYPASS, STORE, database
 from service.errors import DatabaseUnavailable
 from service.http_errors import error_response
 from service.storage import StorageError
@@ -35,4 +35,7 @@ async def readyz(request: web.Request) -> web.Response:
             await request.app[STORE].check()
     except (StorageError, TimeoutError):
         return error_response(503, "not_ready", "object store unreachable")
-    return web.json_response({"status": "ready", "database": "ok", "store": "ok"})
+    body: dict[str, object] = {"status": "ready", "database": "ok", "store": "ok"}
+    if request.app.get(RLS_BYPASS):
+        body["rls_bypass"] = True  # loudly, on every answer: tenants are not isolated
+    return web.json_response(body)

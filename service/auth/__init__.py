@@ -31,6 +31,7 @@ class Principal:
     token_id: uuid.UUID
     name: str
     role: str
+    tenant: str | None = "default"  # None: a platform token (created with --tenant '*')
 
     @property
     def actor(self) -> str:
@@ -73,7 +74,7 @@ async def authenticate(conn: Conn, token: str) -> Principal | None:
     row = await conn.fetchrow(Q["find_token"], digest)
     if row is None or not hmac.compare_digest(bytes(row["token_sha256"]), digest):
         return None
-    return Principal(row["id"], row["name"], row["role"])
+    return Principal(row["id"], row["name"], row["role"], row["tenant_id"])
 
 
 async def list_tokens(conn: Conn) -> list[dict[str, Any]]:

@@ -23,7 +23,8 @@ from aiohttp import web
 
 from service.auth import Principal, authenticate
 from service.context import SETTINGS, database
-from service.errors import CallvaultError, Forbidden, Unauthorized
+from service.db import tenancy
+from service.errors import BadRequest, CallvaultError, Forbidden, Unauthorized
 
 FAILURE_LIMIT = 10
 WINDOW_S = 60.0
@@ -103,8 +104,10 @@ def requires(*roles: str) -> Callable[[Handler], Handler]:
             scheme, _, token = header.partition(" ")
             principal: Principal | None = None
             if scheme.lower() == "bearer" and token.strip():
-                async with database(request.app) as conn:
-                    principal = await authenticate(conn, token.strip())
+                # looked up by its hash before its tenant is known: across tenants
+                with tenancy.as_tenant(tenancy.ALL):
+                    async with database(request.app) as conn:
+                        principal = await authenticate(conn, token.strip())
             if principal is None:
                 trusted = request.app[SETTINGS].trusted_proxies
                 request.app[BRAKE].fail(client_address(request, trusted))
@@ -112,7 +115,9 @@ def requires(*roles: str) -> Callable[[Handler], Handler]:
             if principal.role != "admin" and principal.role not in roles:
                 raise Forbidden(f"the {principal.role} role may not do this")
             request[PRINCIPAL] = principal
-            return await handler(request)
+            # everything the request reads or writes is the token's tenant's
+            with tenancy.as_tenant(tenant_of(request, principal)):
+                return await handler(request)
 
         guarded.__name__ = handler.__name__
         guarded.__doc__ = handler.__doc__
@@ -120,6 +125,13 @@ def requires(*roles: str) -> Callable[[Handler], Handler]:
         return guarded
 
     return wrap
+
+
+def tenant_of(request: web.Request, principal: Principal) -> str:
+    """The tenant a request acts for: its token's."""
+    if principal.tenant is None:
+        raise BadRequest("a platform token cannot act for a tenant yet", code="no_tenant")
+    return principal.tenant
 
 
 def principal(request: web.Request) -> Principal:

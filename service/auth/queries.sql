@@ -5,7 +5,7 @@ RETURNING id, name, role, created_at;
 -- name: find_token
 UPDATE api_tokens SET last_used_at = now()
 WHERE token_sha256 = $1 AND revoked_at IS NULL
-RETURNING id, name, role, token_sha256;
+RETURNING id, name, role, token_sha256, tenant_id;
 
 -- name: list_tokens
 SELECT id, name, role, created_by, created_at, last_used_at, revoked_at

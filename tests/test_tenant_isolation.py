@@ -1,0 +1,217 @@
+"""Tenants side by side: PostgreSQL itself keeps them apart (row-level security on the setting
+``callvault.tenant``), the service runs as a role that security binds, and a forgotten tenant
+sees nothing."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import replace
+from typing import Any, TypeAlias
+
+import asyncpg
+import pytest
+
+from service.config import Settings
+from service.db import tenancy
+from service.db.pool import connect
+from service.errors import ConfigError
+from tests.conftest import Service
+
+OTHER = "beta"
+TENANT_TABLES = {
+    "api_tokens",
+    "audit_log",
+    "calls",
+    "do_not_record",
+    "dsar_requests",
+    "holds",
+    "jobs",
+    "ledger_events",
+    "ledger_seals",
+    "recording_callbacks",
+    "recording_reconciliations",
+    "recordings",
+}
+Conn: TypeAlias = "asyncpg.Connection[Any]"
+
+
+async def seed(db: Conn, tenant: str) -> dict[str, Any]:
+    """One row of every tenant-owned table for ``tenant``, written as that tenant."""
+    await tenancy.set_tenant(db, tenant)
+    call_id = await db.fetchval(
+        "INSERT INTO calls (platform, external_id, policy) VALUES ('twilio', $1, '{}') "
+        "RETURNING id",
+        "CA" + secrets.token_hex(16),
+    )
+    await db.execute(
+        "INSERT INTO ledger_events (call_id, seq, type, at, prev_hash, hash) "
+        "VALUES ($1, 1, 'call_started', now(), $2, $3)",
+        call_id,
+        bytes(32),
+        secrets.token_bytes(32),
+    )
+    await db.execute(
+        "INSERT INTO ledger_seals (max_event_id, calls, heads_sha256, prev_hash, hash) "
+        "VALUES (1, 1, $1, $1, $1)",
+        bytes(32),
+    )
+    recording_id = await db.fetchval(
+        "INSERT INTO recordings (call_id, platform, external_id) VALUES ($1, 'twilio', $2) "
+        "RETURNING id",
+        call_id,
+        "RE" + secrets.token_hex(16),
+    )
+    await db.execute(
+        "INSERT INTO recording_callbacks (platform, recording_sid, status, call_sid) "
+        "VALUES ('twilio', $1, 'completed', 'CA1')",
+        "RE" + secrets.token_hex(16),
+    )
+    await db.execute("INSERT INTO recording_reconciliations (call_id) VALUES ($1)", call_id)
+    await db.execute("INSERT INTO jobs (kind) VALUES ('recording')")
+    hold_id = await db.fetchval(
+        "INSERT INTO holds (call_id, reason, placed_by) VALUES ($1, 'case', 'test') RETURNING id",
+        call_id,
+    )
+    request_id = await db.fetchval(
+        "INSERT INTO dsar_requests (kind, requested_by, due_at) "
+        "VALUES ('access', 'test', now() + interval '3 days') RETURNING id"
+    )
+    token_id = await db.fetchval(
+        "INSERT INTO api_tokens (name, role, token_sha256, created_by) "
+        "VALUES ('same name', 'admin', $1, 'test') RETURNING id",
+        secrets.token_bytes(32),
+    )
+    audit_id = await db.fetchval(
+        "INSERT INTO audit_log (actor, action) VALUES ('test', 'seeded') RETURNING id"
+    )
+    await db.execute(
+        "INSERT INTO do_not_record (phone_hash, reason) VALUES ($1, 'asked')", b"same hash"
+    )
+    await tenancy.set_tenant(db, tenancy.DEFAULT)
+    return {
+        "call": call_id,
+        "recording": recording_id,
+        "hold": hold_id,
+        "request": request_id,
+        "token": token_id,
+        "audit": audit_id,
+    }
+
+
+@pytest.fixture
+async def two_tenants(db: Conn) -> dict[str, dict[str, Any]]:
+    """The tenant ``default`` and a second one (created as the superuser: managing tenants is
+    not this test's subject), each with a row in every tenant-owned table."""
+    await db.execute("INSERT INTO tenants (id, name) VALUES ($1, 'Beta')", OTHER)
+    return {tenancy.DEFAULT: await seed(db, tenancy.DEFAULT), OTHER: await seed(db, OTHER)}
+
+
+async def test_every_tenant_owned_table_is_forced_under_row_level_security(db: Conn) -> None:
+    rows = await db.fetch(
+        """SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity
+           FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+           WHERE a.attname = 'tenant_id' AND c.relkind = 'r' AND NOT a.attisdropped"""
+    )
+    assert {r["relname"] for r in rows} == TENANT_TABLES
+    assert all(r["relrowsecurity"] and r["relforcerowsecurity"] for r in rows)
+
+
+async def test_a_query_that_forgets_the_tenant_gets_no_rows(
+    two_tenants: dict[str, dict[str, Any]], db: Conn, service_url: str
+) -> None:
+    for table in TENANT_TABLES:  # the rows are there: the superuser sees both tenants'
+        assert await db.fetchval(f"SELECT count(DISTINCT tenant_id) FROM {table}") == 2, table  # noqa: S608
+    conn = await connect(service_url)  # never told its tenant
+    try:
+        for table in TENANT_TABLES:
+            assert await conn.fetch(f"SELECT * FROM {table}") == [], table  # noqa: S608
+        # nor can it write: its rows would belong to nobody
+        with pytest.raises(asyncpg.PostgresError):
+            await conn.execute("INSERT INTO audit_log (actor, action) VALUES ('x', 'forgot')")
+    finally:
+        await conn.close()
+
+
+async def test_each_tenant_sees_only_its_own_rows_in_every_table(
+    two_tenants: dict[str, dict[str, Any]], service_url: str
+) -> None:
+    conn = await connect(service_url)
+    try:
+        for tenant in (tenancy.DEFAULT, OTHER):
+            await tenancy.set_tenant(conn, tenant)
+            for table in TENANT_TABLES:
+                seen = await conn.fetch(f"SELECT tenant_id FROM {table}")  # noqa: S608
+                assert seen, table
+                assert {r["tenant_id"] for r in seen} == {tenant}, table
+            other = two_tenants[OTHER if tenant == tenancy.DEFAULT else tenancy.DEFAULT]
+            assert await conn.fetchrow("SELECT * FROM calls WHERE id = $1", other["call"]) is None
+            # another tenant's rows cannot be changed or removed either
+            assert (
+                await conn.execute(
+                    "UPDATE holds SET released_by = 'x' WHERE id = $1", other["hold"]
+                )
+                == "UPDATE 0"
+            )
+            assert (
+                await conn.execute("DELETE FROM recordings WHERE id = $1", other["recording"])
+                == "DELETE 0"
+            )
+        # the system's cross-tenant work sees both
+        await tenancy.set_tenant(conn, tenancy.ALL)
+        assert await conn.fetchval("SELECT count(DISTINCT tenant_id) FROM calls") == 2
+    finally:
+        await conn.close()
+
+
+async def test_a_tenant_cannot_attach_rows_to_another_tenants_call(
+    two_tenants: dict[str, dict[str, Any]], service_url: str
+) -> None:
+    conn = await connect(service_url)
+    try:
+        await tenancy.set_tenant(conn, OTHER)
+        for sql in (
+            "INSERT INTO holds (call_id, reason, placed_by) VALUES ($1, 'x', 'beta')",
+            "INSERT INTO recordings (call_id, platform, external_id) VALUES ($1, 'twilio', 'RE9')",
+        ):
+            with pytest.raises(asyncpg.PostgresError, match="not visible"):
+                await conn.execute(sql, two_tenants[tenancy.DEFAULT]["call"])
+        # nor write rows in another tenant's name
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(
+                "INSERT INTO audit_log (tenant_id, actor, action) VALUES ('default', 'b', 'x')"
+            )
+    finally:
+        await conn.close()
+
+
+async def test_the_service_role_is_bound_by_row_level_security(service_url: str) -> None:
+    conn = await connect(service_url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+        )
+        assert row is not None and not row["rolsuper"] and not row["rolbypassrls"]
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("TRUNCATE jobs")
+    finally:
+        await conn.close()
+
+
+async def test_serve_refuses_a_superuser_unless_told_to_bypass(
+    settings: Settings, database_url: str
+) -> None:
+    refused = Service(replace(settings, database_url=database_url))
+    with pytest.raises(ConfigError, match="BYPASSRLS"):
+        await refused.start()
+    await refused.stop()
+
+    allowed = Service(replace(settings, database_url=database_url, allow_rls_bypass=True))
+    await allowed.start()
+    try:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http, http.get(allowed.base_url + "/readyz") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["rls_bypass"] is True
+    finally:
+        await allowed.stop()
