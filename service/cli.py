@@ -579,9 +579,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = token_sub.add_parser("create", help="create a token and print it once")
     p.add_argument("--name", required=True)
     p.add_argument(
-        "--role", required=True, choices=["telephony", "qa_trainer", "compliance", "admin"]
+        "--role",
+        required=True,
+        choices=["telephony", "qa_trainer", "compliance", "admin", "operator"],
     )
-    _tenant_option(p)
+    p.add_argument(
+        "--tenant",
+        default="default",
+        help="the tenant the token belongs to (default: default); '*' for a platform token "
+        "(role operator, or a tenant role used with a Callvault-Tenant header)",
+    )
     p.set_defaults(func=cmd_token_create)
     p = token_sub.add_parser("list", help="list tokens (never their values)")
     _tenant_option(p)

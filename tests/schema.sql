@@ -71,7 +71,7 @@ CREATE TABLE public.audit_log (
     target_type text,
     target_id text,
     details jsonb DEFAULT '{}'::jsonb NOT NULL,
-    tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL
+    tenant_id text DEFAULT current_setting('callvault.tenant'::text, true)
 );
 ALTER TABLE ONLY public.audit_log FORCE ROW LEVEL SECURITY;
 CREATE SEQUENCE public.audit_log_id_seq
@@ -324,7 +324,7 @@ ALTER TABLE ONLY public.recordings
     ADD CONSTRAINT recordings_platform_external_id_key UNIQUE (platform, external_id);
 ALTER TABLE ONLY public.tenants
     ADD CONSTRAINT tenants_pkey PRIMARY KEY (id);
-CREATE UNIQUE INDEX api_tokens_name_key ON public.api_tokens USING btree (tenant_id, name) NULLS NOT DISTINCT;
+CREATE UNIQUE INDEX api_tokens_name_key ON public.api_tokens USING btree (COALESCE(tenant_id, '*'::text), name);
 CREATE INDEX audit_log_at_idx ON public.audit_log USING btree (at);
 CREATE INDEX audit_log_tenant_at_idx ON public.audit_log USING btree (tenant_id, at);
 CREATE INDEX calls_caller_hash_idx ON public.calls USING btree (caller_hash);

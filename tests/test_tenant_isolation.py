@@ -82,7 +82,8 @@ async def seed(db: Conn, tenant: str) -> dict[str, Any]:
         secrets.token_bytes(32),
     )
     audit_id = await db.fetchval(
-        "INSERT INTO audit_log (actor, action) VALUES ('test', 'seeded') RETURNING id"
+        "INSERT INTO audit_log (actor, action) VALUES ($1, 'seeded') RETURNING id",
+        f"seeder-of-{tenant}",  # recognisable in any answer that would leak it
     )
     await db.execute(
         "INSERT INTO do_not_record (phone_hash, reason) VALUES ($1, 'asked')", b"same hash"
@@ -215,3 +216,177 @@ async def test_serve_refuses_a_superuser_unless_told_to_bypass(
             assert (await resp.json())["rls_bypass"] is True
     finally:
         await allowed.stop()
+
+
+# --- tokens belong to one tenant (issue 13 item 5) ---------------------------------------
+
+
+async def _token(db: Conn, tenant: str, name: str, role: str) -> str:
+    from service import auth
+
+    await tenancy.set_tenant(db, tenant)
+    try:
+        token, _ = await auth.create_token(db, name, role, "test")
+    finally:
+        await tenancy.set_tenant(db, tenancy.DEFAULT)
+    return token
+
+
+async def _api(
+    service: Service,
+    method: str,
+    path: str,
+    token: str,
+    body: Any = None,
+    tenant: str | None = None,
+) -> tuple[int, str]:
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {token}"}
+    if tenant is not None:
+        headers["Callvault-Tenant"] = tenant
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, service.base_url + path, json=body, headers=headers) as r,
+    ):
+        return r.status, await r.text()
+
+
+def _bodies(path: str, ids: dict[str, Any]) -> list[Any]:
+    """Request bodies that name another tenant's objects, for the routes that take one."""
+    if path == "/api/holds":
+        return [{"call_id": str(ids["call"]), "reason": "probe"}]
+    if path == "/api/dsar":
+        return [{"kind": "access", "phone": "+84900000001"}]
+    if path.endswith("/playback"):
+        return [{"reason": "probe"}]
+    if path == "/api/tokens":
+        return [{"name": "probe", "role": "qa_trainer"}]
+    return [None]
+
+
+async def test_a_tenant_token_finds_nothing_of_another_tenant_on_any_api_route(
+    two_tenants: dict[str, dict[str, Any]], db: Conn, service: Service
+) -> None:
+    """Every /api operation of the OpenAPI document, with each of tenant B's ids in every path
+    parameter, asked with tenant A's admin token: 404 for B's objects, and no answer carries
+    any id of B."""
+    import json
+
+    ours = await _token(db, tenancy.DEFAULT, "walker", "admin")
+    theirs = two_tenants[OTHER]
+    their_ids = {str(v) for k, v in theirs.items() if k != "audit"} | {f"seeder-of-{OTHER}"}
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.get(service.base_url + "/openapi.json") as r:
+        spec = json.loads(await r.text())
+    walked = 0
+    for path, item in spec["paths"].items():
+        if not path.startswith("/api"):
+            continue
+        for method in item:
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            targets = (
+                [path.replace("{id}", str(v)) for k, v in theirs.items() if k != "audit"]
+                if "{" in path
+                else [path]
+            )
+            for target in targets:
+                for body in _bodies(path, theirs):
+                    if body is None and method == "post":
+                        body = {}
+                    status, text = await _api(service, method.upper(), target, ours, body)
+                    walked += 1
+                    if "{" in path or (path == "/api/holds" and method == "post"):
+                        assert status == 404, (method, target, status, text)
+                    # an id the request itself named may be echoed ("no call X"), as for any
+                    # id that does not exist; nothing else of B's may appear
+                    asked = target + json.dumps(body)
+                    leaked = [i for i in their_ids if i in text and i not in asked]
+                    assert not leaked, (method, target, text)
+    assert walked >= 20
+    # and nothing of B changed: its hold is active, its token not revoked
+    await tenancy.set_tenant(db, OTHER)
+    assert await db.fetchval("SELECT released_at FROM holds WHERE id = $1", theirs["hold"]) is None
+    assert (
+        await db.fetchval("SELECT revoked_at FROM api_tokens WHERE id = $1", theirs["token"])
+        is None
+    )
+    await tenancy.set_tenant(db, tenancy.DEFAULT)
+
+
+async def test_a_platform_token_acts_for_the_tenant_it_names_and_is_audited_there(
+    two_tenants: dict[str, dict[str, Any]], db: Conn, service: Service
+) -> None:
+    platform = await _token(db, tenancy.ALL, "bpo-dpo", "compliance")
+    theirs = two_tenants[OTHER]
+    # no tenant named: a clear refusal, not some tenant's data
+    status, text = await _api(service, "GET", "/api/holds", platform)
+    assert status == 400 and "Callvault-Tenant" in text
+    status, text = await _api(service, "GET", "/api/holds", platform, tenant="nobody-here")
+    assert status == 404
+    status, text = await _api(service, "GET", "/api/holds", platform, tenant=OTHER)
+    assert status == 200 and str(theirs["hold"]) in text
+    assert str(two_tenants[tenancy.DEFAULT]["hold"]) not in text
+    status, text = await _api(
+        service, "DELETE", f"/api/holds/{theirs['hold']}", platform, tenant=OTHER
+    )
+    assert status in (200, 204), text
+    trail = await db.fetch("SELECT tenant_id, actor FROM audit_log WHERE action = 'hold_released'")
+    assert [(r["tenant_id"], r["actor"]) for r in trail] == [(OTHER, "token:bpo-dpo")]
+
+
+async def test_a_tenant_token_cannot_name_another_tenant(
+    two_tenants: dict[str, dict[str, Any]], db: Conn, service: Service
+) -> None:
+    ours = await _token(db, tenancy.DEFAULT, "curious", "compliance")
+    status, text = await _api(service, "GET", "/api/holds", ours, tenant=OTHER)
+    assert status == 404
+    assert str(two_tenants[OTHER]["hold"]) not in text
+
+
+async def test_the_operator_role_reaches_tokens_but_never_call_data(
+    two_tenants: dict[str, dict[str, Any]], db: Conn, service: Service
+) -> None:
+    operator = await _token(db, tenancy.ALL, "platform-ops", "operator")
+    for method, path in (
+        ("GET", "/api/calls"),
+        ("GET", f"/api/calls/{two_tenants[OTHER]['call']}"),
+        ("GET", "/api/holds"),
+        ("GET", "/api/audit"),
+        ("POST", f"/api/recordings/{two_tenants[OTHER]['recording']}/playback"),
+    ):
+        for tenant in (None, OTHER):
+            status, _ = await _api(service, method, path, operator, tenant=tenant)
+            assert status == 403, (method, path, tenant)
+    status, text = await _api(service, "GET", "/api/tokens", operator, tenant=OTHER)
+    assert status == 200 and str(two_tenants[OTHER]["token"]) in text
+    assert str(two_tenants[tenancy.DEFAULT]["token"]) not in text
+    # operator is a platform role only; a tenant token cannot have it
+    with pytest.raises(Exception, match="platform"):
+        await _token(db, tenancy.DEFAULT, "not-allowed", "operator")
+
+
+async def test_token_create_takes_a_tenant(
+    two_tenants: dict[str, dict[str, Any]], database_url: str
+) -> None:
+    import asyncio
+
+    from tests.conftest import run_cli
+
+    def cli(*args: str) -> str:
+        result = run_cli(database_url, "token", *args)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    await asyncio.to_thread(
+        cli, "create", "--name", "beta-qa", "--role", "qa_trainer", "--tenant", OTHER
+    )
+    assert "beta-qa" in await asyncio.to_thread(cli, "list", "--tenant", OTHER)
+    assert "beta-qa" not in await asyncio.to_thread(cli, "list")  # the default tenant's
+    await asyncio.to_thread(cli, "create", "--name", "ops", "--role", "operator", "--tenant", "*")
+    refused = await asyncio.to_thread(
+        run_cli, database_url, "token", "create", "--name", "x", "--role", "operator"
+    )
+    assert refused.returncode != 0 and "platform" in refused.stderr

@@ -4,7 +4,12 @@ A token is 32 random bytes shown once at creation; only its SHA-256 is stored (a
 more entropy than a password, so a fast hash is the right tool), looked up by that hash and
 compared in constant time. Roles: ``telephony`` (platform webhooks that use tokens),
 ``qa_trainer`` (search, play), ``compliance`` (holds, data-subject requests, audit, ledger),
-``admin`` (tokens, and everything else).
+``admin`` (tokens, and everything else), all within one tenant; ``operator`` (tenants, tokens,
+health; never call data) for platform tokens only.
+
+Every token belongs to the tenant it was created in (the connection's ``callvault.tenant``).
+A platform token, created as ``'*'``, belongs to none: its ``tenant_id`` is NULL. It has the role
+``operator``, or a tenant role it uses with a ``Callvault-Tenant`` header naming the tenant.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from typing import Any
 
 import asyncpg
 
-from service.db import Conn, queries
+from service.db import Conn, queries, tenancy
 from service.errors import BadRequest, Conflict
 
 Q = queries.load("service.auth")
-ROLES = ("telephony", "qa_trainer", "compliance", "admin")
+ROLES = ("telephony", "qa_trainer", "compliance", "admin", "operator")
+# the platform's own role (tokens created with --tenant '*'): tenants, tokens, health
+PLATFORM_ROLE = "operator"
 PREFIX = "cv_"
 
 
@@ -52,6 +59,14 @@ async def create_token(conn: Conn, name: str, role: str, created_by: str) -> tup
         raise BadRequest("name must be printable text", code="bad_name")
     if role not in ROLES:
         raise BadRequest(f"role must be one of {', '.join(ROLES)}", code="bad_role")
+    tenant = await conn.fetchval("SELECT current_setting('callvault.tenant', true)")
+    if tenant == tenancy.ALL and role == "telephony":
+        raise BadRequest("a platform token's role is operator or a tenant role", code="bad_role")
+    if tenant != tenancy.ALL and role == PLATFORM_ROLE:
+        raise BadRequest(
+            "the operator role is for platform tokens (created for the tenant '*')",
+            code="bad_role",
+        )
     token = PREFIX + secrets.token_urlsafe(32)
     try:
         # a savepoint, so that the caller's transaction survives the refusal

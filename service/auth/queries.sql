@@ -1,5 +1,7 @@
 -- name: create_token
-INSERT INTO api_tokens (name, role, token_sha256, created_by) VALUES ($1, $2, $3, $4)
+-- the tenant of the connection; '*' (the platform) makes a platform token: no tenant
+INSERT INTO api_tokens (name, role, token_sha256, created_by, tenant_id)
+VALUES ($1, $2, $3, $4, NULLIF(current_setting('callvault.tenant', true), '*'))
 RETURNING id, name, role, created_at;
 
 -- name: find_token

@@ -34,8 +34,11 @@ BEGIN
 END
 $$;
 
--- Platform tokens (created with --tenant '*') belong to no tenant: NULL, visible only to '*'.
+-- Platform tokens (created with --tenant '*') belong to no tenant: NULL, visible only to '*';
+-- so do the audit entries of the platform's own actions (creating or revoking such a token).
+-- The policies still refuse a NULL row to anyone but '*' (NULL = setting is never true).
 ALTER TABLE api_tokens ALTER COLUMN tenant_id DROP NOT NULL;
+ALTER TABLE audit_log ALTER COLUMN tenant_id DROP NOT NULL;
 
 -- A row about a call belongs to the call's tenant, whoever writes it: the system's passes run
 -- as '*' and a tenant must not attach rows to another tenant's call (the foreign key check
@@ -68,7 +71,8 @@ CREATE TRIGGER holds_tenant BEFORE INSERT ON holds
 
 -- Names and never-record lists are each tenant's own.
 DROP INDEX api_tokens_name_key;
-CREATE UNIQUE INDEX api_tokens_name_key ON api_tokens (tenant_id, name) NULLS NOT DISTINCT;
+-- (platform tokens, tenant_id NULL, share one namespace; an expression, for PostgreSQL 13)
+CREATE UNIQUE INDEX api_tokens_name_key ON api_tokens ((coalesce(tenant_id, '*')), name);
 ALTER TABLE do_not_record DROP CONSTRAINT do_not_record_pkey;
 ALTER TABLE do_not_record ADD CONSTRAINT do_not_record_pkey PRIMARY KEY (tenant_id, phone_hash);
 
