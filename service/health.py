@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from aiohttp import web
 
@@ -21,6 +22,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
+    response = await _readiness(request)
+    if request.app.get(RLS_BYPASS) and isinstance(response.body, bytes):
+        # loudly, on every answer, ready or not: tenants are not isolated
+        body = json.loads(response.body)
+        body["rls_bypass"] = True
+        return web.json_response(body, status=response.status)
+    return response
+
+
+async def _readiness(request: web.Request) -> web.Response:
     if request.app[LIFECYCLE].draining:
         return error_response(503, "draining", "shutting down; send new work elsewhere")
     try:
@@ -35,7 +46,4 @@ async def readyz(request: web.Request) -> web.Response:
             await request.app[STORE].check()
     except (StorageError, TimeoutError):
         return error_response(503, "not_ready", "object store unreachable")
-    body: dict[str, object] = {"status": "ready", "database": "ok", "store": "ok"}
-    if request.app.get(RLS_BYPASS):
-        body["rls_bypass"] = True  # loudly, on every answer: tenants are not isolated
-    return web.json_response(body)
+    return web.json_response({"status": "ready", "database": "ok", "store": "ok"})
