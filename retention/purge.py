@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 
 from service import audit, ledger
-from service.db import queries
+from service.db import queries, tenancy
 from service.ledger import NewEvent
 from service.storage import ObjectStore, StorageError
 
@@ -93,14 +93,19 @@ async def purge_once(
     pool: asyncpg.Pool[Any], store: ObjectStore, *, batch: int = 1000, max_batches: int = 1000
 ) -> PurgeReport:
     report = PurgeReport()
-    for _ in range(max_batches):
-        taken = await _purge_batch(pool, store, batch, report)
-        if taken < batch:
-            break
-    for _ in range(max_batches):
-        taken = await _purge_bundles(pool, store, batch, report)
-        if taken < batch:
-            break
+
+    async def one_tenant(tenant: str) -> None:
+        # each tenant's pass writes its ledger events and audit entries in its own trail
+        for _ in range(max_batches):
+            taken = await _purge_batch(pool, store, batch, report)
+            if taken < batch:
+                break
+        for _ in range(max_batches):
+            taken = await _purge_bundles(pool, store, batch, report)
+            if taken < batch:
+                break
+
+    await tenancy.for_each_tenant(pool, one_tenant)
     return report
 
 

@@ -30,11 +30,13 @@ from service.context import (
     LIFECYCLE,
     POOL,
     PROMPTS,
+    RLS_BYPASS,
     SETTINGS,
     STORE,
     VAULT,
     Lifecycle,
 )
+from service.db import roles, tenancy
 from service.db.migrations import migrate
 from service.db.pool import create_pool
 from service.errors import ConfigError
@@ -81,10 +83,17 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
         url = settings.database_url
         assert url is not None
         pool = await create_pool(url)
-        if apply_migrations:
+        try:
             async with pool.acquire() as conn:
-                for m in await migrate(conn):
-                    log.info("applied migration %04d_%s", m.version, m.name)
+                if apply_migrations:
+                    for m in await migrate(conn):
+                        log.info("applied migration %04d_%s", m.version, m.name)
+                app[RLS_BYPASS] = await roles.check_service_role(
+                    conn, allow_bypass=settings.allow_rls_bypass
+                )
+        except BaseException:
+            await pool.close()
+            raise
         app[POOL] = pool
         # scrapes get one connection of their own, opened on the first scrape
         app[METRICS_POOL] = await create_pool(url, min_size=0, max_size=1)
@@ -194,8 +203,12 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
 
         async def seal() -> None:
             try:
-                async with app[POOL].acquire() as conn:
-                    await ledger_seals.seal(conn)
+                # each tenant's chain of seals covers its own calls
+                async def seal_tenant(tenant: str) -> None:
+                    async with app[POOL].acquire() as conn:
+                        await ledger_seals.seal(conn)
+
+                await tenancy.for_each_tenant(app[POOL], seal_tenant)
             except Exception:
                 log.exception("sealing the ledger failed; the next interval retries")
 
@@ -227,7 +240,8 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
         async def prune() -> None:
             # finished jobs leave after CALLVAULT_JOB_RETENTION (the database's clock decides)
             try:
-                pruned = await prune_jobs(app[POOL], settings.job_retention_s)
+                with tenancy.as_tenant(tenancy.ALL):  # the queue's own housekeeping
+                    pruned = await prune_jobs(app[POOL], settings.job_retention_s)
             except Exception:
                 log.exception("pruning finished jobs failed; the next pass retries")
                 return

@@ -1,6 +1,7 @@
 -- name: insert
-INSERT INTO audit_log (actor, action, target_type, target_id, details)
-VALUES ($1, $2, $3, $4, $5);
+-- in the trail of the transaction's tenant; the platform's own actions ('*') in none (NULL)
+INSERT INTO audit_log (actor, action, target_type, target_id, details, tenant_id)
+VALUES ($1, $2, $3, $4, $5, NULLIF(current_setting('callvault.tenant', true), '*'));
 
 -- name: select
 SELECT id, at, actor, action, target_type, target_id, details FROM audit_log

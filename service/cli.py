@@ -40,9 +40,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     logs.setup(settings.log_level)
-    settings = with_standin(settings, _settings(database=True))  # demo mode: service/demo.py
+    resolved = _settings(database=True)
+    embedded = not settings.database_url
+    if embedded:
+        # migrations as the embedded superuser; the service as a role row-level security binds
+        assert resolved.database_url
+        resolved = replace(
+            resolved, database_url=asyncio.run(_embedded_service_url(resolved.database_url))
+        )
+    settings = with_standin(settings, resolved)  # demo mode: service/demo.py
     listener.run(
-        create_app(settings),
+        create_app(settings, apply_migrations=not embedded),
         host=settings.host,
         port=settings.port,
         header_timeout_s=settings.header_timeout_s,
@@ -61,14 +69,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _embedded_service_url(superuser_url: str) -> str:
+    from service.db import roles
+    from service.db.migrations import migrate
+    from service.db.pool import connect
+
+    conn = await connect(superuser_url)
+    try:
+        for m in await migrate(conn):
+            logging.getLogger("service").info("applied migration %04d_%s", m.version, m.name)
+        await roles.ensure_service_role(conn)
+    finally:
+        await conn.close()
+    return roles.url_for_role(superuser_url)
+
+
 async def _with_connection(
-    settings: Settings, work: Callable[[Any], Coroutine[Any, Any, int]]
+    settings: Settings, work: Callable[[Any], Coroutine[Any, Any, int]], *, tenant: str
 ) -> int:
+    """``work`` on one connection acting for ``tenant`` (``--tenant``; ``'*'`` for the few
+    commands that work across tenants: migrate, jobs, secrets rotate)."""
+    from service.db import tenancy
     from service.db.pool import connect
 
     assert settings.database_url
     conn = await connect(settings.database_url)
     try:
+        await tenancy.set_tenant(conn, tenant)
         return await work(conn)
     finally:
         await conn.close()
@@ -85,7 +112,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             print("database is up to date")
         return 0
 
-    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work, tenant="*"))
 
 
 def cmd_prompts_build(args: argparse.Namespace) -> int:
@@ -130,7 +157,9 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
             return 1
         return 0
 
-    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+    return asyncio.run(
+        _with_connection(_settings(database=True, secrets=False), work, tenant=args.tenant)
+    )
 
 
 def cmd_ledger_seal(args: argparse.Namespace) -> int:
@@ -141,7 +170,9 @@ def cmd_ledger_seal(args: argparse.Namespace) -> int:
         print(f"sealed: seal {seal_id}" if seal_id else "nothing new to seal (or sealing now)")
         return 0
 
-    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+    return asyncio.run(
+        _with_connection(_settings(database=True, secrets=False), work, tenant=args.tenant)
+    )
 
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
@@ -162,7 +193,7 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
             )
         return 0
 
-    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work, tenant="*"))
 
 
 def cmd_jobs_retry(args: argparse.Namespace) -> int:
@@ -174,7 +205,7 @@ def cmd_jobs_retry(args: argparse.Namespace) -> int:
         print(f"job {args.id} queued again")
         return 0
 
-    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work, tenant="*"))
 
 
 def cmd_secrets_rotate(args: argparse.Namespace) -> int:
@@ -199,7 +230,7 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return asyncio.run(_with_connection(settings, work))
+    return asyncio.run(_with_connection(settings, work, tenant="*"))
 
 
 def cmd_calls_mark_outbound(args: argparse.Namespace) -> int:
@@ -216,7 +247,7 @@ def cmd_calls_mark_outbound(args: argparse.Namespace) -> int:
         print(f"marked {n} calls from {mask_phone(args.centre_number)} as outbound")
         return 0
 
-    return asyncio.run(_with_connection(settings, work))
+    return asyncio.run(_with_connection(settings, work, tenant=args.tenant))
 
 
 def _actor() -> str:
@@ -263,7 +294,9 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         print(await issue_token(conn, args.name, args.role))  # alone on its line, once
         return 0
 
-    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+    return asyncio.run(
+        _with_connection(_settings(database=True, secrets=False), work, tenant=args.tenant)
+    )
 
 
 def _shown(text: str) -> str:
@@ -284,7 +317,9 @@ def cmd_token_list(args: argparse.Namespace) -> int:
             print(f"{t['id']}  {t['role']:<11} {state:<8} {_shown(t['name'])}")
         return 0
 
-    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+    return asyncio.run(
+        _with_connection(_settings(database=True, secrets=False), work, tenant=args.tenant)
+    )
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
@@ -300,7 +335,9 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
         print(f"revoked {token_id}")
         return 0
 
-    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+    return asyncio.run(
+        _with_connection(_settings(database=True, secrets=False), work, tenant=args.tenant)
+    )
 
 
 def _uuid_arg(raw: str, name: str) -> uuid.UUID:
@@ -312,6 +349,7 @@ def _uuid_arg(raw: str, name: str) -> uuid.UUID:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     from retention import purge
+    from service.db import tenancy
     from service.db.pool import create_pool
 
     settings = _settings(database=True, secrets=False)
@@ -321,9 +359,10 @@ def cmd_purge(args: argparse.Namespace) -> int:
         pool = await create_pool(settings.database_url, min_size=1, max_size=2)
         try:
             if args.dry_run:
-                async with pool.acquire() as conn:
-                    for line in await purge.dry_run_report(conn, limit=args.limit):
-                        print(line)
+                with tenancy.as_tenant(tenancy.ALL):  # what any tenant's purge would take
+                    async with pool.acquire() as conn:
+                        for line in await purge.dry_run_report(conn, limit=args.limit):
+                            print(line)
                 return 0
             store = _store(settings)
             try:
@@ -373,7 +412,7 @@ def cmd_hold_place(args: argparse.Namespace) -> int:
             print(f"call {e['call_id']} erased at {e['erased_at']} by request {e['request_id']}")
         return 0
 
-    return asyncio.run(_with_connection(settings, work))
+    return asyncio.run(_with_connection(settings, work, tenant=args.tenant))
 
 
 def cmd_hold_release(args: argparse.Namespace) -> int:
@@ -387,7 +426,7 @@ def cmd_hold_release(args: argparse.Namespace) -> int:
         print(f"released {hold_id}")
         return 0
 
-    return asyncio.run(_with_connection(settings, work))
+    return asyncio.run(_with_connection(settings, work, tenant=args.tenant))
 
 
 def cmd_hold_list(args: argparse.Namespace) -> int:
@@ -401,7 +440,9 @@ def cmd_hold_list(args: argparse.Namespace) -> int:
             print(f"{h['id']}  on {target}  {state}  case {case}: {_shown(h['reason'])}")
         return 0
 
-    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+    return asyncio.run(
+        _with_connection(_settings(database=True, secrets=False), work, tenant=args.tenant)
+    )
 
 
 def cmd_dsar(args: argparse.Namespace) -> int:
@@ -453,7 +494,7 @@ def cmd_dsar(args: argparse.Namespace) -> int:
             await store.close()
         return 0
 
-    return asyncio.run(_with_connection(settings, work))
+    return asyncio.run(_with_connection(settings, work, tenant=args.tenant))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -505,6 +546,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _tenant_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tenant",
+        default="default",
+        help="the tenant this acts for (default: default)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="callvault",
@@ -529,8 +578,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = ledger_sub.add_parser("verify", help="recompute every hash chain; exit 1 if one is broken")
     p.add_argument("--call", help="verify one call (its id)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _tenant_option(p)
     p.set_defaults(func=cmd_ledger_verify)
     p = ledger_sub.add_parser("seal", help="seal every call's chain head now (serve does hourly)")
+    _tenant_option(p)
     p.set_defaults(func=cmd_ledger_seal)
 
     token_p = sub.add_parser("token", help="API tokens (shown once, stored hashed)")
@@ -542,11 +593,19 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         choices=["telephony", "qa_trainer", "compliance", "admin", "operator"],
     )
+    p.add_argument(
+        "--tenant",
+        default="default",
+        help="the tenant the token belongs to (default: default); '*' for a platform token "
+        "(role operator, or a tenant role used with a Callvault-Tenant header)",
+    )
     p.set_defaults(func=cmd_token_create)
     p = token_sub.add_parser("list", help="list tokens (never their values)")
+    _tenant_option(p)
     p.set_defaults(func=cmd_token_list)
     p = token_sub.add_parser("revoke", help="revoke a token by id")
     p.add_argument("id")
+    _tenant_option(p)
     p.set_defaults(func=cmd_token_revoke)
 
     p = sub.add_parser("purge", help="delete expired, unheld recordings now")
@@ -561,12 +620,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phone")
     p.add_argument("--reason", required=True)
     p.add_argument("--case-ref")
+    _tenant_option(p)
     p.set_defaults(func=cmd_hold_place)
     p = hold_sub.add_parser("release", help="release a hold by id")
     p.add_argument("id")
+    _tenant_option(p)
     p.set_defaults(func=cmd_hold_release)
     p = hold_sub.add_parser("list", help="holds in force (--all: released ones too)")
     p.add_argument("--all", action="store_true")
+    _tenant_option(p)
     p.set_defaults(func=cmd_hold_list)
 
     dsar_p = sub.add_parser("dsar", help="data-subject requests")
@@ -580,6 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--phone", required=True)
         if kind == "access":
             p.add_argument("--out", help="where to write the bundle (zip)")
+        _tenant_option(p)
         p.set_defaults(func=cmd_dsar)
 
     secrets_p = sub.add_parser("secrets", help="the key that protects stored phone numbers")
@@ -599,6 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
         "number were outbound: make the callee's number private and erasable",
     )
     p.add_argument("--from", dest="centre_number", required=True, help="the centre's number")
+    _tenant_option(p)
     p.set_defaults(func=cmd_calls_mark_outbound)
 
     jobs_p = sub.add_parser("jobs", help="the work queue: dead letters, retries")

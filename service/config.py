@@ -326,6 +326,8 @@ class Settings:
     port: int = 8080
     public_url: str = "http://127.0.0.1:8080"
     database_url: str | None = None
+    # serve refuses a superuser/BYPASSRLS database role (tenant isolation) unless this says so
+    allow_rls_bypass: bool = False
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
@@ -432,6 +434,7 @@ class _Source(BaseSettings):
     port: Annotated[int, _between(1, 65535)] | None = None
     public_url: BaseUrl | None = None
     database_url: Annotated[str, BeforeValidator(_database_url)] | None = None
+    allow_rls_bypass: Flag | None = None
     s3_bucket: str | None = None
     s3_endpoint_url: BaseUrl | None = None
     s3_region: str | None = None

@@ -22,6 +22,8 @@ PROMPTS = web.AppKey("prompts", PromptLibrary)
 VAULT = web.AppKey("vault", PhoneVault)
 STORE: web.AppKey[ObjectStore] = web.AppKey("store")
 HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
+# the database role bypasses row-level security (CALLVAULT_ALLOW_RLS_BYPASS=1): said on /readyz
+RLS_BYPASS = web.AppKey("rls_bypass", bool)
 
 
 def database(app: web.Application) -> AbstractAsyncContextManager[PoolConnectionProxy[Any]]:

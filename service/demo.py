@@ -294,6 +294,7 @@ class _Database:
         self.settings = settings
 
     async def run(self, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+        from service.db import tenancy
         from service.db.pool import connect
         from service.db.server import database_url
 
@@ -303,6 +304,7 @@ class _Database:
         assert self.settings.database_url
         conn = await connect(self.settings.database_url)
         try:
+            await tenancy.set_tenant(conn, tenancy.DEFAULT)  # the demo plays the default tenant
             return await work(conn)
         finally:
             await conn.close()

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from service import audit
 from service.context import POOL, STORE
+from service.db import tenancy
 from service.errors import CallvaultError, NotFound
 from service.http_errors import error_response
 from service.links import LINKS
@@ -76,10 +77,16 @@ async def file(request: web.Request) -> web.StreamResponse:
     if wanted:
         headers["Content-Range"] = f"bytes {start}-{end}/{head.size}"
     if link.purpose.startswith("dsar_bundle:") and request.method == "GET":
-        async with request.app[POOL].acquire() as conn:
-            await audit.record(
-                conn, "link", "dsar_bundle_downloaded", "dsar", link.purpose.split(":", 1)[1], {}
-            )
+        with tenancy.as_tenant(link.tenant):
+            async with request.app[POOL].acquire() as conn:
+                await audit.record(
+                    conn,
+                    "link",
+                    "dsar_bundle_downloaded",
+                    "dsar",
+                    link.purpose.split(":", 1)[1],
+                    {},
+                )
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = end - start + 1 if head.size else 0
     await response.prepare(request)

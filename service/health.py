@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from aiohttp import web
 
-from service.context import LIFECYCLE, STORE, database
+from service.context import LIFECYCLE, RLS_BYPASS, STORE, database
 from service.errors import DatabaseUnavailable
 from service.http_errors import error_response
 from service.storage import StorageError
@@ -21,6 +22,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
+    response = await _readiness(request)
+    if request.app.get(RLS_BYPASS) and isinstance(response.body, bytes):
+        # loudly, on every answer, ready or not: tenants are not isolated
+        body = json.loads(response.body)
+        body["rls_bypass"] = True
+        return web.json_response(body, status=response.status)
+    return response
+
+
+async def _readiness(request: web.Request) -> web.Response:
     if request.app[LIFECYCLE].draining:
         return error_response(503, "draining", "shutting down; send new work elsewhere")
     try:

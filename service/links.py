@@ -20,6 +20,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from service.db import tenancy
 from service.errors import CallvaultError
 
 
@@ -39,6 +40,7 @@ class Link:
     purpose: str
     expires: int
     download_name: str | None = None
+    tenant: str = "default"  # the tenant that asked for the link (its audit trail)
 
 
 def _b64(data: bytes) -> str:
@@ -64,9 +66,11 @@ class LinkSigner:
         self, key: str, purpose: str, ttl_s: int, download_name: str | None = None
     ) -> tuple[str, datetime]:
         expires = int(time.time()) + ttl_s
-        body = json.dumps(
-            {"k": key, "p": purpose, "e": expires, "n": download_name}, separators=(",", ":")
-        ).encode()
+        fields: dict[str, object] = {"k": key, "p": purpose, "e": expires, "n": download_name}
+        tenant = tenancy.current()
+        if tenant and tenant != tenancy.DEFAULT:
+            fields["t"] = tenant  # the default tenant's links stay as they were
+        body = json.dumps(fields, separators=(",", ":")).encode()
         token = f"{_b64(body)}.{_b64(self._mac(body))}"
         return token, datetime.fromtimestamp(expires, UTC)
 
@@ -82,7 +86,13 @@ class LinkSigner:
             if not hmac.compare_digest(self._mac(body), _unb64(mac_part)):
                 raise BadLink("no such file")
             data = json.loads(body)
-            link = Link(str(data["k"]), str(data["p"]), int(data["e"]), data.get("n"))
+            link = Link(
+                str(data["k"]),
+                str(data["p"]),
+                int(data["e"]),
+                data.get("n"),
+                str(data.get("t", tenancy.DEFAULT)),
+            )
         except (ValueError, KeyError, TypeError):
             raise BadLink("no such file") from None
         if link.expires < time.time():

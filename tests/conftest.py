@@ -26,8 +26,10 @@ from aiohttp.test_utils import TestServer
 from prompts.render import build
 from service.app import create_app
 from service.config import Policy, Settings
+from service.db import tenancy
 from service.db.migrations import migrate
 from service.db.pool import connect
+from service.db.roles import SERVICE_ROLE, ensure_service_role, url_for_role
 from service.simulate import FakeTwilio
 
 # moto does not check credentials; these keep boto3 away from any real account.
@@ -75,6 +77,9 @@ def pg_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         conn = await connect(db_url(url, TEMPLATE))
         try:
             await migrate(conn)
+            # the service's role, bound by row-level security; copies of the template keep
+            # its grants
+            await ensure_service_role(conn)
         finally:
             await conn.close()
 
@@ -99,9 +104,23 @@ async def database_url(pg_base_url: str) -> AsyncIterator[str]:
         await conn.close()
 
 
+def service_role(url: str) -> str:
+    """The test database's URL as the service connects to it: a role without SUPERUSER or
+    BYPASSRLS, so row-level security holds as in production."""
+    return url_for_role(url, SERVICE_ROLE)
+
+
+@pytest.fixture
+def service_url(database_url: str) -> str:
+    return service_role(database_url)
+
+
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection[Any]]:
+    """A superuser connection for seeding and assertions (it sees every tenant); rows it
+    inserts belong to the tenant ``default`` unless a test says otherwise."""
     conn = await connect(database_url)
+    await tenancy.set_tenant(conn, tenancy.DEFAULT)
     yield conn
     await conn.close()
 
@@ -114,14 +133,14 @@ def built_prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str, built_prompts: Path) -> Settings:
+def settings(tmp_path: Path, service_url: str, built_prompts: Path) -> Settings:
     home = tmp_path / "home"
     home.mkdir()
     (home / "prompts").symlink_to(built_prompts, target_is_directory=True)
     return Settings(
         home=home,
         public_url=PUBLIC_URL,
-        database_url=database_url,
+        database_url=service_url,
         secret_key=SECRET_KEY,
         twilio_account_sid=ACCOUNT_SID,
         twilio_auth_token=AUTH_TOKEN,
@@ -262,10 +281,13 @@ def intake_settings(settings: Settings, moto_url: str, bucket: str, twilio_media
 def run_cli(
     database_url: str, *args: str, env_overrides: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``callvault ARGS`` as an operator runs it, against the test's database."""
+    """``callvault ARGS`` as an operator runs it, against the test's database: as the
+    service's role (row-level security binding it), except ``migrate``, which the owner runs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
     env.update(
-        CALLVAULT_DATABASE_URL=database_url,
+        CALLVAULT_DATABASE_URL=database_url
+        if args[:1] == ("migrate",)
+        else service_role(database_url),
         CALLVAULT_SECRET_KEY=SECRET_KEY,
         CALLVAULT_TWILIO_AUTH_TOKEN=AUTH_TOKEN,
         CALLVAULT_TWILIO_ACCOUNT_SID=ACCOUNT_SID,

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from service import auth
+from service.db import tenancy
 from service.simulate import Caller, FakeTwilio
 from tests.conftest import Service
 from tests.intake_helpers import send_recording, settle
@@ -20,9 +21,13 @@ Conn = asyncpg.Connection
 
 @pytest.fixture
 async def tokens(db: Conn) -> dict[str, str]:
-    return {
-        role: (await auth.create_token(db, f"{role}-1", role, "test"))[0] for role in auth.ROLES
-    }
+    made = {}
+    for role in auth.ROLES:
+        # the operator's is a platform token: created for the tenant '*'
+        await tenancy.set_tenant(db, tenancy.ALL if role == "operator" else tenancy.DEFAULT)
+        made[role] = (await auth.create_token(db, f"{role}-1", role, "test"))[0]
+    await tenancy.set_tenant(db, tenancy.DEFAULT)
+    return made
 
 
 @pytest.fixture

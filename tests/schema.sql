@@ -35,6 +35,21 @@ BEGIN
         USING ERRCODE = 'integrity_constraint_violation';
 END
 $$;
+CREATE FUNCTION public.tenant_of_call() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NEW.call_id IS NOT NULL THEN
+        NEW.tenant_id := (SELECT c.tenant_id FROM calls AS c WHERE c.id = NEW.call_id);
+        IF NEW.tenant_id IS NULL THEN
+            RAISE EXCEPTION 'call % is not visible to tenant %', NEW.call_id,
+                coalesce(current_setting('callvault.tenant', true), '(unset)')
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
 CREATE TABLE public.api_tokens (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     name text NOT NULL,
@@ -44,8 +59,10 @@ CREATE TABLE public.api_tokens (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     last_used_at timestamp with time zone,
     revoked_at timestamp with time zone,
+    tenant_id text DEFAULT current_setting('callvault.tenant'::text, true),
     CONSTRAINT api_tokens_role_check CHECK ((role = ANY (ARRAY['telephony'::text, 'qa_trainer'::text, 'compliance'::text, 'admin'::text, 'operator'::text])))
 );
+ALTER TABLE ONLY public.api_tokens FORCE ROW LEVEL SECURITY;
 CREATE TABLE public.audit_log (
     id bigint NOT NULL,
     at timestamp with time zone DEFAULT now() NOT NULL,
@@ -53,8 +70,10 @@ CREATE TABLE public.audit_log (
     action text NOT NULL,
     target_type text,
     target_id text,
-    details jsonb DEFAULT '{}'::jsonb NOT NULL
+    details jsonb DEFAULT '{}'::jsonb NOT NULL,
+    tenant_id text DEFAULT current_setting('callvault.tenant'::text, true)
 );
+ALTER TABLE ONLY public.audit_log FORCE ROW LEVEL SECURITY;
 CREATE SEQUENCE public.audit_log_id_seq
     START WITH 1
     INCREMENT BY 1
@@ -78,10 +97,12 @@ CREATE TABLE public.calls (
     erased_at timestamp with time zone,
     erased_by uuid,
     direction text DEFAULT 'inbound'::text NOT NULL,
+    tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
     CONSTRAINT calls_direction_check CHECK ((direction = ANY (ARRAY['inbound'::text, 'outbound'::text]))),
     CONSTRAINT calls_outcome_at_set CHECK (((outcome = 'in_progress'::text) = (outcome_at IS NULL))),
     CONSTRAINT calls_outcome_check CHECK ((outcome = ANY (ARRAY['in_progress'::text, 'consented'::text, 'refused'::text, 'hung_up_during_notice'::text, 'no_input'::text, 'not_asked'::text])))
 );
+ALTER TABLE ONLY public.calls FORCE ROW LEVEL SECURITY;
 COMMENT ON COLUMN public.calls.caller_enc IS 'AES-GCM ciphertext of the data subject''s number (the caller on inbound calls, the callee on outbound ones); never plain';
 COMMENT ON COLUMN public.calls.caller_hash IS 'HMAC-SHA256 of the data subject''s normalised number, for lookups; NULL once erased';
 COMMENT ON COLUMN public.calls.called IS 'the contact centre''s own number (To on inbound calls, From on outbound ones); not personal data';
@@ -96,8 +117,10 @@ CREATE TABLE public.do_not_record (
     phone_hash bytea NOT NULL,
     reason text NOT NULL,
     added_at timestamp with time zone DEFAULT now() NOT NULL,
-    phone_enc bytea
+    phone_enc bytea,
+    tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL
 );
+ALTER TABLE ONLY public.do_not_record FORCE ROW LEVEL SECURITY;
 CREATE TABLE public.dsar_requests (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     kind text NOT NULL,
@@ -114,10 +137,12 @@ CREATE TABLE public.dsar_requests (
     bundle_removed_at timestamp with time zone,
     bundle_removed_reason text,
     subject_digest bytea,
+    tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
     CONSTRAINT dsar_requests_bundle_removed_reason_check CHECK ((bundle_removed_reason = ANY (ARRAY['expired'::text, 'erased'::text]))),
     CONSTRAINT dsar_requests_kind_check CHECK ((kind = ANY (ARRAY['access'::text, 'erase'::text, 'withdraw'::text]))),
     CONSTRAINT dsar_requests_status_check CHECK ((status = ANY (ARRAY['received'::text, 'in_progress'::text, 'waiting_for_hold'::text, 'completed'::text, 'failed'::text])))
 );
+ALTER TABLE ONLY public.dsar_requests FORCE ROW LEVEL SECURITY;
 CREATE TABLE public.holds (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     call_id uuid,
@@ -129,9 +154,11 @@ CREATE TABLE public.holds (
     placed_at timestamp with time zone DEFAULT now() NOT NULL,
     released_by text,
     released_at timestamp with time zone,
+    tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
     CONSTRAINT holds_one_target CHECK ((((call_id IS NULL) <> (phone_hash IS NULL)) OR ((call_id IS NULL) AND (phone_hash IS NULL) AND (phone_enc IS NULL) AND (released_at IS NOT NULL)))),
     CONSTRAINT holds_reason_check CHECK ((btrim(reason) <> ''::text))
 );
+ALTER TABLE ONLY public.holds FORCE ROW LEVEL SECURITY;
 CREATE TABLE public.jobs (
     id bigint NOT NULL,
     kind text NOT NULL,
@@ -148,9 +175,11 @@ CREATE TABLE public.jobs (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     finished_at timestamp with time zone,
+    tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
     CONSTRAINT jobs_lease_when_running CHECK (((state = 'running'::text) = (lease_token IS NOT NULL))),
     CONSTRAINT jobs_state_check CHECK ((state = ANY (ARRAY['queued'::text, 'running'::text, 'done'::text, 'dead'::text])))
 );
+ALTER TABLE ONLY public.jobs FORCE ROW LEVEL SECURITY;
 CREATE SEQUENCE public.jobs_id_seq
     START WITH 1
     INCREMENT BY 1
@@ -168,10 +197,12 @@ CREATE TABLE public.ledger_events (
     dedupe_key text,
     prev_hash bytea NOT NULL,
     hash bytea NOT NULL,
+    tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
     CONSTRAINT ledger_events_hash_check CHECK ((length(hash) = 32)),
     CONSTRAINT ledger_events_prev_hash_check CHECK ((length(prev_hash) = 32)),
     CONSTRAINT ledger_events_seq_check CHECK ((seq >= 1))
 );
+ALTER TABLE ONLY public.ledger_events FORCE ROW LEVEL SECURITY;
 CREATE SEQUENCE public.ledger_events_id_seq
     START WITH 1
     INCREMENT BY 1
@@ -187,10 +218,12 @@ CREATE TABLE public.ledger_seals (
     heads_sha256 bytea NOT NULL,
     prev_hash bytea NOT NULL,
     hash bytea NOT NULL,
+    tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
     CONSTRAINT ledger_seals_hash_check CHECK ((length(hash) = 32)),
     CONSTRAINT ledger_seals_heads_sha256_check CHECK ((length(heads_sha256) = 32)),
     CONSTRAINT ledger_seals_prev_hash_check CHECK ((length(prev_hash) = 32))
 );
+ALTER TABLE ONLY public.ledger_seals FORCE ROW LEVEL SECURITY;
 CREATE SEQUENCE public.ledger_seals_id_seq
     START WITH 1
     INCREMENT BY 1
@@ -203,8 +236,10 @@ CREATE TABLE public.recording_callbacks (
     recording_sid text NOT NULL,
     status text NOT NULL,
     call_sid text NOT NULL,
-    received_at timestamp with time zone DEFAULT now() NOT NULL
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL
 );
+ALTER TABLE ONLY public.recording_callbacks FORCE ROW LEVEL SECURITY;
 CREATE TABLE public.recording_reconciliations (
     call_id uuid NOT NULL,
     attempts integer DEFAULT 0 NOT NULL,
@@ -213,8 +248,10 @@ CREATE TABLE public.recording_reconciliations (
     settled_at timestamp with time zone,
     found integer DEFAULT 0 NOT NULL,
     last_error text,
-    created_at timestamp with time zone DEFAULT now() NOT NULL
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL
 );
+ALTER TABLE ONLY public.recording_reconciliations FORCE ROW LEVEL SECURITY;
 CREATE TABLE public.recordings (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     call_id uuid NOT NULL,
@@ -232,9 +269,11 @@ CREATE TABLE public.recordings (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     object_version text,
     purged_at timestamp with time zone,
+    tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
     CONSTRAINT recordings_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'stored'::text, 'purged'::text, 'erased'::text, 'failed'::text]))),
     CONSTRAINT recordings_stored_complete CHECK (((state <> 'stored'::text) OR ((object_key IS NOT NULL) AND (sha256 IS NOT NULL) AND (size_bytes IS NOT NULL) AND (retain_until IS NOT NULL))))
 );
+ALTER TABLE ONLY public.recordings FORCE ROW LEVEL SECURITY;
 CREATE TABLE public.tenant_accounts (
     platform text NOT NULL,
     account_id text NOT NULL,
@@ -302,7 +341,7 @@ ALTER TABLE ONLY public.calls
 ALTER TABLE ONLY public.callvault_migrations
     ADD CONSTRAINT callvault_migrations_pkey PRIMARY KEY (version);
 ALTER TABLE ONLY public.do_not_record
-    ADD CONSTRAINT do_not_record_pkey PRIMARY KEY (phone_hash);
+    ADD CONSTRAINT do_not_record_pkey PRIMARY KEY (tenant_id, phone_hash);
 ALTER TABLE ONLY public.dsar_requests
     ADD CONSTRAINT dsar_requests_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.holds
@@ -337,16 +376,20 @@ ALTER TABLE ONLY public.tenant_storage
     ADD CONSTRAINT tenant_storage_pkey PRIMARY KEY (tenant_id);
 ALTER TABLE ONLY public.tenants
     ADD CONSTRAINT tenants_pkey PRIMARY KEY (id);
-CREATE UNIQUE INDEX api_tokens_name_key ON public.api_tokens USING btree (name);
+CREATE UNIQUE INDEX api_tokens_name_key ON public.api_tokens USING btree (COALESCE(tenant_id, '*'::text), name);
 CREATE INDEX audit_log_at_idx ON public.audit_log USING btree (at);
+CREATE INDEX audit_log_tenant_at_idx ON public.audit_log USING btree (tenant_id, at);
 CREATE INDEX calls_caller_hash_idx ON public.calls USING btree (caller_hash);
 CREATE INDEX calls_erased_by_idx ON public.calls USING btree (erased_by) WHERE (erased_by IS NOT NULL);
 CREATE INDEX calls_started_at_idx ON public.calls USING btree (started_at);
+CREATE INDEX calls_tenant_started_at_idx ON public.calls USING btree (tenant_id, started_at);
 CREATE INDEX dsar_requests_bundle_expiry_idx ON public.dsar_requests USING btree (bundle_expires_at) WHERE (bundle_key IS NOT NULL);
 CREATE INDEX dsar_requests_open_idx ON public.dsar_requests USING btree (due_at) WHERE (status <> 'completed'::text);
 CREATE INDEX dsar_requests_subject_digest_idx ON public.dsar_requests USING btree (subject_digest) WHERE (subject_digest IS NOT NULL);
+CREATE INDEX dsar_requests_tenant_idx ON public.dsar_requests USING btree (tenant_id);
 CREATE INDEX holds_active_call_idx ON public.holds USING btree (call_id) WHERE (released_at IS NULL);
 CREATE INDEX holds_active_phone_idx ON public.holds USING btree (phone_hash) WHERE (released_at IS NULL);
+CREATE INDEX holds_tenant_idx ON public.holds USING btree (tenant_id);
 CREATE INDEX jobs_queued_idx ON public.jobs USING btree (run_after) WHERE (state = 'queued'::text);
 CREATE INDEX jobs_running_idx ON public.jobs USING btree (lease_expires_at) WHERE (state = 'running'::text);
 CREATE INDEX recording_callbacks_call_idx ON public.recording_callbacks USING btree (platform, call_sid);
@@ -357,19 +400,47 @@ CREATE INDEX tenant_accounts_tenant ON public.tenant_accounts USING btree (tenan
 CREATE INDEX tenant_numbers_tenant ON public.tenant_numbers USING btree (tenant_id);
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse_change();
 CREATE TRIGGER audit_log_no_update_delete BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse_change();
+CREATE TRIGGER holds_tenant BEFORE INSERT ON public.holds FOR EACH ROW EXECUTE FUNCTION public.tenant_of_call();
 CREATE TRIGGER ledger_events_link BEFORE INSERT ON public.ledger_events FOR EACH ROW EXECUTE FUNCTION public.ledger_events_check_link();
 CREATE TRIGGER ledger_events_no_truncate BEFORE TRUNCATE ON public.ledger_events FOR EACH STATEMENT EXECUTE FUNCTION public.ledger_events_refuse_change();
 CREATE TRIGGER ledger_events_no_update_delete BEFORE DELETE OR UPDATE ON public.ledger_events FOR EACH ROW EXECUTE FUNCTION public.ledger_events_refuse_change();
+CREATE TRIGGER ledger_events_tenant BEFORE INSERT ON public.ledger_events FOR EACH ROW EXECUTE FUNCTION public.tenant_of_call();
 CREATE TRIGGER ledger_seals_no_truncate BEFORE TRUNCATE ON public.ledger_seals FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse_change();
 CREATE TRIGGER ledger_seals_no_update_delete BEFORE DELETE OR UPDATE ON public.ledger_seals FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse_change();
+CREATE TRIGGER recording_reconciliations_tenant BEFORE INSERT ON public.recording_reconciliations FOR EACH ROW EXECUTE FUNCTION public.tenant_of_call();
+CREATE TRIGGER recordings_tenant BEFORE INSERT ON public.recordings FOR EACH ROW EXECUTE FUNCTION public.tenant_of_call();
+ALTER TABLE ONLY public.api_tokens
+    ADD CONSTRAINT api_tokens_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
+ALTER TABLE ONLY public.audit_log
+    ADD CONSTRAINT audit_log_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
+ALTER TABLE ONLY public.calls
+    ADD CONSTRAINT calls_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
+ALTER TABLE ONLY public.do_not_record
+    ADD CONSTRAINT do_not_record_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
+ALTER TABLE ONLY public.dsar_requests
+    ADD CONSTRAINT dsar_requests_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
 ALTER TABLE ONLY public.holds
     ADD CONSTRAINT holds_call_id_fkey FOREIGN KEY (call_id) REFERENCES public.calls(id);
+ALTER TABLE ONLY public.holds
+    ADD CONSTRAINT holds_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
+ALTER TABLE ONLY public.jobs
+    ADD CONSTRAINT jobs_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
 ALTER TABLE ONLY public.ledger_events
     ADD CONSTRAINT ledger_events_call_id_fkey FOREIGN KEY (call_id) REFERENCES public.calls(id);
+ALTER TABLE ONLY public.ledger_events
+    ADD CONSTRAINT ledger_events_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
+ALTER TABLE ONLY public.ledger_seals
+    ADD CONSTRAINT ledger_seals_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
+ALTER TABLE ONLY public.recording_callbacks
+    ADD CONSTRAINT recording_callbacks_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
 ALTER TABLE ONLY public.recording_reconciliations
     ADD CONSTRAINT recording_reconciliations_call_id_fkey FOREIGN KEY (call_id) REFERENCES public.calls(id);
+ALTER TABLE ONLY public.recording_reconciliations
+    ADD CONSTRAINT recording_reconciliations_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
 ALTER TABLE ONLY public.recordings
     ADD CONSTRAINT recordings_call_id_fkey FOREIGN KEY (call_id) REFERENCES public.calls(id);
+ALTER TABLE ONLY public.recordings
+    ADD CONSTRAINT recordings_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
 ALTER TABLE ONLY public.tenant_accounts
     ADD CONSTRAINT tenant_accounts_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 ALTER TABLE ONLY public.tenant_numbers
@@ -380,3 +451,27 @@ ALTER TABLE ONLY public.tenant_queues
     ADD CONSTRAINT tenant_queues_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 ALTER TABLE ONLY public.tenant_storage
     ADD CONSTRAINT tenant_storage_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+ALTER TABLE public.api_tokens ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.audit_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.calls ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.do_not_record ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.dsar_requests ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.holds ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.jobs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.ledger_events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.ledger_seals ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.recording_callbacks ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.recording_reconciliations ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.recordings ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON public.api_tokens USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
+CREATE POLICY tenant_isolation ON public.audit_log USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
+CREATE POLICY tenant_isolation ON public.calls USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
+CREATE POLICY tenant_isolation ON public.do_not_record USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
+CREATE POLICY tenant_isolation ON public.dsar_requests USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
+CREATE POLICY tenant_isolation ON public.holds USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
+CREATE POLICY tenant_isolation ON public.jobs USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
+CREATE POLICY tenant_isolation ON public.ledger_events USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
+CREATE POLICY tenant_isolation ON public.ledger_seals USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
+CREATE POLICY tenant_isolation ON public.recording_callbacks USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
+CREATE POLICY tenant_isolation ON public.recording_reconciliations USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
+CREATE POLICY tenant_isolation ON public.recordings USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));

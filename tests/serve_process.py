@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, SECRET_KEY, free_port
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, SECRET_KEY, free_port, service_role
 
 
 def serve_env(
@@ -30,7 +30,7 @@ def serve_env(
         CALLVAULT_HOME=str(home),
         CALLVAULT_PORT=port,
         CALLVAULT_PUBLIC_URL=public_url or f"http://127.0.0.1:{port}",
-        CALLVAULT_DATABASE_URL=database_url,
+        CALLVAULT_DATABASE_URL=service_role(database_url),  # serve refuses a superuser
         CALLVAULT_S3_BUCKET=bucket,
         CALLVAULT_S3_ENDPOINT_URL=moto_url,
         CALLVAULT_S3_REGION="us-east-1",

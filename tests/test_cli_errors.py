@@ -14,7 +14,7 @@ from typing import Protocol
 
 import pytest
 
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, SECRET_KEY, db_url, free_port
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, SECRET_KEY, db_url, free_port, service_role
 
 PASSWORD = "hunter2-not-for-stderr"
 
@@ -297,7 +297,9 @@ async def test_serve_names_an_address_already_in_use(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_cli(database_url, "serve", env_overrides={"CALLVAULT_PORT": str(port)})
+        result = run_cli(
+            service_role(database_url), "serve", env_overrides={"CALLVAULT_PORT": str(port)}
+        )
     _serve_error(result, f"'127.0.0.1', {port}")
 
 

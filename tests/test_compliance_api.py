@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidTag
 
 from service import auth
 from service.config import Settings
+from service.db import tenancy
 from service.personal_data import PhoneVault
 from service.simulate import Caller, FakeTwilio
 from service.storage.s3 import S3Store
@@ -57,7 +58,10 @@ async def store(intake_settings: Settings) -> AsyncIterator[S3Store]:
 async def tokens(db: Conn) -> dict[str, str]:
     made = {}
     for role in auth.ROLES:
+        # the operator's is a platform token: created for the tenant '*'
+        await tenancy.set_tenant(db, tenancy.ALL if role == "operator" else tenancy.DEFAULT)
         made[role], _ = await auth.create_token(db, f"{role}-test", role, "test")
+    await tenancy.set_tenant(db, tenancy.DEFAULT)
     revoked, row = await auth.create_token(db, "revoked", "compliance", "test")
     await auth.revoke_token(db, row["id"])
     made["revoked"] = revoked
@@ -77,7 +81,8 @@ ROUTES = [
     ("POST", "/api/tokens", {"name": "n", "role": "qa_trainer"}),
     ("DELETE", "/api/tokens/00000000-0000-0000-0000-000000000000", None),
 ]
-ALLOWED = {"/api/tokens": {"admin"}}
+# the platform operator manages tokens; it never reaches holds, requests, audit or ledger
+ALLOWED = {"/api/tokens": {"admin", "operator"}}
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ROUTES)

@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from service.config import Settings
+from service.db.roles import SERVICE_ROLE
 from service.simulate import FakeTwilio
 from tests.conftest import CONTINUE_URL, Service, new_sid
 from tests.tcp_proxy import TcpProxy
@@ -44,7 +45,7 @@ async def service(
     svc = Service(
         replace(
             settings,
-            database_url=f"postgresql://postgres@127.0.0.1:{db_proxy.port}/{name}",
+            database_url=f"postgresql://{SERVICE_ROLE}@127.0.0.1:{db_proxy.port}/{name}",
             db_acquire_timeout_s=0.5,
             db_statement_timeout_s=0.5,
         )

@@ -19,7 +19,7 @@ from retention import holds, requests
 from retention.purge import purge_once
 from service import ledger
 from service.config import Settings, load_settings
-from service.db import queries
+from service.db import queries, tenancy
 from service.db.pool import connect, create_pool
 from service.errors import NotFound
 from service.personal_data import PhoneVault
@@ -300,6 +300,7 @@ async def test_a_bundle_uploaded_while_the_number_is_erased_is_deleted_at_its_co
         db, VAULT, kind="access", phone=CALLER, actor="test", deadline_s=3600
     )
     other = await connect(database_url)
+    await tenancy.set_tenant(other, tenancy.DEFAULT)
 
     async def erase() -> None:
         rid = await requests.create(
@@ -405,6 +406,7 @@ async def test_key_rotation_never_writes_an_erased_number_back(
     rotating = PhoneVault(NEW_KEY, previous_secret_key=SECRET_KEY)
     pending = {"calls_page": on_call, "holds_page": on_hold, "requests_page": on_request}
     other = await connect(database_url)
+    await tenancy.set_tenant(other, tenancy.DEFAULT)
 
     async def erase_between(query: str) -> None:
         # the erasure of one number commits after its table's page was read

@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from service import jobs
+from service.db import tenancy
 from service.db.pool import connect, create_pool
 from service.jobs import LeaseLost
 from service.jobs.worker import JobContext, Worker, WorkerConfig
@@ -115,10 +116,11 @@ async def test_worker_runs_jobs_and_releases_leases_at_shutdown(database_url: st
         pool, {"quick": quick, "slow": slow}, WorkerConfig(concurrency=2, lease_s=30, poll_s=0.2)
     )
     try:
-        async with pool.acquire() as conn:
-            for n in range(5):
-                await jobs.enqueue(conn, "quick", {"n": n})
-            await jobs.enqueue(conn, "slow", {})
+        with tenancy.as_tenant(tenancy.DEFAULT):  # the test enqueues as a tenant would
+            async with pool.acquire() as conn:
+                for n in range(5):
+                    await jobs.enqueue(conn, "quick", {"n": n})
+                await jobs.enqueue(conn, "slow", {})
         worker.start()
         await asyncio.wait_for(started.wait(), 30)
         async with pool.acquire() as conn:
@@ -155,8 +157,9 @@ async def test_handler_errors_are_retried_then_dead_lettered(database_url: str) 
         WorkerConfig(concurrency=1, poll_s=0.05, backoff_base_s=0.01, backoff_cap_s=0.05),
     )
     try:
-        async with pool.acquire() as conn:
-            await jobs.enqueue(conn, "f", {}, max_attempts=4)
+        with tenancy.as_tenant(tenancy.DEFAULT):
+            async with pool.acquire() as conn:
+                await jobs.enqueue(conn, "f", {}, max_attempts=4)
         worker.start()
         async with pool.acquire() as conn:
 

@@ -62,3 +62,83 @@ async def test_database_newer_than_code_stops_start_up(db: Any) -> None:
     )
     with pytest.raises(migrations.MigrationError, match="9999"):
         await migrations.migrate(db)
+
+
+async def test_todays_data_moves_into_the_default_tenant_with_chains_and_seals_intact(
+    empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database of the single-organisation callvault (migrations up to 0009) full of data,
+    upgraded through tenant isolation: everything belongs to ``default``, the service's role
+    sees it all as ``default`` and nothing without a tenant, and the ledger still verifies."""
+    from service import ledger
+    from service.db import tenancy
+    from service.db.roles import ensure_service_role, url_for_role
+    from service.ledger import NewEvent, seals
+    from tests.conftest import run_cli
+
+    before_tenants = [m for m in migrations.available() if m.version <= 9]
+    conn = await connect(empty_database)
+    try:
+        monkeypatch.setattr(migrations, "available", lambda: before_tenants)
+        await migrations.migrate(conn)
+        monkeypatch.undo()
+        call_ids = []
+        for n in range(5):
+            call_id = await conn.fetchval(
+                "INSERT INTO calls (platform, external_id, policy) VALUES ('twilio', $1, '{}') "
+                "RETURNING id",
+                f"CA{n:032d}",
+            )
+            async with conn.transaction():
+                await ledger.append(
+                    conn, call_id, [NewEvent("call_started", {"n": n}), NewEvent("consented")]
+                )
+            await conn.execute(
+                "INSERT INTO recordings (call_id, platform, external_id) VALUES ($1, 'twilio', $2)",
+                call_id,
+                f"RE{n:032d}",
+            )
+            call_ids.append(call_id)
+        assert await seals.seal(conn) is not None
+        async with conn.transaction():  # an event after the seal
+            await ledger.append(conn, call_ids[0], [NewEvent("purged")])
+        await conn.execute(
+            "INSERT INTO holds (call_id, reason, placed_by) VALUES ($1, 'case', 'cli:x')",
+            call_ids[1],
+        )
+        await conn.execute(
+            "INSERT INTO api_tokens (name, role, token_sha256, created_by) "
+            "VALUES ('qa', 'qa_trainer', $1, 'cli:x')",
+            b"x" * 32,
+        )
+        await conn.execute("INSERT INTO audit_log (actor, action) VALUES ('cli:x', 'hold')")
+        await conn.execute(
+            "INSERT INTO do_not_record (phone_hash, reason) VALUES ($1, 'asked')", b"h" * 32
+        )
+        await conn.execute("INSERT INTO jobs (kind, dedupe_key) VALUES ('recording', 'k')")
+
+        applied = await migrations.migrate(conn)
+        assert [m.version for m in applied] == [
+            m.version for m in migrations.available() if m.version > 9
+        ]
+        await ensure_service_role(conn)
+        for table in ("calls", "ledger_events", "ledger_seals", "recordings", "holds", "jobs"):
+            tenants = await conn.fetch(f"SELECT DISTINCT tenant_id FROM {table}")  # noqa: S608
+            assert [r["tenant_id"] for r in tenants] == ["default"], table
+    finally:
+        await conn.close()
+
+    service = await connect(url_for_role(empty_database))
+    try:
+        assert await service.fetch("SELECT id FROM calls") == []  # no tenant said: nothing
+        await tenancy.set_tenant(service, tenancy.DEFAULT)
+        assert {r["id"] for r in await service.fetch("SELECT id FROM calls")} == set(call_ids)
+        for table in ("api_tokens", "audit_log", "do_not_record", "holds", "ledger_seals"):
+            assert await service.fetchval(f"SELECT count(*) FROM {table}") == 1, table  # noqa: S608
+        report = await ledger.verify(service)
+        assert report.ok and report.calls == 5 and report.events == 11 and report.seals == 1
+    finally:
+        await service.close()
+    result = await asyncio.to_thread(run_cli, empty_database, "ledger", "verify")
+    assert result.returncode == 0, result.stderr
+    assert "verified 11 events in 5 calls and 1 seals" in result.stdout

@@ -56,7 +56,7 @@ async def test_qa_routes_enforce_roles(
     assert (await call_api(http, service, method, path, None, body))[0] == 401
     for role, token in tokens.items():
         status, _ = await call_api(http, service, method, path, token, body)
-        if role in ("telephony", "operator"):  # the platform's operator never sees calls
+        if role in ("telephony", "operator"):  # the platform operator never sees call data
             assert status == 403
         else:
             assert status in (200, 404), (role, status)

@@ -15,6 +15,7 @@ import pytest
 from retention import holds
 from retention.purge import due, purge_once
 from service import ledger
+from service.db import tenancy
 from service.db.pool import create_pool
 from service.personal_data import PhoneVault
 from service.storage.s3 import S3Store
@@ -166,12 +167,14 @@ async def test_hold_racing_purge_never_ends_held_with_the_object_gone(
         for i in range(25):
             caller = f"+849100{i:05d}"
             rec = await seed_recording(db, store, VAULT, tmp_path, caller=caller)
-            async with pool.acquire() as conn:
-                target = {"call_id": rec["call_id"]} if on == "call" else {"phone": caller}
-                placed, _ = await asyncio.gather(
-                    holds.place(conn, VAULT, "test", reason="race", **target),
-                    purge_once(pool, store),
-                )
+            # the hold is placed as its tenant; the purge walks the tenants itself
+            with tenancy.as_tenant(tenancy.DEFAULT):
+                async with pool.acquire() as conn:
+                    target = {"call_id": rec["call_id"]} if on == "call" else {"phone": caller}
+                    placed, _ = await asyncio.gather(
+                        holds.place(conn, VAULT, "test", reason="race", **target),
+                        purge_once(pool, store),
+                    )
             head = await store.head(rec["key"])
             state = await _state(db, rec)
             if placed.held_recordings:

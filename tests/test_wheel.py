@@ -150,6 +150,13 @@ async def test_the_installed_wheel_stores_a_consented_call_and_purges_it(
             assert status == 204
 
         assert (await settle(db, timeout_s=120)).keys() == {"done"}
+        # the embedded database migrated as its superuser, and serve runs as a role that
+        # row-level security binds
+        users = await db.fetch(
+            "SELECT DISTINCT a.usename, r.rolsuper, r.rolbypassrls FROM pg_stat_activity a "
+            "JOIN pg_roles r ON r.rolname = a.usename WHERE a.application_name = 'callvault'"
+        )
+        assert [tuple(u) for u in users] == [("callvault_service", False, False)]
         rec = await db.fetchrow("SELECT * FROM recordings WHERE external_id = $1", rec_sid)
         assert rec is not None and rec["state"] == "stored"
         stored = await objects(moto_url, bucket)

@@ -24,7 +24,7 @@ TOKEN_BODY = {
 @operation(
     "POST",
     "/api/tokens",
-    roles=("admin",),
+    roles=("admin", "operator"),
     summary="Create a token (shown once)",
     body=TOKEN_BODY,
     responses={201: schemas.TOKEN_CREATED, 409: schemas.ERROR_SCHEMA},
@@ -52,7 +52,7 @@ async def create_token(request: web.Request) -> web.Response:
 @operation(
     "GET",
     "/api/tokens",
-    roles=("admin",),
+    roles=("admin", "operator"),
     summary="List tokens (never their values)",
     responses={200: schemas.items(schemas.TOKEN)},
     tag="admin",
@@ -65,7 +65,7 @@ async def list_tokens(request: web.Request) -> web.Response:
 @operation(
     "DELETE",
     "/api/tokens/{id}",
-    roles=("admin",),
+    roles=("admin", "operator"),
     summary="Revoke a token",
     responses={204: None, 404: None},
     tag="admin",

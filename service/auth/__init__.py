@@ -4,8 +4,12 @@ A token is 32 random bytes shown once at creation; only its SHA-256 is stored (a
 more entropy than a password, so a fast hash is the right tool), looked up by that hash and
 compared in constant time. Roles: ``telephony`` (platform webhooks that use tokens),
 ``qa_trainer`` (search, play), ``compliance`` (holds, data-subject requests, audit, ledger),
-``admin`` (tokens, and everything else of its organisation), ``operator`` (the platform's:
-tenants; never call data or audio).
+``admin`` (tokens, and everything else), all within one tenant; ``operator`` (tenants, tokens,
+health; never call data) for platform tokens only.
+
+Every token belongs to the tenant it was created in (the connection's ``callvault.tenant``).
+A platform token, created as ``'*'``, belongs to none: its ``tenant_id`` is NULL. It has the role
+``operator``, or a tenant role it uses with a ``Callvault-Tenant`` header naming the tenant.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from typing import Any
 
 import asyncpg
 
-from service.db import Conn, queries
+from service.db import Conn, queries, tenancy
 from service.errors import BadRequest, Conflict
 
 Q = queries.load("service.auth")
 ROLES = ("telephony", "qa_trainer", "compliance", "admin", "operator")
+# the platform's own role (tokens created with --tenant '*'): tenants, tokens, health
+PLATFORM_ROLE = "operator"
 PREFIX = "cv_"
 
 
@@ -32,6 +38,7 @@ class Principal:
     token_id: uuid.UUID
     name: str
     role: str
+    tenant: str | None = "default"  # None: a platform token (created with --tenant '*')
 
     @property
     def actor(self) -> str:
@@ -52,6 +59,14 @@ async def create_token(conn: Conn, name: str, role: str, created_by: str) -> tup
         raise BadRequest("name must be printable text", code="bad_name")
     if role not in ROLES:
         raise BadRequest(f"role must be one of {', '.join(ROLES)}", code="bad_role")
+    tenant = await conn.fetchval("SELECT current_setting('callvault.tenant', true)")
+    if tenant == tenancy.ALL and role == "telephony":
+        raise BadRequest("a platform token's role is operator or a tenant role", code="bad_role")
+    if tenant != tenancy.ALL and role == PLATFORM_ROLE:
+        raise BadRequest(
+            "the operator role is for platform tokens (created for the tenant '*')",
+            code="bad_role",
+        )
     token = PREFIX + secrets.token_urlsafe(32)
     try:
         # a savepoint, so that the caller's transaction survives the refusal
@@ -74,7 +89,7 @@ async def authenticate(conn: Conn, token: str) -> Principal | None:
     row = await conn.fetchrow(Q["find_token"], digest)
     if row is None or not hmac.compare_digest(bytes(row["token_sha256"]), digest):
         return None
-    return Principal(row["id"], row["name"], row["role"])
+    return Principal(row["id"], row["name"], row["role"], row["tenant_id"])
 
 
 async def list_tokens(conn: Conn) -> list[dict[str, Any]]:

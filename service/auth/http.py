@@ -21,13 +21,15 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from service.auth import Principal, authenticate
+from service.auth import PLATFORM_ROLE, Principal, authenticate
 from service.context import SETTINGS, database
-from service.errors import CallvaultError, Forbidden, Unauthorized
+from service.db import tenancy
+from service.errors import BadRequest, CallvaultError, Forbidden, NotFound, Unauthorized
 
 FAILURE_LIMIT = 10
 WINDOW_S = 60.0
 PRINCIPAL = web.RequestKey("principal", Principal)
+TENANT_HEADER = "Callvault-Tenant"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -110,16 +112,21 @@ def requires(*roles: str) -> Callable[[Handler], Handler]:
             scheme, _, token = header.partition(" ")
             principal: Principal | None = None
             if scheme.lower() == "bearer" and token.strip():
-                async with database(request.app) as conn:
-                    principal = await authenticate(conn, token.strip())
+                # looked up by its hash before its tenant is known: across tenants
+                with tenancy.as_tenant(tenancy.ALL):
+                    async with database(request.app) as conn:
+                        principal = await authenticate(conn, token.strip())
             if principal is None:
                 trusted = request.app[SETTINGS].trusted_proxies
                 request.app[BRAKE].fail(client_address(request, trusted))
                 raise Unauthorized("a valid bearer token is required")
             if principal.role not in allowed:
                 raise Forbidden(f"the {principal.role} role may not do this")
+            tenant = await _tenant_for(request, principal)
             request[PRINCIPAL] = principal
-            return await handler(request)
+            # everything the request reads or writes is the token's tenant's
+            with tenancy.as_tenant(tenant):
+                return await handler(request)
 
         guarded.__name__ = handler.__name__
         guarded.__doc__ = handler.__doc__
@@ -127,6 +134,31 @@ def requires(*roles: str) -> Callable[[Handler], Handler]:
         return guarded
 
     return wrap
+
+
+async def _tenant_for(request: web.Request, principal: Principal) -> str:
+    """The tenant a request acts for: its token's; for a platform token, the tenant named by
+    the ``Callvault-Tenant`` header (an operator without one acts for the platform, ``'*'``).
+    A header naming another tenant than a tenant token's, or no tenant at all, is 404: the
+    answer must not tell whether a tenant exists."""
+    asked = request.headers.get(TENANT_HEADER)
+    if principal.tenant is not None:
+        if asked is not None and asked != principal.tenant:
+            raise NotFound("no such tenant", code="unknown_tenant")
+        return principal.tenant
+    if asked is None:
+        if principal.role == PLATFORM_ROLE:
+            return tenancy.ALL
+        raise BadRequest(
+            f"a platform token names the tenant it acts for in the {TENANT_HEADER} header",
+            code="tenant_required",
+        )
+    with tenancy.as_tenant(tenancy.ALL):
+        async with database(request.app) as conn:
+            known = await conn.fetchval("SELECT 1 FROM tenants WHERE id = $1", asked[:100])
+    if not known:
+        raise NotFound("no such tenant", code="unknown_tenant")
+    return asked
 
 
 def principal(request: web.Request) -> Principal:

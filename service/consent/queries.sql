@@ -33,7 +33,7 @@ UPDATE calls SET platform_status = $2, ended_at = coalesce(ended_at, now()) WHER
 
 -- name: add_do_not_record
 INSERT INTO do_not_record (phone_hash, phone_enc, reason) VALUES ($1, $2, $3)
-ON CONFLICT (phone_hash) DO NOTHING;
+ON CONFLICT (tenant_id, phone_hash) DO NOTHING;
 
 -- name: legacy_outbound_calls
 -- Calls stored as inbound whose "person" is the contact centre's own number ($1: its hash under

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from service.db import Conn
+from service.db import Conn, tenancy
 from service.errors import CallvaultError
 
 # Arbitrary but fixed: "callvault" in ASCII, folded into a bigint.
@@ -58,14 +58,19 @@ async def migrate(conn: Conn) -> list[Migration]:
     migrations = available()
     applied_now: list[Migration] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    # migrations see every tenant's rows (row-level security binds the tables' owner too)
+    await tenancy.set_tenant(conn, tenancy.ALL)
     try:
-        await conn.execute(
-            """CREATE TABLE IF NOT EXISTS callvault_migrations (
+        # created only when missing: a role that may not create tables (the service's, with
+        # an external database) still starts when the schema is up to date
+        if await conn.fetchval("SELECT to_regclass('callvault_migrations')") is None:
+            await conn.execute(
+                """CREATE TABLE IF NOT EXISTS callvault_migrations (
                    version integer PRIMARY KEY,
                    name text NOT NULL,
                    sha256 text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
-        )
+            )
         rows = await conn.fetch("SELECT version, name, sha256 FROM callvault_migrations")
         done = {row["version"]: row for row in rows}
         known = {m.version for m in migrations}

@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from service.db import tenancy
 from service.errors import DatabaseUnavailable
 from service.redact import url_without_password
 
@@ -67,6 +68,7 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asy
             max_size=max_size,
             init=_init_connection,
             reset=_reset,
+            setup=tenancy.apply,  # the tenant of the task that acquires (row-level security)
             timeout=CONNECT_TIMEOUT_S,
             server_settings={"application_name": "callvault"},
         )

@@ -57,6 +57,7 @@ class Job:
     max_attempts: int
     lease_token: uuid.UUID
     age_s: float = 0.0  # since the job was enqueued, by the database's clock
+    tenant: str = "default"  # the job's handler runs as this tenant (row-level security)
 
 
 async def enqueue(
@@ -84,6 +85,7 @@ async def claim(conn: Conn, limit: int, lease_s: float, worker: str) -> list[Job
             r["max_attempts"],
             r["lease_token"],
             float(r["age_s"]),
+            r["tenant_id"],
         )
         for r in rows
     ]

@@ -24,7 +24,7 @@ SET state = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(
 FROM next
 WHERE j.id = next.id
 RETURNING j.id, j.kind, j.payload, j.attempts, j.max_attempts, j.lease_token,
-          extract(epoch FROM now() - j.created_at) AS age_s;
+          extract(epoch FROM now() - j.created_at) AS age_s, j.tenant_id;
 
 -- name: heartbeat
 UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3), updated_at = now()

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from service import jobs
+from service.db import tenancy
 from service.jobs import Defer, Job, LeaseLost, Permanent
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,10 @@ class Worker:
         self._claims_failing = False  # logged once per outage, not once per poll
 
     def start(self) -> None:
-        self._loop_task = asyncio.create_task(self._loop(), name="callvault-worker")
+        # claiming and the queue's bookkeeping see every tenant's jobs; each handler runs as
+        # its job's tenant (see _run)
+        with tenancy.as_tenant(tenancy.ALL):
+            self._loop_task = asyncio.create_task(self._loop(), name="callvault-worker")
 
     def wake(self) -> None:
         self._wake.set()
@@ -77,8 +81,9 @@ class Worker:
         await asyncio.gather(*running, return_exceptions=True)
         for job in running.values():
             try:
-                async with self.pool.acquire() as conn:
-                    await jobs.defer(conn, job, "released at shutdown", 0)
+                with tenancy.as_tenant(tenancy.ALL):
+                    async with self.pool.acquire() as conn:
+                        await jobs.defer(conn, job, "released at shutdown", 0)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 # not fatal: the lease then expires and another replica takes the job over
                 log.warning("cannot hand job %s back at shutdown: %s", job.id, exc)
@@ -158,7 +163,8 @@ class Worker:
         if handler is None:
             await self._retry(job, f"no handler for job kind {job.kind!r}", False)
             return
-        work = asyncio.create_task(handler(JobContext(job, self.pool)))
+        with tenancy.as_tenant(job.tenant):
+            work = asyncio.create_task(handler(JobContext(job, self.pool)))
         beat = asyncio.create_task(self._heartbeat(job, work))
         try:
             await work

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from service.db.tenancy import ALL  # tenants are the platform's: its actions audit in no tenant
+
 
 def cmd_create(args: argparse.Namespace) -> int:
     from service import audit
@@ -24,7 +26,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         print(f"created tenant {row['id']}")
         return 0
 
-    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work, tenant=ALL))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -40,7 +42,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             )
         return 0
 
-    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work, tenant=ALL))
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -86,7 +88,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                 print(f"    {key} = {_shown(ref['ref'])} ({state})")
         return 0
 
-    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work))
+    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work, tenant=ALL))
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -113,7 +115,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             print(f"applied: {count} tenant(s) changed")
         return 0
 
-    return asyncio.run(_with_connection(settings, work))
+    return asyncio.run(_with_connection(settings, work, tenant=ALL))
 
 
 def add_parser(sub: Any) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 import asyncpg
 
 from service import ledger
-from service.db import queries
+from service.db import queries, tenancy
 from service.intake.callbacks import recording_callback
 from service.ledger import NewEvent
 from service.twilio.media import ListedRecording, MediaError, TwilioMedia
@@ -67,6 +67,40 @@ async def reconcile_once(
     """One pass; ``retry_after_s`` spaces the attempts on an unsettled call (the scheduler
     passes half the interval, so every pass may ask once)."""
     report = ReconcileReport()
+
+    async def one_tenant(tenant: str) -> None:
+        # per tenant: the jobs and ledger events it writes belong to the call's tenant
+        await _reconcile_tenant(
+            pool,
+            twilio,
+            report,
+            grace_s,
+            retry_after_s,
+            job_max_attempts,
+            batch,
+            max_batches,
+            concurrency,
+            max_attempts,
+            horizon_s,
+        )
+
+    await tenancy.for_each_tenant(pool, one_tenant)
+    return report
+
+
+async def _reconcile_tenant(
+    pool: asyncpg.Pool[Any],
+    twilio: TwilioMedia,
+    report: ReconcileReport,
+    grace_s: float,
+    retry_after_s: float,
+    job_max_attempts: int,
+    batch: int,
+    max_batches: int,
+    concurrency: int,
+    max_attempts: int,
+    horizon_s: float,
+) -> None:
     async with pool.acquire() as conn:
         await conn.execute(Q["enroll"], float(grace_s), float(horizon_s), PLATFORM)
         started = await conn.fetchval(Q["pass_started"])
@@ -91,7 +125,6 @@ async def reconcile_once(
         await asyncio.gather(*(one(row) for row in claimed))
         if len(claimed) < batch:
             break
-    return report
 
 
 async def _reconcile_call(

@@ -14,7 +14,9 @@ answer 503: they carry no TwiML, and the reconciler finds what Twilio does not r
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from multidict import MultiDictProxy
@@ -22,6 +24,7 @@ from multidict import MultiDictProxy
 from service.config import Policy, Settings
 from service.consent import gate
 from service.context import PROMPTS, SETTINGS, VAULT, database
+from service.db import tenancy
 from service.errors import BadRequest, ConfigError, DatabaseUnavailable
 from service.intake.callbacks import recording_callback
 from service.metrics import METRICS
@@ -33,7 +36,20 @@ from service.untrusted import parse_int
 
 log = logging.getLogger(__name__)
 PLATFORM = "twilio"
+# Whose call a webhook is: for now always the default tenant's (finding the tenant from the
+# platform account, issue 13 item 3, replaces this one variable).
+WEBHOOK_TENANT = tenancy.DEFAULT
 routes = web.RouteTableDef()
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _as_webhook_tenant(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    async def run(request: web.Request) -> web.Response:
+        with tenancy.as_tenant(WEBHOOK_TENANT):
+            return await handler(request)
+
+    return run
 
 
 def _twiml(body: str) -> web.Response:
@@ -100,6 +116,7 @@ def _without_database(
 
 
 @routes.post("/telephony/twilio/voice")
+@_as_webhook_tenant
 async def voice(request: web.Request) -> web.Response:
     form = await verified_form(request)
     sid = _call_sid(form)
@@ -130,6 +147,7 @@ async def voice(request: web.Request) -> web.Response:
 
 
 @routes.post("/telephony/twilio/consent")
+@_as_webhook_tenant
 async def consent(request: web.Request) -> web.Response:
     form = await verified_form(request)
     sid = _call_sid(form)
@@ -171,6 +189,7 @@ async def consent(request: web.Request) -> web.Response:
 
 
 @routes.post("/telephony/twilio/status")
+@_as_webhook_tenant
 async def status(request: web.Request) -> web.Response:
     form = await verified_form(request)
     sid = _call_sid(form)
@@ -209,6 +228,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 @routes.post("/telephony/twilio/recording")
+@_as_webhook_tenant
 async def recording(request: web.Request) -> web.Response:
     """Recording status callback. ``RecordingUrl`` is ignored on purpose: media is fetched only
     from the configured API origin, by RecordingSid."""
