@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 
 from retention.purge import purge_once
+from service.db import tenancy
 from service.db.pool import create_pool
 from service.storage.s3 import S3Store
 from tests.bench.harness import make_bucket, moto, postgres, report
@@ -37,18 +38,24 @@ async def run(url: str, endpoint: str) -> None:
     ours_bucket, base_bucket = make_bucket(endpoint), make_bucket(endpoint)
     pool = await create_pool(url, min_size=1, max_size=4)
     try:
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(
-                "WITH c AS (INSERT INTO calls (platform, external_id, policy, outcome, outcome_at)"
-                " SELECT 'twilio', 'CA' || g, '{}', 'consented', now()"
-                " FROM generate_series(1, $1) g RETURNING id)"
-                " INSERT INTO recordings (call_id, platform, external_id, state, object_key,"
-                " sha256, size_bytes, stored_at, retain_until)"
-                " SELECT id, 'twilio', 'RE' || id, 'stored', 'recordings/' || id || '.wav', 'x',"
-                " $2, now(), now() - interval '1 second' FROM c RETURNING object_key",
-                N,
-                len(BODY),
-            )
+        with tenancy.as_tenant(tenancy.DEFAULT):
+            conn = await pool.acquire()
+            try:
+                rows = await conn.fetch(
+                    "WITH c AS (INSERT INTO calls"
+                    " (platform, external_id, policy, outcome, outcome_at)"
+                    " SELECT 'twilio', 'CA' || g, '{}', 'consented', now()"
+                    " FROM generate_series(1, $1) g RETURNING id)"
+                    " INSERT INTO recordings (call_id, platform, external_id, state, object_key,"
+                    " sha256, size_bytes, stored_at, retain_until)"
+                    " SELECT id, 'twilio', 'RE' || id, 'stored',"
+                    " 'recordings/' || id || '.wav', 'x',"
+                    " $2, now(), now() - interval '1 second' FROM c RETURNING object_key",
+                    N,
+                    len(BODY),
+                )
+            finally:
+                await pool.release(conn)
         keys = [r["object_key"] for r in rows]
         base_keys = [f"baseline/{i}.wav" for i in range(N)]
         await asyncio.to_thread(put_many, endpoint, ours_bucket, keys)

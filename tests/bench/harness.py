@@ -21,6 +21,8 @@ from typing import Any
 
 import aiohttp
 
+from service.db.roles import url_for_role
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench-results.json"
 ACCOUNT_SID = "AC" + "0" * 31 + "1"
@@ -32,6 +34,9 @@ os.environ.update(
     AWS_DEFAULT_REGION="us-east-1",
     AWS_EC2_METADATA_DISABLED="true",
 )
+
+
+SEEDING_TENANT = "callvault.tenant=default"
 
 
 def free_port() -> int:
@@ -55,16 +60,20 @@ def postgres() -> Iterator[str]:
     async def migrate() -> None:
         from service.db.migrations import migrate as run
         from service.db.pool import connect
+        from service.db.roles import ensure_service_role
 
         conn = await connect(url)
         try:
             await run(conn)
+            await ensure_service_role(conn)  # serve runs as the role row-level security binds
         finally:
             await conn.close()
 
     asyncio.run(migrate())
     try:
-        yield url
+        # the benchmarks seed as the superuser, into the tenant `default` (asyncpg passes
+        # unknown URL parameters as session settings)
+        yield url + "&" + SEEDING_TENANT
     finally:
         server.cleanup()
 
@@ -105,7 +114,7 @@ def serve_env(home: Path, database_url: str, **extra: str) -> dict[str, str]:
         CALLVAULT_HOME=str(home),
         CALLVAULT_PORT=str(port),
         CALLVAULT_PUBLIC_URL=f"http://127.0.0.1:{port}",
-        CALLVAULT_DATABASE_URL=database_url,
+        CALLVAULT_DATABASE_URL=url_for_role(database_url.replace("&" + SEEDING_TENANT, "")),
         CALLVAULT_SECRET_KEY=SECRET_KEY,
         CALLVAULT_TWILIO_ACCOUNT_SID=ACCOUNT_SID,
         CALLVAULT_TWILIO_AUTH_TOKEN=AUTH_TOKEN,
