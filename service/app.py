@@ -56,6 +56,7 @@ from service.qa import page as qa_page
 from service.storage import create_store
 from service.twilio import reconcile as twilio_reconcile
 from service.twilio import routes as twilio_routes
+from service.twilio.accounts import TWILIO_ACCOUNTS, AccountBook
 from service.twilio.media import TwilioMedia
 from service.workdir import remove_stale
 
@@ -77,6 +78,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     )
     app[BRAKE] = FailureBrake()
     app[SETTINGS] = settings
+    app[TWILIO_ACCOUNTS] = AccountBook()
     app[VAULT] = PhoneVault(settings.secret_key, settings.previous_secret_key)
 
     async def database(app: web.Application) -> AsyncIterator[None]:

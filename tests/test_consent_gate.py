@@ -269,7 +269,7 @@ async def test_signature_with_explicit_port_is_accepted(twilio: FakeTwilio, db: 
 async def test_webhook_for_another_account_is_refused(twilio: FakeTwilio, db: Conn) -> None:
     params = {**twilio.call_params(new_sid(), CALLER, HOTLINE), "AccountSid": "AC" + "9" * 32}
     status, body = await twilio.post(twilio.url("/telephony/twilio/voice"), params)
-    assert status == 403 and '"wrong_account"' in body
+    assert status == 403 and '"unknown_account"' in body
     assert await _count(db) == (0, 0)
 
 

@@ -36,18 +36,20 @@ from service.untrusted import parse_int
 
 log = logging.getLogger(__name__)
 PLATFORM = "twilio"
-# Whose call a webhook is: for now always the default tenant's (finding the tenant from the
-# platform account, issue 13 item 3, replaces this one variable).
-WEBHOOK_TENANT = tenancy.DEFAULT
 routes = web.RouteTableDef()
 Handler = Callable[[web.Request], Awaitable[web.Response]]
+FormHandler = Callable[[web.Request, MultiDictProxy[str]], Awaitable[web.Response]]
 
 
-def _as_webhook_tenant(handler: Handler) -> Handler:
+def _as_webhook_tenant(handler: FormHandler) -> Handler:
+    """Verify the webhook (its tenant found from the Twilio account, issue 13 item 3), then run
+    the handler's database work as that tenant."""
+
     @functools.wraps(handler)
     async def run(request: web.Request) -> web.Response:
-        with tenancy.as_tenant(WEBHOOK_TENANT):
-            return await handler(request)
+        form, tenant = await verified_form(request)
+        with tenancy.as_tenant(tenant):
+            return await handler(request, form)
 
     return run
 
@@ -117,8 +119,7 @@ def _without_database(
 
 @routes.post("/telephony/twilio/voice")
 @_as_webhook_tenant
-async def voice(request: web.Request) -> web.Response:
-    form = await verified_form(request)
+async def voice(request: web.Request, form: MultiDictProxy[str]) -> web.Response:
     sid = _call_sid(form)
     direction = twilio_direction(form.get("Direction"))
     caller, called = form.get("From") or None, form.get("To") or None
@@ -148,8 +149,7 @@ async def voice(request: web.Request) -> web.Response:
 
 @routes.post("/telephony/twilio/consent")
 @_as_webhook_tenant
-async def consent(request: web.Request) -> web.Response:
-    form = await verified_form(request)
+async def consent(request: web.Request, form: MultiDictProxy[str]) -> web.Response:
     sid = _call_sid(form)
     attempt = parse_int(request.query.get("attempt", "1"))
     if attempt is None or not 1 <= attempt <= 10:
@@ -190,8 +190,7 @@ async def consent(request: web.Request) -> web.Response:
 
 @routes.post("/telephony/twilio/status")
 @_as_webhook_tenant
-async def status(request: web.Request) -> web.Response:
-    form = await verified_form(request)
+async def status(request: web.Request, form: MultiDictProxy[str]) -> web.Response:
     sid = _call_sid(form)
     call_status = (form.get("CallStatus") or "").strip()
     if not call_status:
@@ -229,10 +228,9 @@ async def status(request: web.Request) -> web.Response:
 
 @routes.post("/telephony/twilio/recording")
 @_as_webhook_tenant
-async def recording(request: web.Request) -> web.Response:
+async def recording(request: web.Request, form: MultiDictProxy[str]) -> web.Response:
     """Recording status callback. ``RecordingUrl`` is ignored on purpose: media is fetched only
     from the configured API origin, by RecordingSid."""
-    form = await verified_form(request)
     sid = _call_sid(form)
     recording_sid = check_recording_sid((form.get("RecordingSid") or "").strip())
     status = (form.get("RecordingStatus") or "").strip()

@@ -14,8 +14,11 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 from twilio.request_validator import RequestValidator
 
+from service.consent import gate
 from service.context import SETTINGS
 from service.errors import BadRequest, Forbidden
+from service.twilio import accounts
+from service.twilio.direction import twilio_direction
 from service.untrusted import check_text
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -42,14 +45,16 @@ async def _form(request: web.Request) -> MultiDictProxy[str]:
     return MultiDictProxy(MultiDict(pairs))
 
 
-async def verified_form(request: web.Request) -> MultiDictProxy[str]:
-    """The webhook's form parameters, or :class:`Forbidden` before anything is written.
+async def verified_form(request: web.Request) -> tuple[MultiDictProxy[str], str]:
+    """The webhook's form parameters and its tenant, or :class:`Forbidden` before anything is
+    written. The tenant comes from ``AccountSid`` (and, for an account several tenants share, the
+    contact centre's number); the signature is checked with that account's token.
 
     Parameters PostgreSQL could not store (NUL) are refused after the signature is checked, so
     nothing reaches a query that would fail inside the database."""
     settings = request.app[SETTINGS]
     signature = request.headers.get(SIGNATURE_HEADER)
-    if not signature or not settings.twilio_auth_token:
+    if not signature:
         raise Forbidden("missing or invalid X-Twilio-Signature", code="bad_signature")
     try:
         # a body trickled byte by byte must not hold the connection (and the cap's slot) for ever
@@ -57,8 +62,16 @@ async def verified_form(request: web.Request) -> MultiDictProxy[str]:
             params = await _form(request)
     except TimeoutError:
         raise web.HTTPRequestTimeout(reason="the request body did not arrive in time") from None
+    centre = gate.contact_centre_number(
+        twilio_direction(params.get("Direction")),
+        params.get("From") or None,
+        params.get("To") or None,
+    )
+    account = await accounts.resolve(request.app, params.get("AccountSid", ""), centre)
+    if not account.auth_token:
+        raise Forbidden("missing or invalid X-Twilio-Signature", code="bad_signature")
     url = settings.public_url + request.path_qs
-    validator = _validator(settings.twilio_auth_token)
+    validator = _validator(account.auth_token)
     # The exact URL first (one HMAC); only on a mismatch the library's full check, which also
     # tries the URL with and without the port, as Twilio may sign either.
     exact = validator.compute_signature(url, params)
@@ -67,7 +80,4 @@ async def verified_form(request: web.Request) -> MultiDictProxy[str]:
     for name, value in params.items():
         check_text(name, "a parameter name", code="bad_form")
         check_text(value, name[:64], code="bad_form")
-    account = params.get("AccountSid")
-    if settings.twilio_account_sid and account != settings.twilio_account_sid:
-        raise Forbidden("webhook is for another Twilio account", code="wrong_account")
-    return params
+    return params, account.tenant

@@ -1,0 +1,136 @@
+"""Twilio webhooks find their tenant from the AccountSid (or, for an account several tenants
+share, the contact centre's number) and are verified with that account's own token."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import aiohttp
+import asyncpg
+import pytest
+
+from service import auth
+from service.db import tenancy
+from service.simulate import Caller, FakeTwilio
+from tests.conftest import PUBLIC_URL, Service
+from tests.qa_fixtures import call_api
+
+Conn = asyncpg.Connection
+SID_A, SID_B, SID_SHARED = ("AC" + secrets.token_hex(16) for _ in range(3))
+TOKEN_A, TOKEN_B, TOKEN_SHARED = (secrets.token_hex(16) for _ in range(3))
+NUMBER_A, NUMBER_B = "+842873001111", "+842873002222"
+VOICE = "/telephony/twilio/voice"
+
+
+@pytest.fixture
+async def tenants(db: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tenants a and b, each with its own subaccount, and a third account both share."""
+    monkeypatch.setenv("TEST_TWILIO_TOKEN_A", TOKEN_A)
+    monkeypatch.setenv("TEST_TWILIO_TOKEN_B", TOKEN_B)
+    monkeypatch.setenv("TEST_TWILIO_TOKEN_SHARED", TOKEN_SHARED)
+    for tenant, sid, env, number in (
+        ("tenant-a", SID_A, "TEST_TWILIO_TOKEN_A", NUMBER_A),
+        ("tenant-b", SID_B, "TEST_TWILIO_TOKEN_B", NUMBER_B),
+    ):
+        await db.execute("INSERT INTO tenants (id, name) VALUES ($1, $1)", tenant)
+        for account in (sid, SID_SHARED):
+            ref = env if account == sid else "TEST_TWILIO_TOKEN_SHARED"
+            await db.execute(
+                "INSERT INTO tenant_accounts (platform, account_id, tenant_id, secrets) "
+                "VALUES ('twilio', $1, $2, $3)",
+                account,
+                tenant,
+                {"auth_token_env": ref},
+            )
+        await db.execute(
+            "INSERT INTO tenant_numbers (number, tenant_id) VALUES ($1, $2)", number, tenant
+        )
+
+
+def fake(http: aiohttp.ClientSession, service: Service, sid: str, token: str) -> FakeTwilio:
+    return FakeTwilio(http, PUBLIC_URL, account_sid=sid, auth_token=token, send_to=service.base_url)
+
+
+async def tenant_of(db: Conn, call_sid: str) -> str | None:
+    await tenancy.set_tenant(db, tenancy.ALL)
+    value: str | None = await db.fetchval(
+        "SELECT tenant_id FROM calls WHERE external_id = $1", call_sid
+    )
+    return value
+
+
+async def call_count(db: Conn) -> int:
+    await tenancy.set_tenant(db, tenancy.ALL)
+    count: int = await db.fetchval("SELECT count(*) FROM calls")
+    return count
+
+
+async def test_each_subaccount_lands_in_its_tenant_and_stays_there(
+    tenants: None, service: Service, http: aiohttp.ClientSession, db: Conn
+) -> None:
+    a = await fake(http, service, SID_A, TOKEN_A).place_call(
+        "+84901230001", NUMBER_A, Caller.parse("stay")
+    )
+    b = await fake(http, service, SID_B, TOKEN_B).place_call(
+        "+84901230002", NUMBER_B, Caller.parse("stay")
+    )
+    assert await tenant_of(db, a.call_sid) == "tenant-a"
+    assert await tenant_of(db, b.call_sid) == "tenant-b"
+    await tenancy.set_tenant(db, "tenant-a")
+    qa_a = (await auth.create_token(db, "qa-a", "qa_trainer", "test"))[0]
+    status, page = await call_api(http, service, "GET", "/api/calls?limit=50", qa_a)
+    assert status == 200
+    seen = {item["external_id"] for item in page["items"]}
+    assert seen == {a.call_sid}
+
+
+async def test_unknown_account_is_refused_and_nothing_written(
+    tenants: None, service: Service, http: aiohttp.ClientSession, db: Conn
+) -> None:
+    stranger = fake(http, service, "AC" + secrets.token_hex(16), TOKEN_A)
+    params = stranger.call_params("CA" + secrets.token_hex(16), "+84901230003", NUMBER_A)
+    status, body = await stranger.post(stranger.url(VOICE), params)
+    assert status == 403 and json.loads(body)["error"]["code"] == "unknown_account"
+    assert await call_count(db) == 0
+
+
+async def test_token_of_one_tenant_cannot_sign_for_another_account(
+    tenants: None, service: Service, http: aiohttp.ClientSession, db: Conn
+) -> None:
+    forger = fake(http, service, SID_B, TOKEN_A)  # tenant a's token, tenant b's AccountSid
+    params = forger.call_params("CA" + secrets.token_hex(16), "+84901230004", NUMBER_B)
+    status, body = await forger.post(forger.url(VOICE), params)
+    assert status == 403 and json.loads(body)["error"]["code"] == "bad_signature"
+    assert await call_count(db) == 0
+
+
+async def test_shared_account_is_routed_by_the_centre_number(
+    tenants: None, service: Service, http: aiohttp.ClientSession, db: Conn
+) -> None:
+    shared = fake(http, service, SID_SHARED, TOKEN_SHARED)
+    to_a = await shared.place_call("+84901230005", NUMBER_A, Caller.parse("stay"))
+    to_b = await shared.place_call("+84901230006", NUMBER_B, Caller.parse("stay"))
+    # outbound: the centre's number is From
+    out_b = await shared.place_call(
+        NUMBER_B, "+84901230007", Caller.parse("stay"), direction="outbound-api"
+    )
+    assert await tenant_of(db, to_a.call_sid) == "tenant-a"
+    assert await tenant_of(db, to_b.call_sid) == "tenant-b"
+    assert await tenant_of(db, out_b.call_sid) == "tenant-b"
+    params = shared.call_params("CA" + secrets.token_hex(16), "+84901230008", "+842873009999")
+    status, body = await shared.post(shared.url(VOICE), params)
+    assert status == 403 and json.loads(body)["error"]["code"] == "unknown_number"
+    assert await call_count(db) == 3
+
+
+async def test_configured_account_stays_the_default_tenant(
+    tenants: None, service: Service, twilio: FakeTwilio, db: Conn
+) -> None:
+    trace = await twilio.place_call("+84901230009", NUMBER_A, Caller.parse("stay"))
+    assert await tenant_of(db, trace.call_sid) == tenancy.DEFAULT
+    forged = fake(twilio.session, service, twilio.account_sid, TOKEN_A)
+    params = forged.call_params("CA" + secrets.token_hex(16), "+84901230010", NUMBER_A)
+    status, _ = await forged.post(forged.url(VOICE), params)
+    assert status == 403
+    assert await call_count(db) == 1
