@@ -62,7 +62,10 @@ class AccountBook:
                             r["number"]: r["tenant_id"] for r in await conn.fetch(_NUMBERS_SQL)
                         }
             except DatabaseUnavailable:
-                # the last copy (or none) serves while the database is away
+                # The last copy (or none) serves while the database is away; with a copy, the
+                # next try waits a TTL, so an outage does not add a timeout to every webhook.
+                if self.snapshot is not None:
+                    self.read_at = time.monotonic()
                 return self.snapshot
             self.snapshot = Snapshot(accounts, numbers)
             self.read_at = time.monotonic()
