@@ -15,6 +15,7 @@ from service.db import tenancy
 from service.simulate import Caller, FakeTwilio
 from tests.conftest import PUBLIC_URL, Service
 from tests.qa_fixtures import call_api
+from tests.waiting import eventually
 
 Conn = asyncpg.Connection
 SID_A, SID_B, SID_SHARED = ("AC" + secrets.token_hex(16) for _ in range(3))
@@ -134,3 +135,32 @@ async def test_configured_account_stays_the_default_tenant(
     status, _ = await forged.post(forged.url(VOICE), params)
     assert status == 403
     assert await call_count(db) == 1
+
+
+async def test_an_account_added_later_is_routed_within_seconds(
+    tenants: None,
+    service: Service,
+    http: aiohttp.ClientSession,
+    db: Conn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    late_sid, late_token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
+    late = fake(http, service, late_sid, late_token)
+    params = late.call_params("CA" + secrets.token_hex(16), "+84901230011", NUMBER_A)
+    status, _ = await late.post(late.url(VOICE), params)
+    assert status == 403  # not registered yet (and now the table is cached)
+    monkeypatch.setenv("TEST_TWILIO_TOKEN_LATE", late_token)
+    await db.execute(
+        "INSERT INTO tenant_accounts (platform, account_id, tenant_id, secrets) "
+        "VALUES ('twilio', $1, 'tenant-a', $2)",
+        late_sid,
+        {"auth_token_env": "TEST_TWILIO_TOKEN_LATE"},
+    )
+
+    async def accepted() -> bool:
+        status, _ = await late.post(late.url(VOICE), params)
+        return status == 200
+
+    # the cache is re-read on a short TTL: no restart, no NOTIFY yet
+    await eventually(accepted, what="the new account's webhook is accepted", timeout_s=30)
+    assert await tenant_of(db, params["CallSid"]) == "tenant-a"
