@@ -314,7 +314,8 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     async def work(conn: Any) -> int:
         for t in await auth.list_tokens(conn):
             state = "revoked" if t["revoked"] else "active"
-            print(f"{t['id']}  {t['role']:<11} {state:<8} {_shown(t['name'])}")
+            tenant = _shown(t["tenant"]) if t["tenant"] is not None else "*"
+            print(f"{t['id']}  {t['role']:<11} {state:<8} {tenant:<12} {_shown(t['name'])}")
         return 0
 
     return asyncio.run(

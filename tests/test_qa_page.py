@@ -138,7 +138,8 @@ ENGLISH = [
     "Being stored", "Purged", "Erased", "Failed", "kept until", "legal hold", "Searching",
     "No calls match", "calls shown", "Playing", "playback is logged", "Give a reason",
     "Something went wrong", "Call started", "notice played", "Consent given", "Call ended",
-    "copy deleted", "Event", "Language",
+    "copy deleted", "Event", "Language", "Tenant", "Platform token", "choose a tenant",
+    "Show this tenant", "No such tenant",
 ]  # fmt: skip
 SCREEN_TEXT = """() => {
   // what a person reads: everything but the language switch, which names each language in
@@ -192,6 +193,9 @@ async def test_each_language_is_that_language_everywhere(
     await page.get_by_test_id("token").fill(tokens["qa_trainer"])
     await page.get_by_test_id("signin-submit").click()
     await page.get_by_test_id("call-row").first.wait_for()
+    # the tenant's name in both languages (a tenant token: no tenant to pick)
+    assert await page.get_by_test_id("who").inner_text() == "Khách hàng: Default"
+    assert not await page.get_by_test_id("tenant-form").is_visible()
     # every label exists in both languages (a missing one would fall back to English)
     missing = await page.evaluate(
         "[...Object.keys(TEXT.en).filter((k) => !(k in TEXT.vi)),"
@@ -209,6 +213,7 @@ async def test_each_language_is_that_language_everywhere(
 
     await page.get_by_test_id("lang-en").click()
     assert await page.locator("#search-card h2").inner_text() == "Find calls"
+    assert await page.get_by_test_id("who").inner_text() == "Tenant: Default"
     assert await page.get_by_test_id("play").first.inner_text() == "Play"
     assert await page.get_by_test_id("message").inner_text() == "Playing. This playback is logged."
     assert "Consent given" in await page.get_by_test_id("events").inner_text()
@@ -233,4 +238,71 @@ async def test_each_language_is_that_language_everywhere(
     await _open_first(page, "consented")
     assert "Đang hiển thị" in await page.get_by_test_id("message").inner_text()
     assert await _english_left(page) == []
+    assert errors == []
+
+
+async def test_a_platform_token_picks_the_tenant_and_sees_its_calls_only(
+    service: Service, page: Page, db: asyncpg.Connection
+) -> None:
+    """Issue 13 item 9: a BPO's DPO holds one platform token with a tenant role; the page asks
+    which tenant, shows its name, and every request then acts for that tenant."""
+    from service import auth
+    from service.db import tenancy
+
+    await db.execute("INSERT INTO tenants (id, name) VALUES ('beta', 'Beta BPO')")
+
+    async def call(tenant: str, external_id: str) -> str:
+        await tenancy.set_tenant(db, tenant)
+        return str(
+            await db.fetchval(
+                "INSERT INTO calls (platform, external_id, policy) "
+                "VALUES ('twilio', $1, '{}') RETURNING id",
+                external_id,
+            )
+        )
+
+    await call(tenancy.DEFAULT, "CA-default-1")
+    mine = {await call("beta", "CA-beta-1"), await call("beta", "CA-beta-2")}
+    await tenancy.set_tenant(db, tenancy.ALL)
+    platform, _ = await auth.create_token(db, "bpo-dpo", "qa_trainer", "test")
+    await tenancy.set_tenant(db, tenancy.DEFAULT)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    opened: list[str] = []
+    page.on(
+        "request",
+        lambda r: (
+            opened.append(r.headers.get("callvault-tenant", "-")) if "/api/calls" in r.url else None
+        ),
+    )
+
+    await page.goto(service.base_url + "/qa")
+    await page.get_by_test_id("token").fill(platform)
+    await page.get_by_test_id("signin-submit").click()
+    await page.get_by_test_id("tenant-form").wait_for()
+    who = page.get_by_test_id("who")
+    await page.wait_for_function("document.querySelector('[data-testid=who]').innerText !== ''")
+    assert await who.inner_text() == "Mã của nền tảng: vui lòng chọn khách hàng."
+    assert await page.get_by_test_id("call-row").count() == 0  # nothing until a tenant is chosen
+
+    await page.get_by_test_id("tenant").fill("beta")
+    await page.get_by_test_id("tenant-use").click()
+    await page.wait_for_function("document.querySelectorAll('[data-testid=call-row]').length > 0")
+    assert await who.inner_text() == "Khách hàng: Beta BPO"
+    assert await page.get_by_test_id("call-row").count() == len(mine) == 2
+    assert opened and set(opened) == {"beta"}  # every call request named the tenant
+    await page.get_by_test_id("call-row").first.click()
+    await page.get_by_test_id("detail").wait_for()
+    shown = await page.locator("#facts").inner_text()
+    assert any(str(call) in shown for call in mine)
+    await page.get_by_test_id("lang-en").click()
+    assert await who.inner_text() == "Tenant: Beta BPO"
+
+    # a tenant that does not exist: said so, and no calls of anyone
+    await page.get_by_test_id("tenant").fill("nobody-here")
+    await page.get_by_test_id("tenant-use").click()
+    await page.wait_for_function(
+        "document.querySelector('[data-testid=who]').innerText.startsWith('Platform token')"
+    )
+    assert await page.get_by_test_id("call-row").count() == 0
     assert errors == []

@@ -32,7 +32,8 @@ async def test_token_create_prints_the_token_alone_and_stores_only_its_hash(
     stored = await db.fetchval("SELECT string_agg(t::text, ' ') FROM api_tokens t")
     assert token not in stored
     listed = await asyncio.to_thread(run_cli, database_url, "token", "list")
-    assert "qa_trainer  active   qa-lan" in listed.stdout and token not in listed.stdout
+    assert "qa_trainer  active   default      qa-lan" in listed.stdout  # role, state, tenant
+    assert token not in listed.stdout
     revoked = await asyncio.to_thread(
         run_cli, database_url, "token", "revoke", str(principal.token_id)
     )

@@ -32,6 +32,7 @@ TOKEN = obj(
     id=UUID,
     name={"type": "string"},
     role={"type": "string"},
+    tenant={"type": ["string", "null"], "description": "null for a platform token"},
     created_by={"type": "string"},
     created_at=DATETIME,
     last_used_at=NULLABLE_DATETIME,

@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 from aiohttp import web
 
-from service.auth.http import allowed_roles, requires
+from service.auth.http import TENANT_HEADER, allowed_roles, requires
 from service.errors import BadRequest, NotFound
 from service.untrusted import check_text, loads_json, parse_int, parse_timestamp
 
@@ -35,6 +35,16 @@ ERROR = {
 }
 UUID = {"type": "string", "format": "uuid"}
 DATETIME = {"type": "string", "format": "date-time"}
+
+TENANT_PARAM = {
+    "name": TENANT_HEADER,
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{1,39}$"},
+    "description": "The tenant a platform token acts for (required for a platform token "
+    "with a tenant role; an operator without it acts for the platform). A tenant token may "
+    "only name its own tenant: any other is 404.",
+}
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,7 @@ def operation(
     responses: dict[int, dict[str, Any] | None],
     tag: str = "api",
     path_schemas: dict[str, dict[str, Any]] | None = None,
+    tenant_optional: bool = False,
 ) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         params = query or []
@@ -158,7 +169,7 @@ def operation(
             return await handler(request)
 
         validated.__name__ = handler.__name__
-        guarded = requires(*roles)(validated)
+        guarded = requires(*roles, tenant_optional=tenant_optional)(validated)
         REGISTRY.append(
             Operation(
                 method,
@@ -214,6 +225,8 @@ def openapi(public_url: str) -> dict[str, Any]:
                         "schema": op.path_schemas.get(name, UUID),
                     }
                 )
+        if op.path.startswith("/api/"):
+            parameters.append(TENANT_PARAM)
         responses: dict[str, Any] = {}
         for status, schema in sorted(op.responses.items()):
             entry: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "response")}
@@ -230,6 +243,10 @@ def openapi(public_url: str) -> dict[str, Any]:
             errors.append((413, "the body is too large"))
         if "{" in op.path:
             errors.append((404, "no such resource"))
+        elif op.path.startswith("/api/"):
+            errors.append(
+                (404, f"the {TENANT_HEADER} header names no tenant this token may act for")
+            )
         for status, text in errors:
             responses.setdefault(
                 str(status),

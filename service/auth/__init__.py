@@ -98,6 +98,7 @@ async def list_tokens(conn: Conn) -> list[dict[str, Any]]:
             "id": str(r["id"]),
             "name": r["name"],
             "role": r["role"],
+            "tenant": r["tenant_id"],  # None: a platform token
             "created_by": r["created_by"],
             "created_at": r["created_at"].isoformat(),
             "last_used_at": r["last_used_at"].isoformat() if r["last_used_at"] else None,

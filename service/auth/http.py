@@ -102,8 +102,10 @@ def allowed_roles(roles: tuple[str, ...]) -> tuple[str, ...]:
     return roles if "operator" in roles or "admin" in roles else (*roles, "admin")
 
 
-def requires(*roles: str) -> Callable[[Handler], Handler]:
-    """Allow the route to these roles (and to ``admin``, except on ``operator`` routes)."""
+def requires(*roles: str, tenant_optional: bool = False) -> Callable[[Handler], Handler]:
+    """Allow the route to these roles (and to ``admin``, except on ``operator`` routes).
+    ``tenant_optional``: a platform token without the tenant header acts for the platform
+    (``'*'``) whatever its role; only for routes that read no tenant's data."""
     allowed = allowed_roles(roles)
 
     def wrap(handler: Handler) -> Handler:
@@ -122,7 +124,7 @@ def requires(*roles: str) -> Callable[[Handler], Handler]:
                 raise Unauthorized("a valid bearer token is required")
             if principal.role not in allowed:
                 raise Forbidden(f"the {principal.role} role may not do this")
-            tenant = await _tenant_for(request, principal)
+            tenant = await _tenant_for(request, principal, tenant_optional)
             request[PRINCIPAL] = principal
             # everything the request reads or writes is the token's tenant's
             with tenancy.as_tenant(tenant):
@@ -136,7 +138,7 @@ def requires(*roles: str) -> Callable[[Handler], Handler]:
     return wrap
 
 
-async def _tenant_for(request: web.Request, principal: Principal) -> str:
+async def _tenant_for(request: web.Request, principal: Principal, optional: bool = False) -> str:
     """The tenant a request acts for: its token's; for a platform token, the tenant named by
     the ``Callvault-Tenant`` header (an operator without one acts for the platform, ``'*'``).
     A header naming another tenant than a tenant token's, or no tenant at all, is 404: the
@@ -147,7 +149,7 @@ async def _tenant_for(request: web.Request, principal: Principal) -> str:
             raise NotFound("no such tenant", code="unknown_tenant")
         return principal.tenant
     if asked is None:
-        if principal.role == PLATFORM_ROLE:
+        if principal.role == PLATFORM_ROLE or optional:
             return tenancy.ALL
         raise BadRequest(
             f"a platform token names the tenant it acts for in the {TENANT_HEADER} header",

@@ -10,7 +10,7 @@ WHERE token_sha256 = $1 AND revoked_at IS NULL
 RETURNING id, name, role, token_sha256, tenant_id;
 
 -- name: list_tokens
-SELECT id, name, role, created_by, created_at, last_used_at, revoked_at
+SELECT id, name, role, tenant_id, created_by, created_at, last_used_at, revoked_at
 FROM api_tokens ORDER BY created_at, id;
 
 -- name: revoke_token

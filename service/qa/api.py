@@ -22,7 +22,7 @@ from service.api import schemas
 from service.api.spec import BODY, DATETIME, QUERY, Param, operation, path_id
 from service.auth.http import principal
 from service.context import POOL, VAULT
-from service.db import Conn, queries
+from service.db import Conn, queries, tenancy
 from service.errors import BadRequest, Conflict, NotFound
 from service.ledger import NewEvent, visibility
 from service.links import LINKS
@@ -239,3 +239,45 @@ async def playback(request: web.Request) -> web.Response:
             ],
         )
     return web.json_response(request.app[LINKS].link(rec["object_key"], f"playback:{recording_id}"))
+
+
+WHOAMI = schemas.obj(
+    ["token_name", "role", "tenant", "platform"],
+    token_name={"type": "string"},
+    role={"type": "string"},
+    tenant={
+        "oneOf": [
+            {"type": "null"},
+            schemas.obj(["id", "name"], id={"type": "string"}, name={"type": "string"}),
+        ],
+        "description": "the tenant the request acts for; null for a platform token "
+        "without the Callvault-Tenant header",
+    },
+    platform={"type": "boolean", "description": "a platform token: it may name any tenant"},
+)
+
+
+@operation(
+    "GET",
+    "/api/whoami",
+    roles=("telephony", "qa_trainer", "compliance", "operator"),
+    summary="The token's name, role and the tenant the request acts for",
+    responses={200: WHOAMI},
+    tenant_optional=True,
+)
+async def whoami(request: web.Request) -> web.Response:
+    who = principal(request)
+    acting = tenancy.current()
+    tenant: dict[str, str] | None = None
+    if acting is not None and acting != tenancy.ALL:
+        async with request.app[POOL].acquire() as conn:
+            name = await conn.fetchval(Q["tenant_name"], acting)
+        tenant = {"id": acting, "name": name or acting}
+    return web.json_response(
+        {
+            "token_name": who.name,
+            "role": who.role,
+            "tenant": tenant,
+            "platform": who.tenant is None,
+        }
+    )

@@ -30,3 +30,7 @@ ORDER BY r.created_at, r.id;
 
 -- name: recording_for_playback
 SELECT id, call_id, state, object_key, content_type FROM recordings WHERE id = $1;
+
+-- name: tenant_name
+-- tenants are the operator's configuration (no row-level security): named by id only
+SELECT name FROM tenants WHERE id = $1;

@@ -48,6 +48,10 @@ const TEXT = {
     "event.dsar_received": "Data-subject request received",
     "event.subject_access": "Included in an access request", "event.other": "Event: {type}",
     "lang.group": "Language",
+    "tenant.label": "Tenant: {name}", "tenant.none": "Platform token: choose a tenant.",
+    "tenant.pick": "Tenant", "tenant.use": "Show this tenant",
+    "err.unknown_tenant": "No such tenant.",
+    "err.tenant_required": "Choose a tenant first.",
     "none": "—",
   },
   vi: {
@@ -100,6 +104,11 @@ const TEXT = {
     "event.dsar_received": "Nhận yêu cầu của chủ thể dữ liệu",
     "event.subject_access": "Đưa vào yêu cầu truy cập dữ liệu", "event.other": "Sự kiện: {type}",
     "lang.group": "Ngôn ngữ",
+    "tenant.label": "Khách hàng: {name}",
+    "tenant.none": "Mã của nền tảng: vui lòng chọn khách hàng.",
+    "tenant.pick": "Khách hàng (mã)", "tenant.use": "Xem khách hàng này",
+    "err.unknown_tenant": "Không có khách hàng này.",
+    "err.tenant_required": "Vui lòng chọn khách hàng trước.",
     "none": "—",
   },
 };
@@ -143,6 +152,8 @@ function eventLabel(type) {
 }
 
 function token() { return sessionStorage.getItem("callvault.token"); }
+// the tenant a platform token acts for (chosen on the page); a tenant token has its own
+function tenant() { return sessionStorage.getItem("callvault.tenant"); }
 
 // A message is a key (and its values), never a finished sentence: it follows the language.
 function say(key, vars, isError) {
@@ -163,6 +174,7 @@ function fail(err) {
 
 async function api(method, path, body) {
   const headers = { Authorization: `Bearer ${token()}` };
+  if (tenant()) headers["Callvault-Tenant"] = tenant();
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const resp = await fetch(path, {
     method, headers, body: body === undefined ? undefined : JSON.stringify(body),
@@ -195,6 +207,7 @@ function showSignedIn() {
 
 function signOut() {
   sessionStorage.removeItem("callvault.token");
+  sessionStorage.removeItem("callvault.tenant");
   showSignedIn();
 }
 
@@ -346,6 +359,24 @@ function recordingCard(r, callId) {
   return node;
 }
 
+// Who the token is and which tenant the page shows; a platform token picks its tenant first.
+async function start() {
+  try {
+    const me = await api("GET", "/api/whoami");
+    $("tenant-form").classList.toggle("hidden", !me.platform);
+    if (me.tenant) live($("who"), () => t("tenant.label", { name: me.tenant.name }));
+    else live($("who"), () => t("tenant.none"));
+    if (me.tenant) search(false);
+  } catch (err) {
+    // a stale tenant in this tab (e.g. removed since): forget it and ask again
+    if (err.key === "err.unknown_tenant" && tenant()) {
+      sessionStorage.removeItem("callvault.tenant");
+      return start();
+    }
+    fail(err);
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   applyLanguage();
   showSignedIn();
@@ -361,11 +392,19 @@ document.addEventListener("DOMContentLoaded", () => {
     sessionStorage.setItem("callvault.token", $("token").value.trim());
     $("token").value = "";
     showSignedIn();
-    search(false);
+    start();
+  });
+  $("tenant-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem("callvault.tenant", $("tenant").value.trim());
+    $("calls").querySelector("tbody").replaceChildren();
+    $("calls").classList.add("hidden");
+    $("detail").classList.add("hidden");
+    start();
   });
   $("signout").addEventListener("click", signOut);
   $("search-form").addEventListener("submit", (ev) => { ev.preventDefault(); search(false); });
   $("more").addEventListener("click", () => search(true));
   $("close-detail").addEventListener("click", () => $("detail").classList.add("hidden"));
-  if (token()) search(false);
+  if (token()) start();
 });

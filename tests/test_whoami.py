@@ -1,0 +1,132 @@
+"""Issue 13 item 9 and the API around it: ``GET /api/whoami`` names the token and the tenant
+a request acts for, ``/openapi.json`` declares the ``Callvault-Tenant`` header on every /api
+operation, and token lists (API and CLI) say each token's tenant."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from service import auth
+from service.config import Settings
+from service.db import tenancy
+from tests.conftest import Service, run_cli
+
+Conn = asyncpg.Connection
+OTHER = "beta"
+
+
+@pytest.fixture
+async def service(intake_settings: Settings) -> AsyncIterator[Service]:
+    svc = Service(intake_settings)
+    await svc.start()
+    yield svc
+    await svc.stop()
+
+
+async def make_token(db: Conn, tenant: str, name: str, role: str) -> str:
+    await tenancy.set_tenant(db, tenant)
+    try:
+        token, _ = await auth.create_token(db, name, role, "test")
+    finally:
+        await tenancy.set_tenant(db, tenancy.DEFAULT)
+    return token
+
+
+async def get(
+    service: Service, path: str, token: str, tenant: str | None = None
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+    if tenant is not None:
+        headers["Callvault-Tenant"] = tenant
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(service.base_url + path, headers=headers) as r,
+    ):
+        return r.status, await r.json()
+
+
+async def test_whoami_names_the_token_and_the_tenant_it_acts_for(
+    db: Conn, service: Service
+) -> None:
+    await db.execute("INSERT INTO tenants (id, name) VALUES ($1, 'Beta BPO')", OTHER)
+    ours = await make_token(db, tenancy.DEFAULT, "trainer-a", "qa_trainer")
+    platform = await make_token(db, tenancy.ALL, "bpo-dpo", "qa_trainer")
+
+    status, me = await get(service, "/api/whoami", ours)
+    assert status == 200
+    assert me == {
+        "token_name": "trainer-a",
+        "role": "qa_trainer",
+        "tenant": {"id": "default", "name": "Default"},
+        "platform": False,
+    }
+    # a tenant token may not name another tenant
+    status, body = await get(service, "/api/whoami", ours, tenant=OTHER)
+    assert status == 404 and body["error"]["code"] == "unknown_tenant"
+
+    # a platform token learns it is one before it has chosen a tenant, then acts for it
+    status, me = await get(service, "/api/whoami", platform)
+    assert status == 200 and me["platform"] is True and me["tenant"] is None
+    status, me = await get(service, "/api/whoami", platform, tenant=OTHER)
+    assert status == 200 and me["tenant"] == {"id": OTHER, "name": "Beta BPO"}
+    status, body = await get(service, "/api/whoami", platform, tenant="nobody-here")
+    assert status == 404 and body["error"]["code"] == "unknown_tenant"
+    # the exception is whoami's only: other routes still need the header
+    status, body = await get(service, "/api/calls", platform)
+    assert status == 400 and body["error"]["code"] == "tenant_required"
+
+
+async def test_openapi_declares_the_tenant_header_on_every_api_operation(
+    service: Service,
+) -> None:
+    async with aiohttp.ClientSession() as http, http.get(service.base_url + "/openapi.json") as r:
+        doc = await r.json()
+    operations = [
+        (path, method, op)
+        for path, item in doc["paths"].items()
+        if path.startswith("/api/")
+        for method, op in item.items()
+    ]
+    assert len(operations) >= 10
+    for path, method, op in operations:
+        headers = [p for p in op["parameters"] if p["in"] == "header"]
+        assert [(h["name"], h["required"]) for h in headers] == [("Callvault-Tenant", False)], (
+            method,
+            path,
+        )
+        assert "404" in op["responses"], (method, path)
+    whoami = doc["paths"]["/api/whoami"]["get"]
+    assert set(whoami["responses"]["200"]["content"]["application/json"]["schema"]["required"]) == {
+        "token_name",
+        "role",
+        "tenant",
+        "platform",
+    }
+
+
+async def test_token_lists_show_each_tokens_tenant(
+    db: Conn, service: Service, database_url: str
+) -> None:
+    await db.execute("INSERT INTO tenants (id, name) VALUES ($1, 'Beta BPO')", OTHER)
+    admin = await make_token(db, tenancy.DEFAULT, "admin-a", "admin")
+    operator = await make_token(db, tenancy.ALL, "ops", "operator")
+    await make_token(db, OTHER, "beta-qa", "qa_trainer")
+
+    status, listed = await get(service, "/api/tokens", operator)
+    assert status == 200
+    tenants = {t["name"]: t["tenant"] for t in listed["items"]}
+    assert tenants == {"admin-a": "default", "ops": None, "beta-qa": OTHER}
+    # a tenant's admin sees its own tenant's tokens only
+    status, listed = await get(service, "/api/tokens", admin)
+    assert {t["name"]: t["tenant"] for t in listed["items"]} == {"admin-a": "default"}
+
+    out = await asyncio.to_thread(run_cli, database_url, "token", "list", "--tenant", "*")
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[-1]: line.split()[3] for line in out.stdout.splitlines()}
+    assert rows == {"admin-a": "default", "ops": "*", "beta-qa": OTHER}
