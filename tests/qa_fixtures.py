@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from typing import Any
 
 import aiohttp
@@ -66,3 +68,20 @@ async def call_api(
         return r.status, (
             json.loads(text) if text and r.content_type == "application/json" else text
         )
+
+
+async def access_bundle(
+    http: aiohttp.ClientSession, service: Service, token: str, phone: str, db: asyncpg.Connection
+) -> tuple[dict[str, Any], zipfile.ZipFile]:
+    """An access request for ``phone`` carried out, and its bundle downloaded through the link
+    the API hands out: (the request, the zip)."""
+    status, req = await call_api(
+        http, service, "POST", "/api/dsar", token, {"kind": "access", "phone": phone}
+    )
+    assert status == 201
+    await settle(db)
+    status, link = await call_api(http, service, "POST", f"/api/dsar/{req['id']}/bundle", token)
+    assert status == 200
+    async with http.get(f"{service.base_url}/files/{link['url'].split('/files/', 1)[1]}") as r:
+        assert r.status == 200
+        return req, zipfile.ZipFile(io.BytesIO(await r.read()))

@@ -6,11 +6,9 @@ policy. Inbound calls are unchanged."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import re
 import secrets
-import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -28,7 +26,7 @@ from service.personal_data import PhoneVault
 from service.simulate import Caller, FakeTwilio
 from tests.conftest import SECRET_KEY, Service, db_url, run_cli
 from tests.intake_helpers import objects, send_recording, settle
-from tests.qa_fixtures import call_api
+from tests.qa_fixtures import access_bundle, call_api
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
 
 VAULT = PhoneVault(SECRET_KEY)
@@ -312,23 +310,7 @@ async def test_the_access_bundle_of_an_outbound_call_names_the_centre_as_the_cen
     db: Conn,
 ) -> None:
     made = await outbound_recorded_call(twilio, twilio_media, db)
-    status, req = await call_api(
-        http,
-        service,
-        "POST",
-        "/api/dsar",
-        tokens["compliance"],
-        {"kind": "access", "phone": CUSTOMER},
-    )
-    assert status == 201
-    await settle(db)
-    status, link = await call_api(
-        http, service, "POST", f"/api/dsar/{req['id']}/bundle", tokens["compliance"]
-    )
-    assert status == 200
-    async with http.get(f"{service.base_url}/files/{link['url'].split('/files/', 1)[1]}") as r:
-        assert r.status == 200
-        bundle = zipfile.ZipFile(io.BytesIO(await r.read()))
+    _, bundle = await access_bundle(http, service, tokens["compliance"], CUSTOMER, db)
     (call,) = json.loads(bundle.read("calls.json"))
     assert call["id"] == str(made["call"]["id"])
     assert call["direction"] == "outbound" and call["contact_centre_number"] == CENTRE

@@ -5,10 +5,8 @@ Checked on the raw JSON text, so a secret cannot hide in an unexpected field."""
 
 from __future__ import annotations
 
-import io
 import json
 import uuid
-import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -26,7 +24,7 @@ from service.personal_data import PhoneVault
 from service.storage.s3 import S3Store
 from tests.conftest import SECRET_KEY, Service
 from tests.intake_helpers import settle
-from tests.qa_fixtures import call_api
+from tests.qa_fixtures import access_bundle, call_api
 from tests.seed import seed_recording
 
 VAULT = PhoneVault(SECRET_KEY)
@@ -164,23 +162,7 @@ async def test_access_bundle_carries_the_consent_story_not_the_casework(
     tmp_path: Path,
 ) -> None:
     made = await _casework(http, service, tokens, db, store, tmp_path)
-    status, req = await call_api(
-        http,
-        service,
-        "POST",
-        "/api/dsar",
-        tokens["compliance"],
-        {"kind": "access", "phone": PERSON},
-    )
-    assert status == 201
-    await settle(db)
-    status, link = await call_api(
-        http, service, "POST", f"/api/dsar/{req['id']}/bundle", tokens["compliance"]
-    )
-    assert status == 200
-    async with http.get(f"{service.base_url}/files/{link['url'].split('/files/', 1)[1]}") as r:
-        assert r.status == 200
-        bundle = zipfile.ZipFile(io.BytesIO(await r.read()))
+    req, bundle = await access_bundle(http, service, tokens["compliance"], PERSON, db)
     text = bundle.read("calls.json").decode("utf-8")
     _assert_no_casework(text, earlier_request=made["earlier_request"])
     assert OWN_REASON not in text and "token:" not in text  # no staff's names or reasons
