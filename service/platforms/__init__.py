@@ -1,0 +1,1 @@
+"""Telephony platforms behind one port: one folder per platform."""
