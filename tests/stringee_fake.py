@@ -1,0 +1,255 @@
+"""A test-side Stringee on loopback: its REST API for recordings, and its side of the webhooks.
+
+REST (as developer.stringee.com documents it and its users report it):
+- ``GET /v1/call/recording/{id}`` wants the REST JWT in ``X-STRINGEE-AUTH`` or an
+  ``access_token`` query parameter: HS256 under the API key secret, header
+  ``cty: stringee-api;v=1``, payload ``iss`` = the key SID, ``jti``, ``exp`` in the future and
+  ``rest_api: true``. Anything else is ``401`` with Stringee's ``{"r": ..., "message": ...}``.
+- A recording can answer ``429`` with ``Retry-After`` a given number of times first
+  (``rate_limited``), be served through a ``302`` to a second host (a CDN) that counts any
+  request carrying the JWT (``cdn_credentials`` must stay 0), or answer a small JSON body
+  instead of audio while "processing" (``processing_for``).
+
+Webhooks: it signs as Stringee documents (base64 HMAC-SHA1 under the project's signing secret,
+over the raw body of a POST and the Request-URI of a GET, spaces as ``%20``). Stringee
+documents no retry, duplicate or ordering behaviour for its webhooks, and none was found
+reported, so :meth:`FakeStringee.deliver` treats them as a hostile network would: it can send a
+payload twice, shuffle the order, and re-send after a non-2xx answer or a dropped connection,
+so that handlers are shown to be idempotent and order-independent under each.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import jwt
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from yarl import URL
+
+from service.platforms.stringee.signature import SIGNATURE_HEADER, sign
+
+
+def mp3_bytes(frames: int = 40) -> bytes:
+    """An MPEG-1 Layer III stream as far as magic bytes go: an ID3v2 header, then frames."""
+    id3 = b"ID3\x04\x00\x00\x00\x00\x00\x00"
+    frame = b"\xff\xfb\x90\x64" + bytes(413)  # 128 kb/s, 44.1 kHz frame header + payload
+    return id3 + frame * frames
+
+
+def call_id() -> str:
+    """An id shaped like Stringee's: call-vn-1-<10 uppercase>-<ms timestamp>."""
+    letters = "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") for _ in range(10))
+    return f"call-vn-1-{letters}-{int(time.time() * 1000)}"
+
+
+def call_event(call: str, status: str, **extra: Any) -> dict[str, Any]:
+    """An event_url body shaped like docs/server/call-events."""
+    event: dict[str, Any] = {
+        "call_status": status,
+        "project_id": 25,
+        "request_from_user_id": "",
+        "account_sid": "ACab9b9bcf6391c6af9fe1663c729e3a6b",
+        "timestamp_ms": int(time.time() * 1000),
+        "from": {"number": "84899199866", "alias": "84899199866", "type": "external"},
+        "to": {"number": "842473082686", "alias": "842473082686", "type": "external"},
+        "clientCustomData": "",
+        "type": "stringee_call",
+        "call_id": call,
+    }
+    if status == "ended":
+        event |= {
+            "callCreatedReason": "EXTERNAL_CALL_IN",
+            "endCallCause": "USER_END_CALL",
+            "endedBy": "EXTERNAL",
+            "callType": "CALL",
+            "duration": 9,
+            "answerDuration": 7,
+        }
+    return event | extra
+
+
+@dataclass
+class Recording:
+    body: bytes
+    content_type: str = "audio/mpeg"
+    rate_limited: int = 0  # answer 429 this many times first
+    retry_after: str = "1"
+    via_cdn: bool = False
+    processing_for: int = 0  # answer a small JSON body this many times first
+
+
+@dataclass
+class FakeStringee:
+    key_sid: str
+    key_secret: str
+    signing_secret: str
+    clock: Callable[[], float] = time.time
+    recordings: dict[str, Recording] = field(default_factory=dict)
+    gets: Counter[str] = field(default_factory=Counter)
+    unauthorised: int = 0
+    rate_limited: int = 0
+    cdn_credentials: int = 0  # requests to the CDN that carried the JWT
+    server: TestServer | None = None
+    cdn: TestServer | None = None
+    _cdn_links: dict[str, str] = field(default_factory=dict)
+
+    # ---- REST side ----------------------------------------------------------------------
+
+    def add(self, media_id: str, body: bytes, **options: Any) -> None:
+        self.recordings[media_id] = Recording(body=body, **options)
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("")).rstrip("/")
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/v1/call/recording/{id}", self._recording)
+        cdn = web.Application()
+        cdn.router.add_get("/cdn/{token}", self._cdn)
+        self.server = TestServer(app, host="127.0.0.1")
+        self.cdn = TestServer(cdn, host="127.0.0.1")
+        await self.server.start_server()
+        await self.cdn.start_server()
+
+    async def close(self) -> None:
+        for server in (self.server, self.cdn):
+            if server is not None:
+                await server.close()
+
+    def token_problem(self, token: str | None) -> str | None:
+        """Why a REST token would be refused, or None when Stringee would accept it."""
+        if not token:
+            return "missing X-STRINGEE-AUTH"
+        try:
+            header = jwt.get_unverified_header(token)
+            claims = jwt.decode(
+                token,
+                self.key_secret,
+                algorithms=["HS256"],
+                options={"verify_exp": False, "require": ["exp", "iss", "jti"]},
+            )
+        except jwt.PyJWTError as exc:
+            return f"bad token: {type(exc).__name__}"
+        if header.get("cty") != "stringee-api;v=1":
+            return "header cty is not stringee-api;v=1"
+        if claims.get("iss") != self.key_sid:
+            return "iss is not the API key SID"
+        if claims.get("rest_api") is not True:
+            return "rest_api is not true"
+        if not isinstance(claims.get("exp"), int) or claims["exp"] <= self.clock():
+            return "expired"
+        return None
+
+    async def _recording(self, request: web.Request) -> web.StreamResponse:
+        media_id = request.match_info["id"]
+        token = request.headers.get("X-STRINGEE-AUTH") or request.query.get("access_token")
+        problem = self.token_problem(token)
+        if problem is not None:
+            self.unauthorised += 1
+            return web.json_response({"r": 2, "message": problem}, status=401)
+        self.gets[media_id] += 1
+        recording = self.recordings.get(media_id)
+        if recording is None:
+            return web.json_response({"r": 3, "message": "record not found"}, status=404)
+        if recording.rate_limited > 0:
+            recording.rate_limited -= 1
+            self.rate_limited += 1
+            return web.json_response(
+                {"r": 429, "message": "too many requests"},
+                status=429,
+                headers={"Retry-After": recording.retry_after},
+            )
+        if recording.processing_for > 0:
+            recording.processing_for -= 1
+            return web.json_response({"r": 0, "message": "processing"})
+        if recording.via_cdn:
+            assert self.cdn is not None
+            link = secrets.token_hex(8)
+            self._cdn_links[link] = media_id
+            location = str(self.cdn.make_url(f"/cdn/{link}")) + f"?sig={secrets.token_hex(8)}"
+            return web.Response(status=302, headers={"Location": location})
+        return web.Response(body=recording.body, content_type=recording.content_type)
+
+    async def _cdn(self, request: web.Request) -> web.StreamResponse:
+        if "X-STRINGEE-AUTH" in request.headers:
+            self.cdn_credentials += 1
+            return web.Response(status=400, text="credentials sent to the CDN")
+        media_id = self._cdn_links.pop(request.match_info["token"], None)
+        if media_id is None:
+            return web.Response(status=403)
+        recording = self.recordings[media_id]
+        return web.Response(body=recording.body, content_type=recording.content_type)
+
+    # ---- webhook side -------------------------------------------------------------------
+
+    def sign_body(self, body: bytes) -> dict[str, str]:
+        return {SIGNATURE_HEADER: sign(self.signing_secret, body)}
+
+    @staticmethod
+    def request_uri(path: str, params: Mapping[str, str]) -> str:
+        """The answer_url Request-URI as Stringee builds it: parameters appended, spaces as
+        ``%20`` (docs/validating-requests-are-coming-from-stringee)."""
+        return path + "?" + urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
+
+    def sign_uri(self, request_uri: str) -> dict[str, str]:
+        return {SIGNATURE_HEADER: sign(self.signing_secret, request_uri.encode("utf-8"))}
+
+    async def answer(
+        self, session: aiohttp.ClientSession, base_url: str, path: str, params: Mapping[str, str]
+    ) -> tuple[int, Any]:
+        """GET the answer_url as Stringee does; the status and the JSON (SCCO) it answered."""
+        uri = self.request_uri(path, params)
+        url = URL(base_url.rstrip("/") + uri, encoded=True)
+        async with session.get(url, headers=self.sign_uri(uri)) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def post(
+        self, session: aiohttp.ClientSession, url: str, payload: Mapping[str, Any]
+    ) -> tuple[int, bytes]:
+        """POST a JSON body signed over its exact bytes (event_url, input and record eventUrls)."""
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        headers = {"Content-Type": "application/json"} | self.sign_body(body)
+        async with session.post(url, data=body, headers=headers) as resp:
+            return resp.status, await resp.read()
+
+    async def deliver(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        payloads: Sequence[Mapping[str, Any]],
+        *,
+        duplicate: Iterable[int] = (),
+        shuffle: random.Random | None = None,
+        retries: int = 0,
+    ) -> list[int]:
+        """Deliver ``payloads`` to ``url``: the ones at the indexes in ``duplicate`` twice, in an
+        order ``shuffle`` scrambles, each re-sent up to ``retries`` times after a non-2xx answer
+        or a failed connection. The final status of each delivery, in delivery order."""
+        twice = set(duplicate)
+        queue = [p for i, p in enumerate(payloads) for _ in range(2 if i in twice else 1)]
+        if shuffle is not None:
+            shuffle.shuffle(queue)
+        statuses: list[int] = []
+        for payload in queue:
+            status = 0
+            for _ in range(retries + 1):
+                try:
+                    status, _body = await self.post(session, url, payload)
+                except aiohttp.ClientError:
+                    status = 0
+                if 200 <= status < 300:
+                    break
+            statuses.append(status)
+        return statuses
