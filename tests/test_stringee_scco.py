@@ -134,3 +134,26 @@ def test_good_continue_scco_is_copied_not_shared() -> None:
     assert parsed == [CONNECT]
     parsed[0]["timeout"] = 5
     assert "timeout" not in CONNECT
+
+
+def test_the_gates_notice_as_stringee_plays_it() -> None:
+    from prompts import catalogue
+    from service.prompt_library import Notice as PromptNotice
+
+    prompt = catalogue.find("explicit", "vi-VN")
+    rendered = PromptNotice(prompt, SHA)
+    streamed = scco.notice_from_prompt(rendered, "https://cc.example.vn/")
+    assert streamed.action()["fileName"] == (
+        f"https://cc.example.vn/prompts/{prompt.id}/{prompt.version}.wav"
+    )
+    assert streamed.heard()["sha256"] == SHA and streamed.heard()["text"] == prompt.text
+    uploaded = scco.notice_from_prompt(rendered, "https://x.vn", uploaded_file="consent-vi.wav")
+    assert uploaded.action()["action"] == "play" and uploaded.heard()["sha256"] == SHA
+    # no rendered audio: Stringee speaks the text, in its Vietnamese voice
+    spoken = scco.notice_from_prompt(PromptNotice(prompt, None), "https://cc.example.vn")
+    assert spoken.action()["action"] == "talk" and spoken.action()["text"] == prompt.text
+    assert spoken.heard()["voice"] == "hn_male_xuantin_vdts_48k-hsmm"
+    english = scco.notice_from_prompt(
+        PromptNotice(catalogue.find("explicit", "en-US"), None), "https://cc.example.vn"
+    )
+    assert "voice" not in english.action()  # Stringee's default voice; none is guessed

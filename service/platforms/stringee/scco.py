@@ -30,6 +30,7 @@ from yarl import URL
 
 from service.errors import BadRequest
 from service.platforms.stringee.hosts import safe_url
+from service.prompt_library import Notice as PromptNotice
 
 Scco = list[dict[str, Any]]
 
@@ -37,7 +38,8 @@ KNOWN_ACTIONS = frozenset({"connect", "record", "recordMessage", "talk", "play",
 # a tenant's continue actions run after the consent step: recording there would bypass it
 RECORDING_ACTIONS = frozenset({"record", "recordMessage"})
 MAX_CONTINUE_ACTIONS = 32
-# the voice Stringee's own sample speaks Vietnamese with (server-samples auto-call.php)
+# the voice Stringee's own sample speaks Vietnamese with (server-samples auto-call.php); keyed
+# by the language's primary subtag
 DEFAULT_TALK_VOICES = {"vi": "hn_male_xuantin_vdts_48k-hsmm"}
 
 
@@ -79,10 +81,17 @@ class Notice:
             # change what the caller hears while the ledger records our hash
             raise ValueError("the notice URL must be https")
 
+    @property
+    def talk_voice(self) -> str | None:
+        """The voice ``talk`` speaks with: the one given, else Stringee's Vietnamese voice for
+        a Vietnamese notice (``vi`` or ``vi-VN``), else Stringee's default (none sent)."""
+        base = (self.language or "").split("-")[0].lower()
+        return self.voice or DEFAULT_TALK_VOICES.get(base)
+
     def action(self) -> dict[str, Any]:
         common = {"bargeIn": False, "loop": 1}
         if self.kind is NoticeKind.TALK:
-            voice = self.voice or DEFAULT_TALK_VOICES.get(self.language or "")
+            voice = self.talk_voice
             spoken: dict[str, Any] = {"action": "talk", "text": self.text, "speed": self.speed}
             if voice:
                 spoken["voice"] = voice
@@ -94,9 +103,8 @@ class Notice:
         text and voice Stringee spoke it with."""
         out = {"stringee_action": str(self.kind), "text": self.text}
         if self.kind is NoticeKind.TALK:
-            voice = self.voice or DEFAULT_TALK_VOICES.get(self.language or "")
-            if voice:
-                out["voice"] = voice
+            if self.talk_voice:
+                out["voice"] = self.talk_voice
             out["speed"] = str(self.speed)
         else:
             assert self.file is not None
@@ -106,6 +114,28 @@ class Notice:
         if self.language:
             out["language"] = self.language
         return out
+
+
+def notice_from_prompt(
+    prompt_notice: PromptNotice,
+    public_url: str,
+    *,
+    uploaded_file: str | None = None,
+    voice: str | None = None,
+) -> Notice:
+    """The gate's notice for a call as Stringee will play it: ``play`` of the file the operator
+    uploaded to Stringee when one is named, else ``stream`` of callvault's rendered WAV, else
+    (no rendered audio) ``talk`` of the notice's text."""
+    prompt = prompt_notice.prompt
+    common: dict[str, Any] = {"text": prompt.text, "language": prompt.language}
+    if uploaded_file and prompt_notice.wav_sha256:
+        return Notice(
+            NoticeKind.PLAY, file=uploaded_file, sha256=prompt_notice.wav_sha256, **common
+        )
+    if prompt_notice.wav_sha256:
+        url = public_url.rstrip("/") + prompt_notice.path
+        return Notice(NoticeKind.STREAM, file=url, sha256=prompt_notice.wav_sha256, **common)
+    return Notice(NoticeKind.TALK, voice=voice, **common)
 
 
 @dataclass(frozen=True)
