@@ -79,6 +79,30 @@ def call_event(call: str, status: str, **extra: Any) -> dict[str, Any]:
 
 
 @dataclass
+class Caller:
+    """What the fake caller does: the key pressed at an ``input`` (None: silence, the input
+    times out), or hanging up while the notice plays."""
+
+    digits: str | None = None
+    hang_up_during_notice: bool = False
+    number: str = "84909986668"
+    recording: bytes = field(default_factory=mp3_bytes)
+
+
+@dataclass
+class PlayedCall:
+    """What happened on a call the fake ran: the SCCOs it was given, the notice actions it
+    played, what each request to callvault answered, and whether Stringee recorded."""
+
+    call_id: str
+    sccos: list[list[dict[str, Any]]] = field(default_factory=list)
+    played: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[tuple[str, int]] = field(default_factory=list)
+    recorded: bool = False
+    connected: dict[str, Any] | None = None
+
+
+@dataclass
 class Recording:
     body: bytes
     content_type: str = "audio/mpeg"
@@ -223,6 +247,76 @@ class FakeStringee:
         headers = {"Content-Type": "application/json"} | self.sign_body(body)
         async with session.post(url, data=body, headers=headers) as resp:
             return resp.status, await resp.read()
+
+    async def run_call(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        answer_path: str,
+        event_url: str,
+        caller: Caller,
+        to: str = "842473082686",
+        max_steps: int = 20,
+    ) -> PlayedCall:
+        """Play one call from the phone network to a number whose answer_url is
+        ``base_url + answer_path``, running the SCCOs callvault answers as Stringee runs them:
+        actions in order; ``talk``/``play``/``stream`` (the notice) played; an ``input`` posts
+        the caller's key (or a timeout) to its ``eventUrl`` and the SCCO that answers replaces
+        the rest; ``record`` starts recording; ``connect`` hands the call to the contact centre.
+        When the call ends, ``ended`` goes to the event_url and, if it was recorded, the
+        recording is stored for the REST API and announced to the record ``eventUrl``.
+
+        Assumed where Stringee documents nothing: the number's answer_url ``uuid`` equals the
+        ``call_id`` of the call's events, the input eventUrl is called with ``"timeout": true``
+        on silence, and the record eventUrl gets ``{"call_id", "recordId"}`` (docs/stringee.md)."""
+        played = PlayedCall(call_id())
+        cid = played.call_id
+        params = {"from": caller.number, "to": to, "uuid": cid, "fromInternal": "false"}
+        status, answer = await self.answer(session, base_url, answer_path, params)
+        played.statuses.append(("answer", status))
+        record_url: str | None = None
+        actions: list[dict[str, Any]] = list(answer) if status == 200 else []
+        played.sccos.append(list(actions))
+        steps = 0
+        while actions and steps < max_steps:
+            steps += 1
+            action = actions.pop(0)
+            kind = action.get("action")
+            if kind in ("talk", "play", "stream"):
+                played.played.append(action)
+                if caller.hang_up_during_notice:
+                    actions = []
+                    break
+            elif kind == "input":
+                keyed = (caller.digits or "")[: int(action.get("maxDigits") or 1)]
+                payload = {
+                    "time": str(int(self.clock() * 1000)),
+                    "dtmf": keyed,
+                    "call_id": cid,
+                    "customField": action.get("customField", ""),
+                    "timeout": not keyed,
+                }
+                status, body = await self.post(session, action["eventUrl"], payload)
+                played.statuses.append(("input", status))
+                actions = list(json.loads(body)) if status == 200 else []
+                played.sccos.append(list(actions))
+            elif kind == "record":
+                played.recorded = True
+                record_url = action.get("eventUrl") or None
+            elif kind == "connect":
+                played.connected = action
+                break
+        ended = call_event(cid, "ended")
+        ended["from"]["number"] = caller.number
+        status, _ = await self.post(session, event_url, ended)
+        played.statuses.append(("ended", status))
+        if played.recorded:
+            self.add(cid, caller.recording)
+            if record_url:
+                status, _ = await self.post(session, record_url, {"call_id": cid, "recordId": cid})
+                played.statuses.append(("record", status))
+        return played
 
     async def deliver(
         self,
