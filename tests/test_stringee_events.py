@@ -63,7 +63,7 @@ def test_answer_from_the_phone_network_is_keyed_on_uuid() -> None:
     [
         ({"from": "1", "to": "2"}, "callId"),
         ({"from": "1", "to": "2", "uuid": "../../etc"}, "uuid"),
-        ({"to": "2", "uuid": "u1"}, "from"),
+        ({"from": "1", "uuid": "u1"}, "to"),
         ({"from": "1", "to": "2", "uuid": "u1", "fromInternal": "maybe"}, "fromInternal"),
         ({"from": "1", "to": "2", "uuid": "u1", "projectId": "²"}, "projectId"),
         ({"from": "1\x00", "to": "2", "uuid": "u1"}, "from"),
@@ -76,6 +76,11 @@ def test_bad_answer_queries(query: dict[str, str], names: str) -> None:
     assert caught.value.code == "bad_stringee_request"
     assert names in caught.value.message
     assert "\x00" not in caught.value.message and "1111111" not in caught.value.message
+
+
+def test_a_withheld_caller_id_is_still_answered() -> None:
+    parsed = events.parse_answer(MultiDict({"from": "", "to": "842473082686", "uuid": "u1"}))
+    assert parsed.from_ is None and parsed.to == "842473082686"
 
 
 def test_call_events_as_documented() -> None:

@@ -129,6 +129,12 @@ def test_bad_continue_scco(value: object, fragment: str) -> None:
     assert fragment in caught.value.message
 
 
+@pytest.mark.parametrize("seconds", [0, 121])
+def test_input_timeouts_out_of_range_refused(seconds: int) -> None:
+    with pytest.raises(ValueError):
+        scco.Ask(event_url="https://x.vn/in", explicit=True, timeout_s=seconds)
+
+
 def test_good_continue_scco_is_copied_not_shared() -> None:
     parsed = scco.parse_continue_scco([CONNECT])
     assert parsed == [CONNECT]

@@ -146,7 +146,7 @@ class AnswerRequest:
     (app calls) or ``uuid`` (calls from the phone network). Whether that ``uuid`` equals the
     ``call_id`` of later event_url posts is not documented; see docs/stringee.md."""
 
-    from_: str
+    from_: str | None  # None: the caller withheld their number
     to: str
     from_internal: bool
     call_id: str | None
@@ -168,11 +168,11 @@ def parse_answer(query: Mapping[str, str]) -> AnswerRequest:
     uuid = query.get("uuid") or None
     if call_id is None and uuid is None:
         raise _bad("`callId` (app calls) or `uuid` (phone calls) is missing")
-    from_ = _text(query.get("from"), "from", required=True)
     to = _text(query.get("to"), "to", required=True)
-    assert from_ is not None and to is not None
+    assert to is not None
     return AnswerRequest(
-        from_=from_,
+        # a withheld caller ID must not turn the call away: the notice is still played
+        from_=_text(query.get("from"), "from"),
         to=to,
         from_internal=_bool(query.get("fromInternal"), "fromInternal", default=False),
         call_id=_external_id(call_id, "callId") if call_id else None,

@@ -148,9 +148,11 @@ class Ask:
     timeout_s: int = 10
     custom_field: str | None = None  # echoed back by Stringee as ``customField``
 
-    def action(self) -> dict[str, Any]:
+    def __post_init__(self) -> None:
         if not 1 <= self.timeout_s <= 120:
             raise ValueError("the input timeout must be between 1 and 120 seconds")
+
+    def action(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "action": "input",
             "eventUrl": self.event_url,
