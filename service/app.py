@@ -50,14 +50,14 @@ from service.links import LINKS, LinkSigner
 from service.metrics import FIGURES, METRICS, METRICS_POOL, FiguresCache, Metrics
 from service.observe import hide_server_software, observe_middleware
 from service.personal_data import PhoneVault
+from service.platforms.twilio import reconcile as twilio_reconcile
+from service.platforms.twilio import routes as twilio_routes
+from service.platforms.twilio.accounts import TWILIO_ACCOUNTS, AccountBook
+from service.platforms.twilio.media import TwilioMedia
 from service.prompt_library import PromptLibrary
 from service.qa import api as qa_api  # noqa: F401 - registers its operations
 from service.qa import page as qa_page
 from service.storage import create_store
-from service.twilio import reconcile as twilio_reconcile
-from service.twilio import routes as twilio_routes
-from service.twilio.accounts import TWILIO_ACCOUNTS, AccountBook
-from service.twilio.media import TwilioMedia
 from service.workdir import remove_stale
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ import pytest
 from service import ledger
 from service.config import Policy, Settings, load_settings
 from service.db.pool import create_pool
+from service.platforms.twilio.media import TwilioMedia
+from service.platforms.twilio.reconcile import reconcile_once
 from service.simulate import Caller, FakeTwilio
-from service.twilio.media import TwilioMedia
-from service.twilio.reconcile import reconcile_once
 from tests.conftest import CONTINUE_URL, Service
 from tests.intake_helpers import objects, send_recording, settle
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes

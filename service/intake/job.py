@@ -40,8 +40,8 @@ from service.jobs import Defer, LeaseLost
 from service.jobs.worker import JobContext
 from service.ledger import NewEvent
 from service.metrics import Metrics
+from service.platforms.twilio.media import Downloaded, TwilioMedia
 from service.storage import ObjectStore, StorageError
-from service.twilio.media import Downloaded, TwilioMedia
 from service.workdir import work_dir
 
 log = logging.getLogger(__name__)

@@ -31,10 +31,10 @@ from service import ledger
 from service.db import queries, tenancy
 from service.intake.callbacks import recording_callback
 from service.ledger import NewEvent
-from service.twilio.media import ListedRecording, MediaError, TwilioMedia
+from service.platforms.twilio.media import ListedRecording, MediaError, TwilioMedia
 
 log = logging.getLogger(__name__)
-Q = queries.load("service.twilio", "reconcile.sql")
+Q = queries.load("service.platforms.twilio", "reconcile.sql")
 PLATFORM = "twilio"
 FINISHED = frozenset({"completed", "absent", "failed", "deleted"})  # no later state follows
 HANDED_ON = frozenset({"completed", "absent", "failed"})  # what a callback would have said

@@ -28,10 +28,10 @@ from service.db import tenancy
 from service.errors import BadRequest, ConfigError, DatabaseUnavailable
 from service.intake.callbacks import recording_callback
 from service.metrics import METRICS
-from service.twilio import twiml
-from service.twilio.direction import centre_is_vouched_for, twilio_direction
-from service.twilio.media import check_recording_sid
-from service.twilio.signature import verified_form
+from service.platforms.twilio import twiml
+from service.platforms.twilio.direction import centre_is_vouched_for, twilio_direction
+from service.platforms.twilio.media import check_recording_sid
+from service.platforms.twilio.signature import verified_form
 from service.untrusted import parse_int
 
 log = logging.getLogger(__name__)
