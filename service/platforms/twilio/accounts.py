@@ -6,6 +6,10 @@ AccountSid to its tenant; an account registered to several tenants is told apart
 centre's number through ``tenant_numbers``. These are the operator's tables (no row-level
 security). They are cached in the process and re-read after :data:`TTL_S`, so ``tenant apply``
 takes effect on every replica within seconds (a NOTIFY would make it immediate: a later step).
+
+The same tables give the media API its credentials (:class:`TwilioMediaSources`): a call's
+recording is fetched, listed and deleted with the account the call came through (stored on the
+call as ``platform_account``), the configured account serving the tenant ``default``.
 """
 
 from __future__ import annotations
@@ -13,18 +17,23 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 from aiohttp import web
 
+from service.config import Settings
 from service.context import SETTINGS, database
-from service.db import tenancy
+from service.db import Conn, tenancy
 from service.errors import DatabaseUnavailable, Forbidden
+from service.platforms.twilio.media import Credentials, MediaError, TwilioMedia
 
 TTL_S = 5.0
 _ACCOUNTS_SQL = (
-    "SELECT account_id, tenant_id, secrets FROM tenant_accounts WHERE platform = 'twilio'"
+    "SELECT account_id, tenant_id, settings, secrets FROM tenant_accounts WHERE platform = 'twilio'"
 )
 _NUMBERS_SQL = "SELECT number, tenant_id FROM tenant_numbers"
 
@@ -34,6 +43,19 @@ class Snapshot:
     # AccountSid -> {tenant id: secret references}
     accounts: dict[str, dict[str, dict[str, str]]]
     numbers: dict[str, str]
+    # AccountSid -> {tenant id: plain settings (api_key_sid)}
+    settings: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+
+async def read_snapshot(conn: Conn) -> Snapshot:
+    """The account and number tables as they are now (the caller says the tenant: ``ALL``)."""
+    accounts: dict[str, dict[str, dict[str, str]]] = {}
+    plain: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in await conn.fetch(_ACCOUNTS_SQL):
+        accounts.setdefault(r["account_id"], {})[r["tenant_id"]] = dict(r["secrets"])
+        plain.setdefault(r["account_id"], {})[r["tenant_id"]] = dict(r["settings"])
+    numbers = {r["number"]: r["tenant_id"] for r in await conn.fetch(_NUMBERS_SQL)}
+    return Snapshot(accounts, numbers, plain)
 
 
 class AccountBook:
@@ -53,21 +75,14 @@ class AccountBook:
             try:
                 with tenancy.as_tenant(tenancy.ALL):  # operator's tables: no RLS either way
                     async with database(app) as conn:
-                        accounts: dict[str, dict[str, dict[str, str]]] = {}
-                        for r in await conn.fetch(_ACCOUNTS_SQL):
-                            accounts.setdefault(r["account_id"], {})[r["tenant_id"]] = dict(
-                                r["secrets"]
-                            )
-                        numbers = {
-                            r["number"]: r["tenant_id"] for r in await conn.fetch(_NUMBERS_SQL)
-                        }
+                        snapshot = await read_snapshot(conn)
             except DatabaseUnavailable:
                 # The last copy (or none) serves while the database is away; with a copy, the
                 # next try waits a TTL, so an outage does not add a timeout to every webhook.
                 if self.snapshot is not None:
                     self.read_at = time.monotonic()
                 return self.snapshot
-            self.snapshot = Snapshot(accounts, numbers)
+            self.snapshot = snapshot
             self.read_at = time.monotonic()
             return self.snapshot
 
@@ -81,11 +96,12 @@ class Account:
     auth_token: str
 
 
-def _token(refs: dict[str, str]) -> str:
-    """The auth token a reference names, read now (so a rotated token is used at once)."""
-    if name := refs.get("auth_token_env"):
+def _token(refs: dict[str, str], which: str = "auth_token") -> str:
+    """The secret a reference names (``auth_token_env`` or ``auth_token_file``, ...), read now
+    (so a rotated token is used at once)."""
+    if name := refs.get(f"{which}_env"):
         return os.environ.get(name, "")
-    if path := refs.get("auth_token_file"):
+    if path := refs.get(f"{which}_file"):
         try:
             return Path(path).read_text(encoding="utf-8").strip()
         except OSError:
@@ -125,3 +141,90 @@ async def resolve(app: web.Application, account_sid: str, centre: str | None) ->
     else:
         token = await asyncio.to_thread(_token, refs)
     return Account(tenant, token)
+
+
+def _credentials(
+    settings: Settings, snapshot: Snapshot | None, tenant: str, account_sid: str | None
+) -> Credentials:
+    """The REST credentials of ``account_sid`` as registered to ``tenant`` (blocking: may read a
+    secret file), or :class:`MediaError` saying which reference to fix (never a secret)."""
+    configured = settings.twilio_account_sid
+    if (
+        tenant == tenancy.DEFAULT
+        and configured
+        and settings.twilio_auth_token
+        and account_sid in (None, configured)
+        and (snapshot is None or tenancy.DEFAULT not in snapshot.accounts.get(configured, {}))
+    ):
+        return Credentials(configured, configured, settings.twilio_auth_token)
+    if snapshot is None:
+        raise MediaError("the tenant accounts could not be read (the database does not answer)")
+    if account_sid is None:
+        # a call from before calls recorded their account: the tenant's only Twilio account
+        owned = sorted(sid for sid, tenants in snapshot.accounts.items() if tenant in tenants)
+        if len(owned) != 1:
+            raise MediaError(
+                f"the call records no Twilio account and tenant {tenant!r} has {len(owned)}: "
+                "set calls.platform_account for it"
+            )
+        account_sid = owned[0]
+    refs = snapshot.accounts.get(account_sid, {}).get(tenant)
+    if refs is None:
+        raise MediaError(
+            f"Twilio account {account_sid} is not registered to tenant {tenant!r} "
+            "(its [twilio] account_sid in the tenant file)"
+        )
+    key_sid = str(snapshot.settings.get(account_sid, {}).get(tenant, {}).get("api_key_sid") or "")
+    if key_sid and (key_secret := _token(refs, "api_key_secret")):
+        return Credentials(account_sid, key_sid, key_secret)
+    if token := _token(refs):
+        return Credentials(account_sid, account_sid, token)
+    raise MediaError(
+        f"no credentials for Twilio account {account_sid} of tenant {tenant!r}: the "
+        "auth_token_env/auth_token_file (or api_key_secret_*) it names is unset or unreadable"
+    )
+
+
+SnapshotSource = Callable[[], Awaitable[Snapshot | None]]
+
+
+class TwilioMediaSources:
+    """Twilio's :class:`~service.platforms.port.MediaSources`: each call's media API with the
+    credentials of the account the call came through, looked up when asked (a rotated or newly
+    applied secret is used at once)."""
+
+    def __init__(
+        self, settings: Settings, session: aiohttp.ClientSession, snapshot: SnapshotSource
+    ) -> None:
+        self.settings = settings
+        self.session = session
+        self._snapshot = snapshot
+
+    @classmethod
+    def for_app(cls, app: web.Application, session: aiohttp.ClientSession) -> TwilioMediaSources:
+        """Read through the application's cached book (refreshed every :data:`TTL_S`)."""
+
+        async def snapshot() -> Snapshot | None:
+            return await app[TWILIO_ACCOUNTS].current(app)
+
+        return cls(app[SETTINGS], session, snapshot)
+
+    @classmethod
+    def for_pool(
+        cls, settings: Settings, session: aiohttp.ClientSession, pool: Any
+    ) -> TwilioMediaSources:
+        """Read the tables afresh on each lookup (the CLI and tests: no application)."""
+
+        async def snapshot() -> Snapshot | None:
+            with tenancy.as_tenant(tenancy.ALL):
+                async with pool.acquire() as conn:
+                    return await read_snapshot(conn)
+
+        return cls(settings, session, snapshot)
+
+    async def source(self, tenant: str, account: str | None) -> TwilioMedia:
+        snapshot = await self._snapshot()
+        credentials = await asyncio.to_thread(
+            _credentials, self.settings, snapshot, tenant, account
+        )
+        return TwilioMedia(self.settings, self.session, credentials)
