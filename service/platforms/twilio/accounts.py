@@ -143,7 +143,7 @@ async def resolve(app: web.Application, account_sid: str, centre: str | None) ->
     return Account(tenant, token)
 
 
-def _credentials(
+def credentials(
     settings: Settings, snapshot: Snapshot | None, tenant: str, account_sid: str | None
 ) -> Credentials:
     """The REST credentials of ``account_sid`` as registered to ``tenant`` (blocking: may read a
@@ -224,7 +224,5 @@ class TwilioMediaSources:
 
     async def source(self, tenant: str, account: str | None) -> TwilioMedia:
         snapshot = await self._snapshot()
-        credentials = await asyncio.to_thread(
-            _credentials, self.settings, snapshot, tenant, account
-        )
-        return TwilioMedia(self.settings, self.session, credentials)
+        found = await asyncio.to_thread(credentials, self.settings, snapshot, tenant, account)
+        return TwilioMedia(self.settings, self.session, found)
