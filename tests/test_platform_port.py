@@ -114,3 +114,17 @@ def test_a_kind_cannot_be_registered_twice() -> None:
 
     with pytest.raises(ValueError, match="'recording' is registered twice"):
         job_kind("recording")(other)
+
+
+def test_each_installed_platform_mounts_its_webhooks_at_unchanged_paths() -> None:
+    from aiohttp import web
+
+    from service.platforms import installed
+    from service.platforms.port import Platform
+
+    by_platform = {adapter.platform: adapter for adapter in installed.ADAPTERS}
+    assert len(by_platform) == len(installed.ADAPTERS)  # one adapter per platform
+    twilio = by_platform[Platform.TWILIO]
+    paths = {(r.method, r.path) for r in twilio.routes if isinstance(r, web.RouteDef)}
+    steps = ("voice", "consent", "status", "recording")
+    assert paths == {("POST", f"/telephony/twilio/{step}") for step in steps}
