@@ -296,8 +296,8 @@ class TwilioMedia:
             ) as resp:
                 if resp.status in (401, 403):
                     raise MediaError(
-                        f"{what}: HTTP {resp.status} from Twilio (check the account SID and "
-                        "auth token)"
+                        f"{what}: HTTP {resp.status} from Twilio (check the credentials of "
+                        f"account {self.account_sid}: its auth token or API key)"
                     )
                 if resp.status != 200:
                     raise MediaError(f"{what}: HTTP {resp.status} from Twilio")
@@ -324,7 +324,10 @@ class TwilioMedia:
             ) as resp:
                 if resp.status in (200, 204, 404):
                     return
-                raise MediaError(f"deleting recording {sid}: HTTP {resp.status} from Twilio")
+                raise MediaError(
+                    f"deleting recording {sid}: HTTP {resp.status} from Twilio "
+                    f"(account {self.account_sid})"
+                )
         except aiohttp.ClientError as exc:
             raise MediaError(f"deleting recording {sid}: {type(exc).__name__}") from exc
         except TimeoutError as exc:
