@@ -44,6 +44,8 @@ from service.db import Conn, queries
 from service.errors import BadRequest, CallvaultError, NotFound
 from service.intake import possible_keys
 from service.jobs import Defer
+from service.jobs.registry import job_kind
+from service.jobs.worker import JobContext
 from service.ledger import NewEvent, visibility
 from service.personal_data import PhoneVault, mask_phone
 from service.storage import ObjectStore, StorageError
@@ -428,3 +430,20 @@ def _zip(content: Path, bundle: Path, request: dict[str, Any], calls: list[Any])
             if path.is_file():
                 zf.write(path, path.relative_to(content).as_posix())
     return sha256_of(bundle)
+
+
+@job_kind(JOB_KIND)
+async def run_job(ctx: JobContext) -> None:
+    """The ``dsar`` job: every step of a request is idempotent, so a rerun after a lost lease
+    converges."""
+    shared = ctx.resources
+    async with ctx.pool.acquire() as conn:
+        await run(
+            conn,
+            shared.vault,
+            shared.store,
+            uuid.UUID(ctx.job.payload["request_id"]),
+            shared.settings.home / "tmp",
+            retry_s=shared.settings.purge_interval_s,
+            bundle_ttl_s=shared.settings.bundle_ttl_s,
+        )

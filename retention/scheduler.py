@@ -1,6 +1,6 @@
 """APScheduler (3.x) inside ``callvault serve``: the purge every ``CALLVAULT_PURGE_INTERVAL``,
 and beside it the ledger seal and the search for lost recording callbacks (every
-``CALLVAULT_RECONCILE_INTERVAL``, see ``service.twilio.reconcile``).
+``CALLVAULT_RECONCILE_INTERVAL``, see ``service.platforms.twilio.reconcile``).
 
 Every replica runs the schedule; that is safe because a purge pass claims rows with
 ``FOR UPDATE SKIP LOCKED`` (see ``retention.purge``), and so does a reconcile pass.

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
 from prompts.render import ensure_built
-from retention import requests
+from retention import requests  # noqa: F401 - registers its job kind
 from retention import scheduler as retention_scheduler
 from retention.purge import purge_once
 from service import files_http, health, metrics, prompts_http
@@ -41,23 +40,22 @@ from service.db.migrations import migrate
 from service.db.pool import create_pool
 from service.errors import ConfigError
 from service.http_errors import error_middleware
-from service.intake import job as intake_job
-from service.intake.callbacks import JOB_KIND
+from service.intake import job as intake_job  # noqa: F401 - registers its job kind
 from service.jobs import prune_done as prune_jobs
-from service.jobs.worker import JobContext, Worker, WorkerConfig
+from service.jobs.registry import Resources, registered
+from service.jobs.worker import Worker, WorkerConfig
 from service.ledger import seals as ledger_seals
 from service.links import LINKS, LinkSigner
 from service.metrics import FIGURES, METRICS, METRICS_POOL, FiguresCache, Metrics
 from service.observe import hide_server_software, observe_middleware
 from service.personal_data import PhoneVault
+from service.platforms import installed as platforms
+from service.platforms.twilio import reconcile as twilio_reconcile
+from service.platforms.twilio.accounts import TWILIO_ACCOUNTS, AccountBook, TwilioMediaSources
 from service.prompt_library import PromptLibrary
 from service.qa import api as qa_api  # noqa: F401 - registers its operations
 from service.qa import page as qa_page
 from service.storage import create_store
-from service.twilio import reconcile as twilio_reconcile
-from service.twilio import routes as twilio_routes
-from service.twilio.accounts import TWILIO_ACCOUNTS, AccountBook
-from service.twilio.media import TwilioMedia
 from service.workdir import remove_stale
 
 log = logging.getLogger(__name__)
@@ -137,35 +135,17 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
         if settings.workers == 0:
             yield
             return
-        deps = intake_job.IntakeDeps(
-            settings, app[STORE], TwilioMedia(settings, app[HTTP_CLIENT]), app[METRICS]
-        )
-
-        async def recording(ctx: JobContext) -> None:
-            await intake_job.run(ctx, deps)
-
-        async def dsar(ctx: JobContext) -> None:
-            # every step of a request is idempotent, so a rerun after a lost lease converges
-            async with ctx.pool.acquire() as conn:
-                await requests.run(
-                    conn,
-                    app[VAULT],
-                    app[STORE],
-                    uuid.UUID(ctx.job.payload["request_id"]),
-                    settings.home / "tmp",
-                    retry_s=settings.purge_interval_s,
-                    bundle_ttl_s=settings.bundle_ttl_s,
-                )
-
+        # job kinds come from their own modules (service.jobs.registry.job_kind)
         worker = Worker(
             app[POOL],
-            {JOB_KIND: recording, requests.JOB_KIND: dsar},
+            registered(),
             WorkerConfig(
                 concurrency=settings.workers,
                 lease_s=settings.job_lease_s,
                 backoff_base_s=settings.job_backoff_base_s,
                 backoff_cap_s=settings.job_backoff_cap_s,
             ),
+            Resources(settings, app[STORE], app[VAULT], platforms.media_sources(app), app[METRICS]),
         )
         worker.start()
         yield
@@ -214,7 +194,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
             except Exception:
                 log.exception("sealing the ledger failed; the next interval retries")
 
-        twilio = TwilioMedia(settings, app[HTTP_CLIENT])
+        twilio = TwilioMediaSources.for_app(app, app[HTTP_CLIENT])
 
         async def reconcile() -> None:
             try:
@@ -278,7 +258,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     app.add_routes(health.routes)
     app.add_routes(metrics.routes)
     app.add_routes(prompts_http.routes)
-    app.add_routes(twilio_routes.routes)
+    platforms.add_routes(app)
     app.add_routes(files_http.routes)
     api_spec.add_routes(app)  # admin, compliance and QA operations, validated by their spec
     app.add_routes(qa_page.routes)

@@ -41,7 +41,7 @@ from aiohttp import web
 
 from service.config import Settings
 from service.errors import CallvaultError
-from service.twilio.media import check_recording_sid
+from service.platforms.twilio.media import check_recording_sid
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

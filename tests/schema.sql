@@ -83,7 +83,7 @@ CREATE SEQUENCE public.audit_log_id_seq
 ALTER SEQUENCE public.audit_log_id_seq OWNED BY public.audit_log.id;
 CREATE TABLE public.calls (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
-    platform text NOT NULL,
+    platform text DEFAULT 'twilio'::text NOT NULL,
     external_id text NOT NULL,
     caller_enc bytea,
     caller_hash bytea,
@@ -98,15 +98,18 @@ CREATE TABLE public.calls (
     erased_by uuid,
     direction text DEFAULT 'inbound'::text NOT NULL,
     tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
+    platform_account text,
     CONSTRAINT calls_direction_check CHECK ((direction = ANY (ARRAY['inbound'::text, 'outbound'::text]))),
     CONSTRAINT calls_outcome_at_set CHECK (((outcome = 'in_progress'::text) = (outcome_at IS NULL))),
-    CONSTRAINT calls_outcome_check CHECK ((outcome = ANY (ARRAY['in_progress'::text, 'consented'::text, 'refused'::text, 'hung_up_during_notice'::text, 'no_input'::text, 'not_asked'::text])))
+    CONSTRAINT calls_outcome_check CHECK ((outcome = ANY (ARRAY['in_progress'::text, 'consented'::text, 'refused'::text, 'hung_up_during_notice'::text, 'no_input'::text, 'not_asked'::text]))),
+    CONSTRAINT calls_platform_account_check CHECK ((platform_account <> ''::text))
 );
 ALTER TABLE ONLY public.calls FORCE ROW LEVEL SECURITY;
 COMMENT ON COLUMN public.calls.caller_enc IS 'AES-GCM ciphertext of the data subject''s number (the caller on inbound calls, the callee on outbound ones); never plain';
 COMMENT ON COLUMN public.calls.caller_hash IS 'HMAC-SHA256 of the data subject''s normalised number, for lookups; NULL once erased';
 COMMENT ON COLUMN public.calls.called IS 'the contact centre''s own number (To on inbound calls, From on outbound ones); not personal data';
 COMMENT ON COLUMN public.calls.direction IS 'inbound: the person called the contact centre; outbound: the contact centre called them';
+COMMENT ON COLUMN public.calls.platform_account IS 'the platform account the call came through (Twilio AccountSid); NULL: the configured account of the tenant default';
 CREATE TABLE public.callvault_migrations (
     version integer NOT NULL,
     name text NOT NULL,

@@ -117,8 +117,8 @@ def test_say_fallback_names_a_voice_twilio_documents_for_the_language(
 ) -> None:
     import xml.etree.ElementTree as ET
 
+    from service.platforms.twilio import twiml
     from service.prompt_library import Notice
-    from service.twilio import twiml
 
     prompt = find(mode, language)
     assert prompt.language == language

@@ -13,8 +13,8 @@ import pytest
 from yarl import URL
 
 from service.config import Settings
+from service.platforms.twilio.media import redirect_allowed
 from service.simulate import Caller, FakeTwilio
-from service.twilio.media import redirect_allowed
 from tests.conftest import AUTH_TOKEN, Service
 from tests.intake_helpers import objects, send_recording, settle
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes

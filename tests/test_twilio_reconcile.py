@@ -17,9 +17,9 @@ import pytest
 from service import ledger
 from service.config import Policy, Settings, load_settings
 from service.db.pool import create_pool
+from service.platforms.twilio.accounts import TwilioMediaSources
+from service.platforms.twilio.reconcile import reconcile_once
 from service.simulate import Caller, FakeTwilio
-from service.twilio.media import TwilioMedia
-from service.twilio.reconcile import reconcile_once
 from tests.conftest import CONTINUE_URL, Service
 from tests.intake_helpers import objects, send_recording, settle
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
@@ -46,8 +46,11 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
 
 
 @pytest.fixture
-def api(intake_settings: Settings, http: aiohttp.ClientSession) -> TwilioMedia:
-    return TwilioMedia(intake_settings, http)
+def api(
+    intake_settings: Settings, http: aiohttp.ClientSession, pool: asyncpg.Pool[Any]
+) -> TwilioMediaSources:
+    """Each call's account's media API, the accounts read from the database."""
+    return TwilioMediaSources.for_pool(intake_settings, http, pool)
 
 
 async def call(twilio: FakeTwilio, behaviour: str = "stay") -> str:
@@ -66,7 +69,7 @@ async def test_a_lost_callback_is_found_stored_and_twilios_copy_deleted_once(
     twilio_media: FakeTwilioMedia,
     db: Conn,
     pool: asyncpg.Pool[Any],
-    api: TwilioMedia,
+    api: TwilioMediaSources,
     moto_url: str,
     bucket: str,
 ) -> None:
@@ -101,7 +104,7 @@ async def test_the_grace_period_is_measured_by_the_database_clock(
     twilio_media: FakeTwilioMedia,
     db: Conn,
     pool: asyncpg.Pool[Any],
-    api: TwilioMedia,
+    api: TwilioMediaSources,
 ) -> None:
     call_sid = await call(twilio)
     rec_sid = new_recording_sid()
@@ -125,7 +128,7 @@ async def test_a_call_whose_callback_came_is_never_listed(
     twilio_media: FakeTwilioMedia,
     db: Conn,
     pool: asyncpg.Pool[Any],
-    api: TwilioMedia,
+    api: TwilioMediaSources,
 ) -> None:
     call_sid = await call(twilio)
     rec_sid = new_recording_sid()
@@ -141,7 +144,7 @@ async def test_replicas_reconciling_at_once_ask_about_each_call_once(
     twilio_media: FakeTwilioMedia,
     db: Conn,
     database_url: str,
-    api: TwilioMedia,
+    api: TwilioMediaSources,
 ) -> None:
     calls = [await call(twilio) for _ in range(4)]
     for call_sid in calls:
@@ -167,7 +170,7 @@ async def test_a_replica_never_asks_about_a_call_another_is_asking_about(
     twilio_media: FakeTwilioMedia,
     db: Conn,
     database_url: str,
-    api: TwilioMedia,
+    api: TwilioMediaSources,
 ) -> None:
     call_sid = await call(twilio)
     twilio_media.add(new_recording_sid(), wav_bytes(1), call_sid=call_sid)
@@ -200,7 +203,7 @@ async def test_a_refused_calls_stray_recording_is_deleted_without_download(
     twilio_media: FakeTwilioMedia,
     db: Conn,
     pool: asyncpg.Pool[Any],
-    api: TwilioMedia,
+    api: TwilioMediaSources,
     moto_url: str,
     bucket: str,
 ) -> None:
@@ -229,7 +232,7 @@ async def test_every_page_of_the_listing_is_read(
     twilio_media: FakeTwilioMedia,
     db: Conn,
     pool: asyncpg.Pool[Any],
-    api: TwilioMedia,
+    api: TwilioMediaSources,
 ) -> None:
     twilio_media.list_page_cap = 1  # Twilio pages; one recording per page here
     call_sid = await call(twilio)
@@ -248,7 +251,7 @@ async def test_a_recording_still_processing_is_asked_about_again_within_a_bound(
     twilio_media: FakeTwilioMedia,
     db: Conn,
     pool: asyncpg.Pool[Any],
-    api: TwilioMedia,
+    api: TwilioMediaSources,
 ) -> None:
     first, second = await call(twilio), await call(twilio)
     done_later, never = new_recording_sid(), new_recording_sid()
@@ -278,12 +281,16 @@ async def test_a_listing_that_fails_is_remembered_and_asked_again(
 
     call_sid = await call(twilio)
     twilio_media.add(new_recording_sid(), wav_bytes(1), call_sid=call_sid)
-    wrong = TwilioMedia(replace(intake_settings, twilio_auth_token="0" * 32), http)
+    wrong = TwilioMediaSources.for_pool(
+        replace(intake_settings, twilio_auth_token="0" * 32), http, pool
+    )
     failed = await reconcile_once(pool, wrong, grace_s=0)
     assert (failed.calls, failed.failed, failed.found) == (1, 1, 0)
     error = await db.fetchval("SELECT last_error FROM recording_reconciliations")
     assert "401" in error and "auth token" in error
-    ok = await reconcile_once(pool, TwilioMedia(intake_settings, http), grace_s=0)
+    ok = await reconcile_once(
+        pool, TwilioMediaSources.for_pool(intake_settings, http, pool), grace_s=0
+    )
     assert (ok.calls, ok.found) == (1, 1)
 
 

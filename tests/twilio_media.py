@@ -7,7 +7,14 @@ Like the real one, the media GET answers ``307`` to a second host (a CDN on anot
 port) with a signed, expiring URL; that host refuses, and counts, any request that carries an
 ``Authorization`` header (the fixture asserts none ever did). ``hops`` per recording sets how
 many redirects lead to the media (0 serves it directly), ``redirect_to`` sends the first
-redirect somewhere else entirely."""
+redirect somewhere else entirely.
+
+Accounts as Twilio documents them (docs/iam/api/subaccounts): the main account's AccountSid and
+auth token reach its own resources and those of every subaccount; a subaccount's credentials (its
+AccountSid and auth token, or an API key made in it) reach that subaccount's only. A recording
+belongs to one account and is found only under that account's URL; other credentials get 401
+(code 20003) and are counted in ``unauthorised``; ``used`` counts each request by the URL's
+account and the username it authenticated with."""
 
 from __future__ import annotations
 
@@ -57,6 +64,7 @@ class Media:
     duration: int = 2
     hops: int = 1
     redirect_to: str | None = None
+    account: str | None = None  # the (sub)account it belongs to; None: the main account
 
 
 @dataclass
@@ -75,6 +83,10 @@ class FakeTwilioMedia:
     list_page_cap: int = 50  # Twilio's default PageSize; lower it to make listings page
     list_hold: asyncio.Event | None = None  # list requests wait for this (a slow Twilio)
     default_hops: int = 1
+    subaccounts: dict[str, str] = field(default_factory=dict)  # AccountSid -> auth token
+    api_keys: dict[str, tuple[str, str]] = field(default_factory=dict)  # SK -> (account, secret)
+    # (account in the URL, username that authenticated, method) -> requests
+    used: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     # signed CDN links handed out: token -> (RecordingSid, redirects to come, extension, query)
     _signed: dict[str, tuple[str, int, str, str]] = field(default_factory=dict)
 
@@ -88,6 +100,7 @@ class FakeTwilioMedia:
         status: str = "completed",
         hops: int | None = None,
         redirect_to: str | None = None,
+        account: str | None = None,
     ) -> None:
         self.recordings[sid] = Media(
             body=body,
@@ -96,7 +109,17 @@ class FakeTwilioMedia:
             status=status,
             hops=self.default_hops if hops is None else hops,
             redirect_to=redirect_to,
+            account=account,
         )
+
+    def add_subaccount(self, sid: str, auth_token: str) -> None:
+        self.subaccounts[sid] = auth_token
+
+    def add_api_key(self, account: str, key_sid: str, secret: str) -> None:
+        self.api_keys[key_sid] = (account, secret)
+
+    def _owner(self, media: Media) -> str:
+        return media.account or self.account_sid
 
     def add_stalling(self, sid: str, body: bytes, until: asyncio.Event) -> None:
         self.recordings[sid] = Media(body=body, stall=until, hops=self.default_hops)
@@ -110,8 +133,20 @@ class FakeTwilioMedia:
         return str(self.server.make_url("")).rstrip("/")
 
     def _authorised(self, request: web.Request) -> bool:
-        expected = encode_basic_auth(self.account_sid, self.auth_token)
-        return request.headers.get("Authorization", "") == expected
+        """Whether the credentials may reach the URL's account; counted in ``used``."""
+        account = request.match_info["account"]
+        if account != self.account_sid and account not in self.subaccounts:
+            return False
+        given = request.headers.get("Authorization", "")
+        allowed = [(self.account_sid, self.auth_token)]  # the main account reaches them all
+        if account in self.subaccounts:
+            allowed.append((account, self.subaccounts[account]))
+        allowed += [(k, secret) for k, (owner, secret) in self.api_keys.items() if owner == account]
+        for username, password in allowed:
+            if given == encode_basic_auth(username, password):
+                self.used[(account, username, request.method)] += 1
+                return True
+        return False
 
     def _redirect(self, sid: str, hops_left: int, ext: str) -> web.Response:
         """307 to the second host with a one-time signed URL, as Twilio hands out CDN links."""
@@ -151,7 +186,9 @@ class FakeTwilioMedia:
         size = min(int(request.query.get("PageSize", "50")), self.list_page_cap)
         page = int(request.query.get("Page", "0"))
         matching = [
-            (sid, m) for sid, m in self.recordings.items() if not call_sid or m.call_sid == call_sid
+            (sid, m)
+            for sid, m in self.recordings.items()
+            if (not call_sid or m.call_sid == call_sid) and self._owner(m) == account
         ]
         chunk = matching[page * size : (page + 1) * size]
         path = f"/2010-04-01/Accounts/{account}/Recordings.json"
@@ -201,16 +238,18 @@ class FakeTwilioMedia:
         if not self._authorised(request):
             self.unauthorised += 1
             return web.json_response({"code": 20003}, status=401)
-        if request.match_info["account"] != self.account_sid:
-            return web.json_response({"code": 20404}, status=404)
+        account = request.match_info["account"]
         sid, ext = request.match_info["sid"], request.match_info["ext"]
+        media = self.recordings.get(sid)
+        if media is not None and self._owner(media) != account:
+            media = None  # another account's recording is not found under this one's URL
         if request.method == "DELETE":
             self.deletes[sid] += 1
-            if ext != "json" or self.recordings.pop(sid, None) is None:
+            if ext != "json" or media is None:
                 return web.json_response({"code": 20404}, status=404)
+            del self.recordings[sid]
             return web.Response(status=204)
         self.gets[sid] += 1
-        media = self.recordings.get(sid)
         if media is None or ext not in ("wav", "mp3"):
             return web.json_response({"code": 20404}, status=404)
         if media.not_ready_for > 0:

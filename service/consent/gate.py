@@ -129,6 +129,7 @@ async def start_call(
     policy: Policy,
     direction: Direction = Direction.INBOUND,
     centre_known: bool = True,
+    platform_account: str | None = None,
 ) -> Decision:
     """A call reached the gate (for an outbound call: the callee answered). Decide whether to
     ask, and write ``call_started`` plus either ``not_asked`` or ``notice_played``."""
@@ -146,6 +147,7 @@ async def start_call(
             policy.never_record,
             vault.lookup_hashes(subject_norm) if subject_norm else [],
             direction.value,
+            platform_account,
         )
         if row is None:  # the platform retried the start: answer from what we already decided
             existing = await conn.fetchrow(Q["lock_call"], platform, external_id)
@@ -285,6 +287,7 @@ async def status_step(
     policy: Policy,
     direction: Direction = Direction.INBOUND,
     centre_known: bool = True,
+    platform_account: str | None = None,
 ) -> CallState | None:
     """A call-progress callback. When the call has ended before any consent step, its
     outcome is ``hung_up_during_notice``; a final status for a call never seen starting creates
@@ -309,6 +312,7 @@ async def status_step(
                 False,  # a status for a call never seen starting: it can only end unrecorded
                 [],
                 direction.value,
+                platform_account,
             )
             if row is None:  # a concurrent status callback created it first
                 row = await conn.fetchrow(Q["lock_call"], platform, external_id)

@@ -1,17 +1,18 @@
 -- name: insert_call
 -- One round trip: is the person on the do-not-record list ($8: the number's hash under each key
 -- in use), and the call row with its outcome so far. $3/$4 are the person's number (the caller
--- inbound, the callee outbound), $5 the contact centre's, $9 the direction. A duplicate start
--- (the platform retried) inserts nothing and returns no row.
+-- inbound, the callee outbound), $5 the contact centre's, $9 the direction, $10 the platform
+-- account the call came through. A duplicate start (the platform retried) inserts nothing and
+-- returns no row.
 WITH listed AS (
     SELECT EXISTS (SELECT 1 FROM do_not_record WHERE phone_hash = ANY($8::bytea[])) AS on_list
 )
 INSERT INTO calls (platform, external_id, caller_enc, caller_hash, called, policy, outcome,
-                   outcome_at, direction)
+                   outcome_at, direction, platform_account)
 SELECT $1, $2, $3, $4, $5, $6,
        CASE WHEN $7 OR listed.on_list THEN 'not_asked' ELSE 'in_progress' END,
        CASE WHEN $7 OR listed.on_list THEN now() END,
-       $9
+       $9, $10
 FROM listed
 ON CONFLICT (platform, external_id) DO NOTHING
 RETURNING id, outcome, policy, ended_at, clock_timestamp() AS at,

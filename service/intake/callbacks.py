@@ -24,8 +24,10 @@ async def recording_callback(
     status: str,
     duration_s: int | None,
     max_attempts: int,
+    platform_account: str | None = None,
 ) -> bool:
-    """Returns False for a duplicate (nothing done)."""
+    """Returns False for a duplicate (nothing done). ``platform_account``: the account the
+    callback came through, whose credentials fetch and delete the media."""
     async with conn.transaction():
         fresh = await conn.fetchval(Q["insert_callback"], platform, recording_sid, status, call_sid)
         if fresh is None:
@@ -39,6 +41,7 @@ async def recording_callback(
                     "recording_sid": recording_sid,
                     "call_sid": call_sid,
                     "duration_s": duration_s,
+                    "platform_account": platform_account,
                 },
                 dedupe_key=f"{JOB_KIND}:{platform}:{recording_sid}",
                 max_attempts=max_attempts,

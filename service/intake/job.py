@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,14 +35,16 @@ from service.config import Settings
 from service.consent.gate import CONSENTED, IN_PROGRESS
 from service.db import queries
 from service.intake import possible_keys, recording_key
+from service.intake.callbacks import JOB_KIND
 from service.intake.transcode import CONTENT_TYPES as TRANSCODED_TYPES
 from service.intake.transcode import transcode
 from service.jobs import Defer, LeaseLost
+from service.jobs.registry import job_kind
 from service.jobs.worker import JobContext
 from service.ledger import NewEvent
 from service.metrics import Metrics
+from service.platforms.port import Downloaded, MediaSource, MediaSources, media_source
 from service.storage import ObjectStore, StorageError
-from service.twilio.media import Downloaded, TwilioMedia
 from service.workdir import work_dir
 
 log = logging.getLogger(__name__)
@@ -53,8 +56,14 @@ CONSENT_WAIT_S = 3600.0
 class IntakeDeps:
     settings: Settings
     store: ObjectStore
-    media: TwilioMedia
+    media: Mapping[str, MediaSources]  # platform -> its media per platform account
     metrics: Metrics | None = None
+
+
+@job_kind(JOB_KIND)
+async def recording(ctx: JobContext) -> None:
+    shared = ctx.resources
+    await run(ctx, IntakeDeps(shared.settings, shared.store, shared.media, shared.metrics))
 
 
 async def run(ctx: JobContext, deps: IntakeDeps) -> None:
@@ -62,6 +71,8 @@ async def run(ctx: JobContext, deps: IntakeDeps) -> None:
     platform: str = payload["platform"]
     sid: str = payload["recording_sid"]
     call_sid: str = payload["call_sid"]
+    # the account the callback came through (verified with its secret), else the call's
+    account: str | None = payload.get("platform_account")
 
     leftover = None  # the row of a recording whose call was erased while it was in flight
     async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
@@ -76,6 +87,8 @@ async def run(ctx: JobContext, deps: IntakeDeps) -> None:
             # Never guessed: after an hour it fails, retries and is dead-lettered, visibly,
             # with the platform's copy kept for a person to decide.
             raise RuntimeError("the call has had no consent outcome for an hour")
+        if account is None and call is not None:
+            account = call["platform_account"]
         keep = call is not None and not erased and call["outcome"] == CONSENTED
         if keep:
             assert call is not None
@@ -104,11 +117,13 @@ async def run(ctx: JobContext, deps: IntakeDeps) -> None:
                 ],
             )
 
+    # fetched and deleted with the credentials of the account the call came through
+    media = await media_source(deps.media, platform, ctx.job.tenant, account)
     if not keep:
         if leftover is not None:
             # a run cut short after its upload (crash, lost lease) may have left an object
             await _delete_objects(deps.store, possible_keys(leftover["id"]))
-        await deps.media.delete(sid)
+        await media.delete(sid)
         if call is not None:
             async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
                 if leftover is not None:
@@ -134,9 +149,9 @@ async def run(ctx: JobContext, deps: IntakeDeps) -> None:
     assert call is not None and recording is not None
     policy: dict[str, Any] = call["policy"]
     if recording["state"] == "pending":
-        await _store(ctx, deps, recording, sid, int(policy["retention_s"]))
+        await _store(ctx, deps, media, recording, sid, int(policy["retention_s"]))
     if recording["platform_deleted_at"] is None:
-        await deps.media.delete(sid)
+        await media.delete(sid)
         async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
             await conn.execute(Q["mark_platform_deleted"], recording["id"])
             await ledger.append(
@@ -153,7 +168,12 @@ async def run(ctx: JobContext, deps: IntakeDeps) -> None:
 
 
 async def _store(
-    ctx: JobContext, deps: IntakeDeps, recording: Any, sid: str, retention_s: int
+    ctx: JobContext,
+    deps: IntakeDeps,
+    media: MediaSource,
+    recording: Any,
+    sid: str,
+    retention_s: int,
 ) -> None:
     settings = deps.settings
     started = time.perf_counter()
@@ -163,7 +183,7 @@ async def _store(
     async with work_dir(settings.home / "tmp", "intake-") as tmp:
         # A 404 is asked again a few times quickly, then dead-lettered (Permanent, platform
         # copy kept, visible) with what to check: after `completed`, the file is available.
-        got = await deps.media.download(sid, tmp / f"media.{fetch}", fetch)
+        got = await media.download(sid, tmp / f"media.{fetch}", fetch)
         if target != fetch:
             path, size, digest = await transcode(got.path, fetch, target)
             got = Downloaded(path, size, digest, TRANSCODED_TYPES[target])

@@ -31,7 +31,7 @@ WHERE id = $1 AND platform_deleted_at IS NULL;
 -- Locked (as the ledger append in the same transaction would lock it anyway): an erasure of the
 -- call waits for this decision to commit and then sees its recording row; a decision taken
 -- after an erasure sees the call erased.
-SELECT id, outcome, policy, ended_at, erased_at FROM calls
+SELECT id, outcome, policy, ended_at, erased_at, platform_account FROM calls
 WHERE platform = $1 AND external_id = $2
 FOR UPDATE;
 

@@ -15,13 +15,16 @@ import os
 import socket
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from service import jobs
 from service.db import tenancy
 from service.jobs import Defer, Job, LeaseLost, Permanent
+
+if TYPE_CHECKING:
+    from service.jobs.registry import Resources
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,14 @@ log = logging.getLogger(__name__)
 class JobContext:
     job: Job
     pool: asyncpg.Pool[Any]
+    shared: Resources | None = None
+
+    @property
+    def resources(self) -> Resources:
+        """The application's shared resources (store, settings, media sources, ...)."""
+        if self.shared is None:
+            raise RuntimeError("this worker was started without resources")
+        return self.shared
 
 
 Handler = Callable[[JobContext], Coroutine[Any, Any, None]]
@@ -46,11 +57,16 @@ class WorkerConfig:
 
 class Worker:
     def __init__(
-        self, pool: asyncpg.Pool[Any], handlers: Mapping[str, Handler], config: WorkerConfig
+        self,
+        pool: asyncpg.Pool[Any],
+        handlers: Mapping[str, Handler],
+        config: WorkerConfig,
+        resources: Resources | None = None,
     ) -> None:
         self.pool = pool
         self.handlers = dict(handlers)
         self.config = config
+        self.resources = resources
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._wake = asyncio.Event()
         self._running: dict[asyncio.Task[None], Job] = {}
@@ -164,7 +180,7 @@ class Worker:
             await self._retry(job, f"no handler for job kind {job.kind!r}", False)
             return
         with tenancy.as_tenant(job.tenant):
-            work = asyncio.create_task(handler(JobContext(job, self.pool)))
+            work = asyncio.create_task(handler(JobContext(job, self.pool, self.resources)))
         beat = asyncio.create_task(self._heartbeat(job, work))
         try:
             await work

@@ -45,7 +45,7 @@ SET attempts = r.attempts + 1, claimed_until = now() + make_interval(secs => $5)
     last_attempt_at = now()
 FROM next, calls c
 WHERE r.call_id = next.call_id AND c.id = r.call_id
-RETURNING r.call_id, r.attempts, c.external_id, c.platform, c.outcome;
+RETURNING r.call_id, r.attempts, c.external_id, c.platform, c.outcome, c.platform_account;
 
 -- name: finish
 UPDATE recording_reconciliations

@@ -1,6 +1,7 @@
 """Twilio's recording media API: download a recording to a file, delete Twilio's copy.
 
-URLs are built from ``CALLVAULT_TWILIO_API_URL``, the configured account and a RecordingSid
+URLs are built from ``CALLVAULT_TWILIO_API_URL``, the call's account (its credentials given by
+:mod:`service.platforms.twilio.accounts`; the configured account by default) and a RecordingSid
 that must look like one: a URL taken from a callback is never fetched (no SSRF). The media GET
 may be redirected (Twilio hands out signed CDN URLs): at most two hops, https only, and the
 credentials go to the configured API origin alone. Downloads stream to disk in chunks, hashed
@@ -15,7 +16,7 @@ import ipaddress
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from yarl import URL
 from service.config import Settings
 from service.errors import BadRequest
 from service.jobs import Permanent
+from service.platforms.port import Downloaded
 
 RECORDING_SID = re.compile(r"^RE[0-9a-fA-F]{32}$")
 CONTENT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
@@ -45,11 +47,13 @@ class MediaError(Exception):
 
 
 @dataclass(frozen=True)
-class Downloaded:
-    path: Path
-    size: int
-    sha256: str
-    content_type: str
+class Credentials:
+    """What the REST API is called with for one account: the URL names ``account_sid``; HTTP
+    Basic auth is an API key (SID and secret) or the AccountSid and its auth token."""
+
+    account_sid: str
+    username: str
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -108,16 +112,27 @@ def _where(url: URL) -> str:
 
 
 class TwilioMedia:
-    def __init__(self, settings: Settings, session: aiohttp.ClientSession) -> None:
-        if not settings.twilio_account_sid or not settings.twilio_auth_token:
-            raise ValueError("Twilio credentials are required")
-        self.api_url = settings.twilio_api_url
-        self.account_sid = settings.twilio_account_sid
-        self.base = f"{settings.twilio_api_url}/2010-04-01/Accounts/{settings.twilio_account_sid}"
-        self.headers = {
-            "Authorization": aiohttp.encode_basic_auth(
-                settings.twilio_account_sid, settings.twilio_auth_token
+    """One Twilio account's recordings (a :class:`~service.platforms.port.MediaSource`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        credentials: Credentials | None = None,
+    ) -> None:
+        if credentials is None:  # the deployment's own account (the tenant `default`)
+            if not settings.twilio_account_sid or not settings.twilio_auth_token:
+                raise ValueError("Twilio credentials are required")
+            credentials = Credentials(
+                settings.twilio_account_sid,
+                settings.twilio_account_sid,
+                settings.twilio_auth_token,
             )
+        self.api_url = settings.twilio_api_url
+        self.account_sid = credentials.account_sid
+        self.base = f"{settings.twilio_api_url}/2010-04-01/Accounts/{credentials.account_sid}"
+        self.headers = {
+            "Authorization": aiohttp.encode_basic_auth(credentials.username, credentials.password)
         }
         self.session = session
         self.max_bytes = settings.max_recording_bytes
@@ -143,8 +158,9 @@ class TwilioMedia:
                     raise Permanent(
                         f"recording {sid}: Twilio answered 404 Not Found to {attempt} GETs of "
                         f"{url} although its callback said `completed` (the file is available "
-                        "then). Check that CALLVAULT_TWILIO_ACCOUNT_SID is the (sub)account that "
-                        "made the recording, that CALLVAULT_TWILIO_API_URL names the region "
+                        f"then). Check that {self.account_sid} (CALLVAULT_TWILIO_ACCOUNT_SID, or "
+                        "the tenant's [twilio] account_sid) is the (sub)account that made the "
+                        "recording, that CALLVAULT_TWILIO_API_URL names the region "
                         "holding it (e.g. https://api.sydney.au1.twilio.com for AU1), and "
                         "whether it was already deleted or sent to external storage. Any copy "
                         "at Twilio is kept; requeue the job once fixed."
@@ -280,8 +296,8 @@ class TwilioMedia:
             ) as resp:
                 if resp.status in (401, 403):
                     raise MediaError(
-                        f"{what}: HTTP {resp.status} from Twilio (check the account SID and "
-                        "auth token)"
+                        f"{what}: HTTP {resp.status} from Twilio (check the credentials of "
+                        f"account {self.account_sid}: its auth token or API key)"
                     )
                 if resp.status != 200:
                     raise MediaError(f"{what}: HTTP {resp.status} from Twilio")
@@ -308,7 +324,10 @@ class TwilioMedia:
             ) as resp:
                 if resp.status in (200, 204, 404):
                     return
-                raise MediaError(f"deleting recording {sid}: HTTP {resp.status} from Twilio")
+                raise MediaError(
+                    f"deleting recording {sid}: HTTP {resp.status} from Twilio "
+                    f"(account {self.account_sid})"
+                )
         except aiohttp.ClientError as exc:
             raise MediaError(f"deleting recording {sid}: {type(exc).__name__}") from exc
         except TimeoutError as exc:

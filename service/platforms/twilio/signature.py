@@ -17,8 +17,8 @@ from twilio.request_validator import RequestValidator
 from service.consent import gate
 from service.context import SETTINGS
 from service.errors import BadRequest, Forbidden
-from service.twilio import accounts
-from service.twilio.direction import twilio_direction
+from service.platforms.twilio import accounts
+from service.platforms.twilio.direction import twilio_direction
 from service.untrusted import check_text
 
 SIGNATURE_HEADER = "X-Twilio-Signature"

@@ -28,10 +28,10 @@ from service.db import tenancy
 from service.errors import BadRequest, ConfigError, DatabaseUnavailable
 from service.intake.callbacks import recording_callback
 from service.metrics import METRICS
-from service.twilio import twiml
-from service.twilio.direction import centre_is_vouched_for, twilio_direction
-from service.twilio.media import check_recording_sid
-from service.twilio.signature import verified_form
+from service.platforms.twilio import twiml
+from service.platforms.twilio.direction import centre_is_vouched_for, twilio_direction
+from service.platforms.twilio.media import check_recording_sid
+from service.platforms.twilio.signature import verified_form
 from service.untrusted import parse_int
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,11 @@ def _call_sid(form: MultiDictProxy[str]) -> str:
     return sid.strip()
 
 
+def _account(form: MultiDictProxy[str]) -> str | None:
+    """The AccountSid the webhook was verified with: the call's media is that account's."""
+    return form.get("AccountSid") or None
+
+
 def _duration(raw: str) -> int | None:
     # whole seconds in ASCII digits that fit the integer column; anything else is no duration
     seconds = parse_int(raw)
@@ -85,7 +90,8 @@ def _count_outcome(request: web.Request, call: gate.CallState) -> None:
         request.app[METRICS].consent_outcomes.labels(call.outcome).inc()
 
 
-def _answer(request: web.Request, decision: gate.Decision) -> web.Response:
+def answer(request: web.Request, decision: gate.Decision) -> web.Response:
+    """The gate's decision as TwiML (the adapter's ``render``)."""
     _count_outcome(request, decision.call)
     settings = request.app[SETTINGS]
     policy = decision.call.policy
@@ -140,11 +146,12 @@ async def voice(request: web.Request, form: MultiDictProxy[str]) -> web.Response
                 centre_known=centre_is_vouched_for(
                     form.get("Direction"), centre, request.app[SETTINGS].numbers
                 ),
+                platform_account=_account(form),
             )
     except DatabaseUnavailable as exc:
         return _without_database(request, "voice", policy.continue_url, exc)
     log.info("call start", extra={"call_id": str(decision.call.id), "step": decision.step.value})
-    return _answer(request, decision)
+    return answer(request, decision)
 
 
 @routes.post("/telephony/twilio/consent")
@@ -185,7 +192,7 @@ async def consent(request: web.Request, form: MultiDictProxy[str]) -> web.Respon
             "outcome": decision.call.outcome,
         },
     )
-    return _answer(request, decision)
+    return answer(request, decision)
 
 
 @routes.post("/telephony/twilio/status")
@@ -215,6 +222,7 @@ async def status(request: web.Request, form: MultiDictProxy[str]) -> web.Respons
             centre_known=centre_is_vouched_for(
                 form.get("Direction"), centre, request.app[SETTINGS].numbers
             ),
+            platform_account=_account(form),
         )
     if call is None:
         return web.Response(status=204)
@@ -249,6 +257,7 @@ async def recording(request: web.Request, form: MultiDictProxy[str]) -> web.Resp
             status=status,
             duration_s=_duration(raw_duration),
             max_attempts=request.app[SETTINGS].job_max_attempts,
+            platform_account=_account(form),
         )
     log.info(
         "recording callback",

@@ -13,7 +13,10 @@ late. The ledger says ``recording_callback_missed`` for each one found this way.
 A call is settled once a listing answered and every recording in it was finished (none, or
 ``completed``/``absent``/``deleted``...). Until then it is asked again on later passes, at most
 ``MAX_ATTEMPTS`` times and never once it ended more than ``HORIZON_S`` ago, so nothing is listed
-forever. Replicas run the same pass safely: calls are claimed with ``FOR UPDATE SKIP LOCKED`` and
+forever. Each call is listed with the credentials of the account it came through (per tenant,
+per account: :class:`~service.platforms.twilio.accounts.TwilioMediaSources`), and what is found
+is handed on with that account, so it is fetched and deleted with the same credentials.
+Replicas run the same pass safely: calls are claimed with ``FOR UPDATE SKIP LOCKED`` and
 a short lease, so no two replicas ask about the same call at once.
 """
 
@@ -31,10 +34,11 @@ from service import ledger
 from service.db import queries, tenancy
 from service.intake.callbacks import recording_callback
 from service.ledger import NewEvent
-from service.twilio.media import ListedRecording, MediaError, TwilioMedia
+from service.platforms.twilio.accounts import TwilioMediaSources
+from service.platforms.twilio.media import ListedRecording, MediaError
 
 log = logging.getLogger(__name__)
-Q = queries.load("service.twilio", "reconcile.sql")
+Q = queries.load("service.platforms.twilio", "reconcile.sql")
 PLATFORM = "twilio"
 FINISHED = frozenset({"completed", "absent", "failed", "deleted"})  # no later state follows
 HANDED_ON = frozenset({"completed", "absent", "failed"})  # what a callback would have said
@@ -53,7 +57,7 @@ class ReconcileReport:
 
 async def reconcile_once(
     pool: asyncpg.Pool[Any],
-    twilio: TwilioMedia,
+    twilio: TwilioMediaSources,
     *,
     grace_s: float,
     retry_after_s: float = 0.0,
@@ -72,6 +76,7 @@ async def reconcile_once(
         # per tenant: the jobs and ledger events it writes belong to the call's tenant
         await _reconcile_tenant(
             pool,
+            tenant,
             twilio,
             report,
             grace_s,
@@ -90,7 +95,8 @@ async def reconcile_once(
 
 async def _reconcile_tenant(
     pool: asyncpg.Pool[Any],
-    twilio: TwilioMedia,
+    tenant: str,
+    twilio: TwilioMediaSources,
     report: ReconcileReport,
     grace_s: float,
     retry_after_s: float,
@@ -108,7 +114,7 @@ async def _reconcile_tenant(
 
     async def one(row: asyncpg.Record) -> None:
         async with limit:
-            await _reconcile_call(pool, twilio, row, report, job_max_attempts, max_attempts)
+            await _reconcile_call(pool, tenant, twilio, row, report, job_max_attempts, max_attempts)
 
     for _ in range(max_batches):
         async with pool.acquire() as conn:
@@ -129,7 +135,8 @@ async def _reconcile_tenant(
 
 async def _reconcile_call(
     pool: asyncpg.Pool[Any],
-    twilio: TwilioMedia,
+    tenant: str,
+    twilio: TwilioMediaSources,
     row: asyncpg.Record,
     report: ReconcileReport,
     job_max_attempts: int,
@@ -137,8 +144,10 @@ async def _reconcile_call(
 ) -> None:
     call_id: uuid.UUID = row["call_id"]
     call_sid: str = row["external_id"]
+    account: str | None = row["platform_account"]
     try:
-        listed = await twilio.list_recordings(call_sid)
+        media = await twilio.source(tenant, account)
+        listed = await media.list_recordings(call_sid)
     except MediaError as exc:
         report.failed += 1
         async with pool.acquire() as conn:
@@ -153,7 +162,7 @@ async def _reconcile_call(
             settled = False  # still recording or processing: its callback may yet come
             continue
         if rec.status in HANDED_ON and await _hand_on(
-            pool, call_id, call_sid, rec, job_max_attempts
+            pool, call_id, call_sid, media.account_sid, rec, job_max_attempts
         ):
             found += 1
     async with pool.acquire() as conn:
@@ -174,6 +183,7 @@ async def _hand_on(
     pool: asyncpg.Pool[Any],
     call_id: uuid.UUID,
     call_sid: str,
+    account: str,
     rec: ListedRecording,
     job_max_attempts: int,
 ) -> bool:
@@ -188,6 +198,7 @@ async def _hand_on(
             status=rec.status,
             duration_s=rec.duration_s,
             max_attempts=job_max_attempts,
+            platform_account=account,
         )
         if fresh:
             await ledger.append(

@@ -1,0 +1,37 @@
+"""Twilio behind the platform port (:class:`service.platforms.port.Adapter`).
+
+Following one Twilio call: ``routes`` (the webhooks) → ``signature`` + ``accounts`` (verify, find
+the tenant and account) → :mod:`service.consent.gate` (the steps) → ``twiml`` (the answer); the
+recording callback → :mod:`service.intake.callbacks` → the ``recording`` job
+(:mod:`service.intake.job`), which fetches and deletes through ``media`` with the credentials
+``accounts`` gives for the call's account; ``reconcile`` finds callbacks Twilio never resent.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.consent.gate import Decision
+from service.context import HTTP_CLIENT
+from service.platforms.port import Adapter, Inbound, Platform
+from service.platforms.twilio import routes as twilio_routes
+from service.platforms.twilio.accounts import TwilioMediaSources
+from service.platforms.twilio.signature import verified_form
+
+
+class TwilioAdapter:
+    platform = Platform.TWILIO
+    routes = twilio_routes.routes
+
+    async def verify(self, request: web.Request) -> Inbound:
+        form, tenant = await verified_form(request)
+        return Inbound(tenant, form.get("AccountSid") or None, form)
+
+    def render(self, request: web.Request, decision: Decision) -> web.Response:
+        return twilio_routes.answer(request, decision)
+
+    def media_sources(self, app: web.Application) -> TwilioMediaSources:
+        return TwilioMediaSources.for_app(app, app[HTTP_CLIENT])
+
+
+ADAPTER: Adapter = TwilioAdapter()
