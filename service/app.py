@@ -54,9 +54,9 @@ from service.prompt_library import PromptLibrary
 from service.qa import api as qa_api  # noqa: F401 - registers its operations
 from service.qa import page as qa_page
 from service.storage import create_store
+from service.tenants import policies as tenant_policies
 from service.twilio import reconcile as twilio_reconcile
 from service.twilio import routes as twilio_routes
-from service.twilio.accounts import TWILIO_ACCOUNTS, AccountBook
 from service.twilio.media import TwilioMedia
 from service.workdir import remove_stale
 
@@ -78,7 +78,6 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     )
     app[BRAKE] = FailureBrake()
     app[SETTINGS] = settings
-    app[TWILIO_ACCOUNTS] = AccountBook()
     app[VAULT] = PhoneVault(settings.secret_key, settings.previous_secret_key)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
@@ -268,6 +267,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     app.on_shutdown.append(start_draining)
     app.cleanup_ctx.append(stale_work_files)
     app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(tenant_policies.directory_ctx)  # tenants' policies and accounts
     app.cleanup_ctx.append(prompt_library)
     app.cleanup_ctx.append(storage)
     app.cleanup_ctx.append(http_client)
