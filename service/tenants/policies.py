@@ -86,7 +86,7 @@ class TenantPolicies:
         self._high: int | None = policy.get("retention_max")
         # the continue URL is the contact centre's own: never the deployment's
         self.base = self._bounded(
-            replace(defaults, queue=None, continue_url=None, **_changes(policy))
+            replace(defaults, **{"queue": None, "continue_url": None, **_changes(policy)})
         )
         self.queues = {
             name: self._bounded(replace(self.base, queue=name, **_changes(raw)))
@@ -194,6 +194,7 @@ class Directory:
         self._read_at = -math.inf
         self._failed_at = -math.inf
         self._listened_at = -math.inf
+        self._lost_at = -math.inf  # when a listening connection was last lost
         self._announced = 0  # notifications received
         self._read_for = 0  # the last notification the copy is known to include
         self._wake = asyncio.Event()
@@ -231,6 +232,7 @@ class Directory:
             self.snapshot is not None
             and self._read_for == self._announced
             and self.clock() - self._read_at < self.miss_trust_s
+            and self._read_at > self._lost_at
         )
 
     # --- reading -------------------------------------------------------------------------------
@@ -332,6 +334,8 @@ class Directory:
                 self._wake.clear()  # before reading: a change announced meanwhile wakes us again
                 await self.reload()
         finally:
+            if self.listening:  # changes may go unannounced from here: misses are re-read
+                self._lost_at = self.clock()
             self.listening = False
             conn.terminate()  # immediate; close() would wait for a server that may be gone
 
