@@ -73,7 +73,8 @@ def _changes(stored: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class TenantPolicies:
-    """One tenant's policies, resolved when the configuration is read."""
+    """One tenant's policies: its own and its queues' resolved when the configuration is read,
+    a number's on its first call (then kept)."""
 
     def __init__(
         self,
@@ -92,17 +93,9 @@ class TenantPolicies:
             name: self._bounded(replace(self.base, queue=name, **_changes(raw)))
             for name, raw in queues.items()
         }
-        self.numbers: dict[str, Policy] = {}
-        self._own: dict[str, dict[str, Any]] = {}  # numbers with keys of their own
-        for number, (queue, raw) in numbers.items():
-            own = _changes(raw)
-            start = self.queues.get(queue or "", self.base)
-            self.numbers[number] = self._bounded(replace(start, **own)) if own else start
-            if own:
-                self._own[number] = own
-        # (number, queue named by the webhook URL) for numbers with keys of their own, made on
-        # first use rather than numbers x queues up front
-        self._crossed: dict[tuple[str, str], Policy] = {}
+        # a number's policy is made on its first call, not for all 10,000 numbers at each read
+        self._numbers = numbers
+        self._resolved: dict[tuple[str, str | None], Policy] = {}
 
     def _bounded(self, policy: Policy) -> Policy:
         retention = policy.retention_s
@@ -118,19 +111,20 @@ class TenantPolicies:
         queue = queue or None
         if queue is not None and queue not in self.queues:
             raise ConfigError(f"queue: unknown queue {queue!r}")
-        if called is None or called not in self.numbers:
+        entry = self._numbers.get(called) if called is not None else None
+        if entry is None:
             return self.base if queue is None else self.queues[queue]
-        if queue is None:
-            return self.numbers[called]
-        own = self._own.get(called)
-        if own is None:
-            return self.queues[queue]
-        crossed = self._crossed.get((called, queue))
-        if crossed is None:
-            crossed = self._crossed[(called, queue)] = self._bounded(
-                replace(self.queues[queue], **own)
-            )
-        return crossed
+        assert called is not None
+        found = self._resolved.get((called, queue))
+        if found is None:
+            own_queue, raw = entry
+            own = _changes(raw)
+            # an explicit queue wins over the number's own; a number without keys of its own
+            # takes that queue's policy as is
+            start = self.queues.get(queue or own_queue or "", self.base)
+            found = self._bounded(replace(start, **own)) if own else start
+            self._resolved[(called, queue)] = found
+        return found
 
 
 @dataclass(frozen=True)
