@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 PLATFORM = "twilio"
 routes = web.RouteTableDef()
 Handler = Callable[[web.Request], Awaitable[web.Response]]
-_CALL_STEPS = frozenset({"voice", "consent"})
 FormHandler = Callable[[web.Request, MultiDictProxy[str]], Awaitable[web.Response]]
+_CALL_STEPS = frozenset({"voice", "consent"})  # the steps that answer TwiML
 
 
 def _as_webhook_tenant(handler: FormHandler) -> Handler:
