@@ -189,6 +189,7 @@ class Directory:
         self._failed_at = -math.inf
         self._listened_at = -math.inf
         self._lost_at = -math.inf  # when a listening connection was last lost
+        self._loss_reported = False
         self._announced = 0  # notifications received
         self._read_for = 0  # the last notification the copy is known to include
         self._wake = asyncio.Event()
@@ -279,7 +280,6 @@ class Directory:
 
     async def _listen(self) -> None:
         delay = RECONNECT_MIN_S
-        reported = False
         while True:
             began = self.clock()
             try:
@@ -288,12 +288,12 @@ class Directory:
                 raise
             except Exception as exc:  # the loop must outlive anything the database does
                 listened = self._listened_at >= began
-                if listened or not reported:  # once per outage, not once per attempt
+                if listened or not self._loss_reported:  # once per outage, not per attempt
                     log.warning(
                         "tenant configuration listener lost; reconnecting",
                         extra={"error": type(exc).__name__},
                     )
-                reported = True
+                self._loss_reported = True
                 if listened:  # a connection that worked: start the back-off over
                     delay = RECONNECT_MIN_S
             if self.clock() - self._read_at >= self.refresh_s:
@@ -317,7 +317,9 @@ class Directory:
             await self.reload()
             self.listening = True
             self._listened_at = self.clock()
-            log.info("listening for tenant configuration changes")
+            if self._loss_reported:  # the first connection is silent: start-up logs enough
+                log.info("listening for tenant configuration changes again")
+                self._loss_reported = False
             while True:
                 announced = await self._until_announced(lost)
                 if lost.is_set():
