@@ -177,6 +177,9 @@ async def test_a_policy_applied_on_one_replica_is_used_by_another_without_restar
             fake.url(VOICE), fake.call_params("CA" + secrets.token_hex(16), CALLER, ACME_NUMBER)
         )
         assert status == 200 and "<Gather" not in body  # implied: the notice, then a redirect
+        assert two.server is not None
+        listening = _listening(two.server.app[TENANT_DIRECTORY])
+        await eventually(listening, what="replica two listens", timeout_s=20)
 
         explicit = {**ACME_SPEC, "consent_mode": "explicit"}
         status, answer = await call_api(
@@ -247,6 +250,32 @@ async def test_two_listeners_reload_on_notify_and_reconnect_after_losing_the_lin
     finally:
         for replica in replicas:
             await replica.stop()
+        await pool.close()
+
+
+async def test_a_change_nobody_announced_is_read_at_the_next_periodic_refresh(
+    acme: None, settings: Settings, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(policies, "REFRESH_S", 0.5)
+    assert settings.database_url is not None
+    pool = await create_pool(settings.database_url)
+    directory = Directory(settings, pool)
+    try:
+        await directory.start()
+        await eventually(_listening(directory), what="the directory listens", timeout_s=20)
+        assert directory.policy_for("acme", ACME_NUMBER).consent_mode == "implied"
+        # by hand, past `tenant apply`: no NOTIFY is sent
+        await db.execute(
+            "UPDATE tenants SET policy = policy || $1 WHERE id = 'acme'",
+            {"consent_mode": "explicit"},
+        )
+
+        async def explicit() -> bool:
+            return directory.policy_for("acme", ACME_NUMBER).consent_mode == "explicit"
+
+        await eventually(explicit, what="the periodic re-read finds the change", timeout_s=20)
+    finally:
+        await directory.stop()
         await pool.close()
 
 
