@@ -51,11 +51,12 @@ from service.observe import hide_server_software, observe_middleware
 from service.personal_data import PhoneVault
 from service.platforms import installed as platforms
 from service.platforms.twilio import reconcile as twilio_reconcile
-from service.platforms.twilio.accounts import TWILIO_ACCOUNTS, AccountBook, TwilioMediaSources
+from service.platforms.twilio.accounts import TwilioMediaSources
 from service.prompt_library import PromptLibrary
 from service.qa import api as qa_api  # noqa: F401 - registers its operations
 from service.qa import page as qa_page
 from service.storage import create_store
+from service.tenants import policies as tenant_policies
 from service.workdir import remove_stale
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,6 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     )
     app[BRAKE] = FailureBrake()
     app[SETTINGS] = settings
-    app[TWILIO_ACCOUNTS] = AccountBook()
     app[VAULT] = PhoneVault(settings.secret_key, settings.previous_secret_key)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
@@ -248,6 +248,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     app.on_shutdown.append(start_draining)
     app.cleanup_ctx.append(stale_work_files)
     app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(tenant_policies.directory_ctx)  # tenants' policies and accounts
     app.cleanup_ctx.append(prompt_library)
     app.cleanup_ctx.append(storage)
     app.cleanup_ctx.append(http_client)

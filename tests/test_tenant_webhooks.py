@@ -161,6 +161,6 @@ async def test_an_account_added_later_is_routed_within_seconds(
         status, _ = await late.post(late.url(VOICE), params)
         return status == 200
 
-    # the cache is re-read on a short TTL: no restart, no NOTIFY yet
+    # written by hand (no NOTIFY): an unknown account is re-read, at most every 5 s, before a 403
     await eventually(accepted, what="the new account's webhook is accepted", timeout_s=30)
     assert await tenant_of(db, params["CallSid"]) == "tenant-a"

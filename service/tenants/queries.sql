@@ -81,3 +81,21 @@ SET bucket = EXCLUDED.bucket, endpoint_url = EXCLUDED.endpoint_url, region = EXC
 
 -- name: delete_storage
 DELETE FROM tenant_storage WHERE tenant_id = $1;
+
+-- name: announce
+-- Every replica's tenant directory (service/tenants/policies.py) listens on this channel and
+-- re-reads the tables. Sent inside the writer's transaction: delivered at commit, not at all on
+-- rollback, and PostgreSQL folds identical notifications of one transaction into one.
+SELECT pg_notify('callvault_tenants', '');
+
+-- name: directory_policies
+SELECT id, policy FROM tenants;
+
+-- name: directory_queues
+SELECT tenant_id, name, policy FROM tenant_queues;
+
+-- name: directory_numbers
+SELECT number, tenant_id, queue, policy FROM tenant_numbers;
+
+-- name: directory_accounts
+SELECT platform, account_id, tenant_id, settings, secrets FROM tenant_accounts;

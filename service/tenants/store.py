@@ -17,6 +17,12 @@ async def lock(conn: Conn) -> None:
     await conn.execute(Q["lock"])
 
 
+async def announce(conn: Conn) -> None:
+    """Tell every replica's tenant directory (service/tenants/policies.py) that the tenant tables
+    changed; PostgreSQL delivers it when the caller's transaction commits, and not on rollback."""
+    await conn.execute(Q["announce"])
+
+
 async def create(conn: Conn, tenant_id: str, name: str) -> dict[str, Any]:
     if not SLUG.match(tenant_id):
         raise TenantSpecError(
@@ -30,6 +36,7 @@ async def create(conn: Conn, tenant_id: str, name: str) -> dict[str, Any]:
     row = await conn.fetchrow(Q["create_tenant"], tenant_id, name)
     if row is None:
         raise Conflict(f"tenant {tenant_id!r} exists already", code="tenant_exists")
+    await announce(conn)
     return {"id": row["id"], "name": row["name"], "created_at": row["created_at"].isoformat()}
 
 
@@ -126,6 +133,8 @@ async def write(conn: Conn, specs: list[TenantSpec]) -> None:
                 s.get("kms_key_id"),
                 s["credentials"],
             )
+    # every replica re-reads its tenant directory when this transaction commits
+    await announce(conn)
 
 
 def resolves(reference_key: str, reference: str) -> bool:

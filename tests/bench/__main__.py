@@ -8,7 +8,15 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ["voice_webhook", "intake", "memory", "purge", "ledger_verify", "startup"]
+BENCHMARKS = [
+    "voice_webhook",
+    "tenant_voice",
+    "intake",
+    "memory",
+    "purge",
+    "ledger_verify",
+    "startup",
+]
 
 
 def main() -> int:

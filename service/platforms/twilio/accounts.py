@@ -1,11 +1,14 @@
-"""Which tenant a Twilio webhook belongs to, and the auth token its signature is checked with.
+"""Which tenant a Twilio webhook belongs to, the auth token its signature is checked with, and the
+credentials its recording is fetched with.
 
 The configured ``CALLVAULT_TWILIO_ACCOUNT_SID`` is the ``default`` tenant's account (a deployment
 without tenants behaves as before). Rows of ``tenant_accounts`` (platform ``twilio``) map an
 AccountSid to its tenant; an account registered to several tenants is told apart by the contact
-centre's number through ``tenant_numbers``. These are the operator's tables (no row-level
-security). They are cached in the process and re-read after :data:`TTL_S`, so ``tenant apply``
-takes effect on every replica within seconds (a NOTIFY would make it immediate: a later step).
+centre's number through ``tenant_numbers``. Both are read from the replica's tenant directory
+(:mod:`service.tenants.policies`), which ``tenant apply`` refreshes on every replica through
+NOTIFY. An account or number the directory does not know is refused only when the directory was
+read moments ago; otherwise it is read again, and when the database cannot tell, the webhook
+answers 503 rather than refusing an account that may well be known.
 
 The same tables give the media API its credentials (:class:`TwilioMediaSources`): a call's
 recording is fetched, listed and deleted with the account the call came through (stored on the
@@ -16,8 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,68 +28,33 @@ import aiohttp
 from aiohttp import web
 
 from service.config import Settings
-from service.context import SETTINGS, database
-from service.db import Conn, tenancy
+from service.context import SETTINGS
+from service.db import tenancy
 from service.errors import DatabaseUnavailable, Forbidden
 from service.platforms.twilio.media import Credentials, MediaError, TwilioMedia
+from service.tenants import policies
+from service.tenants.policies import TENANT_DIRECTORY
 
-TTL_S = 5.0
-_ACCOUNTS_SQL = (
-    "SELECT account_id, tenant_id, settings, secrets FROM tenant_accounts WHERE platform = 'twilio'"
-)
-_NUMBERS_SQL = "SELECT number, tenant_id FROM tenant_numbers"
+PLATFORM = "twilio"
 
 
 @dataclass(frozen=True)
 class Snapshot:
+    """Twilio's part of the tenant directory."""
+
     # AccountSid -> {tenant id: secret references}
-    accounts: dict[str, dict[str, dict[str, str]]]
-    numbers: dict[str, str]
+    accounts: Mapping[str, Mapping[str, Mapping[str, str]]]
+    numbers: Mapping[str, str]
     # AccountSid -> {tenant id: plain settings (api_key_sid)}
-    settings: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    settings: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
 
-
-async def read_snapshot(conn: Conn) -> Snapshot:
-    """The account and number tables as they are now (the caller says the tenant: ``ALL``)."""
-    accounts: dict[str, dict[str, dict[str, str]]] = {}
-    plain: dict[str, dict[str, dict[str, Any]]] = {}
-    for r in await conn.fetch(_ACCOUNTS_SQL):
-        accounts.setdefault(r["account_id"], {})[r["tenant_id"]] = dict(r["secrets"])
-        plain.setdefault(r["account_id"], {})[r["tenant_id"]] = dict(r["settings"])
-    numbers = {r["number"]: r["tenant_id"] for r in await conn.fetch(_NUMBERS_SQL)}
-    return Snapshot(accounts, numbers, plain)
-
-
-class AccountBook:
-    """The cached account and number tables of one application."""
-
-    def __init__(self) -> None:
-        self.snapshot: Snapshot | None = None
-        self.read_at = 0.0
-        self._lock = asyncio.Lock()
-
-    async def current(self, app: web.Application) -> Snapshot | None:
-        if self.snapshot is not None and time.monotonic() - self.read_at < TTL_S:
-            return self.snapshot
-        async with self._lock:
-            if self.snapshot is not None and time.monotonic() - self.read_at < TTL_S:
-                return self.snapshot
-            try:
-                with tenancy.as_tenant(tenancy.ALL):  # operator's tables: no RLS either way
-                    async with database(app) as conn:
-                        snapshot = await read_snapshot(conn)
-            except DatabaseUnavailable:
-                # The last copy (or none) serves while the database is away; with a copy, the
-                # next try waits a TTL, so an outage does not add a timeout to every webhook.
-                if self.snapshot is not None:
-                    self.read_at = time.monotonic()
-                return self.snapshot
-            self.snapshot = snapshot
-            self.read_at = time.monotonic()
-            return self.snapshot
-
-
-TWILIO_ACCOUNTS = web.AppKey("twilio_accounts", AccountBook)
+    @classmethod
+    def of(cls, directory: policies.Snapshot) -> Snapshot:
+        return cls(
+            directory.accounts.get(PLATFORM, {}),
+            directory.numbers,
+            directory.account_settings.get(PLATFORM, {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -96,7 +63,7 @@ class Account:
     auth_token: str
 
 
-def _token(refs: dict[str, str], which: str = "auth_token") -> str:
+def _token(refs: Mapping[str, str], which: str = "auth_token") -> str:
     """The secret a reference names (``auth_token_env`` or ``auth_token_file``, ...), read now
     (so a rotated token is used at once)."""
     if name := refs.get(f"{which}_env"):
@@ -109,22 +76,16 @@ def _token(refs: dict[str, str], which: str = "auth_token") -> str:
     return ""
 
 
-async def resolve(app: web.Application, account_sid: str, centre: str | None) -> Account:
-    """The tenant and token for this AccountSid and contact-centre number, or :class:`Forbidden`
-    (``unknown_account``/``unknown_number``); :class:`DatabaseUnavailable` when only the
-    database could tell."""
-    settings = app[SETTINGS]
-    configured = bool(settings.twilio_account_sid) and account_sid == settings.twilio_account_sid
-    snapshot = await app[TWILIO_ACCOUNTS].current(app)
-    if snapshot is None:
-        if configured:
-            return Account(tenancy.DEFAULT, settings.twilio_auth_token or "")
-        raise DatabaseUnavailable("the tenant accounts could not be read")
-    candidates: dict[str, dict[str, str] | None] = dict(snapshot.accounts.get(account_sid, {}))
+def _choose(
+    snapshot: Snapshot, account_sid: str, centre: str | None, configured: bool
+) -> tuple[str, Mapping[str, str] | None] | str:
+    """(tenant, its secret references; None for the configured account), or the code of the
+    refusal: ``unknown_account`` or ``unknown_number``."""
+    candidates: dict[str, Mapping[str, str] | None] = dict(snapshot.accounts.get(account_sid, {}))
     if configured:
         candidates.setdefault(tenancy.DEFAULT, None)
     if not candidates:
-        raise Forbidden("webhook is for an unknown Twilio account", code="unknown_account")
+        return "unknown_account"
     if len(candidates) == 1:
         tenant = next(iter(candidates))
     else:
@@ -134,12 +95,39 @@ async def resolve(app: web.Application, account_sid: str, centre: str | None) ->
         elif tenancy.DEFAULT in candidates and configured:
             tenant = tenancy.DEFAULT
         else:
-            raise Forbidden("webhook is for an unknown number", code="unknown_number")
-    refs = candidates[tenant]
+            return "unknown_number"
+    return tenant, candidates[tenant]
+
+
+async def resolve(app: web.Application, account_sid: str, centre: str | None) -> Account:
+    """The tenant and token for this AccountSid and contact-centre number, or :class:`Forbidden`
+    (``unknown_account``/``unknown_number``); :class:`DatabaseUnavailable` when only the
+    database could tell."""
+    settings = app[SETTINGS]
+    configured = bool(settings.twilio_account_sid) and account_sid == settings.twilio_account_sid
+    directory = app[TENANT_DIRECTORY]
+    read = directory.snapshot
+    choice = (
+        _choose(Snapshot.of(read), account_sid, centre, configured) if read is not None else None
+    )
+    if not isinstance(choice, tuple):
+        try:
+            read = await directory.for_miss()
+        except DatabaseUnavailable:
+            if configured and read is None:  # never read: the configured account is default's
+                return Account(tenancy.DEFAULT, settings.twilio_auth_token or "")
+            raise
+        choice = _choose(Snapshot.of(read), account_sid, centre, configured)
+    if isinstance(choice, str):
+        what = "Twilio account" if choice == "unknown_account" else "number"
+        raise Forbidden(f"webhook is for an unknown {what}", code=choice)
+    tenant, refs = choice
     if refs is None:
         token = settings.twilio_auth_token or ""
+    elif "auth_token_file" in refs:
+        token = await asyncio.to_thread(_token, refs)  # a file read stays off the event loop
     else:
-        token = await asyncio.to_thread(_token, refs)
+        token = _token(refs)
     return Account(tenant, token)
 
 
@@ -202,10 +190,17 @@ class TwilioMediaSources:
 
     @classmethod
     def for_app(cls, app: web.Application, session: aiohttp.ClientSession) -> TwilioMediaSources:
-        """Read through the application's cached book (refreshed every :data:`TTL_S`)."""
+        """Read through the replica's tenant directory (kept fresh by NOTIFY)."""
 
         async def snapshot() -> Snapshot | None:
-            return await app[TWILIO_ACCOUNTS].current(app)
+            directory = app[TENANT_DIRECTORY]
+            read = directory.snapshot
+            if read is None:
+                try:
+                    read = await directory.reload()
+                except DatabaseUnavailable:
+                    return None
+            return Snapshot.of(read)
 
         return cls(app[SETTINGS], session, snapshot)
 
@@ -218,7 +213,7 @@ class TwilioMediaSources:
         async def snapshot() -> Snapshot | None:
             with tenancy.as_tenant(tenancy.ALL):
                 async with pool.acquire() as conn:
-                    return await read_snapshot(conn)
+                    return Snapshot.of(await policies.read(conn, settings.defaults))
 
         return cls(settings, session, snapshot)
 

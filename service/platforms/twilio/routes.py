@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from service.config import Policy, Settings
+from service.config import Policy
 from service.consent import gate
 from service.context import PROMPTS, SETTINGS, VAULT, database
 from service.db import tenancy
@@ -32,6 +32,7 @@ from service.platforms.twilio import twiml
 from service.platforms.twilio.direction import centre_is_vouched_for, twilio_direction
 from service.platforms.twilio.media import check_recording_sid
 from service.platforms.twilio.signature import verified_form
+from service.tenants import policies
 from service.untrusted import parse_int
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ PLATFORM = "twilio"
 routes = web.RouteTableDef()
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 FormHandler = Callable[[web.Request, MultiDictProxy[str]], Awaitable[web.Response]]
+_CALL_STEPS = frozenset({"voice", "consent"})  # the steps that answer TwiML
 
 
 def _as_webhook_tenant(handler: FormHandler) -> Handler:
@@ -47,7 +49,15 @@ def _as_webhook_tenant(handler: FormHandler) -> Handler:
 
     @functools.wraps(handler)
     async def run(request: web.Request) -> web.Response:
-        form, tenant = await verified_form(request)
+        try:
+            form, tenant = await verified_form(request)
+        except DatabaseUnavailable:
+            # The account's tenant cannot be read (a replica that has not read the tenant
+            # tables yet, with the database away): 503. Twilio fetches the number's Fallback URL
+            # (the unrecorded path) for a call step, and retries callbacks where it does.
+            if handler.__name__ in _CALL_STEPS:
+                request.app[METRICS].voice_fallbacks.labels(handler.__name__).inc()
+            raise
         with tenancy.as_tenant(tenant):
             return await handler(request, form)
 
@@ -76,13 +86,13 @@ def _duration(raw: str) -> int | None:
     return seconds if seconds is not None and 0 <= seconds < 2**31 else None
 
 
-def _policy(settings: Settings, called: str | None, queue: str | None) -> Policy:
+def _policy(app: web.Application, called: str | None, queue: str | None) -> Policy:
     try:
-        return settings.policy_for(called, queue)
+        return policies.policy_for(app, called, queue)
     except ConfigError as exc:
         # A webhook URL naming an unknown queue is an operator's slip; the caller is still told.
         log.warning("falling back to the default policy: %s", exc.message)
-        return settings.policy_for(called)
+        return policies.policy_for(app, called)
 
 
 def _count_outcome(request: web.Request, call: gate.CallState) -> None:
@@ -130,7 +140,7 @@ async def voice(request: web.Request, form: MultiDictProxy[str]) -> web.Response
     direction = twilio_direction(form.get("Direction"))
     caller, called = form.get("From") or None, form.get("To") or None
     centre = gate.contact_centre_number(direction, caller, called)
-    policy = _policy(request.app[SETTINGS], centre, request.query.get("queue"))
+    policy = _policy(request.app, centre, request.query.get("queue"))
     try:
         async with database(request.app) as conn:
             decision = await gate.start_call(
@@ -178,12 +188,13 @@ async def consent(request: web.Request, form: MultiDictProxy[str]) -> web.Respon
         centre = gate.contact_centre_number(
             direction, form.get("From") or None, form.get("To") or None
         )
-        policy = _policy(request.app[SETTINGS], centre, None)
+        policy = _policy(request.app, centre, None)
         return _without_database(request, "consent", policy.continue_url, exc)
     if decision is None:
         # A consent step for a call we never saw start: never record it, let the call go on.
         log.warning("consent step for an unknown call; continuing without recording")
-        return _twiml(twiml.continue_without_recording(request.app[SETTINGS].defaults.continue_url))
+        tenant_default = _policy(request.app, None, None)
+        return _twiml(twiml.continue_without_recording(tenant_default.continue_url))
     log.info(
         "consent step",
         extra={
@@ -217,7 +228,7 @@ async def status(request: web.Request, form: MultiDictProxy[str]) -> web.Respons
             duration_s=duration,
             caller=caller,
             called=called,
-            policy=_policy(request.app[SETTINGS], centre, None),
+            policy=_policy(request.app, centre, None),
             direction=direction,
             centre_known=centre_is_vouched_for(
                 form.get("Direction"), centre, request.app[SETTINGS].numbers
