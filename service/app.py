@@ -33,6 +33,7 @@ from service.context import (
     RLS_BYPASS,
     SETTINGS,
     STORE,
+    STORES,
     VAULT,
     Lifecycle,
 )
@@ -53,7 +54,7 @@ from service.personal_data import PhoneVault
 from service.prompt_library import PromptLibrary
 from service.qa import api as qa_api  # noqa: F401 - registers its operations
 from service.qa import page as qa_page
-from service.storage import create_store
+from service.storage.registry import StoreRegistry
 from service.twilio import reconcile as twilio_reconcile
 from service.twilio import routes as twilio_routes
 from service.twilio.accounts import TWILIO_ACCOUNTS, AccountBook
@@ -121,10 +122,13 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
         yield
 
     async def storage(app: web.Application) -> AsyncIterator[None]:
-        store = create_store(settings)
-        app[STORE] = store
+        # every tenant's store, resolved once and cached (tenant_storage re-read every few
+        # seconds); the shared one is also app[STORE], which readiness checks
+        stores = StoreRegistry.from_settings(settings, reader=app[POOL].acquire)
+        app[STORES] = stores
+        app[STORE] = stores.shared
         yield
-        await store.close()
+        await stores.close()
 
     async def http_client(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(
@@ -138,7 +142,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
             yield
             return
         deps = intake_job.IntakeDeps(
-            settings, app[STORE], TwilioMedia(settings, app[HTTP_CLIENT]), app[METRICS]
+            settings, app[STORES], TwilioMedia(settings, app[HTTP_CLIENT]), app[METRICS]
         )
 
         async def recording(ctx: JobContext) -> None:
@@ -150,7 +154,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
                 await requests.run(
                     conn,
                     app[VAULT],
-                    app[STORE],
+                    app[STORES],
                     uuid.UUID(ctx.job.payload["request_id"]),
                     settings.home / "tmp",
                     retry_s=settings.purge_interval_s,
@@ -185,7 +189,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
 
         async def purge() -> None:
             try:
-                report = await purge_once(app[POOL], app[STORE])
+                report = await purge_once(app[POOL], app[STORES])
             except Exception:
                 log.exception("purge pass failed; the next pass retries")
                 return
