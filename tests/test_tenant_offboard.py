@@ -14,10 +14,11 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import boto3
 
 from service.db import tenancy
 from service.ledger import GENESIS, event_hash
-from tests.conftest import Service, run_cli
+from tests.conftest import Service, make_bucket, run_cli
 from tests.intake_helpers import objects, settle
 from tests.qa_fixtures import access_bundle, call_api
 from tests.tenant_stores import (  # noqa: F401 - the *_fixture names are fixtures
@@ -192,6 +193,42 @@ async def test_an_export_killed_part_way_resumes_and_skips_what_is_complete(
     assert again.returncode == 0, again.stderr
     assert "(1 fetched, 2 already complete)" in again.stdout
     assert sha(damaged) == manifest["recordings"][0]["sha256"]
+
+
+async def test_export_to_an_s3_target_is_checked_and_resumable(
+    service: Service,
+    http: aiohttp.ClientSession,
+    twilio_media: FakeTwilioMedia,
+    db: Conn,
+    tenants: Tenants,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    made = await recorded(http, service, twilio_media, db, {"tenant-b": 2})
+    handover = make_bucket(tenants.moto)
+    env = cli_env(tenants, tmp_path)
+    args = ("tenant", "export", "tenant-b", "--out", f"s3://{handover}/acme/2026")
+    first = await cli(database_url, *args, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "(2 fetched, 0 already complete)" in first.stdout
+    found = {o["key"]: o for o in await objects(tenants.moto, handover)}
+    client = boto3.client("s3", endpoint_url=tenants.moto, region_name="us-east-1")
+    body = client.get_object(Bucket=handover, Key="acme/2026/manifest.json")["Body"].read()
+    manifest = json.loads(body)
+    assert set(found) == {
+        "acme/2026/manifest.json",
+        "acme/2026/ledger.jsonl",
+        "acme/2026/seals.jsonl",
+        *(f"acme/2026/{i['file']}" for i in manifest["recordings"]),
+    }
+    bodies = {str((await row_of(db, r))["id"]): r.body for r in made["tenant-b"]}
+    for item in manifest["recordings"]:
+        got = client.get_object(Bucket=handover, Key=f"acme/2026/{item['file']}")["Body"].read()
+        assert hashlib.sha256(got).hexdigest() == item["sha256"]
+        assert got == bodies[item["id"]]
+    again = await cli(database_url, *args, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "(0 fetched, 2 already complete)" in again.stdout
 
 
 async def test_offboard_is_refused_under_a_hold_and_for_default(

@@ -236,7 +236,8 @@ async def _store(
         # ever commit it: take this upload back rather than leave it behind.
         async with ctx.pool.acquire() as conn:
             state = await conn.fetchval(Q["recording_state"], recording["id"])
-        if state == "erased":
+        # (a row that is gone, its tenant offboarded meanwhile, will never be committed either)
+        if state in ("erased", None):
             await _delete_objects(store, [key])
         raise
     if state != "stored":

@@ -77,7 +77,9 @@ def cmd_show(args: argparse.Namespace) -> int:
                 state = "resolves" if ref["resolves"] else "DOES NOT RESOLVE"
                 print(f"    {key} = {_shown(ref['ref'])} ({state})")
         storage = shown["storage"]
-        if storage is None:
+        if storage is None and found.id == "default":
+            print("  storage: the shared bucket (CALLVAULT_S3_*), keys without a prefix")
+        elif storage is None:
             print(f"  storage: the shared bucket under tenants/{found.id}/")
         else:
             print(f"  storage: bucket {storage['bucket']} sse {storage['sse']}")
@@ -119,32 +121,20 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return asyncio.run(_with_connection(settings, work, tenant=ALL))
 
 
-def _export_target(raw: str) -> Path:
-    from service.errors import CallvaultError
-
-    if raw.startswith("s3://"):
-        raise CallvaultError(
-            f"--out {raw}: exporting to S3 is not supported yet; export to a folder and copy it "
-            "(aws s3 sync DIR s3://...)",
-            code="export_target",
-        )
-    return Path(raw)
-
-
-def _print_export(report: Any, out: Path) -> None:
+def _print_export(report: Any) -> None:
     print(
         f"exported {report.recordings} recording(s) ({report.fetched} fetched, "
         f"{report.skipped} already complete), {report.bytes} bytes, "
-        f"{report.ledger_events} ledger event(s), {report.seals} seal(s) to {out}"
+        f"{report.ledger_events} ledger event(s), {report.seals} seal(s) to {report.target}"
     )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from service.cli import _settings, _stores, _with_connection
-    from service.tenants.export import export
+    from service.tenants.export import export, target_of
 
     settings = _settings(database=True, secrets=False)
-    out = _export_target(args.out)
+    out = target_of(args.out, settings)
 
     async def work(conn: Any) -> int:
         stores = _stores(settings)
@@ -152,7 +142,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             report = await export(conn, stores, args.id, out, settings=settings)
         finally:
             await stores.close()
-        _print_export(report, out)
+        _print_export(report)
         return 0
 
     # as the tenant: row-level security shows exactly its rows
@@ -161,10 +151,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_offboard(args: argparse.Namespace) -> int:
     from service.cli import _actor, _settings, _stores, _with_connection
+    from service.tenants.export import target_of
     from service.tenants.offboard import check, offboard
 
     settings = _settings(database=True, secrets=False)
-    out = None if args.skip_export else _export_target(args.out)
+    out = None if args.skip_export else target_of(args.out, settings)
 
     async def work(conn: Any) -> int:
         await check(conn, args.id)  # refused before anything is exported or touched
@@ -175,8 +166,8 @@ def cmd_offboard(args: argparse.Namespace) -> int:
             )
         finally:
             await stores.close()
-        if report.export is not None and out is not None:
-            _print_export(report.export, out)
+        if report.export is not None:
+            _print_export(report.export)
         deleted = ", ".join(f"{k} {v}" for k, v in report.deleted.items())
         print(
             f"offboarded tenant {args.id}: {report.calls} call(s) erased, "
@@ -215,7 +206,7 @@ def add_parser(sub: Any) -> None:
         "(resumable: a rerun skips the files already complete)",
     )
     p.add_argument("id")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR|s3://BUCKET/PREFIX")
     p.set_defaults(func=cmd_export)
     p = tenant_sub.add_parser(
         "offboard",
@@ -224,7 +215,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("id")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--out", metavar="DIR", help="export here first")
+    target.add_argument("--out", metavar="DIR|s3://BUCKET/PREFIX", help="export here first")
     target.add_argument(
         "--skip-export", action="store_true", help="erase without exporting (say so explicitly)"
     )

@@ -4,12 +4,13 @@ keeping only the ledger's proof.
 Refused for the tenant ``default`` and while any hold of the tenant is active (a legal
 obligation outlives the contract). Otherwise: the export first (:mod:`service.tenants.export`,
 unless the operator says ``--skip-export``), then every call erased through the erasure a
-data-subject request uses (:func:`retention.requests.erase_call`: objects deleted from the store
-each row names, the number destroyed, an ``erased`` ledger event), every access bundle deleted
-from its store, then the rows of the tenant's call data deleted (recordings, callbacks,
-reconciliations, requests, holds, do-not-record entries, jobs), its tokens revoked, its platform
-accounts and numbers removed (no webhook lands in it any more), an audit entry
-``tenant_offboarded`` written in its trail, and its ledger sealed. Calls stay, without numbers,
+its platform accounts and numbers removed (no webhook lands in it any more), every call erased
+through the erasure a data-subject request uses (:func:`retention.requests.erase_call`: objects
+deleted from the store each row names, the number destroyed, an ``erased`` ledger event), every
+access bundle deleted from its store, then the rows of the tenant's call data deleted
+(recordings, callbacks, reconciliations, requests, holds, do-not-record entries, jobs), its
+tokens revoked, an audit entry ``tenant_offboarded`` written in its trail, and its ledger
+sealed. Calls stay, without numbers,
 because ledger events hang from them; ledger events, seals and the audit trail stay.
 
 Every step can run again: a crash part-way is finished by running the command again (the
@@ -30,7 +31,7 @@ from service.db import Conn, queries, tenancy
 from service.errors import CallvaultError, Conflict
 from service.ledger import seals
 from service.storage.registry import StoreRegistry
-from service.tenants.export import ExportReport, export
+from service.tenants.export import ExportReport, Target, export
 
 Q = queries.load("service.tenants", "offboard.sql")
 _NAMESPACE = uuid.UUID("4f0c8a52-7d1e-4e57-9d7a-2b8f1c3e6a90")
@@ -75,7 +76,7 @@ async def offboard(
     tenant: str,
     *,
     actor: str,
-    out: Path | None,
+    out: Path | Target | None,
     settings: Settings | None = None,
 ) -> OffboardReport:
     """Offboard ``tenant`` (``conn`` acts for it); ``out`` None only when the operator said
@@ -83,6 +84,11 @@ async def offboard(
     report = OffboardReport(await check(conn, tenant))
     if out is not None:
         report.export = await export(conn, stores, tenant, out, settings=settings)
+    # no webhook lands in the tenant any more (each replica's account cache within seconds):
+    # what is erased next is all there is
+    accounts = await conn.fetchrow(Q["delete_accounts"], tenant)
+    assert accounts is not None
+    removed = {"accounts": int(accounts["accounts"]), "numbers": int(accounts["numbers"])}
     for row in await conn.fetch(Q["calls"], tenant):
         outcome = await requests.erase_call(conn, stores, tenant, row["id"], report.offboard_id)
         if outcome == "held":
@@ -113,16 +119,14 @@ async def offboard(
         report.deleted = {k: int(v) for k, v in dict(deleted).items()}
         for token in await conn.fetch(Q["active_tokens"], tenant):
             report.tokens_revoked += await auth.revoke_token(conn, token["id"])
-        accounts = await conn.fetchrow(Q["delete_accounts"], tenant)
-        assert accounts is not None
         details: dict[str, Any] = {
             "offboard_id": str(report.offboard_id),
             "calls_erased": report.calls,
             "bundles_deleted": report.bundles,
             "deleted": report.deleted,
             "tokens_revoked": report.tokens_revoked,
-            "accounts_removed": int(accounts["accounts"]),
-            "numbers_removed": int(accounts["numbers"]),
+            "accounts_removed": removed["accounts"],
+            "numbers_removed": removed["numbers"],
             "export": None,
         }
         if report.export is not None:
