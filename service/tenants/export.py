@@ -32,6 +32,7 @@ from service import failpoints
 from service.config import Settings
 from service.db import Conn, queries
 from service.errors import CallvaultError
+from service.storage.local import fsync_dir
 from service.storage.registry import StoreRegistry
 from service.workdir import sha256_of, work_dir
 
@@ -56,14 +57,6 @@ class ExportReport:
     target: str = ""
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _complete(path: Path, size: int, sha256: str) -> bool:
     """The file is there, of this size and this SHA-256 (a rerun's test)."""
     try:
@@ -78,7 +71,7 @@ def _publish(tmp: Path, target: Path) -> None:
     with tmp.open("rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def _prepare(out: Path) -> None:
@@ -113,9 +106,7 @@ def _event(row: Any) -> dict[str, Any]:
         "seq": row["seq"],
         "type": row["type"],
         "at": row["at"].isoformat(),
-        "details": json.loads(row["details"])
-        if isinstance(row["details"], str)
-        else row["details"],
+        "details": row["details"],
         "dedupe_key": row["dedupe_key"],
         "prev_hash": bytes(row["prev_hash"]).hex(),
         "hash": bytes(row["hash"]).hex(),
