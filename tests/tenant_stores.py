@@ -89,8 +89,15 @@ async def tenants_fixture(
 
 @pytest.fixture(name="storage_settings")
 def storage_settings_fixture(intake_settings: Settings) -> Settings:
-    # a bucket that is down for a while must not dead-letter the recording
-    return replace(intake_settings, job_max_attempts=100)
+    # a bucket that is down for a while must not dead-letter the recording; and the webhooks'
+    # database deadlines are widened so a loaded test machine does not skip a recording (these
+    # tests are about where objects go, not about deadlines)
+    return replace(
+        intake_settings,
+        job_max_attempts=100,
+        db_acquire_timeout_s=15.0,
+        db_statement_timeout_s=15.0,
+    )
 
 
 @pytest.fixture(name="service")
