@@ -8,6 +8,10 @@ rows ``purged`` and writes a ``purged`` ledger event. A store that refuses leave
 ``stored`` for the next pass, and the pass reports them. A hold racing the purge waits for the
 row lock and then sees the recording purged: it can never be "held" with the object gone.
 
+Each tenant's objects are deleted from the store its rows name (``object_store``,
+``bundle_store``; see :mod:`service.storage.registry`), so a tenant whose bucket is down only
+leaves its own rows for the next pass.
+
 The same pass removes access bundles whose ``bundle_expires_at`` (``CALLVAULT_BUNDLE_TTL`` after
 they were built) has passed by the database's clock, claimed the same way.
 """
@@ -24,6 +28,7 @@ from service import audit, ledger
 from service.db import queries, tenancy
 from service.ledger import NewEvent
 from service.storage import ObjectStore, StorageError
+from service.storage.registry import StoreRegistry
 
 Q = queries.load("retention")
 ACTOR = "system:purge"
@@ -90,18 +95,23 @@ def _span(left: timedelta) -> str:
 
 
 async def purge_once(
-    pool: asyncpg.Pool[Any], store: ObjectStore, *, batch: int = 1000, max_batches: int = 1000
+    pool: asyncpg.Pool[Any],
+    stores: ObjectStore | StoreRegistry,
+    *,
+    batch: int = 1000,
+    max_batches: int = 1000,
 ) -> PurgeReport:
     report = PurgeReport()
+    registry = stores if isinstance(stores, StoreRegistry) else StoreRegistry.wrapping(stores)
 
     async def one_tenant(tenant: str) -> None:
         # each tenant's pass writes its ledger events and audit entries in its own trail
         for _ in range(max_batches):
-            taken = await _purge_batch(pool, store, batch, report)
+            taken = await _purge_batch(pool, registry, tenant, batch, report)
             if taken < batch:
                 break
         for _ in range(max_batches):
-            taken = await _purge_bundles(pool, store, batch, report)
+            taken = await _purge_bundles(pool, registry, tenant, batch, report)
             if taken < batch:
                 break
 
@@ -109,17 +119,38 @@ async def purge_once(
     return report
 
 
+async def _delete_by_store(
+    conn: Any, registry: StoreRegistry, tenant: str, located: list[tuple[str, str]]
+) -> dict[str, str]:
+    """Delete (store reference, key) pairs from the store each names; {key: why} for the
+    ones refused (a store that cannot be reached refuses all of its keys)."""
+    by_store: dict[str, list[str]] = {}
+    for ref, key in located:
+        by_store.setdefault(ref, []).append(key)
+    refused: dict[str, str] = {}
+    for ref, keys in by_store.items():
+        try:
+            store = await registry.for_object(tenant, ref, conn)
+            refused.update(await store.delete_many(keys))
+        except StorageError as exc:
+            refused.update({key: exc.message for key in keys})
+    return refused
+
+
 async def _purge_bundles(
-    pool: asyncpg.Pool[Any], store: ObjectStore, batch: int, report: PurgeReport
+    pool: asyncpg.Pool[Any],
+    registry: StoreRegistry,
+    tenant: str,
+    batch: int,
+    report: PurgeReport,
 ) -> int:
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(Q["claim_expired_bundles"], batch)
         if not rows:
             return 0
-        try:
-            refused = await store.delete_many([r["bundle_key"] for r in rows])
-        except StorageError as exc:
-            refused = {r["bundle_key"]: exc.message for r in rows}
+        refused = await _delete_by_store(
+            conn, registry, tenant, [(r["bundle_store"], r["bundle_key"]) for r in rows]
+        )
         done = [r for r in rows if r["bundle_key"] not in refused]
         for r in rows:
             if r["bundle_key"] in refused:
@@ -140,7 +171,11 @@ async def _purge_bundles(
 
 
 async def _purge_batch(
-    pool: asyncpg.Pool[Any], store: ObjectStore, batch: int, report: PurgeReport
+    pool: asyncpg.Pool[Any],
+    registry: StoreRegistry,
+    tenant: str,
+    batch: int,
+    report: PurgeReport,
 ) -> int:
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(Q["claim_expired"], batch)
@@ -150,10 +185,9 @@ async def _purge_batch(
         held = {r["id"] for r in await conn.fetch(Q["held_among"], ids)}
         report.held += len(held)
         targets = [r for r in rows if r["id"] not in held]
-        try:
-            refused = await store.delete_many([r["object_key"] for r in targets])
-        except StorageError as exc:
-            refused = {r["object_key"]: exc.message for r in targets}
+        refused = await _delete_by_store(
+            conn, registry, tenant, [(r["object_store"], r["object_key"]) for r in targets]
+        )
         done = [r for r in targets if r["object_key"] not in refused]
         for r in targets:
             if r["object_key"] in refused:

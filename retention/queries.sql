@@ -1,7 +1,7 @@
 -- name: claim_expired
 -- Expired, stored, and under no active hold (on the call or on the caller's number). Rows are
 -- locked until the purge commits; another replica's purge skips them.
-SELECT r.id, r.call_id, r.object_key, r.retain_until
+SELECT r.id, r.call_id, r.object_key, r.object_store, r.retain_until
 FROM recordings r
 JOIN calls c ON c.id = r.call_id
 WHERE r.state = 'stored' AND r.retain_until <= now()
@@ -82,7 +82,7 @@ RETURNING id;
 -- name: request_by_id
 SELECT id, kind, status, phone_hash, phone_enc, requested_by, received_at, due_at,
        completed_at, bundle_key, result, bundle_expires_at, bundle_removed_at,
-       bundle_removed_reason
+       bundle_removed_reason, bundle_store, tenant_id
 FROM dsar_requests WHERE id = $1;
 
 -- name: set_request_status
@@ -102,7 +102,8 @@ FROM dsar_requests;
 
 -- name: erasable_recordings_of_call
 -- The call's recordings that no active hold covers, locked for the erasure.
-SELECT r.id, r.object_key, r.state FROM recordings r JOIN calls c ON c.id = r.call_id
+SELECT r.id, r.object_key, r.object_store, r.state FROM recordings r
+JOIN calls c ON c.id = r.call_id
 WHERE r.call_id = $1
 ORDER BY r.id
 FOR UPDATE OF r;
@@ -122,8 +123,8 @@ SELECT id, platform, external_id, direction, called, started_at, ended_at, outco
 FROM calls WHERE id = $1;
 
 -- name: recordings_for_bundle
-SELECT id, state, object_key, sha256, size_bytes, content_type, duration_s, stored_at,
-       retain_until
+SELECT id, state, object_key, object_store, sha256, size_bytes, content_type, duration_s,
+       stored_at, retain_until
 FROM recordings WHERE call_id = $1 ORDER BY created_at, id;
 
 -- name: list_upcoming
@@ -163,7 +164,7 @@ WHERE j.kind = 'recording' AND j.state IN ('queued', 'running') AND c.id = ANY($
 -- name: lock_other_requests_of_phone
 -- Every other request of the number, of any kind and status, locked while its number is
 -- cleared and its bundle deleted (an access job committing meanwhile waits, then sees it).
-SELECT id, kind, status, bundle_key FROM dsar_requests
+SELECT id, kind, status, bundle_key, bundle_store FROM dsar_requests
 WHERE phone_hash = ANY($1::bytea[]) AND id <> $2
 ORDER BY id
 FOR UPDATE;
@@ -193,18 +194,18 @@ SELECT id, status, phone_enc FROM dsar_requests WHERE id = $1 FOR UPDATE;
 
 -- name: complete_access_request
 UPDATE dsar_requests SET status = 'completed', completed_at = now(), result = $2,
-    bundle_key = $3, bundle_expires_at = now() + make_interval(secs => $4)
+    bundle_key = $3, bundle_expires_at = now() + make_interval(secs => $4), bundle_store = $5
 WHERE id = $1
 RETURNING bundle_expires_at;
 
 -- name: bundle_of_request
 -- The bundle's state by the database's clock.
-SELECT bundle_key, bundle_removed_reason,
+SELECT bundle_key, bundle_store, bundle_removed_reason,
        bundle_key IS NOT NULL AND bundle_expires_at <= now() AS bundle_expired
 FROM dsar_requests WHERE id = $1;
 
 -- name: claim_expired_bundles
-SELECT id, bundle_key, bundle_expires_at FROM dsar_requests
+SELECT id, bundle_key, bundle_store, bundle_expires_at FROM dsar_requests
 WHERE bundle_key IS NOT NULL AND bundle_expires_at <= now()
 ORDER BY bundle_expires_at, id
 LIMIT $1

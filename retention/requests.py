@@ -49,6 +49,7 @@ from service.jobs.worker import JobContext
 from service.ledger import NewEvent, visibility
 from service.personal_data import PhoneVault, mask_phone
 from service.storage import ObjectStore, StorageError
+from service.storage.registry import StoreRegistry, TenantStore
 from service.workdir import sha256_of, work_dir
 
 Q = queries.load("retention")
@@ -148,8 +149,19 @@ async def get(conn: Conn, request_id: uuid.UUID) -> Any:
     return row
 
 
+def registry_of(stores: ObjectStore | StoreRegistry) -> StoreRegistry:
+    """The registry to resolve stores with (a caller handed one plain store shares it)."""
+    return stores if isinstance(stores, StoreRegistry) else StoreRegistry.wrapping(stores)
+
+
 async def bundle_for_link(conn: Conn, request_id: uuid.UUID) -> str:
     """The key of the request's bundle if it may still be handed out (database clock)."""
+    return (await bundle_location(conn, request_id))[0]
+
+
+async def bundle_location(conn: Conn, request_id: uuid.UUID) -> tuple[str, str]:
+    """The key and the store (``shared``, ``s3://BUCKET``) of the request's bundle if it may
+    still be handed out (database clock)."""
     await get(conn, request_id)
     row = await conn.fetchrow(Q["bundle_of_request"], request_id)
     assert row is not None
@@ -164,21 +176,22 @@ async def bundle_for_link(conn: Conn, request_id: uuid.UUID) -> str:
         )
     if row["bundle_key"] is None:
         raise NotFound("this request has no bundle (yet)")
-    key: str = row["bundle_key"]
-    return key
+    return str(row["bundle_key"]), str(row["bundle_store"])
 
 
 async def run(
     conn: Conn,
     vault: PhoneVault,
-    store: ObjectStore,
+    stores: ObjectStore | StoreRegistry,
     request_id: uuid.UUID,
     tmp_root: Path,
     *,
     retry_s: float,
     bundle_ttl_s: int = 7 * 86400,
 ) -> str:
-    """Carry the request out as far as the law lets; returns its status."""
+    """Carry the request out as far as the law lets; returns its status. Objects go to and
+    come from the stores of the request's tenant (``stores``: a registry, or one store)."""
+    registry = registry_of(stores)
     row = await get(conn, request_id)
     if row["status"] == "completed":
         return "completed"
@@ -187,15 +200,17 @@ async def run(
     number = vault.decrypt(row["phone_enc"])
     hashes = vault.lookup_hashes(number)
     call_ids = [r["id"] for r in await conn.fetch(Q["calls_of_phone"], hashes)]
+    tenant: str = row["tenant_id"]
+    where = await registry.for_tenant(tenant, conn)
     if row["kind"] == "access":
-        key = await _access_bundle(conn, store, request_id, call_ids, tmp_root)
+        key = await _access_bundle(conn, registry, tenant, where, request_id, call_ids, tmp_root)
         async with conn.transaction():
             # An erasure of the number that committed while the bundle was built closed this
             # request and cleared its number: what was just uploaded must not stay.
             current = await conn.fetchrow(Q["lock_request"], request_id)
             assert current is not None
             if current["status"] == "completed" or current["phone_enc"] is None:
-                await _delete_or_raise(store, [key])
+                await _delete_or_raise(where.store, [key])
                 return str(current["status"])
             for cid in call_ids:
                 await ledger.append(
@@ -215,6 +230,7 @@ async def run(
                 {"calls": len(call_ids)},
                 key,
                 bundle_ttl_s,
+                where.ref,
             )
             await audit.record(
                 conn,
@@ -234,10 +250,10 @@ async def run(
             call_ids.append(r["id"])
     erased, waiting = 0, 0
     for cid in call_ids:
-        outcome = await _erase_call(conn, store, cid, request_id)
+        outcome = await _erase_call(conn, registry, tenant, where, cid, request_id)
         erased += outcome == "erased"
         waiting += outcome == "held"
-    bundles = await _erase_elsewhere(conn, store, hashes, request_id)
+    bundles = await _erase_elsewhere(conn, registry, tenant, where, hashes, request_id)
     await conn.fetchrow(Q["requeue_dead_intake_of_erased_calls"], call_ids, str(request_id))
     running = int(await conn.fetchval(Q["intake_running_for_calls"], call_ids))
     result = {
@@ -281,8 +297,25 @@ async def _delete_or_raise(store: ObjectStore, keys: list[str]) -> None:
         raise StorageError(f"the store refused to delete {len(refused)} object(s)")
 
 
+async def _delete_located(
+    conn: Conn, registry: StoreRegistry, tenant: str, located: list[tuple[str, str]]
+) -> None:
+    """Delete (store reference, key) pairs, each from the store its row names."""
+    by_store: dict[str, list[str]] = {}
+    for ref, key in located:
+        if key not in by_store.setdefault(ref, []):
+            by_store[ref].append(key)
+    for ref, keys in by_store.items():
+        await _delete_or_raise(await registry.for_object(tenant, ref, conn), keys)
+
+
 async def _erase_elsewhere(
-    conn: Conn, store: ObjectStore, hashes: list[bytes], request_id: uuid.UUID
+    conn: Conn,
+    registry: StoreRegistry,
+    tenant: str,
+    where: TenantStore,
+    hashes: list[bytes],
+    request_id: uuid.UUID,
 ) -> int:
     """Every access bundle of the number deleted, and the number cleared from its other
     requests (an open access request is closed: it must hand nothing out) and from released
@@ -292,10 +325,12 @@ async def _erase_elsewhere(
     async with conn.transaction():
         others = await conn.fetch(Q["lock_other_requests_of_phone"], hashes, request_id)
         # the access bundle's key is fixed: an upload that has not committed yet goes too
-        keys = [bundle_key_of(r["id"]) for r in others if r["kind"] == "access"]
-        keys += [r["bundle_key"] for r in others if r["bundle_key"] and r["bundle_key"] not in keys]
-        if keys:
-            await _delete_or_raise(store, keys)
+        located = [
+            (where.ref, where.key(bundle_key_of(r["id"]))) for r in others if r["kind"] == "access"
+        ]
+        located += [(r["bundle_store"], r["bundle_key"]) for r in others if r["bundle_key"]]
+        if located:
+            await _delete_located(conn, registry, tenant, located)
         for r in others:
             deleted += r["bundle_key"] is not None
             if r["kind"] == "access" and r["status"] != "completed":
@@ -318,8 +353,34 @@ async def _erase_elsewhere(
     return deleted
 
 
+async def erase_call(
+    conn: Conn,
+    registry: StoreRegistry,
+    tenant: str,
+    call_id: uuid.UUID,
+    erased_by: uuid.UUID,
+) -> str:
+    """Erase one call as a request does (its recordings' objects from their stores, the rows
+    marked ``erased``, the number destroyed, an ``erased`` ledger event naming ``erased_by``);
+    ``"held"`` if an active hold keeps it, else ``"erased"``. Used by ``tenant offboard``."""
+    where = await registry.for_tenant(tenant, conn)
+    return await _erase_call(conn, registry, tenant, where, call_id, erased_by)
+
+
+async def delete_located(
+    conn: Conn, registry: StoreRegistry, tenant: str, located: list[tuple[str, str]]
+) -> None:
+    """Delete (store reference, key) pairs from their stores, or raise StorageError."""
+    await _delete_located(conn, registry, tenant, located)
+
+
 async def _erase_call(
-    conn: Conn, store: ObjectStore, call_id: uuid.UUID, request_id: uuid.UUID
+    conn: Conn,
+    registry: StoreRegistry,
+    tenant: str,
+    where: TenantStore,
+    call_id: uuid.UUID,
+    request_id: uuid.UUID,
 ) -> str:
     async with conn.transaction():
         # recordings first (the order holds and purges take), then the call: an intake that
@@ -331,12 +392,17 @@ async def _erase_call(
         # checked after the rows are locked, in a fresh snapshot: a hold placed meanwhile wins
         if await conn.fetchval(Q["call_is_held"], call_id):
             return "held"
-        keys = [r["object_key"] for r in recordings if r["state"] == "stored" and r["object_key"]]
-        # an upload that never reached its commit (a crash, a job that gave up) goes too
+        located = [
+            (r["object_store"], r["object_key"])
+            for r in recordings
+            if r["state"] == "stored" and r["object_key"]
+        ]
+        # an upload that never reached its commit (a crash, a job that gave up) goes too, from
+        # where the tenant's uploads go
         for r in recordings:
             if r["state"] in ("pending", "failed", "erased"):
-                keys += possible_keys(r["id"])
-        await _delete_or_raise(store, keys)
+                located += [(where.ref, where.key(k)) for k in possible_keys(r["id"])]
+        await _delete_located(conn, registry, tenant, located)
         ids = [r["id"] for r in recordings if r["state"] in ("stored", "pending", "failed")]
         await conn.execute(Q["mark_erased"], ids)
         await conn.execute(Q["mark_call_erased"], call_id, request_id)
@@ -360,7 +426,9 @@ async def _erase_call(
 
 async def _access_bundle(
     conn: Conn,
-    store: ObjectStore,
+    registry: StoreRegistry,
+    tenant: str,
+    where: TenantStore,
     request_id: uuid.UUID,
     call_ids: list[uuid.UUID],
     tmp_root: Path,
@@ -404,6 +472,7 @@ async def _access_bundle(
                 }
                 if r["state"] == "stored" and r["object_key"]:
                     name = f"audio/{r['id']}{Path(r['object_key']).suffix}"
+                    store = await registry.for_object(tenant, r["object_store"], conn)
                     await store.download_to(r["object_key"], folder / "content" / name)
                     item["audio_file"] = name
                 entry["recordings"].append(item)
@@ -411,8 +480,8 @@ async def _access_bundle(
         request = {"request_id": str(request_id), "kind": "access", "calls": len(calls)}
         bundle = folder / "bundle.zip"
         digest = await asyncio.to_thread(_zip, folder / "content", bundle, request, calls)
-        key = bundle_key_of(request_id)
-        await store.put_file(
+        key = where.key(bundle_key_of(request_id))
+        await where.store.put_file(
             key,
             bundle,
             sha256=digest,
@@ -441,7 +510,7 @@ async def run_job(ctx: JobContext) -> None:
         await run(
             conn,
             shared.vault,
-            shared.store,
+            shared.stores,
             uuid.UUID(ctx.job.payload["request_id"]),
             shared.settings.home / "tmp",
             retry_s=shared.settings.purge_interval_s,

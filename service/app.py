@@ -32,6 +32,7 @@ from service.context import (
     RLS_BYPASS,
     SETTINGS,
     STORE,
+    STORES,
     VAULT,
     Lifecycle,
 )
@@ -55,7 +56,7 @@ from service.platforms.twilio.accounts import TwilioMediaSources
 from service.prompt_library import PromptLibrary
 from service.qa import api as qa_api  # noqa: F401 - registers its operations
 from service.qa import page as qa_page
-from service.storage import create_store
+from service.storage.registry import StoreRegistry
 from service.tenants import policies as tenant_policies
 from service.workdir import remove_stale
 
@@ -119,10 +120,13 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
         yield
 
     async def storage(app: web.Application) -> AsyncIterator[None]:
-        store = create_store(settings)
-        app[STORE] = store
+        # every tenant's store, resolved once and cached (tenant_storage re-read every few
+        # seconds); the shared one is also app[STORE], which readiness checks
+        stores = StoreRegistry.from_settings(settings, reader=app[POOL].acquire)
+        app[STORES] = stores
+        app[STORE] = stores.shared
         yield
-        await store.close()
+        await stores.close()
 
     async def http_client(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(
@@ -145,7 +149,9 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
                 backoff_base_s=settings.job_backoff_base_s,
                 backoff_cap_s=settings.job_backoff_cap_s,
             ),
-            Resources(settings, app[STORE], app[VAULT], platforms.media_sources(app), app[METRICS]),
+            Resources(
+                settings, app[STORES], app[VAULT], platforms.media_sources(app), app[METRICS]
+            ),
         )
         worker.start()
         yield
@@ -165,7 +171,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
 
         async def purge() -> None:
             try:
-                report = await purge_once(app[POOL], app[STORE])
+                report = await purge_once(app[POOL], app[STORES])
             except Exception:
                 log.exception("purge pass failed; the next pass retries")
                 return

@@ -266,10 +266,11 @@ def _vault(settings: Settings) -> Any:
     return PhoneVault(settings.secret_key, settings.previous_secret_key)
 
 
-def _store(settings: Settings) -> Any:
-    from service.storage import create_store
+def _stores(settings: Settings, reader: Any = None) -> Any:
+    """Every tenant's object store (:class:`~service.storage.registry.StoreRegistry`)."""
+    from service.storage.registry import StoreRegistry
 
-    return create_store(settings)
+    return StoreRegistry.from_settings(settings, reader=reader)
 
 
 async def issue_token(conn: Any, name: str, role: str) -> str:
@@ -365,11 +366,11 @@ def cmd_purge(args: argparse.Namespace) -> int:
                         for line in await purge.dry_run_report(conn, limit=args.limit):
                             print(line)
                 return 0
-            store = _store(settings)
+            stores = _stores(settings, reader=pool.acquire)
             try:
-                report = await purge.purge_once(pool, store)
+                report = await purge.purge_once(pool, stores)
             finally:
-                await store.close()
+                await stores.close()
             print(
                 f"purged {report.purged}, kept by holds {report.held}, "
                 f"refused by the store {len(report.failed)}"
@@ -469,14 +470,14 @@ def cmd_dsar(args: argparse.Namespace) -> int:
             actor=_actor(),
             deadline_s=settings.dsar_deadline_s,
         )
-        store = _store(settings)
+        stores = _stores(settings)
         try:
             try:
                 # carried out here and now; the queued job makes sure it finishes even if not
                 await requests.run(
                     conn,
                     vault,
-                    store,
+                    stores,
                     request_id,
                     settings.home / "tmp",
                     retry_s=settings.purge_interval_s,
@@ -489,10 +490,11 @@ def cmd_dsar(args: argparse.Namespace) -> int:
             print(f"request {request_id}: {row['status']} (due {row['due_at'].isoformat()})")
             if args.kind == "access":
                 target = out or Path(f"callvault-access-{request_id}.zip")
+                store = await stores.for_object(row["tenant_id"], row["bundle_store"], conn)
                 await store.download_to(row["bundle_key"], target)
                 print(f"wrote {target}")
         finally:
-            await store.close()
+            await stores.close()
         return 0
 
     return asyncio.run(_with_connection(settings, work, tenant=args.tenant))

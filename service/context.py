@@ -15,12 +15,14 @@ from service.db.pool import reach
 from service.personal_data import PhoneVault
 from service.prompt_library import PromptLibrary
 from service.storage import ObjectStore
+from service.storage.registry import StoreRegistry
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL: web.AppKey[asyncpg.Pool[Any]] = web.AppKey("pool")
 PROMPTS = web.AppKey("prompts", PromptLibrary)
 VAULT = web.AppKey("vault", PhoneVault)
-STORE: web.AppKey[ObjectStore] = web.AppKey("store")
+STORE: web.AppKey[ObjectStore] = web.AppKey("store")  # the shared store (readiness checks it)
+STORES = web.AppKey("stores", StoreRegistry)  # every tenant's store (service.storage.registry)
 HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
 # the database role bypasses row-level security (CALLVAULT_ALLOW_RLS_BYPASS=1): said on /readyz
 RLS_BYPASS = web.AppKey("rls_bypass", bool)

@@ -8,7 +8,7 @@ import re
 from aiohttp import web
 
 from service import audit
-from service.context import POOL, STORE
+from service.context import POOL, STORES
 from service.db import tenancy
 from service.errors import CallvaultError, NotFound
 from service.http_errors import error_response
@@ -54,7 +54,9 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
 @routes.route("GET", "/files/{token}")
 async def file(request: web.Request) -> web.StreamResponse:
     link = request.app[LINKS].verify(request.match_info["token"])
-    store = request.app[STORE]
+    # the store the object's row named when the link was made, as the link's tenant resolves it
+    with tenancy.as_tenant(link.tenant):
+        store = await request.app[STORES].for_object(link.tenant, link.store)
     head = await store.head(link.key)
     if head is None:
         raise NotFound("the file is no longer stored")

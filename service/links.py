@@ -41,6 +41,7 @@ class Link:
     expires: int
     download_name: str | None = None
     tenant: str = "default"  # the tenant that asked for the link (its audit trail)
+    store: str = "shared"  # the store holding the object (service.storage.registry)
 
 
 def _b64(data: bytes) -> str:
@@ -63,20 +64,29 @@ class LinkSigner:
         return hmac.new(self._key, body, hashlib.sha256).digest()
 
     def sign(
-        self, key: str, purpose: str, ttl_s: int, download_name: str | None = None
+        self,
+        key: str,
+        purpose: str,
+        ttl_s: int,
+        download_name: str | None = None,
+        store: str = "shared",
     ) -> tuple[str, datetime]:
         expires = int(time.time()) + ttl_s
         fields: dict[str, object] = {"k": key, "p": purpose, "e": expires, "n": download_name}
         tenant = tenancy.current()
         if tenant and tenant != tenancy.DEFAULT:
             fields["t"] = tenant  # the default tenant's links stay as they were
+        if store != "shared":
+            fields["s"] = store
         body = json.dumps(fields, separators=(",", ":")).encode()
         token = f"{_b64(body)}.{_b64(self._mac(body))}"
         return token, datetime.fromtimestamp(expires, UTC)
 
-    def link(self, key: str, purpose: str, download_name: str | None = None) -> dict[str, str]:
+    def link(
+        self, key: str, purpose: str, download_name: str | None = None, store: str = "shared"
+    ) -> dict[str, str]:
         """The API's answer for a short-lived link: ``{"url", "expires_at"}``."""
-        token, expires = self.sign(key, purpose, self.ttl_s, download_name)
+        token, expires = self.sign(key, purpose, self.ttl_s, download_name, store)
         return {"url": f"{self.public_url}/files/{token}", "expires_at": expires.isoformat()}
 
     def verify(self, token: str) -> Link:
@@ -92,6 +102,7 @@ class LinkSigner:
                 int(data["e"]),
                 data.get("n"),
                 str(data.get("t", tenancy.DEFAULT)),
+                str(data.get("s", "shared")),
             )
         except (ValueError, KeyError, TypeError):
             raise BadLink("no such file") from None

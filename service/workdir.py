@@ -1,4 +1,5 @@
-"""Temporary work folders under ``$CALLVAULT_HOME/tmp`` (intake downloads, access bundles):
+"""Temporary work folders under ``$CALLVAULT_HOME/tmp`` (intake downloads, access bundles,
+exports to S3):
 made and removed off the event loop, and swept at start-up when a killed replica left one."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 STALE_S = 86400
-PREFIXES = ("intake-", "dsar-")
+PREFIXES = ("intake-", "dsar-", "export-")
 
 
 def sha256_of(path: Path) -> str:

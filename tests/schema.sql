@@ -141,7 +141,9 @@ CREATE TABLE public.dsar_requests (
     bundle_removed_reason text,
     subject_digest bytea,
     tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
+    bundle_store text DEFAULT 'shared'::text NOT NULL,
     CONSTRAINT dsar_requests_bundle_removed_reason_check CHECK ((bundle_removed_reason = ANY (ARRAY['expired'::text, 'erased'::text]))),
+    CONSTRAINT dsar_requests_bundle_store_check CHECK (((bundle_store = 'shared'::text) OR (bundle_store ~ '^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$'::text))),
     CONSTRAINT dsar_requests_kind_check CHECK ((kind = ANY (ARRAY['access'::text, 'erase'::text, 'withdraw'::text]))),
     CONSTRAINT dsar_requests_status_check CHECK ((status = ANY (ARRAY['received'::text, 'in_progress'::text, 'waiting_for_hold'::text, 'completed'::text, 'failed'::text])))
 );
@@ -273,6 +275,8 @@ CREATE TABLE public.recordings (
     object_version text,
     purged_at timestamp with time zone,
     tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
+    object_store text DEFAULT 'shared'::text NOT NULL,
+    CONSTRAINT recordings_object_store_check CHECK (((object_store = 'shared'::text) OR (object_store ~ '^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$'::text))),
     CONSTRAINT recordings_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'stored'::text, 'purged'::text, 'erased'::text, 'failed'::text]))),
     CONSTRAINT recordings_stored_complete CHECK (((state <> 'stored'::text) OR ((object_key IS NOT NULL) AND (sha256 IS NOT NULL) AND (size_bytes IS NOT NULL) AND (retain_until IS NOT NULL))))
 );

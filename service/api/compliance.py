@@ -162,7 +162,7 @@ async def get_request(request: web.Request) -> web.Response:
 async def bundle_link(request: web.Request) -> web.Response:
     request_id = path_id(request)
     async with request.app[POOL].acquire() as conn:
-        key = await requests.bundle_for_link(conn, request_id)
+        key, store = await requests.bundle_location(conn, request_id)
         await audit.record(
             conn, principal(request).actor, "dsar_bundle_link", "dsar", str(request_id), {}
         )
@@ -171,6 +171,7 @@ async def bundle_link(request: web.Request) -> web.Response:
             key,
             f"dsar_bundle:{request_id}",
             download_name=f"callvault-access-{request_id}.zip",
+            store=store,
         )
     )
 

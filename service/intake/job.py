@@ -1,7 +1,9 @@
 """The ``recording`` job: keep a consented recording, discard any other, converge on rerun.
 
 Keep: download from the platform to a temporary file (hashing as it streams), upload with
-server-side encryption under ``recordings/{recording id}.wav``, verify with a HEAD (size and
+server-side encryption under ``recordings/{recording id}.wav`` in the store of the job's tenant
+(the shared one under ``tenants/{id}/``, or the tenant's own bucket: see
+:mod:`service.storage.registry`), verify with a HEAD (size and
 SHA-256), then commit the ``stored`` row and ``recording_stored`` event, then delete the
 platform's copy and commit ``platform_copy_deleted``. The platform's copy is kept until ours is
 verified and committed. Every commit is fenced by the job's lease, and every step can run again:
@@ -33,7 +35,7 @@ from typing import Any
 from service import failpoints, jobs, ledger
 from service.config import Settings
 from service.consent.gate import CONSENTED, IN_PROGRESS
-from service.db import queries
+from service.db import queries, tenancy
 from service.intake import possible_keys, recording_key
 from service.intake.callbacks import JOB_KIND
 from service.intake.transcode import CONTENT_TYPES as TRANSCODED_TYPES
@@ -45,6 +47,7 @@ from service.ledger import NewEvent
 from service.metrics import Metrics
 from service.platforms.port import Downloaded, MediaSource, MediaSources, media_source
 from service.storage import ObjectStore, StorageError
+from service.storage.registry import StoreRegistry
 from service.workdir import work_dir
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,7 @@ CONSENT_WAIT_S = 3600.0
 @dataclass(frozen=True)
 class IntakeDeps:
     settings: Settings
-    store: ObjectStore
+    stores: StoreRegistry
     media: Mapping[str, MediaSources]  # platform -> its media per platform account
     metrics: Metrics | None = None
 
@@ -63,7 +66,7 @@ class IntakeDeps:
 @job_kind(JOB_KIND)
 async def recording(ctx: JobContext) -> None:
     shared = ctx.resources
-    await run(ctx, IntakeDeps(shared.settings, shared.store, shared.media, shared.metrics))
+    await run(ctx, IntakeDeps(shared.settings, shared.stores, shared.media, shared.metrics))
 
 
 async def run(ctx: JobContext, deps: IntakeDeps) -> None:
@@ -122,7 +125,10 @@ async def run(ctx: JobContext, deps: IntakeDeps) -> None:
     if not keep:
         if leftover is not None:
             # a run cut short after its upload (crash, lost lease) may have left an object
-            await _delete_objects(deps.store, possible_keys(leftover["id"]))
+            where = await deps.stores.for_tenant(_tenant(ctx))
+            await _delete_objects(
+                where.store, [where.key(k) for k in possible_keys(leftover["id"])]
+            )
         await media.delete(sid)
         if call is not None:
             async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
@@ -179,7 +185,10 @@ async def _store(
     started = time.perf_counter()
     fetch = settings.recording_format
     target = settings.recording_transcode or fetch
-    key = recording_key(recording["id"], target)
+    # the tenant's store as it is now; the row records which one it was
+    where = await deps.stores.for_tenant(_tenant(ctx))
+    store = where.store
+    key = where.key(recording_key(recording["id"], target))
     async with work_dir(settings.home / "tmp", "intake-") as tmp:
         # A 404 is asked again a few times quickly, then dead-lettered (Permanent, platform
         # copy kept, visible) with what to check: after `completed`, the file is available.
@@ -188,9 +197,9 @@ async def _store(
             path, size, digest = await transcode(got.path, fetch, target)
             got = Downloaded(path, size, digest, TRANSCODED_TYPES[target])
         failpoints.hit(settings, "intake.after_download")
-        existing = await deps.store.head(key)
+        existing = await store.head(key)
         if existing is None or (existing.size, existing.sha256) != (got.size, got.sha256):
-            await deps.store.put_file(
+            await store.put_file(
                 key,
                 got.path,
                 sha256=got.sha256,
@@ -203,10 +212,10 @@ async def _store(
         # else: a run that crashed after uploading left exactly this object; a second PUT
         # would only add a version on a versioned bucket
     failpoints.hit(settings, "intake.after_upload")
-    stored = await deps.store.head(key)
+    stored = await store.head(key)
     if stored is None or stored.size != got.size or stored.sha256 != got.sha256:
         raise StorageError(f"verification of {key} failed: the store does not hold what we sent")
-    if settings.s3_bucket and not stored.encrypted:
+    if where.encrypted and not stored.encrypted:
         raise StorageError(f"verification of {key} failed: not encrypted at rest")
     try:
         async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
@@ -219,6 +228,7 @@ async def _store(
                 got.content_type,
                 retention_s,
                 stored.version,
+                where.ref,
             )
             if retain_until is not None:
                 state = "stored"
@@ -246,13 +256,14 @@ async def _store(
         # ever commit it: take this upload back rather than leave it behind.
         async with ctx.pool.acquire() as conn:
             state = await conn.fetchval(Q["recording_state"], recording["id"])
-        if state == "erased":
-            await _delete_objects(deps.store, [key])
+        # (a row that is gone, its tenant offboarded meanwhile, will never be committed either)
+        if state in ("erased", None):
+            await _delete_objects(store, [key])
         raise
     if state != "stored":
         # Erased while the download was in flight (the row is no longer pending): what was
         # uploaded must not stay. The platform's copy is deleted next, as for a kept one.
-        await _delete_objects(deps.store, [key])
+        await _delete_objects(store, [key])
         async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
             await ledger.append(
                 conn,
@@ -282,6 +293,10 @@ async def _store(
     log.info(
         "recording stored", extra={"recording_id": str(recording["id"]), "size_bytes": got.size}
     )
+
+
+def _tenant(ctx: JobContext) -> str:
+    return ctx.job.tenant or tenancy.current() or tenancy.DEFAULT
 
 
 async def _delete_objects(store: ObjectStore, keys: list[str]) -> None:

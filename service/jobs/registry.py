@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from service.metrics import Metrics
     from service.personal_data import PhoneVault
     from service.platforms.port import MediaSources
-    from service.storage import ObjectStore
+    from service.storage.registry import StoreRegistry
 
 _HANDLERS: dict[str, Handler] = {}
 
@@ -34,7 +34,7 @@ class Resources:
     """What job handlers share: made once per process by the application."""
 
     settings: Settings
-    store: ObjectStore
+    stores: StoreRegistry
     vault: PhoneVault
     # platform name -> its media per account (platforms that upload have none)
     media: Mapping[str, MediaSources]

@@ -238,7 +238,11 @@ async def playback(request: web.Request) -> web.Response:
                 )
             ],
         )
-    return web.json_response(request.app[LINKS].link(rec["object_key"], f"playback:{recording_id}"))
+    return web.json_response(
+        request.app[LINKS].link(
+            rec["object_key"], f"playback:{recording_id}", store=rec["object_store"]
+        )
+    )
 
 
 WHOAMI = schemas.obj(

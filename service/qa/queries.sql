@@ -29,7 +29,8 @@ WHERE r.call_id = ANY($1::uuid[])
 ORDER BY r.created_at, r.id;
 
 -- name: recording_for_playback
-SELECT id, call_id, state, object_key, content_type FROM recordings WHERE id = $1;
+SELECT id, call_id, state, object_key, object_store, content_type FROM recordings
+WHERE id = $1;
 
 -- name: tenant_name
 -- tenants are the operator's configuration (no row-level security): named by id only

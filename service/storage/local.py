@@ -24,7 +24,7 @@ from service.storage import StorageError, StoredObject
 T = TypeVar("T")
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -34,7 +34,7 @@ def _fsync_dir(folder: Path) -> None:
 
 def _fsync_dir_if_present(folder: Path) -> None:
     if folder.is_dir():
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
 
 def _atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -49,7 +49,7 @@ def _atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 class LocalStore:

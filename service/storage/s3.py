@@ -41,6 +41,8 @@ class S3Store:
         threads: int = 8,
         part_size: int = 8 * MIB,
         multipart_threshold: int = 16 * MIB,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
     ) -> None:
         self.bucket = bucket
         self.sse = sse
@@ -52,8 +54,12 @@ class S3Store:
             read_timeout=60,
             max_pool_connections=threads * 4,
         )
-        # Credentials come from the standard AWS_* variables, profile or instance role.
-        self.client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+        # Credentials come from the standard AWS_* variables, profile or instance role, unless
+        # given (a tenant's own bucket, read from the references in tenant_storage).
+        session = boto3.session.Session(
+            aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key
+        )
+        self.client = session.client("s3", endpoint_url=endpoint_url, config=config)
         self.transfer = TransferConfig(
             multipart_threshold=multipart_threshold,
             multipart_chunksize=part_size,

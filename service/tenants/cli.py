@@ -1,5 +1,6 @@
-"""``callvault tenant create|list|show|apply``: the operator's commands for tenants (registered
-from service/cli.py). Each change is written with its audit entry in one transaction."""
+"""``callvault tenant create|list|show|apply|export|offboard``: the operator's commands for
+tenants (registered from service/cli.py). Each change is written with its audit entry in one
+transaction; export and offboard act as the tenant itself (its rows, its audit trail)."""
 
 from __future__ import annotations
 
@@ -76,7 +77,9 @@ def cmd_show(args: argparse.Namespace) -> int:
                 state = "resolves" if ref["resolves"] else "DOES NOT RESOLVE"
                 print(f"    {key} = {_shown(ref['ref'])} ({state})")
         storage = shown["storage"]
-        if storage is None:
+        if storage is None and found.id == "default":
+            print("  storage: the shared bucket (CALLVAULT_S3_*), keys without a prefix")
+        elif storage is None:
             print(f"  storage: the shared bucket under tenants/{found.id}/")
         else:
             print(f"  storage: bucket {storage['bucket']} sse {storage['sse']}")
@@ -118,8 +121,68 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return asyncio.run(_with_connection(settings, work, tenant=ALL))
 
 
+def _print_export(report: Any) -> None:
+    print(
+        f"exported {report.recordings} recording(s) ({report.fetched} fetched, "
+        f"{report.skipped} already complete), {report.bytes} bytes, "
+        f"{report.ledger_events} ledger event(s), {report.seals} seal(s) to {report.target}"
+    )
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from service.cli import _settings, _stores, _with_connection
+    from service.tenants.export import export, target_of
+
+    settings = _settings(database=True, secrets=False)
+    out = target_of(args.out, settings)
+
+    async def work(conn: Any) -> int:
+        stores = _stores(settings)
+        try:
+            report = await export(conn, stores, args.id, out, settings=settings)
+        finally:
+            await stores.close()
+        _print_export(report)
+        return 0
+
+    # as the tenant: row-level security shows exactly its rows
+    return asyncio.run(_with_connection(settings, work, tenant=args.id))
+
+
+def cmd_offboard(args: argparse.Namespace) -> int:
+    from service.cli import _actor, _settings, _stores, _with_connection
+    from service.tenants.export import target_of
+    from service.tenants.offboard import check, offboard
+
+    settings = _settings(database=True, secrets=False)
+    out = None if args.skip_export else target_of(args.out, settings)
+
+    async def work(conn: Any) -> int:
+        await check(conn, args.id)  # refused before anything is exported or touched
+        stores = _stores(settings)
+        try:
+            report = await offboard(
+                conn, stores, args.id, actor=_actor(), out=out, settings=settings
+            )
+        finally:
+            await stores.close()
+        if report.export is not None:
+            _print_export(report.export)
+        deleted = ", ".join(f"{k} {v}" for k, v in report.deleted.items())
+        print(
+            f"offboarded tenant {args.id}: {report.calls} call(s) erased, "
+            f"{report.bundles} bundle(s) deleted, rows deleted: {deleted}; "
+            f"{report.tokens_revoked} token(s) revoked; ledger and seals kept"
+        )
+        return 0
+
+    return asyncio.run(_with_connection(settings, work, tenant=args.id))
+
+
 def add_parser(sub: Any) -> None:
-    tenant_p = sub.add_parser("tenant", help="tenants (a BPO's clients): create, list, show, apply")
+    tenant_p = sub.add_parser(
+        "tenant", help="tenants (a BPO's clients): create, list, show, apply, export, offboard"
+    )
     tenant_sub = tenant_p.add_subparsers(dest="tenant_command", required=True, metavar="ACTION")
     p = tenant_sub.add_parser("create", help="create an empty tenant")
     p.add_argument("id", help="slug: lower-case letters, digits and '-'")
@@ -137,3 +200,23 @@ def add_parser(sub: Any) -> None:
     p.add_argument("file")
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     p.set_defaults(func=cmd_apply)
+    p = tenant_sub.add_parser(
+        "export",
+        help="write every recording, a manifest of SHA-256s and the ledger to a folder "
+        "(resumable: a rerun skips the files already complete)",
+    )
+    p.add_argument("id")
+    p.add_argument("--out", required=True, metavar="DIR|s3://BUCKET/PREFIX")
+    p.set_defaults(func=cmd_export)
+    p = tenant_sub.add_parser(
+        "offboard",
+        help="export, then erase all of a tenant's call data (ledger and seals kept); "
+        "refused while a hold is active",
+    )
+    p.add_argument("id")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", metavar="DIR|s3://BUCKET/PREFIX", help="export here first")
+    target.add_argument(
+        "--skip-export", action="store_true", help="erase without exporting (say so explicitly)"
+    )
+    p.set_defaults(func=cmd_offboard)

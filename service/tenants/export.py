@@ -1,0 +1,309 @@
+"""``callvault tenant export ID --out DIR|s3://BUCKET/PREFIX``: everything a client takes away at
+contract end.
+
+``DIR/recordings/{recording id}.{ext}`` for every stored recording of the tenant (streamed from
+the store its row names, to disk, never whole in memory), ``DIR/ledger.jsonl`` (every ledger
+event of the tenant, one JSON object a line, hashes in hex, so the client can recompute each
+call's chain) and ``DIR/seals.jsonl`` (the tenant's seal chain), and last
+``DIR/manifest.json``: per recording its id, call, platform call id, SHA-256, size and file
+name, and the SHA-256 of the two ledger files. The manifest is written last, so its presence
+says the export is complete.
+
+Resumable: each file is written under a temporary name (``.NAME.part``), checked against the
+SHA-256 its row recorded at intake, then renamed into place. A rerun after a crash skips every
+file already there whose size and SHA-256 match, and fetches the rest again. To an ``s3://``
+target (the deployment's endpoint and credential chain), each file is staged in a work folder,
+uploaded with its SHA-256 in the object's metadata (a PUT is all-or-nothing) and checked with a
+HEAD; a rerun skips the objects whose size and SHA-256 match.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service import failpoints
+from service.config import Settings
+from service.db import Conn, queries
+from service.errors import CallvaultError
+from service.storage.local import fsync_dir
+from service.storage.registry import StoreRegistry
+from service.workdir import sha256_of, work_dir
+
+Q = queries.load("service.tenants", "export.sql")
+MANIFEST = "manifest.json"
+LEDGER = "ledger.jsonl"
+SEALS = "seals.jsonl"
+
+
+class ExportError(CallvaultError):
+    code = "export_failed"
+
+
+@dataclass
+class ExportReport:
+    recordings: int = 0
+    fetched: int = 0  # downloaded in this run
+    skipped: int = 0  # already complete and verified from an earlier run
+    bytes: int = 0
+    ledger_events: int = 0
+    seals: int = 0
+    target: str = ""
+
+
+def _complete(path: Path, size: int, sha256: str) -> bool:
+    """The file is there, of this size and this SHA-256 (a rerun's test)."""
+    try:
+        if path.stat().st_size != size:
+            return False
+    except FileNotFoundError:
+        return False
+    return sha256_of(path) == sha256
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+    fsync_dir(target.parent)
+
+
+def _prepare(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out}: is not a folder")
+    (out / "recordings").mkdir(parents=True, exist_ok=True)
+
+
+async def _jsonl(conn: Conn, sql: str, tenant: str, path: Path, shape: Any) -> int:
+    """Rows of ``sql`` as JSON lines into ``path``, read with a cursor so a long ledger never
+    sits whole in memory."""
+    count = 0
+    fh = await asyncio.to_thread(path.open, "wb")
+    try:
+        async with conn.transaction():
+            batch: list[bytes] = []
+            async for row in conn.cursor(sql, tenant, prefetch=1000):
+                batch.append(json.dumps(shape(row), ensure_ascii=False).encode() + b"\n")
+                count += 1
+                if len(batch) >= 1000:
+                    await asyncio.to_thread(fh.writelines, batch)
+                    batch = []
+            await asyncio.to_thread(fh.writelines, batch)
+    finally:
+        await asyncio.to_thread(fh.close)
+    return count
+
+
+def _event(row: Any) -> dict[str, Any]:
+    return {
+        "call_id": str(row["call_id"]),
+        "seq": row["seq"],
+        "type": row["type"],
+        "at": row["at"].isoformat(),
+        "details": row["details"],
+        "dedupe_key": row["dedupe_key"],
+        "prev_hash": bytes(row["prev_hash"]).hex(),
+        "hash": bytes(row["hash"]).hex(),
+    }
+
+
+def _seal(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "at": row["at"].isoformat(),
+        "max_event_id": row["max_event_id"],
+        "calls": row["calls"],
+        "heads_sha256": bytes(row["heads_sha256"]).hex(),
+        "prev_hash": bytes(row["prev_hash"]).hex(),
+        "hash": bytes(row["hash"]).hex(),
+    }
+
+
+class FolderTarget:
+    """A local folder: files staged as ``.NAME.part`` beside their place, then renamed."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    async def prepare(self) -> None:
+        await asyncio.to_thread(_prepare, self.root)
+
+    async def complete(self, rel: str, size: int, sha256: str) -> bool:
+        return await asyncio.to_thread(_complete, self.root / rel, size, sha256)
+
+    def staging(self, rel: str) -> Path:
+        target = self.root / rel
+        return target.with_name(f".{target.name}.part")
+
+    async def publish(self, rel: str, staged: Path, sha256: str, content_type: str) -> None:
+        await asyncio.to_thread(_publish, staged, self.root / rel)
+
+    async def close(self) -> None:
+        return None
+
+
+class S3Target:
+    """``s3://BUCKET/PREFIX``: files staged in a work folder, then uploaded (an S3 PUT is
+    all-or-nothing) with their SHA-256 in the object's metadata, which is what a rerun checks."""
+
+    def __init__(self, url: str, work_root: Path, settings: Settings) -> None:
+        from service.storage.s3 import S3Store
+
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise ExportError(f"--out {url}: no bucket", code="export_target")
+        self.url = url
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        # the deployment's endpoint and credential chain (CALLVAULT_S3_ENDPOINT_URL, AWS_*)
+        self.store = S3Store(
+            bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            sse=settings.s3_sse,
+            kms_key_id=settings.s3_kms_key_id,
+        )
+        self._work_root = work_root
+        self._work: AbstractAsyncContextManager[Path] | None = None
+        self._folder: Path | None = None
+
+    def __str__(self) -> str:
+        return self.url
+
+    async def prepare(self) -> None:
+        await self.store.check()
+        self._work = work_dir(self._work_root, "export-")
+        self._folder = await self._work.__aenter__()
+
+    async def complete(self, rel: str, size: int, sha256: str) -> bool:
+        head = await self.store.head(self.prefix + rel)
+        return head is not None and (head.size, head.sha256) == (size, sha256)
+
+    def staging(self, rel: str) -> Path:
+        assert self._folder is not None
+        return self._folder / rel.replace("/", "_")
+
+    async def publish(self, rel: str, staged: Path, sha256: str, content_type: str) -> None:
+        key = self.prefix + rel
+        await self.store.put_file(
+            key, staged, sha256=sha256, content_type=content_type, metadata={}
+        )
+        head = await self.store.head(key)
+        if head is None or head.sha256 != sha256:
+            raise ExportError(f"{self.url}: {rel} did not arrive whole", code="export_failed")
+        await asyncio.to_thread(staged.unlink, True)
+
+    async def close(self) -> None:
+        if self._work is not None:
+            await self._work.__aexit__(None, None, None)
+        await self.store.close()
+
+
+Target = FolderTarget | S3Target
+
+
+def target_of(raw: str, settings: Settings) -> Target:
+    """``--out``: a folder, or ``s3://BUCKET/PREFIX``."""
+    if raw.startswith("s3://"):
+        return S3Target(raw, settings.home / "tmp", settings)
+    return FolderTarget(Path(raw))
+
+
+async def _put_jsonl(
+    conn: Conn, target: Target, sql: str, tenant: str, rel: str, shape: Any
+) -> tuple[int, str]:
+    staged = target.staging(rel)
+    count = await _jsonl(conn, sql, tenant, staged, shape)
+    digest = await asyncio.to_thread(sha256_of, staged)
+    await target.publish(rel, staged, digest, "application/x-ndjson")
+    return count, digest
+
+
+async def export(
+    conn: Conn,
+    stores: StoreRegistry,
+    tenant: str,
+    out: Path | Target,
+    *,
+    settings: Settings | None = None,
+) -> ExportReport:
+    """Export the tenant into ``out`` (a folder or a target; ``conn`` acts for the tenant)."""
+    target = FolderTarget(out) if isinstance(out, Path) else out
+    if await conn.fetchval(Q["tenant_exists"], tenant) is None:
+        raise ExportError(f"no tenant {tenant!r}", code="no_tenant")
+    await target.prepare()
+    try:
+        return await _export(conn, stores, tenant, target, settings)
+    finally:
+        await target.close()
+
+
+async def _export(
+    conn: Conn, stores: StoreRegistry, tenant: str, target: Target, settings: Settings | None
+) -> ExportReport:
+    report = ExportReport()
+    items: list[dict[str, Any]] = []
+    for row in await conn.fetch(Q["stored_recordings"], tenant):
+        rel = f"recordings/{row['id']}{Path(row['object_key']).suffix}"
+        size, sha256 = int(row["size_bytes"]), str(row["sha256"])
+        content_type = row["content_type"] or "application/octet-stream"
+        if await target.complete(rel, size, sha256):
+            report.skipped += 1
+        else:
+            store = await stores.for_object(tenant, row["object_store"], conn)
+            staged = target.staging(rel)
+            await store.download_to(row["object_key"], staged)
+            got = await asyncio.to_thread(sha256_of, staged)
+            if got != sha256:
+                await asyncio.to_thread(staged.unlink, True)
+                raise ExportError(
+                    f"recording {row['id']}: the store holds other bytes than were stored "
+                    f"(SHA-256 {got[:12]}..., expected {sha256[:12]}...)",
+                    code="export_checksum",
+                )
+            await target.publish(rel, staged, sha256, content_type)
+            report.fetched += 1
+            if settings is not None:
+                failpoints.hit(settings, "export.after_file")
+        report.recordings += 1
+        report.bytes += size
+        items.append(
+            {
+                "id": str(row["id"]),
+                "call_id": str(row["call_id"]),
+                "platform": row["platform"],
+                "platform_call_id": row["external_id"],
+                "file": rel,
+                "sha256": sha256,
+                "size_bytes": size,
+                "content_type": row["content_type"],
+                "stored_at": row["stored_at"].isoformat(),
+            }
+        )
+    report.ledger_events, ledger_sha = await _put_jsonl(
+        conn, target, Q["ledger_events"], tenant, LEDGER, _event
+    )
+    report.seals, seals_sha = await _put_jsonl(
+        conn, target, Q["ledger_seals"], tenant, SEALS, _seal
+    )
+    manifest = {
+        "tenant": tenant,
+        "exported_at": (await conn.fetchval("SELECT now()")).isoformat(),
+        "recordings": items,
+        "ledger": {"file": LEDGER, "events": report.ledger_events, "sha256": ledger_sha},
+        "seals": {"file": SEALS, "seals": report.seals, "sha256": seals_sha},
+    }
+    body = json.dumps(manifest, indent=2, ensure_ascii=False).encode()
+    staged = target.staging(MANIFEST)
+    await asyncio.to_thread(staged.write_bytes, body)
+    await target.publish(MANIFEST, staged, hashlib.sha256(body).hexdigest(), "application/json")
+    report.target = str(target)
+    return report

@@ -1,0 +1,143 @@
+"""``callvault tenant offboard ID``: at contract end, hand the client its data and erase the rest,
+keeping only the ledger's proof.
+
+Refused for the tenant ``default`` and while any hold of the tenant is active (a legal
+obligation outlives the contract). Otherwise: the export first (:mod:`service.tenants.export`,
+unless the operator says ``--skip-export``), then every call erased through the erasure a
+its platform accounts and numbers removed (no webhook lands in it any more), every call erased
+through the erasure a data-subject request uses (:func:`retention.requests.erase_call`: objects
+deleted from the store each row names, the number destroyed, an ``erased`` ledger event), every
+access bundle deleted from its store, then the rows of the tenant's call data deleted
+(recordings, callbacks, reconciliations, requests, holds, do-not-record entries, jobs), its
+tokens revoked, an audit entry ``tenant_offboarded`` written in its trail, and its ledger
+sealed. Calls stay, without numbers,
+because ledger events hang from them; ledger events, seals and the audit trail stay.
+
+Every step can run again: a crash part-way is finished by running the command again (the
+erasure of a call is deduplicated by the offboarding's id, derived from the tenant).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retention import requests
+from service import audit, auth
+from service.config import Settings
+from service.db import Conn, queries, tenancy
+from service.errors import CallvaultError, Conflict
+from service.ledger import seals
+from service.storage.registry import StoreRegistry
+from service.tenants import store
+from service.tenants.export import ExportReport, Target, export
+
+Q = queries.load("service.tenants", "offboard.sql")
+_NAMESPACE = uuid.UUID("4f0c8a52-7d1e-4e57-9d7a-2b8f1c3e6a90")
+
+
+class OffboardRefused(Conflict):
+    code = "offboard_refused"
+
+
+@dataclass
+class OffboardReport:
+    offboard_id: uuid.UUID
+    export: ExportReport | None = None
+    calls: int = 0
+    bundles: int = 0
+    deleted: dict[str, int] = field(default_factory=dict)
+    tokens_revoked: int = 0
+
+
+async def check(conn: Conn, tenant: str) -> uuid.UUID:
+    """Refuse what must not be offboarded; the offboarding's id otherwise."""
+    if tenant == tenancy.DEFAULT:
+        raise OffboardRefused(
+            "the tenant default is the deployment's own and cannot be offboarded",
+            code="default_tenant",
+        )
+    created = await conn.fetchval(Q["tenant_created"], tenant)
+    if created is None:
+        raise CallvaultError(f"no tenant {tenant!r}", code="no_tenant")
+    held = int(await conn.fetchval(Q["active_holds"], tenant))
+    if held:
+        raise OffboardRefused(
+            f"tenant {tenant} has {held} active legal hold(s); release them before offboarding",
+            code="tenant_held",
+        )
+    return uuid.uuid5(_NAMESPACE, f"{tenant}:{created.isoformat()}")
+
+
+async def offboard(
+    conn: Conn,
+    stores: StoreRegistry,
+    tenant: str,
+    *,
+    actor: str,
+    out: Path | Target | None,
+    settings: Settings | None = None,
+) -> OffboardReport:
+    """Offboard ``tenant`` (``conn`` acts for it); ``out`` None only when the operator said
+    ``--skip-export``."""
+    report = OffboardReport(await check(conn, tenant))
+    if out is not None:
+        report.export = await export(conn, stores, tenant, out, settings=settings)
+    # no webhook lands in the tenant any more (every replica's directory is told at once):
+    # what is erased next is all there is
+    accounts = await conn.fetchrow(Q["delete_accounts"], tenant)
+    assert accounts is not None
+    await store.announce(conn)
+    removed = {"accounts": int(accounts["accounts"]), "numbers": int(accounts["numbers"])}
+    for row in await conn.fetch(Q["calls"], tenant):
+        outcome = await requests.erase_call(conn, stores, tenant, row["id"], report.offboard_id)
+        if outcome == "held":
+            raise OffboardRefused(
+                f"call {row['id']} was put under a hold while offboarding; release it and "
+                "run offboard again",
+                code="tenant_held",
+            )
+        report.calls += 1
+    where = await stores.for_tenant(tenant, conn)
+    located: list[tuple[str, str]] = []
+    for r in await conn.fetch(Q["bundles"], tenant):
+        if r["bundle_key"]:
+            located.append((r["bundle_store"], r["bundle_key"]))
+            report.bundles += 1
+        if r["kind"] == "access":
+            located.append((where.ref, where.key(requests.bundle_key_of(r["id"]))))
+    if located:
+        await requests.delete_located(conn, stores, tenant, located)
+    async with conn.transaction():
+        # a hold placed after the check, on a call already erased, still wins
+        if int(await conn.fetchval(Q["active_holds"], tenant)):
+            raise OffboardRefused(
+                f"tenant {tenant} was put under a hold while offboarding", code="tenant_held"
+            )
+        deleted = await conn.fetchrow(Q["delete_call_data"], tenant)
+        assert deleted is not None
+        report.deleted = {k: int(v) for k, v in dict(deleted).items()}
+        for token in await conn.fetch(Q["active_tokens"], tenant):
+            report.tokens_revoked += await auth.revoke_token(conn, token["id"])
+        details: dict[str, Any] = {
+            "offboard_id": str(report.offboard_id),
+            "calls_erased": report.calls,
+            "bundles_deleted": report.bundles,
+            "deleted": report.deleted,
+            "tokens_revoked": report.tokens_revoked,
+            "accounts_removed": removed["accounts"],
+            "numbers_removed": removed["numbers"],
+            "export": None,
+        }
+        if report.export is not None:
+            details["export"] = {
+                "recordings": report.export.recordings,
+                "bytes": report.export.bytes,
+                "ledger_events": report.export.ledger_events,
+            }
+        await audit.record(conn, actor, "tenant_offboarded", "tenant", tenant, details)
+    # the final state of every chain, sealed: what the tenant's proof ends with
+    await seals.seal(conn)
+    return report

@@ -1,0 +1,268 @@
+"""Storage per tenant (issue 13 item 6): the tenant ``default`` keeps today's keys in the shared
+bucket, tenant a shares it under ``tenants/tenant-a/``, tenant b has its own bucket on another
+S3 endpoint (a second moto server) with its own credentials and SSE-KMS key. Intake, playback,
+access bundles, erasure and purge each reach the right bucket, and b's bucket being down does
+not stop a's intake (b's recording is stored once the bucket is back)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+
+import aiohttp
+import asyncpg
+import pytest
+
+from retention.purge import purge_once
+from service import ledger
+from service.config import Settings
+from service.db import tenancy
+from service.db.pool import create_pool
+from service.storage.registry import SHARED, StoreRegistry
+from tests.conftest import Service, make_bucket
+from tests.intake_helpers import objects, settle
+from tests.qa_fixtures import access_bundle, call_api
+from tests.tenant_stores import (  # noqa: F401 - the *_fixture names are fixtures
+    KMS_KEY,
+    Tenants,
+    download,
+    keys,
+    own_s3_fixture,
+    record,
+    row_of,
+    service_fixture,
+    storage_settings_fixture,
+    tenants_fixture,
+    token_for,
+)
+from tests.twilio_media import FakeTwilioMedia
+from tests.waiting import eventually
+
+Conn = asyncpg.Connection
+
+
+async def test_each_tenant_s_recordings_land_in_its_store_and_play_from_there(
+    service: Service,
+    http: aiohttp.ClientSession,
+    twilio_media: FakeTwilioMedia,
+    db: Conn,
+    tenants: Tenants,
+) -> None:
+    made = [
+        await record(t, http, service, twilio_media, f"+8490555000{i}")
+        for i, t in enumerate(("default", "tenant-a", "tenant-b"))
+    ]
+    assert await settle(db) == {"done": 3}
+    rows = {r.tenant: await row_of(db, r) for r in made}
+    assert all(row["state"] == "stored" for row in rows.values())
+
+    # today's key for default, a prefix for a, both in the shared bucket; b's in its own
+    assert await keys(tenants.moto, tenants.shared) == {
+        f"recordings/{rows['default']['id']}.wav",
+        f"tenants/tenant-a/recordings/{rows['tenant-a']['id']}.wav",
+    }
+    own = await objects(tenants.own.url, tenants.own_bucket)
+    assert [o["key"] for o in own] == [f"recordings/{rows['tenant-b']['id']}.wav"]
+    assert own[0]["head"]["ServerSideEncryption"] == "aws:kms"
+    assert own[0]["head"]["SSEKMSKeyId"] == KMS_KEY
+    assert own[0]["head"]["Metadata"]["sha256"] == hashlib.sha256(made[2].body).hexdigest()
+    assert {t: row["object_store"] for t, row in rows.items()} == {
+        "default": SHARED,
+        "tenant-a": SHARED,
+        "tenant-b": f"s3://{tenants.own_bucket}",
+    }
+    assert rows["tenant-a"]["object_key"].startswith("tenants/tenant-a/")
+
+    for rec in made:
+        qa = await token_for(db, rec.tenant, "qa_trainer")
+        status, link = await call_api(
+            http,
+            service,
+            "POST",
+            f"/api/recordings/{rows[rec.tenant]['id']}/playback",
+            qa,
+            {"reason": "coaching"},
+        )
+        assert status == 200
+        assert await download(http, service, link["url"]) == rec.body, rec.tenant
+
+
+async def test_bundles_erasure_and_purge_reach_the_tenant_s_bucket(
+    service: Service,
+    storage_settings: Settings,
+    http: aiohttp.ClientSession,
+    twilio_media: FakeTwilioMedia,
+    db: Conn,
+    tenants: Tenants,
+    service_url: str,
+) -> None:
+    a = await record("tenant-a", http, service, twilio_media, "+84905550011")
+    b = await record("tenant-b", http, service, twilio_media, "+84905550012")
+    await settle(db)
+    row_a, row_b = await row_of(db, a), await row_of(db, b)
+
+    # b's access bundle is built from b's bucket into b's bucket, and handed out from there
+    compliance_b = await token_for(db, "tenant-b", "compliance")
+    await tenancy.set_tenant(db, tenancy.ALL)  # settle() must see b's jobs
+    req, bundle = await access_bundle(http, service, compliance_b, b.caller, db)
+    assert bundle.read(f"audio/{row_b['id']}.wav") == b.body
+    assert await keys(tenants.own.url, tenants.own_bucket) == {
+        f"recordings/{row_b['id']}.wav",
+        f"dsar/{req['id']}.zip",
+    }
+    assert await db.fetchval("SELECT bundle_store FROM dsar_requests WHERE id = $1", req["id"]) == (
+        f"s3://{tenants.own_bucket}"
+    )
+
+    # b's erasure empties b's bucket (recording and bundle) and leaves a's objects alone
+    status, _ = await call_api(
+        http, service, "POST", "/api/dsar", compliance_b, {"kind": "erase", "phone": b.caller}
+    )
+    assert status == 201
+    await settle(db)
+    assert await keys(tenants.own.url, tenants.own_bucket) == set()
+    assert (await row_of(db, b))["state"] == "erased"
+    assert await keys(tenants.moto, tenants.shared) == {row_a["object_key"]}
+
+    # a's expired recording is purged from the shared bucket, by a's pass
+    await db.execute(
+        "UPDATE recordings SET retain_until = now() - interval '1 day' WHERE id = $1", row_a["id"]
+    )
+    pool = await create_pool(service_url, min_size=1, max_size=2)
+    stores = StoreRegistry.from_settings(storage_settings, reader=pool.acquire)
+    try:
+        report = await purge_once(pool, stores)
+    finally:
+        await stores.close()
+        await pool.close()
+    assert report.purged == 1 and not report.failed
+    assert await keys(tenants.moto, tenants.shared) == set()
+    assert (await row_of(db, a))["state"] == "purged"
+    await tenancy.set_tenant(db, tenancy.ALL)
+    assert (await ledger.verify(db)).ok
+
+
+async def test_a_tenant_whose_bucket_is_down_does_not_stop_another_s_intake(
+    service: Service,
+    http: aiohttp.ClientSession,
+    twilio_media: FakeTwilioMedia,
+    db: Conn,
+    tenants: Tenants,
+) -> None:
+    await tenants.own.stop()  # tenant b's S3 endpoint is gone
+    b = await record("tenant-b", http, service, twilio_media, "+84905550021")
+    a = await record("tenant-a", http, service, twilio_media, "+84905550022")
+
+    async def a_stored() -> bool:
+        row = await row_of(db, a)
+        return row is not None and row["state"] == "stored"
+
+    await eventually(a_stored, what="tenant a's recording stored while b's bucket is down")
+    assert await keys(tenants.moto, tenants.shared) == {(await row_of(db, a))["object_key"]}
+
+    async def b_failed_once() -> bool:
+        job = await db.fetchrow("SELECT * FROM jobs WHERE tenant_id = 'tenant-b'")
+        return job is not None and job["attempts"] >= 1 and job["last_error"] is not None
+
+    await eventually(b_failed_once, what="tenant b's intake tried and failed")
+    job = await db.fetchrow("SELECT * FROM jobs WHERE tenant_id = 'tenant-b'")
+    assert job["state"] in ("queued", "running") and "S3" in job["last_error"]
+    assert (await row_of(db, b))["state"] == "pending"
+    assert b.recording_sid in twilio_media.recordings  # the platform's copy is kept
+
+    # the bucket comes back (moto starts empty: the bucket is made again) and b's job retries
+    await tenants.own.start()
+    await asyncio.to_thread(tenants.own.create_bucket, tenants.own_bucket)
+    await settle(db)
+    row_b = await row_of(db, b)
+    assert row_b["state"] == "stored"
+    found = await objects(tenants.own.url, tenants.own_bucket)
+    assert [o["key"] for o in found] == [row_b["object_key"]]
+    assert found[0]["head"]["Metadata"]["sha256"] == hashlib.sha256(b.body).hexdigest()
+    assert b.recording_sid not in twilio_media.recordings
+
+
+async def test_objects_stay_findable_when_a_tenant_s_storage_changes(
+    db: Conn, service_url: str, moto_url: str, bucket: str, storage_settings: Settings
+) -> None:
+    await db.execute("INSERT INTO tenants (id, name) VALUES ('tenant-c', 'C')")
+    pool = await create_pool(service_url, min_size=1, max_size=2)
+    stores = StoreRegistry.from_settings(storage_settings, reader=pool.acquire)
+    stores._ttl_s = 0  # every lookup reads tenant_storage again (no time passes in a test)
+    try:
+        before = await stores.for_tenant("tenant-c")
+        assert (before.ref, before.prefix, before.store) == (
+            SHARED,
+            "tenants/tenant-c/",
+            stores.shared,
+        )
+        own = make_bucket(moto_url)
+        await db.execute(
+            "INSERT INTO tenant_storage (tenant_id, bucket, endpoint_url) "
+            "VALUES ('tenant-c', $1, $2)",
+            own,
+            moto_url,
+        )
+        after = await stores.for_tenant("tenant-c")
+        assert (after.ref, after.prefix) == (f"s3://{own}", "")
+        # an object written before the change is still found where its row says it is
+        assert await stores.for_object("tenant-c", SHARED) is stores.shared
+        assert await stores.for_object("tenant-c", f"s3://{own}") is after.store
+        # a bucket the tenant moved away from is reached with its current endpoint
+        moved = await stores.for_object("tenant-c", f"s3://{bucket}")
+        assert moved is not after.store and getattr(moved, "bucket", None) == bucket
+        # the default tenant is never prefixed
+        assert (await stores.for_tenant(tenancy.DEFAULT)).prefix == ""
+    finally:
+        await stores.close()
+        await pool.close()
+
+
+async def test_objects_stored_before_0012_are_found_in_the_shared_store(
+    pg_base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database as it was before 0012, holding a tenant's recording under the key it was
+    stored at (no prefix) and a bundle: upgraded, both rows name the shared store, so the
+    objects are deleted and played from where they are."""
+    from service.db import migrations
+    from service.db.pool import connect
+    from tests.conftest import db_url
+
+    name = "t_pre0012_" + secrets.token_hex(4)
+    admin = await asyncpg.connect(pg_base_url)
+    await admin.execute(f"CREATE DATABASE {name}")
+    await admin.close()
+    conn = await connect(db_url(pg_base_url, name))
+    try:
+        before = [m for m in migrations.available() if m.version < 12]
+        monkeypatch.setattr(migrations, "available", lambda: before)
+        await migrations.migrate(conn)
+        monkeypatch.undo()
+        await conn.execute("INSERT INTO tenants (id, name) VALUES ('tenant-a', 'A')")
+        await tenancy.set_tenant(conn, "tenant-a")
+        call_id = await conn.fetchval(
+            "INSERT INTO calls (platform, external_id, policy) VALUES ('twilio', 'CA1', '{}') "
+            "RETURNING id"
+        )
+        await conn.execute(
+            "INSERT INTO recordings (call_id, platform, external_id, state, object_key, sha256, "
+            "size_bytes, retain_until) VALUES ($1, 'twilio', 'RE1', 'stored', "
+            "'recordings/x.wav', 'ab', 1, now())",
+            call_id,
+        )
+        await conn.execute(
+            "INSERT INTO dsar_requests (kind, requested_by, due_at, bundle_key) "
+            "VALUES ('access', 'x', now(), 'dsar/y.zip')"
+        )
+        await tenancy.set_tenant(conn, tenancy.ALL)
+        applied = await migrations.migrate(conn)
+        assert 12 in [m.version for m in applied]
+        rec = await conn.fetchrow("SELECT object_key, object_store FROM recordings")
+        assert (rec["object_key"], rec["object_store"]) == ("recordings/x.wav", SHARED)
+        assert await conn.fetchval("SELECT bundle_store FROM dsar_requests") == SHARED
+    finally:
+        await conn.close()
+        admin = await asyncpg.connect(pg_base_url)
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()
