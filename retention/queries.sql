@@ -163,6 +163,9 @@ SELECT EXISTS (
     WHERE d.kind = 'restrict' AND d.status = 'in_force'
       AND (d.phone_hash = c.caller_hash OR c.id = ANY(d.call_ids)));
 
+-- name: call_of_recording
+SELECT call_id FROM recordings WHERE id = $1;
+
 -- name: request_subject_restricted
 -- A restriction in force on the number of this (access) request.
 SELECT EXISTS (

@@ -424,6 +424,22 @@ async def check_subject_not_restricted(conn: Conn, request_id: uuid.UUID) -> Non
         )
 
 
+async def check_link_not_restricted(conn: Conn, purpose: str) -> None:
+    """A link handed out before a restriction came into force opens nothing after it: a
+    playback link (``playback:RECORDING``) or an access bundle's (``dsar_bundle:REQUEST``)."""
+    what, _, ident = purpose.partition(":")
+    try:
+        target = uuid.UUID(ident)
+    except ValueError:
+        return
+    if what == "playback":
+        call_id = await conn.fetchval(Q["call_of_recording"], target)
+        if call_id is not None:
+            await check_call_not_restricted(conn, call_id)
+    elif what == "dsar_bundle":
+        await check_subject_not_restricted(conn, target)
+
+
 def _seconds(delta: dt.timedelta | None) -> int | None:
     return None if delta is None else int(delta.total_seconds())
 

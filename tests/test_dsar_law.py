@@ -19,8 +19,9 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import asyncpg
 import pytest
+from cryptography.exceptions import InvalidTag
 
-from retention import requests
+from retention import clock, requests
 from retention.purge import dry_run_report, purge_once
 from service.config import Settings
 from service.db import tenancy
@@ -303,13 +304,22 @@ async def test_a_restriction_keeps_recordings_but_stops_playback_and_export_unti
         http, service, tokens["compliance"], "/api/dsar", {"kind": "access", "phone": PERSON}
     )
     await settle(db)
+    # links handed out before the restriction
+    play = f"/api/recordings/{mine['recording_id']}/playback"
+    bundle = f"/api/dsar/{access['id']}/bundle"
+    early = [
+        (await _post(http, service, tokens["qa_trainer"], play, {"reason": "coaching"}))[1],
+        (await _post(http, service, tokens["compliance"], bundle))[1],
+    ]
     status, restriction = await _post(
         http, service, tokens["compliance"], "/api/dsar", {"kind": "restrict", "phone": PERSON}
     )
     assert status == 201 and restriction["status"] == "in_force"
+    for link in early:  # they open nothing now
+        async with http.get(_local(service, link)) as r:
+            assert r.status == 403 and (await r.json())["error"]["code"] == "restricted"
     assert restriction["time_left"]["complete_s"] is None  # carried out: no deadline runs
 
-    play = f"/api/recordings/{mine['recording_id']}/playback"
     for role in ("qa_trainer", "compliance"):
         status, refused = await _post(http, service, tokens[role], play, {"reason": "coaching"})
         assert (status, refused["error"]["code"]) == (403, "restricted"), refused
@@ -321,14 +331,14 @@ async def test_a_restriction_keeps_recordings_but_stops_playback_and_export_unti
         {"reason": "coaching"},
     )
     assert status == 200  # someone else's call is not restricted
-    bundle = f"/api/dsar/{access['id']}/bundle"
     status, refused = await _post(http, service, tokens["compliance"], bundle)
     assert (status, refused["error"]["code"]) == (403, "restricted")
-    # no playback was audited or written to the ledger for the refused attempts
-    assert not await db.fetchval(
+    # the refused attempts left no playback in the ledger (the one before the restriction did)
+    played = await db.fetchval(
         "SELECT count(*) FROM ledger_events WHERE call_id = $1 AND type = 'accessed'",
         mine["call_id"],
     )
+    assert played == 1
     # kept: its retention has ended, but the purge leaves it while the restriction is in force
     pool = await create_pool(intake_settings.database_url or "", min_size=1, max_size=2)
     try:
@@ -362,6 +372,8 @@ async def test_a_restriction_keeps_recordings_but_stops_playback_and_export_unti
         assert status == 200
         status, _ = await _post(http, service, tokens["compliance"], bundle)
         assert status == 200
+        async with http.get(_local(service, early[0])) as r:
+            assert r.status == 200  # the early link opens again until it expires
         status, again = await _post(
             http, service, tokens["compliance"], f"/api/dsar/{restriction['id']}/lift"
         )
@@ -462,6 +474,10 @@ async def test_a_statement_is_attached_encrypted_and_a_wrong_call_is_unlinked(
     assert not await db.fetchval(
         "SELECT count(*) FROM dsar_requests WHERE statement_enc IS NOT NULL"
     )
+
+
+def _local(service: Service, link: dict[str, Any]) -> str:
+    return f"{service.base_url}/files/{link['url'].split('/files/', 1)[1]}"
 
 
 async def _status_is(db: Conn, request_id: Any, status: str) -> bool:
@@ -629,3 +645,53 @@ def test_the_metrics_name_at_most_50_tenants_and_sum_the_rest() -> None:
     assert shown[OTHER_TENANTS]["open"] == sum(range(1, 11))
     assert shown[OTHER_TENANTS]["complete_overdue"] == 10
     assert sum(c["open"] for c in shown.values()) == sum(r["open"] for r in rows)
+
+
+async def test_a_key_rotation_reseals_statements_too(
+    db: Conn, store: S3Store, tmp_path: Path
+) -> None:
+    from service.rekey import rotate
+
+    call = await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
+    rid = await requests.create(
+        db,
+        VAULT,
+        kind="correct",
+        phone=PERSON,
+        actor="test",
+        call_ids=[call["call_id"]],
+        statement="Số này không phải của tôi vào ngày đó",
+    )
+    new_key = "a-brand-new-secret-key-" + "n" * 30
+    new = PhoneVault(new_key)
+    report = await rotate(db, PhoneVault(new_key, previous_secret_key=SECRET_KEY))
+    assert report.statements == 1
+    sealed = await db.fetchval("SELECT statement_enc FROM dsar_requests WHERE id = $1", rid)
+    assert new.decrypt(sealed) == "Số này không phải của tôi vào ngày đó"
+    with pytest.raises(InvalidTag):  # the old key alone cannot read it any more
+        VAULT.decrypt(sealed)
+
+
+def test_a_tenant_file_sets_the_clock_and_refuses_a_longer_extension() -> None:
+    from service.tenants.model import TenantSpecError, parse_tenant
+
+    spec = parse_tenant(
+        "acme",
+        {
+            "name": "ACME",
+            "processor": True,
+            "days_off": ["2027-04-29"],
+            "deadlines": {"acknowledge": "2d", "correct": "10d", "restrict": "5d"},
+        },
+    )
+    policy = clock.policy_from(spec.policy)
+    assert policy.processor and policy.days_for("correct") == 10
+    assert policy.days_for("erase") == 20 and policy.days_for("restrict") == 5
+    for bad, named in (
+        ({"deadlines": {"extension": "16d"}}, "tenants.acme.deadlines.extension: at most 15d"),
+        ({"processor": "yes"}, "tenants.acme.processor: must be true or false"),
+        ({"deadlines": {"forget": "1d"}}, "tenants.acme.deadlines.forget: unknown key"),
+    ):
+        with pytest.raises(TenantSpecError) as refused:
+            parse_tenant("acme", {"name": "ACME", **bad})
+        assert refused.value.message.startswith(named), refused.value.message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from retention.clock import Kind, Status
 from service.api.spec import DATETIME, ERROR, UUID
 
 NULLABLE_DATETIME: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
@@ -71,18 +72,8 @@ NULLABLE_SECONDS = {"type": ["integer", "null"]}
 DSAR = obj(
     ["id", "kind", "status", "received_at", "acknowledge_by", "due_at", "time_left", "overdue"],
     id=UUID,
-    kind={"enum": ["access", "correct", "erase", "withdraw", "restrict"]},
-    status={
-        "enum": [
-            "received",
-            "acknowledged",
-            "in_progress",
-            "waiting_for_hold",
-            "in_force",
-            "completed",
-            "rejected",
-        ]
-    },
+    kind={"enum": [k.value for k in Kind]},
+    status={"enum": [s.value for s in Status]},
     received_at=DATETIME,
     acknowledge_by={
         **NULLABLE_DATETIME,
