@@ -275,6 +275,12 @@ UPDATE dsar_requests SET status = 'completed', completed_at = now(),
     bundle_removed_reason = CASE WHEN bundle_key IS NOT NULL THEN 'erased' END
 WHERE id = $1;
 
+-- name: supersede_restrictions_of_phone
+UPDATE dsar_requests SET status = 'completed', completed_at = now(),
+    result = result || jsonb_build_object('superseded_by_erasure', $2::text),
+    phone_hash = NULL, phone_enc = NULL
+WHERE phone_hash = ANY($1::bytea[]) AND kind = 'restrict' AND status = 'in_force';
+
 -- name: erase_request_phone_and_bundle
 UPDATE dsar_requests SET phone_hash = NULL, phone_enc = NULL, bundle_key = NULL,
     statement_enc = NULL,

@@ -634,6 +634,8 @@ async def run(
         else:
             await conn.execute(Q["set_request_status"], request_id, "completed", result, None)
             await conn.execute(Q["forget_request_phone"], request_id, vault.erasure_digest(number))
+            # nothing is left to restrict: a restriction in force ends with the erasure
+            await conn.execute(Q["supersede_restrictions_of_phone"], hashes, str(request_id))
             await audit.record(
                 conn,
                 "system:dsar",
@@ -725,9 +727,9 @@ async def _erase_elsewhere(
             await _delete_or_raise(store, keys)
         for r in others:
             deleted += r["bundle_key"] is not None
-            if r["kind"] == "access" and r["status"] != "completed":
+            if r["kind"] == "access" and r["status"] not in CLOSED:
                 await conn.execute(Q["supersede_access_request"], r["id"], str(request_id))
-            elif r["kind"] == "access" or r["status"] == "completed":
+            elif r["kind"] == "access" or r["status"] in CLOSED:
                 await conn.execute(Q["erase_request_phone_and_bundle"], r["id"])
         await conn.execute(Q["forget_released_holds_of_phone"], hashes)
         if deleted:

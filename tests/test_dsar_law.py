@@ -695,3 +695,36 @@ def test_a_tenant_file_sets_the_clock_and_refuses_a_longer_extension() -> None:
         with pytest.raises(TenantSpecError) as refused:
             parse_tenant("acme", {"name": "ACME", **bad})
         assert refused.value.message.startswith(named), refused.value.message
+
+
+async def test_an_erasure_ends_the_subjects_restriction_and_forgets_closed_requests(
+    db: Conn, store: S3Store, tmp_path: Path
+) -> None:
+    held = await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
+    restriction = await requests.create(db, VAULT, kind="restrict", phone=PERSON, actor="t")
+    rejected = await requests.create(db, VAULT, kind="access", phone=PERSON, actor="t")
+    await requests.reject(db, rejected, "dpo", reason="duplicate of an earlier request")
+    hold = await db.fetchval(
+        "INSERT INTO holds (call_id, reason, placed_by) VALUES ($1, 'court', 't') RETURNING id",
+        held["call_id"],
+    )
+    erase = await requests.create(db, VAULT, kind="erase", phone=PERSON, actor="t")
+    with pytest.raises(Exception, match="legal hold"):
+        await requests.run(db, VAULT, store, erase, tmp_path, retry_s=1)
+    # while the erasure waits for the hold, the restriction still keeps the call from playback
+    with pytest.raises(CallvaultError) as refused:
+        await requests.check_call_not_restricted(db, held["call_id"])
+    assert refused.value.code == "restricted"
+    await db.execute("UPDATE holds SET released_at = now(), released_by = 't' WHERE id = $1", hold)
+    assert await requests.run(db, VAULT, store, erase, tmp_path, retry_s=1) == "completed"
+    rows = {
+        r["id"]: r
+        for r in await db.fetch(
+            "SELECT id, status, phone_enc, result FROM dsar_requests WHERE id = ANY($1::uuid[])",
+            [restriction, rejected],
+        )
+    }
+    assert rows[restriction]["status"] == "completed"
+    assert rows[restriction]["result"]["superseded_by_erasure"] == str(erase)
+    assert rows[restriction]["phone_enc"] is None and rows[rejected]["phone_enc"] is None
+    assert rows[rejected]["status"] == "rejected"
