@@ -484,7 +484,7 @@ def request_json(row: Any) -> dict[str, Any]:
         "requested_by": row["requested_by"],
         "rejected_reason": row["rejected_reason"],
         "lifted_at": _iso(row["lifted_at"]),
-        "call_ids": [str(c) for c in row["call_ids"]] if row["kind"] == Kind.CORRECT else [],
+        "call_ids": [str(c) for c in row["call_ids"]],  # named (correct) or restricted
         "correction": row["correction"],
         "has_statement": row["has_statement"],
         "bundle_ready": row["bundle_key"] is not None,

@@ -116,7 +116,11 @@ DSAR = obj(
     requested_by={"type": "string"},
     rejected_reason={"type": ["string", "null"]},
     lifted_at=NULLABLE_DATETIME,
-    call_ids={"type": "array", "items": UUID},
+    call_ids={
+        "type": "array",
+        "items": UUID,
+        "description": "correct: the calls named; restrict: the calls restricted when received",
+    },
     correction={"enum": ["statement", "unlink", None]},
     has_statement={"type": "boolean"},
     bundle_ready={"type": "boolean"},
