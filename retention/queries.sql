@@ -163,6 +163,11 @@ SELECT EXISTS (
     WHERE d.kind = 'restrict' AND d.status = 'in_force'
       AND (d.phone_hash = c.caller_hash OR c.id = ANY(d.call_ids)));
 
+-- name: restriction_in_force
+SELECT id FROM dsar_requests
+WHERE phone_hash = ANY($1::bytea[]) AND kind = 'restrict' AND status = 'in_force'
+LIMIT 1;
+
 -- name: call_of_recording
 SELECT call_id FROM recordings WHERE id = $1;
 

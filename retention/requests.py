@@ -213,6 +213,14 @@ async def create(
         if not calls and kind is not Kind.WITHDRAW:
             raise await _no_calls(conn, vault, number)
         correction, named = _correction(kind, call_ids, statement, unlink, calls)
+        if kind is Kind.RESTRICT:
+            # two restrictions of one number would need two lifts: the second is refused
+            existing = await conn.fetchval(Q["restriction_in_force"], hashes)
+            if existing is not None:
+                raise Conflict(
+                    f"the number's processing is restricted already, by request {existing}",
+                    code="already_restricted",
+                )
         deadlines = clock.deadlines(received, kind, policy)
         restricting = kind is Kind.RESTRICT
         request_id: uuid.UUID = await conn.fetchval(

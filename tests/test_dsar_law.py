@@ -215,15 +215,13 @@ async def test_bad_extensions_and_requests_are_refused_and_change_nothing(
         {"kind": "restrict", "phone": PERSON, "received_at": "2026-01-05T09:00:00+07:00"},
     )
     assert status == 201
+    # restrictions are in force at once and their deadlines stop: make it an open request
+    await db.execute("UPDATE dsar_requests SET status = 'received' WHERE id = $1", late["id"])
     status, fresh = await _post(
         http, service, token, "/api/dsar", {"kind": "restrict", "phone": PERSON}
     )
     assert status == 201
-    # restrictions are in force at once: their deadlines stop; make two open requests instead
-    await db.execute(
-        "UPDATE dsar_requests SET status = 'received' WHERE id = ANY($1::uuid[])",
-        [late["id"], fresh["id"]],
-    )
+    await db.execute("UPDATE dsar_requests SET status = 'received' WHERE id = $1", fresh["id"])
     now = await db.fetchval("SELECT now()")
     future = (now + dt.timedelta(hours=2)).isoformat()
     # the body's schema refuses what it can (invalid_body); the service the rest
@@ -315,6 +313,11 @@ async def test_a_restriction_keeps_recordings_but_stops_playback_and_export_unti
         http, service, tokens["compliance"], "/api/dsar", {"kind": "restrict", "phone": PERSON}
     )
     assert status == 201 and restriction["status"] == "in_force"
+    status, twice = await _post(
+        http, service, tokens["compliance"], "/api/dsar", {"kind": "restrict", "phone": PERSON}
+    )
+    assert (status, twice["error"]["code"]) == (409, "already_restricted")
+    assert restriction["id"] in twice["error"]["message"]
     for link in early:  # they open nothing now
         async with http.get(_local(service, link)) as r:
             assert r.status == 403 and (await r.json())["error"]["code"] == "restricted"
@@ -499,13 +502,14 @@ async def test_dsar_list_due_within_shows_what_is_due_with_the_time_left(
     database_url: str,
 ) -> None:
     await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
-    soon, later, late = [
-        await requests.create(db, VAULT, kind="restrict", phone=PERSON, actor="test")
-        for _ in range(3)
-    ]
+    made = []
+    for _ in range(3):  # (no job: a restriction is carried out as it is received)
+        made.append(await requests.create(db, VAULT, kind="restrict", phone=PERSON, actor="t"))
+        await db.execute("UPDATE dsar_requests SET status = 'in_progress' WHERE id = $1", made[-1])
+    soon, later, late = made
     # three open requests, their deadlines set by the database's clock
     await db.execute(
-        "UPDATE dsar_requests SET status = 'in_progress', acknowledged_at = now(), due_at = CASE "
+        "UPDATE dsar_requests SET acknowledged_at = now(), due_at = CASE "
         "id WHEN $1 THEN now() + interval '30 hours' WHEN $2 THEN now() + interval '9 days' "
         "ELSE now() - interval '1 day' END",
         soon,

@@ -157,9 +157,14 @@ async def release_hold(request: web.Request) -> web.Response:
     "/api/dsar",
     roles=COMPLIANCE,
     summary="Receive a data-subject request (its deadlines set by the tenant's policy); 404 "
-    "no_calls for a number with no calls (a withdrawal excepted)",
+    "no_calls for a number with no calls (a withdrawal excepted); 409 already_restricted",
     body=DSAR_BODY,
-    responses={201: schemas.DSAR, 400: schemas.ERROR_SCHEMA, 404: schemas.ERROR_SCHEMA},
+    responses={
+        201: schemas.DSAR,
+        400: schemas.ERROR_SCHEMA,
+        404: schemas.ERROR_SCHEMA,
+        409: schemas.ERROR_SCHEMA,
+    },
     tag="compliance",
 )
 async def create_request(request: web.Request) -> web.Response:
