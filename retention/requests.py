@@ -233,7 +233,8 @@ async def create(
             deadlines.acknowledge_by,
             deadlines.due_at,
             vault.erasure_digest(number) if kind in ERASING_KINDS else None,
-            policy.as_json(),
+            # what set the deadlines, so an inspector can recompute them
+            {**policy.as_json(), "days_for_this_kind": policy.days_for(kind)},
             (Status.IN_FORCE if restricting else Status.RECEIVED).value,
             calls if restricting else named,
             correction.value if correction else None,

@@ -104,6 +104,7 @@ async def test_an_emailed_request_gets_deadlines_from_its_received_at_around_tet
     assert req["acknowledge_by"] == "2026-02-23T17:00:00+00:00"  # 24:00 on 23 Feb, +07:00
     assert req["due_at"] == "2026-02-27T17:00:00+00:00"
     assert req["clock"]["time_zone"] == "Asia/Ho_Chi_Minh"
+    assert req["clock"]["days_for_this_kind"] == 15 and req["clock"]["processor"] is False
     assert req["clock"]["holidays"].startswith("holidays ")
     # the database's clock says these are long past; the request shows it
     assert req["overdue"] == {"acknowledge": True, "complete": True}
