@@ -9,8 +9,8 @@ database's ``now()`` is passed in by the caller).
 How days are counted (a choice, documented in the README):
 
 - The day the request arrives is not counted; counting starts the next day, and a period ends at
-  the end (24:00) of its last day, in the tenant's time zone (Civil Code 91/2015/QH13, Articles
-  147 and 148, which govern periods that a law states in days).
+  the end (24:00) of its last day, in the tenant's time zone (Civil Code 2015, 91/2015/QH13,
+  Articles 147 and 148, which govern periods that a law states in days).
 - ``acknowledge_by``: the end of the 2nd *working* day after the day of receipt. Working days
   skip Saturdays, Sundays, Vietnam's public holidays (the ``holidays`` package, pinned: a new
   release may add days) and the tenant's own days off (the bridge days the government announces
