@@ -163,6 +163,10 @@ SELECT EXISTS (
     WHERE d.kind = 'restrict' AND d.status = 'in_force'
       AND (d.phone_hash = c.caller_hash OR c.id = ANY(d.call_ids)));
 
+-- name: lock_subject
+-- Until the transaction ends: one request of this kind for this number at a time.
+SELECT pg_advisory_xact_lock(hashtextextended('callvault.subject:' || encode($1::bytea, 'hex'), 0));
+
 -- name: restriction_in_force
 SELECT id FROM dsar_requests
 WHERE phone_hash = ANY($1::bytea[]) AND kind = 'restrict' AND status = 'in_force'

@@ -214,7 +214,9 @@ async def create(
             raise await _no_calls(conn, vault, number)
         correction, named = _correction(kind, call_ids, statement, unlink, calls)
         if kind is Kind.RESTRICT:
-            # two restrictions of one number would need two lifts: the second is refused
+            # two restrictions of one number would need two lifts: the second is refused (two
+            # received at once are taken one after the other)
+            await conn.execute(Q["lock_subject"], vault.lookup_hash(number))
             existing = await conn.fetchval(Q["restriction_in_force"], hashes)
             if existing is not None:
                 raise Conflict(

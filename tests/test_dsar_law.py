@@ -733,3 +733,28 @@ async def test_an_erasure_ends_the_subjects_restriction_and_forgets_closed_reque
     assert rows[restriction]["result"]["superseded_by_erasure"] == str(erase)
     assert rows[restriction]["phone_enc"] is None and rows[rejected]["phone_enc"] is None
     assert rows[rejected]["status"] == "rejected"
+
+
+async def test_two_restrictions_received_at_once_make_one(
+    db: Conn, store: S3Store, tmp_path: Path, database_url: str
+) -> None:
+    from service.db.pool import connect
+
+    await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
+    conns = [await connect(database_url) for _ in range(4)]
+    try:
+        for conn in conns:
+            await tenancy.set_tenant(conn, tenancy.DEFAULT)
+        outcomes = await asyncio.gather(
+            *(
+                requests.create(conn, VAULT, kind="restrict", phone=PERSON, actor="t")
+                for conn in conns
+            ),
+            return_exceptions=True,
+        )
+    finally:
+        for conn in conns:
+            await conn.close()
+    refused = [o for o in outcomes if isinstance(o, CallvaultError)]
+    assert len(refused) == 3 and {o.code for o in refused} == {"already_restricted"}
+    assert await db.fetchval("SELECT count(*) FROM dsar_requests WHERE kind = 'restrict'") == 1
