@@ -65,7 +65,7 @@ async def dry_run_report(conn: Any, limit: int = 1000, upcoming: int = 10) -> li
     lines = []
     expired = await due(conn, limit=limit)
     for d in expired:
-        why = "kept: under a legal hold" if d.held else "retention ended"
+        why = "kept: under a legal hold or a restriction" if d.held else "retention ended"
         lines.append(f"{d.recording_id}  call {d.call_id}  retain_until {d.retain_until}  {why}")
     lines.append(
         f"{sum(not d.held for d in expired)} would be purged, "

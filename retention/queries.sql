@@ -9,6 +9,11 @@ WHERE r.state = 'stored' AND r.retain_until <= now()
       SELECT 1 FROM holds h
       WHERE h.released_at IS NULL
         AND (h.call_id = r.call_id OR (h.phone_hash IS NOT NULL AND h.phone_hash = c.caller_hash)))
+  -- a restriction in force keeps what it restricts (issue 15: kept, but not played)
+  AND NOT EXISTS (
+      SELECT 1 FROM dsar_requests d
+      WHERE d.kind = 'restrict' AND d.status = 'in_force'
+        AND (d.phone_hash = c.caller_hash OR c.id = ANY(d.call_ids)))
 ORDER BY r.retain_until, r.id
 LIMIT $1
 FOR UPDATE OF r SKIP LOCKED;
@@ -18,7 +23,10 @@ SELECT r.id, r.call_id, r.retain_until,
        EXISTS (SELECT 1 FROM holds h
                WHERE h.released_at IS NULL
                  AND (h.call_id = r.call_id
-                      OR (h.phone_hash IS NOT NULL AND h.phone_hash = c.caller_hash))) AS held
+                      OR (h.phone_hash IS NOT NULL AND h.phone_hash = c.caller_hash)))
+       OR EXISTS (SELECT 1 FROM dsar_requests d
+                  WHERE d.kind = 'restrict' AND d.status = 'in_force'
+                    AND (d.phone_hash = c.caller_hash OR c.id = ANY(d.call_ids))) AS held
 FROM recordings r JOIN calls c ON c.id = r.call_id
 WHERE r.state = 'stored' AND r.retain_until <= now()
 ORDER BY r.retain_until, r.id
@@ -29,10 +37,14 @@ LIMIT $1;
 -- claim's snapshot and its lock is seen here.
 SELECT r.id FROM recordings r JOIN calls c ON c.id = r.call_id
 WHERE r.id = ANY($1::uuid[])
-  AND EXISTS (
+  AND (EXISTS (
       SELECT 1 FROM holds h
       WHERE h.released_at IS NULL
-        AND (h.call_id = r.call_id OR (h.phone_hash IS NOT NULL AND h.phone_hash = c.caller_hash)));
+        AND (h.call_id = r.call_id OR (h.phone_hash IS NOT NULL AND h.phone_hash = c.caller_hash)))
+    OR EXISTS (
+      SELECT 1 FROM dsar_requests d
+      WHERE d.kind = 'restrict' AND d.status = 'in_force'
+        AND (d.phone_hash = c.caller_hash OR c.id = ANY(d.call_ids))));
 
 -- name: mark_purged
 UPDATE recordings SET state = 'purged', purged_at = now()
@@ -74,31 +86,127 @@ FROM holds WHERE ($1 OR released_at IS NULL) ORDER BY placed_at DESC, id LIMIT $
 -- name: active_holds_count
 SELECT count(*) FROM holds WHERE released_at IS NULL;
 
+-- name: db_now
+SELECT now();
+
+-- name: tenant_policy
+-- The acting tenant's stored policy (tenants carry no row-level security: named by id).
+SELECT id, policy FROM tenants WHERE id = current_setting('callvault.tenant', true);
+
 -- name: insert_request
-INSERT INTO dsar_requests (kind, phone_hash, phone_enc, requested_by, due_at, subject_digest)
-VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6)
+INSERT INTO dsar_requests (kind, phone_hash, phone_enc, requested_by, received_at,
+                           acknowledge_by, due_at, subject_digest, clock, status, call_ids,
+                           correction, statement_enc)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 RETURNING id;
 
 -- name: request_by_id
-SELECT id, kind, status, phone_hash, phone_enc, requested_by, received_at, due_at,
-       completed_at, bundle_key, result, bundle_expires_at, bundle_removed_at,
-       bundle_removed_reason, bundle_store, tenant_id
-FROM dsar_requests WHERE id = $1;
+-- With the time left by the database's clock (NULL where no deadline runs).
+SELECT d.*, d.statement_enc IS NOT NULL AS has_statement, now() AS db_now
+FROM dsar_requests d WHERE d.id = $1;
+
+-- name: list_requests
+-- Open ones first by deadline; $2: only those with a deadline (acknowledge or complete)
+-- within this many seconds, overdue ones included.
+SELECT d.*, d.statement_enc IS NOT NULL AS has_statement, now() AS db_now
+FROM dsar_requests d
+WHERE ($1::text[] IS NULL OR d.status = ANY($1::text[]))
+  AND ($2::float8 IS NULL OR (
+        d.status NOT IN ('completed', 'rejected', 'in_force')
+        AND (d.due_at <= now() + make_interval(secs => $2)
+             OR (d.acknowledged_at IS NULL AND d.acknowledge_by <= now() + make_interval(secs => $2)))))
+  AND ($3::text IS NULL OR d.kind = $3)
+ORDER BY d.status IN ('completed', 'rejected'), least(d.due_at, CASE WHEN d.acknowledged_at IS NULL
+         THEN d.acknowledge_by END), d.received_at, d.id
+LIMIT $4;
 
 -- name: set_request_status
+-- The job's progress; a request closed meanwhile (rejected) stays as it is.
 UPDATE dsar_requests SET status = $2, result = $3,
     completed_at = CASE WHEN $2 = 'completed' THEN now() END,
     bundle_key = coalesce($4, bundle_key)
+WHERE id = $1 AND status NOT IN ('completed', 'rejected');
+
+-- name: lock_request_for_action
+SELECT d.*, now() AS db_now FROM dsar_requests d WHERE d.id = $1 FOR UPDATE;
+
+-- name: acknowledge_request
+UPDATE dsar_requests SET acknowledged_at = now(), acknowledged_by = $2,
+    status = CASE WHEN status = 'received' THEN 'acknowledged' ELSE status END
 WHERE id = $1;
+
+-- name: extend_request
+UPDATE dsar_requests SET due_before_extension = due_at, due_at = $2, extension_days = $3,
+    extension_reason = $4, extended_by = $5, extended_at = now()
+WHERE id = $1 AND extended_at IS NULL;
+
+-- name: reject_request
+UPDATE dsar_requests SET status = 'rejected', rejected_reason = $2, rejected_by = $3,
+    rejected_at = now()
+WHERE id = $1;
+
+-- name: lift_restriction
+UPDATE dsar_requests SET status = 'completed', completed_at = now(), lifted_by = $2,
+    lifted_at = now()
+WHERE id = $1 AND kind = 'restrict' AND status = 'in_force';
+
+-- name: unlink_call
+-- The number is taken off a call the subject says is not theirs; the call and its recordings
+-- stay (their retention runs as before), attributed to no one.
+UPDATE calls SET caller_enc = NULL, caller_hash = NULL WHERE id = $1 AND caller_hash = ANY($2::bytea[]);
+
+-- name: call_restricted
+-- A restriction in force on the call's number (or naming the call: it was the number's when
+-- the restriction was received, whatever a key rotation has done to the hash since).
+SELECT EXISTS (
+    SELECT 1 FROM dsar_requests d JOIN calls c ON c.id = $1
+    WHERE d.kind = 'restrict' AND d.status = 'in_force'
+      AND (d.phone_hash = c.caller_hash OR c.id = ANY(d.call_ids)));
+
+-- name: lock_subject
+-- Until the transaction ends: one request of this kind for this number at a time.
+SELECT pg_advisory_xact_lock(hashtextextended('callvault.subject:' || encode($1::bytea, 'hex'), 0));
+
+-- name: restriction_in_force
+SELECT id FROM dsar_requests
+WHERE phone_hash = ANY($1::bytea[]) AND kind = 'restrict' AND status = 'in_force'
+LIMIT 1;
+
+-- name: call_of_recording
+SELECT call_id FROM recordings WHERE id = $1;
+
+-- name: request_subject_restricted
+-- A restriction in force on the number of this (access) request.
+SELECT EXISTS (
+    SELECT 1 FROM dsar_requests d JOIN dsar_requests r ON r.id = $1
+    WHERE d.kind = 'restrict' AND d.status = 'in_force' AND d.phone_hash = r.phone_hash);
+
+-- name: request_counts_by_tenant
+-- Per tenant: open requests, and those past (overdue) or within $1 seconds of (due soon)
+-- their acknowledgement or completion deadline, by the database's clock. A restriction in
+-- force has been carried out: no deadline runs for it.
+SELECT tenant_id,
+       count(*) FILTER (WHERE status NOT IN ('completed', 'rejected')) AS open,
+       count(*) FILTER (WHERE status NOT IN ('completed', 'rejected', 'in_force')
+                          AND due_at < now()) AS complete_overdue,
+       count(*) FILTER (WHERE status NOT IN ('completed', 'rejected', 'in_force')
+                          AND due_at >= now() AND due_at < now() + make_interval(secs => $1))
+           AS complete_due_soon,
+       count(*) FILTER (WHERE status NOT IN ('completed', 'rejected', 'in_force')
+                          AND acknowledged_at IS NULL AND acknowledge_by < now())
+           AS acknowledge_overdue,
+       count(*) FILTER (WHERE status NOT IN ('completed', 'rejected', 'in_force')
+                          AND acknowledged_at IS NULL AND acknowledge_by >= now()
+                          AND acknowledge_by < now() + make_interval(secs => $1))
+           AS acknowledge_due_soon
+FROM dsar_requests
+GROUP BY tenant_id
+ORDER BY tenant_id;
 
 -- name: forget_request_phone
 -- The request keeps only its receipt digest ($2) of the number, for holds placed later.
 UPDATE dsar_requests SET phone_hash = NULL, phone_enc = NULL, subject_digest = $2 WHERE id = $1;
 
--- name: request_counts
-SELECT count(*) FILTER (WHERE status <> 'completed') AS open,
-       count(*) FILTER (WHERE status <> 'completed' AND due_at < now()) AS overdue
-FROM dsar_requests;
 
 -- name: erasable_recordings_of_call
 -- The call's recordings that no active hold covers, locked for the erasure.
@@ -177,8 +285,15 @@ UPDATE dsar_requests SET status = 'completed', completed_at = now(),
     bundle_removed_reason = CASE WHEN bundle_key IS NOT NULL THEN 'erased' END
 WHERE id = $1;
 
+-- name: supersede_restrictions_of_phone
+UPDATE dsar_requests SET status = 'completed', completed_at = now(),
+    result = result || jsonb_build_object('superseded_by_erasure', $2::text),
+    phone_hash = NULL, phone_enc = NULL
+WHERE phone_hash = ANY($1::bytea[]) AND kind = 'restrict' AND status = 'in_force';
+
 -- name: erase_request_phone_and_bundle
 UPDATE dsar_requests SET phone_hash = NULL, phone_enc = NULL, bundle_key = NULL,
+    statement_enc = NULL,
     bundle_removed_at = CASE WHEN bundle_key IS NOT NULL THEN now() ELSE bundle_removed_at END,
     bundle_removed_reason = CASE WHEN bundle_key IS NOT NULL THEN 'erased'
                                  ELSE bundle_removed_reason END

@@ -1,12 +1,20 @@
-"""Data-subject requests: access, erasure, withdrawal of consent.
+"""Data-subject requests: access, correct, erase, withdraw, restrict, on the legal clock.
 
-A request is recorded with its deadline (``due_at``, from ``CALLVAULT_DSAR_DEADLINE``) and
-carried out by a ``dsar`` job, so any replica can do it and a crash loses nothing.
+A request is recorded with its deadlines (``acknowledge_by`` and ``due_at``, computed by
+:mod:`retention.clock` from its ``received_at`` and the tenant's policy; "now" is the
+database's) and, except a restriction, carried out by a ``dsar`` job, so any replica can do it
+and a crash loses nothing. Compliance acts on it: ``acknowledge`` (once), ``extend`` (once, with
+a reason, at most the policy's extension), ``reject`` (with a reason), ``lift`` (a restriction).
 
 - access: a zip bundle (``request.json``, ``calls.json`` with each call's consent events and its
   recordings' metadata, and the audio files) stored in the object store, downloadable by
   compliance through a short-lived link until ``CALLVAULT_BUNDLE_TTL`` has passed (by the
   database's clock); the purge then removes it.
+- correct: the subject's statement attached to the calls they name (a ``subject_statement``
+  ledger event on each; the text itself is personal data, kept encrypted with the request and
+  destroyed if the subject is erased; the event carries the SHA-256 of that ciphertext), or
+  those calls unlinked from their number (``subject_unlinked``: the call and its recordings
+  stay, attributed to no one).
 - erase: the person's recordings deleted from the store and marked ``erased``, their number
   destroyed from every call, each call marked erased (``erased_at``, ``erased_by``) and given an
   ``erased`` ledger event (the ledger proves what happened without holding the number). A hold
@@ -14,6 +22,8 @@ carried out by a ``dsar`` job, so any replica can do it and a crash loses nothin
   the hold is released.
 - withdraw: the number goes on the do-not-record list (calls are no longer asked or recorded),
   then its recordings are erased as above.
+- restrict: in force at once (``in_force``): the number's recordings are kept (the purge leaves
+  them) but playback and access bundles answer 403 ``restricted`` until it is lifted.
 
 Erasure reaches everything of the subject, whenever it arrives. Every access bundle of the
 number is deleted (and an access request still open is closed as superseded: it will hand out
@@ -30,18 +40,23 @@ were erased, and when.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import hashlib
 import json
 import uuid
 import zipfile
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from retention import clock
+from retention.clock import CLOCK_STOPPED, CLOSED, ClockPolicy, Kind, Status
 from retention.holds import check_phone
 from service import audit, jobs, ledger
 from service.consent.gate import add_to_do_not_record
 from service.db import Conn, queries
-from service.errors import BadRequest, CallvaultError, NotFound
+from service.errors import BadRequest, CallvaultError, Conflict, Forbidden, NotFound
 from service.intake import possible_keys
 from service.jobs import Defer
 from service.jobs.registry import job_kind
@@ -53,11 +68,20 @@ from service.storage.registry import StoreRegistry, TenantStore
 from service.workdir import sha256_of, work_dir
 
 Q = queries.load("retention")
-KINDS = ("access", "erase", "withdraw")
+KINDS = tuple(k.value for k in Kind)
+STATUSES = tuple(s.value for s in Status)
 JOB_KIND = "dsar"
-ERASING_KINDS = ("erase", "withdraw")
+ERASING_KINDS = (Kind.ERASE, Kind.WITHDRAW)
 # An erasure waiting for an intake job polls this often (or at its retry interval if shorter).
 INTAKE_WAIT_S = 5.0
+MAX_STATEMENT_CHARS = 4000
+
+
+class Correction(StrEnum):
+    """What a ``correct`` request does to the calls it names."""
+
+    STATEMENT = "statement"  # attach the subject's statement
+    UNLINK = "unlink"  # the call is not theirs: take their number off it
 
 
 class BundleRemoved(StrEnum):
@@ -74,69 +98,411 @@ class BundleGone(CallvaultError):
     code = "bundle_gone"
 
 
+class Restricted(Forbidden):
+    """The subject restricted processing: no playback or export until the restriction is
+    lifted."""
+
+    code = "restricted"
+
+
 def bundle_key_of(request_id: uuid.UUID) -> str:
     return f"dsar/{request_id}.zip"
 
 
+async def clock_policy(conn: Conn, default_tenant: ClockPolicy | None = None) -> ClockPolicy:
+    """The acting tenant's clock: the tenant ``default``'s from the settings (given), any
+    other's from its stored policy over the law's defaults."""
+    row = await conn.fetchrow(Q["tenant_policy"])
+    if row is None:
+        raise BadRequest("a data-subject request belongs to one tenant; none is selected")
+    if row["id"] == "default":
+        return default_tenant or ClockPolicy()
+    return clock.policy_from(row["policy"])
+
+
+def _kind(kind: object) -> Kind:
+    try:
+        return Kind(str(kind))
+    except ValueError:
+        raise BadRequest(
+            f"kind must be one of {', '.join(KINDS)}, got {str(kind)[:40]!r}", code="bad_kind"
+        ) from None
+
+
+def _received(received_at: dt.datetime | None, now: dt.datetime) -> dt.datetime:
+    if received_at is None:
+        return now
+    if received_at.tzinfo is None:
+        raise BadRequest(
+            "received_at needs a time zone (like 2027-02-03T09:30:00+07:00)", code="bad_received_at"
+        )
+    if received_at > now:
+        raise BadRequest(
+            f"received_at {received_at.isoformat()} is in the future (the database's clock "
+            f"says {now.isoformat()})",
+            code="received_in_future",
+        )
+    return received_at
+
+
+async def _no_calls(conn: Conn, vault: PhoneVault, number: str) -> CallvaultError:
+    erased = await conn.fetch(Q["erasures_of_subject"], vault.erasure_digests(number))
+    if erased:
+        last = erased[-1]
+        return NotFound(
+            f"no calls of this number: its {len(erased)} call(s) were erased by request "
+            f"{last['erased_by']} at {last['erased_at'].isoformat()}",
+            code="no_calls",
+        )
+    return NotFound("no calls of this number in this tenant", code="no_calls")
+
+
+def _correction(
+    kind: Kind,
+    call_ids: Sequence[uuid.UUID],
+    statement: str | None,
+    unlink: bool,
+    calls: list[uuid.UUID],
+) -> tuple[Correction | None, list[uuid.UUID]]:
+    if kind is not Kind.CORRECT:
+        if call_ids or statement is not None or unlink:
+            raise BadRequest(
+                "call_ids, statement and unlink belong to a correct request", code="bad_request"
+            )
+        return None, []
+    if not call_ids:
+        raise BadRequest("a correct request names the calls it corrects (call_ids)")
+    if (statement is None) == (not unlink):
+        raise BadRequest("a correct request gives a statement or asks to unlink, one of them")
+    if statement is not None and not statement.strip():
+        raise BadRequest("the statement is empty")
+    if statement is not None and len(statement) > MAX_STATEMENT_CHARS:
+        raise BadRequest(f"the statement is longer than {MAX_STATEMENT_CHARS} characters")
+    named = list(dict.fromkeys(call_ids))
+    foreign = [c for c in named if c not in calls]
+    if foreign:
+        # the same answer for another tenant's call, an erased one, or another person's
+        raise NotFound(
+            f"call {foreign[0]} is not a call of this number", code="not_the_subjects_call"
+        )
+    return (Correction.STATEMENT if statement is not None else Correction.UNLINK), named
+
+
 async def create(
-    conn: Conn, vault: PhoneVault, *, kind: str, phone: object, actor: str, deadline_s: int
+    conn: Conn,
+    vault: PhoneVault,
+    *,
+    kind: object,
+    phone: object,
+    actor: str,
+    clock_defaults: ClockPolicy | None = None,
+    received_at: dt.datetime | None = None,
+    call_ids: Sequence[uuid.UUID] = (),
+    statement: str | None = None,
+    unlink: bool = False,
 ) -> uuid.UUID:
-    if kind not in KINDS:
-        raise BadRequest(f"kind must be one of {', '.join(KINDS)}", code="bad_kind")
+    """Receive a request: its deadlines set, a ``dsar_received`` event on each of the number's
+    calls, and its job queued (a restriction is in force at once). Everything is checked
+    before anything is written: an unknown kind, a number with no calls (a withdrawal excepted:
+    never being recorded needs no call), a ``received_at`` in the future."""
+    kind = _kind(kind)
     number = check_phone(phone)
     async with conn.transaction():
+        now: dt.datetime = await conn.fetchval(Q["db_now"])
+        received = _received(received_at, now)
+        policy = await clock_policy(conn, clock_defaults)
+        hashes = vault.lookup_hashes(number)
+        calls = [r["id"] for r in await conn.fetch(Q["calls_of_phone"], hashes)]
+        if not calls and kind is not Kind.WITHDRAW:
+            raise await _no_calls(conn, vault, number)
+        correction, named = _correction(kind, call_ids, statement, unlink, calls)
+        if kind is Kind.RESTRICT:
+            # two restrictions of one number would need two lifts: the second is refused (two
+            # received at once are taken one after the other)
+            await conn.execute(Q["lock_subject"], vault.lookup_hash(number))
+            existing = await conn.fetchval(Q["restriction_in_force"], hashes)
+            if existing is not None:
+                raise Conflict(
+                    f"the number's processing is restricted already, by request {existing}",
+                    code="already_restricted",
+                )
+        deadlines = clock.deadlines(received, kind, policy)
+        restricting = kind is Kind.RESTRICT
         request_id: uuid.UUID = await conn.fetchval(
             Q["insert_request"],
-            kind,
+            kind.value,
             vault.lookup_hash(number),
             vault.encrypt(number),
             actor,
-            deadline_s,
+            received,
+            deadlines.acknowledge_by,
+            deadlines.due_at,
             vault.erasure_digest(number) if kind in ERASING_KINDS else None,
+            # what set the deadlines, so an inspector can recompute them
+            {**policy.as_json(), "days_for_this_kind": policy.days_for(kind)},
+            (Status.IN_FORCE if restricting else Status.RECEIVED).value,
+            calls if restricting else named,
+            correction.value if correction else None,
+            vault.encrypt(statement) if statement is not None else None,
         )
-        for row in await conn.fetch(Q["calls_of_phone"], vault.lookup_hashes(number)):
-            await ledger.append(
-                conn,
-                row["id"],
-                [
-                    NewEvent(
-                        "dsar_received",
-                        {"request_id": str(request_id), "kind": kind},
-                        dedupe_key=f"dsar_received:{request_id}",
-                    )
-                ],
+        events = [
+            NewEvent(
+                "dsar_received",
+                {"request_id": str(request_id), "kind": kind.value},
+                dedupe_key=f"dsar_received:{request_id}",
             )
-        await jobs.enqueue(
-            conn,
-            JOB_KIND,
-            {"request_id": str(request_id)},
-            dedupe_key=f"{JOB_KIND}:{request_id}",
-            max_attempts=50,
-        )
+        ]
+        if restricting:
+            events.append(
+                NewEvent(
+                    "processing_restricted",
+                    {"request_id": str(request_id)},
+                    dedupe_key=f"processing_restricted:{request_id}",
+                )
+            )
+        if calls:
+            await ledger.append_many(conn, {cid: events for cid in calls})
+        if not restricting:
+            await jobs.enqueue(
+                conn,
+                JOB_KIND,
+                {"request_id": str(request_id)},
+                dedupe_key=f"{JOB_KIND}:{request_id}",
+                max_attempts=50,
+            )
         await audit.record(
             conn,
             actor,
             "dsar_received",
             "dsar",
             str(request_id),
-            {"kind": kind, "phone": mask_phone(number)},
+            {
+                "kind": kind.value,
+                "phone": mask_phone(number),
+                "received_at": received.isoformat(),
+                "acknowledge_by": deadlines.acknowledge_by.isoformat(),
+                "due_at": deadlines.due_at.isoformat(),
+                **({"calls": [str(c) for c in named], "correction": correction} if named else {}),
+            },
         )
     return request_id
 
 
+async def _lock(conn: Conn, request_id: uuid.UUID) -> Any:
+    row = await conn.fetchrow(Q["lock_request_for_action"], request_id)
+    if row is None:
+        raise NotFound(f"no data-subject request {request_id}")
+    return row
+
+
+def _closed(row: Any, action: str) -> None:
+    if row["status"] in CLOSED:
+        raise Conflict(
+            f"request {row['id']} is {row['status']}: it cannot be {action}", code="request_closed"
+        )
+
+
+async def acknowledge(conn: Conn, request_id: uuid.UUID, actor: str) -> None:
+    """The subject has been told their request arrived (once)."""
+    async with conn.transaction():
+        row = await _lock(conn, request_id)
+        _closed(row, "acknowledged")
+        if row["acknowledged_at"] is not None:
+            raise Conflict(
+                f"request {request_id} was acknowledged at {row['acknowledged_at'].isoformat()}",
+                code="already_acknowledged",
+            )
+        await conn.execute(Q["acknowledge_request"], request_id, actor)
+        late = row["acknowledge_by"] is not None and row["db_now"] > row["acknowledge_by"]
+        await audit.record(
+            conn, actor, "dsar_acknowledged", "dsar", str(request_id), {"late": late}
+        )
+
+
+async def extend(
+    conn: Conn,
+    request_id: uuid.UUID,
+    actor: str,
+    *,
+    days: int,
+    reason: str,
+    clock_defaults: ClockPolicy | None = None,
+) -> dt.datetime:
+    """The one extension: ``days`` more (at most the policy's, itself at most 15), with a
+    reason, given before the deadline has passed. Returns the new deadline."""
+    reason = reason.strip()
+    if not reason:
+        raise BadRequest("an extension needs a reason", code="reason_required")
+    async with conn.transaction():
+        row = await _lock(conn, request_id)
+        _closed(row, "extended")
+        if row["status"] == Status.IN_FORCE:
+            raise Conflict("a restriction in force has no deadline to extend", code="in_force")
+        if row["extended_at"] is not None:
+            raise Conflict(
+                f"request {request_id} was extended already (by {row['extension_days']} days "
+                f"at {row['extended_at'].isoformat()}): the law allows one extension",
+                code="already_extended",
+            )
+        policy = await clock_policy(conn, clock_defaults)
+        if isinstance(days, bool) or not 1 <= days <= policy.extension_days:
+            raise BadRequest(
+                f"an extension is 1 to {policy.extension_days} days, got {days}",
+                code="extension_too_long",
+            )
+        if row["due_at"] <= row["db_now"]:
+            raise Conflict(
+                f"the deadline {row['due_at'].isoformat()} is in the past: an extension is "
+                "given before the deadline",
+                code="deadline_in_past",
+            )
+        new_due = clock.extended_due_at(row["due_at"], days, policy)
+        await conn.execute(Q["extend_request"], request_id, new_due, days, reason, actor)
+        await audit.record(
+            conn,
+            actor,
+            "dsar_extended",
+            "dsar",
+            str(request_id),
+            {
+                "days": days,
+                "reason": reason,
+                "due_before": row["due_at"].isoformat(),
+                "due_at": new_due.isoformat(),
+            },
+        )
+    return new_due
+
+
+async def reject(conn: Conn, request_id: uuid.UUID, actor: str, *, reason: str) -> None:
+    """Close a request without carrying it out (a restriction in force ends)."""
+    reason = reason.strip()
+    if not reason:
+        raise BadRequest("a rejection needs a reason", code="reason_required")
+    async with conn.transaction():
+        row = await _lock(conn, request_id)
+        _closed(row, "rejected")
+        if row["kind"] in ERASING_KINDS and row["status"] == Status.IN_PROGRESS:
+            raise Conflict(
+                f"request {request_id} is erasing the subject's data already: it cannot be "
+                "rejected",
+                code="in_progress",
+            )
+        await conn.execute(Q["reject_request"], request_id, reason, actor)
+        await audit.record(
+            conn, actor, "dsar_rejected", "dsar", str(request_id), {"reason": reason}
+        )
+
+
+async def lift(conn: Conn, request_id: uuid.UUID, actor: str) -> None:
+    """End a restriction: playback and export are allowed again, the purge may take what
+    has expired."""
+    async with conn.transaction():
+        row = await _lock(conn, request_id)
+        if row["kind"] != Kind.RESTRICT:
+            raise Conflict(
+                f"request {request_id} is a {row['kind']} request, not a restriction",
+                code="not_a_restriction",
+            )
+        if row["status"] != Status.IN_FORCE:
+            raise Conflict(
+                f"the restriction {request_id} is {row['status']}, not in force",
+                code="request_closed",
+            )
+        await conn.execute(Q["lift_restriction"], request_id, actor)
+        event = NewEvent(
+            "restriction_lifted",
+            {"request_id": str(request_id)},
+            dedupe_key=f"restriction_lifted:{request_id}",
+        )
+        if row["call_ids"]:
+            await ledger.append_many(conn, {cid: [event] for cid in row["call_ids"]})
+        await audit.record(conn, actor, "dsar_lifted", "dsar", str(request_id), {})
+
+
+async def check_call_not_restricted(conn: Conn, call_id: uuid.UUID) -> None:
+    if await conn.fetchval(Q["call_restricted"], call_id):
+        raise Restricted(
+            "the data subject has restricted the processing of this call: no playback or "
+            "export until the restriction is lifted"
+        )
+
+
+async def check_subject_not_restricted(conn: Conn, request_id: uuid.UUID) -> None:
+    """An access request's bundle is an export: refused while the subject's restriction is in
+    force."""
+    if await conn.fetchval(Q["request_subject_restricted"], request_id):
+        raise Restricted(
+            "the data subject has restricted the processing of their data: no export until "
+            "the restriction is lifted"
+        )
+
+
+async def check_link_not_restricted(conn: Conn, purpose: str) -> None:
+    """A link handed out before a restriction came into force opens nothing after it: a
+    playback link (``playback:RECORDING``) or an access bundle's (``dsar_bundle:REQUEST``)."""
+    what, _, ident = purpose.partition(":")
+    try:
+        target = uuid.UUID(ident)
+    except ValueError:
+        return
+    if what == "playback":
+        call_id = await conn.fetchval(Q["call_of_recording"], target)
+        if call_id is not None:
+            await check_call_not_restricted(conn, call_id)
+    elif what == "dsar_bundle":
+        await check_subject_not_restricted(conn, target)
+
+
+def _seconds(delta: dt.timedelta | None) -> int | None:
+    return None if delta is None else int(delta.total_seconds())
+
+
+def _iso(at: dt.datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
 def request_json(row: Any) -> dict[str, Any]:
+    """A request as the API and ``dsar list`` show it, with the time left on each deadline by
+    the database's clock (``null`` where none runs: acknowledged, closed, or in force)."""
+    now: dt.datetime = row["db_now"]
+    running = row["status"] not in CLOCK_STOPPED
+    ack_open = running and row["acknowledged_at"] is None and row["acknowledge_by"] is not None
+    acknowledge_left = _seconds(row["acknowledge_by"] - now) if ack_open else None
+    complete_left = _seconds(row["due_at"] - now) if running else None
+    extension = None
+    if row["extended_at"] is not None:
+        extension = {
+            "days": row["extension_days"],
+            "reason": row["extension_reason"],
+            "by": row["extended_by"],
+            "at": row["extended_at"].isoformat(),
+            "due_before": row["due_before_extension"].isoformat(),
+        }
     return {
         "id": str(row["id"]),
         "kind": row["kind"],
         "status": row["status"],
         "received_at": row["received_at"].isoformat(),
+        "acknowledge_by": _iso(row["acknowledge_by"]),
+        "acknowledged_at": _iso(row["acknowledged_at"]),
         "due_at": row["due_at"].isoformat(),
-        "completed_at": row["completed_at"].isoformat() if row["completed_at"] else None,
+        "time_left": {"acknowledge_s": acknowledge_left, "complete_s": complete_left},
+        "overdue": {
+            "acknowledge": acknowledge_left is not None and acknowledge_left < 0,
+            "complete": complete_left is not None and complete_left < 0,
+        },
+        "extension": extension,
+        "clock": row["clock"],
+        "completed_at": _iso(row["completed_at"]),
         "requested_by": row["requested_by"],
+        "rejected_reason": row["rejected_reason"],
+        "lifted_at": _iso(row["lifted_at"]),
+        "call_ids": [str(c) for c in row["call_ids"]],  # named (correct) or restricted
+        "correction": row["correction"],
+        "has_statement": row["has_statement"],
         "bundle_ready": row["bundle_key"] is not None,
-        "bundle_expires_at": (
-            row["bundle_expires_at"].isoformat() if row["bundle_expires_at"] else None
-        ),
+        "bundle_expires_at": _iso(row["bundle_expires_at"]),
         "bundle_removed": row["bundle_removed_reason"],
         "result": row["result"],
     }
@@ -154,6 +520,27 @@ def registry_of(stores: ObjectStore | StoreRegistry) -> StoreRegistry:
     return stores if isinstance(stores, StoreRegistry) else StoreRegistry.wrapping(stores)
 
 
+async def list_requests(
+    conn: Conn,
+    *,
+    statuses: Sequence[str] | None = None,
+    due_within_s: float | None = None,
+    kind: str | None = None,
+    limit: int = 100,
+) -> list[Any]:
+    """Requests by deadline, soonest first; ``due_within_s``: only open ones with a deadline
+    (acknowledgement or completion) within that many seconds, overdue ones included."""
+    return list(
+        await conn.fetch(
+            Q["list_requests"],
+            list(statuses) if statuses else None,
+            due_within_s,
+            kind,
+            limit,
+        )
+    )
+
+
 async def bundle_for_link(conn: Conn, request_id: uuid.UUID) -> str:
     """The key of the request's bundle if it may still be handed out (database clock)."""
     return (await bundle_location(conn, request_id))[0]
@@ -163,6 +550,7 @@ async def bundle_location(conn: Conn, request_id: uuid.UUID) -> tuple[str, str]:
     """The key and the store (``shared``, ``s3://BUCKET``) of the request's bundle if it may
     still be handed out (database clock)."""
     await get(conn, request_id)
+    await check_subject_not_restricted(conn, request_id)
     row = await conn.fetchrow(Q["bundle_of_request"], request_id)
     assert row is not None
     if row["bundle_removed_reason"] == BundleRemoved.ERASED:
@@ -193,12 +581,14 @@ async def run(
     come from the stores of the request's tenant (``stores``: a registry, or one store)."""
     registry = registry_of(stores)
     row = await get(conn, request_id)
-    if row["status"] == "completed":
-        return "completed"
+    if row["status"] in CLOCK_STOPPED:
+        return str(row["status"])  # done, rejected meanwhile, or a restriction (no job)
     if row["phone_enc"] is None:
         raise BadRequest("the request no longer holds a number", code="no_phone")
     number = vault.decrypt(row["phone_enc"])
     hashes = vault.lookup_hashes(number)
+    if row["kind"] == Kind.CORRECT:
+        return await _correct(conn, row, hashes)
     call_ids = [r["id"] for r in await conn.fetch(Q["calls_of_phone"], hashes)]
     tenant: str = row["tenant_id"]
     where = await registry.for_tenant(tenant, conn)
@@ -209,7 +599,7 @@ async def run(
             # request and cleared its number: what was just uploaded must not stay.
             current = await conn.fetchrow(Q["lock_request"], request_id)
             assert current is not None
-            if current["status"] == "completed" or current["phone_enc"] is None:
+            if current["status"] in CLOSED or current["phone_enc"] is None:
                 await _delete_or_raise(where.store, [key])
                 return str(current["status"])
             for cid in call_ids:
@@ -273,6 +663,8 @@ async def run(
         else:
             await conn.execute(Q["set_request_status"], request_id, "completed", result, None)
             await conn.execute(Q["forget_request_phone"], request_id, vault.erasure_digest(number))
+            # nothing is left to restrict: a restriction in force ends with the erasure
+            await conn.execute(Q["supersede_restrictions_of_phone"], hashes, str(request_id))
             await audit.record(
                 conn,
                 "system:dsar",
@@ -287,6 +679,56 @@ async def run(
         raise Defer(
             f"{running} intake job(s) of the erased calls still running; waiting for them",
             delay_s=min(retry_s, INTAKE_WAIT_S),
+        )
+    return "completed"
+
+
+async def _correct(conn: Conn, row: Any, hashes: list[bytes]) -> str:
+    """Attach the statement to the named calls, or unlink them from the number, in one
+    transaction with the request's completion."""
+    request_id = str(row["id"])
+    async with conn.transaction():
+        current = await conn.fetchrow(Q["lock_request"], row["id"])
+        assert current is not None
+        if current["status"] in CLOSED:
+            return str(current["status"])
+        calls = sorted(row["call_ids"])
+        if row["correction"] == Correction.STATEMENT:
+            digest = hashlib.sha256(bytes(row["statement_enc"])).hexdigest()
+            event = NewEvent(
+                "subject_statement",
+                {"request_id": request_id, "statement_sha256": digest, "kept": "encrypted"},
+                dedupe_key=f"subject_statement:{request_id}",
+            )
+            for cid in calls:
+                await ledger.append(conn, cid, [event])
+            unlinked = 0
+        else:
+            unlinked = 0
+            for cid in calls:
+                # before the event: ledger.append locks the call, the update keeps it locked
+                status = await conn.execute(Q["unlink_call"], cid, hashes)
+                unlinked += status.endswith(" 1")
+                await ledger.append(
+                    conn,
+                    cid,
+                    [
+                        NewEvent(
+                            "subject_unlinked",
+                            {"request_id": request_id, "phone_data": "removed from the call"},
+                            dedupe_key=f"subject_unlinked:{request_id}",
+                        )
+                    ],
+                )
+        result = {"calls": len(calls), "correction": row["correction"], "unlinked": unlinked}
+        await conn.execute(Q["set_request_status"], row["id"], "completed", result, None)
+        await audit.record(
+            conn,
+            "system:dsar",
+            "dsar_completed",
+            "dsar",
+            request_id,
+            {"kind": "correct", **result},
         )
     return "completed"
 
@@ -333,9 +775,9 @@ async def _erase_elsewhere(
             await _delete_located(conn, registry, tenant, located)
         for r in others:
             deleted += r["bundle_key"] is not None
-            if r["kind"] == "access" and r["status"] != "completed":
+            if r["kind"] == "access" and r["status"] not in CLOSED:
                 await conn.execute(Q["supersede_access_request"], r["id"], str(request_id))
-            elif r["kind"] == "access" or r["status"] == "completed":
+            elif r["kind"] == "access" or r["status"] in CLOSED:
                 await conn.execute(Q["erase_request_phone_and_bundle"], r["id"])
         await conn.execute(Q["forget_released_holds_of_phone"], hashes)
         if deleted:

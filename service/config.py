@@ -16,12 +16,14 @@ Policies are resolved into a lookup when a :class:`Settings` is made, not on eve
 
 from __future__ import annotations
 
+import datetime
 import errno
 import ipaddress
 import os
 import re
 import secrets
 import tomllib
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -192,6 +194,33 @@ def _failpoints(value: object) -> frozenset[str]:
     return frozenset(p for p in str(value).split(",") if p)
 
 
+def _time_zone(value: object) -> str:
+    text = str(value).strip()
+    try:
+        zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise _invalid(f"not an IANA time zone (like Asia/Ho_Chi_Minh): {value!r}") from None
+    return text
+
+
+def _days_off(value: object) -> tuple[datetime.date, ...]:
+    """``2026-12-24, 2027-04-29`` (commas or spaces; a TOML list of dates works too)."""
+    items = value if isinstance(value, list | tuple) else re.split(r"[\s,]+", str(value))
+    days = set()
+    for item in items:
+        if isinstance(item, datetime.date):
+            days.add(item)
+            continue
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            days.add(datetime.date.fromisoformat(text))
+        except ValueError:
+            raise _invalid(f"not a date like 2026-12-24: {text!r}") from None
+    return tuple(sorted(days))
+
+
 def _tables(value: object) -> dict[str, dict[str, Any]]:
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
         raise _invalid("must be a table of tables")
@@ -356,7 +385,12 @@ class Settings:
     download_timeout_s: int = 3600
     failpoints: frozenset[str] = frozenset()
     shutdown_timeout_s: float = 20.0
-    dsar_deadline_s: int = 72 * 3600  # Decree 13/2023; Decree 356/2025 allows 15 days
+    # The tenant `default`'s data-subject request clock (other tenants: their policy; see
+    # retention/clock.py). None: the law's figure, 15 days (20 with dsar_processor).
+    dsar_deadline_s: int | None = None
+    dsar_processor: bool = False
+    time_zone: str = "Asia/Ho_Chi_Minh"
+    days_off: tuple[datetime.date, ...] = ()
     link_ttl_s: int = 300  # short-lived download and playback links
     bundle_ttl_s: int = 7 * 86400  # access bundles are handed out, then purged, after this
     seal_interval_s: int = 3600  # how often the ledger is sealed
@@ -459,6 +493,11 @@ class _Source(BaseSettings):
     failpoints: Annotated[frozenset[str], NoDecode, BeforeValidator(_failpoints)] | None = None
     shutdown_timeout: Duration | None = None
     dsar_deadline: Duration | None = None
+    dsar_processor: Flag | None = None
+    time_zone: Annotated[str, BeforeValidator(_time_zone)] | None = None
+    days_off: Annotated[tuple[datetime.date, ...], NoDecode, BeforeValidator(_days_off)] | None = (
+        None
+    )
     link_ttl: Duration | None = None
     bundle_ttl: Duration | None = None
     seal_interval: Duration | None = None

@@ -7,6 +7,7 @@ import re
 
 from aiohttp import web
 
+from retention import requests
 from service import audit
 from service.context import POOL, STORES
 from service.db import tenancy
@@ -54,6 +55,11 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
 @routes.route("GET", "/files/{token}")
 async def file(request: web.Request) -> web.StreamResponse:
     link = request.app[LINKS].verify(request.match_info["token"])
+    if link.purpose.startswith(("playback:", "dsar_bundle:")):
+        # a link handed out before the subject's restriction came into force opens nothing
+        with tenancy.as_tenant(link.tenant):
+            async with request.app[POOL].acquire() as conn:
+                await requests.check_link_not_restricted(conn, link.purpose)
     # the store the object's row named when the link was made, as the link's tenant resolves it
     with tenancy.as_tenant(link.tenant):
         store = await request.app[STORES].for_object(link.tenant, link.store)

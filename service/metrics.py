@@ -104,12 +104,24 @@ class Metrics:
             registry=self.registry,
         )
         self.holds = Gauge("callvault_holds_active", "Legal holds in force", registry=self.registry)
+        # per tenant (at most TENANT_LABELS of them by name; the rest summed as "_other")
         self.dsar_open = Gauge(
-            "callvault_dsar_open", "Data-subject requests not completed", registry=self.registry
+            "callvault_dsar_open",
+            "Data-subject requests not completed or rejected",
+            ["tenant"],
+            registry=self.registry,
         )
         self.dsar_overdue = Gauge(
             "callvault_dsar_overdue",
-            "Data-subject requests not completed past their due date",
+            "Open data-subject requests past a deadline (acknowledge: 2 working days; "
+            "complete: due_at), by the database's clock",
+            ["tenant", "deadline"],
+            registry=self.registry,
+        )
+        self.dsar_due_soon = Gauge(
+            "callvault_dsar_due_soon",
+            "Open data-subject requests whose deadline is within the next 2 days",
+            ["tenant", "deadline"],
             registry=self.registry,
         )
         self.at_platform = Gauge(
@@ -134,22 +146,50 @@ METRICS = web.AppKey("metrics", Metrics)
 METRICS_POOL: web.AppKey[asyncpg.Pool[Any]] = web.AppKey("metrics_pool")
 
 
+# A label value per tenant, for so many tenants at most: beyond them (the fewest open requests
+# first) they are summed under "_other", so a BPO with thousands of tenants cannot blow up the
+# number of series a scrape returns.
+TENANT_LABELS = 50
+OTHER_TENANTS = "_other"
+DSAR_COUNTS = (
+    "open",
+    "complete_overdue",
+    "acknowledge_overdue",
+    "complete_due_soon",
+    "acknowledge_due_soon",
+)
+
+
 @dataclass(frozen=True)
 class Figures:
     jobs: dict[str, tuple[int, float]]
     at_platform: int
     holds: int
-    dsar_open: int
-    dsar_overdue: int
+    # tenant label -> the DSAR_COUNTS
+    dsar: dict[str, dict[str, int]]
+
+
+def bounded_by_tenant(rows: list[Any], limit: int = TENANT_LABELS) -> dict[str, dict[str, int]]:
+    """Per-tenant counts with at most ``limit`` tenants named (the most open requests first);
+    the rest summed under ``_other``."""
+    ranked = sorted(rows, key=lambda r: (-r["open"], r["tenant_id"]))
+    out: dict[str, dict[str, int]] = {}
+    for i, row in enumerate(ranked):
+        label = row["tenant_id"] if i < limit else OTHER_TENANTS
+        into = out.setdefault(label, dict.fromkeys(DSAR_COUNTS, 0))
+        for key in DSAR_COUNTS:
+            into[key] += int(row[key])
+    return out
 
 
 async def read_figures(conn: Any) -> Figures:
+    from retention.clock import DUE_SOON_S
+
     by_state = await jobs.stats(conn)
     at_platform = await conn.fetchval(Q["recordings_at_platform"])
     holds_active = await conn.fetchval(RQ["active_holds_count"])
-    dsar = await conn.fetchrow(RQ["request_counts"])
-    assert dsar is not None
-    return Figures(by_state, at_platform, holds_active, dsar["open"], dsar["overdue"])
+    dsar = await conn.fetch(RQ["request_counts_by_tenant"], float(DUE_SOON_S))
+    return Figures(by_state, at_platform, holds_active, bounded_by_tenant(list(dsar)))
 
 
 class FiguresCache:
@@ -208,7 +248,7 @@ async def metrics(request: web.Request) -> web.Response:
     cache = request.app[FIGURES]
 
     async def read() -> Figures:
-        # the figures are the deployment's, across tenants (a tenant label is for later)
+        # the figures are the deployment's, across tenants (requests carry a tenant label)
         with tenancy.as_tenant(tenancy.ALL):
             async with reach(
                 request.app[METRICS_POOL],
@@ -226,8 +266,13 @@ async def metrics(request: web.Request) -> web.Response:
             m.oldest.labels(state).set(oldest)
         m.at_platform.set(figures.at_platform)
         m.holds.set(figures.holds)
-        m.dsar_open.set(figures.dsar_open)
-        m.dsar_overdue.set(figures.dsar_overdue)
+        for gauge in (m.dsar_open, m.dsar_overdue, m.dsar_due_soon):
+            gauge.clear()  # a tenant with nothing open any more has no series left
+        for tenant, counts in figures.dsar.items():
+            m.dsar_open.labels(tenant).set(counts["open"])
+            for deadline in ("acknowledge", "complete"):
+                m.dsar_overdue.labels(tenant, deadline).set(counts[f"{deadline}_overdue"])
+                m.dsar_due_soon.labels(tenant, deadline).set(counts[f"{deadline}_due_soon"])
         m.figures_age.set(cache.clock() - cache.read_at)
     return web.Response(
         body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}

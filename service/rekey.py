@@ -1,7 +1,7 @@
 """Secret-key rotation for stored phone numbers: ``callvault secrets rotate``.
 
 Covers every place a number is kept: calls, the do-not-record list, holds on a number and open
-data-subject requests.
+data-subject requests, and the statements of ``correct`` requests (sealed the same way).
 
 With ``CALLVAULT_SECRET_KEY`` set to the new secret and ``CALLVAULT_PREVIOUS_SECRET_KEY`` to the
 old one (on every replica, which then read both and write only the new), this re-encrypts each
@@ -33,6 +33,7 @@ class RekeyReport:
     do_not_record: int = 0
     holds: int = 0
     requests: int = 0
+    statements: int = 0
 
 
 _TABLES: tuple[tuple[str, str, str, Any], ...] = (
@@ -41,6 +42,7 @@ _TABLES: tuple[tuple[str, str, str, Any], ...] = (
     ("do_not_record_page", "rekey_do_not_record", "do_not_record", b""),
     ("holds_page", "rekey_hold", "holds", uuid.UUID(int=0)),
     ("requests_page", "rekey_request", "requests", uuid.UUID(int=0)),
+    ("statements_page", "rekey_statement", "statements", uuid.UUID(int=0)),
 )
 
 

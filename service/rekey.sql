@@ -32,3 +32,14 @@ ORDER BY id LIMIT $2;
 
 -- name: rekey_request
 UPDATE dsar_requests SET phone_hash = $2, phone_enc = $3 WHERE id = $1 AND phone_enc = $4;
+
+-- name: statements_page
+-- A correct request's statement (personal data, sealed like a number).
+SELECT id AS key, statement_enc AS phone_enc FROM dsar_requests
+WHERE statement_enc IS NOT NULL AND id > $1
+ORDER BY id LIMIT $2;
+
+-- name: rekey_statement
+-- $2 (the lookup hash every table is given) means nothing for a statement: it is not stored.
+UPDATE dsar_requests SET statement_enc = $3
+WHERE id = $1 AND statement_enc = $4 AND $2::bytea IS NOT NULL;

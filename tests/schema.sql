@@ -83,7 +83,7 @@ CREATE SEQUENCE public.audit_log_id_seq
 ALTER SEQUENCE public.audit_log_id_seq OWNED BY public.audit_log.id;
 CREATE TABLE public.calls (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
-    platform text DEFAULT 'twilio'::text NOT NULL,
+    platform text NOT NULL,
     external_id text NOT NULL,
     caller_enc bytea,
     caller_hash bytea,
@@ -98,18 +98,15 @@ CREATE TABLE public.calls (
     erased_by uuid,
     direction text DEFAULT 'inbound'::text NOT NULL,
     tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
-    platform_account text,
     CONSTRAINT calls_direction_check CHECK ((direction = ANY (ARRAY['inbound'::text, 'outbound'::text]))),
     CONSTRAINT calls_outcome_at_set CHECK (((outcome = 'in_progress'::text) = (outcome_at IS NULL))),
-    CONSTRAINT calls_outcome_check CHECK ((outcome = ANY (ARRAY['in_progress'::text, 'consented'::text, 'refused'::text, 'hung_up_during_notice'::text, 'no_input'::text, 'not_asked'::text]))),
-    CONSTRAINT calls_platform_account_check CHECK ((platform_account <> ''::text))
+    CONSTRAINT calls_outcome_check CHECK ((outcome = ANY (ARRAY['in_progress'::text, 'consented'::text, 'refused'::text, 'hung_up_during_notice'::text, 'no_input'::text, 'not_asked'::text])))
 );
 ALTER TABLE ONLY public.calls FORCE ROW LEVEL SECURITY;
 COMMENT ON COLUMN public.calls.caller_enc IS 'AES-GCM ciphertext of the data subject''s number (the caller on inbound calls, the callee on outbound ones); never plain';
 COMMENT ON COLUMN public.calls.caller_hash IS 'HMAC-SHA256 of the data subject''s normalised number, for lookups; NULL once erased';
 COMMENT ON COLUMN public.calls.called IS 'the contact centre''s own number (To on inbound calls, From on outbound ones); not personal data';
 COMMENT ON COLUMN public.calls.direction IS 'inbound: the person called the contact centre; outbound: the contact centre called them';
-COMMENT ON COLUMN public.calls.platform_account IS 'the platform account the call came through (Twilio AccountSid); NULL: the configured account of the tenant default';
 CREATE TABLE public.callvault_migrations (
     version integer NOT NULL,
     name text NOT NULL,
@@ -141,11 +138,31 @@ CREATE TABLE public.dsar_requests (
     bundle_removed_reason text,
     subject_digest bytea,
     tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
-    bundle_store text DEFAULT 'shared'::text NOT NULL,
+    acknowledge_by timestamp with time zone,
+    acknowledged_at timestamp with time zone,
+    acknowledged_by text,
+    clock jsonb DEFAULT '{}'::jsonb NOT NULL,
+    due_before_extension timestamp with time zone,
+    extension_days integer,
+    extension_reason text,
+    extended_by text,
+    extended_at timestamp with time zone,
+    rejected_reason text,
+    rejected_by text,
+    rejected_at timestamp with time zone,
+    lifted_by text,
+    lifted_at timestamp with time zone,
+    call_ids uuid[] DEFAULT '{}'::uuid[] NOT NULL,
+    correction text,
+    statement_enc bytea,
     CONSTRAINT dsar_requests_bundle_removed_reason_check CHECK ((bundle_removed_reason = ANY (ARRAY['expired'::text, 'erased'::text]))),
-    CONSTRAINT dsar_requests_bundle_store_check CHECK (((bundle_store = 'shared'::text) OR (bundle_store ~ '^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$'::text))),
-    CONSTRAINT dsar_requests_kind_check CHECK ((kind = ANY (ARRAY['access'::text, 'erase'::text, 'withdraw'::text]))),
-    CONSTRAINT dsar_requests_status_check CHECK ((status = ANY (ARRAY['received'::text, 'in_progress'::text, 'waiting_for_hold'::text, 'completed'::text, 'failed'::text])))
+    CONSTRAINT dsar_requests_correct_says_what CHECK (((kind = 'correct'::text) = (correction IS NOT NULL))),
+    CONSTRAINT dsar_requests_correction_check CHECK ((correction = ANY (ARRAY['statement'::text, 'unlink'::text]))),
+    CONSTRAINT dsar_requests_extension_days_check CHECK (((extension_days >= 1) AND (extension_days <= 15))),
+    CONSTRAINT dsar_requests_kind_check CHECK ((kind = ANY (ARRAY['access'::text, 'correct'::text, 'erase'::text, 'withdraw'::text, 'restrict'::text]))),
+    CONSTRAINT dsar_requests_one_extension CHECK ((((extension_days IS NULL) = (extended_at IS NULL)) AND ((extension_days IS NULL) = (due_before_extension IS NULL)) AND ((extension_days IS NULL) OR (btrim(COALESCE(extension_reason, ''::text)) <> ''::text)))),
+    CONSTRAINT dsar_requests_rejected_with_reason CHECK (((status <> 'rejected'::text) OR (btrim(COALESCE(rejected_reason, ''::text)) <> ''::text))),
+    CONSTRAINT dsar_requests_status_check CHECK ((status = ANY (ARRAY['received'::text, 'acknowledged'::text, 'in_progress'::text, 'waiting_for_hold'::text, 'in_force'::text, 'completed'::text, 'rejected'::text])))
 );
 ALTER TABLE ONLY public.dsar_requests FORCE ROW LEVEL SECURITY;
 CREATE TABLE public.holds (
@@ -275,8 +292,6 @@ CREATE TABLE public.recordings (
     object_version text,
     purged_at timestamp with time zone,
     tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
-    object_store text DEFAULT 'shared'::text NOT NULL,
-    CONSTRAINT recordings_object_store_check CHECK (((object_store = 'shared'::text) OR (object_store ~ '^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$'::text))),
     CONSTRAINT recordings_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'stored'::text, 'purged'::text, 'erased'::text, 'failed'::text]))),
     CONSTRAINT recordings_stored_complete CHECK (((state <> 'stored'::text) OR ((object_key IS NOT NULL) AND (sha256 IS NOT NULL) AND (size_bytes IS NOT NULL) AND (retain_until IS NOT NULL))))
 );
@@ -391,7 +406,8 @@ CREATE INDEX calls_erased_by_idx ON public.calls USING btree (erased_by) WHERE (
 CREATE INDEX calls_started_at_idx ON public.calls USING btree (started_at);
 CREATE INDEX calls_tenant_started_at_idx ON public.calls USING btree (tenant_id, started_at);
 CREATE INDEX dsar_requests_bundle_expiry_idx ON public.dsar_requests USING btree (bundle_expires_at) WHERE (bundle_key IS NOT NULL);
-CREATE INDEX dsar_requests_open_idx ON public.dsar_requests USING btree (due_at) WHERE (status <> 'completed'::text);
+CREATE INDEX dsar_requests_open_idx ON public.dsar_requests USING btree (due_at) WHERE (status <> ALL (ARRAY['completed'::text, 'rejected'::text, 'in_force'::text]));
+CREATE INDEX dsar_requests_restricted_idx ON public.dsar_requests USING btree (phone_hash) WHERE ((kind = 'restrict'::text) AND (status = 'in_force'::text));
 CREATE INDEX dsar_requests_subject_digest_idx ON public.dsar_requests USING btree (subject_digest) WHERE (subject_digest IS NOT NULL);
 CREATE INDEX dsar_requests_tenant_idx ON public.dsar_requests USING btree (tenant_id);
 CREATE INDEX holds_active_call_idx ON public.holds USING btree (call_id) WHERE (released_at IS NULL);

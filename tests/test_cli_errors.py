@@ -174,6 +174,22 @@ def test_an_unusable_home_folder_is_named(run_cli: Cli, tmp_path: Path) -> None:
 
 
 async def test_an_unreachable_store_is_named(run_cli: Cli, database_url: str) -> None:
+    import asyncpg
+
+    from service.personal_data import PhoneVault
+
+    # a call of the number (a request for a number with no calls never reaches the store)
+    vault, conn = PhoneVault(SECRET_KEY), await asyncpg.connect(database_url)
+    try:
+        await conn.execute("SELECT set_config('callvault.tenant', 'default', false)")
+        await conn.execute(
+            "INSERT INTO calls (platform, external_id, caller_enc, caller_hash, policy) "
+            "VALUES ('twilio', 'CA' || md5(random()::text), $1, $2, '{}')",
+            vault.encrypt("+84901234561"),
+            vault.lookup_hash("+84901234561"),
+        )
+    finally:
+        await conn.close()
     endpoint = f"http://127.0.0.1:{free_port()}"
     result = run_cli(
         database_url,

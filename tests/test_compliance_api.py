@@ -396,11 +396,24 @@ async def test_metrics_show_holds_and_requests(
         tokens["compliance"],
         {"phone": PERSON, "reason": "investigation"},
     )
+    # by the database's clock: one past both deadlines, one due within 2 days and not yet
+    # acknowledged (acknowledge also soon), one done, one restriction in force (no deadline)
     await db.execute(
-        "INSERT INTO dsar_requests (kind, requested_by, due_at) "
-        "VALUES ('access', 'test', now() - interval '1 hour')"
+        "INSERT INTO dsar_requests (kind, requested_by, due_at, acknowledge_by, status) VALUES "
+        "('access', 't', now() - interval '1 hour', now() - interval '2 hours', 'received'),"
+        "('erase', 't', now() + interval '1 day', now() + interval '3 hours', 'in_progress'),"
+        "('erase', 't', now() - interval '1 day', now() - interval '3 days', 'completed'),"
+        "('restrict', 't', now() - interval '1 day', now() - interval '3 days', 'in_force')"
     )
     async with http.get(service.base_url + "/metrics") as resp:
         text = await resp.text()
     assert "callvault_holds_active 1.0" in text
-    assert "callvault_dsar_open 1.0" in text and "callvault_dsar_overdue 1.0" in text
+    lines = set(text.splitlines())
+    for line in (
+        'callvault_dsar_open{tenant="default"} 3.0',
+        'callvault_dsar_overdue{deadline="complete",tenant="default"} 1.0',
+        'callvault_dsar_overdue{deadline="acknowledge",tenant="default"} 1.0',
+        'callvault_dsar_due_soon{deadline="complete",tenant="default"} 1.0',
+        'callvault_dsar_due_soon{deadline="acknowledge",tenant="default"} 1.0',
+    ):
+        assert line in lines, line

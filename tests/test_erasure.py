@@ -95,9 +95,7 @@ async def test_an_upload_in_flight_when_the_number_is_erased_never_stays(
         return state == "pending" and twilio_media.gets[rec_sid] == 1
 
     await eventually(downloading, what="the download is in flight")
-    request_id = await requests.create(
-        db, VAULT, kind=kind, phone=CALLER, actor="test", deadline_s=3600
-    )
+    request_id = await requests.create(db, VAULT, kind=kind, phone=CALLER, actor="test")
 
     async def erased_but_waiting() -> bool:
         return await _status(db, request_id) == "in_progress"
@@ -142,9 +140,7 @@ async def test_a_recording_arriving_after_the_erasure_is_discarded_at_the_platfo
 ) -> None:
     trace = await twilio.place_call(CALLER, HOTLINE, Caller.parse("stay"))
     assert trace.recording_started
-    request_id = await requests.create(
-        db, VAULT, kind=kind, phone=CALLER, actor="test", deadline_s=3600
-    )
+    request_id = await requests.create(db, VAULT, kind=kind, phone=CALLER, actor="test")
     await settle(db)
     assert await _status(db, request_id) == "completed"
     call = await db.fetchrow("SELECT erased_at, erased_by, caller_hash FROM calls")
@@ -179,9 +175,7 @@ async def test_a_recording_whose_intake_gave_up_is_discarded_at_the_platform_on_
         {"platform": "twilio", "recording_sid": rec_sid, "call_sid": trace.call_sid},
         f"recording:twilio:{rec_sid}",
     )
-    request_id = await requests.create(
-        db, VAULT, kind="erase", phone=CALLER, actor="test", deadline_s=3600
-    )
+    request_id = await requests.create(db, VAULT, kind="erase", phone=CALLER, actor="test")
     await settle(db)
     assert await _status(db, request_id) == "completed"
     assert twilio_media.gets[rec_sid] == 0
@@ -203,9 +197,7 @@ async def store(moto_url: str) -> AsyncIterator[S3Store]:
 
 
 async def _access(db: Conn, store: S3Store, tmp_path: Path, phone: str, ttl_s: int) -> uuid.UUID:
-    request_id = await requests.create(
-        db, VAULT, kind="access", phone=phone, actor="test", deadline_s=3600
-    )
+    request_id = await requests.create(db, VAULT, kind="access", phone=phone, actor="test")
     status = await requests.run(
         db, VAULT, store, request_id, tmp_path, retry_s=1, bundle_ttl_s=ttl_s
     )
@@ -257,12 +249,8 @@ async def test_an_access_request_still_open_when_the_number_is_erased_hands_out_
     db: Conn, store: S3Store, tmp_path: Path
 ) -> None:
     await seed_recording(db, store, VAULT, tmp_path, caller=CALLER, expired=False)
-    access = await requests.create(
-        db, VAULT, kind="access", phone=CALLER, actor="test", deadline_s=3600
-    )
-    erase = await requests.create(
-        db, VAULT, kind="erase", phone=CALLER, actor="test", deadline_s=3600
-    )
+    access = await requests.create(db, VAULT, kind="access", phone=CALLER, actor="test")
+    erase = await requests.create(db, VAULT, kind="erase", phone=CALLER, actor="test")
     assert await requests.run(db, VAULT, store, erase, tmp_path, retry_s=1) == "completed"
     # the access job comes after: the request was closed by the erasure, and builds nothing
     assert await requests.run(db, VAULT, store, access, tmp_path, retry_s=1) == "completed"
@@ -296,16 +284,12 @@ async def test_a_bundle_uploaded_while_the_number_is_erased_is_deleted_at_its_co
     db: Conn, database_url: str, store: S3Store, tmp_path: Path
 ) -> None:
     await seed_recording(db, store, VAULT, tmp_path, caller=CALLER, expired=False)
-    access = await requests.create(
-        db, VAULT, kind="access", phone=CALLER, actor="test", deadline_s=3600
-    )
+    access = await requests.create(db, VAULT, kind="access", phone=CALLER, actor="test")
     other = await connect(database_url)
     await tenancy.set_tenant(other, tenancy.DEFAULT)
 
     async def erase() -> None:
-        rid = await requests.create(
-            other, VAULT, kind="erase", phone=CALLER, actor="test", deadline_s=3600
-        )
+        rid = await requests.create(other, VAULT, kind="erase", phone=CALLER, actor="test")
         assert await requests.run(other, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
 
     racing = EraseAfterUpload(store, erase)
@@ -338,9 +322,7 @@ async def test_a_hold_placed_after_an_erasure_says_what_was_erased_and_when(
         for _ in range(2)
     ]
     other = await seed_recording(db, store, VAULT, tmp_path, caller="+84900000009")
-    request_id = await requests.create(
-        db, VAULT, kind="erase", phone=CALLER, actor="test", deadline_s=3600
-    )
+    request_id = await requests.create(db, VAULT, kind="erase", phone=CALLER, actor="test")
     assert await requests.run(db, VAULT, store, request_id, tmp_path, retry_s=1) == "completed"
 
     on_phone = await holds.place(db, VAULT, "test", phone=CALLER, reason="court order")
@@ -414,7 +396,7 @@ async def test_key_rotation_never_writes_an_erased_number_back(
             if f"FROM {_TABLE[name]}" in query:
                 del pending[name]
                 rid = await requests.create(
-                    other, rotating, kind="erase", phone=phone, actor="test", deadline_s=60
+                    other, rotating, kind="erase", phone=phone, actor="test"
                 )
                 await requests.run(other, rotating, store, rid, tmp_path, retry_s=1)
 

@@ -16,7 +16,7 @@ from service import jobs
 from service.context import POOL
 from service.db.pool import create_pool
 from service.errors import DatabaseUnavailable
-from service.metrics import Figures, FiguresCache
+from service.metrics import DSAR_COUNTS, Figures, FiguresCache
 from tests.conftest import Service
 
 TOKEN = "scrape-" + "t" * 32
@@ -80,7 +80,7 @@ async def test_scrape_token_is_required_when_set(
 async def test_figures_cache_reads_once_per_interval_and_keeps_the_last_on_failure() -> None:
     now = [100.0]
     cache = FiguresCache(15.0, clock=lambda: now[0])
-    figures = Figures({"done": (3, 1.0)}, 1, 2, 3, 4)
+    figures = Figures({"done": (3, 1.0)}, 1, 2, {"default": dict.fromkeys(DSAR_COUNTS, 3)})
     outcomes: list[Figures | Exception] = [figures, DatabaseUnavailable("down")]
 
     async def read() -> Figures:

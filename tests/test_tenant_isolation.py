@@ -264,6 +264,10 @@ def _bodies(path: str, ids: dict[str, Any]) -> list[Any]:
         return [{"kind": "access", "phone": "+84900000001"}]
     if path.endswith("/playback"):
         return [{"reason": "probe"}]
+    if path.endswith("/extend"):
+        return [{"days": 1, "reason": "probe"}]
+    if path.endswith("/reject"):
+        return [{"reason": "probe"}]
     if path == "/api/tokens":
         return [{"name": "probe", "role": "qa_trainer"}]
     return [None]

@@ -1,4 +1,5 @@
-"""Compliance routes: legal holds, data-subject requests, the audit trail, ledger checks."""
+"""Compliance routes: legal holds, data-subject requests (and their actions: acknowledge,
+extend, reject, lift), the audit trail, ledger checks."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import uuid
 
 from aiohttp import web
 
-from retention import holds, requests
+from retention import clock, holds, requests
 from service import audit, ledger
 from service.api import schemas
 from service.api.spec import BODY, DATETIME, QUERY, UUID, Param, operation, path_id
 from service.auth.http import principal
+from service.config import parse_duration
 from service.context import POOL, SETTINGS, VAULT
+from service.errors import BadRequest, ConfigError
 from service.links import LINKS
+from service.untrusted import parse_timestamp
 
 COMPLIANCE = ("compliance",)
 # Spaces, dots, dashes and brackets are allowed as people write numbers; the server then
@@ -39,8 +43,44 @@ DSAR_BODY = {
     "properties": {
         "kind": {"enum": list(requests.KINDS)},
         "phone": PHONE,
+        "received_at": {
+            **DATETIME,
+            "description": "when the request came in (an email, a call); default now, by the "
+            "database's clock; never in the future",
+        },
+        "call_ids": {
+            "type": "array",
+            "items": UUID,
+            "minItems": 1,
+            "maxItems": 100,
+            "description": "correct: the calls the subject names (calls of their number)",
+        },
+        "statement": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": requests.MAX_STATEMENT_CHARS,
+            "pattern": r"\S",
+            "description": "correct: the subject's statement, attached to the calls (stored "
+            "encrypted)",
+        },
+        "unlink": {
+            "type": "boolean",
+            "description": "correct: the calls are not the subject's; take their number off",
+        },
     },
 }
+REASON = {"type": "string", "minLength": 1, "maxLength": 2000, "pattern": r"\S"}
+EXTEND_BODY = {
+    "type": "object",
+    "required": ["days", "reason"],
+    "properties": {
+        "days": {"type": "integer", "minimum": 1, "maximum": clock.MAX_EXTENSION_DAYS},
+        "reason": REASON,
+    },
+}
+REJECT_BODY = {"type": "object", "required": ["reason"], "properties": {"reason": REASON}}
+DUE_WITHIN = {"type": "string", "pattern": r"^[0-9]{1,5}[smhdw]$"}
+STATUS_FILTER = ["open", "closed", "all", *requests.STATUSES]
 
 
 @operation(
@@ -116,13 +156,24 @@ async def release_hold(request: web.Request) -> web.Response:
     "POST",
     "/api/dsar",
     roles=COMPLIANCE,
-    summary="Receive a data-subject request",
+    summary="Receive a data-subject request (its deadlines set by the tenant's policy); 404 "
+    "no_calls for a number with no calls (a withdrawal excepted); 409 already_restricted",
     body=DSAR_BODY,
-    responses={201: schemas.DSAR},
+    responses={
+        201: schemas.DSAR,
+        400: schemas.ERROR_SCHEMA,
+        404: schemas.ERROR_SCHEMA,
+        409: schemas.ERROR_SCHEMA,
+    },
     tag="compliance",
 )
 async def create_request(request: web.Request) -> web.Response:
     body = request[BODY]
+    received_at = parse_timestamp(body["received_at"]) if "received_at" in body else None
+    if "received_at" in body and received_at is None:
+        raise BadRequest(
+            "received_at: not an ISO 8601 date-time with a zone", code="bad_received_at"
+        )
     async with request.app[POOL].acquire() as conn:
         request_id = await requests.create(
             conn,
@@ -130,7 +181,11 @@ async def create_request(request: web.Request) -> web.Response:
             kind=body["kind"],
             phone=body["phone"],
             actor=principal(request).actor,
-            deadline_s=request.app[SETTINGS].dsar_deadline_s,
+            clock_defaults=clock.for_settings(request.app[SETTINGS]),
+            received_at=received_at,
+            call_ids=[uuid.UUID(c) for c in body.get("call_ids", [])],
+            statement=body.get("statement"),
+            unlink=bool(body.get("unlink", False)),
         )
         row = await requests.get(conn, request_id)
     return web.json_response(requests.request_json(row), status=201)
@@ -138,9 +193,65 @@ async def create_request(request: web.Request) -> web.Response:
 
 @operation(
     "GET",
+    "/api/dsar",
+    roles=COMPLIANCE,
+    summary="Data-subject requests, soonest deadline first, with the time left on each",
+    query=[
+        Param(
+            "status",
+            {"enum": STATUS_FILTER, "default": "open"},
+            description="open (default), closed, all, or one status",
+        ),
+        Param("kind", {"enum": list(requests.KINDS)}, description="one kind"),
+        Param(
+            "due_within",
+            DUE_WITHIN,
+            description="only open requests with a deadline (acknowledge or complete) within "
+            "this long, overdue ones included: 2d, 36h",
+        ),
+        Param(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+            description="1 to 1000",
+        ),
+    ],
+    responses={200: schemas.items(schemas.DSAR)},
+    tag="compliance",
+)
+async def list_requests(request: web.Request) -> web.Response:
+    q = request[QUERY]
+    due_within = None
+    if q["due_within"] is not None:
+        try:
+            due_within = parse_duration("due_within", q["due_within"])
+        except ConfigError as exc:
+            raise BadRequest(exc.message, code="bad_due_within") from None
+    async with request.app[POOL].acquire() as conn:
+        rows = await requests.list_requests(
+            conn,
+            statuses=_statuses(q["status"]),
+            due_within_s=due_within,
+            kind=q["kind"],
+            limit=q["limit"],
+        )
+    return web.json_response({"items": [requests.request_json(r) for r in rows]})
+
+
+def _statuses(wanted: str) -> list[str] | None:
+    if wanted == "all":
+        return None
+    if wanted == "open":
+        return [s for s in requests.STATUSES if s not in clock.CLOSED]
+    if wanted == "closed":
+        return [s.value for s in clock.CLOSED]
+    return [wanted]
+
+
+@operation(
+    "GET",
     "/api/dsar/{id}",
     roles=COMPLIANCE,
-    summary="A data-subject request",
+    summary="A data-subject request, with the time left on its deadlines",
     responses={200: schemas.DSAR, 404: schemas.ERROR_SCHEMA},
     tag="compliance",
 )
@@ -150,13 +261,103 @@ async def get_request(request: web.Request) -> web.Response:
     return web.json_response(requests.request_json(row))
 
 
+async def _answer(request: web.Request, request_id: uuid.UUID) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        row = await requests.get(conn, request_id)
+    return web.json_response(requests.request_json(row))
+
+
+@operation(
+    "POST",
+    "/api/dsar/{id}/acknowledge",
+    roles=COMPLIANCE,
+    summary="The subject has been told the request arrived (once)",
+    responses={200: schemas.DSAR, 404: schemas.ERROR_SCHEMA, 409: schemas.ERROR_SCHEMA},
+    tag="compliance",
+)
+async def acknowledge_request(request: web.Request) -> web.Response:
+    request_id = path_id(request)
+    async with request.app[POOL].acquire() as conn:
+        await requests.acknowledge(conn, request_id, principal(request).actor)
+    return await _answer(request, request_id)
+
+
+@operation(
+    "POST",
+    "/api/dsar/{id}/extend",
+    roles=COMPLIANCE,
+    summary="The one extension, with a reason, before the deadline (at most the policy's, "
+    "itself at most 15 days)",
+    body=EXTEND_BODY,
+    responses={
+        200: schemas.DSAR,
+        400: schemas.ERROR_SCHEMA,
+        404: schemas.ERROR_SCHEMA,
+        409: schemas.ERROR_SCHEMA,
+    },
+    tag="compliance",
+)
+async def extend_request(request: web.Request) -> web.Response:
+    request_id = path_id(request)
+    body = request[BODY]
+    async with request.app[POOL].acquire() as conn:
+        await requests.extend(
+            conn,
+            request_id,
+            principal(request).actor,
+            days=body["days"],
+            reason=body["reason"],
+            clock_defaults=clock.for_settings(request.app[SETTINGS]),
+        )
+    return await _answer(request, request_id)
+
+
+@operation(
+    "POST",
+    "/api/dsar/{id}/reject",
+    roles=COMPLIANCE,
+    summary="Close a request without carrying it out, with a reason",
+    body=REJECT_BODY,
+    responses={200: schemas.DSAR, 404: schemas.ERROR_SCHEMA, 409: schemas.ERROR_SCHEMA},
+    tag="compliance",
+)
+async def reject_request(request: web.Request) -> web.Response:
+    request_id = path_id(request)
+    async with request.app[POOL].acquire() as conn:
+        await requests.reject(
+            conn, request_id, principal(request).actor, reason=request[BODY]["reason"]
+        )
+    return await _answer(request, request_id)
+
+
+@operation(
+    "POST",
+    "/api/dsar/{id}/lift",
+    roles=COMPLIANCE,
+    summary="Lift a restriction: playback and export are allowed again",
+    responses={200: schemas.DSAR, 404: schemas.ERROR_SCHEMA, 409: schemas.ERROR_SCHEMA},
+    tag="compliance",
+)
+async def lift_restriction(request: web.Request) -> web.Response:
+    request_id = path_id(request)
+    async with request.app[POOL].acquire() as conn:
+        await requests.lift(conn, request_id, principal(request).actor)
+    return await _answer(request, request_id)
+
+
 @operation(
     "POST",
     "/api/dsar/{id}/bundle",
     roles=COMPLIANCE,
     summary="A short-lived link to an access request's bundle (audited); 410 once the bundle "
-    "has expired (bundle_expired) or was deleted by an erasure (bundle_erased)",
-    responses={200: schemas.LINK, 404: schemas.ERROR_SCHEMA, 410: schemas.ERROR_SCHEMA},
+    "has expired (bundle_expired) or was deleted by an erasure (bundle_erased); 403 restricted "
+    "while the subject's restriction is in force",
+    responses={
+        200: schemas.LINK,
+        403: schemas.ERROR_SCHEMA,
+        404: schemas.ERROR_SCHEMA,
+        410: schemas.ERROR_SCHEMA,
+    },
     tag="compliance",
 )
 async def bundle_link(request: web.Request) -> web.Response:

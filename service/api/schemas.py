@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from retention.clock import Kind, Status
 from service.api.spec import DATETIME, ERROR, UUID
 
 NULLABLE_DATETIME: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
@@ -67,15 +68,61 @@ HOLD = obj(
     released_at=NULLABLE_DATETIME,
     active={"type": "boolean"},
 )
+NULLABLE_SECONDS = {"type": ["integer", "null"]}
 DSAR = obj(
-    ["id", "kind", "status", "due_at"],
+    ["id", "kind", "status", "received_at", "acknowledge_by", "due_at", "time_left", "overdue"],
     id=UUID,
-    kind={"enum": ["access", "erase", "withdraw"]},
-    status={"enum": ["received", "in_progress", "waiting_for_hold", "completed", "failed"]},
+    kind={"enum": [k.value for k in Kind]},
+    status={"enum": [s.value for s in Status]},
     received_at=DATETIME,
+    acknowledge_by={
+        **NULLABLE_DATETIME,
+        "description": "received + 2 working days (null on requests from before the 2026 law)",
+    },
+    acknowledged_at=NULLABLE_DATETIME,
     due_at=DATETIME,
+    time_left=obj(
+        ["acknowledge_s", "complete_s"],
+        acknowledge_s={
+            **NULLABLE_SECONDS,
+            "description": "seconds to acknowledge_by (negative: overdue); null once "
+            "acknowledged or closed",
+        },
+        complete_s={
+            **NULLABLE_SECONDS,
+            "description": "seconds to due_at (negative: overdue); null once closed or in force",
+        },
+    ),
+    overdue=obj(
+        ["acknowledge", "complete"],
+        acknowledge={"type": "boolean"},
+        complete={"type": "boolean"},
+    ),
+    extension={
+        "oneOf": [
+            {"type": "null"},
+            obj(
+                ["days", "reason", "by", "at", "due_before"],
+                days={"type": "integer"},
+                reason={"type": "string"},
+                by={"type": "string"},
+                at=DATETIME,
+                due_before=DATETIME,
+            ),
+        ]
+    },
+    clock={"type": "object", "description": "the policy that set the deadlines"},
     completed_at=NULLABLE_DATETIME,
     requested_by={"type": "string"},
+    rejected_reason={"type": ["string", "null"]},
+    lifted_at=NULLABLE_DATETIME,
+    call_ids={
+        "type": "array",
+        "items": UUID,
+        "description": "correct: the calls named; restrict: the calls restricted when received",
+    },
+    correction={"enum": ["statement", "unlink", None]},
+    has_statement={"type": "boolean"},
     bundle_ready={"type": "boolean"},
     bundle_expires_at=NULLABLE_DATETIME,
     bundle_removed={"enum": ["expired", "erased", None]},

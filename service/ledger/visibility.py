@@ -69,7 +69,16 @@ PLAYBACK = frozenset({"accessed"})
 # Corrections to what the call's first events say (see service/consent/legacy.py).
 CORRECTIONS = frozenset({"direction_corrected"})
 # Data-subject requests: the subject sees their own request's, nobody else's.
-REQUEST_EVENTS = frozenset({"dsar_received", "subject_access"})
+REQUEST_EVENTS = frozenset(
+    {
+        "dsar_received",
+        "subject_access",
+        "subject_statement",
+        "subject_unlinked",
+        "processing_restricted",
+        "restriction_lifted",
+    }
+)
 # The controller's casework, for compliance only (listed so the choice is explicit).
 CASEWORK = frozenset({"hold_placed", "hold_released"}) | REQUEST_EVENTS
 

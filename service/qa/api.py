@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 from cryptography.exceptions import InvalidTag
 
+from retention import requests
 from service import audit, ledger
 from service.api import schemas
 from service.api.spec import BODY, DATETIME, QUERY, Param, operation, path_id
@@ -200,9 +201,15 @@ async def get_call(request: web.Request) -> web.Response:
     "POST",
     "/api/recordings/{id}/playback",
     roles=READERS,
-    summary="A short-lived URL to play a recording; the reason is audited first",
+    summary="A short-lived URL to play a recording; the reason is audited first; 403 "
+    "restricted while the data subject's restriction is in force",
     body=PLAYBACK_BODY,
-    responses={200: schemas.PLAYBACK, 404: schemas.ERROR_SCHEMA, 409: schemas.ERROR_SCHEMA},
+    responses={
+        200: schemas.PLAYBACK,
+        403: schemas.ERROR_SCHEMA,
+        404: schemas.ERROR_SCHEMA,
+        409: schemas.ERROR_SCHEMA,
+    },
     tag="qa",
 )
 async def playback(request: web.Request) -> web.Response:
@@ -215,6 +222,8 @@ async def playback(request: web.Request) -> web.Response:
             raise NotFound("no such recording")
         if rec["state"] != "stored" or not rec["object_key"]:
             raise Conflict(f"the recording is {rec['state']}, not playable", code="not_playable")
+        # kept, but not played: the subject's restriction (issue 15) until it is lifted
+        await requests.check_call_not_restricted(conn, rec["call_id"])
         await audit.record(
             conn,
             who.actor,

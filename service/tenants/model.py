@@ -71,8 +71,20 @@ TENANT_POLICY_KEYS = POLICY_KEYS | {
     "deadlines",
     "days_off",
     "time_zone",
+    "processor",
 }
-DEADLINE_KEYS = ("acknowledge", "access", "erase", "withdraw", "extension")
+# Per kind of data-subject request, the acknowledgement (working days) and the one extension's
+# longest (at most 15 days; retention/clock.py).
+DEADLINE_KEYS = (
+    "acknowledge",
+    "access",
+    "correct",
+    "erase",
+    "withdraw",
+    "restrict",
+    "extension",
+)
+MAX_EXTENSION_S = 15 * 86400
 TENANT_TABLES = {"queues", "numbers", "twilio", "stringee", "pbx", "storage"}
 
 # Per platform: the key naming the account, its other plain settings, and its secrets (each
@@ -364,7 +376,7 @@ def _policy(raw: Mapping[str, Any], allowed: set[str], where: tuple[str, ...]) -
             out[key] = _scco(value, path)
         elif key in DURATION_KEYS:
             out[key] = _config(path, parse_duration, value)
-        elif key == "never_record":
+        elif key in ("never_record", "processor"):
             if not isinstance(value, bool):
                 raise TenantSpecError(f"{key_path(*path)}: must be true or false, got {value!r}")
             out[key] = value
@@ -426,6 +438,10 @@ def _deadlines(value: Any, path: tuple[str, ...]) -> dict[str, int]:
                 f"{key_path(*path, str(key))}: unknown key (one of {', '.join(DEADLINE_KEYS)})"
             )
         out[str(key)] = _config((*path, str(key)), parse_duration, item)
+        if key == "extension" and out[key] > MAX_EXTENSION_S:
+            raise TenantSpecError(
+                f"{key_path(*path, str(key))}: at most 15d (one extension of up to 15 days)"
+            )
     return out
 
 
