@@ -1,38 +1,40 @@
 -- name: claim_expired
--- Expired, stored, and under no active hold (on the call or on the caller's number). Rows are
+-- Exactly the recordings whose explanation (recording_retention(), migration 0017) says a purge
+-- may take them now: stored, expired, no active hold and no open request keeping them. Rows are
 -- locked until the purge commits; another replica's purge skips them.
 SELECT r.id, r.call_id, r.object_key, r.retain_until
-FROM recordings r
-JOIN calls c ON c.id = r.call_id
-WHERE r.state = 'stored' AND r.retain_until <= now()
-  AND NOT EXISTS (
-      SELECT 1 FROM holds h
-      WHERE h.released_at IS NULL
-        AND (h.call_id = r.call_id OR (h.phone_hash IS NOT NULL AND h.phone_hash = c.caller_hash)))
+FROM recording_retention() e
+JOIN recordings r ON r.id = e.id
+WHERE e.purge_at <= now()
+  -- implied by the line above (purge_at is never before retain_until); it lets the planner
+  -- start from the index of stored recordings by retain_until
+  AND r.state = 'stored' AND r.retain_until <= now()
 ORDER BY r.retain_until, r.id
 LIMIT $1
 FOR UPDATE OF r SKIP LOCKED;
 
--- name: list_expired
-SELECT r.id, r.call_id, r.retain_until,
-       EXISTS (SELECT 1 FROM holds h
-               WHERE h.released_at IS NULL
-                 AND (h.call_id = r.call_id
-                      OR (h.phone_hash IS NOT NULL AND h.phone_hash = c.caller_hash))) AS held
-FROM recordings r JOIN calls c ON c.id = r.call_id
-WHERE r.state = 'stored' AND r.retain_until <= now()
-ORDER BY r.retain_until, r.id
+-- name: explain_recording
+SELECT e.*, now() AS now FROM recording_retention() e WHERE e.id = $1;
+
+-- name: explain_expired
+-- What a purge would take now, and what keeps the rest (`callvault purge --dry-run`).
+SELECT e.*, now() AS now FROM recording_retention() e
+WHERE e.state = 'stored' AND e.retain_until <= now()
+ORDER BY e.retain_until, e.id
 LIMIT $1;
 
--- name: held_among
--- A second look in a fresh snapshot, after the rows are locked: a hold committed between the
--- claim's snapshot and its lock is seen here.
-SELECT r.id FROM recordings r JOIN calls c ON c.id = r.call_id
-WHERE r.id = ANY($1::uuid[])
-  AND EXISTS (
-      SELECT 1 FROM holds h
-      WHERE h.released_at IS NULL
-        AND (h.call_id = r.call_id OR (h.phone_hash IS NOT NULL AND h.phone_hash = c.caller_hash)));
+-- name: explain_upcoming
+-- Stored recordings not yet due, soonest first, with the time left by the database's clock.
+SELECT e.*, now() AS now, e.retain_until - now() AS time_left FROM recording_retention() e
+WHERE e.state = 'stored' AND e.retain_until > now()
+ORDER BY e.retain_until, e.id
+LIMIT $1;
+
+-- name: kept_among
+-- A second look in a fresh snapshot, after the rows are locked: a hold or request committed
+-- between the claim's snapshot and its lock is seen here.
+SELECT e.id FROM recording_retention() e
+WHERE e.id = ANY($1::uuid[]) AND NOT coalesce(e.purge_at <= now(), false);
 
 -- name: mark_purged
 UPDATE recordings SET state = 'purged', purged_at = now()
@@ -125,18 +127,6 @@ FROM calls WHERE id = $1;
 SELECT id, state, object_key, sha256, size_bytes, content_type, duration_s, stored_at,
        retain_until
 FROM recordings WHERE call_id = $1 ORDER BY created_at, id;
-
--- name: list_upcoming
--- Stored recordings not yet due, soonest first, with the time left by the database's clock.
-SELECT r.id, r.call_id, r.retain_until, r.retain_until - now() AS time_left,
-       EXISTS (SELECT 1 FROM holds h
-               WHERE h.released_at IS NULL
-                 AND (h.call_id = r.call_id
-                      OR (h.phone_hash IS NOT NULL AND h.phone_hash = c.caller_hash))) AS held
-FROM recordings r JOIN calls c ON c.id = r.call_id
-WHERE r.state = 'stored' AND r.retain_until > now()
-ORDER BY r.retain_until, r.id
-LIMIT $1;
 
 -- name: lock_call_for_erasure
 -- Taken after the call's recordings (the order holds, purges and intake commits take them in)

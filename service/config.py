@@ -24,6 +24,7 @@ import secrets
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -208,6 +209,14 @@ Secret = Annotated[SecretStr, BeforeValidator(_secret)]
 # --- policies --------------------------------------------------------------------------------
 
 
+class RetentionSource(StrEnum):
+    """The policy level whose ``retention`` a call's recordings keep (issue 15 item 5)."""
+
+    TENANT = "tenant"
+    QUEUE = "queue"
+    NUMBER = "number"
+
+
 @dataclass(frozen=True)
 class Policy:
     """What callvault does with a call to one number: resolved defaults ← queue ← number."""
@@ -220,6 +229,12 @@ class Policy:
     retention_s: int = 90 * 86400
     gather_timeout_s: int = 8
     gather_retries: int = 1
+    # which level set retention_s; stored with the call's policy, then with its recordings
+    retention_source: RetentionSource = RetentionSource.TENANT
+
+    def __post_init__(self) -> None:
+        # a policy read back from a call's row carries the level as plain text
+        object.__setattr__(self, "retention_source", RetentionSource(self.retention_source))
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -231,6 +246,7 @@ class Policy:
             "retention_s": self.retention_s,
             "gather_timeout_s": self.gather_timeout_s,
             "gather_retries": self.gather_retries,
+            "retention_source": str(self.retention_source),
         }
 
 
@@ -268,12 +284,15 @@ def _stored_name(key: str, names: frozenset[str]) -> str:
 _POLICY_FIELDS = frozenset(f.name for f in fields(Policy))
 
 
-def _policy_changes(table: BaseModel) -> dict[str, Any]:
-    return {
+def _policy_changes(table: BaseModel, level: RetentionSource) -> dict[str, Any]:
+    changes = {
         _stored_name(key, _POLICY_FIELDS): getattr(table, key)
         for key in table.model_fields_set
         if key in _POLICY_KEYS
     }
+    if "retention_s" in changes:
+        changes["retention_source"] = level  # this level set the retention
+    return changes
 
 
 def _table(model: type[_QueueTable], raw: object, where: str) -> _QueueTable:
@@ -296,7 +315,7 @@ def _resolve_policies(
     as a webhook URL may name any queue; numbers × queues stays small for a contact centre."""
     resolved: _PolicyTable = {(None, None): defaults}
     for name, raw in queues.items():
-        changes = _policy_changes(_table(_QueueTable, raw, f"queues.{name}"))
+        changes = _policy_changes(_table(_QueueTable, raw, f"queues.{name}"), RetentionSource.QUEUE)
         resolved[(None, name)] = replace(defaults, **changes, queue=name)
     for number, raw in numbers.items():
         if not E164_PATTERN.match(number):
@@ -307,7 +326,7 @@ def _resolve_policies(
         assert isinstance(table, _NumberTable)
         if table.queue is not None and table.queue not in queues:
             raise ConfigError(f"numbers.{number}.queue: unknown queue {table.queue!r}")
-        changes = _policy_changes(table)
+        changes = _policy_changes(table, RetentionSource.NUMBER)
         own = resolved[(None, table.queue)]
         resolved[(number, None)] = replace(own, **changes) if changes else own
         if changes:  # a number without keys of its own takes an explicit queue's policy as is

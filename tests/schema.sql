@@ -35,6 +35,45 @@ BEGIN
         USING ERRCODE = 'integrity_constraint_violation';
 END
 $$;
+CREATE FUNCTION public.recording_holds(p_tenant text, p_call uuid, p_subject bytea) RETURNS TABLE(id uuid, call_id uuid, reason text, placed_at timestamp with time zone)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT h.id, h.call_id, h.reason, h.placed_at FROM holds h
+    WHERE h.released_at IS NULL AND h.tenant_id = p_tenant
+      AND (h.call_id = p_call OR (h.phone_hash IS NOT NULL AND h.phone_hash = p_subject))
+$$;
+CREATE FUNCTION public.recording_requests(p_tenant text, p_subject bytea) RETURNS TABLE(id uuid, kind text, status text, received_at timestamp with time zone)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT d.id, d.kind, d.status, d.received_at FROM dsar_requests d
+    WHERE d.tenant_id = p_tenant AND d.phone_hash = p_subject
+      AND d.kind IN ('access', 'correct', 'restrict')
+      AND d.status NOT IN ('completed', 'rejected', 'failed')
+$$;
+CREATE FUNCTION public.recording_retention() RETURNS TABLE(id uuid, tenant_id text, call_id uuid, state text, retain_until timestamp with time zone, retention_source text, purged_at timestamp with time zone, holds jsonb, requests jsonb, purge_at timestamp with time zone)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT r.id, r.tenant_id, r.call_id, r.state, r.retain_until, r.retention_source,
+           r.purged_at,
+           CASE WHEN r.state IN ('stored', 'pending') THEN coalesce(
+               (SELECT jsonb_agg(jsonb_build_object(
+                           'id', h.id, 'reason', h.reason, 'placed_at', h.placed_at,
+                           'on', CASE WHEN h.call_id IS NULL THEN 'phone' ELSE 'call' END)
+                       ORDER BY h.placed_at, h.id)
+                FROM recording_holds(r.tenant_id, r.call_id, c.caller_hash) h),
+               '[]'::jsonb) ELSE '[]'::jsonb END,
+           CASE WHEN r.state IN ('stored', 'pending') THEN coalesce(
+               (SELECT jsonb_agg(jsonb_build_object(
+                           'id', d.id, 'kind', d.kind, 'status', d.status)
+                       ORDER BY d.received_at, d.id)
+                FROM recording_requests(r.tenant_id, c.caller_hash) d),
+               '[]'::jsonb) ELSE '[]'::jsonb END,
+           CASE WHEN r.state = 'stored'
+                 AND NOT EXISTS (SELECT 1 FROM recording_holds(r.tenant_id, r.call_id, c.caller_hash))
+                 AND NOT EXISTS (SELECT 1 FROM recording_requests(r.tenant_id, c.caller_hash))
+                THEN greatest(r.retain_until, now()) END
+    FROM recordings r JOIN calls c ON c.id = r.call_id
+$$;
 CREATE FUNCTION public.tenant_of_call() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -270,6 +309,8 @@ CREATE TABLE public.recordings (
     object_version text,
     purged_at timestamp with time zone,
     tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
+    retention_source text,
+    CONSTRAINT recordings_retention_source_check CHECK ((retention_source = ANY (ARRAY['tenant'::text, 'queue'::text, 'number'::text]))),
     CONSTRAINT recordings_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'stored'::text, 'purged'::text, 'erased'::text, 'failed'::text]))),
     CONSTRAINT recordings_stored_complete CHECK (((state <> 'stored'::text) OR ((object_key IS NOT NULL) AND (sha256 IS NOT NULL) AND (size_bytes IS NOT NULL) AND (retain_until IS NOT NULL))))
 );
