@@ -42,7 +42,7 @@ CREATE FUNCTION public.recording_holds(p_tenant text, p_call uuid, p_subject byt
     WHERE h.released_at IS NULL AND h.tenant_id = p_tenant
       AND (h.call_id = p_call OR (h.phone_hash IS NOT NULL AND h.phone_hash = p_subject))
 $$;
-CREATE FUNCTION public.recording_requests(p_tenant text, p_subject bytea) RETURNS TABLE(id uuid, kind text, status text, received_at timestamp with time zone)
+CREATE FUNCTION public.recording_requests(p_tenant text, p_call uuid, p_subject bytea) RETURNS TABLE(id uuid, kind text, status text, received_at timestamp with time zone)
     LANGUAGE sql STABLE
     AS $$
     SELECT d.id, d.kind, d.status, d.received_at FROM dsar_requests d
@@ -66,11 +66,11 @@ CREATE FUNCTION public.recording_retention() RETURNS TABLE(id uuid, tenant_id te
                (SELECT jsonb_agg(jsonb_build_object(
                            'id', d.id, 'kind', d.kind, 'status', d.status)
                        ORDER BY d.received_at, d.id)
-                FROM recording_requests(r.tenant_id, c.caller_hash) d),
+                FROM recording_requests(r.tenant_id, r.call_id, c.caller_hash) d),
                '[]'::jsonb) ELSE '[]'::jsonb END,
            CASE WHEN r.state = 'stored'
                  AND NOT EXISTS (SELECT 1 FROM recording_holds(r.tenant_id, r.call_id, c.caller_hash))
-                 AND NOT EXISTS (SELECT 1 FROM recording_requests(r.tenant_id, c.caller_hash))
+                 AND NOT EXISTS (SELECT 1 FROM recording_requests(r.tenant_id, r.call_id, c.caller_hash))
                 THEN greatest(r.retain_until, now()) END
     FROM recordings r JOIN calls c ON c.id = r.call_id
 $$;

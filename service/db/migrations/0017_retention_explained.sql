@@ -23,9 +23,11 @@ AS $$
 $$;
 
 -- The open data-subject requests that keep a recording: the subject asked to see it (access),
--- to have a statement attached (correct) or to have it kept unused (restrict); purging it
--- would defeat the request. Erase and withdraw requests do not keep anything: they delete.
-CREATE FUNCTION recording_requests(p_tenant text, p_subject bytea)
+-- to have a statement attached (correct) or to have it kept unused (restrict, also while in
+-- force); purging it would defeat the request. Erase and withdraw requests keep nothing: they
+-- delete. Matched by the subject's number; p_call is the recording's call, for requests that
+-- name calls.
+CREATE FUNCTION recording_requests(p_tenant text, p_call uuid, p_subject bytea)
 RETURNS TABLE (id uuid, kind text, status text, received_at timestamptz)
 LANGUAGE sql STABLE
 AS $$
@@ -67,11 +69,11 @@ AS $$
                (SELECT jsonb_agg(jsonb_build_object(
                            'id', d.id, 'kind', d.kind, 'status', d.status)
                        ORDER BY d.received_at, d.id)
-                FROM recording_requests(r.tenant_id, c.caller_hash) d),
+                FROM recording_requests(r.tenant_id, r.call_id, c.caller_hash) d),
                '[]'::jsonb) ELSE '[]'::jsonb END,
            CASE WHEN r.state = 'stored'
                  AND NOT EXISTS (SELECT 1 FROM recording_holds(r.tenant_id, r.call_id, c.caller_hash))
-                 AND NOT EXISTS (SELECT 1 FROM recording_requests(r.tenant_id, c.caller_hash))
+                 AND NOT EXISTS (SELECT 1 FROM recording_requests(r.tenant_id, r.call_id, c.caller_hash))
                 THEN greatest(r.retain_until, now()) END
     FROM recordings r JOIN calls c ON c.id = r.call_id
 $$;
