@@ -73,9 +73,6 @@ SELECT id, call_id, call_id IS NULL AS on_phone, reason, case_ref, placed_by, pl
        released_by, released_at
 FROM holds WHERE ($1 OR released_at IS NULL) ORDER BY placed_at DESC, id LIMIT $2;
 
--- name: active_holds_count
-SELECT count(*) FROM holds WHERE released_at IS NULL;
-
 -- name: insert_request
 INSERT INTO dsar_requests (kind, phone_hash, phone_enc, requested_by, due_at, subject_digest)
 VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6)

@@ -391,6 +391,9 @@ class Settings:
     # when set, /metrics wants it as a bearer token
     metrics_token: str | None = field(default=None, repr=False)
     metrics_cache_s: float = 15.0  # database figures on /metrics are at most this old
+    # at most this many tenants get their own `tenant` label on /metrics (the oldest first);
+    # the rest are summed under "_other", so a BPO's thousandth client adds no series
+    metrics_tenants: int = 100
     job_retention_s: int = 7 * 86400  # finished jobs are deleted this long after they finish
     # A connection must send a whole request head within this time of opening (or of its last
     # response); an idle keep-alive connection is closed after it too.
@@ -491,6 +494,7 @@ class _Source(BaseSettings):
     )
     metrics_token: SecretStr | None = None
     metrics_cache: Duration | None = None
+    metrics_tenants: Annotated[int, _between(1, 10_000)] | None = None
     job_retention: Duration | None = None
     header_timeout: Duration | None = None
     max_connections: Annotated[int, _between(16, 1_000_000)] | None = None

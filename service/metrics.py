@@ -2,7 +2,11 @@
 
 State that lives in PostgreSQL (jobs by state and the age of the oldest, recordings still at
 the platform, holds, open requests) is read from the database, so every replica reports the
-same truth and nothing depends on which replica did the work. Scrapes must never compete with
+same truth and nothing depends on which replica did the work. Those figures carry a ``tenant``
+label, grouped by ``tenant_id`` in one read as the platform: at most
+``CALLVAULT_METRICS_TENANTS`` tenants (the oldest first) are named, the rest summed under
+``_other`` (a tenant id never starts with ``_``), so a BPO with thousands of clients cannot
+blow up the number of series. Scrapes must never compete with
 webhooks: those figures are read at most every ``CALLVAULT_METRICS_CACHE`` seconds, by one
 scrape at a time (the others wait for it and share its result), over a pool of its own with one
 connection. When the database cannot be reached the scrape still answers, with the process's
@@ -33,27 +37,29 @@ from prometheus_client import (
     generate_latest,
 )
 
-from service import jobs
 from service.context import SETTINGS
 from service.db import queries, tenancy
 from service.db.pool import reach
 from service.errors import DatabaseUnavailable, Unauthorized
 
 log = logging.getLogger(__name__)
-Q = queries.load("service.jobs")
 RQ = queries.load("retention")
+MQ = queries.load("service", "metrics.sql")
 routes = web.RouteTableDef()
 JOB_STATES = ("queued", "running", "done", "dead")
+OTHER_TENANTS = "_other"  # the tenants beyond the bound, summed
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.jobs = Gauge("callvault_jobs", "Jobs by state", ["state"], registry=self.registry)
+        self.jobs = Gauge(
+            "callvault_jobs", "Jobs by state", ["state", "tenant"], registry=self.registry
+        )
         self.oldest = Gauge(
             "callvault_jobs_oldest_age_seconds",
             "Age of the oldest job in each state",
-            ["state"],
+            ["state", "tenant"],
             registry=self.registry,
         )
         self.http_requests = Counter(
@@ -103,7 +109,9 @@ class Metrics:
             "Recordings whose deletion the store refused (retried next pass)",
             registry=self.registry,
         )
-        self.holds = Gauge("callvault_holds_active", "Legal holds in force", registry=self.registry)
+        self.holds = Gauge(
+            "callvault_holds_active", "Legal holds in force", ["tenant"], registry=self.registry
+        )
         self.dsar_open = Gauge(
             "callvault_dsar_open", "Data-subject requests not completed", registry=self.registry
         )
@@ -115,6 +123,7 @@ class Metrics:
         self.at_platform = Gauge(
             "callvault_recordings_at_platform",
             "Recordings the platform still holds: intake or deletion not finished (or dead)",
+            ["tenant"],
             registry=self.registry,
         )
         self.database_reachable = Gauge(
@@ -136,20 +145,50 @@ METRICS_POOL: web.AppKey[asyncpg.Pool[Any]] = web.AppKey("metrics_pool")
 
 @dataclass(frozen=True)
 class Figures:
-    jobs: dict[str, tuple[int, float]]
-    at_platform: int
-    holds: int
+    # tenant label -> state -> (jobs, age of the oldest in seconds)
+    jobs: dict[str, dict[str, tuple[int, float]]]
+    at_platform: dict[str, int]  # tenant label -> recordings still at the platform
+    holds: dict[str, int]  # tenant label -> active holds
     dsar_open: int
     dsar_overdue: int
 
 
-async def read_figures(conn: Any) -> Figures:
-    by_state = await jobs.stats(conn)
-    at_platform = await conn.fetchval(Q["recordings_at_platform"])
-    holds_active = await conn.fetchval(RQ["active_holds_count"])
+class TenantLabels:
+    """Which label a tenant's figures go under: its id for the labelled ones, else ``_other``.
+    Every labelled tenant (and ``_other``, when some tenant is folded into it) is listed, so a
+    tenant with nothing to count shows zeros instead of no series."""
+
+    def __init__(self, labelled: list[str], total: int) -> None:
+        self._named = set(labelled)
+        self.all = [*labelled, *([OTHER_TENANTS] if total > len(labelled) else [])]
+
+    def __call__(self, tenant_id: str) -> str:
+        return tenant_id if tenant_id in self._named else OTHER_TENANTS
+
+
+def _counts(rows: list[Any], label: TenantLabels) -> dict[str, int]:
+    out = dict.fromkeys(label.all, 0)
+    for r in rows:
+        key = label(r["tenant_id"])
+        out[key] = out.get(key, 0) + int(r["n"])
+    return out
+
+
+async def read_figures(conn: Any, max_tenants: int = 100) -> Figures:
+    label = TenantLabels(
+        [r["id"] for r in await conn.fetch(MQ["labelled_tenants"], max_tenants)],
+        await conn.fetchval(MQ["tenant_count"]),
+    )
+    by_tenant: dict[str, dict[str, tuple[int, float]]] = {t: {} for t in label.all}
+    for r in await conn.fetch(MQ["jobs_by_tenant"]):
+        states = by_tenant.setdefault(label(r["tenant_id"]), {})
+        count, oldest = states.get(r["state"], (0, 0.0))
+        states[r["state"]] = (count + r["jobs"], max(oldest, float(r["oldest_s"])))
+    at_platform = _counts(await conn.fetch(MQ["at_platform_by_tenant"]), label)
+    holds_active = _counts(await conn.fetch(MQ["holds_by_tenant"]), label)
     dsar = await conn.fetchrow(RQ["request_counts"])
     assert dsar is not None
-    return Figures(by_state, at_platform, holds_active, dsar["open"], dsar["overdue"])
+    return Figures(by_tenant, at_platform, holds_active, dsar["open"], dsar["overdue"])
 
 
 class FiguresCache:
@@ -208,24 +247,29 @@ async def metrics(request: web.Request) -> web.Response:
     cache = request.app[FIGURES]
 
     async def read() -> Figures:
-        # the figures are the deployment's, across tenants (a tenant label is for later)
+        # one read of every tenant's figures, grouped by tenant in the database
         with tenancy.as_tenant(tenancy.ALL):
             async with reach(
                 request.app[METRICS_POOL],
                 acquire_timeout_s=settings.db_acquire_timeout_s,
                 work_timeout_s=max(settings.db_statement_timeout_s, 10.0),
             ) as conn:
-                return await read_figures(conn)
+                return await read_figures(conn, settings.metrics_tenants)
 
     figures = await cache.get(read)
     m.database_reachable.set(1 if cache.reachable else 0)
     if figures is not None:
-        for state in JOB_STATES:
-            count, oldest = figures.jobs.get(state, (0, 0.0))
-            m.jobs.labels(state).set(count)
-            m.oldest.labels(state).set(oldest)
-        m.at_platform.set(figures.at_platform)
-        m.holds.set(figures.holds)
+        for gauge in (m.jobs, m.oldest, m.at_platform, m.holds):
+            gauge.clear()  # a tenant gone since the last read leaves no series behind
+        for tenant, states in figures.jobs.items():
+            for state in JOB_STATES:
+                count, oldest = states.get(state, (0, 0.0))
+                m.jobs.labels(state, tenant).set(count)
+                m.oldest.labels(state, tenant).set(oldest)
+        for tenant, n in figures.at_platform.items():
+            m.at_platform.labels(tenant).set(n)
+        for tenant, n in figures.holds.items():
+            m.holds.labels(tenant).set(n)
         m.dsar_open.set(figures.dsar_open)
         m.dsar_overdue.set(figures.dsar_overdue)
         m.figures_age.set(cache.clock() - cache.read_at)

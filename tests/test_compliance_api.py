@@ -402,5 +402,5 @@ async def test_metrics_show_holds_and_requests(
     )
     async with http.get(service.base_url + "/metrics") as resp:
         text = await resp.text()
-    assert "callvault_holds_active 1.0" in text
+    assert 'callvault_holds_active{tenant="default"} 1.0' in text
     assert "callvault_dsar_open 1.0" in text and "callvault_dsar_overdue 1.0" in text
