@@ -173,6 +173,13 @@ async def test_the_api_says_what_keeps_each_recording_and_when_it_goes(
     )
     assert status == 404
 
+    # published in /openapi.json with the shape above
+    status, spec = await call_api(http, service, "GET", "/openapi.json")
+    answer = spec["paths"]["/api/recordings/{id}/retention"]["get"]["responses"]["200"]
+    schema = answer["content"]["application/json"]["schema"]
+    assert {"retain_until", "source", "holds", "requests", "purge_at"} <= set(schema["required"])
+    assert schema["properties"]["source"]["enum"] == ["tenant", "queue", "number", None]
+
 
 async def test_roles_a_trainer_sees_that_a_hold_keeps_it_but_not_why(
     db: Conn, store: S3Store, tmp_path: Path, service: Service, http: aiohttp.ClientSession
