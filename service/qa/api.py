@@ -1,4 +1,5 @@
-"""``/api/calls``, ``/api/calls/{id}`` and ``/api/recordings/{id}/playback``.
+"""``/api/calls``, ``/api/calls/{id}``, ``/api/recordings/{id}/playback`` and
+``/api/recordings/{id}/retention`` (why a recording still exists: ``retention.explain``).
 
 Playback requires a non-blank reason; the reason, the actor and the time are written to the
 audit trail and to the call's ledger before the short-lived URL is issued, so no one listens
