@@ -1,14 +1,13 @@
 -- name: claim_expired
--- Exactly the recordings whose explanation (recording_retention(), migration 0017) says a purge
--- may take them now: stored, expired, no active hold and no open request keeping them. Rows are
--- locked until the purge commits; another replica's purge skips them.
+-- Exactly the recordings whose explanation (recording_retention(), migration 0017) has
+-- purge_at <= now(): stored, expired, and kept by nothing in recording_keepers() (no active hold,
+-- no open access, correct or restrict request), written so that PostgreSQL anti-joins the
+-- keepers instead of asking about each recording. Rows are locked until the purge commits;
+-- another replica's purge skips them.
 SELECT r.id, r.call_id, r.object_key, r.retain_until
-FROM recording_retention() e
-JOIN recordings r ON r.id = e.id
-WHERE e.purge_at <= now()
-  -- implied by the line above (purge_at is never before retain_until); it lets the planner
-  -- start from the index of stored recordings by retain_until
-  AND r.state = 'stored' AND r.retain_until <= now()
+FROM recordings r
+WHERE r.state = 'stored' AND r.retain_until <= now()
+  AND NOT EXISTS (SELECT 1 FROM recording_keepers() k WHERE k.recording_id = r.id)
 ORDER BY r.retain_until, r.id
 LIMIT $1
 FOR UPDATE OF r SKIP LOCKED;
@@ -33,8 +32,8 @@ LIMIT $1;
 -- name: kept_among
 -- A second look in a fresh snapshot, after the rows are locked: a hold or request committed
 -- between the claim's snapshot and its lock is seen here.
-SELECT e.id FROM recording_retention() e
-WHERE e.id = ANY($1::uuid[]) AND NOT coalesce(e.purge_at <= now(), false);
+SELECT DISTINCT k.recording_id AS id FROM recording_keepers() k
+WHERE k.recording_id = ANY($1::uuid[]);
 
 -- name: mark_purged
 UPDATE recordings SET state = 'purged', purged_at = now()

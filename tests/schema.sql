@@ -35,19 +35,24 @@ BEGIN
         USING ERRCODE = 'integrity_constraint_violation';
 END
 $$;
-CREATE FUNCTION public.recording_holds(p_tenant text, p_call uuid, p_subject bytea) RETURNS TABLE(id uuid, call_id uuid, reason text, placed_at timestamp with time zone)
+CREATE FUNCTION public.recording_keepers() RETURNS TABLE(recording_id uuid, keeper text, id uuid, target text, reason text, placed_at timestamp with time zone, kind text, status text, since timestamp with time zone)
     LANGUAGE sql STABLE
     AS $$
-    SELECT h.id, h.call_id, h.reason, h.placed_at FROM holds h
-    WHERE h.released_at IS NULL AND h.tenant_id = p_tenant
-      AND (h.call_id = p_call OR (h.phone_hash IS NOT NULL AND h.phone_hash = p_subject))
-$$;
-CREATE FUNCTION public.recording_requests(p_tenant text, p_call uuid, p_subject bytea) RETURNS TABLE(id uuid, kind text, status text, received_at timestamp with time zone)
-    LANGUAGE sql STABLE
-    AS $$
-    SELECT d.id, d.kind, d.status, d.received_at FROM dsar_requests d
-    WHERE d.tenant_id = p_tenant AND d.phone_hash = p_subject
-      AND d.kind IN ('access', 'correct', 'restrict')
+    SELECT r.id, 'hold', h.id, 'call', h.reason, h.placed_at, NULL, NULL, h.placed_at
+    FROM holds h JOIN recordings r ON r.call_id = h.call_id AND r.tenant_id = h.tenant_id
+    WHERE h.released_at IS NULL
+    UNION ALL
+    SELECT r.id, 'hold', h.id, 'phone', h.reason, h.placed_at, NULL, NULL, h.placed_at
+    FROM holds h
+    JOIN calls c ON c.caller_hash = h.phone_hash AND c.tenant_id = h.tenant_id
+    JOIN recordings r ON r.call_id = c.id
+    WHERE h.released_at IS NULL
+    UNION ALL
+    SELECT r.id, 'request', d.id, NULL, NULL, NULL, d.kind, d.status, d.received_at
+    FROM dsar_requests d
+    JOIN calls c ON c.caller_hash = d.phone_hash AND c.tenant_id = d.tenant_id
+    JOIN recordings r ON r.call_id = c.id
+    WHERE d.kind IN ('access', 'correct', 'restrict')
       AND d.status NOT IN ('completed', 'rejected', 'failed')
 $$;
 CREATE FUNCTION public.recording_retention() RETURNS TABLE(id uuid, tenant_id text, call_id uuid, state text, retain_until timestamp with time zone, retention_source text, purged_at timestamp with time zone, holds jsonb, requests jsonb, purge_at timestamp with time zone)
@@ -55,24 +60,25 @@ CREATE FUNCTION public.recording_retention() RETURNS TABLE(id uuid, tenant_id te
     AS $$
     SELECT r.id, r.tenant_id, r.call_id, r.state, r.retain_until, r.retention_source,
            r.purged_at,
+           -- a hold or request keeps what exists: a purged or erased recording lists none
            CASE WHEN r.state IN ('stored', 'pending') THEN coalesce(
                (SELECT jsonb_agg(jsonb_build_object(
-                           'id', h.id, 'reason', h.reason, 'placed_at', h.placed_at,
-                           'on', CASE WHEN h.call_id IS NULL THEN 'phone' ELSE 'call' END)
-                       ORDER BY h.placed_at, h.id)
-                FROM recording_holds(r.tenant_id, r.call_id, c.caller_hash) h),
+                           'id', k.id, 'reason', k.reason, 'placed_at', k.placed_at,
+                           'on', k.target)
+                       ORDER BY k.since, k.id)
+                FROM recording_keepers() k WHERE k.recording_id = r.id AND k.keeper = 'hold'),
                '[]'::jsonb) ELSE '[]'::jsonb END,
            CASE WHEN r.state IN ('stored', 'pending') THEN coalesce(
                (SELECT jsonb_agg(jsonb_build_object(
-                           'id', d.id, 'kind', d.kind, 'status', d.status)
-                       ORDER BY d.received_at, d.id)
-                FROM recording_requests(r.tenant_id, r.call_id, c.caller_hash) d),
+                           'id', k.id, 'kind', k.kind, 'status', k.status)
+                       ORDER BY k.since, k.id)
+                FROM recording_keepers() k
+                WHERE k.recording_id = r.id AND k.keeper = 'request'),
                '[]'::jsonb) ELSE '[]'::jsonb END,
            CASE WHEN r.state = 'stored'
-                 AND NOT EXISTS (SELECT 1 FROM recording_holds(r.tenant_id, r.call_id, c.caller_hash))
-                 AND NOT EXISTS (SELECT 1 FROM recording_requests(r.tenant_id, r.call_id, c.caller_hash))
+                 AND NOT EXISTS (SELECT 1 FROM recording_keepers() k WHERE k.recording_id = r.id)
                 THEN greatest(r.retain_until, now()) END
-    FROM recordings r JOIN calls c ON c.id = r.call_id
+    FROM recordings r
 $$;
 CREATE FUNCTION public.tenant_of_call() RETURNS trigger
     LANGUAGE plpgsql
@@ -426,6 +432,7 @@ CREATE INDEX calls_started_at_idx ON public.calls USING btree (started_at);
 CREATE INDEX calls_tenant_started_at_idx ON public.calls USING btree (tenant_id, started_at);
 CREATE INDEX dsar_requests_bundle_expiry_idx ON public.dsar_requests USING btree (bundle_expires_at) WHERE (bundle_key IS NOT NULL);
 CREATE INDEX dsar_requests_open_idx ON public.dsar_requests USING btree (due_at) WHERE (status <> 'completed'::text);
+CREATE INDEX dsar_requests_phone_hash_idx ON public.dsar_requests USING btree (phone_hash) WHERE (phone_hash IS NOT NULL);
 CREATE INDEX dsar_requests_subject_digest_idx ON public.dsar_requests USING btree (subject_digest) WHERE (subject_digest IS NOT NULL);
 CREATE INDEX dsar_requests_tenant_idx ON public.dsar_requests USING btree (tenant_id);
 CREATE INDEX holds_active_call_idx ON public.holds USING btree (call_id) WHERE (released_at IS NULL);
