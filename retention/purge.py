@@ -1,8 +1,10 @@
-"""The purge: expired, unheld recordings leave the store, and the ledger says so.
+"""The purge: expired recordings nothing keeps leave the store, and the ledger says so.
 
-A pass claims up to ``batch`` expired recordings with ``FOR UPDATE SKIP LOCKED`` (so replicas
-running it at once share the work and never touch the same row), looks again in a fresh snapshot
-for holds placed meanwhile, deletes the objects (``DeleteObjects``, every version on a versioned
+What the purge takes is what ``retention.explain`` says (``purge_at <= now()``): stored,
+expired, and kept by no active hold and no open access, correct or restrict request. A pass
+claims up to ``batch`` of them with ``FOR UPDATE SKIP LOCKED`` (so replicas running it at once
+share the work and never touch the same row), looks again in a fresh snapshot for holds and
+requests placed meanwhile, deletes the objects (``DeleteObjects``, every version on a versioned
 bucket) while the rows stay locked, and only for the objects the store confirms deleted marks the
 rows ``purged`` and writes a ``purged`` ledger event. A store that refuses leaves the rows
 ``stored`` for the next pass, and the pass reports them. A hold racing the purge waits for the
@@ -19,11 +21,12 @@ they were built) has passed by the database's clock, claimed the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
+from retention import explain
 from service import audit, ledger
 from service.db import queries, tenancy
 from service.ledger import NewEvent
@@ -37,7 +40,7 @@ ACTOR = "system:purge"
 @dataclass
 class PurgeReport:
     purged: int = 0
-    held: int = 0
+    held: int = 0  # claimed, then found kept by a hold or request committed meanwhile
     failed: dict[str, str] = field(default_factory=dict)  # recording id -> why
     bundles: int = 0  # expired access bundles removed
     bundles_failed: dict[str, str] = field(default_factory=dict)  # request id -> why
@@ -48,37 +51,51 @@ class Due:
     recording_id: str
     call_id: str
     retain_until: str
-    held: bool
+    held: bool  # kept: by a legal hold or an open data-subject request
 
 
 async def due(conn: Any, limit: int = 1000) -> list[Due]:
-    """What a purge would take now, and what a hold keeps (``callvault purge --dry-run``)."""
-    rows = await conn.fetch(Q["list_expired"], limit)
+    """What a purge would take now, and what a hold or request keeps (``purge --dry-run``)."""
     return [
-        Due(str(r["id"]), str(r["call_id"]), r["retain_until"].isoformat(), r["held"]) for r in rows
+        Due(e.recording_id, e.call_id, _iso(e.retain_until), e.kept)
+        for e in await explain.expired(conn, limit=limit)
     ]
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat() if value is not None else "-"
 
 
 async def dry_run_report(conn: Any, limit: int = 1000, upcoming: int = 10) -> list[str]:
     """The lines ``callvault purge --dry-run`` prints: what a purge would take now and why, then
-    when the next stored recordings will go (by the database's clock)."""
+    when the next stored recordings will go (by the database's clock). Every line is read from
+    the same explanation as ``GET /api/recordings/{id}/retention`` and the purge's claim."""
     lines = []
-    expired = await due(conn, limit=limit)
-    for d in expired:
-        why = "kept: under a legal hold or a restriction" if d.held else "retention ended"
-        lines.append(f"{d.recording_id}  call {d.call_id}  retain_until {d.retain_until}  {why}")
-    lines.append(
-        f"{sum(not d.held for d in expired)} would be purged, "
-        f"{sum(d.held for d in expired)} kept by holds"
-    )
-    rows = await conn.fetch(Q["list_upcoming"], upcoming) if upcoming > 0 else []
+    expired = await explain.expired(conn, limit=limit)
+    for e in expired:
+        lines.append(
+            f"{e.recording_id}  call {e.call_id}  retain_until {_iso(e.retain_until)}  "
+            f"source {e.source or '-'}  {e.why()}"
+        )
+    by_holds = sum(bool(e.holds) for e in expired)
+    by_requests = sum(bool(e.requests) and not e.holds for e in expired)
+    summary = f"{sum(e.due for e in expired)} would be purged, {by_holds} kept by holds"
+    if by_requests:
+        summary += f", {by_requests} kept by open requests"
+    lines.append(summary)
+    rows = await explain.upcoming(conn, limit=upcoming) if upcoming > 0 else []
     if rows:
         lines.append(f"next to go (the {len(rows)} soonest):")
-    for r in rows:
-        held = "  (under a legal hold: kept until it is released)" if r["held"] else ""
+    for e, left in rows:
+        kept = ""
+        if e.holds:
+            kept = "  (under a legal hold: kept until it is released)"
+        elif e.requests:
+            kinds = ", ".join(sorted({r["kind"] for r in e.requests}))
+            kept = f"  (kept while an open request is: {kinds})"
         lines.append(
-            f"{r['id']}  call {r['call_id']}  retain_until {r['retain_until'].isoformat()}  "
-            f"goes in {_span(r['time_left'])}{held}"
+            f"{e.recording_id}  call {e.call_id}  retain_until {_iso(e.retain_until)}  "
+            f"source {e.source or '-'}  goes in {_span(left)}{kept}"
         )
     return lines
 
@@ -182,7 +199,7 @@ async def _purge_batch(
         if not rows:
             return 0
         ids = [r["id"] for r in rows]
-        held = {r["id"] for r in await conn.fetch(Q["held_among"], ids)}
+        held = {r["id"] for r in await conn.fetch(Q["kept_among"], ids)}
         report.held += len(held)
         targets = [r for r in rows if r["id"] not in held]
         refused = await _delete_by_store(

@@ -1,50 +1,39 @@
 -- name: claim_expired
--- Expired, stored, and under no active hold (on the call or on the caller's number). Rows are
--- locked until the purge commits; another replica's purge skips them.
+-- Exactly the recordings whose explanation (recording_retention(), migration 0016) has
+-- purge_at <= now(): stored, expired, and kept by nothing in recording_keepers() (no active hold,
+-- no open access, correct or restrict request), written so that PostgreSQL anti-joins the
+-- keepers instead of asking about each recording. Rows are locked until the purge commits;
+-- another replica's purge skips them.
 SELECT r.id, r.call_id, r.object_key, r.object_store, r.retain_until
 FROM recordings r
-JOIN calls c ON c.id = r.call_id
 WHERE r.state = 'stored' AND r.retain_until <= now()
-  AND NOT EXISTS (
-      SELECT 1 FROM holds h
-      WHERE h.released_at IS NULL
-        AND (h.call_id = r.call_id OR (h.phone_hash IS NOT NULL AND h.phone_hash = c.caller_hash)))
-  -- a restriction in force keeps what it restricts (issue 15: kept, but not played)
-  AND NOT EXISTS (
-      SELECT 1 FROM dsar_requests d
-      WHERE d.kind = 'restrict' AND d.status = 'in_force'
-        AND (d.phone_hash = c.caller_hash OR c.id = ANY(d.call_ids)))
+  AND NOT EXISTS (SELECT 1 FROM recording_keepers() k WHERE k.recording_id = r.id)
 ORDER BY r.retain_until, r.id
 LIMIT $1
 FOR UPDATE OF r SKIP LOCKED;
 
--- name: list_expired
-SELECT r.id, r.call_id, r.retain_until,
-       EXISTS (SELECT 1 FROM holds h
-               WHERE h.released_at IS NULL
-                 AND (h.call_id = r.call_id
-                      OR (h.phone_hash IS NOT NULL AND h.phone_hash = c.caller_hash)))
-       OR EXISTS (SELECT 1 FROM dsar_requests d
-                  WHERE d.kind = 'restrict' AND d.status = 'in_force'
-                    AND (d.phone_hash = c.caller_hash OR c.id = ANY(d.call_ids))) AS held
-FROM recordings r JOIN calls c ON c.id = r.call_id
-WHERE r.state = 'stored' AND r.retain_until <= now()
-ORDER BY r.retain_until, r.id
+-- name: explain_recording
+SELECT e.*, now() AS now FROM recording_retention() e WHERE e.id = $1;
+
+-- name: explain_expired
+-- What a purge would take now, and what keeps the rest (`callvault purge --dry-run`).
+SELECT e.*, now() AS now FROM recording_retention() e
+WHERE e.state = 'stored' AND e.retain_until <= now()
+ORDER BY e.retain_until, e.id
 LIMIT $1;
 
--- name: held_among
--- A second look in a fresh snapshot, after the rows are locked: a hold committed between the
--- claim's snapshot and its lock is seen here.
-SELECT r.id FROM recordings r JOIN calls c ON c.id = r.call_id
-WHERE r.id = ANY($1::uuid[])
-  AND (EXISTS (
-      SELECT 1 FROM holds h
-      WHERE h.released_at IS NULL
-        AND (h.call_id = r.call_id OR (h.phone_hash IS NOT NULL AND h.phone_hash = c.caller_hash)))
-    OR EXISTS (
-      SELECT 1 FROM dsar_requests d
-      WHERE d.kind = 'restrict' AND d.status = 'in_force'
-        AND (d.phone_hash = c.caller_hash OR c.id = ANY(d.call_ids))));
+-- name: explain_upcoming
+-- Stored recordings not yet due, soonest first, with the time left by the database's clock.
+SELECT e.*, now() AS now, e.retain_until - now() AS time_left FROM recording_retention() e
+WHERE e.state = 'stored' AND e.retain_until > now()
+ORDER BY e.retain_until, e.id
+LIMIT $1;
+
+-- name: kept_among
+-- A second look in a fresh snapshot, after the rows are locked: a hold or request committed
+-- between the claim's snapshot and its lock is seen here.
+SELECT DISTINCT k.recording_id AS id FROM recording_keepers() k
+WHERE k.recording_id = ANY($1::uuid[]);
 
 -- name: mark_purged
 UPDATE recordings SET state = 'purged', purged_at = now()
@@ -234,18 +223,6 @@ FROM calls WHERE id = $1;
 SELECT id, state, object_key, object_store, sha256, size_bytes, content_type, duration_s,
        stored_at, retain_until
 FROM recordings WHERE call_id = $1 ORDER BY created_at, id;
-
--- name: list_upcoming
--- Stored recordings not yet due, soonest first, with the time left by the database's clock.
-SELECT r.id, r.call_id, r.retain_until, r.retain_until - now() AS time_left,
-       EXISTS (SELECT 1 FROM holds h
-               WHERE h.released_at IS NULL
-                 AND (h.call_id = r.call_id
-                      OR (h.phone_hash IS NOT NULL AND h.phone_hash = c.caller_hash))) AS held
-FROM recordings r JOIN calls c ON c.id = r.call_id
-WHERE r.state = 'stored' AND r.retain_until > now()
-ORDER BY r.retain_until, r.id
-LIMIT $1;
 
 -- name: lock_call_for_erasure
 -- Taken after the call's recordings (the order holds, purges and intake commits take them in)

@@ -26,6 +26,7 @@ import tomllib
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -237,6 +238,14 @@ Secret = Annotated[SecretStr, BeforeValidator(_secret)]
 # --- policies --------------------------------------------------------------------------------
 
 
+class RetentionSource(StrEnum):
+    """The policy level whose ``retention`` a call's recordings keep (issue 15 item 5)."""
+
+    TENANT = "tenant"
+    QUEUE = "queue"
+    NUMBER = "number"
+
+
 @dataclass(frozen=True)
 class Policy:
     """What callvault does with a call to one number: resolved defaults ← queue ← number."""
@@ -249,6 +258,12 @@ class Policy:
     retention_s: int = 90 * 86400
     gather_timeout_s: int = 8
     gather_retries: int = 1
+    # which level set retention_s; stored with the call's policy, then with its recordings
+    retention_source: RetentionSource = RetentionSource.TENANT
+
+    def __post_init__(self) -> None:
+        # a policy read back from a call's row carries the level as plain text
+        object.__setattr__(self, "retention_source", RetentionSource(self.retention_source))
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -260,6 +275,7 @@ class Policy:
             "retention_s": self.retention_s,
             "gather_timeout_s": self.gather_timeout_s,
             "gather_retries": self.gather_retries,
+            "retention_source": str(self.retention_source),
         }
 
 
@@ -297,12 +313,15 @@ def _stored_name(key: str, names: frozenset[str]) -> str:
 _POLICY_FIELDS = frozenset(f.name for f in fields(Policy))
 
 
-def _policy_changes(table: BaseModel) -> dict[str, Any]:
-    return {
+def _policy_changes(table: BaseModel, level: RetentionSource) -> dict[str, Any]:
+    changes = {
         _stored_name(key, _POLICY_FIELDS): getattr(table, key)
         for key in table.model_fields_set
         if key in _POLICY_KEYS
     }
+    if "retention_s" in changes:
+        changes["retention_source"] = level  # this level set the retention
+    return changes
 
 
 def _table(model: type[_QueueTable], raw: object, where: str) -> _QueueTable:
@@ -325,7 +344,7 @@ def _resolve_policies(
     as a webhook URL may name any queue; numbers × queues stays small for a contact centre."""
     resolved: _PolicyTable = {(None, None): defaults}
     for name, raw in queues.items():
-        changes = _policy_changes(_table(_QueueTable, raw, f"queues.{name}"))
+        changes = _policy_changes(_table(_QueueTable, raw, f"queues.{name}"), RetentionSource.QUEUE)
         resolved[(None, name)] = replace(defaults, **changes, queue=name)
     for number, raw in numbers.items():
         if not E164_PATTERN.match(number):
@@ -336,7 +355,7 @@ def _resolve_policies(
         assert isinstance(table, _NumberTable)
         if table.queue is not None and table.queue not in queues:
             raise ConfigError(f"numbers.{number}.queue: unknown queue {table.queue!r}")
-        changes = _policy_changes(table)
+        changes = _policy_changes(table, RetentionSource.NUMBER)
         own = resolved[(None, table.queue)]
         resolved[(number, None)] = replace(own, **changes) if changes else own
         if changes:  # a number without keys of its own takes an explicit queue's policy as is
@@ -406,6 +425,9 @@ class Settings:
     # when set, /metrics wants it as a bearer token
     metrics_token: str | None = field(default=None, repr=False)
     metrics_cache_s: float = 15.0  # database figures on /metrics are at most this old
+    # at most this many tenants get their own `tenant` label on /metrics (the oldest first);
+    # the rest are summed under "_other", so a BPO's thousandth client adds no series
+    metrics_tenants: int = 100
     job_retention_s: int = 7 * 86400  # finished jobs are deleted this long after they finish
     # A connection must send a whole request head within this time of opening (or of its last
     # response); an idle keep-alive connection is closed after it too.
@@ -511,6 +533,7 @@ class _Source(BaseSettings):
     )
     metrics_token: SecretStr | None = None
     metrics_cache: Duration | None = None
+    metrics_tenants: Annotated[int, _between(1, 10_000)] | None = None
     job_retention: Duration | None = None
     header_timeout: Duration | None = None
     max_connections: Annotated[int, _between(16, 1_000_000)] | None = None

@@ -2,7 +2,11 @@
 
 State that lives in PostgreSQL (jobs by state and the age of the oldest, recordings still at
 the platform, holds, open requests) is read from the database, so every replica reports the
-same truth and nothing depends on which replica did the work. Scrapes must never compete with
+same truth and nothing depends on which replica did the work. Those figures carry a ``tenant``
+label, grouped by ``tenant_id`` in one read as the platform: at most
+``CALLVAULT_METRICS_TENANTS`` tenants (the oldest first) are named, the rest summed under
+``_other`` (a tenant id never starts with ``_``), so a BPO with thousands of clients cannot
+blow up the number of series. Scrapes must never compete with
 webhooks: those figures are read at most every ``CALLVAULT_METRICS_CACHE`` seconds, by one
 scrape at a time (the others wait for it and share its result), over a pool of its own with one
 connection. When the database cannot be reached the scrape still answers, with the process's
@@ -33,27 +37,29 @@ from prometheus_client import (
     generate_latest,
 )
 
-from service import jobs
 from service.context import SETTINGS
 from service.db import queries, tenancy
 from service.db.pool import reach
 from service.errors import DatabaseUnavailable, Unauthorized
 
 log = logging.getLogger(__name__)
-Q = queries.load("service.jobs")
 RQ = queries.load("retention")
+MQ = queries.load("service", "metrics.sql")
 routes = web.RouteTableDef()
 JOB_STATES = ("queued", "running", "done", "dead")
+OTHER_TENANTS = "_other"  # the tenants beyond the bound, summed
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.jobs = Gauge("callvault_jobs", "Jobs by state", ["state"], registry=self.registry)
+        self.jobs = Gauge(
+            "callvault_jobs", "Jobs by state", ["state", "tenant"], registry=self.registry
+        )
         self.oldest = Gauge(
             "callvault_jobs_oldest_age_seconds",
             "Age of the oldest job in each state",
-            ["state"],
+            ["state", "tenant"],
             registry=self.registry,
         )
         self.http_requests = Counter(
@@ -103,8 +109,10 @@ class Metrics:
             "Recordings whose deletion the store refused (retried next pass)",
             registry=self.registry,
         )
-        self.holds = Gauge("callvault_holds_active", "Legal holds in force", registry=self.registry)
-        # per tenant (at most TENANT_LABELS of them by name; the rest summed as "_other")
+        self.holds = Gauge(
+            "callvault_holds_active", "Legal holds in force", ["tenant"], registry=self.registry
+        )
+        # per tenant (at most CALLVAULT_METRICS_TENANTS of them by name; the rest as "_other")
         self.dsar_open = Gauge(
             "callvault_dsar_open",
             "Data-subject requests not completed or rejected",
@@ -127,6 +135,7 @@ class Metrics:
         self.at_platform = Gauge(
             "callvault_recordings_at_platform",
             "Recordings the platform still holds: intake or deletion not finished (or dead)",
+            ["tenant"],
             registry=self.registry,
         )
         self.database_reachable = Gauge(
@@ -146,10 +155,6 @@ METRICS = web.AppKey("metrics", Metrics)
 METRICS_POOL: web.AppKey[asyncpg.Pool[Any]] = web.AppKey("metrics_pool")
 
 
-# A label value per tenant, for so many tenants at most: beyond them (the fewest open requests
-# first) they are summed under "_other", so a BPO with thousands of tenants cannot blow up the
-# number of series a scrape returns.
-TENANT_LABELS = 50
 OTHER_TENANTS = "_other"
 DSAR_COUNTS = (
     "open",
@@ -162,34 +167,60 @@ DSAR_COUNTS = (
 
 @dataclass(frozen=True)
 class Figures:
-    jobs: dict[str, tuple[int, float]]
-    at_platform: int
-    holds: int
+    # tenant label -> state -> (jobs, age of the oldest in seconds)
+    jobs: dict[str, dict[str, tuple[int, float]]]
+    at_platform: dict[str, int]  # tenant label -> recordings still at the platform
+    holds: dict[str, int]  # tenant label -> active holds
     # tenant label -> the DSAR_COUNTS
     dsar: dict[str, dict[str, int]]
 
 
-def bounded_by_tenant(rows: list[Any], limit: int = TENANT_LABELS) -> dict[str, dict[str, int]]:
-    """Per-tenant counts with at most ``limit`` tenants named (the most open requests first);
-    the rest summed under ``_other``."""
-    ranked = sorted(rows, key=lambda r: (-r["open"], r["tenant_id"]))
-    out: dict[str, dict[str, int]] = {}
-    for i, row in enumerate(ranked):
-        label = row["tenant_id"] if i < limit else OTHER_TENANTS
-        into = out.setdefault(label, dict.fromkeys(DSAR_COUNTS, 0))
-        for key in DSAR_COUNTS:
-            into[key] += int(row[key])
+class TenantLabels:
+    """Which label a tenant's figures go under: its id for the labelled ones, else ``_other``.
+    Every labelled tenant (and ``_other``, when some tenant is folded into it) is listed, so a
+    tenant with nothing to count shows zeros instead of no series."""
+
+    def __init__(self, labelled: list[str], total: int) -> None:
+        self._named = set(labelled)
+        self.all = [*labelled, *([OTHER_TENANTS] if total > len(labelled) else [])]
+
+    def __call__(self, tenant_id: str) -> str:
+        return tenant_id if tenant_id in self._named else OTHER_TENANTS
+
+
+def _counts(rows: list[Any], label: TenantLabels) -> dict[str, int]:
+    out = dict.fromkeys(label.all, 0)
+    for r in rows:
+        key = label(r["tenant_id"])
+        out[key] = out.get(key, 0) + int(r["n"])
     return out
 
 
-async def read_figures(conn: Any) -> Figures:
+def _dsar_counts(rows: list[Any], label: TenantLabels) -> dict[str, dict[str, int]]:
+    out = {t: dict.fromkeys(DSAR_COUNTS, 0) for t in label.all}
+    for r in rows:
+        into = out.setdefault(label(r["tenant_id"]), dict.fromkeys(DSAR_COUNTS, 0))
+        for key in DSAR_COUNTS:
+            into[key] += int(r[key])
+    return out
+
+
+async def read_figures(conn: Any, max_tenants: int = 100) -> Figures:
     from retention.clock import DUE_SOON_S
 
-    by_state = await jobs.stats(conn)
-    at_platform = await conn.fetchval(Q["recordings_at_platform"])
-    holds_active = await conn.fetchval(RQ["active_holds_count"])
+    label = TenantLabels(
+        [r["id"] for r in await conn.fetch(MQ["labelled_tenants"], max_tenants)],
+        await conn.fetchval(MQ["tenant_count"]),
+    )
+    by_tenant: dict[str, dict[str, tuple[int, float]]] = {t: {} for t in label.all}
+    for r in await conn.fetch(MQ["jobs_by_tenant"]):
+        states = by_tenant.setdefault(label(r["tenant_id"]), {})
+        count, oldest = states.get(r["state"], (0, 0.0))
+        states[r["state"]] = (count + r["jobs"], max(oldest, float(r["oldest_s"])))
+    at_platform = _counts(await conn.fetch(MQ["at_platform_by_tenant"]), label)
+    holds_active = _counts(await conn.fetch(MQ["holds_by_tenant"]), label)
     dsar = await conn.fetch(RQ["request_counts_by_tenant"], float(DUE_SOON_S))
-    return Figures(by_state, at_platform, holds_active, bounded_by_tenant(list(dsar)))
+    return Figures(by_tenant, at_platform, holds_active, _dsar_counts(list(dsar), label))
 
 
 class FiguresCache:
@@ -248,26 +279,31 @@ async def metrics(request: web.Request) -> web.Response:
     cache = request.app[FIGURES]
 
     async def read() -> Figures:
-        # the figures are the deployment's, across tenants (requests carry a tenant label)
+        # one read of every tenant's figures, grouped by tenant in the database
         with tenancy.as_tenant(tenancy.ALL):
             async with reach(
                 request.app[METRICS_POOL],
                 acquire_timeout_s=settings.db_acquire_timeout_s,
                 work_timeout_s=max(settings.db_statement_timeout_s, 10.0),
             ) as conn:
-                return await read_figures(conn)
+                return await read_figures(conn, settings.metrics_tenants)
 
     figures = await cache.get(read)
     m.database_reachable.set(1 if cache.reachable else 0)
     if figures is not None:
-        for state in JOB_STATES:
-            count, oldest = figures.jobs.get(state, (0, 0.0))
-            m.jobs.labels(state).set(count)
-            m.oldest.labels(state).set(oldest)
-        m.at_platform.set(figures.at_platform)
-        m.holds.set(figures.holds)
+        for gauge in (m.jobs, m.oldest, m.at_platform, m.holds):
+            gauge.clear()  # a tenant gone since the last read leaves no series behind
+        for tenant, states in figures.jobs.items():
+            for state in JOB_STATES:
+                count, oldest = states.get(state, (0, 0.0))
+                m.jobs.labels(state, tenant).set(count)
+                m.oldest.labels(state, tenant).set(oldest)
+        for tenant, n in figures.at_platform.items():
+            m.at_platform.labels(tenant).set(n)
+        for tenant, n in figures.holds.items():
+            m.holds.labels(tenant).set(n)
         for gauge in (m.dsar_open, m.dsar_overdue, m.dsar_due_soon):
-            gauge.clear()  # a tenant with nothing open any more has no series left
+            gauge.clear()
         for tenant, counts in figures.dsar.items():
             m.dsar_open.labels(tenant).set(counts["open"])
             for deadline in ("acknowledge", "complete"):

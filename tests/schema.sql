@@ -35,6 +35,51 @@ BEGIN
         USING ERRCODE = 'integrity_constraint_violation';
 END
 $$;
+CREATE FUNCTION public.recording_keepers() RETURNS TABLE(recording_id uuid, keeper text, id uuid, target text, reason text, placed_at timestamp with time zone, kind text, status text, since timestamp with time zone)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT r.id, 'hold', h.id, 'call', h.reason, h.placed_at, NULL, NULL, h.placed_at
+    FROM holds h JOIN recordings r ON r.call_id = h.call_id AND r.tenant_id = h.tenant_id
+    WHERE h.released_at IS NULL
+    UNION ALL
+    SELECT r.id, 'hold', h.id, 'phone', h.reason, h.placed_at, NULL, NULL, h.placed_at
+    FROM holds h
+    JOIN calls c ON c.caller_hash = h.phone_hash AND c.tenant_id = h.tenant_id
+    JOIN recordings r ON r.call_id = c.id
+    WHERE h.released_at IS NULL
+    UNION ALL
+    SELECT r.id, 'request', d.id, NULL, NULL, NULL, d.kind, d.status, d.received_at
+    FROM dsar_requests d
+    JOIN calls c ON c.caller_hash = d.phone_hash AND c.tenant_id = d.tenant_id
+    JOIN recordings r ON r.call_id = c.id
+    WHERE d.kind IN ('access', 'correct', 'restrict')
+      AND d.status NOT IN ('completed', 'rejected', 'failed')
+$$;
+CREATE FUNCTION public.recording_retention() RETURNS TABLE(id uuid, tenant_id text, call_id uuid, state text, retain_until timestamp with time zone, retention_source text, purged_at timestamp with time zone, holds jsonb, requests jsonb, purge_at timestamp with time zone)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT r.id, r.tenant_id, r.call_id, r.state, r.retain_until, r.retention_source,
+           r.purged_at,
+           -- a hold or request keeps what exists: a purged or erased recording lists none
+           CASE WHEN r.state IN ('stored', 'pending') THEN coalesce(
+               (SELECT jsonb_agg(jsonb_build_object(
+                           'id', k.id, 'reason', k.reason, 'placed_at', k.placed_at,
+                           'on', k.target)
+                       ORDER BY k.since, k.id)
+                FROM recording_keepers() k WHERE k.recording_id = r.id AND k.keeper = 'hold'),
+               '[]'::jsonb) ELSE '[]'::jsonb END,
+           CASE WHEN r.state IN ('stored', 'pending') THEN coalesce(
+               (SELECT jsonb_agg(jsonb_build_object(
+                           'id', k.id, 'kind', k.kind, 'status', k.status)
+                       ORDER BY k.since, k.id)
+                FROM recording_keepers() k
+                WHERE k.recording_id = r.id AND k.keeper = 'request'),
+               '[]'::jsonb) ELSE '[]'::jsonb END,
+           CASE WHEN r.state = 'stored'
+                 AND NOT EXISTS (SELECT 1 FROM recording_keepers() k WHERE k.recording_id = r.id)
+                THEN greatest(r.retain_until, now()) END
+    FROM recordings r
+$$;
 CREATE FUNCTION public.tenant_of_call() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -138,31 +183,9 @@ CREATE TABLE public.dsar_requests (
     bundle_removed_reason text,
     subject_digest bytea,
     tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
-    acknowledge_by timestamp with time zone,
-    acknowledged_at timestamp with time zone,
-    acknowledged_by text,
-    clock jsonb DEFAULT '{}'::jsonb NOT NULL,
-    due_before_extension timestamp with time zone,
-    extension_days integer,
-    extension_reason text,
-    extended_by text,
-    extended_at timestamp with time zone,
-    rejected_reason text,
-    rejected_by text,
-    rejected_at timestamp with time zone,
-    lifted_by text,
-    lifted_at timestamp with time zone,
-    call_ids uuid[] DEFAULT '{}'::uuid[] NOT NULL,
-    correction text,
-    statement_enc bytea,
     CONSTRAINT dsar_requests_bundle_removed_reason_check CHECK ((bundle_removed_reason = ANY (ARRAY['expired'::text, 'erased'::text]))),
-    CONSTRAINT dsar_requests_correct_says_what CHECK (((kind = 'correct'::text) = (correction IS NOT NULL))),
-    CONSTRAINT dsar_requests_correction_check CHECK ((correction = ANY (ARRAY['statement'::text, 'unlink'::text]))),
-    CONSTRAINT dsar_requests_extension_days_check CHECK (((extension_days >= 1) AND (extension_days <= 15))),
-    CONSTRAINT dsar_requests_kind_check CHECK ((kind = ANY (ARRAY['access'::text, 'correct'::text, 'erase'::text, 'withdraw'::text, 'restrict'::text]))),
-    CONSTRAINT dsar_requests_one_extension CHECK ((((extension_days IS NULL) = (extended_at IS NULL)) AND ((extension_days IS NULL) = (due_before_extension IS NULL)) AND ((extension_days IS NULL) OR (btrim(COALESCE(extension_reason, ''::text)) <> ''::text)))),
-    CONSTRAINT dsar_requests_rejected_with_reason CHECK (((status <> 'rejected'::text) OR (btrim(COALESCE(rejected_reason, ''::text)) <> ''::text))),
-    CONSTRAINT dsar_requests_status_check CHECK ((status = ANY (ARRAY['received'::text, 'acknowledged'::text, 'in_progress'::text, 'waiting_for_hold'::text, 'in_force'::text, 'completed'::text, 'rejected'::text])))
+    CONSTRAINT dsar_requests_kind_check CHECK ((kind = ANY (ARRAY['access'::text, 'erase'::text, 'withdraw'::text]))),
+    CONSTRAINT dsar_requests_status_check CHECK ((status = ANY (ARRAY['received'::text, 'in_progress'::text, 'waiting_for_hold'::text, 'completed'::text, 'failed'::text])))
 );
 ALTER TABLE ONLY public.dsar_requests FORCE ROW LEVEL SECURITY;
 CREATE TABLE public.holds (
@@ -292,6 +315,8 @@ CREATE TABLE public.recordings (
     object_version text,
     purged_at timestamp with time zone,
     tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
+    retention_source text,
+    CONSTRAINT recordings_retention_source_check CHECK ((retention_source = ANY (ARRAY['tenant'::text, 'queue'::text, 'number'::text]))),
     CONSTRAINT recordings_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'stored'::text, 'purged'::text, 'erased'::text, 'failed'::text]))),
     CONSTRAINT recordings_stored_complete CHECK (((state <> 'stored'::text) OR ((object_key IS NOT NULL) AND (sha256 IS NOT NULL) AND (size_bytes IS NOT NULL) AND (retain_until IS NOT NULL))))
 );
@@ -406,8 +431,8 @@ CREATE INDEX calls_erased_by_idx ON public.calls USING btree (erased_by) WHERE (
 CREATE INDEX calls_started_at_idx ON public.calls USING btree (started_at);
 CREATE INDEX calls_tenant_started_at_idx ON public.calls USING btree (tenant_id, started_at);
 CREATE INDEX dsar_requests_bundle_expiry_idx ON public.dsar_requests USING btree (bundle_expires_at) WHERE (bundle_key IS NOT NULL);
-CREATE INDEX dsar_requests_open_idx ON public.dsar_requests USING btree (due_at) WHERE (status <> ALL (ARRAY['completed'::text, 'rejected'::text, 'in_force'::text]));
-CREATE INDEX dsar_requests_restricted_idx ON public.dsar_requests USING btree (phone_hash) WHERE ((kind = 'restrict'::text) AND (status = 'in_force'::text));
+CREATE INDEX dsar_requests_open_idx ON public.dsar_requests USING btree (due_at) WHERE (status <> 'completed'::text);
+CREATE INDEX dsar_requests_phone_hash_idx ON public.dsar_requests USING btree (phone_hash) WHERE (phone_hash IS NOT NULL);
 CREATE INDEX dsar_requests_subject_digest_idx ON public.dsar_requests USING btree (subject_digest) WHERE (subject_digest IS NOT NULL);
 CREATE INDEX dsar_requests_tenant_idx ON public.dsar_requests USING btree (tenant_id);
 CREATE INDEX holds_active_call_idx ON public.holds USING btree (call_id) WHERE (released_at IS NULL);

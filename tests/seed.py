@@ -24,6 +24,7 @@ async def seed_recording(
     caller: str = "+84901234678",
     expired: bool = True,
     body: bytes | None = None,
+    source: str = "tenant",
 ) -> dict[str, Any]:
     """A consented call with one stored recording; ``expired`` puts retain_until a second in
     the past by the database's clock (the clock these tests move, instead of sleeping)."""
@@ -46,9 +47,9 @@ async def seed_recording(
     assert head is not None
     await db.execute(
         "INSERT INTO recordings (id, call_id, platform, external_id, state, object_key, sha256, "
-        "size_bytes, content_type, stored_at, retain_until, platform_deleted_at, object_version) "
-        "VALUES ($1, $2, 'twilio', $3, 'stored', $4, $5, $6, 'audio/wav', now(), "
-        "now() + make_interval(secs => $8), now(), $7)",
+        "size_bytes, content_type, stored_at, retain_until, platform_deleted_at, object_version, "
+        "retention_source) VALUES ($1, $2, 'twilio', $3, 'stored', $4, $5, $6, 'audio/wav', "
+        "now(), now() + make_interval(secs => $8), now(), $7, $9)",
         rec_id,
         call_id,
         "RE" + secrets.token_hex(16),
@@ -57,6 +58,7 @@ async def seed_recording(
         len(body),
         head.version,
         -1 if expired else 90 * 86400,
+        source,
     )
     async with db.transaction():
         await ledger.append(

@@ -407,7 +407,7 @@ async def test_metrics_show_holds_and_requests(
     )
     async with http.get(service.base_url + "/metrics") as resp:
         text = await resp.text()
-    assert "callvault_holds_active 1.0" in text
+    assert 'callvault_holds_active{tenant="default"} 1.0' in text
     lines = set(text.splitlines())
     for line in (
         'callvault_dsar_open{tenant="default"} 3.0',

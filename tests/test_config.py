@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import Settings, load_settings, parse_duration, with_generated_secrets
+from service.config import Policy, Settings, load_settings, parse_duration, with_generated_secrets
 from service.errors import ConfigError
 
 
@@ -262,3 +262,41 @@ def test_secrets_are_never_shown(tmp_path: Path) -> None:
     assert info.value.message == (
         "CALLVAULT_PREVIOUS_SECRET_KEY: must be at least 32 characters of random text"
     )
+
+
+def test_retention_source_is_the_level_that_set_retention(tmp_path: Path) -> None:
+    """Issue 15 item 5: a call's policy says whether its retention came from the tenant's
+    defaults, its queue or its number (stored with the call, then with its recordings)."""
+    s = Settings(
+        queues={"sales": {"retention": "30d"}, "plain": {"language": "en-US"}},
+        numbers={
+            "+842873005555": {"queue": "sales"},
+            "+842873006666": {"queue": "sales", "retention": "7d"},
+            "+842873007777": {"queue": "plain"},
+            "+842873008888": {"consent_mode": "explicit"},
+        },
+    )
+    sources = {
+        called: (p.retention_source, p.retention_s)
+        for called in ("+842873005555", "+842873006666", "+842873007777", "+842873008888", None)
+        for p in [s.policy_for(called)]
+    }
+    assert sources == {
+        "+842873005555": ("queue", 30 * 86400),
+        "+842873006666": ("number", 7 * 86400),
+        "+842873007777": ("tenant", 90 * 86400),
+        "+842873008888": ("tenant", 90 * 86400),
+        None: ("tenant", 90 * 86400),
+    }
+    # a number's own retention wins over a queue named in the webhook URL, too
+    assert s.policy_for("+842873006666", "sales").retention_source == "number"
+    assert s.policy_for("+842873008888", "sales").retention_source == "queue"
+    # a call's stored policy reads back with its level
+    assert Policy(**s.policy_for("+842873005555").as_json()).retention_source == "queue"
+
+
+def test_metrics_tenants_is_a_bounded_whole_number() -> None:
+    assert load_settings({}).metrics_tenants == 100
+    assert load_settings({"CALLVAULT_METRICS_TENANTS": "3"}).metrics_tenants == 3
+    with pytest.raises(ConfigError, match=r"^CALLVAULT_METRICS_TENANTS: must be a whole number"):
+        load_settings({"CALLVAULT_METRICS_TENANTS": "0"})

@@ -256,8 +256,8 @@ async def test_not_audio_is_dead_lettered_visibly_and_the_platform_copy_kept(
     # dead letters are visible to operators: metrics and the CLI
     async with twilio.session.get(service.base_url + "/metrics") as resp:
         text = await resp.text()
-    assert 'callvault_jobs{state="dead"} 1.0' in text
-    assert "callvault_recordings_at_platform 1.0" in text
+    assert 'callvault_jobs{state="dead",tenant="default"} 1.0' in text
+    assert 'callvault_recordings_at_platform{tenant="default"} 1.0' in text
     listed = await asyncio.to_thread(run_cli, database_url, "jobs", "list")
     assert listed.returncode == 0 and "jobs: dead 1" in listed.stdout
     assert rec_sid in listed.stdout and "not wav audio" in listed.stdout

@@ -12,7 +12,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from service import jobs
+from service import jobs, metrics
 from service.context import POOL
 from service.db.pool import create_pool
 from service.errors import DatabaseUnavailable
@@ -34,17 +34,17 @@ async def test_forty_concurrent_scrapes_read_the_database_once(
     service: Service, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads = 0
-    real_stats = jobs.stats
+    real_read = metrics.read_figures
 
-    async def counted(conn: Any) -> dict[str, tuple[int, float]]:
+    async def counted(conn: Any, max_tenants: int = 100) -> Figures:
         nonlocal reads
         reads += 1
-        return await real_stats(conn)
+        return await real_read(conn, max_tenants)
 
-    monkeypatch.setattr(jobs, "stats", counted)
+    monkeypatch.setattr(metrics, "read_figures", counted)
     answers = await asyncio.gather(*(_scrape(http, service) for _ in range(40)))
     assert [status for status, _ in answers] == [200] * 40
-    assert all('callvault_jobs{state="queued"}' in text for _, text in answers)
+    assert all('callvault_jobs{state="queued",tenant="default"}' in text for _, text in answers)
     assert all("callvault_database_reachable 1.0" in text for _, text in answers)
     assert reads == 1
 
@@ -80,7 +80,12 @@ async def test_scrape_token_is_required_when_set(
 async def test_figures_cache_reads_once_per_interval_and_keeps_the_last_on_failure() -> None:
     now = [100.0]
     cache = FiguresCache(15.0, clock=lambda: now[0])
-    figures = Figures({"done": (3, 1.0)}, 1, 2, {"default": dict.fromkeys(DSAR_COUNTS, 3)})
+    figures = Figures(
+        {"default": {"done": (3, 1.0)}},
+        {"default": 1},
+        {"default": 2},
+        {"default": dict.fromkeys(DSAR_COUNTS, 3)},
+    )
     outcomes: list[Figures | Exception] = [figures, DatabaseUnavailable("down")]
 
     async def read() -> Figures:
@@ -139,3 +144,71 @@ async def test_pruning_takes_every_batch(pool: asyncpg.Pool[Any], db: asyncpg.Co
     await db.execute("UPDATE jobs SET state = 'done', finished_at = now() - interval '8 days'")
     assert await jobs.prune_done(pool, 7 * 86400, batch=3) == 7
     assert await db.fetchval("SELECT count(*) FROM jobs") == 0
+
+
+def _series(text: str, name: str) -> dict[str, float]:
+    """``{labels: value}`` of one metric in a scrape, e.g. ``{'tenant="beta"': 2.0}``."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) + 1 :].rsplit("} ", 1)
+            found[labels] = float(value)
+    return found
+
+
+async def test_figures_are_per_tenant_and_the_labels_are_bounded(
+    service: Service, http: aiohttp.ClientSession, db: asyncpg.Connection
+) -> None:
+    """Issue 13 item 7: each tenant's holds, jobs and recordings at the platform under its own
+    ``tenant`` label, read in one grouped pass; past CALLVAULT_METRICS_TENANTS the newest
+    tenants are summed under ``_other``."""
+    from service.db import tenancy
+
+    for n, tenant in enumerate(("beta", "gamma"), start=1):
+        await db.execute(
+            "INSERT INTO tenants (id, name, created_at) "
+            "VALUES ($1, $1, now() + make_interval(secs => $2))",
+            tenant,
+            float(n),
+        )
+    for tenant, holds_n, jobs_n in (("default", 1, 0), ("beta", 2, 3), ("gamma", 4, 1)):
+        await tenancy.set_tenant(db, tenant)
+        call_id = await db.fetchval(
+            "INSERT INTO calls (platform, external_id, policy) VALUES ('twilio', $1, '{}') "
+            "RETURNING id",
+            f"CA-{tenant}",
+        )
+        for _ in range(holds_n):
+            await db.execute(
+                "INSERT INTO holds (call_id, reason, placed_by) VALUES ($1, 'case', 'test')",
+                call_id,
+            )
+        for i in range(jobs_n):
+            await jobs.enqueue(db, "recording", {"call_sid": f"CA-{tenant}", "i": i})
+    await tenancy.set_tenant(db, tenancy.DEFAULT)
+
+    status, text = await _scrape(http, service)
+    assert status == 200
+    assert _series(text, "callvault_holds_active") == {
+        'tenant="default"': 1.0,
+        'tenant="beta"': 2.0,
+        'tenant="gamma"': 4.0,
+    }
+    assert _series(text, "callvault_recordings_at_platform") == {
+        'tenant="default"': 0.0,
+        'tenant="beta"': 3.0,
+        'tenant="gamma"': 1.0,
+    }
+    queued = _series(text, "callvault_jobs")
+    assert queued['state="queued",tenant="beta"'] == 3.0
+    assert queued['state="queued",tenant="default"'] == 0.0  # a quiet tenant shows zeros
+
+    await service.reconfigure(metrics_tenants=2)  # the oldest two keep their names
+    status, text = await _scrape(http, service)
+    assert _series(text, "callvault_holds_active") == {
+        'tenant="default"': 1.0,
+        'tenant="beta"': 2.0,
+        'tenant="_other"': 4.0,
+    }
+    assert _series(text, "callvault_jobs")['state="queued",tenant="_other"'] == 1.0
+    assert not any('tenant="gamma"' in line for line in text.splitlines())

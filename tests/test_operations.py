@@ -45,8 +45,8 @@ async def test_metrics_count_webhooks_outcomes_and_intake(
     assert 'callvault_consent_outcomes_total{outcome="hung_up_during_notice"} 1.0' in lines
     assert f"callvault_intake_bytes_total {float(len(body))}" in lines
     assert "callvault_intake_duration_seconds_count 1.0" in lines
-    assert 'callvault_jobs{state="done"} 1.0' in lines
-    assert "callvault_recordings_at_platform 0.0" in lines
+    assert 'callvault_jobs{state="done",tenant="default"} 1.0' in lines
+    assert 'callvault_recordings_at_platform{tenant="default"} 0.0' in lines
     assert "callvault_draining 0.0" in lines
     assert any(
         line.startswith(

@@ -139,7 +139,9 @@ ENGLISH = [
     "No calls match", "calls shown", "Playing", "playback is logged", "Give a reason",
     "Something went wrong", "Call started", "notice played", "Consent given", "Call ended",
     "copy deleted", "Event", "Language", "Tenant", "Platform token", "choose a tenant",
-    "Show this tenant", "No such tenant",
+    "Show this tenant", "No such tenant", "Why it is still here", "retention policy",
+    "Will be purged", "if nothing changes", "Legal hold since", "compliance only", "Not purged",
+    "data-subject request", "purge run",
 ]  # fmt: skip
 SCREEN_TEXT = """() => {
   // what a person reads: everything but the language switch, which names each language in
@@ -305,4 +307,63 @@ async def test_a_platform_token_picks_the_tenant_and_sees_its_calls_only(
         "document.querySelector('[data-testid=who]').innerText.startsWith('Platform token')"
     )
     assert await page.get_by_test_id("call-row").count() == 0
+    assert errors == []
+
+
+async def test_a_recording_says_why_it_is_still_here_in_both_languages(
+    service: Service,
+    page: Page,
+    tokens: dict[str, str],
+    recorded: dict[str, Any],
+    db: asyncpg.Connection,
+) -> None:
+    """Issue 15 item 5 on /qa: the retention, the hold that keeps one recording (its reason
+    withheld from a trainer), and when the other goes."""
+    from retention import holds
+    from service.personal_data import PhoneVault
+    from tests.conftest import SECRET_KEY
+
+    held_call, free_call = await db.fetch(
+        "SELECT c.id FROM calls c JOIN recordings r ON r.call_id = c.id ORDER BY c.started_at"
+    )
+    await holds.place(
+        db, PhoneVault(SECRET_KEY), "test", call_id=held_call["id"], reason="lệnh của toà án"
+    )
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(service.base_url + "/qa")
+    await page.get_by_test_id("token").fill(tokens["qa_trainer"])
+    await page.get_by_test_id("signin-submit").click()
+    await page.get_by_test_id("call-row").first.wait_for()
+
+    async def open_call(call_id: Any) -> str:
+        await page.evaluate(f"openCall('{call_id}')")
+        await page.wait_for_function(
+            f"document.querySelector('#facts').innerText.includes('{call_id}')"
+            " && document.querySelector('[data-testid=retention-purge]') !== null"
+        )
+        text: str = await page.get_by_test_id("retention").inner_text()
+        return text
+
+    held = await open_call(held_call["id"])
+    assert "Lưu đến" in held and "chính sách lưu trữ của khách hàng" in held
+    assert "Phong toả pháp lý từ" in held and "chỉ hiển thị với bộ phận tuân thủ" in held
+    assert "lệnh của toà án" not in held  # casework stays with compliance
+    assert "Không bị xoá khi còn lý do nêu trên" in held
+    assert await _english_left(page) == []
+    await page.get_by_test_id("lang-en").click()
+    held_en = await page.get_by_test_id("retention").inner_text()
+    assert "Legal hold since" in held_en and "Not purged while anything above keeps it" in held_en
+    assert "the client's retention policy" in held_en
+    assert await _vietnamese_left(page) == []
+
+    free = await open_call(free_call["id"])
+    assert "Will be purged at" in free and "Legal hold" not in free
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "qa-retention.png"), full_page=True)
+
+    # compliance, on the same page, reads the hold's reason
+    await page.get_by_test_id("lang-vi").click()
+    await page.evaluate(f"sessionStorage.setItem('callvault.token', '{tokens['compliance']}')")
+    assert "lệnh của toà án" in await open_call(held_call["id"])
     assert errors == []

@@ -200,5 +200,58 @@ CALL_DETAIL = {
         "events_withheld": {"type": "integer", "minimum": 0},
     },
 }
+RETENTION = obj(
+    [
+        "recording_id",
+        "call_id",
+        "state",
+        "retain_until",
+        "source",
+        "holds",
+        "requests",
+        "purge_at",
+        "checked_at",
+    ],
+    recording_id=UUID,
+    call_id=UUID,
+    state={"enum": ["pending", "stored", "purged", "erased", "failed"]},
+    retain_until=NULLABLE_DATETIME,
+    source={
+        "enum": ["tenant", "queue", "number", None],
+        "description": "the policy level whose retention set retain_until (null until stored)",
+    },
+    holds={
+        "type": "array",
+        "description": "active legal holds keeping it, on its call or its subject's number",
+        "items": obj(
+            ["id", "reason", "placed_at", "on"],
+            id=UUID,
+            reason={"type": ["string", "null"], "description": "null for a QA trainer"},
+            placed_at=DATETIME,
+            on={"enum": ["call", "phone"]},
+        ),
+    },
+    requests={
+        "type": "array",
+        "description": "open access, correct and restrict requests of its subject keeping it",
+        "items": obj(
+            ["id", "kind", "status"], id=UUID, kind={"type": "string"}, status={"type": "string"}
+        ),
+    },
+    purge_at={
+        **NULLABLE_DATETIME,
+        "description": "null while a hold or request keeps it, or once it is gone; otherwise "
+        "when a purge pass may take it (retain_until, or now once that has passed), by the "
+        "database's clock. Passes run every CALLVAULT_PURGE_INTERVAL.",
+    },
+    purged_at=NULLABLE_DATETIME,
+    checked_at={**DATETIME, "description": "the database's clock when this was read"},
+    withheld={
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "fields left out "
+        "for this role (a QA trainer does not see why a hold was placed)",
+    },
+)
 PLAYBACK = LINK
 ERROR_SCHEMA = ERROR

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import failpoints, jobs, ledger
-from service.config import Settings
+from service.config import RetentionSource, Settings
 from service.consent.gate import CONSENTED, IN_PROGRESS
 from service.db import queries, tenancy
 from service.intake import possible_keys, recording_key
@@ -155,7 +155,9 @@ async def run(ctx: JobContext, deps: IntakeDeps) -> None:
     assert call is not None and recording is not None
     policy: dict[str, Any] = call["policy"]
     if recording["state"] == "pending":
-        await _store(ctx, deps, media, recording, sid, int(policy["retention_s"]))
+        # calls older than migration 0016 did not record the level: the tenant's
+        source = RetentionSource(policy.get("retention_source", RetentionSource.TENANT))
+        await _store(ctx, deps, media, recording, sid, int(policy["retention_s"]), source)
     if recording["platform_deleted_at"] is None:
         await media.delete(sid)
         async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
@@ -180,6 +182,7 @@ async def _store(
     recording: Any,
     sid: str,
     retention_s: int,
+    source: RetentionSource,
 ) -> None:
     settings = deps.settings
     started = time.perf_counter()
@@ -229,6 +232,7 @@ async def _store(
                 retention_s,
                 stored.version,
                 where.ref,
+                str(source),
             )
             if retain_until is not None:
                 state = "stored"
@@ -244,6 +248,7 @@ async def _store(
                                 "sha256": got.sha256,
                                 "size_bytes": got.size,
                                 "retain_until": retain_until.isoformat(),
+                                "retention_source": str(source),
                             },
                             dedupe_key=f"recording_stored:{recording['id']}",
                         )

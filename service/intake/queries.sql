@@ -20,7 +20,8 @@ FROM recordings WHERE platform = $1 AND external_id = $2;
 UPDATE recordings
 SET state = 'stored', object_key = $2, sha256 = $3, size_bytes = $4, content_type = $5,
     stored_at = now(), retain_until = now() + make_interval(secs => $6), object_version = $7,
-    object_store = $8
+    object_store = $8,
+    retention_source = $9
 WHERE id = $1 AND state = 'pending'
 RETURNING retain_until;
 

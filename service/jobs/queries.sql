@@ -80,9 +80,6 @@ RETURNING id;
 -- name: next_due_in
 SELECT extract(epoch FROM min(run_after) - now()) FROM jobs WHERE state = 'queued';
 
--- name: recordings_at_platform
-SELECT count(*) FROM jobs WHERE kind = 'recording' AND state <> 'done';
-
 -- name: prune_done
 -- Finished jobs older than the retention ($1 seconds, by the database's clock), a batch ($2) at
 -- a time. Dead jobs stay for an operator to look at; the recording callbacks and requests

@@ -1,4 +1,5 @@
-"""``/api/calls``, ``/api/calls/{id}`` and ``/api/recordings/{id}/playback``.
+"""``/api/calls``, ``/api/calls/{id}``, ``/api/recordings/{id}/playback`` and
+``/api/recordings/{id}/retention`` (why a recording still exists: ``retention.explain``).
 
 Playback requires a non-blank reason; the reason, the actor and the time are written to the
 audit trail and to the call's ledger before the short-lived URL is issued, so no one listens
@@ -17,7 +18,7 @@ from typing import Any
 from aiohttp import web
 from cryptography.exceptions import InvalidTag
 
-from retention import requests
+from retention import explain, requests
 from service import audit, ledger
 from service.api import schemas
 from service.api.spec import BODY, DATETIME, QUERY, Param, operation, path_id
@@ -252,6 +253,29 @@ async def playback(request: web.Request) -> web.Response:
             rec["object_key"], f"playback:{recording_id}", store=rec["object_store"]
         )
     )
+
+
+@operation(
+    "GET",
+    "/api/recordings/{id}/retention",
+    roles=READERS,
+    summary="Why a recording still exists: its retention, what keeps it, when it goes",
+    responses={200: schemas.RETENTION, 404: schemas.ERROR_SCHEMA},
+    tag="qa",
+)
+async def recording_retention(request: web.Request) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        found = await explain.explain(conn, path_id(request))
+    if found is None:
+        raise NotFound("no such recording")
+    answer = found.as_json()
+    who = principal(request)
+    if visibility.Viewer.for_role(who.role, who.actor).audience != visibility.Audience.COMPLIANCE:
+        # a trainer learns that a hold keeps the recording and since when, not the casework
+        # behind it (the same line the ledger view draws: hold events are withheld from them)
+        answer["holds"] = [{**h, "reason": None} for h in answer["holds"]]
+        answer["withheld"] = ["holds.reason"]
+    return web.json_response(answer)
 
 
 WHOAMI = schemas.obj(

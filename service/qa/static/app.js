@@ -52,6 +52,20 @@ const TEXT = {
     "tenant.pick": "Tenant", "tenant.use": "Show this tenant",
     "err.unknown_tenant": "No such tenant.",
     "err.tenant_required": "Choose a tenant first.",
+    "ret.title": "Why it is still here",
+    "ret.until.tenant": "Kept until {when}: the client's retention policy",
+    "ret.until.queue": "Kept until {when}: the queue's retention policy",
+    "ret.until.number": "Kept until {when}: the called number's retention policy",
+    "ret.hold": "Legal hold since {when}: {reason}",
+    "ret.hold.hidden": "Legal hold since {when} (the reason is shown to compliance only)",
+    "ret.request": "Open data-subject request: {kind}, {status}",
+    "ret.purge_at": "Will be purged at {when} if nothing changes",
+    "ret.purge_due": "Its retention has ended: the next purge run deletes it",
+    "ret.kept": "Not purged while anything above keeps it",
+    "kind.access": "access", "kind.correct": "correction", "kind.restrict": "restriction",
+    "status.received": "received", "status.acknowledged": "acknowledged",
+    "status.in_progress": "in progress", "status.waiting_for_hold": "waiting for a hold",
+    "status.in_force": "in force",
     "none": "—",
   },
   vi: {
@@ -109,6 +123,20 @@ const TEXT = {
     "tenant.pick": "Khách hàng (mã)", "tenant.use": "Xem khách hàng này",
     "err.unknown_tenant": "Không có khách hàng này.",
     "err.tenant_required": "Vui lòng chọn khách hàng trước.",
+    "ret.title": "Vì sao bản ghi còn được lưu",
+    "ret.until.tenant": "Lưu đến {when}: chính sách lưu trữ của khách hàng",
+    "ret.until.queue": "Lưu đến {when}: chính sách lưu trữ của hàng chờ",
+    "ret.until.number": "Lưu đến {when}: chính sách lưu trữ của số được gọi",
+    "ret.hold": "Phong toả pháp lý từ {when}: {reason}",
+    "ret.hold.hidden": "Phong toả pháp lý từ {when} (lý do chỉ hiển thị với bộ phận tuân thủ)",
+    "ret.request": "Yêu cầu của chủ thể dữ liệu đang mở: {kind}, {status}",
+    "ret.purge_at": "Sẽ bị xoá lúc {when} nếu không có gì thay đổi",
+    "ret.purge_due": "Đã hết hạn lưu: lần xoá định kỳ tiếp theo sẽ xoá bản ghi",
+    "ret.kept": "Không bị xoá khi còn lý do nêu trên",
+    "kind.access": "truy cập", "kind.correct": "chỉnh sửa", "kind.restrict": "hạn chế xử lý",
+    "status.received": "đã nhận", "status.acknowledged": "đã xác nhận",
+    "status.in_progress": "đang xử lý", "status.waiting_for_hold": "chờ gỡ phong toả",
+    "status.in_force": "đang có hiệu lực",
     "none": "—",
   },
 };
@@ -322,7 +350,7 @@ function showEvents(call) {
     // casework (holds, data-subject requests) is for compliance; say that it exists
     const li = document.createElement("li");
     li.className = "withheld";
-    li.textContent = t("detail.withheld", { n: call.events_withheld });
+    live(li, () => t("detail.withheld", { n: call.events_withheld }));  // follows the language
     events.appendChild(li);
   }
 }
@@ -337,6 +365,7 @@ function recordingCard(r, callId) {
     if (r.held) meta.push(t("rec.held"));
     return meta.join(" · ");
   });
+  if (r.state === "stored" || r.state === "pending") showRetention(node, r.id);
   const form = node.querySelector(".play-form");
   if (r.state !== "stored") form.classList.add("hidden");
   form.addEventListener("submit", async (ev) => {
@@ -357,6 +386,46 @@ function recordingCard(r, callId) {
     } catch (err) { fail(err); }
   });
   return node;
+}
+
+// A code the page has words for in this language, else the code itself (a new request kind
+// or status is still shown, never hidden).
+function word(prefix, code) { return has(`${prefix}.${code}`) ? t(`${prefix}.${code}`) : code; }
+
+// "Why is this still here?": the recording's retention, what keeps it, and when it goes, as
+// GET /api/recordings/{id}/retention explains it (the purge reads the same explanation).
+async function showRetention(node, id) {
+  const box = node.querySelector(".rec-retention");
+  let why;
+  try { why = await api("GET", `/api/recordings/${id}/retention`); } catch (err) { return; }
+  const list = box.querySelector("ul");
+  list.replaceChildren();
+  const line = (render, testid) => {
+    const li = live(document.createElement("li"), render);
+    if (testid) li.setAttribute("data-testid", testid);
+    list.appendChild(li);
+  };
+  if (why.retain_until) {
+    line(() => t(`ret.until.${why.source || "tenant"}`, { when: fmt(why.retain_until) }),
+      "retention-until");
+  }
+  for (const h of why.holds) {
+    line(() => (h.reason == null
+      ? t("ret.hold.hidden", { when: fmt(h.placed_at) })
+      : t("ret.hold", { when: fmt(h.placed_at), reason: h.reason })), "retention-hold");
+  }
+  for (const q of why.requests) {
+    line(() => t("ret.request", { kind: word("kind", q.kind), status: word("status", q.status) }),
+      "retention-request");
+  }
+  if (why.purge_at == null) {
+    if (why.holds.length || why.requests.length) line(() => t("ret.kept"), "retention-purge");
+  } else if (new Date(why.purge_at) <= new Date(why.checked_at)) {
+    line(() => t("ret.purge_due"), "retention-purge");
+  } else {
+    line(() => t("ret.purge_at", { when: fmt(why.purge_at) }), "retention-purge");
+  }
+  box.classList.remove("hidden");
 }
 
 // Who the token is and which tenant the page shows; a platform token picks its tenant first.
