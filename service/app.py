@@ -50,6 +50,7 @@ from service.links import LINKS, LinkSigner
 from service.metrics import FIGURES, METRICS, METRICS_POOL, FiguresCache, Metrics
 from service.observe import hide_server_software, observe_middleware
 from service.personal_data import PhoneVault
+from service.platforms.pbx import routes as pbx_routes
 from service.prompt_library import PromptLibrary
 from service.qa import api as qa_api  # noqa: F401 - registers its operations
 from service.qa import page as qa_page
@@ -279,6 +280,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     app.add_routes(metrics.routes)
     app.add_routes(prompts_http.routes)
     app.add_routes(twilio_routes.routes)
+    app.add_routes(pbx_routes.routes)
     app.add_routes(files_http.routes)
     api_spec.add_routes(app)  # admin, compliance and QA operations, validated by their spec
     app.add_routes(qa_page.routes)

@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from service import failpoints, jobs, ledger
 from service.config import Settings
 from service.consent.gate import CONSENTED, IN_PROGRESS
-from service.db import queries
+from service.db import Conn, queries
 from service.intake import possible_keys, recording_key
 from service.intake.transcode import CONTENT_TYPES as TRANSCODED_TYPES
 from service.intake.transcode import transcode
@@ -168,72 +171,122 @@ async def _store(
             path, size, digest = await transcode(got.path, fetch, target)
             got = Downloaded(path, size, digest, TRANSCODED_TYPES[target])
         failpoints.hit(settings, "intake.after_download")
-        existing = await deps.store.head(key)
-        if existing is None or (existing.size, existing.sha256) != (got.size, got.sha256):
-            await deps.store.put_file(
-                key,
-                got.path,
-                sha256=got.sha256,
-                content_type=got.content_type,
-                metadata={
-                    "recording-id": str(recording["id"]),
-                    "call-id": str(recording["call_id"]),
-                },
+        try:
+            state = await store_received(
+                lambda: _fenced(ctx),
+                deps.store,
+                settings,
+                recording,
+                sid,
+                Received(key, got.path, got.size, got.sha256, got.content_type),
+                retention_s,
             )
-        # else: a run that crashed after uploading left exactly this object; a second PUT
-        # would only add a version on a versioned bucket
+        except LeaseLost:
+            # Another worker owns the job now. If the recording was erased meanwhile, nobody
+            # will ever commit it: take this upload back rather than leave it behind.
+            async with ctx.pool.acquire() as conn:
+                state = await conn.fetchval(Q["recording_state"], recording["id"])
+            if state == "erased":
+                await _delete_objects(deps.store, [key])
+            raise
+    if state == "stored" and deps.metrics is not None:
+        deps.metrics.intake_bytes.inc(got.size)
+        deps.metrics.intake_duration.observe(time.perf_counter() - started)
+
+
+@asynccontextmanager
+async def _fenced(ctx: JobContext) -> AsyncIterator[Conn]:
+    async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
+        yield conn
+
+
+@dataclass(frozen=True)
+class Received:
+    """A recording wholly received into a local file (downloaded, or uploaded by a PBX), and
+    the key it is to be stored under."""
+
+    key: str
+    path: Path
+    size: int
+    sha256: str
+    content_type: str
+
+
+# A transaction to commit in: the job's fenced one, or a plain one for an upload.
+Transaction = Callable[[], AbstractAsyncContextManager[Conn]]
+
+
+async def store_received(
+    transaction: Transaction,
+    store: ObjectStore,
+    settings: Settings,
+    recording: Any,
+    sid: str,
+    got: Received,
+    retention_s: int,
+) -> str:
+    """The steps every kept recording goes through, however it arrived: upload (unless this
+    exact object is there already), verify with a HEAD, commit ``stored`` and
+    ``recording_stored``; if the row is no longer ``pending`` (erased meanwhile), delete the
+    upload and write ``recording_discarded``. Returns the recording's state."""
+    key = got.key
+    existing = await store.head(key)
+    if existing is None or (existing.size, existing.sha256) != (got.size, got.sha256):
+        await store.put_file(
+            key,
+            got.path,
+            sha256=got.sha256,
+            content_type=got.content_type,
+            metadata={
+                "recording-id": str(recording["id"]),
+                "call-id": str(recording["call_id"]),
+            },
+        )
+    # else: a run that crashed after uploading left exactly this object; a second PUT
+    # would only add a version on a versioned bucket
     failpoints.hit(settings, "intake.after_upload")
-    stored = await deps.store.head(key)
+    stored = await store.head(key)
     if stored is None or stored.size != got.size or stored.sha256 != got.sha256:
         raise StorageError(f"verification of {key} failed: the store does not hold what we sent")
     if settings.s3_bucket and not stored.encrypted:
         raise StorageError(f"verification of {key} failed: not encrypted at rest")
-    try:
-        async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
-            retain_until = await conn.fetchval(
-                Q["mark_stored"],
-                recording["id"],
-                key,
-                got.sha256,
-                got.size,
-                got.content_type,
-                retention_s,
-                stored.version,
+    async with transaction() as conn:
+        retain_until = await conn.fetchval(
+            Q["mark_stored"],
+            recording["id"],
+            key,
+            got.sha256,
+            got.size,
+            got.content_type,
+            retention_s,
+            stored.version,
+        )
+        if retain_until is not None:
+            state: str = "stored"
+            await ledger.append(
+                conn,
+                recording["call_id"],
+                [
+                    NewEvent(
+                        "recording_stored",
+                        {
+                            "recording_id": str(recording["id"]),
+                            "recording_sid": sid,
+                            "sha256": got.sha256,
+                            "size_bytes": got.size,
+                            "retain_until": retain_until.isoformat(),
+                        },
+                        dedupe_key=f"recording_stored:{recording['id']}",
+                    )
+                ],
             )
-            if retain_until is not None:
-                state = "stored"
-                await ledger.append(
-                    conn,
-                    recording["call_id"],
-                    [
-                        NewEvent(
-                            "recording_stored",
-                            {
-                                "recording_id": str(recording["id"]),
-                                "recording_sid": sid,
-                                "sha256": got.sha256,
-                                "size_bytes": got.size,
-                                "retain_until": retain_until.isoformat(),
-                            },
-                            dedupe_key=f"recording_stored:{recording['id']}",
-                        )
-                    ],
-                )
-            else:
-                state = await conn.fetchval(Q["recording_state"], recording["id"])
-    except LeaseLost:
-        # Another worker owns the job now. If the recording was erased meanwhile, nobody will
-        # ever commit it: take this upload back rather than leave it behind.
-        async with ctx.pool.acquire() as conn:
+        else:
             state = await conn.fetchval(Q["recording_state"], recording["id"])
-        if state == "erased":
-            await _delete_objects(deps.store, [key])
-        raise
     if state != "stored":
-        # Erased while the download was in flight (the row is no longer pending): what was
-        # uploaded must not stay. The platform's copy is deleted next, as for a kept one.
-        await _delete_objects(deps.store, [key])
-        async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
+        # Erased while the recording was in flight (the row is no longer pending): what was
+        # uploaded must not stay.
+        await _delete_objects(store, [key])
+        async with transaction() as conn:
             await ledger.append(
                 conn,
                 recording["call_id"],
@@ -254,14 +307,12 @@ async def _store(
             "recording discarded: its call was erased while it was in flight; upload deleted",
             extra={"recording_id": str(recording["id"]), "state": state},
         )
-        return
+        return state
     failpoints.hit(settings, "intake.after_commit")
-    if deps.metrics is not None:
-        deps.metrics.intake_bytes.inc(got.size)
-        deps.metrics.intake_duration.observe(time.perf_counter() - started)
     log.info(
         "recording stored", extra={"recording_id": str(recording["id"]), "size_bytes": got.size}
     )
+    return state
 
 
 async def _delete_objects(store: ObjectStore, keys: list[str]) -> None:

@@ -1,0 +1,1 @@
+"""Telephony platforms: one folder per platform behind one small port."""
