@@ -51,13 +51,14 @@ class Upload:
     recording_external_id: str
 
 
-async def _admitted(conn: Conn, call: asyncpg.Record | None, upload: Upload) -> asyncpg.Record:
-    """The call, if its recording may be kept; else the 404 or 409, with why in the ledger."""
+async def _refusal(conn: Conn, call: asyncpg.Record | None, upload: Upload) -> Exception | None:
+    """None if the call's recording may be kept; else the 404 or 409 to answer, with why
+    written to the call's ledger (raised by the caller once that is committed)."""
     if call is None:
-        raise NotFound("no such call", code="unknown_call")
+        return NotFound("no such call", code="unknown_call")
     erased = call["erased_at"] is not None
     if not erased and call["outcome"] == CONSENTED:
-        return call
+        return None
     await ledger.append(
         conn,
         call["id"],
@@ -76,8 +77,8 @@ async def _admitted(conn: Conn, call: asyncpg.Record | None, upload: Upload) -> 
         ],
     )
     if erased:
-        raise Conflict("the call was erased: its recording is not kept", code="call_erased")
-    raise Conflict(
+        return Conflict("the call was erased: its recording is not kept", code="call_erased")
+    return Conflict(
         f"the call's consent outcome is {call['outcome']}: its recording is not kept",
         code="no_consent",
     )
@@ -87,7 +88,9 @@ async def admit(pool: asyncpg.Pool[Any], upload: Upload) -> None:
     """Before the body is read: 404 for an unknown call, 409 for one that may not be recorded."""
     async with pool.acquire() as conn, conn.transaction():
         call = await conn.fetchrow(Q["call_for_intake"], upload.platform, upload.call_external_id)
-        await _admitted(conn, call, upload)
+        refused = await _refusal(conn, call, upload)
+    if refused is not None:
+        raise refused
 
 
 @asynccontextmanager
@@ -106,20 +109,25 @@ async def keep_upload(
     duration_s: int | None = None,
 ) -> Kept:
     """Keep a wholly received upload (``file.key`` is ignored: the key is the recording's)."""
+    recording: asyncpg.Record | None = None
     async with pool.acquire() as conn, conn.transaction():
         call = await conn.fetchrow(Q["call_for_intake"], upload.platform, upload.call_external_id)
-        call = await _admitted(conn, call, upload)
-        await conn.execute(
-            Q["ensure_recording"],
-            call["id"],
-            upload.platform,
-            upload.recording_external_id,
-            duration_s,
-        )
-        recording = await conn.fetchrow(
-            Q["recording_by_external_id"], upload.platform, upload.recording_external_id
-        )
-        assert recording is not None  # ensured just above, under the call's lock
+        refused = await _refusal(conn, call, upload)
+        if refused is None:
+            assert call is not None
+            await conn.execute(
+                Q["ensure_recording"],
+                call["id"],
+                upload.platform,
+                upload.recording_external_id,
+                duration_s,
+            )
+            recording = await conn.fetchrow(
+                Q["recording_by_external_id"], upload.platform, upload.recording_external_id
+            )
+    if refused is not None:
+        raise refused
+    assert recording is not None
     # One upload of a recording at a time (a PBX that timed out and retries while the first is
     # still being stored): the second waits, then finds it stored and compares.
     async with pool.acquire() as lock:
