@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import sys
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -638,3 +639,142 @@ async def test_an_upload_for_an_erased_call_is_discarded(
     assert (status, answer["error"]["code"]) == (409, "call_erased")
     await _nothing_kept(db, service.settings, moto_url)
     assert (await _events(db, "e-1"))[-1] == "recording_discarded"
+
+
+# --- the FreeSWITCH recipe: mod_httapi through the bridge -----------------------------------
+
+FREESWITCH = ASTERISK.parent / "freeswitch"
+
+
+@dataclass
+class FakeFreeSwitch:
+    """mod_httapi as its source does it: POSTs the session's params (``session_id``, the
+    ``Caller-*`` caller-profile fields, the httapi data's ``{queue=...}``), runs the returned
+    document's work, sends ``<params>`` back on every later request, applies ``<variables>``,
+    stops at ``<break/>``, and on hang-up makes one last request with ``exiting=true``."""
+
+    http: aiohttp.ClientSession
+    url: str
+    caller: list[str] = field(default_factory=lambda: ["stay"])
+    variables: dict[str, str] = field(default_factory=dict)
+    played: list[str] = field(default_factory=list)
+
+    async def _hit(self, form: dict[str, str]) -> ET.Element:
+        async with self.http.post(self.url, data=form) as resp:
+            assert resp.status == 200 and resp.content_type == "text/xml"
+            return ET.fromstring(await resp.text())
+
+    async def call(self, uuid: str, queue: str | None = None) -> bool:
+        """The call; True if it hung up inside httapi."""
+        params = {
+            "session_id": uuid,
+            "hostname": "fs1",
+            "url": self.url,
+            "Caller-Caller-ID-Number": CALLER,
+            "Caller-Destination-Number": HOTLINE,
+            "Caller-Unique-ID": uuid,
+        }
+        if queue:
+            params["queue"] = queue
+        once: dict[str, str] = {}
+        while True:
+            doc = await self._hit({**params, **once})
+            once = {}
+            for tag in doc.findall("params/*"):
+                params[tag.tag] = tag.text or ""
+            for tag in doc.findall("variables/*"):
+                self.variables[tag.tag] = tag.text or ""
+            work = doc.find("work")
+            assert work is not None
+            for tag in work:
+                if tag.tag == "break":
+                    return False
+                assert tag.tag == "playback", tag.tag
+                self.played.append(Path(tag.attrib["file"]).read_bytes().hex()[:16])
+                what = self.caller.pop(0) if self.caller else "stay"
+                if what == "hangup":
+                    await self._hit({**params, "exiting": "true"})
+                    return True
+                if what != "stay" and tag.find("bind") is not None:
+                    once = {tag.attrib["name"]: what, "input_type": "dtmf"}
+
+    async def hang_up(self, uuid: str) -> None:
+        """The channel ends after the dialplan went on: the reporting-state request."""
+        await self._hit(
+            {"session_id": uuid, "exiting": "true", "callvault_step": "done", "url": self.url}
+        )
+
+
+@pytest.fixture
+async def freeswitch(
+    service: Service, token_file: Path, tmp_path: Path, http: aiohttp.ClientSession
+) -> AsyncIterator[FakeFreeSwitch]:
+    env = _script_env(service, token_file, tmp_path)
+    env.update(CALLVAULT_LISTEN="127.0.0.1:0", CALLVAULT_HTTAPI_CONFIG=str(tmp_path / "none.ini"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(FREESWITCH / "callvault_httapi.py"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    line = (await proc.stdout.readline()).decode()
+    port = line.strip().rsplit(":", 1)[1]
+    yield FakeFreeSwitch(http, f"http://127.0.0.1:{port}/httapi")
+    proc.terminate()
+    await proc.wait()
+
+
+async def test_freeswitch_consent_record_upload(
+    service: Service,
+    freeswitch: FakeFreeSwitch,
+    asterisk: FakeAsterisk,
+    db: Conn,
+    moto_url: str,
+    tmp_path: Path,
+) -> None:
+    assert await freeswitch.call("6f1c0d2e-0000-4000-8000-000000000001", queue=None) is False
+    assert freeswitch.variables == {"callvault_record": "1"} and len(freeswitch.played) == 1
+    uuid = "6f1c0d2e-0000-4000-8000-000000000001"
+    # record_session, then record_post_process_exec_api runs the shared upload script
+    recording = tmp_path / f"{uuid}.wav"
+    body = _recording(recording)
+    code, err = await run_upload(asterisk.env, uuid, recording)
+    assert code == 0, err
+    await freeswitch.hang_up(uuid)
+    assert await db.fetchval("SELECT sha256 FROM recordings WHERE state = 'stored'") == (
+        hashlib.sha256(body).hexdigest()
+    )
+    assert await _events(db, uuid) == [
+        "call_started",
+        "notice_played",
+        "consent_given",
+        "recording_stored",
+        "call_ended",
+    ]
+
+
+async def test_freeswitch_explicit_refusal_and_silence(
+    service: Service, freeswitch: FakeFreeSwitch, db: Conn
+) -> None:
+    await service.reconfigure(defaults=replace(service.settings.defaults, consent_mode="explicit"))
+    freeswitch.caller = ["2"]
+    assert await freeswitch.call("fs-refused") is False
+    assert freeswitch.variables == {"callvault_record": "0"}
+    freeswitch.caller, freeswitch.variables = ["stay", "stay"], {}
+    assert await freeswitch.call("fs-silent") is False
+    assert freeswitch.variables == {"callvault_record": "0"}
+    outcomes = dict(await db.fetch("SELECT external_id, outcome FROM calls"))
+    assert outcomes == {"default/fs-refused": "refused", "default/fs-silent": "no_input"}
+    freeswitch.caller, freeswitch.variables = ["1"], {}
+    assert await freeswitch.call("fs-yes") is False
+    assert freeswitch.variables == {"callvault_record": "1"}
+
+
+async def test_freeswitch_hang_up_during_the_notice(
+    service: Service, freeswitch: FakeFreeSwitch, db: Conn
+) -> None:
+    freeswitch.caller = ["hangup"]
+    assert await freeswitch.call("fs-gone") is True
+    assert "callvault_record" not in freeswitch.variables
+    assert await db.fetchval("SELECT outcome FROM calls") == "hung_up_during_notice"

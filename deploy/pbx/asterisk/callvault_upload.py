@@ -16,7 +16,7 @@ callvault can prove it stored exactly these bytes. Answers:
 - any other 4xx: the file is kept, exit status 2 (look at the message in the PBX's log).
 
 Configuration as for ``callvault_agi.py`` (``url``, ``token_file``, ``upload_timeout_s``; environment
-``CALLVAULT_*`` first, then ``/etc/asterisk/callvault.ini``) plus ``retries`` and
+``CALLVAULT_*`` first, then ``/etc/asterisk/callvault.ini`` or ``/etc/freeswitch/callvault.ini``) plus ``retries`` and
 ``keep_files`` (``yes``: never delete the local recording).
 """
 
@@ -48,7 +48,9 @@ BLOCK = 1 << 20
 
 def config() -> dict[str, str]:
     parser = configparser.ConfigParser()
-    parser.read(os.environ.get("CALLVAULT_AGI_CONFIG", "/etc/asterisk/callvault.ini"))
+    # the Asterisk recipe's file, else the FreeSWITCH one's (the script serves both)
+    default = ["/etc/asterisk/callvault.ini", "/etc/freeswitch/callvault.ini"]
+    parser.read(os.environ.get("CALLVAULT_AGI_CONFIG") or default)
     found = dict(DEFAULTS)
     if parser.has_section(SECTION):
         found.update({k: v for k, v in parser[SECTION].items() if k in DEFAULTS})
