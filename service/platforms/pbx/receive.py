@@ -103,6 +103,9 @@ async def receive(request: web.Request, dest: Path, fmt: str, max_bytes: int) ->
                 pending.clear()
         if pending:
             await asyncio.to_thread(out.write, bytes(pending))
+    except ConnectionError:
+        # the PBX went away mid-body: nothing to answer, and nothing of it is kept
+        raise BadRequest("the upload stopped before its end", code="truncated_body") from None
     finally:
         await asyncio.to_thread(out.close)
     if size == 0:
