@@ -587,7 +587,12 @@ async def test_another_recording_for_a_stored_call_is_409(
 
 
 async def test_an_upload_cut_off_half_way_leaves_no_object_and_no_row(
-    service: Service, http: aiohttp.ClientSession, db: Conn, token: str, moto_url: str
+    service: Service,
+    http: aiohttp.ClientSession,
+    db: Conn,
+    token: str,
+    moto_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     await _consented(http, service, token, "t-1")
     body = wav_bytes(4)
@@ -619,6 +624,7 @@ async def test_an_upload_cut_off_half_way_leaves_no_object_and_no_row(
     await eventually(cleaned, what="the half upload is thrown away")
     await _nothing_kept(db, service.settings, moto_url)
     assert (await _events(db, "t-1"))[-1] == "consent_given"
+    assert "unhandled error" not in caplog.text  # the client's going away is no server fault
     # the PBX's retry of the whole file then succeeds
     status, _ = await _put(http, service, token, "t-1", body)
     assert status == 201

@@ -3,8 +3,9 @@
 The body is never held in memory: it is read in chunks, hashed as it passes and written off the
 event loop. Before the first byte is kept it must look like the audio its ``Content-Type``
 says; past the size cap the upload is refused (413) at once; a body that ends before its
-``Content-Length`` (the PBX dropped the connection) is refused, and the caller's temporary folder
-goes with it. An optional ``Digest: sha-256=<base64>`` (RFC 3230), or ``Content-Digest:
+``Content-Length`` is refused. When the PBX drops the connection, aiohttp cancels the handler
+and the caller's temporary folder goes with it (nothing was written to the database or the
+store yet). An optional ``Digest: sha-256=<base64>`` (RFC 3230), or ``Content-Digest:
 sha-256=:<base64>:`` (RFC 9530), must match what arrived.
 """
 
@@ -103,9 +104,6 @@ async def receive(request: web.Request, dest: Path, fmt: str, max_bytes: int) ->
                 pending.clear()
         if pending:
             await asyncio.to_thread(out.write, bytes(pending))
-    except ConnectionError:
-        # the PBX went away mid-body: nothing to answer, and nothing of it is kept
-        raise BadRequest("the upload stopped before its end", code="truncated_body") from None
     finally:
         await asyncio.to_thread(out.close)
     if size == 0:
