@@ -73,7 +73,7 @@ def token_file(tmp_path: Path, token: str) -> Path:
     return path
 
 
-def _script_env(service: Service, token_file: Path, tmp_path: Path) -> dict[str, str]:
+def _script_env(base_url: str, token_file: Path, tmp_path: Path) -> dict[str, str]:
     """The environment Asterisk gives its child processes (its own, plus AST_* paths), with
     the recipe's settings as the operator would set them."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
@@ -81,7 +81,7 @@ def _script_env(service: Service, token_file: Path, tmp_path: Path) -> dict[str,
         AST_AGI_DIR=str(ASTERISK),
         AST_CONFIG_DIR=str(tmp_path),
         CALLVAULT_AGI_CONFIG=str(tmp_path / "callvault.ini"),
-        CALLVAULT_URL=service.base_url,
+        CALLVAULT_URL=base_url,
         CALLVAULT_TOKEN_FILE=str(token_file),
         CALLVAULT_SOUNDS_DIR=str(tmp_path / "sounds"),
         CALLVAULT_BACKOFF_S="0.01",
@@ -172,7 +172,7 @@ class FakeAsterisk:
 
 @pytest.fixture
 def asterisk(service: Service, token_file: Path, tmp_path: Path) -> FakeAsterisk:
-    return FakeAsterisk(_script_env(service, token_file, tmp_path), tmp_path / "sounds")
+    return FakeAsterisk(_script_env(service.base_url, token_file, tmp_path), tmp_path / "sounds")
 
 
 async def run_upload(env: dict[str, str], call_id: str, path: Path) -> tuple[int, str]:
@@ -715,7 +715,7 @@ class FakeFreeSwitch:
 async def freeswitch(
     service: Service, token_file: Path, tmp_path: Path, http: aiohttp.ClientSession
 ) -> AsyncIterator[FakeFreeSwitch]:
-    env = _script_env(service, token_file, tmp_path)
+    env = _script_env(service.base_url, token_file, tmp_path)
     env.update(CALLVAULT_LISTEN="127.0.0.1:0", CALLVAULT_HTTAPI_CONFIG=str(tmp_path / "none.ini"))
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
