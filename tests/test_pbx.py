@@ -784,3 +784,27 @@ async def test_freeswitch_hang_up_during_the_notice(
     assert await freeswitch.call("fs-gone") is True
     assert "callvault_record" not in freeswitch.variables
     assert await db.fetchval("SELECT outcome FROM calls") == "hung_up_during_notice"
+
+
+async def test_concurrent_uploads_of_one_call_store_one_object_that_matches_its_row(
+    service: Service, http: aiohttp.ClientSession, db: Conn, token: str, moto_url: str
+) -> None:
+    await _consented(http, service, token, "c-2")
+    same = wav_bytes(1)
+    answers = await asyncio.gather(*(_put(http, service, token, "c-2", same) for _ in range(3)))
+    assert [a[0] for a in answers] == [201, 201, 201]
+    assert answers[0] == answers[1] == answers[2]
+    # a PBX that sends other bytes for the same call at the same moment: one wins, whole
+    await _consented(http, service, token, "c-3")
+    bodies = [wav_bytes(1.0), wav_bytes(1.5)]
+    answers = await asyncio.gather(*(_put(http, service, token, "c-3", b) for b in bodies))
+    assert sorted(a[0] for a in answers) == [201, 409]
+    rows = await db.fetch("SELECT object_key, sha256, size_bytes FROM recordings")
+    assert len(rows) == 2
+    assert service.settings.s3_bucket is not None
+    stored = {o["key"]: o for o in await objects(moto_url, service.settings.s3_bucket)}
+    assert len(stored) == 2
+    for row in rows:  # what the bucket holds is what the row says, byte count and hash
+        head = stored[row["object_key"]]
+        assert head["size"] == row["size_bytes"]
+        assert head["head"]["Metadata"]["sha256"] == row["sha256"]

@@ -11,6 +11,8 @@ the same bytes answers the same and stores one object.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,6 +33,21 @@ from service.storage import ObjectStore
 
 Q = queries.load("service.intake")
 UPLOAD_Q = queries.load("service.intake", "upload.sql")
+# Uploads being stored at once by this process. Each holds a pooled connection for its lock
+# while the object goes to the bucket; the bound leaves the rest of the pool to the webhooks
+# (a caller waits on those). Further uploads wait their turn, their bodies already on disk.
+STORES_AT_ONCE = 2
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _turn() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    turn = _turns.get(loop)
+    if turn is None:
+        turn = _turns[loop] = asyncio.Semaphore(STORES_AT_ONCE)
+    return turn
 
 
 @dataclass(frozen=True)
@@ -130,7 +147,7 @@ async def keep_upload(
     assert recording is not None
     # One upload of a recording at a time (a PBX that timed out and retries while the first is
     # still being stored): the second waits, then finds it stored and compares.
-    async with pool.acquire() as lock:
+    async with _turn(), pool.acquire() as lock:
         await lock.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", str(recording["id"]))
         try:
             return await _keep_locked(pool, store, settings, upload, file, fmt, recording)
