@@ -142,3 +142,36 @@ async def test_killed_mid_upload_the_pbx_retry_converges_to_one_object(
     events = [e.type for e in await ledger.events_of(db, rec["call_id"])]
     assert events.count("recording_stored") == 1
     assert (await ledger.verify(db)).ok
+
+
+@pytest.mark.slow
+async def test_an_upload_much_larger_than_memory_streams_through(
+    serve: ServeProcess, db: Conn, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    token = await _token(db, "default")
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    await serve.start()
+    env = {**_script_env(serve.url, token_file, tmp_path), "CALLVAULT_RETRIES": "0"}
+    # warm up: the first store loads boto3 and friends
+    await _consent(http, serve.url, token, "warm")
+    small = tmp_path / "warm.wav"
+    small.write_bytes(wav_bytes(1))
+    assert (await run_upload(env, "warm", small))[0] == 0
+    before = serve.peak_rss_kib()
+
+    size = 256 * 1024 * 1024
+    big = tmp_path / "big.wav"
+    with big.open("wb") as out:  # a WAV header, then silence: written in pieces
+        out.write(wav_bytes(0.01)[:44])
+        out.truncate(size)
+    await _consent(http, serve.url, token, "big")
+    code, err = await run_upload(env, "big", big)
+    assert code == 0, err
+    grown_mib = (serve.peak_rss_kib() - before) / 1024
+    stored = await db.fetchval(
+        "SELECT size_bytes FROM recordings WHERE state = 'stored' ORDER BY size_bytes DESC LIMIT 1"
+    )
+    assert stored == size
+    print(f"peak RSS growth for a 256 MiB PBX upload: {grown_mib:.1f} MiB")
+    assert grown_mib < 64, f"peak RSS grew by {grown_mib:.0f} MiB for a 256 MiB upload"
