@@ -97,11 +97,13 @@ class Agi:
 class Api:
     def __init__(self, cfg: dict[str, str]) -> None:
         self.base = cfg["url"].rstrip("/")
+        if not self.base.startswith(("https://", "http://")):
+            raise ValueError("url must be callvault's http(s) base URL")
         self.token = Path(cfg["token_file"]).read_text(encoding="utf-8").strip()
         self.timeout = float(cfg["timeout_s"])
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        request = urllib.request.Request(
+        request = urllib.request.Request(  # noqa: S310 - the base URL is checked to be http(s)
             self.base + path,
             data=json.dumps(body).encode(),
             method="POST",
@@ -215,7 +217,9 @@ def main() -> int:
     try:
         api = Api(cfg)
         if args[0] == "ended":
-            api.post(f"/telephony/pbx/calls/{agi.env['agi_uniqueid']}/ended", {"during_notice": False})
+            api.post(
+                f"/telephony/pbx/calls/{agi.env['agi_uniqueid']}/ended", {"during_notice": False}
+            )
             return 0
         record = start(agi, api, cfg, args[1:])
     except (OSError, ValueError, KeyError, urllib.error.URLError) as exc:

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Upload a finished MixMonitor recording to callvault (Python 3 standard library only).
 
-    MixMonitor(${CALLVAULT_DIR}/${UNIQUEID}.wav,,/usr/bin/python3 /var/lib/asterisk/agi-bin/callvault_upload.py ${UNIQUEID} ^{MIXMONITOR_FILENAME})
+    MixMonitor(${CALLVAULT_DIR}/${UNIQUEID}.wav,,/usr/bin/python3
+        /var/lib/asterisk/agi-bin/callvault_upload.py ${UNIQUEID} ^{MIXMONITOR_FILENAME})
+    (one line in extensions.conf)
 
 MixMonitor runs its command once the recording is over (the call hung up or StopMixMonitor).
 The file is streamed (never read whole into memory) as ``PUT
@@ -15,9 +17,10 @@ callvault can prove it stored exactly these bytes. Answers:
   FILE`` again; a repeat is harmless).
 - any other 4xx: the file is kept, exit status 2 (look at the message in the PBX's log).
 
-Configuration as for ``callvault_agi.py`` (``url``, ``token_file``, ``upload_timeout_s``; environment
-``CALLVAULT_*`` first, then ``/etc/asterisk/callvault.ini`` or ``/etc/freeswitch/callvault.ini``) plus ``retries`` and
-``keep_files`` (``yes``: never delete the local recording).
+Configuration as for ``callvault_agi.py`` (``url``, ``token_file``, ``upload_timeout_s``;
+environment ``CALLVAULT_*`` first, then ``/etc/asterisk/callvault.ini`` or
+``/etc/freeswitch/callvault.ini``) plus ``retries`` and ``keep_files`` (``yes``: never delete
+the local recording). FreeSWITCH's ``record_post_process_exec_api`` runs it the same way.
 """
 
 from __future__ import annotations
@@ -74,7 +77,9 @@ def sha256_b64(path: Path) -> str:
 
 def put(cfg: dict[str, str], call_id: str, path: Path, digest: str) -> tuple[int, str]:
     url = urllib.parse.urlsplit(cfg["url"].rstrip("/"))
-    conn_class = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+    conn_class = (
+        http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+    )
     conn = conn_class(url.hostname or "", url.port, timeout=float(cfg["upload_timeout_s"]))
     token = Path(cfg["token_file"]).read_text(encoding="utf-8").strip()
     target = f"{url.path}/telephony/pbx/calls/{urllib.parse.quote(call_id, safe='')}/recording"

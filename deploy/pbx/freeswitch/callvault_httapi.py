@@ -29,6 +29,7 @@ Configuration: as for the Asterisk scripts (``CALLVAULT_URL``, ``CALLVAULT_TOKEN
 from __future__ import annotations
 
 import configparser
+import contextlib
 import hashlib
 import json
 import os
@@ -86,10 +87,12 @@ class Bridge:
     def __init__(self, cfg: dict[str, str]) -> None:
         self.cfg = cfg
         self.base = cfg["url"].rstrip("/")
+        if not self.base.startswith(("https://", "http://")):
+            raise ValueError("url must be callvault's http(s) base URL")
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         token = Path(self.cfg["token_file"]).read_text(encoding="utf-8").strip()
-        request = urllib.request.Request(
+        request = urllib.request.Request(  # noqa: S310 - the base URL is checked to be http(s)
             self.base + path,
             data=json.dumps(body).encode(),
             method="POST",
@@ -123,9 +126,7 @@ class Bridge:
 
     def ask(self, sound: str, answer: dict[str, Any], attempt: int) -> str:
         if answer["mode"] == "implied":
-            return document(
-                f"<playback file={quoteattr(sound)}/>", {"callvault_step": "notice"}
-            )
+            return document(f"<playback file={quoteattr(sound)}/>", {"callvault_step": "notice"})
         digits = answer["digits"]
         wait_ms = int(digits["timeout_s"]) * 1000
         return document(
@@ -164,7 +165,8 @@ class Bridge:
         if step == "ask":
             attempt = int(form.get("callvault_attempt", "1"))
             said = self.post(
-                path + "/consent", {"digit": form.get("callvault_digit") or None, "attempt": attempt}
+                path + "/consent",
+                {"digit": form.get("callvault_digit") or None, "attempt": attempt},
             )
             if said.get("ask_again"):
                 again = {
@@ -219,10 +221,8 @@ def main() -> int:
     Handler.bridge = Bridge(cfg)
     server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
     print(f"callvault_httapi: listening on {host}:{server.server_address[1]}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
