@@ -3,6 +3,8 @@
 ``callbacks`` records each (recording, status) once and enqueues a ``recording`` job; ``job``
 decides from the call's consent outcome whether to keep the recording (download, upload, verify,
 commit, delete the platform's copy) or discard it (delete it at the platform, never download).
+``upload`` takes a recording a platform sends (a PBX's ``PUT``) through the same store, verify
+and ledger steps (``job.store_received``).
 """
 
 from __future__ import annotations

@@ -28,14 +28,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from service import failpoints, jobs, ledger
 from service.config import RetentionSource, Settings
 from service.consent.gate import CONSENTED, IN_PROGRESS
-from service.db import queries, tenancy
+from service.db import Conn, queries, tenancy
 from service.intake import possible_keys, recording_key
 from service.intake.callbacks import JOB_KIND
 from service.intake.transcode import CONTENT_TYPES as TRANSCODED_TYPES
@@ -47,7 +49,7 @@ from service.ledger import NewEvent
 from service.metrics import Metrics
 from service.platforms.port import Downloaded, MediaSource, MediaSources, media_source
 from service.storage import ObjectStore, StorageError
-from service.storage.registry import StoreRegistry
+from service.storage.registry import StoreRegistry, TenantStore
 from service.workdir import work_dir
 
 log = logging.getLogger(__name__)
@@ -190,7 +192,6 @@ async def _store(
     target = settings.recording_transcode or fetch
     # the tenant's store as it is now; the row records which one it was
     where = await deps.stores.for_tenant(_tenant(ctx))
-    store = where.store
     key = where.key(recording_key(recording["id"], target))
     async with work_dir(settings.home / "tmp", "intake-") as tmp:
         # A 404 is asked again a few times quickly, then dead-lettered (Permanent, platform
@@ -200,76 +201,130 @@ async def _store(
             path, size, digest = await transcode(got.path, fetch, target)
             got = Downloaded(path, size, digest, TRANSCODED_TYPES[target])
         failpoints.hit(settings, "intake.after_download")
-        existing = await store.head(key)
-        if existing is None or (existing.size, existing.sha256) != (got.size, got.sha256):
-            await store.put_file(
-                key,
-                got.path,
-                sha256=got.sha256,
-                content_type=got.content_type,
-                metadata={
-                    "recording-id": str(recording["id"]),
-                    "call-id": str(recording["call_id"]),
-                },
+        try:
+            state = await store_received(
+                lambda: _fenced(ctx),
+                where,
+                settings,
+                recording,
+                sid,
+                Received(key, got.path, got.size, got.sha256, got.content_type),
+                retention_s,
+                source,
             )
-        # else: a run that crashed after uploading left exactly this object; a second PUT
-        # would only add a version on a versioned bucket
+        except LeaseLost:
+            # Another worker owns the job now. If the recording was erased meanwhile, nobody
+            # will ever commit it: take this upload back rather than leave it behind.
+            async with ctx.pool.acquire() as conn:
+                state = await conn.fetchval(Q["recording_state"], recording["id"])
+            # (a row that is gone, its tenant offboarded meanwhile, will never be committed)
+            if state in ("erased", None):
+                await _delete_objects(where.store, [key])
+            raise
+    if state == "stored" and deps.metrics is not None:
+        deps.metrics.intake_bytes.inc(got.size)
+        deps.metrics.intake_duration.observe(time.perf_counter() - started)
+
+
+@asynccontextmanager
+async def _fenced(ctx: JobContext) -> AsyncIterator[Conn]:
+    async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
+        yield conn
+
+
+@dataclass(frozen=True)
+class Received:
+    """A recording wholly received into a local file (downloaded, or uploaded by a PBX), and
+    the key it is to be stored under."""
+
+    key: str
+    path: Path
+    size: int
+    sha256: str
+    content_type: str
+
+
+# A transaction to commit in: the job's fenced one, or a plain one for an upload.
+Transaction = Callable[[], AbstractAsyncContextManager[Conn]]
+
+
+async def store_received(
+    transaction: Transaction,
+    where: TenantStore,
+    settings: Settings,
+    recording: Any,
+    sid: str,
+    got: Received,
+    retention_s: int,
+    source: RetentionSource,
+) -> str:
+    """The steps every kept recording goes through, however it arrived: upload to the tenant's
+    store (unless this exact object is there already), verify with a HEAD, commit ``stored``
+    (with the store it went to and the policy level that set its retention) and
+    ``recording_stored``; if the row is no longer ``pending`` (erased meanwhile), delete the
+    upload and write ``recording_discarded``. Returns the recording's state."""
+    store = where.store
+    key = got.key
+    existing = await store.head(key)
+    if existing is None or (existing.size, existing.sha256) != (got.size, got.sha256):
+        await store.put_file(
+            key,
+            got.path,
+            sha256=got.sha256,
+            content_type=got.content_type,
+            metadata={
+                "recording-id": str(recording["id"]),
+                "call-id": str(recording["call_id"]),
+            },
+        )
+    # else: a run that crashed after uploading left exactly this object; a second PUT
+    # would only add a version on a versioned bucket
     failpoints.hit(settings, "intake.after_upload")
     stored = await store.head(key)
     if stored is None or stored.size != got.size or stored.sha256 != got.sha256:
         raise StorageError(f"verification of {key} failed: the store does not hold what we sent")
     if where.encrypted and not stored.encrypted:
         raise StorageError(f"verification of {key} failed: not encrypted at rest")
-    try:
-        async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
-            retain_until = await conn.fetchval(
-                Q["mark_stored"],
-                recording["id"],
-                key,
-                got.sha256,
-                got.size,
-                got.content_type,
-                retention_s,
-                stored.version,
-                where.ref,
-                str(source),
+    async with transaction() as conn:
+        retain_until = await conn.fetchval(
+            Q["mark_stored"],
+            recording["id"],
+            key,
+            got.sha256,
+            got.size,
+            got.content_type,
+            retention_s,
+            stored.version,
+            where.ref,
+            str(source),
+        )
+        if retain_until is not None:
+            state: str = "stored"
+            await ledger.append(
+                conn,
+                recording["call_id"],
+                [
+                    NewEvent(
+                        "recording_stored",
+                        {
+                            "recording_id": str(recording["id"]),
+                            "recording_sid": sid,
+                            "sha256": got.sha256,
+                            "size_bytes": got.size,
+                            "retain_until": retain_until.isoformat(),
+                            "retention_source": str(source),
+                        },
+                        dedupe_key=f"recording_stored:{recording['id']}",
+                    )
+                ],
             )
-            if retain_until is not None:
-                state = "stored"
-                await ledger.append(
-                    conn,
-                    recording["call_id"],
-                    [
-                        NewEvent(
-                            "recording_stored",
-                            {
-                                "recording_id": str(recording["id"]),
-                                "recording_sid": sid,
-                                "sha256": got.sha256,
-                                "size_bytes": got.size,
-                                "retain_until": retain_until.isoformat(),
-                                "retention_source": str(source),
-                            },
-                            dedupe_key=f"recording_stored:{recording['id']}",
-                        )
-                    ],
-                )
-            else:
-                state = await conn.fetchval(Q["recording_state"], recording["id"])
-    except LeaseLost:
-        # Another worker owns the job now. If the recording was erased meanwhile, nobody will
-        # ever commit it: take this upload back rather than leave it behind.
-        async with ctx.pool.acquire() as conn:
+        else:
             state = await conn.fetchval(Q["recording_state"], recording["id"])
-        # (a row that is gone, its tenant offboarded meanwhile, will never be committed either)
-        if state in ("erased", None):
-            await _delete_objects(store, [key])
-        raise
     if state != "stored":
-        # Erased while the download was in flight (the row is no longer pending): what was
-        # uploaded must not stay. The platform's copy is deleted next, as for a kept one.
+        # Erased while the recording was in flight (the row is no longer pending): what was
+        # uploaded must not stay.
         await _delete_objects(store, [key])
-        async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
+        async with transaction() as conn:
             await ledger.append(
                 conn,
                 recording["call_id"],
@@ -290,14 +345,12 @@ async def _store(
             "recording discarded: its call was erased while it was in flight; upload deleted",
             extra={"recording_id": str(recording["id"]), "state": state},
         )
-        return
+        return state
     failpoints.hit(settings, "intake.after_commit")
-    if deps.metrics is not None:
-        deps.metrics.intake_bytes.inc(got.size)
-        deps.metrics.intake_duration.observe(time.perf_counter() - started)
     log.info(
         "recording stored", extra={"recording_id": str(recording["id"]), "size_bytes": got.size}
     )
+    return state
 
 
 def _tenant(ctx: JobContext) -> str:

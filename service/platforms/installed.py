@@ -6,10 +6,11 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from service.platforms.pbx.adapter import ADAPTER as PBX
 from service.platforms.port import Adapter, MediaSources
 from service.platforms.twilio.adapter import ADAPTER as TWILIO
 
-ADAPTERS: tuple[Adapter, ...] = (TWILIO,)
+ADAPTERS: tuple[Adapter, ...] = (TWILIO, PBX)
 
 
 def add_routes(app: web.Application) -> None:

@@ -368,3 +368,13 @@ async def directory_ctx(app: web.Application) -> AsyncIterator[None]:
 def policy_for(app: web.Application, called: str | None, queue: str | None = None) -> Policy:
     """The policy of a call to ``called`` for the tenant the running webhook belongs to."""
     return app[TENANT_DIRECTORY].policy_for(tenancy.current(), called, queue)
+
+
+def call_policy(app: web.Application, called: str | None, queue: str | None) -> Policy:
+    """As :func:`policy_for`, but a queue the platform names that the configuration lacks is
+    an operator's slip, not the caller's: they get the number's policy (and are still told)."""
+    try:
+        return policy_for(app, called, queue)
+    except ConfigError as exc:
+        log.warning("falling back to the number's policy: %s", exc.message)
+        return policy_for(app, called)

@@ -25,7 +25,7 @@ from service.config import Policy
 from service.consent import gate
 from service.context import PROMPTS, SETTINGS, VAULT, database
 from service.db import tenancy
-from service.errors import BadRequest, ConfigError, DatabaseUnavailable
+from service.errors import BadRequest, DatabaseUnavailable
 from service.intake.callbacks import recording_callback
 from service.metrics import METRICS
 from service.platforms.twilio import twiml
@@ -87,12 +87,7 @@ def _duration(raw: str) -> int | None:
 
 
 def _policy(app: web.Application, called: str | None, queue: str | None) -> Policy:
-    try:
-        return policies.policy_for(app, called, queue)
-    except ConfigError as exc:
-        # A webhook URL naming an unknown queue is an operator's slip; the caller is still told.
-        log.warning("falling back to the default policy: %s", exc.message)
-        return policies.policy_for(app, called)
+    return policies.call_policy(app, called, queue)
 
 
 def _count_outcome(request: web.Request, call: gate.CallState) -> None:
