@@ -35,6 +35,23 @@ BEGIN
         USING ERRCODE = 'integrity_constraint_violation';
 END
 $$;
+CREATE FUNCTION public.receipt_keys_only_retire() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        RAISE EXCEPTION 'receipt keys are kept for ever (retire them instead)'
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    IF NEW.id <> OLD.id OR NEW.tenant_id <> OLD.tenant_id OR NEW.public_key <> OLD.public_key
+       OR NEW.created_at <> OLD.created_at
+       OR (OLD.retired_at IS NOT NULL AND NEW.retired_at IS DISTINCT FROM OLD.retired_at) THEN
+        RAISE EXCEPTION 'a receipt key changes only by being retired or re-encrypted'
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    RETURN NEW;
+END
+$$;
 CREATE FUNCTION public.tenant_of_call() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -215,13 +232,20 @@ CREATE TABLE public.ledger_seals (
     at timestamp with time zone DEFAULT now() NOT NULL,
     max_event_id bigint NOT NULL,
     calls integer NOT NULL,
-    heads_sha256 bytea NOT NULL,
+    heads_sha256 bytea,
     prev_hash bytea NOT NULL,
     hash bytea NOT NULL,
     tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
+    format smallint DEFAULT 1 NOT NULL,
+    root bytea,
+    tree_size bigint,
+    CONSTRAINT ledger_seals_format_check CHECK ((format = ANY (ARRAY[1, 2]))),
+    CONSTRAINT ledger_seals_format_fields CHECK ((((format = 1) AND (heads_sha256 IS NOT NULL) AND (root IS NULL) AND (tree_size IS NULL)) OR ((format = 2) AND (heads_sha256 IS NULL) AND (root IS NOT NULL) AND (tree_size = calls)))),
     CONSTRAINT ledger_seals_hash_check CHECK ((length(hash) = 32)),
     CONSTRAINT ledger_seals_heads_sha256_check CHECK ((length(heads_sha256) = 32)),
-    CONSTRAINT ledger_seals_prev_hash_check CHECK ((length(prev_hash) = 32))
+    CONSTRAINT ledger_seals_prev_hash_check CHECK ((length(prev_hash) = 32)),
+    CONSTRAINT ledger_seals_root_check CHECK ((length(root) = 32)),
+    CONSTRAINT ledger_seals_tree_size_check CHECK ((tree_size >= 0))
 );
 ALTER TABLE ONLY public.ledger_seals FORCE ROW LEVEL SECURITY;
 CREATE SEQUENCE public.ledger_seals_id_seq
@@ -231,6 +255,16 @@ CREATE SEQUENCE public.ledger_seals_id_seq
     NO MAXVALUE
     CACHE 1;
 ALTER SEQUENCE public.ledger_seals_id_seq OWNED BY public.ledger_seals.id;
+CREATE TABLE public.receipt_keys (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
+    public_key bytea NOT NULL,
+    private_key_enc bytea NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    retired_at timestamp with time zone,
+    CONSTRAINT receipt_keys_public_key_check CHECK ((length(public_key) = 32))
+);
+ALTER TABLE ONLY public.receipt_keys FORCE ROW LEVEL SECURITY;
 CREATE TABLE public.recording_callbacks (
     platform text NOT NULL,
     recording_sid text NOT NULL,
@@ -358,6 +392,8 @@ ALTER TABLE ONLY public.ledger_events
     ADD CONSTRAINT ledger_events_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.ledger_seals
     ADD CONSTRAINT ledger_seals_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.receipt_keys
+    ADD CONSTRAINT receipt_keys_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.recording_callbacks
     ADD CONSTRAINT recording_callbacks_pkey PRIMARY KEY (platform, recording_sid, status);
 ALTER TABLE ONLY public.recording_reconciliations
@@ -392,6 +428,10 @@ CREATE INDEX holds_active_phone_idx ON public.holds USING btree (phone_hash) WHE
 CREATE INDEX holds_tenant_idx ON public.holds USING btree (tenant_id);
 CREATE INDEX jobs_queued_idx ON public.jobs USING btree (run_after) WHERE (state = 'queued'::text);
 CREATE INDEX jobs_running_idx ON public.jobs USING btree (lease_expires_at) WHERE (state = 'running'::text);
+CREATE UNIQUE INDEX ledger_seals_tenant_chain ON public.ledger_seals USING btree (tenant_id, prev_hash);
+CREATE INDEX ledger_seals_tenant_id_idx ON public.ledger_seals USING btree (tenant_id, id);
+CREATE UNIQUE INDEX receipt_keys_one_current ON public.receipt_keys USING btree (tenant_id) WHERE (retired_at IS NULL);
+CREATE INDEX receipt_keys_tenant_idx ON public.receipt_keys USING btree (tenant_id, created_at);
 CREATE INDEX recording_callbacks_call_idx ON public.recording_callbacks USING btree (platform, call_sid);
 CREATE INDEX recording_reconciliations_open_idx ON public.recording_reconciliations USING btree (last_attempt_at) WHERE (settled_at IS NULL);
 CREATE INDEX recordings_call_id_idx ON public.recordings USING btree (call_id);
@@ -407,6 +447,7 @@ CREATE TRIGGER ledger_events_no_update_delete BEFORE DELETE OR UPDATE ON public.
 CREATE TRIGGER ledger_events_tenant BEFORE INSERT ON public.ledger_events FOR EACH ROW EXECUTE FUNCTION public.tenant_of_call();
 CREATE TRIGGER ledger_seals_no_truncate BEFORE TRUNCATE ON public.ledger_seals FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse_change();
 CREATE TRIGGER ledger_seals_no_update_delete BEFORE DELETE OR UPDATE ON public.ledger_seals FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse_change();
+CREATE TRIGGER receipt_keys_only_retire BEFORE DELETE OR UPDATE ON public.receipt_keys FOR EACH ROW EXECUTE FUNCTION public.receipt_keys_only_retire();
 CREATE TRIGGER recording_reconciliations_tenant BEFORE INSERT ON public.recording_reconciliations FOR EACH ROW EXECUTE FUNCTION public.tenant_of_call();
 CREATE TRIGGER recordings_tenant BEFORE INSERT ON public.recordings FOR EACH ROW EXECUTE FUNCTION public.tenant_of_call();
 ALTER TABLE ONLY public.api_tokens
@@ -431,6 +472,8 @@ ALTER TABLE ONLY public.ledger_events
     ADD CONSTRAINT ledger_events_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
 ALTER TABLE ONLY public.ledger_seals
     ADD CONSTRAINT ledger_seals_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
+ALTER TABLE ONLY public.receipt_keys
+    ADD CONSTRAINT receipt_keys_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
 ALTER TABLE ONLY public.recording_callbacks
     ADD CONSTRAINT recording_callbacks_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
 ALTER TABLE ONLY public.recording_reconciliations
@@ -460,6 +503,7 @@ ALTER TABLE public.holds ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.jobs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.ledger_events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.ledger_seals ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.receipt_keys ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.recording_callbacks ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.recording_reconciliations ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.recordings ENABLE ROW LEVEL SECURITY;
@@ -472,6 +516,7 @@ CREATE POLICY tenant_isolation ON public.holds USING (((tenant_id = current_sett
 CREATE POLICY tenant_isolation ON public.jobs USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
 CREATE POLICY tenant_isolation ON public.ledger_events USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
 CREATE POLICY tenant_isolation ON public.ledger_seals USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
+CREATE POLICY tenant_isolation ON public.receipt_keys USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
 CREATE POLICY tenant_isolation ON public.recording_callbacks USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
 CREATE POLICY tenant_isolation ON public.recording_reconciliations USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
 CREATE POLICY tenant_isolation ON public.recordings USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));

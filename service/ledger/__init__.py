@@ -167,6 +167,8 @@ def _chain(
 async def _insert(conn: Conn, written: Sequence[Event]) -> None:
     """One statement for the batch, rows in chain order (the link trigger checks each)."""
     if written:
+        # held until commit: a seal's bound never passes an id still to be committed
+        await conn.execute(Q["writers_lock"])
         await conn.execute(
             Q["insert_events"],
             [e.call_id for e in written],
@@ -203,9 +205,15 @@ class Break:
     seq: int | None
     reason: str
 
+    tenant: str | None = None  # whose seals, for a break in the seals
+
     def __str__(self) -> str:
         if self.call_id is None:
-            return f"seals: {self.reason}"
+            return (
+                f"seals of tenant {self.tenant}: {self.reason}"
+                if self.tenant
+                else (f"seals: {self.reason}")
+            )
         where = f"event {self.seq}" if self.seq is not None else "call"
         return f"call {self.call_id} {where}: {self.reason}"
 
@@ -216,6 +224,8 @@ class Report:
     events: int = 0
     seals: int = 0
     breaks: list[Break] = field(default_factory=list)
+    # tenant -> seals checked (each tenant's chain of seals verifies on its own)
+    tenant_seals: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -235,6 +245,7 @@ class Report:
                 "reason": self.breaks[0].reason,
             },
             "breaks": len(self.breaks),
+            "tenants": {t: {"seals": n} for t, n in sorted(self.tenant_seals.items())},
         }
 
 
@@ -291,8 +302,11 @@ async def verify(conn: Conn, call_id: uuid.UUID | None = None, *, batch: int = 5
         for row in await conn.fetch(Q["calls_without_events"]):
             report.calls += 1
             report.breaks.append(Break(row["id"], None, "the call has no ledger events (deleted)"))
-        sealed = await seals.check(conn)
-        report.seals = sealed.seals
-        if not sealed.ok:
-            report.breaks.append(Break(None, None, sealed.reason or "seals do not verify"))
+        for sealed in await seals.check(conn):
+            report.seals += sealed.seals
+            report.tenant_seals[sealed.tenant or ""] = sealed.seals
+            if not sealed.ok:
+                report.breaks.append(
+                    Break(None, None, sealed.reason or "seals do not verify", sealed.tenant)
+                )
     return report

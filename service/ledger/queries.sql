@@ -49,26 +49,62 @@ ORDER BY call_id, seq DESC;
 -- name: clock
 SELECT clock_timestamp();
 
+-- name: writers_lock
+-- Held (shared) by every transaction that appends events, from before its ids are drawn until
+-- it commits; a seal takes it exclusively for a moment (see service.ledger.seals).
+SELECT pg_advisory_xact_lock_shared(7061627);
+
+-- name: writers_barrier
+SELECT pg_advisory_xact_lock(7061627);
+
 -- name: heads_upto
--- Every call's chain head among the events up to a given id, in call order.
+-- Every call's chain head among a tenant's events up to a given id, in call order.
 SELECT DISTINCT ON (call_id) call_id, seq, hash FROM ledger_events
-WHERE id <= $1
+WHERE id <= $1 AND tenant_id = $2
 ORDER BY call_id, seq DESC;
 
 -- name: max_event_id
-SELECT coalesce(max(id), 0) FROM ledger_events;
+SELECT coalesce(max(id), 0) FROM ledger_events WHERE tenant_id = $1;
 
 -- name: last_seal
-SELECT id, at, max_event_id, calls, heads_sha256, prev_hash, hash
-FROM ledger_seals ORDER BY id DESC LIMIT 1;
+SELECT id, at, format, max_event_id, calls, heads_sha256, root, tree_size, prev_hash, hash
+FROM ledger_seals WHERE tenant_id = $1 ORDER BY id DESC LIMIT 1;
 
--- name: all_seals
-SELECT id, at, max_event_id, calls, heads_sha256, prev_hash, hash FROM ledger_seals ORDER BY id;
+-- name: seals_of_tenants
+SELECT id, tenant_id, at, format, max_event_id, calls, heads_sha256, root, tree_size, prev_hash,
+       hash
+FROM ledger_seals WHERE tenant_id = ANY($1::text[]) ORDER BY tenant_id, id;
 
--- name: insert_seal
-INSERT INTO ledger_seals (max_event_id, calls, heads_sha256, prev_hash, hash)
-VALUES ($1, $2, $3, $4, $5)
+-- name: visible_tenants
+-- The tenants this connection may see (one, or every one as '*').
+SELECT id FROM tenants
+WHERE id = current_setting('callvault.tenant', true) OR current_setting('callvault.tenant', true) = '*'
+ORDER BY id;
+
+-- name: insert_seal_v2
+INSERT INTO ledger_seals (tenant_id, at, format, max_event_id, calls, tree_size, root,
+                          prev_hash, hash)
+VALUES ($1, $2, 2, $3, $4::integer, $4::bigint, $5, $6, $7)
 RETURNING id;
 
 -- name: seal_lock
-SELECT pg_try_advisory_xact_lock(7061626);
+-- One replica seals a tenant at a time; tenants seal independently.
+SELECT pg_try_advisory_xact_lock(7061626, hashtext($1));
+
+-- name: covering_seal
+-- The newest format-2 seal of the call's tenant that covers some event of the call, with the
+-- call's chain head as of that seal.
+SELECT s.id, s.at, s.max_event_id, s.tree_size, s.root, s.prev_hash, s.hash, s.tenant_id,
+       h.seq AS head_seq, h.hash AS head
+FROM ledger_seals s
+JOIN LATERAL (
+    SELECT e.seq, e.hash FROM ledger_events e
+    WHERE e.call_id = $1 AND e.tenant_id = s.tenant_id AND e.id <= s.max_event_id
+    ORDER BY e.seq DESC LIMIT 1
+) h ON true
+WHERE s.tenant_id = $2 AND s.format = 2
+ORDER BY s.id DESC LIMIT 1;
+
+-- name: seal_clock
+-- When the tenant was last sealed, and the database's now.
+SELECT (SELECT max(at) FROM ledger_seals WHERE tenant_id = $1) AS last_at, now() AS now;

@@ -1,23 +1,43 @@
-"""Seals: periodic digests of every call's chain head, chained to each other.
+"""Seals: each tenant's call chain heads in a Merkle tree, the trees chained seal to seal.
 
 A call's own chain shows any change to its events; it cannot show the call vanishing with all
-its events. A seal folds the heads of all chains (as of the newest event when sealing) into one
-SHA-256 and links to the previous seal, and verification recomputes the newest seal's digest:
-a call deleted whole since then no longer matches. Sealing runs in the scheduler of every
-replica; a transaction-scoped advisory lock lets one seal at a time.
+its events. A seal (format 2) is an RFC 6962 Merkle tree over the tenant's call chain heads as
+of its newest event (one leaf per call, in call id order: ``call id || head hash``), and its
+hash covers the previous seal of the same tenant, the tenant, the time, the event bound, the
+tree size and the root. Verification walks each tenant's chain of seals from genesis and
+recomputes the newest seal's root from the ledger: a call deleted whole no longer matches. One
+call's inclusion is proven by its audit path, log2(n) hashes (:func:`inclusion`), checkable by
+:mod:`service.ledger.merkle` alone with no database.
+
+Seals written before Merkle trees (format 1: one SHA-256 over every head, the tenant's chain
+then including the deployment's pre-tenancy seals in ``default``) keep verifying as before.
+
+The bound: every transaction that appends events holds a shared advisory lock from before its
+event ids are drawn until it commits (``writers_lock``). A seal takes that lock exclusively for
+one statement to read its bound, so every event at or below the bound has committed and none can
+appear below it later (a late commit of a lower id would otherwise make a sound ledger look
+tampered with). Sealing runs per tenant in the scheduler of every replica; a transaction-scoped
+advisory lock per tenant lets one replica seal a tenant at a time.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service.db import Conn, queries
+from service.ledger import merkle
 
 Q = queries.load("service.ledger")
 GENESIS = bytes(32)
-_DOMAIN = b"callvault-seal-v1\n"
+_DOMAIN_V1 = b"callvault-seal-v1\n"
+_DOMAIN_V2 = b"callvault-seal-v2\n"
+FORMAT_DIGEST = 1  # before Merkle trees
+FORMAT_MERKLE = 2
 
 
 @dataclass(frozen=True)
@@ -25,57 +45,256 @@ class SealCheck:
     seals: int
     ok: bool
     reason: str | None = None
+    tenant: str | None = None
 
 
-async def _heads_digest(conn: Conn, max_event_id: int) -> tuple[bytes, int]:
-    digest = hashlib.sha256(_DOMAIN)
+# -- format 1 ------------------------------------------------------------------------------
+
+
+async def _heads_digest(conn: Conn, tenant: str, max_event_id: int) -> tuple[bytes, int]:
+    digest = hashlib.sha256(_DOMAIN_V1)
     calls = 0
-    async for row in conn.cursor(Q["heads_upto"], max_event_id, prefetch=10_000):
+    async for row in conn.cursor(Q["heads_upto"], max_event_id, tenant, prefetch=10_000):
         digest.update(row["call_id"].bytes + row["seq"].to_bytes(4, "big") + bytes(row["hash"]))
         calls += 1
     return digest.digest(), calls
 
 
 def seal_hash(prev: bytes, max_event_id: int, calls: int, heads: bytes) -> bytes:
+    """A format-1 seal's hash."""
     body = prev + max_event_id.to_bytes(8, "big") + calls.to_bytes(8, "big") + heads
-    return hashlib.sha256(_DOMAIN + body).digest()
+    return hashlib.sha256(_DOMAIN_V1 + body).digest()
+
+
+# -- format 2 ------------------------------------------------------------------------------
+
+
+def leaf_data(call_id: uuid.UUID, head: bytes) -> bytes:
+    """A call's leaf: its id and its chain head (the head's hash commits to its position)."""
+    return call_id.bytes + head
+
+
+def seal_hash_v2(
+    prev: bytes, tenant: str, at: datetime, max_event_id: int, tree_size: int, root: bytes
+) -> bytes:
+    """A format-2 seal's hash; the offline receipt verifier recomputes it from the receipt."""
+    name = tenant.encode("utf-8")
+    micros = (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    body = (
+        prev
+        + len(name).to_bytes(2, "big")
+        + name
+        + micros.to_bytes(8, "big", signed=True)
+        + max_event_id.to_bytes(8, "big")
+        + tree_size.to_bytes(8, "big")
+        + root
+    )
+    return hashlib.sha256(_DOMAIN_V2 + body).digest()
+
+
+@dataclass
+class Leaves:
+    call_ids: list[uuid.UUID] = field(default_factory=list)
+    hashes: list[bytes] = field(default_factory=list)
+
+
+async def _leaves(conn: Conn, tenant: str, max_event_id: int) -> Leaves:
+    leaves = Leaves()
+    async for row in conn.cursor(Q["heads_upto"], max_event_id, tenant, prefetch=10_000):
+        leaves.call_ids.append(row["call_id"])
+        leaves.hashes.append(merkle.leaf_hash(leaf_data(row["call_id"], bytes(row["hash"]))))
+    return leaves
+
+
+def _tenant(conn_tenant: str | None) -> str:
+    if not conn_tenant or conn_tenant == "*":
+        raise RuntimeError("sealing is per tenant: run it as one tenant")
+    return conn_tenant
+
+
+async def _conn_tenant(conn: Conn) -> str:
+    setting: str | None = await conn.fetchval("SELECT current_setting('callvault.tenant', true)")
+    return _tenant(setting)
 
 
 async def seal(conn: Conn) -> int | None:
-    """Write a seal over everything up to now; None when another replica is sealing or nothing
-    changed since the last seal."""
+    """Seal the connection's tenant up to now; None when another replica is sealing it or
+    nothing changed since its last seal."""
+    tenant = await _conn_tenant(conn)
+    async with conn.transaction():
+        # every writer that drew an id so far has committed once this is granted
+        await conn.execute(Q["writers_barrier"])
+        upto: int = await conn.fetchval(Q["max_event_id"], tenant)
     async with conn.transaction(isolation="repeatable_read"):
-        if not await conn.fetchval(Q["seal_lock"]):
+        if not await conn.fetchval(Q["seal_lock"], tenant):
             return None
-        last = await conn.fetchrow(Q["last_seal"])
-        upto: int = await conn.fetchval(Q["max_event_id"])
-        if last is not None and last["max_event_id"] == upto:
+        last = await conn.fetchrow(Q["last_seal"], tenant)
+        if last is not None and last["max_event_id"] >= upto:
             return None
-        heads, calls = await _heads_digest(conn, upto)
+        leaves = await _leaves(conn, tenant, upto)
+        tree_root = merkle.root(leaves.hashes)
         prev = bytes(last["hash"]) if last is not None else GENESIS
+        at: datetime = await conn.fetchval(Q["clock"])
+        size = len(leaves.hashes)
         seal_id: int = await conn.fetchval(
-            Q["insert_seal"], upto, calls, heads, prev, seal_hash(prev, upto, calls, heads)
+            Q["insert_seal_v2"],
+            tenant,
+            at,
+            upto,
+            size,
+            tree_root,
+            prev,
+            seal_hash_v2(prev, tenant, at, upto, size, tree_root),
         )
         return seal_id
 
 
-async def check(conn: Conn) -> SealCheck:
-    """The seals chain from genesis, and the newest one still matches the ledger."""
-    rows: list[Any] = await conn.fetch(Q["all_seals"])
+def _row_hash(row: Any, prev: bytes) -> bytes:
+    if row["format"] == FORMAT_DIGEST:
+        return seal_hash(prev, row["max_event_id"], row["calls"], bytes(row["heads_sha256"]))
+    return seal_hash_v2(
+        prev,
+        row["tenant_id"],
+        row["at"],
+        row["max_event_id"],
+        row["tree_size"],
+        bytes(row["root"]),
+    )
+
+
+async def _check_tenant(conn: Conn, tenant: str, rows: Sequence[Any]) -> SealCheck:
     prev = GENESIS
     for row in rows:
-        expected = seal_hash(prev, row["max_event_id"], row["calls"], bytes(row["heads_sha256"]))
-        if bytes(row["prev_hash"]) != prev or bytes(row["hash"]) != expected:
+        if bytes(row["prev_hash"]) != prev or bytes(row["hash"]) != _row_hash(row, prev):
             return SealCheck(len(rows), False, f"seal {row['id']} is altered or out of order")
         prev = bytes(row["hash"])
-    if rows:
-        last = rows[-1]
-        heads, calls = await _heads_digest(conn, last["max_event_id"])
-        if heads != bytes(last["heads_sha256"]) or calls != last["calls"]:
-            return SealCheck(
-                len(rows),
-                False,
-                f"seal {last['id']} no longer matches the ledger: it sealed {last['calls']} "
-                f"calls, {calls} remain as they were (a call was removed or rewritten)",
-            )
+    # the newest seal of each format still matches the ledger (format 1 only in an upgraded
+    # database: a call removed before the first Merkle seal shows there)
+    newest: dict[int, Any] = {row["format"]: row for row in rows}
+    old = newest.get(FORMAT_DIGEST)
+    if old is not None:
+        heads, calls = await _heads_digest(conn, tenant, old["max_event_id"])
+        if heads != bytes(old["heads_sha256"]) or calls != old["calls"]:
+            return SealCheck(len(rows), False, _mismatch(old, calls))
+    new = newest.get(FORMAT_MERKLE)
+    if new is not None:
+        leaves = await _leaves(conn, tenant, new["max_event_id"])
+        if merkle.root(leaves.hashes) != bytes(new["root"]):
+            return SealCheck(len(rows), False, _mismatch(new, len(leaves.hashes)))
     return SealCheck(len(rows), True)
+
+
+def _mismatch(row: Any, calls: int) -> str:
+    return (
+        f"seal {row['id']} no longer matches the ledger: it sealed {row['calls']} calls, "
+        f"{calls} are there now and their heads differ (a call was removed or rewritten)"
+    )
+
+
+async def check(conn: Conn) -> list[SealCheck]:
+    """Every visible tenant's chain of seals from genesis, and its newest seal against the
+    ledger; one result per tenant (a connection of one tenant sees only that one)."""
+    tenants = [r["id"] for r in await conn.fetch(Q["visible_tenants"])]
+    by_tenant: dict[str, list[Any]] = {t: [] for t in tenants}
+    for row in await conn.fetch(Q["seals_of_tenants"], tenants):
+        by_tenant[row["tenant_id"]].append(row)
+    results = []
+    for tenant in tenants:
+        result = await _check_tenant(conn, tenant, by_tenant[tenant])
+        results.append(SealCheck(result.seals, result.ok, result.reason, tenant))
+    return results
+
+
+# -- one call's inclusion --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Inclusion:
+    """A call's head in a seal, and the audit path that proves it."""
+
+    seal_id: int
+    tenant: str
+    at: datetime
+    max_event_id: int
+    tree_size: int
+    root: bytes
+    prev_hash: bytes
+    hash: bytes
+    call_id: uuid.UUID
+    head: bytes
+    head_seq: int
+    leaf_index: int
+    path: list[bytes]
+
+    def seal_json(self) -> dict[str, Any]:
+        return {
+            "id": self.seal_id,
+            "format": FORMAT_MERKLE,
+            "tenant": self.tenant,
+            "at": self.at.astimezone(UTC).isoformat(timespec="microseconds"),
+            "max_event_id": self.max_event_id,
+            "tree_size": self.tree_size,
+            "root": self.root.hex(),
+            "prev_hash": self.prev_hash.hex(),
+            "hash": self.hash.hex(),
+        }
+
+    def proof_json(self) -> dict[str, Any]:
+        return {
+            "hashing": "RFC 6962: leaf SHA-256(0x00||call id||head), node SHA-256(0x01||l||r)",
+            "call_id": str(self.call_id),
+            "head": self.head.hex(),
+            "leaf_index": self.leaf_index,
+            "tree_size": self.tree_size,
+            "path": [p.hex() for p in self.path],
+        }
+
+
+class SealBroken(Exception):
+    """The ledger no longer gives the seal's root: no proof can be made from it."""
+
+
+async def inclusion(conn: Conn, tenant: str, call_id: uuid.UUID) -> Inclusion | None:
+    """The newest Merkle seal of ``tenant`` that covers the call, with its audit path; None
+    when no such seal has been made yet."""
+    if not conn.is_in_transaction():
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            return await inclusion(conn, tenant, call_id)
+    row = await conn.fetchrow(Q["covering_seal"], call_id, tenant)
+    if row is None:
+        return None
+    leaves = await _leaves(conn, tenant, row["max_event_id"])
+    try:
+        index = leaves.call_ids.index(call_id)
+    except ValueError:
+        raise SealBroken(f"seal {row['id']}: the call's head is no longer in the ledger") from None
+    if merkle.root(leaves.hashes) != bytes(row["root"]):
+        raise SealBroken(f"seal {row['id']} no longer matches the ledger")
+    return Inclusion(
+        seal_id=row["id"],
+        tenant=tenant,
+        at=row["at"],
+        max_event_id=row["max_event_id"],
+        tree_size=row["tree_size"],
+        root=bytes(row["root"]),
+        prev_hash=bytes(row["prev_hash"]),
+        hash=bytes(row["hash"]),
+        call_id=call_id,
+        head=bytes(row["head"]),
+        head_seq=row["head_seq"],
+        leaf_index=index,
+        path=merkle.inclusion_path(leaves.hashes, index),
+    )
+
+
+async def next_seal_due(conn: Conn, tenant: str, interval_s: float) -> datetime:
+    """When the tenant's next seal is due by the database's clock: an interval after its last
+    seal, or an interval from now when that has passed (the scheduler runs every interval)."""
+    row = await conn.fetchrow(Q["seal_clock"], tenant)
+    assert row is not None
+    now: datetime = row["now"]
+    step = timedelta(seconds=interval_s)
+    if row["last_at"] is not None and row["last_at"] + step > now:
+        due: datetime = row["last_at"] + step
+        return due
+    return now + step
