@@ -4,9 +4,10 @@ A request is recorded with its deadline (``due_at``, from ``CALLVAULT_DSAR_DEADL
 carried out by a ``dsar`` job, so any replica can do it and a crash loses nothing.
 
 - access: a zip bundle (``request.json``, ``calls.json`` with each call's consent events and its
-  recordings' metadata, and the audio files) stored in the object store, downloadable by
-  compliance through a short-lived link until ``CALLVAULT_BUNDLE_TTL`` has passed (by the
-  database's clock); the purge then removes it.
+  recordings' metadata, the audio files, and ``receipts/`` with each call's signed consent
+  receipt and the tenant's public keys to check them offline) stored in the object store,
+  downloadable by compliance through a short-lived link until ``CALLVAULT_BUNDLE_TTL`` has
+  passed (by the database's clock); the purge then removes it.
 - erase: the person's recordings deleted from the store and marked ``erased``, their number
   destroyed from every call, each call marked erased (``erased_at``, ``erased_by``) and given an
   ``erased`` ledger event (the ledger proves what happened without holding the number). A hold
@@ -46,6 +47,7 @@ from service.intake import possible_keys
 from service.jobs import Defer
 from service.ledger import NewEvent, visibility
 from service.personal_data import PhoneVault, mask_phone
+from service.receipts import bundle as receipts
 from service.storage import ObjectStore, StorageError
 from service.workdir import sha256_of, work_dir
 
@@ -186,7 +188,7 @@ async def run(
     hashes = vault.lookup_hashes(number)
     call_ids = [r["id"] for r in await conn.fetch(Q["calls_of_phone"], hashes)]
     if row["kind"] == "access":
-        key = await _access_bundle(conn, store, request_id, call_ids, tmp_root)
+        key = await _access_bundle(conn, vault, store, request_id, call_ids, tmp_root)
         async with conn.transaction():
             # An erasure of the number that committed while the bundle was built closed this
             # request and cleared its number: what was just uploaded must not stay.
@@ -358,6 +360,7 @@ async def _erase_call(
 
 async def _access_bundle(
     conn: Conn,
+    vault: PhoneVault,
     store: ObjectStore,
     request_id: uuid.UUID,
     call_ids: list[uuid.UUID],
@@ -406,6 +409,10 @@ async def _access_bundle(
                     item["audio_file"] = name
                 entry["recordings"].append(item)
             calls.append(entry)
+        # the subject's own signed receipts, checkable without us (service.receipts)
+        await receipts.write_for_bundle(
+            conn, vault, call_ids, str(request_id), folder / "content" / "receipts"
+        )
         request = {"request_id": str(request_id), "kind": "access", "calls": len(calls)}
         bundle = folder / "bundle.zip"
         digest = await asyncio.to_thread(_zip, folder / "content", bundle, request, calls)

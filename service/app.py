@@ -53,6 +53,7 @@ from service.personal_data import PhoneVault
 from service.prompt_library import PromptLibrary
 from service.qa import api as qa_api  # noqa: F401 - registers its operations
 from service.qa import page as qa_page
+from service.receipts import api as receipts_api  # noqa: F401 - registers its operations
 from service.storage import create_store
 from service.twilio import reconcile as twilio_reconcile
 from service.twilio import routes as twilio_routes

@@ -229,11 +229,15 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
     vault = PhoneVault(settings.secret_key, settings.previous_secret_key)
 
     async def work(conn: Any) -> int:
+        from service.receipts import keys
+
         report = await rotate(conn, vault)
+        receipt_keys = await keys.rekey(conn, vault)
         print(
             f"re-keyed {report.calls} calls and {report.do_not_record} do-not-record entries"
             + (f", {report.holds} holds" if report.holds else "")
             + (f", {report.requests} requests" if report.requests else "")
+            + (f", {receipt_keys} receipt signing keys" if receipt_keys else "")
         )
         return 0
 
@@ -708,9 +712,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60, help="seconds to wait for intake")
     p.set_defaults(func=cmd_demo)
 
+    from service.receipts.cli import add_parser as add_receipt_parser
     from service.tenants.cli import add_parser as add_tenant_parser
 
     add_tenant_parser(sub)
+    add_receipt_parser(sub)
     return parser
 
 
