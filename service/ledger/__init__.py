@@ -297,12 +297,15 @@ async def verify(conn: Conn, call_id: uuid.UUID | None = None, *, batch: int = 5
             report.breaks.append(Break(call_id, None, "the call has no ledger events (deleted)"))
         return report
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        sealed_heads = await seals.plan(conn)
         async for row in conn.cursor(Q["all_events"], prefetch=batch):
-            checker.feed(_event(row))
+            event = _event(row)
+            checker.feed(event)
+            sealed_heads.feed(row["tenant_id"], event.call_id, event.seq, row["id"], event.hash)
         for row in await conn.fetch(Q["calls_without_events"]):
             report.calls += 1
             report.breaks.append(Break(row["id"], None, "the call has no ledger events (deleted)"))
-        for sealed in await seals.check(conn):
+        for sealed in await seals.check(conn, sealed_heads):
             report.seals += sealed.seals
             report.tenant_seals[sealed.tenant or ""] = sealed.seals
             if not sealed.ok:

@@ -27,7 +27,7 @@ SELECT call_id, seq, type, at, details, dedupe_key, prev_hash, hash
 FROM ledger_events WHERE call_id = $1 ORDER BY seq;
 
 -- name: all_events
-SELECT call_id, seq, type, at, details, dedupe_key, prev_hash, hash
+SELECT call_id, seq, type, at, details, dedupe_key, prev_hash, hash, id, tenant_id
 FROM ledger_events ORDER BY call_id, seq;
 
 -- name: calls_without_events

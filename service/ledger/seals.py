@@ -162,7 +162,77 @@ def _row_hash(row: Any, prev: bytes) -> bytes:
     )
 
 
-async def _check_tenant(conn: Conn, tenant: str, rows: Sequence[Any]) -> SealCheck:
+class Plan:
+    """Every visible tenant's seals, read before the ledger is scanned, and each tenant's call
+    heads under its newest seals gathered from that same scan (:meth:`feed`): verification
+    reads the ledger once, not once more per seal."""
+
+    def __init__(self, tenants: list[str], rows: Sequence[Any]) -> None:
+        self.tenants = tenants
+        self.rows: dict[str, list[Any]] = {t: [] for t in tenants}
+        for row in rows:
+            self.rows[row["tenant_id"]].append(row)
+        # tenant -> format -> the newest seal of that format
+        self.newest = {t: {r["format"]: r for r in rs} for t, rs in self.rows.items()}
+        self._digests: dict[str, Any] = {}
+        self._digest_calls: dict[str, int] = {}
+        self._leaves: dict[str, list[bytes]] = {}
+        self._call: uuid.UUID | None = None
+        self._tenant: str | None = None
+        self._head_v1: tuple[int, bytes] | None = None
+        self._head_v2: bytes | None = None
+        self.fed = False
+
+    def feed(self, tenant: str, call_id: uuid.UUID, seq: int, event_id: int, head: bytes) -> None:
+        """One event, in (call id, seq) order."""
+        self.fed = True
+        if call_id != self._call:
+            self._flush()
+            self._call, self._tenant = call_id, tenant
+        newest = self.newest.get(tenant)
+        if not newest:
+            return
+        old, new = newest.get(FORMAT_DIGEST), newest.get(FORMAT_MERKLE)
+        if old is not None and event_id <= old["max_event_id"]:
+            self._head_v1 = (seq, head)
+        if new is not None and event_id <= new["max_event_id"]:
+            self._head_v2 = head
+
+    def _flush(self) -> None:
+        if self._call is None or self._tenant is None:
+            return
+        if self._head_v1 is not None:
+            seq, head = self._head_v1
+            if self._tenant not in self._digests:
+                self._digests[self._tenant] = hashlib.sha256(_DOMAIN_V1)
+                self._digest_calls[self._tenant] = 0
+            self._digests[self._tenant].update(self._call.bytes + seq.to_bytes(4, "big") + head)
+            self._digest_calls[self._tenant] += 1
+        if self._head_v2 is not None:
+            leaf = merkle.leaf_hash(leaf_data(self._call, self._head_v2))
+            self._leaves.setdefault(self._tenant, []).append(leaf)
+        self._head_v1 = self._head_v2 = None
+
+    def digest(self, tenant: str) -> tuple[bytes, int]:
+        self._flush()
+        self._call = None
+        found = self._digests.get(tenant)
+        empty = hashlib.sha256(_DOMAIN_V1).digest()
+        return (found.digest() if found else empty), self._digest_calls.get(tenant, 0)
+
+    def leaves(self, tenant: str) -> list[bytes]:
+        self._flush()
+        self._call = None
+        return self._leaves.get(tenant, [])
+
+
+async def plan(conn: Conn) -> Plan:
+    tenants = [r["id"] for r in await conn.fetch(Q["visible_tenants"])]
+    return Plan(tenants, await conn.fetch(Q["seals_of_tenants"], tenants))
+
+
+async def _check_tenant(conn: Conn, tenant: str, known: Plan) -> SealCheck:
+    rows = known.rows[tenant]
     prev = GENESIS
     for row in rows:
         if bytes(row["prev_hash"]) != prev or bytes(row["hash"]) != _row_hash(row, prev):
@@ -170,17 +240,22 @@ async def _check_tenant(conn: Conn, tenant: str, rows: Sequence[Any]) -> SealChe
         prev = bytes(row["hash"])
     # the newest seal of each format still matches the ledger (format 1 only in an upgraded
     # database: a call removed before the first Merkle seal shows there)
-    newest: dict[int, Any] = {row["format"]: row for row in rows}
-    old = newest.get(FORMAT_DIGEST)
+    old = known.newest[tenant].get(FORMAT_DIGEST)
     if old is not None:
-        heads, calls = await _heads_digest(conn, tenant, old["max_event_id"])
+        if known.fed:
+            heads, calls = known.digest(tenant)
+        else:
+            heads, calls = await _heads_digest(conn, tenant, old["max_event_id"])
         if heads != bytes(old["heads_sha256"]) or calls != old["calls"]:
             return SealCheck(len(rows), False, _mismatch(old, calls))
-    new = newest.get(FORMAT_MERKLE)
+    new = known.newest[tenant].get(FORMAT_MERKLE)
     if new is not None:
-        leaves = await _leaves(conn, tenant, new["max_event_id"])
-        if merkle.root(leaves.hashes) != bytes(new["root"]):
-            return SealCheck(len(rows), False, _mismatch(new, len(leaves.hashes)))
+        if known.fed:
+            hashes = known.leaves(tenant)
+        else:
+            hashes = (await _leaves(conn, tenant, new["max_event_id"])).hashes
+        if merkle.root(hashes) != bytes(new["root"]):
+            return SealCheck(len(rows), False, _mismatch(new, len(hashes)))
     return SealCheck(len(rows), True)
 
 
@@ -191,16 +266,14 @@ def _mismatch(row: Any, calls: int) -> str:
     )
 
 
-async def check(conn: Conn) -> list[SealCheck]:
+async def check(conn: Conn, known: Plan | None = None) -> list[SealCheck]:
     """Every visible tenant's chain of seals from genesis, and its newest seal against the
-    ledger; one result per tenant (a connection of one tenant sees only that one)."""
-    tenants = [r["id"] for r in await conn.fetch(Q["visible_tenants"])]
-    by_tenant: dict[str, list[Any]] = {t: [] for t in tenants}
-    for row in await conn.fetch(Q["seals_of_tenants"], tenants):
-        by_tenant[row["tenant_id"]].append(row)
+    ledger (from the heads ``known`` gathered in a scan of every event, else read now); one
+    result per tenant (a connection of one tenant sees only that one)."""
+    known = known or await plan(conn)
     results = []
-    for tenant in tenants:
-        result = await _check_tenant(conn, tenant, by_tenant[tenant])
+    for tenant in known.tenants:
+        result = await _check_tenant(conn, tenant, known)
         results.append(SealCheck(result.seals, result.ok, result.reason, tenant))
     return results
 
