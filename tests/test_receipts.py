@@ -63,6 +63,15 @@ async def _current_key(http: aiohttp.ClientSession, service: Service, token: str
     return key
 
 
+async def _other_tenant_token(db: Conn) -> str:
+    """A compliance token of a second tenant, ``beta``."""
+    await db.execute("INSERT INTO tenants (id, name) VALUES ($1, 'Beta')", OTHER)
+    await tenancy.set_tenant(db, OTHER)
+    token = (await auth.create_token(db, "beta-compliance", "compliance", "test"))[0]
+    await tenancy.set_tenant(db, tenancy.DEFAULT)
+    return token
+
+
 def _verify_offline(path: Path, key: str) -> subprocess.CompletedProcess[str]:
     """``callvault receipt verify`` in a process that has no database and no settings at all."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CALLVAULT_", "PG"))}
@@ -165,10 +174,7 @@ async def test_changing_any_byte_or_using_another_tenants_key_fails_and_says_wha
         verify(json.dumps(json.loads(body), indent=2).encode(), key)
 
     # another tenant's key: the receipt names its own, and fails with the other
-    await db.execute("INSERT INTO tenants (id, name) VALUES ($1, 'Beta')", OTHER)
-    await tenancy.set_tenant(db, OTHER)
-    beta_token = (await auth.create_token(db, "beta-compliance", "compliance", "test"))[0]
-    await tenancy.set_tenant(db, tenancy.DEFAULT)
+    beta_token = await _other_tenant_token(db)
     beta_key = await _current_key(http, service, beta_token)
     assert beta_key != key
     with pytest.raises(ReceiptInvalid, match="does not verify with the public key given"):
@@ -190,10 +196,7 @@ async def test_another_tenants_call_is_404_by_api_and_cli(
     database_url: str,
 ) -> None:
     call_id = await _call(twilio, db)
-    await db.execute("INSERT INTO tenants (id, name) VALUES ($1, 'Beta')", OTHER)
-    await tenancy.set_tenant(db, OTHER)
-    beta_token = (await auth.create_token(db, "beta-compliance", "compliance", "test"))[0]
-    await tenancy.set_tenant(db, tenancy.DEFAULT)
+    beta_token = await _other_tenant_token(db)
     status, body, _ = await _receipt(http, service, beta_token, call_id)
     assert status == 404 and json.loads(body)["error"]["code"] == "not_found"
     status, _, _ = await _receipt(http, service, tokens["compliance"], str(uuid.uuid4()))

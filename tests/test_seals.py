@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from typing import Any
 
 import asyncpg
 import pytest
 
 from service import ledger
 from service.db import tenancy
-from service.ledger import NewEvent, merkle, seals
+from service.ledger import merkle, seals
 from tests.conftest import run_cli
+from tests.test_ledger import _tamper, new_call
 from tests.test_migrations import write_digest_seal
 
 Conn = asyncpg.Connection
@@ -93,24 +92,6 @@ def test_every_leaf_of_every_tree_size_proves_and_nothing_else_does() -> None:
             if path:
                 assert not merkle.verify_inclusion(tree[i], i, n, path[:-1], head)
                 assert not merkle.verify_inclusion(tree[i], i, n, [*path, path[0]], head)
-
-
-async def new_call(db: Conn, events: int = 2) -> uuid.UUID:
-    call_id: uuid.UUID = await db.fetchval(
-        "INSERT INTO calls (platform, external_id, policy) VALUES ('test', $1, '{}') RETURNING id",
-        uuid.uuid4().hex,
-    )
-    async with db.transaction():
-        await ledger.append(db, call_id, [NewEvent(f"e{i}", {"i": i}) for i in range(events)])
-    return call_id
-
-
-async def _tamper(db: Conn, sql: str, *args: Any) -> None:
-    await db.execute("ALTER TABLE ledger_events DISABLE TRIGGER USER")
-    try:
-        await db.execute(sql, *args)
-    finally:
-        await db.execute("ALTER TABLE ledger_events ENABLE TRIGGER USER")
 
 
 async def test_a_seal_is_a_merkle_tree_over_the_tenants_heads_and_proves_each_call(
