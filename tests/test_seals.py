@@ -230,3 +230,45 @@ async def test_a_second_seal_cannot_fork_a_tenants_chain(db: Conn) -> None:
             bytes(row["prev_hash"]),
             bytes(32),
         )
+
+
+async def test_a_seal_waits_for_an_append_that_drew_a_lower_id_but_has_not_committed(
+    db: Conn, database_url: str
+) -> None:
+    """Writer A draws an event id and has not committed; writer B draws the next id and
+    commits. A seal bounded by B's id would later find A's event under its bound and call a
+    sound ledger tampered with: it waits for A instead."""
+    from service.db.pool import connect
+    from tests.waiting import eventually
+
+    slow_call, fast_call = await new_call(db, 1), await new_call(db, 1)
+    writer_a, sealer = await connect(database_url), await connect(database_url)
+    try:
+        for conn in (writer_a, sealer):
+            await tenancy.set_tenant(conn, tenancy.DEFAULT)
+        open_a = writer_a.transaction()
+        await open_a.start()
+        await ledger.append(writer_a, slow_call, [ledger.NewEvent("late")])
+        async with db.transaction():
+            await ledger.append(db, fast_call, [ledger.NewEvent("early")])
+        sealing = asyncio.create_task(seals.seal(sealer))
+        pid = sealer.get_server_pid()
+
+        async def sealer_waits() -> bool:
+            return bool(
+                await db.fetchval(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+                )
+            )
+
+        await eventually(sealer_waits, what="the seal waiting for the open append")
+        assert not sealing.done()
+        await open_a.commit()
+        assert await sealing is not None
+    finally:
+        await writer_a.close()
+        await sealer.close()
+    report = await ledger.verify(db)
+    assert report.ok, report.breaks
+    late = await db.fetchval("SELECT max(id) FROM ledger_events WHERE type = 'late'")
+    assert late <= await db.fetchval("SELECT max_event_id FROM ledger_seals")

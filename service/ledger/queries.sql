@@ -16,10 +16,13 @@ LEFT JOIN LATERAL (
 
 -- name: insert_events
 -- One round trip for a whole batch, in order (the link trigger checks each row against the one
--- before it).
+-- before it). The shared advisory lock is taken before any id is drawn (the sort below reads
+-- every joined row, and so the lock, before the first row reaches the insert) and held until
+-- commit: a seal's bound never passes an id still to be committed (service.ledger.seals).
+WITH writer AS (SELECT pg_advisory_xact_lock_shared(7061627))
 INSERT INTO ledger_events (call_id, seq, type, at, details, dedupe_key, prev_hash, hash)
-SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::jsonb[],
-                     $6::text[], $7::bytea[], $8::bytea[])
+SELECT e.* FROM writer, unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[],
+                               $5::jsonb[], $6::text[], $7::bytea[], $8::bytea[]) AS e
 ORDER BY 1, 2;
 
 -- name: call_events
@@ -49,12 +52,8 @@ ORDER BY call_id, seq DESC;
 -- name: clock
 SELECT clock_timestamp();
 
--- name: writers_lock
--- Held (shared) by every transaction that appends events, from before its ids are drawn until
--- it commits; a seal takes it exclusively for a moment (see service.ledger.seals).
-SELECT pg_advisory_xact_lock_shared(7061627);
-
 -- name: writers_barrier
+-- Granted once every transaction holding the shared lock (insert_events) has ended.
 SELECT pg_advisory_xact_lock(7061627);
 
 -- name: heads_upto

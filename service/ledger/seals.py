@@ -13,11 +13,11 @@ Seals written before Merkle trees (format 1: one SHA-256 over every head, the te
 then including the deployment's pre-tenancy seals in ``default``) keep verifying as before.
 
 The bound: every transaction that appends events holds a shared advisory lock from before its
-event ids are drawn until it commits (``writers_lock``). A seal takes that lock exclusively for
-one statement to read its bound, so every event at or below the bound has committed and none can
-appear below it later (a late commit of a lower id would otherwise make a sound ledger look
-tampered with). Sealing runs per tenant in the scheduler of every replica; a transaction-scoped
-advisory lock per tenant lets one replica seal a tenant at a time.
+event ids are drawn until it commits (the ``insert_events`` statement takes it). A seal takes
+that lock exclusively for one statement to read its bound, so every event at or below the bound
+has committed and none can appear below it later (a late commit of a lower id would otherwise
+make a sound ledger look tampered with). Sealing runs per tenant in the scheduler of every
+replica; a transaction-scoped advisory lock per tenant lets one replica seal a tenant at a time.
 """
 
 from __future__ import annotations
