@@ -108,8 +108,9 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "receipt",
         help="consent receipts: a call's signed proof, offline verification, signing keys",
-        usage=USAGE,
-        description="Consent receipts.\n" + USAGE,
+        usage="callvault receipt CALL_ID | verify FILE --public-key KEY | key [rotate] "
+        "[--tenant ID]",
+        description="Consent receipts.\n\n" + USAGE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("target", metavar="CALL_ID|verify|key")
