@@ -125,6 +125,8 @@ async def seal(conn: Conn) -> int | None:
         # every writer that drew an id so far has committed once this is granted
         await conn.execute(Q["writers_barrier"])
         upto: int = await conn.fetchval(Q["max_event_id"], tenant)
+    if upto == 0:
+        return None  # nothing to seal yet
     async with conn.transaction(isolation="repeatable_read"):
         if not await conn.fetchval(Q["seal_lock"], tenant):
             return None
@@ -327,16 +329,22 @@ class SealBroken(Exception):
     """The ledger no longer gives the seal's root: no proof can be made from it."""
 
 
-async def inclusion(conn: Conn, tenant: str, call_id: uuid.UUID) -> Inclusion | None:
+async def inclusion(
+    conn: Conn, tenant: str, call_id: uuid.UUID, cache: dict[int, Leaves] | None = None
+) -> Inclusion | None:
     """The newest Merkle seal of ``tenant`` that covers the call, with its audit path; None
-    when no such seal has been made yet."""
+    when no such seal has been made yet. ``cache`` keeps each seal's leaves for the next call
+    (an access bundle proves many calls under the same seal)."""
     if not conn.is_in_transaction():
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            return await inclusion(conn, tenant, call_id)
+            return await inclusion(conn, tenant, call_id, cache)
     row = await conn.fetchrow(Q["covering_seal"], call_id, tenant)
     if row is None:
         return None
-    leaves = await _leaves(conn, tenant, row["max_event_id"])
+    cache = {} if cache is None else cache
+    if row["id"] not in cache:
+        cache[row["id"]] = await _leaves(conn, tenant, row["max_event_id"])
+    leaves = cache[row["id"]]
     try:
         index = leaves.call_ids.index(call_id)
     except ValueError:

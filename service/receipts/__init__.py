@@ -125,6 +125,7 @@ async def build(
     seal_interval_s: float,
     view: View = View.FULL,
     request_id: str | None = None,
+    leaves_cache: dict[int, seals.Leaves] | None = None,
 ) -> dict[str, Any]:
     """The signed receipt of one call of ``tenant``; :class:`NotFound` for a call the tenant
     does not have (another tenant's call included)."""
@@ -134,7 +135,7 @@ async def build(
     tenant_name = await conn.fetchval(Q["tenant_name"], tenant)
     events = await ledger.events_of(conn, call_id)
     try:
-        included = await seals.inclusion(conn, tenant, call_id)
+        included = await seals.inclusion(conn, tenant, call_id, leaves_cache)
     except seals.SealBroken as exc:
         raise Conflict(
             f"the ledger does not verify ({exc}); run `callvault ledger verify`",

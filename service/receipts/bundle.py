@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 from service.db import Conn
+from service.ledger import seals
 from service.personal_data import PhoneVault
 from service.receipts import View, build, canonical, keys
 
@@ -32,6 +33,7 @@ async def write_for_bundle(
 ) -> None:
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     tenants = set()
+    leaves: dict[int, seals.Leaves] = {}  # each seal's tree read once for all the calls
     for call_id in call_ids:
         tenant: str = await conn.fetchval("SELECT tenant_id FROM calls WHERE id = $1", call_id)
         tenants.add(tenant)
@@ -43,6 +45,7 @@ async def write_for_bundle(
             seal_interval_s=DEFAULT_SEAL_INTERVAL_S,
             view=View.DATA_SUBJECT,
             request_id=request_id,
+            leaves_cache=leaves,
         )
         await asyncio.to_thread(
             (folder / f"{call_id}.json").write_bytes, canonical(receipt) + b"\n"
