@@ -7,9 +7,10 @@ and a crash loses nothing. Compliance acts on it: ``acknowledge`` (once), ``exte
 a reason, at most the policy's extension), ``reject`` (with a reason), ``lift`` (a restriction).
 
 - access: a zip bundle (``request.json``, ``calls.json`` with each call's consent events and its
-  recordings' metadata, and the audio files) stored in the object store, downloadable by
-  compliance through a short-lived link until ``CALLVAULT_BUNDLE_TTL`` has passed (by the
-  database's clock); the purge then removes it.
+  recordings' metadata, the audio files, and ``receipts/`` with each call's signed consent
+  receipt and the tenant's public keys to check them offline) stored in the object store,
+  downloadable by compliance through a short-lived link until ``CALLVAULT_BUNDLE_TTL`` has
+  passed (by the database's clock); the purge then removes it.
 - correct: the subject's statement attached to the calls they name (a ``subject_statement``
   ledger event on each; the text itself is personal data, kept encrypted with the request and
   destroyed if the subject is erased; the event carries the SHA-256 of that ciphertext), or
@@ -63,6 +64,7 @@ from service.jobs.registry import job_kind
 from service.jobs.worker import JobContext
 from service.ledger import NewEvent, visibility
 from service.personal_data import PhoneVault, mask_phone
+from service.receipts import bundle as receipts
 from service.storage import ObjectStore, StorageError
 from service.storage.registry import StoreRegistry, TenantStore
 from service.workdir import sha256_of, work_dir
@@ -593,7 +595,9 @@ async def run(
     tenant: str = row["tenant_id"]
     where = await registry.for_tenant(tenant, conn)
     if row["kind"] == "access":
-        key = await _access_bundle(conn, registry, tenant, where, request_id, call_ids, tmp_root)
+        key = await _access_bundle(
+            conn, vault, registry, tenant, where, request_id, call_ids, tmp_root
+        )
         async with conn.transaction():
             # An erasure of the number that committed while the bundle was built closed this
             # request and cleared its number: what was just uploaded must not stay.
@@ -868,6 +872,7 @@ async def _erase_call(
 
 async def _access_bundle(
     conn: Conn,
+    vault: PhoneVault,
     registry: StoreRegistry,
     tenant: str,
     where: TenantStore,
@@ -919,6 +924,10 @@ async def _access_bundle(
                     item["audio_file"] = name
                 entry["recordings"].append(item)
             calls.append(entry)
+        # the subject's own signed receipts, checkable without us (service.receipts)
+        await receipts.write_for_bundle(
+            conn, vault, call_ids, str(request_id), folder / "content" / "receipts"
+        )
         request = {"request_id": str(request_id), "kind": "access", "calls": len(calls)}
         bundle = folder / "bundle.zip"
         digest = await asyncio.to_thread(_zip, folder / "content", bundle, request, calls)

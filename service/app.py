@@ -56,6 +56,7 @@ from service.platforms.twilio.accounts import TwilioMediaSources
 from service.prompt_library import PromptLibrary
 from service.qa import api as qa_api  # noqa: F401 - registers its operations
 from service.qa import page as qa_page
+from service.receipts import api as receipts_api  # noqa: F401 - registers its operations
 from service.storage.registry import StoreRegistry
 from service.tenants import policies as tenant_policies
 from service.workdir import remove_stale

@@ -142,6 +142,10 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
             raise CallvaultError(f"--call: not a call id: {args.call!r}") from None
 
     async def work(conn: Any) -> int:
+        if args.tenant != "*" and not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)", args.tenant
+        ):
+            raise CallvaultError(f"--tenant: no tenant {args.tenant!r}")
         report = await ledger.verify(conn, call_id)
         if args.json:
             print(json.dumps(report.as_json()))
@@ -150,6 +154,9 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
                 f"verified {report.events} events in {report.calls} calls"
                 + (f" and {report.seals} seals" if report.seals else "")
             )
+            if len(report.tenant_seals) > 1:
+                for tenant, n in sorted(report.tenant_seals.items()):
+                    print(f"tenant {_shown(tenant)}: {n} seals, chained on their own")
         if not report.ok:
             for item in report.breaks[:20]:
                 print(f"BROKEN: {item}", file=sys.stderr)
@@ -222,11 +229,15 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
     vault = PhoneVault(settings.secret_key, settings.previous_secret_key)
 
     async def work(conn: Any) -> int:
+        from service.receipts import keys
+
         report = await rotate(conn, vault)
+        receipt_keys = await keys.rekey(conn, vault)
         print(
             f"re-keyed {report.calls} calls and {report.do_not_record} do-not-record entries"
             + (f", {report.holds} holds" if report.holds else "")
             + (f", {report.requests} requests" if report.requests else "")
+            + (f", {receipt_keys} receipt signing keys" if receipt_keys else "")
         )
         return 0
 
@@ -701,7 +712,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = ledger_sub.add_parser("verify", help="recompute every hash chain; exit 1 if one is broken")
     p.add_argument("--call", help="verify one call (its id)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    _tenant_option(p)
+    p.add_argument(
+        "--tenant",
+        default="*",
+        help="verify one tenant's chains and seals (default: every tenant, each seal chain "
+        "on its own)",
+    )
     p.set_defaults(func=cmd_ledger_verify)
     p = ledger_sub.add_parser("seal", help="seal every call's chain head now (serve does hourly)")
     _tenant_option(p)
@@ -861,9 +877,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60, help="seconds to wait for intake")
     p.set_defaults(func=cmd_demo)
 
+    from service.receipts.cli import add_parser as add_receipt_parser
     from service.tenants.cli import add_parser as add_tenant_parser
 
     add_tenant_parser(sub)
+    add_receipt_parser(sub)
     return parser
 
 

@@ -90,6 +90,8 @@ class _Keys:
         self.mac_key = _derive(secret_key, b"phone-lookup")
         # a separate key: an erasure's receipt can never be joined to a lookup hash
         self.receipt_key = _derive(secret_key, b"erasure-receipt")
+        # other secrets kept in the database (consent-receipt signing keys)
+        self.secrets = AESGCM(_derive(secret_key, b"secret-encryption"))
 
 
 class PhoneVault:
@@ -147,3 +149,21 @@ class PhoneVault:
 
     def erasure_digest(self, phone: str) -> bytes:
         return self.erasure_digests(phone)[0]
+
+    def encrypt_secret(self, data: bytes, context: bytes) -> bytes:
+        """A secret other than a phone number, bound to ``context`` (what it is and whose):
+        a ciphertext moved to another row or tenant does not decrypt."""
+        nonce = os.urandom(_NONCE_BYTES)
+        return _FORMAT_V1 + nonce + self._current.secrets.encrypt(nonce, data, context)
+
+    def decrypt_secret_with_age(self, blob: bytes, context: bytes) -> tuple[bytes, bool]:
+        """(secret, True if it was sealed with the previous key and needs re-keying)."""
+        if blob[:1] != _FORMAT_V1:
+            raise ValueError("unknown secret ciphertext format")
+        nonce, ciphertext = blob[1 : 1 + _NONCE_BYTES], blob[1 + _NONCE_BYTES :]
+        try:
+            return self._current.secrets.decrypt(nonce, ciphertext, context), False
+        except InvalidTag:
+            if self._previous is None:
+                raise
+        return self._previous.secrets.decrypt(nonce, ciphertext, context), True

@@ -35,6 +35,23 @@ BEGIN
         USING ERRCODE = 'integrity_constraint_violation';
 END
 $$;
+CREATE FUNCTION public.receipt_keys_only_retire() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        RAISE EXCEPTION 'receipt keys are kept for ever (retire them instead)'
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    IF NEW.id <> OLD.id OR NEW.tenant_id <> OLD.tenant_id OR NEW.public_key <> OLD.public_key
+       OR NEW.created_at <> OLD.created_at
+       OR (OLD.retired_at IS NOT NULL AND NEW.retired_at IS DISTINCT FROM OLD.retired_at) THEN
+        RAISE EXCEPTION 'a receipt key changes only by being retired or re-encrypted'
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    RETURN NEW;
+END
+$$;
 CREATE FUNCTION public.recording_keepers() RETURNS TABLE(recording_id uuid, keeper text, id uuid, target text, reason text, placed_at timestamp with time zone, kind text, status text, since timestamp with time zone)
     LANGUAGE sql STABLE
     AS $$
@@ -54,6 +71,16 @@ CREATE FUNCTION public.recording_keepers() RETURNS TABLE(recording_id uuid, keep
     JOIN recordings r ON r.call_id = c.id
     WHERE d.kind IN ('access', 'correct', 'restrict')
       AND d.status NOT IN ('completed', 'rejected', 'failed')
+    UNION ALL
+    -- a request that names calls (a restriction or correction of those calls) keeps their
+    -- recordings too; one matched by the number already is not listed twice
+    SELECT r.id, 'request', d.id, NULL, NULL, NULL, d.kind, d.status, d.received_at
+    FROM dsar_requests d
+    JOIN recordings r ON r.call_id = ANY(d.call_ids) AND r.tenant_id = d.tenant_id
+    JOIN calls c ON c.id = r.call_id
+    WHERE d.kind IN ('access', 'correct', 'restrict')
+      AND d.status NOT IN ('completed', 'rejected', 'failed')
+      AND c.caller_hash IS DISTINCT FROM d.phone_hash
 $$;
 CREATE FUNCTION public.recording_retention() RETURNS TABLE(id uuid, tenant_id text, call_id uuid, state text, retain_until timestamp with time zone, retention_source text, purged_at timestamp with time zone, holds jsonb, requests jsonb, purge_at timestamp with time zone)
     LANGUAGE sql STABLE
@@ -128,7 +155,7 @@ CREATE SEQUENCE public.audit_log_id_seq
 ALTER SEQUENCE public.audit_log_id_seq OWNED BY public.audit_log.id;
 CREATE TABLE public.calls (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
-    platform text NOT NULL,
+    platform text DEFAULT 'twilio'::text NOT NULL,
     external_id text NOT NULL,
     caller_enc bytea,
     caller_hash bytea,
@@ -143,15 +170,18 @@ CREATE TABLE public.calls (
     erased_by uuid,
     direction text DEFAULT 'inbound'::text NOT NULL,
     tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
+    platform_account text,
     CONSTRAINT calls_direction_check CHECK ((direction = ANY (ARRAY['inbound'::text, 'outbound'::text]))),
     CONSTRAINT calls_outcome_at_set CHECK (((outcome = 'in_progress'::text) = (outcome_at IS NULL))),
-    CONSTRAINT calls_outcome_check CHECK ((outcome = ANY (ARRAY['in_progress'::text, 'consented'::text, 'refused'::text, 'hung_up_during_notice'::text, 'no_input'::text, 'not_asked'::text])))
+    CONSTRAINT calls_outcome_check CHECK ((outcome = ANY (ARRAY['in_progress'::text, 'consented'::text, 'refused'::text, 'hung_up_during_notice'::text, 'no_input'::text, 'not_asked'::text]))),
+    CONSTRAINT calls_platform_account_check CHECK ((platform_account <> ''::text))
 );
 ALTER TABLE ONLY public.calls FORCE ROW LEVEL SECURITY;
 COMMENT ON COLUMN public.calls.caller_enc IS 'AES-GCM ciphertext of the data subject''s number (the caller on inbound calls, the callee on outbound ones); never plain';
 COMMENT ON COLUMN public.calls.caller_hash IS 'HMAC-SHA256 of the data subject''s normalised number, for lookups; NULL once erased';
 COMMENT ON COLUMN public.calls.called IS 'the contact centre''s own number (To on inbound calls, From on outbound ones); not personal data';
 COMMENT ON COLUMN public.calls.direction IS 'inbound: the person called the contact centre; outbound: the contact centre called them';
+COMMENT ON COLUMN public.calls.platform_account IS 'the platform account the call came through (Twilio AccountSid); NULL: the configured account of the tenant default';
 CREATE TABLE public.callvault_migrations (
     version integer NOT NULL,
     name text NOT NULL,
@@ -183,9 +213,33 @@ CREATE TABLE public.dsar_requests (
     bundle_removed_reason text,
     subject_digest bytea,
     tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
+    bundle_store text DEFAULT 'shared'::text NOT NULL,
+    acknowledge_by timestamp with time zone,
+    acknowledged_at timestamp with time zone,
+    acknowledged_by text,
+    clock jsonb DEFAULT '{}'::jsonb NOT NULL,
+    due_before_extension timestamp with time zone,
+    extension_days integer,
+    extension_reason text,
+    extended_by text,
+    extended_at timestamp with time zone,
+    rejected_reason text,
+    rejected_by text,
+    rejected_at timestamp with time zone,
+    lifted_by text,
+    lifted_at timestamp with time zone,
+    call_ids uuid[] DEFAULT '{}'::uuid[] NOT NULL,
+    correction text,
+    statement_enc bytea,
     CONSTRAINT dsar_requests_bundle_removed_reason_check CHECK ((bundle_removed_reason = ANY (ARRAY['expired'::text, 'erased'::text]))),
-    CONSTRAINT dsar_requests_kind_check CHECK ((kind = ANY (ARRAY['access'::text, 'erase'::text, 'withdraw'::text]))),
-    CONSTRAINT dsar_requests_status_check CHECK ((status = ANY (ARRAY['received'::text, 'in_progress'::text, 'waiting_for_hold'::text, 'completed'::text, 'failed'::text])))
+    CONSTRAINT dsar_requests_bundle_store_check CHECK (((bundle_store = 'shared'::text) OR (bundle_store ~ '^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$'::text))),
+    CONSTRAINT dsar_requests_correct_says_what CHECK (((kind = 'correct'::text) = (correction IS NOT NULL))),
+    CONSTRAINT dsar_requests_correction_check CHECK ((correction = ANY (ARRAY['statement'::text, 'unlink'::text]))),
+    CONSTRAINT dsar_requests_extension_days_check CHECK (((extension_days >= 1) AND (extension_days <= 15))),
+    CONSTRAINT dsar_requests_kind_check CHECK ((kind = ANY (ARRAY['access'::text, 'correct'::text, 'erase'::text, 'withdraw'::text, 'restrict'::text]))),
+    CONSTRAINT dsar_requests_one_extension CHECK ((((extension_days IS NULL) = (extended_at IS NULL)) AND ((extension_days IS NULL) = (due_before_extension IS NULL)) AND ((extension_days IS NULL) OR (btrim(COALESCE(extension_reason, ''::text)) <> ''::text)))),
+    CONSTRAINT dsar_requests_rejected_with_reason CHECK (((status <> 'rejected'::text) OR (btrim(COALESCE(rejected_reason, ''::text)) <> ''::text))),
+    CONSTRAINT dsar_requests_status_check CHECK ((status = ANY (ARRAY['received'::text, 'acknowledged'::text, 'in_progress'::text, 'waiting_for_hold'::text, 'in_force'::text, 'completed'::text, 'rejected'::text])))
 );
 ALTER TABLE ONLY public.dsar_requests FORCE ROW LEVEL SECURITY;
 CREATE TABLE public.holds (
@@ -260,13 +314,20 @@ CREATE TABLE public.ledger_seals (
     at timestamp with time zone DEFAULT now() NOT NULL,
     max_event_id bigint NOT NULL,
     calls integer NOT NULL,
-    heads_sha256 bytea NOT NULL,
+    heads_sha256 bytea,
     prev_hash bytea NOT NULL,
     hash bytea NOT NULL,
     tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
+    format smallint DEFAULT 1 NOT NULL,
+    root bytea,
+    tree_size bigint,
+    CONSTRAINT ledger_seals_format_check CHECK ((format = ANY (ARRAY[1, 2]))),
+    CONSTRAINT ledger_seals_format_fields CHECK ((((format = 1) AND (heads_sha256 IS NOT NULL) AND (root IS NULL) AND (tree_size IS NULL)) OR ((format = 2) AND (heads_sha256 IS NULL) AND (root IS NOT NULL) AND (tree_size = calls)))),
     CONSTRAINT ledger_seals_hash_check CHECK ((length(hash) = 32)),
     CONSTRAINT ledger_seals_heads_sha256_check CHECK ((length(heads_sha256) = 32)),
-    CONSTRAINT ledger_seals_prev_hash_check CHECK ((length(prev_hash) = 32))
+    CONSTRAINT ledger_seals_prev_hash_check CHECK ((length(prev_hash) = 32)),
+    CONSTRAINT ledger_seals_root_check CHECK ((length(root) = 32)),
+    CONSTRAINT ledger_seals_tree_size_check CHECK ((tree_size >= 0))
 );
 ALTER TABLE ONLY public.ledger_seals FORCE ROW LEVEL SECURITY;
 CREATE SEQUENCE public.ledger_seals_id_seq
@@ -276,6 +337,16 @@ CREATE SEQUENCE public.ledger_seals_id_seq
     NO MAXVALUE
     CACHE 1;
 ALTER SEQUENCE public.ledger_seals_id_seq OWNED BY public.ledger_seals.id;
+CREATE TABLE public.receipt_keys (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
+    public_key bytea NOT NULL,
+    private_key_enc bytea NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    retired_at timestamp with time zone,
+    CONSTRAINT receipt_keys_public_key_check CHECK ((length(public_key) = 32))
+);
+ALTER TABLE ONLY public.receipt_keys FORCE ROW LEVEL SECURITY;
 CREATE TABLE public.recording_callbacks (
     platform text NOT NULL,
     recording_sid text NOT NULL,
@@ -315,7 +386,9 @@ CREATE TABLE public.recordings (
     object_version text,
     purged_at timestamp with time zone,
     tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
+    object_store text DEFAULT 'shared'::text NOT NULL,
     retention_source text,
+    CONSTRAINT recordings_object_store_check CHECK (((object_store = 'shared'::text) OR (object_store ~ '^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$'::text))),
     CONSTRAINT recordings_retention_source_check CHECK ((retention_source = ANY (ARRAY['tenant'::text, 'queue'::text, 'number'::text]))),
     CONSTRAINT recordings_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'stored'::text, 'purged'::text, 'erased'::text, 'failed'::text]))),
     CONSTRAINT recordings_stored_complete CHECK (((state <> 'stored'::text) OR ((object_key IS NOT NULL) AND (sha256 IS NOT NULL) AND (size_bytes IS NOT NULL) AND (retain_until IS NOT NULL))))
@@ -405,6 +478,8 @@ ALTER TABLE ONLY public.ledger_events
     ADD CONSTRAINT ledger_events_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.ledger_seals
     ADD CONSTRAINT ledger_seals_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.receipt_keys
+    ADD CONSTRAINT receipt_keys_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.recording_callbacks
     ADD CONSTRAINT recording_callbacks_pkey PRIMARY KEY (platform, recording_sid, status);
 ALTER TABLE ONLY public.recording_reconciliations
@@ -431,8 +506,9 @@ CREATE INDEX calls_erased_by_idx ON public.calls USING btree (erased_by) WHERE (
 CREATE INDEX calls_started_at_idx ON public.calls USING btree (started_at);
 CREATE INDEX calls_tenant_started_at_idx ON public.calls USING btree (tenant_id, started_at);
 CREATE INDEX dsar_requests_bundle_expiry_idx ON public.dsar_requests USING btree (bundle_expires_at) WHERE (bundle_key IS NOT NULL);
-CREATE INDEX dsar_requests_open_idx ON public.dsar_requests USING btree (due_at) WHERE (status <> 'completed'::text);
+CREATE INDEX dsar_requests_open_idx ON public.dsar_requests USING btree (due_at) WHERE (status <> ALL (ARRAY['completed'::text, 'rejected'::text, 'in_force'::text]));
 CREATE INDEX dsar_requests_phone_hash_idx ON public.dsar_requests USING btree (phone_hash) WHERE (phone_hash IS NOT NULL);
+CREATE INDEX dsar_requests_restricted_idx ON public.dsar_requests USING btree (phone_hash) WHERE ((kind = 'restrict'::text) AND (status = 'in_force'::text));
 CREATE INDEX dsar_requests_subject_digest_idx ON public.dsar_requests USING btree (subject_digest) WHERE (subject_digest IS NOT NULL);
 CREATE INDEX dsar_requests_tenant_idx ON public.dsar_requests USING btree (tenant_id);
 CREATE INDEX holds_active_call_idx ON public.holds USING btree (call_id) WHERE (released_at IS NULL);
@@ -440,6 +516,10 @@ CREATE INDEX holds_active_phone_idx ON public.holds USING btree (phone_hash) WHE
 CREATE INDEX holds_tenant_idx ON public.holds USING btree (tenant_id);
 CREATE INDEX jobs_queued_idx ON public.jobs USING btree (run_after) WHERE (state = 'queued'::text);
 CREATE INDEX jobs_running_idx ON public.jobs USING btree (lease_expires_at) WHERE (state = 'running'::text);
+CREATE UNIQUE INDEX ledger_seals_tenant_chain ON public.ledger_seals USING btree (tenant_id, prev_hash);
+CREATE INDEX ledger_seals_tenant_id_idx ON public.ledger_seals USING btree (tenant_id, id);
+CREATE UNIQUE INDEX receipt_keys_one_current ON public.receipt_keys USING btree (tenant_id) WHERE (retired_at IS NULL);
+CREATE INDEX receipt_keys_tenant_idx ON public.receipt_keys USING btree (tenant_id, created_at);
 CREATE INDEX recording_callbacks_call_idx ON public.recording_callbacks USING btree (platform, call_sid);
 CREATE INDEX recording_reconciliations_open_idx ON public.recording_reconciliations USING btree (last_attempt_at) WHERE (settled_at IS NULL);
 CREATE INDEX recordings_call_id_idx ON public.recordings USING btree (call_id);
@@ -455,6 +535,7 @@ CREATE TRIGGER ledger_events_no_update_delete BEFORE DELETE OR UPDATE ON public.
 CREATE TRIGGER ledger_events_tenant BEFORE INSERT ON public.ledger_events FOR EACH ROW EXECUTE FUNCTION public.tenant_of_call();
 CREATE TRIGGER ledger_seals_no_truncate BEFORE TRUNCATE ON public.ledger_seals FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse_change();
 CREATE TRIGGER ledger_seals_no_update_delete BEFORE DELETE OR UPDATE ON public.ledger_seals FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse_change();
+CREATE TRIGGER receipt_keys_only_retire BEFORE DELETE OR UPDATE ON public.receipt_keys FOR EACH ROW EXECUTE FUNCTION public.receipt_keys_only_retire();
 CREATE TRIGGER recording_reconciliations_tenant BEFORE INSERT ON public.recording_reconciliations FOR EACH ROW EXECUTE FUNCTION public.tenant_of_call();
 CREATE TRIGGER recordings_tenant BEFORE INSERT ON public.recordings FOR EACH ROW EXECUTE FUNCTION public.tenant_of_call();
 ALTER TABLE ONLY public.api_tokens
@@ -479,6 +560,8 @@ ALTER TABLE ONLY public.ledger_events
     ADD CONSTRAINT ledger_events_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
 ALTER TABLE ONLY public.ledger_seals
     ADD CONSTRAINT ledger_seals_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
+ALTER TABLE ONLY public.receipt_keys
+    ADD CONSTRAINT receipt_keys_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
 ALTER TABLE ONLY public.recording_callbacks
     ADD CONSTRAINT recording_callbacks_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
 ALTER TABLE ONLY public.recording_reconciliations
@@ -508,6 +591,7 @@ ALTER TABLE public.holds ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.jobs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.ledger_events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.ledger_seals ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.receipt_keys ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.recording_callbacks ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.recording_reconciliations ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.recordings ENABLE ROW LEVEL SECURITY;
@@ -520,6 +604,7 @@ CREATE POLICY tenant_isolation ON public.holds USING (((tenant_id = current_sett
 CREATE POLICY tenant_isolation ON public.jobs USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
 CREATE POLICY tenant_isolation ON public.ledger_events USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
 CREATE POLICY tenant_isolation ON public.ledger_seals USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
+CREATE POLICY tenant_isolation ON public.receipt_keys USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
 CREATE POLICY tenant_isolation ON public.recording_callbacks USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
 CREATE POLICY tenant_isolation ON public.recording_reconciliations USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
 CREATE POLICY tenant_isolation ON public.recordings USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));

@@ -183,7 +183,7 @@ async def test_seals_make_a_whole_deleted_call_detectable(db: Conn, database_url
     # ...but the seal does not
     report = await ledger.verify(db)
     assert not report.ok
-    assert str(report.breaks[0]).startswith("seals: seal ")
+    assert str(report.breaks[0]).startswith("seals of tenant default: seal ")
     assert "a call was removed" in report.breaks[0].reason
     result = await asyncio.to_thread(run_cli, database_url, "ledger", "verify")
     assert result.returncode == 1 and "a call was removed" in result.stderr
@@ -198,7 +198,8 @@ async def test_an_altered_seal_is_detected(db: Conn) -> None:
     await seals.seal(db)
     await db.execute("ALTER TABLE ledger_seals DISABLE TRIGGER USER")
     await db.execute(
-        "UPDATE ledger_seals SET calls = 99 WHERE id = (SELECT min(id) FROM ledger_seals)"
+        "UPDATE ledger_seals SET max_event_id = max_event_id - 1 "
+        "WHERE id = (SELECT min(id) FROM ledger_seals)"
     )
     await db.execute("ALTER TABLE ledger_seals ENABLE TRIGGER USER")
     report = await ledger.verify(db)

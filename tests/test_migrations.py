@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 from typing import Any
 
 import asyncpg
@@ -73,7 +74,7 @@ async def test_todays_data_moves_into_the_default_tenant_with_chains_and_seals_i
     from service import ledger
     from service.db import tenancy
     from service.db.roles import ensure_service_role, url_for_role
-    from service.ledger import NewEvent, seals
+    from service.ledger import NewEvent
     from tests.conftest import run_cli
 
     before_tenants = [m for m in migrations.available() if m.version <= 9]
@@ -99,7 +100,7 @@ async def test_todays_data_moves_into_the_default_tenant_with_chains_and_seals_i
                 f"RE{n:032d}",
             )
             call_ids.append(call_id)
-        assert await seals.seal(conn) is not None
+        await write_digest_seal(conn)  # a seal as callvault wrote them before Merkle trees
         async with conn.transaction():  # an event after the seal
             await ledger.append(conn, call_ids[0], [NewEvent("purged")])
         await conn.execute(
@@ -142,3 +143,35 @@ async def test_todays_data_moves_into_the_default_tenant_with_chains_and_seals_i
     result = await asyncio.to_thread(run_cli, empty_database, "ledger", "verify")
     assert result.returncode == 0, result.stderr
     assert "verified 11 events in 5 calls and 1 seals" in result.stdout
+    # the old seal stays format 1; the first Merkle seal chains on to it and both verify
+    sealed = await asyncio.to_thread(run_cli, empty_database, "ledger", "seal")
+    assert sealed.returncode == 0, sealed.stderr
+    result = await asyncio.to_thread(run_cli, empty_database, "ledger", "verify")
+    assert result.returncode == 0, result.stderr
+    assert "verified 11 events in 5 calls and 2 seals" in result.stdout
+
+
+async def write_digest_seal(conn: Any) -> None:
+    """A format-1 seal (one SHA-256 over every call's head) of everything, as the code before
+    Merkle seals wrote it."""
+    from service.ledger import seals
+
+    upto = await conn.fetchval("SELECT coalesce(max(id), 0) FROM ledger_events")
+    digest = hashlib.sha256(b"callvault-seal-v1\n")
+    heads = await conn.fetch(
+        "SELECT DISTINCT ON (call_id) call_id, seq, hash FROM ledger_events "
+        "ORDER BY call_id, seq DESC"
+    )
+    for r in heads:
+        digest.update(r["call_id"].bytes + r["seq"].to_bytes(4, "big") + bytes(r["hash"]))
+    last = await conn.fetchval("SELECT hash FROM ledger_seals ORDER BY id DESC LIMIT 1")
+    prev = bytes(last) if last is not None else seals.GENESIS
+    await conn.execute(
+        "INSERT INTO ledger_seals (max_event_id, calls, heads_sha256, prev_hash, hash) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        upto,
+        len(heads),
+        digest.digest(),
+        prev,
+        seals.seal_hash(prev, upto, len(heads), digest.digest()),
+    )

@@ -29,6 +29,7 @@ TENANT_TABLES = {
     "jobs",
     "ledger_events",
     "ledger_seals",
+    "receipt_keys",
     "recording_callbacks",
     "recording_reconciliations",
     "recordings",
@@ -85,6 +86,11 @@ async def seed(db: Conn, tenant: str) -> dict[str, Any]:
     audit_id = await db.fetchval(
         "INSERT INTO audit_log (actor, action) VALUES ($1, 'seeded') RETURNING id",
         f"seeder-of-{tenant}",  # recognisable in any answer that would leak it
+    )
+    await db.execute(
+        "INSERT INTO receipt_keys (public_key, private_key_enc) VALUES ($1, $2)",
+        secrets.token_bytes(32),
+        b"sealed",
     )
     await db.execute(
         "INSERT INTO do_not_record (phone_hash, reason) VALUES ($1, 'asked')", b"same hash"

@@ -12,8 +12,9 @@ from service import audit
 from service.api import schemas
 from service.api.spec import BODY, DATETIME, operation
 from service.auth.http import principal
-from service.context import POOL, SETTINGS
+from service.context import POOL, SETTINGS, VAULT
 from service.errors import NotFound
+from service.receipts import keys as receipt_keys
 from service.tenants import apply, model, store
 
 SLUG = {"type": "string", "pattern": model.SLUG.pattern}
@@ -87,6 +88,8 @@ async def create_tenant(request: web.Request) -> web.Response:
     body = request[BODY]
     async with request.app[POOL].acquire() as conn, conn.transaction():
         row = await store.create(conn, body["id"], body["name"])
+        # its receipt signing key, made with it (tenants from `apply` get one on first use)
+        await receipt_keys.create(conn, request.app[VAULT], row["id"])
         await audit.record(
             conn,
             principal(request).actor,

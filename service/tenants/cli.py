@@ -16,11 +16,16 @@ from service.db.tenancy import ALL  # tenants are the platform's: its actions au
 def cmd_create(args: argparse.Namespace) -> int:
     from service import audit
     from service.cli import _actor, _settings, _with_connection
+    from service.receipts import keys as receipt_keys
     from service.tenants import store
+
+    vault = _receipt_vault()
 
     async def work(conn: Any) -> int:
         async with conn.transaction():
             row = await store.create(conn, args.id, args.name)
+            if vault is not None:  # its receipt signing key (else made on first use)
+                await receipt_keys.create(conn, vault, row["id"])
             await audit.record(
                 conn, _actor(), "tenant_created", "tenant", row["id"], {"name": row["name"]}
             )
@@ -28,6 +33,18 @@ def cmd_create(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(_with_connection(_settings(database=True, secrets=False), work, tenant=ALL))
+
+
+def _receipt_vault() -> Any:
+    """The vault that encrypts receipt keys, when this command has the secret key; None when
+    it does not (the tenant's key is then made on first use)."""
+    from service.cli import _settings, _vault
+    from service.errors import ConfigError
+
+    try:
+        return _vault(_settings(database=True))
+    except ConfigError:
+        return None
 
 
 def cmd_list(args: argparse.Namespace) -> int:
