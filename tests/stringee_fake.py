@@ -118,6 +118,7 @@ class FakeStringee:
     key_secret: str
     signing_secret: str
     clock: Callable[[], float] = time.time
+    project_id: int = 25  # the project's id in its event_url posts
     recordings: dict[str, Recording] = field(default_factory=dict)
     gets: Counter[str] = field(default_factory=Counter)
     unauthorised: int = 0
@@ -307,7 +308,7 @@ class FakeStringee:
             elif kind == "connect":
                 played.connected = action
                 break
-        ended = call_event(cid, "ended")
+        ended = call_event(cid, "ended", project_id=self.project_id)
         ended["from"]["number"] = caller.number
         status, _ = await self.post(session, event_url, ended)
         played.statuses.append(("ended", status))

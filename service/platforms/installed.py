@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from service.platforms.port import Adapter, MediaSources
+from service.platforms.stringee.adapter import ADAPTER as STRINGEE
 from service.platforms.twilio.adapter import ADAPTER as TWILIO
 
-ADAPTERS: tuple[Adapter, ...] = (TWILIO,)
+ADAPTERS: tuple[Adapter, ...] = (TWILIO, STRINGEE)
 
 
 def add_routes(app: web.Application) -> None:
