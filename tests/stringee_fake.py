@@ -270,7 +270,8 @@ class FakeStringee:
 
         Assumed where Stringee documents nothing: the number's answer_url ``uuid`` equals the
         ``call_id`` of the call's events, the input eventUrl is called with ``"timeout": true``
-        on silence, and the record eventUrl gets ``{"call_id", "recordId"}`` (docs/stringee.md)."""
+        on silence, and the record eventUrl gets ``{"call_id", "recordId"}``
+        (service/platforms/stringee/README.md)."""
         played = PlayedCall(call_id())
         cid = played.call_id
         params = {"from": caller.number, "to": to, "uuid": cid, "fromInternal": "false"}
