@@ -13,9 +13,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.consent.gate import Decision
-from service.context import HTTP_CLIENT, SETTINGS
+from service.context import HTTP_CLIENT
 from service.platforms.port import Adapter, Inbound, Platform
-from service.platforms.stringee import accounts
 from service.platforms.stringee import routes as stringee_routes
 from service.platforms.stringee.sources import StringeeMediaSources
 
@@ -25,17 +24,17 @@ class StringeeAdapter:
     routes = stringee_routes.routes
 
     async def verify(self, request: web.Request) -> Inbound:
-        """A POST to an eventUrl callvault wrote (input, recording): its tenant and project."""
-        project, body = await stringee_routes._our_eventurl(request)
-        return Inbound(
-            project.tenant, project.project_id, {"body": body.decode("utf-8", "replace")}
+        project, body = await stringee_routes.verify(request)
+        params = (
+            dict(request.query)
+            if request.method == "GET"
+            else {"body": body.decode("utf-8", "replace")}
         )
+        return Inbound(project.tenant, project.project_id, params)
 
     def render(self, request: web.Request, decision: Decision) -> web.Response:
-        tenant = request.query.get("tenant") or "default"
-        project = accounts.Project(tenant, request.query.get("project") or None)
-        then = [dict(a) for a in request.app[SETTINGS].stringee_continue_scco]
-        return stringee_routes.render(request, decision, project, then)
+        """After :meth:`verify` on the same request."""
+        return stringee_routes.render(request, decision)
 
     def media_sources(self, app: web.Application) -> StringeeMediaSources:
         return StringeeMediaSources.for_app(app, app[HTTP_CLIENT])

@@ -51,6 +51,7 @@ PLATFORM = "stringee"
 Q = queries.load("service.platforms.stringee")
 routes = web.RouteTableDef()
 INPUT_PATH = "/telephony/stringee/input"
+EVENT_PATH = "/telephony/stringee/event"
 RECORDING_PATH = "/telephony/stringee/recording"
 
 
@@ -100,10 +101,14 @@ def _count_outcome(request: web.Request, call: gate.CallState) -> None:
         request.app[METRICS].consent_outcomes.labels(call.outcome).inc()
 
 
-def render(
-    request: web.Request, decision: gate.Decision, project: Project, then: Scco
-) -> web.Response:
-    """The gate's decision as an SCCO (the adapter's ``render``)."""
+def render(request: web.Request, decision: gate.Decision) -> web.Response:
+    """The gate's decision as an SCCO (the adapter's ``render``), for the project
+    :func:`verify` found and the continue actions the handler looked up (the deployment's when
+    none were)."""
+    project: Project = request[PROJECT]
+    then: Scco = request.get(THEN) or [
+        dict(a) for a in request.app[SETTINGS].stringee_continue_scco
+    ]
     _count_outcome(request, decision.call)
     settings = request.app[SETTINGS]
     policy = decision.call.policy
@@ -174,25 +179,56 @@ async def _our_eventurl(request: web.Request) -> tuple[Project, bytes]:
     return project, body
 
 
-@routes.get("/telephony/stringee/answer")
-async def answer(request: web.Request) -> web.Response:
+async def _answer_url(request: web.Request) -> Project:
+    """The answer_url: the ``to`` number's tenant, and whichever of its projects signed the
+    Request-URI."""
     settings = request.app[SETTINGS]
     header = request.headers.get(SIGNATURE_HEADER)
     if not header:
         raise _bad_signature()
-    to = request.query.get("to") or None
-    found: Project | None = None
-    for candidate in await accounts.projects_for_number(request.app, to):
+    for candidate in await accounts.projects_for_number(request.app, request.query.get("to")):
         secrets = await accounts.signing_secrets(candidate, settings)
         if verify_request_uri(secrets, request.raw_path, header, settings.public_url):
-            found = candidate
-            break
-    if found is None:
-        raise _bad_signature()
+            return candidate
+    raise _bad_signature()
+
+
+async def _event_url(request: web.Request) -> tuple[Project, bytes]:
+    """The project's event_url: its ``project_id``'s tenant (the called number decides between
+    tenants sharing a project)."""
+    body = await _body(request)
+    project_id, number = _routing(body)
+    project = await accounts.project(request.app, project_id, None, number)
+    await _verified_post(request, project, body)
+    return project, body
+
+
+# the verified project, kept on the request for render(), and the call's continue actions
+PROJECT = web.RequestKey("stringee_project", Project)
+THEN = web.RequestKey("stringee_then", list[dict[str, Any]])
+
+
+async def verify(request: web.Request) -> tuple[Project, bytes]:
+    """Any of the four requests, verified: its project (tenant) and its body (empty for the
+    answer_url GET), or :class:`Forbidden` before anything is written."""
+    if request.method == "GET":
+        project, body = await _answer_url(request), b""
+    elif request.path == EVENT_PATH:
+        project, body = await _event_url(request)
+    else:
+        project, body = await _our_eventurl(request)
+    request[PROJECT] = project
+    return project, body
+
+
+@routes.get("/telephony/stringee/answer")
+async def answer(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    found, _ = await verify(request)
     call = events.parse_answer(request.query)
     caller, called = e164(call.from_), e164(call.to)
     policy = _policy(settings, called)
-    then = await _then(request, found.tenant, called)
+    then = request[THEN] = await _then(request, found.tenant, called)
     with tenancy.as_tenant(found.tenant):
         try:
             async with database(request.app) as conn:
@@ -216,12 +252,12 @@ async def answer(request: web.Request) -> web.Response:
         "call start",
         extra={"call_id": str(decision.call.id), "step": decision.step.value, "platform": PLATFORM},
     )
-    return render(request, decision, found, then)
+    return render(request, decision)
 
 
 @routes.post(INPUT_PATH)
 async def consent_input(request: web.Request) -> web.Response:
-    project, body = await _our_eventurl(request)
+    project, body = await verify(request)
     event = events.parse_input_event(body)
     attempt = parse_int(request.query.get("attempt", "1"))
     if attempt is None or not 1 <= attempt <= 10:
@@ -246,7 +282,7 @@ async def consent_input(request: web.Request) -> web.Response:
             return _without_database(
                 request, "consent", await _then(request, project.tenant, None), exc
             )
-    then = await _then(request, project.tenant, called)
+    then = request[THEN] = await _then(request, project.tenant, called)
     if decision is None:
         log.warning("consent step for an unknown call; continuing without recording")
         return _scco(scco.unrecorded_answer(then))
@@ -258,7 +294,7 @@ async def consent_input(request: web.Request) -> web.Response:
             "outcome": decision.call.outcome,
         },
     )
-    return render(request, decision, project, then)
+    return render(request, decision)
 
 
 def _routing(body: bytes) -> tuple[str | None, str | None]:
@@ -277,12 +313,9 @@ def _routing(body: bytes) -> tuple[str | None, str | None]:
     return project, number if isinstance(number, str) else None
 
 
-@routes.post("/telephony/stringee/event")
+@routes.post(EVENT_PATH)
 async def call_event(request: web.Request) -> web.Response:
-    body = await _body(request)
-    project_id, number = _routing(body)
-    project = await accounts.project(request.app, project_id, None, number)
-    await _verified_post(request, project, body)
+    project, body = await verify(request)
     event = events.parse_call_event(body)
     caller = e164(event.from_.number if event.from_ else None)
     called = e164(event.to.number if event.to else None)
@@ -317,7 +350,7 @@ async def call_event(request: web.Request) -> web.Response:
 
 @routes.post(RECORDING_PATH)
 async def recording(request: web.Request) -> web.Response:
-    project, body = await _our_eventurl(request)
+    project, body = await verify(request)
     event = events.parse_record_event(body)
     duration = event.duration_s
     with tenancy.as_tenant(project.tenant):
