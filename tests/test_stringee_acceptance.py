@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tomllib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,6 +21,8 @@ import pytest
 from service import ledger
 from service.config import Policy, Settings
 from service.platforms.stringee.rest_auth import ApiKey
+from service.tenants.apply import plan_and_apply
+from service.tenants.model import parse_file
 from tests.conftest import Service
 from tests.intake_helpers import objects, settle
 from tests.stringee_fake import Caller, FakeStringee, PlayedCall, call_event
@@ -69,25 +72,26 @@ async def fakes() -> AsyncIterator[dict[str, FakeStringee]]:
         assert fake.cdn_credentials == 0
 
 
+ACME_FILE = f"""
+[tenants.acme]
+name = "ACME"
+continue_scco = [{{ action = "talk", text = "ACME xin chào", bargeIn = true }}]
+[tenants.acme.stringee]
+project_id = "{ACME_PROJECT}"
+api_key_sid = "{ACME_KEY.sid}"
+api_key_secret_env = "ACME_STRINGEE_KEY"
+signing_secret_env = "ACME_STRINGEE_SIGNING"
+[tenants.acme.numbers."+{ACME_NUMBER}"]
+"""
+
+
 @pytest.fixture
 async def acme(db: asyncpg.Connection[Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tenant acme as ``tenant apply`` writes it: its number, its project, its continue."""
+    """The tenant acme, written by ``tenant apply``: its number, its project, its continue."""
     monkeypatch.setenv("ACME_STRINGEE_SIGNING", ACME_SIGNING)
     monkeypatch.setenv("ACME_STRINGEE_KEY", ACME_KEY.secret)
-    await db.execute(
-        "INSERT INTO tenants (id, name, policy) VALUES ('acme', 'ACME', $1)",
-        {"continue_scco": ACME_CONTINUE},
-    )
-    await db.execute(
-        "INSERT INTO tenant_numbers (number, tenant_id) VALUES ($1, 'acme')", "+" + ACME_NUMBER
-    )
-    await db.execute(
-        "INSERT INTO tenant_accounts (platform, account_id, tenant_id, settings, secrets) "
-        "VALUES ('stringee', $1, 'acme', $2, $3)",
-        ACME_PROJECT,
-        {"api_key_sid": ACME_KEY.sid},
-        {"signing_secret_env": "ACME_STRINGEE_SIGNING", "api_key_secret_env": "ACME_STRINGEE_KEY"},
-    )
+    async with db.transaction():
+        await plan_and_apply(db, parse_file(tomllib.loads(ACME_FILE)), "test", dry_run=False)
 
 
 def stringee_settings(base: Settings, fakes: dict[str, FakeStringee]) -> Settings:
