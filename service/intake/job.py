@@ -140,7 +140,9 @@ async def run(ctx: JobContext, deps: IntakeDeps) -> None:
                 )
         else:
             log.warning(
-                "deleted a recording of a call callvault never saw start",
+                "deleted a recording of a call callvault never saw start"
+                if deleted
+                else "a recording of a call callvault never saw start: left at the platform",
                 extra={"recording_sid": sid},
             )
         return
