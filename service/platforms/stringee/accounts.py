@@ -18,28 +18,26 @@ How a request finds its tenant (DESIGN "Tenants"):
 - the input and record eventUrls are built by callvault with ``?project=ID&tenant=T`` (the
   signature covers the body only, so these only pick which secret must have signed it).
 
-Tables are cached per process for :data:`TTL_S`, like Twilio's (``tenant apply`` takes effect
-within seconds), and read as tenant ``*`` (operator tables, no row-level security).
+Tables are cached per process for `tables.TTL_S`, like Twilio's (``tenant apply`` takes
+effect within seconds), and read as tenant ``*`` (operator tables, no row-level security).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from service.config import Settings
-from service.context import SETTINGS, database
+from service.context import SETTINGS
 from service.db import Conn, queries, tenancy
 from service.errors import DatabaseUnavailable, Forbidden
 from service.platforms.stringee.rest_auth import ApiKey
-from service.platforms.twilio.accounts import _token as read_secret
+from service.platforms.tables import CachedTables, read_secret
 
-TTL_S = 5.0
 Q = queries.load("service.platforms.stringee")
 
 
@@ -78,31 +76,11 @@ async def read_snapshot(conn: Conn) -> Snapshot:
     return Snapshot(projects, numbers, scco)
 
 
-class ProjectBook:
+class ProjectBook(CachedTables[Snapshot]):
     """The cached project, number and continue tables of one application."""
 
     def __init__(self) -> None:
-        self.snapshot: Snapshot | None = None
-        self.read_at = 0.0
-        self._lock = asyncio.Lock()
-
-    async def current(self, app: web.Application) -> Snapshot | None:
-        if self.snapshot is not None and time.monotonic() - self.read_at < TTL_S:
-            return self.snapshot
-        async with self._lock:
-            if self.snapshot is not None and time.monotonic() - self.read_at < TTL_S:
-                return self.snapshot
-            try:
-                with tenancy.as_tenant(tenancy.ALL):
-                    async with database(app) as conn:
-                        snapshot = await read_snapshot(conn)
-            except DatabaseUnavailable:
-                if self.snapshot is not None:
-                    self.read_at = time.monotonic()
-                return self.snapshot
-            self.snapshot = snapshot
-            self.read_at = time.monotonic()
-            return self.snapshot
+        super().__init__(read_snapshot)
 
 
 STRINGEE_PROJECTS = web.AppKey("stringee_projects", ProjectBook)

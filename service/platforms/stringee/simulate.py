@@ -10,8 +10,6 @@ purpose; this one only plays a call, for demos and smoke tests against a running
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
 import secrets
 import time
@@ -23,7 +21,7 @@ from yarl import URL
 
 from service.personal_data import mask_phone
 from service.platforms.stringee.signature import SIGNATURE_HEADER, sign
-from service.simulate import Caller, CallTrace, PlayedAudio, decode_audio
+from service.simulate import Caller, CallTrace, fetch_audio
 
 ANSWER_PATH = "/telephony/stringee/answer"
 EVENT_PATH = "/telephony/stringee/event"
@@ -47,16 +45,6 @@ class FakeStringee:
         self.public_url = public_url.rstrip("/")
         self.secret = signing_secret
         self.project_id = project_id
-
-    async def fetch_audio(self, url: str) -> PlayedAudio:
-        """The notice as Stringee fetches it for ``stream``, decoded as a caller would hear it."""
-        async with self.session.get(url) as resp:
-            resp.raise_for_status()
-            body = await resp.read()
-        fmt = "mp3" if URL(url).path.endswith(".mp3") else "wav"
-        loop = asyncio.get_running_loop()
-        duration, rate, channels, dbfs = await loop.run_in_executor(None, decode_audio, body, fmt)
-        return PlayedAudio(url, hashlib.sha256(body).hexdigest(), duration, rate, channels, dbfs)
 
     async def _post(self, url: str, payload: dict[str, Any]) -> tuple[int, str]:
         body = json.dumps(payload).encode("utf-8")
@@ -104,7 +92,7 @@ class FakeStringee:
             ):
                 trace.steps.append(f"<- {kind} {action.get('fileName')} (a file at Stringee)")
             elif kind in ("stream", "play"):
-                played = await self.fetch_audio(str(action.get("fileName")))
+                played = await fetch_audio(self.session, str(action.get("fileName")))
                 trace.played.append(played)
                 trace.steps.append(
                     f"<- {kind} {URL(played.url).path}: {played.duration_ms / 1000:.1f} s, "

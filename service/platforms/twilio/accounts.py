@@ -4,8 +4,9 @@ The configured ``CALLVAULT_TWILIO_ACCOUNT_SID`` is the ``default`` tenant's acco
 without tenants behaves as before). Rows of ``tenant_accounts`` (platform ``twilio``) map an
 AccountSid to its tenant; an account registered to several tenants is told apart by the contact
 centre's number through ``tenant_numbers``. These are the operator's tables (no row-level
-security). They are cached in the process and re-read after :data:`TTL_S`, so ``tenant apply``
-takes effect on every replica within seconds (a NOTIFY would make it immediate: a later step).
+security). They are cached in the process and re-read after `tables.TTL_S`, so
+``tenant apply`` takes effect on every replica within seconds (a NOTIFY would make it
+immediate: a later step).
 
 The same tables give the media API its credentials (:class:`TwilioMediaSources`): a call's
 recording is fetched, listed and deleted with the account the call came through (stored on the
@@ -15,23 +16,20 @@ call as ``platform_account``), the configured account serving the tenant ``defau
 from __future__ import annotations
 
 import asyncio
-import os
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from service.config import Settings
-from service.context import SETTINGS, database
+from service.context import SETTINGS
 from service.db import Conn, tenancy
 from service.errors import DatabaseUnavailable, Forbidden
+from service.platforms.tables import CachedTables, read_secret
 from service.platforms.twilio.media import Credentials, MediaError, TwilioMedia
 
-TTL_S = 5.0
 _ACCOUNTS_SQL = (
     "SELECT account_id, tenant_id, settings, secrets FROM tenant_accounts WHERE platform = 'twilio'"
 )
@@ -58,33 +56,11 @@ async def read_snapshot(conn: Conn) -> Snapshot:
     return Snapshot(accounts, numbers, plain)
 
 
-class AccountBook:
+class AccountBook(CachedTables[Snapshot]):
     """The cached account and number tables of one application."""
 
     def __init__(self) -> None:
-        self.snapshot: Snapshot | None = None
-        self.read_at = 0.0
-        self._lock = asyncio.Lock()
-
-    async def current(self, app: web.Application) -> Snapshot | None:
-        if self.snapshot is not None and time.monotonic() - self.read_at < TTL_S:
-            return self.snapshot
-        async with self._lock:
-            if self.snapshot is not None and time.monotonic() - self.read_at < TTL_S:
-                return self.snapshot
-            try:
-                with tenancy.as_tenant(tenancy.ALL):  # operator's tables: no RLS either way
-                    async with database(app) as conn:
-                        snapshot = await read_snapshot(conn)
-            except DatabaseUnavailable:
-                # The last copy (or none) serves while the database is away; with a copy, the
-                # next try waits a TTL, so an outage does not add a timeout to every webhook.
-                if self.snapshot is not None:
-                    self.read_at = time.monotonic()
-                return self.snapshot
-            self.snapshot = snapshot
-            self.read_at = time.monotonic()
-            return self.snapshot
+        super().__init__(read_snapshot)
 
 
 TWILIO_ACCOUNTS = web.AppKey("twilio_accounts", AccountBook)
@@ -97,16 +73,8 @@ class Account:
 
 
 def _token(refs: dict[str, str], which: str = "auth_token") -> str:
-    """The secret a reference names (``auth_token_env`` or ``auth_token_file``, ...), read now
-    (so a rotated token is used at once)."""
-    if name := refs.get(f"{which}_env"):
-        return os.environ.get(name, "")
-    if path := refs.get(f"{which}_file"):
-        try:
-            return Path(path).read_text(encoding="utf-8").strip()
-        except OSError:
-            return ""
-    return ""
+    """The secret a reference names (``auth_token_env`` or ``auth_token_file``, ...)."""
+    return read_secret(refs, which)
 
 
 async def resolve(app: web.Application, account_sid: str, centre: str | None) -> Account:
@@ -202,7 +170,7 @@ class TwilioMediaSources:
 
     @classmethod
     def for_app(cls, app: web.Application, session: aiohttp.ClientSession) -> TwilioMediaSources:
-        """Read through the application's cached book (refreshed every :data:`TTL_S`)."""
+        """Read through the application's cached book (refreshed every `tables.TTL_S`)."""
 
         async def snapshot() -> Snapshot | None:
             return await app[TWILIO_ACCOUNTS].current(app)
