@@ -551,7 +551,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from service import demo
 
-    return demo.main(_settings(database=False), timeout_s=args.timeout)
+    return demo.main(_settings(database=False), timeout_s=args.timeout, platform=args.platform)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -716,6 +716,9 @@ def build_parser() -> argparse.ArgumentParser:
         "recordings, print a QA token, the /qa URL and when each recording goes",
     )
     p.add_argument("--timeout", type=float, default=60, help="seconds to wait for intake")
+    p.add_argument(
+        "--platform", choices=("twilio", "stringee"), default="twilio", help="whose calls to play"
+    )
     p.set_defaults(func=cmd_demo)
 
     from service.tenants.cli import add_parser as add_tenant_parser

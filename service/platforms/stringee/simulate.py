@@ -46,7 +46,8 @@ class FakeStringee:
         self.secret = signing_secret
         self.project_id = project_id
 
-    async def _post(self, url: str, payload: dict[str, Any]) -> tuple[int, str]:
+    async def post(self, url: str, payload: dict[str, Any]) -> tuple[int, str]:
+        """POST a JSON body signed over its bytes (event_url, input and record eventUrls)."""
         body = json.dumps(payload).encode("utf-8")
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self.secret, body)}
         async with self.session.post(url, data=body, headers=headers) as resp:
@@ -107,7 +108,7 @@ class FakeStringee:
                 trace.steps.append(
                     f"   caller presses {digit}" if digit else "   caller presses nothing"
                 )
-                status, text = await self._post(
+                status, text = await self.post(
                     str(action["eventUrl"]),
                     {
                         "time": str(int(time.time() * 1000)),
@@ -149,7 +150,7 @@ class FakeStringee:
         }
         if self.project_id is not None:
             ended["project_id"] = self.project_id
-        status, text = await self._post(self.public_url + EVENT_PATH, ended)
+        status, text = await self.post(self.public_url + EVENT_PATH, ended)
         trace.steps.append(f"-> POST {EVENT_PATH} (ended): HTTP {status}")
         if status >= 300:
             trace.errors.append(f"event_url: HTTP {status}: {text[:200]}")
