@@ -311,6 +311,7 @@ class FakeStringee:
                 break
         ended = call_event(cid, "ended", project_id=self.project_id)
         ended["from"]["number"] = caller.number
+        ended["to"]["number"] = ended["to"]["alias"] = to
         status, _ = await self.post(session, event_url, ended)
         played.statuses.append(("ended", status))
         if played.recorded:

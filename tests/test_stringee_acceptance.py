@@ -303,6 +303,54 @@ async def test_duplicated_and_shuffled_callbacks_change_nothing(
     assert len(await objects(moto_url, bucket)) == 1
 
 
+async def test_a_project_shared_by_two_tenants_is_told_apart_by_the_called_number(
+    service: Service,
+    projects: dict[str, Project],
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection[Any],
+) -> None:
+    """A BPO's one Stringee project serving two clients: each client's number decides."""
+    beta_number = "842473000002"
+    shared = (
+        ACME_FILE
+        + f"""
+[tenants.beta]
+name = "Beta"
+[tenants.beta.stringee]
+project_id = "{ACME_PROJECT}"
+api_key_sid = "{ACME_KEY.sid}"
+api_key_secret_env = "ACME_STRINGEE_KEY"
+signing_secret_env = "ACME_STRINGEE_SIGNING"
+[tenants.beta.numbers."+{beta_number}"]
+"""
+    )
+    async with db.transaction():
+        await plan_and_apply(db, parse_file(tomllib.loads(shared)), "test", dry_run=False)
+
+    async def beta_known() -> bool:  # tenant apply reaches a running service within seconds
+        params = {"from": "84909986668", "to": beta_number, "uuid": "call-vn-1-PROBE00001-1"}
+        status, _ = await projects["acme"].fake.answer(
+            http, service.base_url, "/telephony/stringee/answer", params
+        )
+        return status == 200
+
+    await eventually(beta_known, what="the beta tenant's number is routed", timeout_s=20)
+    beta = Project("beta", ACME_PROJECT, beta_number, projects["acme"].fake)
+    played = {
+        name: await play(http, service, project, Caller(digits="2"))
+        for name, project in (("acme", projects["acme"]), ("beta", beta))
+    }
+    for name, call in played.items():
+        assert ("ended", 204) in call.statuses
+        row = await call_row(db, call)
+        # the ended event (project-wide, same project) reached the call of the right tenant
+        assert (row["tenant_id"], row["outcome"], row["ended_at"] is not None) == (
+            name,
+            "refused",
+            True,
+        )
+
+
 async def test_bad_signature_unknown_number_and_malformed_requests_write_nothing(
     service: Service,
     projects: dict[str, Project],
