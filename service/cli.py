@@ -622,7 +622,7 @@ def cmd_dsar_action(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     import aiohttp
 
-    from service.simulate import Caller, FakeTwilio, summary
+    from service.simulate import Caller, CallTrace, FakeTwilio, summary
 
     settings = _settings(database=False)
     try:
@@ -630,21 +630,35 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CallvaultError(f"--behaviour: {exc}") from None
     public_url = (args.url or settings.public_url).rstrip("/")
-    voice_path = "/telephony/twilio/voice" + (f"?queue={args.queue}" if args.queue else "")
+
+    async def twilio(session: aiohttp.ClientSession) -> CallTrace:
+        voice_path = "/telephony/twilio/voice" + (f"?queue={args.queue}" if args.queue else "")
+        fake = FakeTwilio(
+            session,
+            public_url,
+            account_sid=settings.twilio_account_sid or "",
+            auth_token=settings.twilio_auth_token or "",
+        )
+        return await fake.place_call(args.caller, args.called, behaviour, voice_path=voice_path)
+
+    async def stringee(session: aiohttp.ClientSession) -> CallTrace:
+        from service.platforms.stringee.simulate import FakeStringee
+
+        if not settings.stringee_signing_secret:
+            raise CallvaultError(
+                "CALLVAULT_STRINGEE_SIGNING_SECRET is not set: nothing to sign with"
+            )
+        fake = FakeStringee(session, public_url, signing_secret=settings.stringee_signing_secret)
+        return await fake.place_call(args.caller, args.called, behaviour)
+
+    # one stand-in per platform (the PBX API's joins here)
+    platforms = {"twilio": twilio, "stringee": stringee}
 
     async def run() -> int:
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            twilio = FakeTwilio(
-                session,
-                public_url,
-                account_sid=settings.twilio_account_sid or "",
-                auth_token=settings.twilio_auth_token or "",
-            )
             try:
-                trace = await twilio.place_call(
-                    args.caller, args.called, behaviour, voice_path=voice_path
-                )
+                trace = await platforms[args.platform](session)
             except aiohttp.ClientError as exc:
                 raise CallvaultError(f"cannot reach callvault at {public_url}: {exc}") from None
         for step in trace.steps:
@@ -658,7 +672,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from service import demo
 
-    return demo.main(_settings(database=False), timeout_s=args.timeout)
+    return demo.main(_settings(database=False), timeout_s=args.timeout, platform=args.platform)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -857,11 +871,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
     p.set_defaults(func=cmd_jobs_retry)
 
-    p = sub.add_parser("simulate", help="play a whole call against a running server, as Twilio")
+    p = sub.add_parser(
+        "simulate", help="play a whole call against a running server, as Twilio or Stringee"
+    )
+    p.add_argument(
+        "--platform",
+        choices=("twilio", "stringee"),
+        default="twilio",
+        help="whose webhooks to send (Stringee: signed with CALLVAULT_STRINGEE_SIGNING_SECRET)",
+    )
     p.add_argument("--url", help="callvault's public URL (default CALLVAULT_PUBLIC_URL)")
     p.add_argument("--from", dest="caller", default="+84901234567", help="caller number")
     p.add_argument("--to", dest="called", default="+842873001234", help="called number")
-    p.add_argument("--queue", help="queue name to pass on the voice webhook URL")
+    p.add_argument("--queue", help="queue name to pass on the voice webhook URL (Twilio)")
     p.add_argument(
         "--behaviour",
         default="stay",
@@ -875,6 +897,9 @@ def build_parser() -> argparse.ArgumentParser:
         "recordings, print a QA token, the /qa URL and when each recording goes",
     )
     p.add_argument("--timeout", type=float, default=60, help="seconds to wait for intake")
+    p.add_argument(
+        "--platform", choices=("twilio", "stringee"), default="twilio", help="whose calls to play"
+    )
     p.set_defaults(func=cmd_demo)
 
     from service.receipts.cli import add_parser as add_receipt_parser

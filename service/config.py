@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import errno
 import ipaddress
+import json
 import os
 import re
 import secrets
@@ -43,7 +44,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
-from service.errors import ConfigError
+from service.errors import BadRequest, ConfigError
 from service.personal_data import E164_PATTERN
 
 ENV_PREFIX = "CALLVAULT_"
@@ -173,6 +174,32 @@ def _networks(value: object) -> tuple[Network, ...]:
         except ValueError:
             raise _invalid(f"not an IP address or CIDR block: {text!r}") from None
     return tuple(networks)
+
+
+def _stringee_hosts(value: object) -> tuple[str, ...]:
+    """``https://asia-3.api.stringee.com, https://api.stringee.com``: tried in that order."""
+    from service.platforms.stringee.hosts import parse_hosts
+
+    items = value if isinstance(value, list | tuple) else str(value)
+    try:
+        return parse_hosts([str(i) for i in items] if not isinstance(items, str) else items)
+    except ValueError as exc:
+        raise _invalid(str(exc)) from None
+
+
+def _stringee_scco(value: object) -> tuple[dict[str, Any], ...]:
+    """A JSON array of SCCO actions (the environment gives it as text, the file as a list)."""
+    from service.platforms.stringee.scco import parse_continue_scco
+
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise _invalid("must be a JSON array of SCCO actions") from None
+    try:
+        return tuple(parse_continue_scco(value, where="the continue SCCO"))
+    except BadRequest as exc:
+        raise _invalid(exc.message) from None
 
 
 def _secret(value: object) -> str:
@@ -390,6 +417,14 @@ class Settings:
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = field(default=None, repr=False)
     twilio_api_url: str = "https://api.twilio.com"
+    # the tenant default's Stringee project (service/platforms/stringee): the signing secret
+    # its webhooks are checked with, the API key its recordings are fetched with, the API hosts
+    # tried in order, and what a call does after the consent step (SCCO actions)
+    stringee_signing_secret: str | None = field(default=None, repr=False)
+    stringee_api_key_sid: str | None = None
+    stringee_api_key_secret: str | None = field(default=None, repr=False)
+    stringee_api_urls: tuple[str, ...] = ("https://api.stringee.com",)
+    stringee_continue_scco: tuple[dict[str, Any], ...] = ()
     # set only by `serve` in demo mode (service/demo.py), never from the environment or file
     twilio_standin: bool = False
     purge_interval_s: int = 300
@@ -502,6 +537,15 @@ class _Source(BaseSettings):
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_api_url: BaseUrl | None = None
+    stringee_signing_secret: SecretStr | None = None
+    stringee_api_key_sid: str | None = None
+    stringee_api_key_secret: SecretStr | None = None
+    stringee_api_urls: (
+        Annotated[tuple[str, ...], NoDecode, BeforeValidator(_stringee_hosts)] | None
+    ) = None
+    stringee_continue_scco: (
+        Annotated[tuple[dict[str, Any], ...], NoDecode, BeforeValidator(_stringee_scco)] | None
+    ) = None
     purge_interval: Duration | None = None
     workers: Annotated[int, _between(0, 64)] | None = None
     job_max_attempts: Annotated[int, _between(1, 100)] | None = None

@@ -1,4 +1,5 @@
-"""The whole life of a recording on a laptop, without a Twilio account: ``callvault demo``.
+"""The whole life of a recording on a laptop, without a Twilio account: ``callvault demo``
+(``--platform stringee``: the same calls as Stringee makes them, with its stand-in too).
 
 Two halves:
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import io
 import logging
@@ -37,10 +39,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import jwt
 from aiohttp import web
 
 from service.config import Settings
 from service.errors import CallvaultError
+from service.platforms.stringee.events import EXTERNAL_ID
+from service.platforms.stringee.rest_auth import AUTH_HEADER, ApiKey, TokenSource
 from service.platforms.twilio.media import check_recording_sid
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,23 @@ DEMO_QUEUES: dict[str, dict[str, Any]] = {
     "demo": {"consent_mode": "implied", "retention": DEMO_RETENTION},
     "demo-explicit": {"consent_mode": "explicit", "retention": DEMO_RETENTION},
 }
+# Stringee names no queue in its answer_url: the called number picks the demo queue
+DEMO_NUMBERS: dict[str, dict[str, Any]] = {
+    "+842873009000": {"queue": "demo"},
+    "+842873009001": {"queue": "demo-explicit"},
+}
+STRINGEE_STANDIN_PATH = "/v1/call/recording"  # Stringee's own path: its hosts are origins
+
+
+def stringee_demo_keys(secret_key: str) -> tuple[str, ApiKey]:
+    """The demo Stringee project's signing secret and API key, derived from the secret key, so
+    ``serve`` and ``callvault demo`` (same home) agree without storing more secrets."""
+
+    def derive(label: str) -> str:
+        return hmac.new(secret_key.encode(), label.encode(), hashlib.sha256).hexdigest()
+
+    sid = "SKdemo" + derive("stringee-api-key-sid")[:16]
+    return derive("stringee-signing-secret")[:40], ApiKey(sid, derive("stringee-api-key-secret"))
 
 
 # --- serve's side: demo mode and the media stand-in ---------------------------------------------
@@ -75,12 +97,63 @@ def with_standin(loaded: Settings, resolved: Settings) -> Settings:
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return replace(
+    demo = replace(
         resolved,
         twilio_api_url=f"http://{host}:{resolved.port}{STANDIN_PATH}",
         twilio_standin=True,
         queues={**DEMO_QUEUES, **resolved.queues},
+        numbers={**DEMO_NUMBERS, **resolved.numbers},
     )
+    if resolved.secret_key and not (loaded.stringee_signing_secret or loaded.stringee_api_key_sid):
+        # a demo Stringee project too, its recordings on the same stand-in server
+        signing, key = stringee_demo_keys(resolved.secret_key)
+        demo = replace(
+            demo,
+            stringee_signing_secret=signing,
+            stringee_api_key_sid=key.sid,
+            stringee_api_key_secret=key.secret,
+            stringee_api_urls=(f"http://{host}:{resolved.port}",),
+        )
+    return demo
+
+
+class StringeeStandIn:
+    """Stringee's ``GET /v1/call/recording/{id}`` with the REST JWT in ``X-STRINGEE-AUTH`` (401
+    otherwise, 404 for an unknown recording), plus a PUT with which ``callvault demo`` plays
+    Stringee's recorder. Files under ``$CALLVAULT_HOME/stringee-standin``. Stringee has no
+    delete, so neither has this: the copies stay, as they would at Stringee."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.stringee_api_key_sid and settings.stringee_api_key_secret
+        self.key = ApiKey(settings.stringee_api_key_sid, settings.stringee_api_key_secret)
+        self.folder = settings.home / "stringee-standin"
+
+    def _authorised(self, request: web.Request) -> bool:
+        token = request.headers.get(AUTH_HEADER, "")
+        try:
+            claims = jwt.decode(token, self.key.secret, algorithms=["HS256"])
+        except jwt.PyJWTError:
+            return False
+        return claims.get("iss") == self.key.sid and claims.get("rest_api") is True
+
+    async def recording(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.json_response({"r": 2, "message": "unauthorised"}, status=401)
+        media_id = request.match_info["id"]
+        if not EXTERNAL_ID.match(media_id):
+            return web.json_response({"r": 3, "message": "record not found"}, status=404)
+        path = self.folder / f"{media_id}.wav"
+        if request.method == "PUT":
+            body = await request.read()
+            if len(body) > MAX_MEDIA_BYTES or body[:4] != b"RIFF" or body[8:12] != b"WAVE":
+                return web.json_response({"r": 1, "message": "not a WAV"}, status=400)
+            await asyncio.to_thread(_write, path, body)
+            return web.Response(status=201)
+        try:
+            body = await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            return web.json_response({"r": 3, "message": "record not found"}, status=404)
+        return web.Response(body=body, content_type="audio/x-wav")
 
 
 class MediaStandIn:
@@ -217,6 +290,10 @@ def mount_standin(app: web.Application, settings: Settings) -> None:
     app.router.add_get(_ACCOUNT + ".json", standin.account_info)
     app.router.add_get(_ACCOUNT + "/Recordings.json", standin.list_recordings)
     app.router.add_route("*", _ACCOUNT + "/Recordings/{sid}.{ext}", standin.recording)
+    if settings.stringee_api_key_sid and settings.stringee_api_key_secret:
+        stringee = StringeeStandIn(settings)
+        app.router.add_route("GET", STRINGEE_STANDIN_PATH + "/{id}", stringee.recording)
+        app.router.add_route("PUT", STRINGEE_STANDIN_PATH + "/{id}", stringee.recording)
     log.warning(
         "demo mode: Twilio's media API is a local stand-in (generated credentials, embedded "
         "database); set CALLVAULT_TWILIO_ACCOUNT_SID and CALLVAULT_TWILIO_AUTH_TOKEN for a real "
@@ -283,10 +360,10 @@ class Played:
         )
 
 
-def main(settings: Settings, *, timeout_s: float) -> int:
+def main(settings: Settings, *, timeout_s: float, platform: str = "twilio") -> int:
     """``callvault demo``: ``settings`` with secrets resolved; the database is found only once
     ``serve`` is known to answer (the embedded one is serve's)."""
-    return asyncio.run(run(settings, timeout_s=timeout_s))
+    return asyncio.run(run(settings, timeout_s=timeout_s, platform=platform))
 
 
 class _Database:
@@ -310,7 +387,7 @@ class _Database:
             await conn.close()
 
 
-async def run(settings: Settings, *, timeout_s: float) -> int:
+async def run(settings: Settings, *, timeout_s: float, platform: str = "twilio") -> int:
     """Plays :data:`CALLS` against ``settings.public_url`` and prints what happened. The token
     and the purge lines come from the same code as ``callvault token create`` and ``callvault
     purge --dry-run``."""
@@ -330,9 +407,13 @@ async def run(settings: Settings, *, timeout_s: float) -> int:
             account_sid=settings.twilio_account_sid,
             auth_token=settings.twilio_auth_token,
         )
-        print(f"playing {len(CALLS)} calls against {public} as Twilio would:")
+        print(f"playing {len(CALLS)} calls against {public} as {platform.title()} would:")
         played = []
-        for n, call in enumerate(CALLS):
+        # one player per platform (the PBX API's joins here)
+        calls = CALLS if platform == "twilio" else ()
+        if platform == "stringee":
+            played = await _play_stringee(session, settings, public)
+        for n, call in enumerate(calls):
             trace = await twilio.place_call(
                 f"+849055500{n:02d}",
                 "+842873001234",
@@ -388,6 +469,45 @@ async def run(settings: Settings, *, timeout_s: float) -> int:
             f"expected {p.call.outcome}" + (", stored" if p.call.recorded else ""),
         )
     return 1 if bad else 0
+
+
+async def _play_stringee(
+    session: aiohttp.ClientSession, settings: Settings, public: str
+) -> list[Played]:
+    """The demo's calls as Stringee would make them: to the demo numbers (the number picks the
+    queue), SCCOs followed; each consented call's audio put on the stand-in as Stringee's
+    recorder would, then the signed record eventUrl."""
+    from service.platforms.stringee.simulate import FakeStringee
+    from service.simulate import Caller
+
+    assert settings.secret_key
+    signing, key = stringee_demo_keys(settings.secret_key)
+    fake = FakeStringee(session, public, signing_secret=settings.stringee_signing_secret or signing)
+    tokens = TokenSource(key)
+    numbers = {policy["queue"]: number for number, policy in DEMO_NUMBERS.items()}
+    played = []
+    for n, call in enumerate(CALLS):
+        trace = await fake.place_call(
+            f"+849055500{n:02d}", numbers[call.queue], Caller.parse(call.behaviour)
+        )
+        if trace.errors:
+            raise CallvaultError(f"call '{call.label}': {'; '.join(trace.errors)}")
+        item = Played(call, trace.call_sid)
+        if trace.recording_callback:
+            item.recording_sid = trace.call_sid  # Stringee's recording is fetched by call id
+            audio = await asyncio.to_thread(call_audio, call.seconds, n)
+            url = f"{public}{STRINGEE_STANDIN_PATH}/{trace.call_sid}"
+            async with session.put(url, data=audio, headers=tokens.headers()) as r:
+                if r.status != 201:
+                    raise CallvaultError(f"{url}: HTTP {r.status} from the media stand-in")
+            status, body = await fake.post(
+                trace.recording_callback,
+                {"call_id": trace.call_sid, "recordId": trace.call_sid, "duration": call.seconds},
+            )
+            if status >= 300:
+                raise CallvaultError(f"record eventUrl: HTTP {status}: {body[:200]}")
+        played.append(item)
+    return played
 
 
 async def _check_demo_mode(

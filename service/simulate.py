@@ -90,6 +90,19 @@ def decode_audio(body: bytes, fmt: str) -> tuple[int, int, int, float]:
     return len(segment), segment.frame_rate, segment.channels, float(segment.dBFS)
 
 
+async def fetch_audio(
+    session: aiohttp.ClientSession, url: str, fetch_from: str | None = None
+) -> PlayedAudio:
+    """Fetch a notice as the platform plays it, decoded as a caller would hear it."""
+    async with session.get(fetch_from or url) as resp:
+        resp.raise_for_status()
+        body = await resp.read()
+    fmt = "mp3" if urlsplit(url).path.endswith(".mp3") else "wav"
+    loop = asyncio.get_running_loop()
+    duration, rate, channels, dbfs = await loop.run_in_executor(None, decode_audio, body, fmt)
+    return PlayedAudio(url, hashlib.sha256(body).hexdigest(), duration, rate, channels, dbfs)
+
+
 class FakeTwilio:
     def __init__(
         self,
@@ -150,13 +163,7 @@ class FakeTwilio:
             return resp.status, await resp.text()
 
     async def fetch_audio(self, url: str) -> PlayedAudio:
-        async with self.session.get(self._wire(url)) as resp:
-            resp.raise_for_status()
-            body = await resp.read()
-        fmt = "mp3" if urlsplit(url).path.endswith(".mp3") else "wav"
-        loop = asyncio.get_running_loop()
-        duration, rate, channels, dbfs = await loop.run_in_executor(None, decode_audio, body, fmt)
-        return PlayedAudio(url, hashlib.sha256(body).hexdigest(), duration, rate, channels, dbfs)
+        return await fetch_audio(self.session, url, self._wire(url))
 
     async def place_call(
         self,

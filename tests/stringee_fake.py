@@ -118,6 +118,7 @@ class FakeStringee:
     key_secret: str
     signing_secret: str
     clock: Callable[[], float] = time.time
+    project_id: int = 25  # the project's id in its event_url posts
     recordings: dict[str, Recording] = field(default_factory=dict)
     gets: Counter[str] = field(default_factory=Counter)
     unauthorised: int = 0
@@ -269,7 +270,8 @@ class FakeStringee:
 
         Assumed where Stringee documents nothing: the number's answer_url ``uuid`` equals the
         ``call_id`` of the call's events, the input eventUrl is called with ``"timeout": true``
-        on silence, and the record eventUrl gets ``{"call_id", "recordId"}`` (docs/stringee.md)."""
+        on silence, and the record eventUrl gets ``{"call_id", "recordId"}``
+        (service/platforms/stringee/README.md)."""
         played = PlayedCall(call_id())
         cid = played.call_id
         params = {"from": caller.number, "to": to, "uuid": cid, "fromInternal": "false"}
@@ -307,8 +309,9 @@ class FakeStringee:
             elif kind == "connect":
                 played.connected = action
                 break
-        ended = call_event(cid, "ended")
+        ended = call_event(cid, "ended", project_id=self.project_id)
         ended["from"]["number"] = caller.number
+        ended["to"]["number"] = ended["to"]["alias"] = to
         status, _ = await self.post(session, event_url, ended)
         played.statuses.append(("ended", status))
         if played.recorded:

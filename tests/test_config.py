@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -300,3 +301,32 @@ def test_metrics_tenants_is_a_bounded_whole_number() -> None:
     assert load_settings({"CALLVAULT_METRICS_TENANTS": "3"}).metrics_tenants == 3
     with pytest.raises(ConfigError, match=r"^CALLVAULT_METRICS_TENANTS: must be a whole number"):
         load_settings({"CALLVAULT_METRICS_TENANTS": "0"})
+
+
+def test_stringee_settings_are_read_from_the_environment_and_checked() -> None:
+    scco = '[{"action": "connect", "to": {"type": "internal", "number": "agent_1"}}]'
+    s = load_settings(
+        {
+            "CALLVAULT_STRINGEE_SIGNING_SECRET": "sign-me",
+            "CALLVAULT_STRINGEE_API_KEY_SID": "SKabc123456789",
+            "CALLVAULT_STRINGEE_API_KEY_SECRET": "key-secret",
+            "CALLVAULT_STRINGEE_API_URLS": "https://asia-3.api.stringee.com, https://api.stringee.com/",
+            "CALLVAULT_STRINGEE_CONTINUE_SCCO": scco,
+        }
+    )
+    assert (s.stringee_signing_secret, s.stringee_api_key_sid, s.stringee_api_key_secret) == (
+        "sign-me",
+        "SKabc123456789",
+        "key-secret",
+    )
+    assert s.stringee_api_urls == ("https://asia-3.api.stringee.com", "https://api.stringee.com")
+    assert s.stringee_continue_scco == tuple(json.loads(scco))
+    assert "sign-me" not in repr(s) and "key-secret" not in repr(s)
+    assert load_settings({}).stringee_api_urls == ("https://api.stringee.com",)
+    with pytest.raises(ConfigError, match=r"^CALLVAULT_STRINGEE_API_URLS: .*https"):
+        load_settings({"CALLVAULT_STRINGEE_API_URLS": "http://api.stringee.com"})
+    # recording in the continue actions would bypass the consent step
+    with pytest.raises(ConfigError, match=r"^CALLVAULT_STRINGEE_CONTINUE_SCCO: .*record"):
+        load_settings({"CALLVAULT_STRINGEE_CONTINUE_SCCO": '[{"action": "record"}]'})
+    with pytest.raises(ConfigError, match=r"^CALLVAULT_STRINGEE_CONTINUE_SCCO: .*JSON"):
+        load_settings({"CALLVAULT_STRINGEE_CONTINUE_SCCO": "connect please"})

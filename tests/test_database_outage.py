@@ -6,10 +6,12 @@ refuses or hangs on command."""
 from __future__ import annotations
 
 import asyncio
+import json
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -19,6 +21,7 @@ from service.config import Settings
 from service.db.roles import SERVICE_ROLE
 from service.simulate import FakeTwilio
 from tests.conftest import CONTINUE_URL, Service, new_sid
+from tests.stringee_fake import FakeStringee, call_event
 from tests.tcp_proxy import TcpProxy
 
 CALLER = "+84901234678"
@@ -171,3 +174,56 @@ def test_outage_and_listener_settings_are_read_from_the_environment() -> None:
     defaults = load_settings({})
     assert (defaults.db_acquire_timeout_s, defaults.db_statement_timeout_s) == (2.0, 3.0)
     assert defaults.metrics_token is None and defaults.trusted_proxies == ()
+
+
+STRINGEE_SIGNING = "stringee-project-signing-secret"
+STRINGEE_CONTINUE = ({"action": "talk", "text": "Xin chờ trong giây lát"},)
+
+
+@pytest.mark.parametrize("fault", ["refused", "hung"])
+async def test_stringee_calls_continue_unrecorded_and_its_callbacks_answer_503(
+    service: Service, db_proxy: TcpProxy, db: asyncpg.Connection, http: Any, fault: str
+) -> None:
+    await service.reconfigure(
+        stringee_signing_secret=STRINGEE_SIGNING, stringee_continue_scco=STRINGEE_CONTINUE
+    )
+    fake = FakeStringee("SKoutage0123456", "outage-key-secret", STRINGEE_SIGNING)
+
+    async def answer(call: str) -> tuple[int, Any]:
+        params = {"from": "84901234678", "to": "842873001234", "uuid": call}
+        return await asyncio.wait_for(
+            fake.answer(http, service.base_url, "/telephony/stringee/answer", params),
+            ANSWER_BOUND_S,
+        )
+
+    status, scco = await answer("call-vn-1-OUTAGE0001-1")
+    assert status == 200 and scco[0]["action"] == "stream"  # the notice, database up
+    before = await _counts(db)
+    db_proxy.go_down() if fault == "refused" else db_proxy.hang()
+
+    status, scco = await answer("call-vn-1-OUTAGE0002-1")
+    assert (status, scco) == (200, list(STRINGEE_CONTINUE))
+    # a caller who pressed 1 while the database was away is not recorded either
+    status, body = await asyncio.wait_for(
+        fake.post(
+            http,
+            service.base_url + "/telephony/stringee/input?tenant=default&attempt=1",
+            {"call_id": "call-vn-1-OUTAGE0001-1", "dtmf": "1", "timeout": False},
+        ),
+        ANSWER_BOUND_S,
+    )
+    assert (status, json.loads(body)) == (200, list(STRINGEE_CONTINUE))
+    for path, payload in (
+        ("/telephony/stringee/event", call_event("call-vn-1-OUTAGE0001-1", "ended")),
+        (
+            "/telephony/stringee/recording?tenant=default",
+            {"call_id": "call-vn-1-OUTAGE0001-1", "recordId": "rec-1"},
+        ),
+    ):
+        status, body = await asyncio.wait_for(
+            fake.post(http, service.base_url + path, payload), ANSWER_BOUND_S
+        )
+        assert status == 503, (path, body)
+        assert b'"database_unavailable"' in body
+    db_proxy.come_back()
+    assert await _counts(db) == before

@@ -11,6 +11,7 @@ import io
 import os
 import sys
 import wave
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -121,12 +122,61 @@ async def test_demo_against_embedded_serve_stores_recordings_a_qa_trainer_can_pl
     assert "+849055500" not in logged and "849055500" not in out  # numbers are never logged
 
 
+@pytest.mark.slow
+async def test_demo_as_stringee_stores_recordings_and_keeps_stringees_copies(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
+    env.update(CALLVAULT_HOME=str(home), CALLVAULT_PORT=str(free_port()))
+    serve = ServeProcess(env, tmp_path / "serve.log")
+    await serve.start()
+    try:
+        code, out, err = await _cli(env, "demo", "--platform", "stringee")
+        assert code == 0, out + err
+        assert "as Stringee would" in out
+        token = next(line for line in out.splitlines() if line.startswith("cv_"))
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession() as http:
+            calls: list[dict[str, Any]] = []
+            for queue in ("demo", "demo-explicit"):
+                async with http.get(
+                    f"{serve.url}/api/calls?queue={queue}", headers=headers
+                ) as resp:
+                    assert resp.status == 200
+                    calls += (await resp.json())["items"]
+            seen: dict[tuple[str, str], int] = {}
+            for call in calls:
+                key = (call["queue"], call["outcome"])
+                seen[key] = seen.get(key, 0) + 1
+            assert seen == EXPECTED  # the number picked the queue, as the URL does for Twilio
+            recordings = [r for c in calls for r in c["recordings"]]
+            assert len(recordings) == 2 and {r["state"] for r in recordings} == {"stored"}
+            # the JWT is checked: a request without one is refused as Stringee refuses it
+            async with http.get(f"{serve.url}/v1/call/recording/{calls[0]['id']}") as r:
+                assert r.status == 401
+        # Stringee cannot delete: its copies stay (the ledger says platform_copy_retained)
+        assert len(list((home / "stringee-standin").glob("*.wav"))) == 2
+    finally:
+        await serve.stop()
+    logged = (tmp_path / "serve.log").read_text()
+    assert "849055500" not in logged and "849055500" not in out
+
+
 def test_demo_mode_needs_the_embedded_default_and_never_weakens_production() -> None:
     resolved = Settings(twilio_account_sid="AC" + "1" * 32, twilio_auth_token="t" * 32, port=8099)
     demo = with_standin(Settings(), resolved)
     assert demo.twilio_standin
     assert demo.twilio_api_url == f"http://127.0.0.1:8099{STANDIN_PATH}"
     assert {"demo", "demo-explicit"} <= set(demo.queues)
+    # with a secret key, a demo Stringee project whose recordings are on the same server
+    keyed = with_standin(Settings(), replace(resolved, secret_key="k" * 40))
+    assert keyed.stringee_api_urls == ("http://127.0.0.1:8099",)
+    assert keyed.stringee_signing_secret and keyed.stringee_api_key_sid
+    own = with_standin(
+        Settings(stringee_signing_secret="mine"), replace(resolved, secret_key="k" * 40)
+    )
+    assert own.stringee_api_urls == Settings().stringee_api_urls  # an operator's project: kept
     for given in (
         {"database_url": "postgresql://db/callvault"},
         {"twilio_account_sid": "AC" + "2" * 32},

@@ -128,3 +128,12 @@ def test_each_installed_platform_mounts_its_webhooks_at_unchanged_paths() -> Non
     paths = {(r.method, r.path) for r in twilio.routes if isinstance(r, web.RouteDef)}
     steps = ("voice", "consent", "status", "recording")
     assert paths == {("POST", f"/telephony/twilio/{step}") for step in steps}
+    # Stringee at the paths in the design: the answer_url is a GET, the other three POSTs
+    stringee = by_platform[Platform.STRINGEE]
+    paths = {(r.method, r.path) for r in stringee.routes if isinstance(r, web.RouteDef)}
+    assert paths == {
+        ("GET", "/telephony/stringee/answer"),
+        ("POST", "/telephony/stringee/event"),
+        ("POST", "/telephony/stringee/input"),
+        ("POST", "/telephony/stringee/recording"),
+    }

@@ -49,6 +49,8 @@ def test_serve_simulate_verify_on_an_empty_home(tmp_path: Path) -> None:
         CALLVAULT_HOME=str(home),
         CALLVAULT_PORT=str(port),
         CALLVAULT_CONTINUE_URL="https://contact-centre.example.vn/next",
+        CALLVAULT_STRINGEE_SIGNING_SECRET="stringee-signing-secret",
+        CALLVAULT_STRINGEE_CONTINUE_SCCO='[{"action": "connect", "to": {"number": "agent_1"}}]',
     )
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
@@ -75,9 +77,20 @@ def test_serve_simulate_verify_on_an_empty_home(tmp_path: Path) -> None:
         hang = cli("simulate", "--from", CALLER, "--behaviour", "hang-up")
         assert hang.returncode == 0, hang.stdout + hang.stderr
         assert "result: caller hung up before any consent step" in hang.stdout
+        # the same two calls as Stringee plays them (SCCO, signed with the project's secret)
+        stay_s = cli("simulate", "--platform", "stringee", "--from", CALLER, "--behaviour", "stay")
+        assert stay_s.returncode == 0, stay_s.stdout + stay_s.stderr
+        assert "<- stream /prompts/notice-implied-vi/1.wav" in stay_s.stdout
+        assert "<- record: the call is being recorded" in stay_s.stdout
+        assert "result: consent given: recording started" in stay_s.stdout
+        hang_s = cli(
+            "simulate", "--platform", "stringee", "--from", CALLER, "--behaviour", "hang-up"
+        )
+        assert hang_s.returncode == 0, hang_s.stdout + hang_s.stderr
+        assert "result: caller hung up before any consent step" in hang_s.stdout
         verify = cli("ledger", "verify")
         assert verify.returncode == 0, verify.stderr
-        assert "verified 8 events in 2 calls" in verify.stdout
+        assert "verified 16 events in 4 calls" in verify.stdout
         assert (home / "pg" / "PG_VERSION").exists()
         assert (home / "prompts" / "manifest.json").exists()
     finally:
@@ -89,3 +102,4 @@ def test_serve_simulate_verify_on_an_empty_home(tmp_path: Path) -> None:
     for spelling in (CALLER, CALLER[1:], "987654321"):
         assert spelling not in logged
         assert spelling not in stay.stdout  # simulate prints the number masked
+        assert spelling not in stay_s.stdout

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,7 +21,7 @@ from service.config import Policy
 from service.db import Conn, queries
 from service.ledger import NewEvent
 from service.personal_data import PhoneVault, mask_phone, normalise_phone
-from service.prompt_library import PromptLibrary
+from service.prompt_library import Notice, PromptLibrary
 
 Q = queries.load("service.consent")
 
@@ -32,7 +33,8 @@ NO_INPUT = "no_input"
 NOT_ASKED = "not_asked"
 
 # Call statuses after which nothing more happens on the call (Twilio's names; others map onto them).
-TERMINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+# Twilio's final CallStatus values, and Stringee's `ended` (its event_url's call_status)
+TERMINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled", "ended"})
 
 
 class Direction(enum.Enum):
@@ -117,6 +119,14 @@ def _answer_existing(call: CallState) -> Decision:
     return Decision(Step.CONTINUE, call)
 
 
+Heard = Callable[[Notice], Mapping[str, Any]]
+
+
+def _played(notice: Notice, attempt: int, heard: Heard | None) -> dict[str, Any]:
+    details = notice.ledger_details(attempt)
+    return details if heard is None else {**details, **heard(notice)}
+
+
 async def start_call(
     conn: Conn,
     vault: PhoneVault,
@@ -130,9 +140,12 @@ async def start_call(
     direction: Direction = Direction.INBOUND,
     centre_known: bool = True,
     platform_account: str | None = None,
+    heard: Heard | None = None,
 ) -> Decision:
     """A call reached the gate (for an outbound call: the callee answered). Decide whether to
-    ask, and write ``call_started`` plus either ``not_asked`` or ``notice_played``."""
+    ask, and write ``call_started`` plus either ``not_asked`` or ``notice_played``.
+    ``heard``: the platform's account of how it will play the notice, added to
+    ``notice_played`` (the ledger says what the caller heard, not only what we meant)."""
     subject = subject_number(direction, caller, called)
     subject_norm = normalise_phone(subject) if subject else None
     async with conn.transaction():
@@ -184,7 +197,7 @@ async def start_call(
             row["at"],
             [
                 started,
-                NewEvent("notice_played", notice.ledger_details(1), dedupe_key="notice_played:1"),
+                NewEvent("notice_played", _played(notice, 1, heard), dedupe_key="notice_played:1"),
             ],
         )
         return Decision(Step.PLAY_NOTICE, call)
@@ -198,6 +211,7 @@ async def consent_step(
     external_id: str,
     digits: str | None,
     attempt: int,
+    heard: Heard | None = None,
 ) -> Decision | None:
     """The caller reached the consent step (implied: heard the whole notice and stayed;
     explicit: pressed a key, or the prompt timed out with ``digits`` None). Returns None for a
@@ -253,7 +267,7 @@ async def consent_step(
                 [
                     NewEvent(
                         "notice_played",
-                        {**notice.ledger_details(attempt + 1), "after": answer},
+                        {**_played(notice, attempt + 1, heard), "after": answer},
                         dedupe_key=f"notice_played:{attempt + 1}",
                     ),
                 ],

@@ -5,7 +5,8 @@ server-side encryption under ``recordings/{recording id}.wav`` in the store of t
 (the shared one under ``tenants/{id}/``, or the tenant's own bucket: see
 :mod:`service.storage.registry`), verify with a HEAD (size and
 SHA-256), then commit the ``stored`` row and ``recording_stored`` event, then delete the
-platform's copy and commit ``platform_copy_deleted``. The platform's copy is kept until ours is
+platform's copy and commit ``platform_copy_deleted`` (``platform_copy_retained`` where the platform
+has no delete: Stringee). The platform's copy is kept until ours is
 verified and committed. Every commit is fenced by the job's lease, and every step can run again:
 the object key is fixed per recording, rows move forward only from the state they expect, and
 ledger events carry dedupe keys. So a crash anywhere, and the rerun after it, ends with one
@@ -47,7 +48,13 @@ from service.jobs.registry import job_kind
 from service.jobs.worker import JobContext
 from service.ledger import NewEvent
 from service.metrics import Metrics
-from service.platforms.port import Downloaded, MediaSource, MediaSources, media_source
+from service.platforms.port import (
+    Downloaded,
+    MediaSource,
+    MediaSources,
+    PlatformKeepsCopy,
+    media_source,
+)
 from service.storage import ObjectStore, StorageError
 from service.storage.registry import StoreRegistry, TenantStore
 from service.workdir import work_dir
@@ -131,25 +138,19 @@ async def run(ctx: JobContext, deps: IntakeDeps) -> None:
             await _delete_objects(
                 where.store, [where.key(k) for k in possible_keys(leftover["id"])]
             )
-        await media.delete(sid)
+        deleted = await _delete_at_platform(media, sid)
         if call is not None:
             async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
-                if leftover is not None:
+                if leftover is not None and deleted:
                     await conn.execute(Q["mark_platform_deleted"], leftover["id"])
                 await ledger.append(
-                    conn,
-                    call["id"],
-                    [
-                        NewEvent(
-                            "platform_copy_deleted",
-                            {"recording_sid": sid},
-                            dedupe_key=f"platform_copy_deleted:{sid}",
-                        )
-                    ],
+                    conn, call["id"], [_platform_copy_event(deleted, {"recording_sid": sid}, sid)]
                 )
         else:
             log.warning(
-                "deleted a recording of a call callvault never saw start",
+                "deleted a recording of a call callvault never saw start"
+                if deleted
+                else "a recording of a call callvault never saw start: left at the platform",
                 extra={"recording_sid": sid},
             )
         return
@@ -161,20 +162,27 @@ async def run(ctx: JobContext, deps: IntakeDeps) -> None:
         source = RetentionSource(policy.get("retention_source", RetentionSource.TENANT))
         await _store(ctx, deps, media, recording, sid, int(policy["retention_s"]), source)
     if recording["platform_deleted_at"] is None:
-        await media.delete(sid)
+        deleted = await _delete_at_platform(media, sid)
         async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
-            await conn.execute(Q["mark_platform_deleted"], recording["id"])
-            await ledger.append(
-                conn,
-                call["id"],
-                [
-                    NewEvent(
-                        "platform_copy_deleted",
-                        {"recording_id": str(recording["id"]), "recording_sid": sid},
-                        dedupe_key=f"platform_copy_deleted:{sid}",
-                    )
-                ],
-            )
+            if deleted:
+                await conn.execute(Q["mark_platform_deleted"], recording["id"])
+            details = {"recording_id": str(recording["id"]), "recording_sid": sid}
+            await ledger.append(conn, call["id"], [_platform_copy_event(deleted, details, sid)])
+
+
+async def _delete_at_platform(media: MediaSource, sid: str) -> bool:
+    """Delete the platform's copy: True, or False when the platform cannot delete (its copy is
+    kept under the retention set there, and the ledger says so)."""
+    try:
+        await media.delete(sid)
+    except PlatformKeepsCopy:
+        return False
+    return True
+
+
+def _platform_copy_event(deleted: bool, details: dict[str, Any], sid: str) -> NewEvent:
+    name = "platform_copy_deleted" if deleted else PlatformKeepsCopy.event
+    return NewEvent(name, details, dedupe_key=f"{name}:{sid}")
 
 
 async def _store(

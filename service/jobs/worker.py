@@ -200,7 +200,10 @@ class Worker:
             await self._retry(job, exc.message, True)
             return
         except Exception as exc:
-            await self._retry(job, f"{type(exc).__name__}: {exc}", False)
+            # a platform that said when to come back (HTTP 429 Retry-After) is not asked sooner
+            wait = getattr(exc, "retry_after_s", None)
+            at_least = float(wait) if isinstance(wait, int | float) else 0.0
+            await self._retry(job, f"{type(exc).__name__}: {exc}", False, at_least_s=at_least)
             return
         finally:
             beat.cancel()
@@ -212,8 +215,11 @@ class Worker:
             await jobs.complete(conn, job)
         log.info("job done", extra={"job_id": job.id, "kind": job.kind, "attempt": job.attempts})
 
-    async def _retry(self, job: Job, error: str, permanent: bool) -> None:
+    async def _retry(
+        self, job: Job, error: str, permanent: bool, *, at_least_s: float = 0.0
+    ) -> None:
         delay = jobs.backoff_s(job.attempts, self.config.backoff_base_s, self.config.backoff_cap_s)
+        delay = max(delay, at_least_s)
         try:
             async with self.pool.acquire() as conn:
                 state = await jobs.retry(conn, job, error, delay, permanent=permanent)

@@ -61,6 +61,7 @@ RECORDING_LIFE = frozenset(
         "recording_discarded",
         "recording_deleted",
         "platform_copy_deleted",
+        "platform_copy_retained",  # the platform cannot delete (Stringee)
         "purged",
         "erased",
     }

@@ -8,9 +8,10 @@ from aiohttp import web
 
 from service.platforms.pbx.adapter import ADAPTER as PBX
 from service.platforms.port import Adapter, MediaSources
+from service.platforms.stringee.adapter import ADAPTER as STRINGEE
 from service.platforms.twilio.adapter import ADAPTER as TWILIO
 
-ADAPTERS: tuple[Adapter, ...] = (TWILIO, PBX)
+ADAPTERS: tuple[Adapter, ...] = (TWILIO, STRINGEE, PBX)
 
 
 def add_routes(app: web.Application) -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "MediaSources",
     "NoMediaSource",
     "Platform",
+    "PlatformKeepsCopy",
     "media_source",
 ]
 
@@ -73,7 +74,8 @@ class MediaSource(Protocol):
         ...
 
     async def delete(self, ref: str) -> None:
-        """Delete the platform's copy; already gone counts as deleted."""
+        """Delete the platform's copy; already gone counts as deleted. A platform with no way
+        to delete (Stringee) raises :class:`PlatformKeepsCopy`."""
         ...
 
 
@@ -84,6 +86,13 @@ class MediaSources(Protocol):
         """The media API of ``account`` as registered to ``tenant`` (None: a call from before
         calls recorded their account, or the deployment's own configured account)."""
         ...
+
+
+class PlatformKeepsCopy(Exception):
+    """The platform offers no delete: its copy stays, under the retention set there, and the
+    ledger says ``platform_copy_retained`` instead of ``platform_copy_deleted``."""
+
+    event = "platform_copy_retained"
 
 
 class NoMediaSource(Exception):

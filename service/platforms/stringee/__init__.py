@@ -1,3 +1,4 @@
-"""Stringee (Vietnam's CPaaS): request signatures, the REST JWT, SCCO answers, the four webhook
-payloads and the recording download. Pure pieces the platform port wires onto the consent gate;
-docs/stringee.md says where each fact comes from."""
+"""Stringee (Vietnam's CPaaS) behind the platform port: ``adapter`` (what the application
+mounts), ``routes`` (the four requests), ``accounts`` (tenant and project), ``signature``,
+``events``, ``scco``, ``rest_auth``, ``media`` + ``sources`` (the recording download).
+This folder's README.md says where each Stringee fact comes from."""

@@ -144,7 +144,7 @@ def _party(value: object, name: str) -> Party | None:
 class AnswerRequest:
     """answer_url's query. ``external_id`` is the id callvault keys the call on: ``callId``
     (app calls) or ``uuid`` (calls from the phone network). Whether that ``uuid`` equals the
-    ``call_id`` of later event_url posts is not documented; see docs/stringee.md."""
+    ``call_id`` of later event_url posts is not documented; see this folder's README.md."""
 
     from_: str | None  # None: the caller withheld their number
     to: str

@@ -18,7 +18,7 @@ recorded-file, as cited by users of it), streamed to a file.
 
 There is no delete: Stringee documents no API to delete a recording, so after a copy is stored
 the ledger says :data:`PLATFORM_COPY_RETAINED` and the operator sets the retention of recordings
-in Stringee's dashboard (docs/stringee.md).
+in Stringee's dashboard (this folder's README.md).
 """
 
 from __future__ import annotations

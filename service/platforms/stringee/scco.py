@@ -16,7 +16,7 @@ developer.stringee.com/docs/server/stringee-call-control-object) for the consent
   answer_url/php/project_answer_url.php), which is why :func:`parse_continue_scco` refuses
   ``peerToPeerCall: true`` as well as any recording action of the tenant's own.
 
-Field names and the fields used are listed with their sources in docs/stringee.md.
+Field names and the fields used are listed with their sources in this folder's README.md.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ class Ask:
             "action": "input",
             "eventUrl": self.event_url,
             "submitOnHash": False,
-            # Stringee's own sample spells it `timeout`; see docs/stringee.md
+            # Stringee's own sample spells it `timeout`; see this folder's README.md
             "timeout": self.timeout_s,
             "maxDigits": 1,
         }

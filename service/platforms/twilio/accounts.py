@@ -18,10 +18,8 @@ call as ``platform_account``), the configured account serving the tenant ``defau
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -31,6 +29,7 @@ from service.config import Settings
 from service.context import SETTINGS
 from service.db import tenancy
 from service.errors import DatabaseUnavailable, Forbidden
+from service.platforms.tables import read_secret
 from service.platforms.twilio.media import Credentials, MediaError, TwilioMedia
 from service.tenants import policies
 from service.tenants.policies import TENANT_DIRECTORY
@@ -64,16 +63,8 @@ class Account:
 
 
 def _token(refs: Mapping[str, str], which: str = "auth_token") -> str:
-    """The secret a reference names (``auth_token_env`` or ``auth_token_file``, ...), read now
-    (so a rotated token is used at once)."""
-    if name := refs.get(f"{which}_env"):
-        return os.environ.get(name, "")
-    if path := refs.get(f"{which}_file"):
-        try:
-            return Path(path).read_text(encoding="utf-8").strip()
-        except OSError:
-            return ""
-    return ""
+    """The secret a reference names (``auth_token_env`` or ``auth_token_file``, ...)."""
+    return read_secret(refs, which)
 
 
 def _choose(
