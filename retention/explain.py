@@ -60,7 +60,12 @@ class Explanation:
         if not self.kept:
             return "retention ended" if self.due else "nothing keeps it"
         parts = [f"under a legal hold {h['id']} ({h['reason']})" for h in self.holds]
-        parts += [f"an open {r['kind']} request {r['id']} ({r['status']})" for r in self.requests]
+        parts += [
+            f"a restriction {r['id']} ({r['status']})"
+            if r["kind"] == "restrict"
+            else f"an open {r['kind']} request {r['id']} ({r['status']})"
+            for r in self.requests
+        ]
         return "kept: " + "; ".join(parts)
 
 

@@ -108,12 +108,15 @@ async def service_fixture(storage_settings: Settings, tenants: Tenants) -> Async
     await svc.stop()
 
 
+ACCOUNTS = {
+    "default": (ACCOUNT_SID, AUTH_TOKEN),
+    "tenant-a": (SID_A, TOKEN_A),
+    "tenant-b": (SID_B, TOKEN_B),
+}
+
+
 def twilio_of(tenant: str, http: aiohttp.ClientSession, service: Service) -> FakeTwilio:
-    sid, token = {
-        "default": (ACCOUNT_SID, AUTH_TOKEN),
-        "tenant-a": (SID_A, TOKEN_A),
-        "tenant-b": (SID_B, TOKEN_B),
-    }[tenant]
+    sid, token = ACCOUNTS[tenant]
     return FakeTwilio(http, PUBLIC_URL, account_sid=sid, auth_token=token, send_to=service.base_url)
 
 
@@ -138,7 +141,11 @@ async def record(
     trace = await twilio.place_call(caller, NUMBERS[tenant], Caller.parse("stay"))
     assert trace.recording_started
     rec_sid, body = new_recording_sid(), wav_bytes(1) + secrets.token_bytes(64)
-    media.add(rec_sid, body)
+    # each tenant's Twilio subaccount holds its recordings and is reached with its own token
+    sid, token = ACCOUNTS[tenant]
+    if tenant != "default":
+        media.add_subaccount(sid, token)
+    media.add(rec_sid, body, account=None if tenant == "default" else sid)
     status, _ = await send_recording(twilio, trace.call_sid, rec_sid)
     assert status == 204
     return Recorded(tenant, caller, trace.call_sid, rec_sid, body)

@@ -611,7 +611,10 @@ async def test_migration_0015_keeps_old_requests_as_promised(
                 status,
             )
         dues = dict(await conn.fetch("SELECT id, due_at FROM dsar_requests"))
+        upto_15 = [m for m in migrations.available() if m.version <= 15]
+        monkeypatch.setattr(migrations, "available", lambda: upto_15)
         applied = await migrations.migrate(conn)
+        monkeypatch.undo()
         assert [m.version for m in applied] == [15]
         after = {r["id"]: r for r in await conn.fetch("SELECT * FROM dsar_requests")}
         for status, rid in rows.items():

@@ -635,7 +635,7 @@ async def test_an_upload_for_an_erased_call_is_discarded(
 ) -> None:
     await _consented(http, service, token, "e-1")
     request_id = await requests.create(
-        db, PhoneVault(SECRET_KEY), kind="erase", phone=CALLER, actor="test", deadline_s=3600
+        db, PhoneVault(SECRET_KEY), kind="erase", phone=CALLER, actor="test"
     )
     await settle(db)
     assert await db.fetchval("SELECT status FROM dsar_requests WHERE id = $1", request_id) == (

@@ -370,9 +370,21 @@ def policy_for(app: web.Application, called: str | None, queue: str | None = Non
     return app[TENANT_DIRECTORY].policy_for(tenancy.current(), called, queue)
 
 
-def call_policy(app: web.Application, called: str | None, queue: str | None) -> Policy:
-    """As :func:`policy_for`, but a queue the platform names that the configuration lacks is
-    an operator's slip, not the caller's: they get the number's policy (and are still told)."""
+async def call_policy(app: web.Application, called: str | None, queue: str | None) -> Policy:
+    """The policy of a call to ``called`` for the running webhook's tenant. A tenant this copy
+    does not hold yet (created moments ago; a PBX's token names its tenant without any account
+    lookup) is read first. A queue the platform names that the configuration lacks is an
+    operator's slip, not the caller's: they get the number's policy (and are still told)."""
+    directory = app[TENANT_DIRECTORY]
+    tenant = tenancy.current()
+    if tenant not in (None, tenancy.DEFAULT, tenancy.ALL) and (
+        directory.snapshot is None or tenant not in directory.snapshot.tenants
+    ):
+        found = await directory.for_miss()
+        if tenant not in found.tenants:
+            # the tenant exists (a token or an account of it got us here) but came in a way no
+            # one announced (rows written by hand): read once more rather than refuse the call
+            await directory.reload()
     try:
         return policy_for(app, called, queue)
     except ConfigError as exc:

@@ -103,7 +103,7 @@ async def start(request: web.Request) -> web.Response:
     body = await _body(request, CallStart)
     direction = gate.Direction(body.direction)
     centre = gate.contact_centre_number(direction, body.from_, body.to)
-    policy = policies.call_policy(request.app, centre, body.queue)
+    policy = await policies.call_policy(request.app, centre, body.queue)
     async with database(request.app) as conn:
         decision = await gate.start_call(
             conn,

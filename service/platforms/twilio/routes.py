@@ -86,8 +86,8 @@ def _duration(raw: str) -> int | None:
     return seconds if seconds is not None and 0 <= seconds < 2**31 else None
 
 
-def _policy(app: web.Application, called: str | None, queue: str | None) -> Policy:
-    return policies.call_policy(app, called, queue)
+async def _policy(app: web.Application, called: str | None, queue: str | None) -> Policy:
+    return await policies.call_policy(app, called, queue)
 
 
 def _count_outcome(request: web.Request, call: gate.CallState) -> None:
@@ -135,7 +135,7 @@ async def voice(request: web.Request, form: MultiDictProxy[str]) -> web.Response
     direction = twilio_direction(form.get("Direction"))
     caller, called = form.get("From") or None, form.get("To") or None
     centre = gate.contact_centre_number(direction, caller, called)
-    policy = _policy(request.app, centre, request.query.get("queue"))
+    policy = await _policy(request.app, centre, request.query.get("queue"))
     try:
         async with database(request.app) as conn:
             decision = await gate.start_call(
@@ -183,12 +183,12 @@ async def consent(request: web.Request, form: MultiDictProxy[str]) -> web.Respon
         centre = gate.contact_centre_number(
             direction, form.get("From") or None, form.get("To") or None
         )
-        policy = _policy(request.app, centre, None)
+        policy = await _policy(request.app, centre, None)
         return _without_database(request, "consent", policy.continue_url, exc)
     if decision is None:
         # A consent step for a call we never saw start: never record it, let the call go on.
         log.warning("consent step for an unknown call; continuing without recording")
-        tenant_default = _policy(request.app, None, None)
+        tenant_default = await _policy(request.app, None, None)
         return _twiml(twiml.continue_without_recording(tenant_default.continue_url))
     log.info(
         "consent step",
@@ -223,7 +223,7 @@ async def status(request: web.Request, form: MultiDictProxy[str]) -> web.Respons
             duration_s=duration,
             caller=caller,
             called=called,
-            policy=_policy(request.app, centre, None),
+            policy=await _policy(request.app, centre, None),
             direction=direction,
             centre_known=centre_is_vouched_for(
                 form.get("Direction"), centre, request.app[SETTINGS].numbers
