@@ -60,10 +60,10 @@ def _bad_signature() -> Forbidden:
     return Forbidden("missing or invalid X-STRINGEE-SIGNATURE", code="bad_signature")
 
 
-def _policy(app: web.Application, tenant: str, centre: str | None) -> Policy:
+async def _policy(app: web.Application, tenant: str, centre: str | None) -> Policy:
     """The tenant's policy for a call to ``centre`` (from the replica's tenant directory)."""
     with tenancy.as_tenant(tenant):
-        return policies.call_policy(app, centre, None)
+        return await policies.call_policy(app, centre, None)
 
 
 def _notice(settings: Settings, prompt_notice: PromptNotice) -> scco.Notice:
@@ -226,7 +226,7 @@ async def answer(request: web.Request) -> web.Response:
     found, _ = await verify(request)
     call = events.parse_answer(request.query)
     caller, called = e164(call.from_), e164(call.to)
-    policy = _policy(request.app, found.tenant, called)
+    policy = await _policy(request.app, found.tenant, called)
     then = request[THEN] = await _then(request, found.tenant, called)
     with tenancy.as_tenant(found.tenant):
         try:
@@ -334,7 +334,7 @@ async def call_event(request: web.Request) -> web.Response:
                 else None,
                 caller=caller,
                 called=called,
-                policy=_policy(request.app, project.tenant, called),
+                policy=await _policy(request.app, project.tenant, called),
                 platform_account=project.project_id,
             )
     if call is not None:
