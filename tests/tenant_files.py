@@ -24,7 +24,7 @@ access = "15d"
 account_sid = "AC0123456789abcdef0123456789abcdef"
 auth_token_env = "ACME_TWILIO_AUTH_TOKEN"
 [tenants.acme.stringee]
-project_id = "acme-project"
+project_id = "4827"
 api_key_sid = "SKacme"
 api_key_secret_env = "ACME_STRINGEE_KEY"
 signing_secret_file = "/nonexistent/acme-stringee"

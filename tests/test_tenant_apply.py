@@ -101,6 +101,12 @@ async def test_dry_run_prints_the_plan_and_writes_nothing(
 
 BAD_FILES = {
     "bad slug": ('[tenants.Acme_Co]\nname = "x"\n', "tenants.Acme_Co:"),
+    # Stringee posts the project id as a number: a name could never match an event
+    "stringee project name": (
+        '[tenants.acme]\nname = "x"\n[tenants.acme.stringee]\nproject_id = "acme-project"\n'
+        'signing_secret_env = "ACME_SIGNING"\n',
+        "tenants.acme.stringee.project_id: a Stringee project id is a number",
+    ),
     "unknown key": ('[tenants.acme]\nname = "x"\ncolour = "red"\n', "tenants.acme.colour:"),
     "bad number": (
         '[tenants.acme]\nname = "x"\n[tenants.acme.numbers."+84123"]\n',

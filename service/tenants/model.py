@@ -526,6 +526,11 @@ def _account(
         raise TenantSpecError(
             f"{key_path(*where, id_key)}: a Twilio AccountSid is AC and 32 hex digits"
         )
+    if platform is Platform.STRINGEE and not re.fullmatch(r"[1-9][0-9]{0,17}", account_id):
+        # Stringee sends it as a number in every event_url post (service/platforms/stringee)
+        raise TenantSpecError(
+            f"{key_path(*where, id_key)}: a Stringee project id is a number (as a string)"
+        )
     if platform is not Platform.TWILIO and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,100}", account_id):
         raise TenantSpecError(f"{key_path(*where, id_key)}: letters, digits and _.:- only")
     secrets, used = _secret_refs(raw, secret_names, where, secret_names[0])
