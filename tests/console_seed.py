@@ -11,7 +11,9 @@ from typing import Any
 
 import asyncpg
 
+from service import ledger
 from service.db import tenancy
+from service.ledger import NewEvent
 from service.personal_data import PhoneVault
 from tests.conftest import SECRET_KEY
 
@@ -56,7 +58,7 @@ LOCAL_DAY = (
 async def _call(db: asyncpg.Connection, days_ago: int, outcome: str, queue: str | None) -> Any:
     policy = {"queue": queue} if queue else {}
     # noon of that local day, or now if that is earlier (today's calls are not in the future)
-    return await db.fetchval(
+    call_id = await db.fetchval(
         "INSERT INTO calls (platform, external_id, caller_enc, caller_hash, policy, outcome, "  # noqa: S608
         f"outcome_at, started_at) VALUES ('twilio', $2, $3, $4, $5::jsonb, $6, now(), "
         f"least({LOCAL_DAY}, now())) RETURNING id",
@@ -67,6 +69,9 @@ async def _call(db: asyncpg.Connection, days_ago: int, outcome: str, queue: str 
         policy,
         outcome,
     )
+    async with db.transaction():  # every call has its ledger, as the intake writes it
+        await ledger.append(db, call_id, [NewEvent("call_started", {})])
+    return call_id
 
 
 async def _recording(

@@ -531,9 +531,9 @@ async function placeHold(ev) {
   if ($("hold-case").value.trim()) body.case_ref = $("hold-case").value.trim();
   try {
     await api("POST", "/api/holds", body);
-    note("holds-message", "done.hold", {}, "ok");
     for (const id of ["hold-target", "hold-reason", "hold-case"]) $(id).value = "";
     await loadHolds();
+    note("holds-message", "done.hold", {}, "ok");
     loadCharts();
   } catch (err) { failIn("holds-message", err); }
 }
@@ -542,8 +542,8 @@ async function releaseHold(id) {
   if (!await confirmAction("release")) return;
   try {
     await api("DELETE", `/api/holds/${id}`);
-    note("holds-message", "done.release", {}, "ok");
     await loadHolds();
+    note("holds-message", "done.release", {}, "ok");
     loadCharts();
   } catch (err) { failIn("holds-message", err); }
 }
