@@ -24,6 +24,8 @@ from tests.qa_fixtures import call_api
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = qa.ARTIFACTS
+# axe-core 4.14.1 (MPL-2.0), vendored from `npm pack axe-core`: nothing fetched when testing
+AXE = Path(__file__).resolve().parent / "vendor" / "axe-core-4.14.1.min.js"
 Conn = asyncpg.Connection
 
 # the /qa tests' service, browser and page
@@ -58,6 +60,18 @@ async def _vietnamese_left(p: Page) -> list[str]:
 async def _english_left(p: Page) -> list[str]:
     text: str = await p.evaluate(qa.SCREEN_TEXT)
     return [w for w in ENGLISH if re.search(rf"\b{re.escape(w)}\b", text, re.IGNORECASE)]
+
+
+async def _serious_violations(p: Page) -> list[str]:
+    """axe-core's serious and critical findings on the page as it is (WCAG 2.1 A and AA)."""
+    if not await p.evaluate("typeof axe !== 'undefined'"):
+        await p.add_script_tag(path=str(AXE))
+    found = await p.evaluate(
+        "axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']})"
+        ".then((r) => r.violations.filter((v) => ['serious', 'critical'].includes(v.impact))"
+        ".map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`))"
+    )
+    return list(found)
 
 
 async def _sign_in(p: Page, base_url: str, token: str) -> None:
@@ -147,6 +161,7 @@ async def test_a_compliance_officer_works_the_console(
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "console-vietnamese.png"), full_page=True)
     assert await _english_left(page) == []
+    assert await _serious_violations(page) == []
 
     # acknowledge the fresh one, then extend it (a reason is required)
     await rows.nth(2).get_by_test_id("request-open").click()
@@ -176,6 +191,7 @@ async def test_a_compliance_officer_works_the_console(
     assert "ref HS-2026-01" in await page.get_by_test_id("dsar-history").inner_text()
     assert await page.get_by_test_id("act-extend").is_disabled()  # once
     await page.screenshot(path=str(ARTIFACTS / "console-request-vietnamese.png"), full_page=True)
+    assert await _serious_violations(page) == []  # the request open, its actions
 
     # a hold on a call, then released after a confirmation
     call = seeded["calls"]["consented"][0]
@@ -246,6 +262,7 @@ async def test_a_compliance_officer_works_the_console(
     assert await page.get_by_test_id("audit-message").inner_text() == "1 entries."
     assert await _vietnamese_left(page) == [], await _vietnamese_left(page)
     await page.screenshot(path=str(ARTIFACTS / "console-english.png"), full_page=True)
+    assert await _serious_violations(page) == []
 
     # a request received by phone, logged with when it came in; a restriction, then lifted
     await page.get_by_test_id("log-open").click()
@@ -265,6 +282,8 @@ async def test_a_compliance_officer_works_the_console(
     await page.get_by_test_id("dsar-detail").wait_for()
     assert await page.get_by_test_id("dsar-status-value").inner_text() == "in force"
     await page.get_by_test_id("act-lift").click()
+    await page.get_by_test_id("confirm").wait_for()
+    assert await _serious_violations(page) == []  # the confirmation dialog, open
     await _confirm(page)
     await page.wait_for_function(
         "document.querySelector('[data-testid=dsar-message]').innerText === 'Restriction lifted.'"

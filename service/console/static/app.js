@@ -646,10 +646,12 @@ function stacked(figure, rows, series, labelOf, seriesLabel, extra) {
   const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img" });
   svg.setAttribute("aria-label", figure.previousElementSibling?.textContent || "");
   svg.appendChild(svgEl("line", { x1: left, y1: H - bottom, x2: W, y2: H - bottom, class: "axis" }));
-  for (const frac of [0, 0.5, 1]) {
-    const y = H - bottom - frac * (H - bottom - top);
+  // whole numbers only: 0, the top, and the middle when it is one
+  const ticks = [0, max, ...(max % 2 === 0 && max > 2 ? [max / 2] : [])];
+  for (const value of ticks) {
+    const y = H - bottom - (value / max) * (H - bottom - top);
     const label = svgEl("text", { x: left - 4, y: y + 3, "text-anchor": "end" });
-    label.textContent = String(Math.round(frac * max));
+    label.textContent = String(value);
     svg.appendChild(label);
   }
   const slot = (W - left) / Math.max(rows.length, 1);
