@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +22,14 @@ from service.ledger import seals
 from tests import console_seed
 from tests import test_qa_page as qa
 from tests.conftest import Service
-from tests.qa_fixtures import call_api
+from tests.qa_fixtures import access_bundle, call_api
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = qa.ARTIFACTS
 # axe-core 4.14.1 (MPL-2.0), vendored from `npm pack axe-core`: nothing fetched when testing
 AXE = Path(__file__).resolve().parent / "vendor" / "axe-core-4.14.1.min.js"
 Conn = asyncpg.Connection
+CALLER, OTHER_CALLER = "+84901230000", "+84901230002"  # two of `recorded`'s consenting callers
 
 # the /qa tests' service, browser and page
 service = qa.service
@@ -332,4 +335,57 @@ async def test_roles_no_access_and_a_platform_token_picks_the_tenant(
     assert await rows.count() == 1  # beta's one request, not default's
     assert await rows.first.get_by_test_id("overdue").count() == 1
     assert await _total(page, "chart-consent", "consented") == 4
+    assert errors == []
+
+
+async def test_an_access_bundle_is_downloaded_and_a_request_rejected(
+    service: Service,
+    page: Page,
+    tokens: dict[str, str],
+    recorded: dict[str, Any],
+    db: Conn,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    access, bundle = await access_bundle(http, service, tokens["compliance"], CALLER, db)
+    status, restrict = await call_api(
+        http, service, "POST", "/api/dsar", tokens["compliance"],
+        {"kind": "restrict", "phone": OTHER_CALLER},
+    )  # fmt: skip
+    assert status == 201, restrict
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await _sign_in(page, service.base_url, tokens["compliance"])
+    await page.wait_for_function("document.body.dataset.ready === 'true'")
+    await page.get_by_test_id("dsar-status").select_option("all")
+    row = page.locator(f"[data-testid=request-row][data-id='{access['id']}']")
+    await row.get_by_test_id("request-open").click()
+    await page.get_by_test_id("dsar-detail").wait_for()
+    async with page.expect_download() as info:
+        await page.get_by_test_id("act-bundle").click()
+        await _confirm(page)
+    path = tmp_path / "bundle.zip"
+    await (await info.value).save_as(path)
+    with zipfile.ZipFile(path) as got:
+        assert sorted(got.namelist()) == sorted(bundle.namelist())
+    assert await page.get_by_test_id("dsar-message").inner_text() == "Đang tải gói dữ liệu."
+
+    row = page.locator(f"[data-testid=request-row][data-id='{restrict['id']}']")
+    await row.get_by_test_id("request-open").click()
+    await page.wait_for_function(
+        f"document.querySelector('#dsar-facts').innerText.includes('{restrict['id']}')"
+    )
+    await page.get_by_test_id("act-reject").click()
+    await _confirm(page, "not the caller's number")
+    await page.wait_for_function(
+        "document.querySelector('[data-testid=dsar-message]').innerText === 'Đã từ chối.'"
+    )
+    assert await page.get_by_test_id("dsar-status-value").inner_text() == "đã từ chối"
+    assert "not the caller's number" in await page.get_by_test_id("dsar-history").inner_text()
+    assert (
+        await db.fetchval(
+            "SELECT rejected_reason FROM dsar_requests WHERE id = $1", uuid.UUID(restrict["id"])
+        )
+        == "not the caller's number"
+    )
     assert errors == []
