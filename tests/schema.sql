@@ -527,7 +527,7 @@ CREATE INDEX recording_reconciliations_open_idx ON public.recording_reconciliati
 CREATE INDEX recordings_call_id_idx ON public.recordings USING btree (call_id);
 CREATE INDEX recordings_retain_until_idx ON public.recordings USING btree (retain_until) WHERE (state = 'stored'::text);
 CREATE INDEX recordings_tenant_purged_at_idx ON public.recordings USING btree (tenant_id, purged_at) WHERE (purged_at IS NOT NULL);
-CREATE INDEX recordings_tenant_retain_until_idx ON public.recordings USING btree (tenant_id, retain_until) WHERE (state = 'stored'::text);
+CREATE INDEX recordings_tenant_retain_until_idx ON public.recordings USING btree (tenant_id, retain_until) INCLUDE (id) WHERE (state = 'stored'::text);
 CREATE INDEX recordings_tenant_stored_at_idx ON public.recordings USING btree (tenant_id, stored_at) WHERE (stored_at IS NOT NULL);
 CREATE INDEX tenant_accounts_tenant ON public.tenant_accounts USING btree (tenant_id);
 CREATE INDEX tenant_numbers_tenant ON public.tenant_numbers USING btree (tenant_id);

@@ -46,7 +46,8 @@ ENGLISH = [
     "Download access bundle", "Log a request", "Kind of request", "phone number", "Received at",
     "access", "erasure", "restriction", "received", "acknowledged", "in force", "Place hold",
     "Reason", "Case reference", "State", "Placed", "Released", "Release", "active", "released",
-    "From", "To", "Actor", "Action", "Filter", "entries", "recording played", "Verify the ledger",
+    "From", "To", "Actor", "Action", "Filter", "entries", "entry", "recording played",
+    "Verify the ledger",
     "Intact", "Latest seal", "Seal", "receipt", "Download signed JSON", "Download printable page",
     "Consent outcomes", "per day", "per queue", "Recordings stored", "due to be purged",
     "Requests by status", "Consented", "Refused", "Hung up", "No key pressed", "Not asked",
@@ -262,7 +263,7 @@ async def test_a_compliance_officer_works_the_console(
     await page.get_by_test_id("lang-en").click()
     assert await page.locator("#requests-h").inner_text() == "Data-subject requests"
     assert "OVERDUE" in await rows.nth(0).inner_text()
-    assert await page.get_by_test_id("audit-message").inner_text() == "1 entries."
+    assert await page.get_by_test_id("audit-message").inner_text() == "1 entry."
     assert await _vietnamese_left(page) == [], await _vietnamese_left(page)
     await page.screenshot(path=str(ARTIFACTS / "console-english.png"), full_page=True)
     assert await _serious_violations(page) == []

@@ -69,7 +69,7 @@ const TEXT = {
     "col.placed": "Placed", "col.released": "Released", "col.actions": "Actions",
     "audit.title": "Audit trail", "audit.from": "From", "audit.to": "To", "audit.actor": "Actor",
     "audit.action": "Action", "audit.any": "Any", "audit.submit": "Filter",
-    "audit.count": "{n} entries.", "audit.none": "No entries match.",
+    "audit.count": "{n} entries.", "audit.one": "1 entry.", "audit.none": "No entries match.",
     "col.at": "At", "col.actor": "Actor", "col.action": "Action", "col.target": "Target",
     "action.playback": "recording played", "action.hold": "hold placed",
     "action.hold_released": "hold released", "action.dsar": "request received",
@@ -179,7 +179,7 @@ const TEXT = {
     "col.placed": "Đặt lúc", "col.released": "Gỡ lúc", "col.actions": "Thao tác",
     "audit.title": "Nhật ký truy cập", "audit.from": "Từ", "audit.to": "Đến",
     "audit.actor": "Người thực hiện", "audit.action": "Hành động", "audit.any": "Tất cả",
-    "audit.submit": "Lọc", "audit.count": "{n} mục.", "audit.none": "Không có mục nào khớp.",
+    "audit.submit": "Lọc", "audit.count": "{n} mục.", "audit.one": "1 mục.", "audit.none": "Không có mục nào khớp.",
     "col.at": "Thời điểm", "col.actor": "Người thực hiện", "col.action": "Hành động",
     "col.target": "Đối tượng",
     "action.playback": "nghe lại bản ghi", "action.hold": "đặt phong toả",
@@ -572,7 +572,7 @@ async function loadAudit(ev) {
       body.appendChild(tr);
     }
     const n = page.items.length;
-    note("audit-message", n ? "audit.count" : "audit.none", { n });
+    note("audit-message", n === 1 ? "audit.one" : n ? "audit.count" : "audit.none", { n });
   } catch (err) { failIn("audit-message", err); }
 }
 
