@@ -390,3 +390,26 @@ async def test_an_access_bundle_is_downloaded_and_a_request_rejected(
         == "not the caller's number"
     )
     assert errors == []
+
+
+async def test_a_tampered_ledger_is_unmistakable(
+    service: Service, page: Page, tokens: dict[str, str], seeded: Any, db: Conn
+) -> None:
+    from tests.test_ledger import _tamper
+
+    call = seeded["calls"]["refused"][0]
+    await _tamper(
+        db, "UPDATE ledger_events SET details = '{\"x\": 1}' WHERE call_id = $1 AND seq = 1", call
+    )
+    await _sign_in(page, service.base_url, tokens["compliance"])
+    await page.wait_for_function("document.body.dataset.ready === 'true'")
+    await page.get_by_test_id("verify").click()
+    result = page.get_by_test_id("verify-result")
+    await page.wait_for_function(
+        "document.querySelector('[data-testid=verify-result]').innerText.startsWith('BỊ SỬA ĐỔI')"
+    )
+    assert str(call) in await result.inner_text()
+    assert "error" in (await result.get_attribute("class") or "")  # shown in red
+    await page.get_by_test_id("lang-en").click()
+    assert (await result.inner_text()).startswith("BROKEN: 1 break(s) found in")
+    await page.screenshot(path=str(ARTIFACTS / "console-ledger-broken-english.png"), full_page=True)
