@@ -24,6 +24,8 @@ from service.api import spec as api_spec
 from service.api import tenants as tenants_api  # noqa: F401 - registers its operations
 from service.auth.http import BRAKE, FailureBrake
 from service.config import Settings
+from service.console import api as console_api  # noqa: F401 - registers its operations
+from service.console import page as console_page
 from service.context import (
     HTTP_CLIENT,
     LIFECYCLE,
@@ -272,6 +274,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     app.add_routes(files_http.routes)
     api_spec.add_routes(app)  # admin, compliance and QA operations, validated by their spec
     app.add_routes(qa_page.routes)
+    app.add_routes(console_page.routes)
     if settings.twilio_standin:
         from service import demo
 

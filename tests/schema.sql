@@ -171,6 +171,7 @@ CREATE TABLE public.calls (
     direction text DEFAULT 'inbound'::text NOT NULL,
     tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
     platform_account text,
+    queue text GENERATED ALWAYS AS ((policy ->> 'queue'::text)) STORED,
     CONSTRAINT calls_direction_check CHECK ((direction = ANY (ARRAY['inbound'::text, 'outbound'::text]))),
     CONSTRAINT calls_outcome_at_set CHECK (((outcome = 'in_progress'::text) = (outcome_at IS NULL))),
     CONSTRAINT calls_outcome_check CHECK ((outcome = ANY (ARRAY['in_progress'::text, 'consented'::text, 'refused'::text, 'hung_up_during_notice'::text, 'no_input'::text, 'not_asked'::text]))),
@@ -505,6 +506,7 @@ CREATE INDEX calls_caller_hash_idx ON public.calls USING btree (caller_hash);
 CREATE INDEX calls_erased_by_idx ON public.calls USING btree (erased_by) WHERE (erased_by IS NOT NULL);
 CREATE INDEX calls_started_at_idx ON public.calls USING btree (started_at);
 CREATE INDEX calls_tenant_started_at_idx ON public.calls USING btree (tenant_id, started_at);
+CREATE INDEX calls_tenant_started_outcome_idx ON public.calls USING btree (tenant_id, started_at) INCLUDE (outcome, queue);
 CREATE INDEX dsar_requests_bundle_expiry_idx ON public.dsar_requests USING btree (bundle_expires_at) WHERE (bundle_key IS NOT NULL);
 CREATE INDEX dsar_requests_open_idx ON public.dsar_requests USING btree (due_at) WHERE (status <> ALL (ARRAY['completed'::text, 'rejected'::text, 'in_force'::text]));
 CREATE INDEX dsar_requests_phone_hash_idx ON public.dsar_requests USING btree (phone_hash) WHERE (phone_hash IS NOT NULL);
@@ -524,6 +526,9 @@ CREATE INDEX recording_callbacks_call_idx ON public.recording_callbacks USING bt
 CREATE INDEX recording_reconciliations_open_idx ON public.recording_reconciliations USING btree (last_attempt_at) WHERE (settled_at IS NULL);
 CREATE INDEX recordings_call_id_idx ON public.recordings USING btree (call_id);
 CREATE INDEX recordings_retain_until_idx ON public.recordings USING btree (retain_until) WHERE (state = 'stored'::text);
+CREATE INDEX recordings_tenant_purged_at_idx ON public.recordings USING btree (tenant_id, purged_at) WHERE (purged_at IS NOT NULL);
+CREATE INDEX recordings_tenant_retain_until_idx ON public.recordings USING btree (tenant_id, retain_until) INCLUDE (id) WHERE (state = 'stored'::text);
+CREATE INDEX recordings_tenant_stored_at_idx ON public.recordings USING btree (tenant_id, stored_at) WHERE (stored_at IS NOT NULL);
 CREATE INDEX tenant_accounts_tenant ON public.tenant_accounts USING btree (tenant_id);
 CREATE INDEX tenant_numbers_tenant ON public.tenant_numbers USING btree (tenant_id);
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse_change();

@@ -1,0 +1,142 @@
+"""The console's aggregates on the real service: consent outcomes per day and per queue,
+recordings stored, purged and due, requests by status and overdue, the latest seal; counted
+for the acting tenant only, on its calendar, and published in /openapi.json."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from service.config import Settings
+from tests import console_seed
+from tests.conftest import Service
+from tests.qa_fixtures import call_api
+
+Conn = asyncpg.Connection
+
+
+@pytest.fixture
+async def service(intake_settings: Settings) -> AsyncIterator[Service]:
+    svc = Service(intake_settings)
+    await svc.start()
+    yield svc
+    await svc.stop()
+
+
+@pytest.fixture
+async def seeded(db: Conn) -> dict[str, Any]:
+    return await console_seed.seed(db)
+
+
+async def test_consent_per_day_and_per_queue(
+    service: Service, http: aiohttp.ClientSession, tokens: dict[str, str], seeded: Any
+) -> None:
+    status, stats = await call_api(
+        http, service, "GET", "/api/stats/consent?days=30", tokens["compliance"]
+    )
+    assert status == 200, stats
+    assert stats["time_zone"] == console_seed.ZONE
+    assert len(stats["days"]) == 30
+    assert stats["totals"] == console_seed.EXPECTED_TOTALS
+    today, first = stats["days"][-1], stats["days"][0]
+    assert (today["consented"], today["refused"]) == (2, 1)
+    assert first["consented"] == 1  # 29 days ago is in; 30 days ago is not
+    three = stats["days"][-4]
+    assert (three["no_input"], three["hung_up_during_notice"], three["not_asked"]) == (1, 1, 1)
+    queues = {
+        q["queue"]: {k: v for k, v in q.items() if k != "queue" and v} for q in stats["queues"]
+    }
+    assert queues == console_seed.EXPECTED_QUEUES
+    assert stats["queues"][0]["queue"] == "sales"  # busiest first
+
+    # a shorter window: today only
+    _, one = await call_api(http, service, "GET", "/api/stats/consent?days=1", tokens["admin"])
+    assert one["totals"]["consented"] == 2 and len(one["days"]) == 1
+
+
+async def test_recordings_stored_purged_and_due(
+    service: Service, http: aiohttp.ClientSession, tokens: dict[str, str], seeded: Any
+) -> None:
+    status, stats = await call_api(
+        http, service, "GET", "/api/stats/recordings", tokens["compliance"]
+    )
+    assert status == 200, stats
+    assert len(stats["days"]) == len(stats["due"]) == 30
+    totals = {
+        "stored": sum(d["stored"] for d in stats["days"]),
+        "purged": sum(d["purged"] for d in stats["days"]),
+        "due": sum(d["due"] for d in stats["due"]),
+        "kept": sum(d["kept"] for d in stats["due"]),
+    }
+    assert totals == console_seed.EXPECTED_RECORDINGS
+    assert stats["due"][0]["due"] == 1  # past its retention already: the next purge run's
+    assert stats["days"][-1]["stored"] == 2
+
+
+async def test_requests_by_status_and_overdue(
+    service: Service, http: aiohttp.ClientSession, tokens: dict[str, str], seeded: Any
+) -> None:
+    status, stats = await call_api(http, service, "GET", "/api/stats/requests", tokens["admin"])
+    assert status == 200, stats
+    assert {k: v for k, v in stats["by_status"].items() if v} == console_seed.EXPECTED_REQUESTS
+    assert stats["overdue"] == console_seed.EXPECTED_OVERDUE
+    assert stats["open"] == 4
+    # the same count as the queue the console shows
+    _, queue = await call_api(http, service, "GET", "/api/dsar", tokens["compliance"])
+    late = [r for r in queue["items"] if r["overdue"]["acknowledge"] or r["overdue"]["complete"]]
+    assert len(late) == stats["overdue"]
+
+
+async def test_latest_seal(
+    service: Service, http: aiohttp.ClientSession, tokens: dict[str, str], db: Conn
+) -> None:
+    from service.ledger import seals
+
+    path = "/api/ledger/seals/latest"
+    status, body = await call_api(http, service, "GET", path, tokens["compliance"])
+    assert (status, body["error"]["code"]) == (404, "no_seal")
+    await console_seed._call(db, 0, "consented", None)
+    call_id = await db.fetchval("SELECT id FROM calls LIMIT 1")
+    from service import ledger
+    from service.ledger import NewEvent
+
+    async with db.transaction():
+        await ledger.append(db, call_id, [NewEvent("call_started", {})])
+    seal_id = await seals.seal(db)
+    status, body = await call_api(http, service, "GET", path, tokens["compliance"])
+    assert status == 200, body
+    assert body["id"] == seal_id and body["calls"] == 1 and len(body["root"]) == 64
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/stats/consent",
+        "/api/stats/recordings",
+        "/api/stats/requests",
+        "/api/ledger/seals/latest",
+    ],
+)
+async def test_roles_and_documentation(
+    service: Service, http: aiohttp.ClientSession, tokens: dict[str, str], path: str
+) -> None:
+    assert (await call_api(http, service, "GET", path, tokens["qa_trainer"]))[0] == 403
+    assert (await call_api(http, service, "GET", path))[0] == 401
+    _, spec = await call_api(http, service, "GET", "/openapi.json")
+    assert "get" in spec["paths"][path]
+    if path.startswith("/api/stats/c") or path.startswith("/api/stats/r"):
+        assert spec["paths"][path]["get"]["responses"]["200"]["content"]
+
+
+async def test_bad_days_are_400(
+    service: Service, http: aiohttp.ClientSession, tokens: dict[str, str]
+) -> None:
+    for days in ("0", "367", "x"):
+        status, body = await call_api(
+            http, service, "GET", f"/api/stats/consent?days={days}", tokens["compliance"]
+        )
+        assert (status, body["error"]["code"]) == (400, "bad_days")
