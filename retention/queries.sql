@@ -243,7 +243,8 @@ SELECT id FROM calls WHERE erased_by = $1 ORDER BY started_at, id;
 -- Recording jobs of these calls that are queued or running: an erasure completes only after
 -- they have ended (each one discards, or deletes what it uploaded, once it sees the erasure).
 SELECT count(*) FROM jobs j
-JOIN calls c ON c.platform = j.payload->>'platform' AND c.external_id = j.payload->>'call_sid'
+JOIN calls c ON c.tenant_id = j.tenant_id
+    AND c.platform = j.payload->>'platform' AND c.external_id = j.payload->>'call_sid'
 WHERE j.kind = 'recording' AND j.state IN ('queued', 'running') AND c.id = ANY($1::uuid[]);
 
 -- name: lock_other_requests_of_phone
@@ -336,6 +337,7 @@ WITH again AS (
         payload = j.payload || jsonb_build_object('requeued_by_erasure', $2::text)
     FROM calls c
     WHERE j.kind = 'recording' AND j.state = 'dead' AND NOT (j.payload ? 'requeued_by_erasure')
+      AND c.tenant_id = j.tenant_id
       AND c.platform = j.payload->>'platform' AND c.external_id = j.payload->>'call_sid'
       AND c.id = ANY($1::uuid[]) AND c.erased_at IS NOT NULL
     RETURNING j.id

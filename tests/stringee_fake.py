@@ -259,6 +259,7 @@ class FakeStringee:
         caller: Caller,
         to: str = "842473082686",
         max_steps: int = 20,
+        call_id_: str | None = None,
     ) -> PlayedCall:
         """Play one call from the phone network to a number whose answer_url is
         ``base_url + answer_path``, running the SCCOs callvault answers as Stringee runs them:
@@ -271,8 +272,9 @@ class FakeStringee:
         Assumed where Stringee documents nothing: the number's answer_url ``uuid`` equals the
         ``call_id`` of the call's events, the input eventUrl is called with ``"timeout": true``
         on silence, and the record eventUrl gets ``{"call_id", "recordId"}``
-        (service/platforms/stringee/README.md)."""
-        played = PlayedCall(call_id())
+        (service/platforms/stringee/README.md). ``call_id_``: the call's id, when a test
+        needs a given one (two projects can use the same)."""
+        played = PlayedCall(call_id_ or call_id())
         cid = played.call_id
         params = {"from": caller.number, "to": to, "uuid": cid, "fromInternal": "false"}
         status, answer = await self.answer(session, base_url, answer_path, params)

@@ -30,7 +30,10 @@ from retention import requests
 from service import auth, ledger
 from service.config import Settings
 from service.db import tenancy
+from service.db.pool import connect, create_pool
 from service.personal_data import PhoneVault
+from service.storage.registry import StoreRegistry
+from service.tenants.offboard import offboard
 from tests.conftest import SECRET_KEY, Service
 from tests.intake_helpers import objects, settle
 from tests.twilio_media import wav_bytes
@@ -808,3 +811,63 @@ async def test_concurrent_uploads_of_one_call_store_one_object_that_matches_its_
         head = stored[row["object_key"]]
         assert head["size"] == row["size_bytes"]
         assert head["head"]["Metadata"]["sha256"] == row["sha256"]
+
+
+async def test_offboard_cuts_the_pbx_off_first_and_erases_a_call_that_lands_during_it(
+    service: Service,
+    http: aiohttp.ClientSession,
+    db: Conn,
+    service_url: str,
+    moto_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A PBX needs no platform account, so removing accounts does not stop it: its token is
+    revoked before anything is read; and a call that still lands while the calls are erased
+    (one whose request was past authentication: here a token made meanwhile) is erased too,
+    its object deleted, before the tenant's rows go."""
+    await db.execute("INSERT INTO tenants (id, name) VALUES ($1, 'Beta')", OTHER)
+    theirs = await _token(db, OTHER)
+    await _consented(http, service, theirs, "o-1")
+    assert (await _put(http, service, theirs, "o-1", wav_bytes(0.5)))[0] == 201
+    bucket = service.settings.s3_bucket
+    assert bucket is not None and len(await objects(moto_url, bucket)) == 1
+    landed: list[tuple[str, int]] = []
+    erase_call = requests.erase_call
+
+    async def erase_while_the_pbx_uploads(*args: Any) -> str:
+        if not landed:
+            # the tenant's own token no longer starts anything
+            start = {"call_id": "o-0", "from": CALLER, "to": HOTLINE}
+            status, _ = await _api(http, service, "POST", "/telephony/pbx/calls", theirs, start)
+            landed.append(("revoked token", status))
+            late = await _token(db, OTHER, name="late")
+            await _consented(http, service, late, "o-2")
+            landed.append(("upload", (await _put(http, service, late, "o-2", wav_bytes(0.5)))[0]))
+            assert len(await objects(moto_url, bucket)) == 2
+        return await erase_call(*args)
+
+    monkeypatch.setattr(requests, "erase_call", erase_while_the_pbx_uploads)
+    pool = await create_pool(service_url, min_size=1, max_size=2)
+    stores = StoreRegistry.from_settings(service.settings, reader=pool.acquire)
+    conn = await connect(service_url)
+    try:
+        await tenancy.set_tenant(conn, OTHER)
+        report = await offboard(conn, stores, OTHER, actor="test", out=None)
+    finally:
+        await conn.close()
+        await stores.close()
+        await pool.close()
+    assert landed == [("revoked token", 401), ("upload", 201)]
+    assert report.calls == 2 and report.tokens_revoked == 2
+    assert await objects(moto_url, bucket) == []  # no object outlives its row
+    await tenancy.set_tenant(db, tenancy.ALL)
+    calls = await db.fetch(
+        "SELECT external_id, erased_at, caller_enc, caller_hash FROM calls WHERE tenant_id = $1",
+        OTHER,
+    )
+    assert len(calls) == 2
+    assert all(c["erased_at"] and c["caller_enc"] is None and not c["caller_hash"] for c in calls)
+    assert await db.fetchval("SELECT count(*) FROM recordings WHERE tenant_id = $1", OTHER) == 0
+    assert not await db.fetchval(
+        "SELECT count(*) FROM api_tokens WHERE tenant_id = $1 AND revoked_at IS NULL", OTHER
+    )

@@ -20,12 +20,13 @@ import pytest
 
 from service import ledger
 from service.config import Policy, Settings
+from service.db import tenancy
 from service.platforms.stringee.rest_auth import ApiKey
 from service.tenants.apply import plan_and_apply
 from service.tenants.model import parse_file
 from tests.conftest import Service
 from tests.intake_helpers import objects, settle
-from tests.stringee_fake import Caller, FakeStringee, PlayedCall, call_event
+from tests.stringee_fake import Caller, FakeStringee, PlayedCall, call_event, call_id
 from tests.tcp_proxy import TcpProxy
 from tests.twilio_media import wav_bytes
 from tests.waiting import eventually
@@ -134,7 +135,11 @@ def projects(fakes: dict[str, FakeStringee]) -> dict[str, Project]:
 
 
 async def play(
-    http: aiohttp.ClientSession, service: Service, project: Project, caller: Caller
+    http: aiohttp.ClientSession,
+    service: Service,
+    project: Project,
+    caller: Caller,
+    call_id: str | None = None,
 ) -> PlayedCall:
     return await project.fake.run_call(
         http,
@@ -143,6 +148,7 @@ async def play(
         event_url=service.base_url + "/telephony/stringee/event",
         caller=caller,
         to=project.number,
+        call_id_=call_id,
     )
 
 
@@ -349,6 +355,54 @@ signing_secret_env = "ACME_STRINGEE_SIGNING"
             "refused",
             True,
         )
+
+
+async def test_two_projects_using_the_same_call_id_each_get_their_own_call_and_recording(
+    service: Service,
+    projects: dict[str, Project],
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection[Any],
+    moto_url: str,
+    bucket: str,
+    service_url: str,
+) -> None:
+    """Platform ids are unique per project, not across tenants: a tenant whose own project
+    uses another tenant's callId (and so recordId) neither fails nor blocks the other."""
+    same = call_id()
+    bodies = {"default": wav_bytes(2), "acme": wav_bytes(3)}
+    for name in ("default", "acme"):
+        played = await play(
+            http, service, projects[name], Caller(digits="1", recording=bodies[name]), same
+        )
+        assert played.call_id == same
+        assert all(status in (200, 204) for _, status in played.statuses), (name, played)
+        assert played.recorded
+    assert await settle(db) == {"done": 2}
+    rows = await db.fetch(
+        "SELECT c.tenant_id, c.outcome, r.state, r.sha256, r.external_id FROM calls c "
+        "JOIN recordings r ON r.call_id = c.id AND r.tenant_id = c.tenant_id "
+        "WHERE c.platform = 'stringee' AND c.external_id = $1 ORDER BY c.tenant_id",
+        same,
+    )
+    assert [tuple(r) for r in rows] == [
+        (name, "consented", "stored", hashlib.sha256(bodies[name]).hexdigest(), same)
+        for name in ("acme", "default")
+    ]
+    assert len(await objects(moto_url, bucket)) == 2
+    for name in ("default", "acme"):  # each fetched from its own project, once
+        assert projects[name].fake.gets[same] == 1
+    # and under row-level security each tenant sees only its own
+    conn = await asyncpg.connect(service_url)
+    try:
+        for name in ("default", "acme"):
+            await tenancy.set_tenant(conn, name)
+            seen = await conn.fetch(
+                "SELECT tenant_id FROM calls WHERE platform = 'stringee' AND external_id = $1",
+                same,
+            )
+            assert [r["tenant_id"] for r in seen] == [name]
+    finally:
+        await conn.close()
 
 
 async def test_bad_signature_unknown_number_and_malformed_requests_write_nothing(

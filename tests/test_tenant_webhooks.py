@@ -14,6 +14,7 @@ from service import auth
 from service.db import tenancy
 from service.simulate import Caller, FakeTwilio
 from tests.conftest import PUBLIC_URL, Service
+from tests.intake_helpers import send_recording
 from tests.qa_fixtures import call_api
 from tests.waiting import eventually
 
@@ -164,3 +165,52 @@ async def test_an_account_added_later_is_routed_within_seconds(
     # written by hand (no NOTIFY): an unknown account is re-read, at most every 5 s, before a 403
     await eventually(accepted, what="the new account's webhook is accepted", timeout_s=30)
     assert await tenant_of(db, params["CallSid"]) == "tenant-a"
+
+
+async def test_two_subaccounts_using_the_same_sids_each_get_their_own_call_and_recording(
+    tenants: None, service: Service, http: aiohttp.ClientSession, db: Conn
+) -> None:
+    """Ids are unique per account, not across tenants: tenant b's CallSid and RecordingSid equal
+    to tenant a's neither fail (500), nor reveal a's, nor turn b's callback into a duplicate."""
+    call_sid, recording_sid = "CA" + secrets.token_hex(16), "RE" + secrets.token_hex(16)
+    placed = {
+        tenant: await fake(http, service, sid, token).place_call(
+            caller, number, Caller.parse("stay"), call_sid=call_sid
+        )
+        for tenant, sid, token, caller, number in (
+            ("tenant-a", SID_A, TOKEN_A, "+84901230012", NUMBER_A),
+            ("tenant-b", SID_B, TOKEN_B, "+84901230013", NUMBER_B),
+        )
+    }
+    for trace in placed.values():
+        assert not trace.errors and trace.recording_started
+    for sid, token in ((SID_A, TOKEN_A), (SID_B, TOKEN_B)):
+        status, _ = await send_recording(fake(http, service, sid, token), call_sid, recording_sid)
+        assert status == 204
+    await tenancy.set_tenant(db, tenancy.ALL)
+    calls = await db.fetch(
+        "SELECT id, tenant_id, outcome, ended_at IS NOT NULL AS ended FROM calls "
+        "WHERE external_id = $1 ORDER BY tenant_id",
+        call_sid,
+    )
+    assert [tuple(r)[1:] for r in calls] == [
+        (t, "consented", True) for t in ("tenant-a", "tenant-b")
+    ]
+    callbacks = await db.fetch(
+        "SELECT tenant_id FROM recording_callbacks WHERE recording_sid = $1 ORDER BY tenant_id",
+        recording_sid,
+    )
+    jobs = await db.fetch(
+        "SELECT tenant_id FROM jobs WHERE payload->>'recording_sid' = $1 ORDER BY tenant_id",
+        recording_sid,
+    )
+    both = ["tenant-a", "tenant-b"]
+    assert [r["tenant_id"] for r in callbacks] == [r["tenant_id"] for r in jobs] == both
+    # each tenant sees its own call only
+    await tenancy.set_tenant(db, "tenant-a")
+    qa_a = (await auth.create_token(db, "qa-a2", "qa_trainer", "test"))[0]
+    status, page = await call_api(http, service, "GET", "/api/calls?limit=50", qa_a)
+    assert status == 200
+    assert [(item["id"], item["external_id"]) for item in page["items"]] == [
+        (str(calls[0]["id"]), call_sid)
+    ]

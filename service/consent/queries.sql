@@ -14,7 +14,7 @@ SELECT $1, $2, $3, $4, $5, $6,
        CASE WHEN $7 OR listed.on_list THEN now() END,
        $9, $10
 FROM listed
-ON CONFLICT (platform, external_id) DO NOTHING
+ON CONFLICT (platform, external_id, tenant_id) DO NOTHING
 RETURNING id, outcome, policy, ended_at, clock_timestamp() AS at,
           (SELECT on_list FROM listed) AS listed;
 

@@ -1,7 +1,7 @@
 -- name: insert_callback
 INSERT INTO recording_callbacks (platform, recording_sid, status, call_sid)
 VALUES ($1, $2, $3, $4)
-ON CONFLICT DO NOTHING
+ON CONFLICT (platform, recording_sid, status, tenant_id) DO NOTHING
 RETURNING recording_sid;
 
 -- name: call_by_external_id
@@ -10,7 +10,7 @@ SELECT id, outcome, policy, ended_at FROM calls WHERE platform = $1 AND external
 -- name: ensure_recording
 INSERT INTO recordings (call_id, platform, external_id, duration_s)
 VALUES ($1, $2, $3, $4)
-ON CONFLICT (platform, external_id) DO NOTHING;
+ON CONFLICT (platform, external_id, tenant_id) DO NOTHING;
 
 -- name: recording_by_external_id
 SELECT id, call_id, state, object_key, sha256, platform_deleted_at

@@ -1,9 +1,9 @@
 -- name: enqueue
--- A job with a dedupe key that already exists (in any state) is not enqueued again.
+-- A job with a dedupe key that already exists in its tenant (in any state) is not enqueued again.
 WITH ins AS (
     INSERT INTO jobs (kind, payload, dedupe_key, max_attempts, run_after)
     VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
-    ON CONFLICT (dedupe_key) DO NOTHING
+    ON CONFLICT (dedupe_key, tenant_id) DO NOTHING
     RETURNING id
 )
 SELECT id, pg_notify('callvault_jobs', $1) FROM ins;

@@ -2,15 +2,18 @@
 keeping only the ledger's proof.
 
 Refused for the tenant ``default`` and while any hold of the tenant is active (a legal
-obligation outlives the contract). Otherwise: the export first (:mod:`service.tenants.export`,
-unless the operator says ``--skip-export``), then every call erased through the erasure a
-its platform accounts and numbers removed (no webhook lands in it any more), every call erased
+obligation outlives the contract). Otherwise: first the tenant is cut off, so that what is
+exported and erased next is all there is: its API tokens revoked (a PBX's token names its
+tenant without any account) and its platform accounts and numbers removed, announced to every
+replica's directory (no webhook lands in it any more). Then the export
+(:mod:`service.tenants.export`, unless the operator says ``--skip-export``); every call erased
 through the erasure a data-subject request uses (:func:`retention.requests.erase_call`: objects
-deleted from the store each row names, the number destroyed, an ``erased`` ledger event), every
-access bundle deleted from its store, then the rows of the tenant's call data deleted
-(recordings, callbacks, reconciliations, requests, holds, do-not-record entries, jobs), its
-tokens revoked, an audit entry ``tenant_offboarded`` written in its trail, and its ledger
-sealed. Calls stay, without numbers,
+deleted from the store each row names, the number destroyed, an ``erased`` ledger event), and
+again until no call is left un-erased (one a request already past authentication started); every
+access bundle deleted from its store; every object a recording row still names deleted; then the
+rows of the tenant's call data deleted (recordings, callbacks, reconciliations, requests, holds,
+do-not-record entries, jobs), any token created meanwhile revoked, an audit entry
+``tenant_offboarded`` written in its trail, and its ledger sealed. Calls stay, without numbers,
 because ledger events hang from them; ledger events, seals and the audit trail stay.
 
 Every step can run again: a crash part-way is finished by running the command again (the
@@ -29,6 +32,7 @@ from service import audit, auth
 from service.config import Settings
 from service.db import Conn, queries, tenancy
 from service.errors import CallvaultError, Conflict
+from service.intake import possible_keys
 from service.ledger import seals
 from service.storage.registry import StoreRegistry
 from service.tenants import store
@@ -83,23 +87,17 @@ async def offboard(
     """Offboard ``tenant`` (``conn`` acts for it); ``out`` None only when the operator said
     ``--skip-export``."""
     report = OffboardReport(await check(conn, tenant))
+    # cut off first: no request (webhook or PBX, whose token needs no account) starts a call
+    # or uploads a recording any more, so what is exported and erased next is all there is
+    async with conn.transaction():
+        report.tokens_revoked += await _revoke_tokens(conn, tenant)
+        accounts = await conn.fetchrow(Q["delete_accounts"], tenant)
+        assert accounts is not None
+        await store.announce(conn)  # every replica's directory is told at commit
+    removed = {"accounts": int(accounts["accounts"]), "numbers": int(accounts["numbers"])}
     if out is not None:
         report.export = await export(conn, stores, tenant, out, settings=settings)
-    # no webhook lands in the tenant any more (every replica's directory is told at once):
-    # what is erased next is all there is
-    accounts = await conn.fetchrow(Q["delete_accounts"], tenant)
-    assert accounts is not None
-    await store.announce(conn)
-    removed = {"accounts": int(accounts["accounts"]), "numbers": int(accounts["numbers"])}
-    for row in await conn.fetch(Q["calls"], tenant):
-        outcome = await requests.erase_call(conn, stores, tenant, row["id"], report.offboard_id)
-        if outcome == "held":
-            raise OffboardRefused(
-                f"call {row['id']} was put under a hold while offboarding; release it and "
-                "run offboard again",
-                code="tenant_held",
-            )
-        report.calls += 1
+    await _erase_calls(conn, stores, tenant, report, Q["calls"])
     where = await stores.for_tenant(tenant, conn)
     located: list[tuple[str, str]] = []
     for r in await conn.fetch(Q["bundles"], tenant):
@@ -116,11 +114,23 @@ async def offboard(
             raise OffboardRefused(
                 f"tenant {tenant} was put under a hold while offboarding", code="tenant_held"
             )
+        # a call a request already past authentication started while we erased: erased too
+        # (its lock-step with intake is erase_call's), until none is left
+        while await _erase_calls(conn, stores, tenant, report, Q["unerased_calls"]):
+            pass
+        # no object outlives the row that names it (the rows are locked until they are gone)
+        left: list[tuple[str, str]] = []
+        for r in await conn.fetch(Q["recordings_left"], tenant):
+            if r["object_key"]:
+                left.append((r["object_store"], r["object_key"]))
+            if r["state"] != "stored":
+                left += [(where.ref, where.key(k)) for k in possible_keys(r["id"])]
+        if left:
+            await requests.delete_located(conn, stores, tenant, left)
         deleted = await conn.fetchrow(Q["delete_call_data"], tenant)
         assert deleted is not None
         report.deleted = {k: int(v) for k, v in dict(deleted).items()}
-        for token in await conn.fetch(Q["active_tokens"], tenant):
-            report.tokens_revoked += await auth.revoke_token(conn, token["id"])
+        report.tokens_revoked += await _revoke_tokens(conn, tenant)  # any made meanwhile
         details: dict[str, Any] = {
             "offboard_id": str(report.offboard_id),
             "calls_erased": report.calls,
@@ -141,3 +151,28 @@ async def offboard(
     # the final state of every chain, sealed: what the tenant's proof ends with
     await seals.seal(conn)
     return report
+
+
+async def _revoke_tokens(conn: Conn, tenant: str) -> int:
+    revoked = 0
+    for token in await conn.fetch(Q["active_tokens"], tenant):
+        revoked += await auth.revoke_token(conn, token["id"])
+    return revoked
+
+
+async def _erase_calls(
+    conn: Conn, stores: StoreRegistry, tenant: str, report: OffboardReport, query: str
+) -> int:
+    """Erase the calls ``query`` lists; how many."""
+    erased = 0
+    for row in await conn.fetch(query, tenant):
+        outcome = await requests.erase_call(conn, stores, tenant, row["id"], report.offboard_id)
+        if outcome == "held":
+            raise OffboardRefused(
+                f"call {row['id']} was put under a hold while offboarding; release it and "
+                "run offboard again",
+                code="tenant_held",
+            )
+        erased += 1
+    report.calls += erased
+    return erased

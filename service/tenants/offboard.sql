@@ -7,6 +7,18 @@ SELECT created_at FROM tenants WHERE id = $1;
 -- name: calls
 SELECT id FROM calls WHERE tenant_id = $1 ORDER BY started_at, id;
 
+-- name: unerased_calls
+-- Calls an erasure pass has not reached: started by a request already past authentication
+-- when the tenant was cut off.
+SELECT id FROM calls WHERE tenant_id = $1 AND erased_at IS NULL ORDER BY started_at, id;
+
+-- name: recordings_left
+-- Every recording row still there before the rows go, locked: any object one may name (stored,
+-- or an upload that never committed) is deleted first, so no object outlives its row.
+SELECT id, state, object_key, object_store FROM recordings WHERE tenant_id = $1
+ORDER BY id
+FOR UPDATE;
+
 -- name: bundles
 -- Every access bundle the tenant's requests may have left: the one recorded, and (for access
 -- requests) the fixed key an upload that never committed would have used.

@@ -13,7 +13,7 @@ WHERE c.platform = $3
   AND c.outcome <> 'in_progress'
   AND NOT EXISTS (
       SELECT 1 FROM recording_callbacks cb
-      WHERE cb.platform = c.platform AND cb.call_sid = c.external_id
+      WHERE cb.tenant_id = c.tenant_id AND cb.platform = c.platform AND cb.call_sid = c.external_id
         AND cb.status IN ('completed', 'absent', 'failed'))
 ON CONFLICT (call_id) DO NOTHING;
 
@@ -34,7 +34,7 @@ WITH next AS (
       AND c.ended_at > now() - make_interval(secs => $3)
       AND NOT EXISTS (
           SELECT 1 FROM recording_callbacks cb
-          WHERE cb.platform = c.platform AND cb.call_sid = c.external_id
+          WHERE cb.tenant_id = c.tenant_id AND cb.platform = c.platform AND cb.call_sid = c.external_id
             AND cb.status IN ('completed', 'absent', 'failed'))
     ORDER BY (c.outcome = 'consented') DESC, r.attempts, c.ended_at
     LIMIT $1
