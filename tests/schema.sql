@@ -458,7 +458,7 @@ ALTER TABLE ONLY public.audit_log
 ALTER TABLE ONLY public.calls
     ADD CONSTRAINT calls_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.calls
-    ADD CONSTRAINT calls_platform_external_id_key UNIQUE (platform, external_id);
+    ADD CONSTRAINT calls_platform_external_id_tenant_key UNIQUE (platform, external_id, tenant_id);
 ALTER TABLE ONLY public.callvault_migrations
     ADD CONSTRAINT callvault_migrations_pkey PRIMARY KEY (version);
 ALTER TABLE ONLY public.do_not_record
@@ -468,7 +468,7 @@ ALTER TABLE ONLY public.dsar_requests
 ALTER TABLE ONLY public.holds
     ADD CONSTRAINT holds_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.jobs
-    ADD CONSTRAINT jobs_dedupe_key_key UNIQUE (dedupe_key);
+    ADD CONSTRAINT jobs_dedupe_key_tenant_key UNIQUE (dedupe_key, tenant_id);
 ALTER TABLE ONLY public.jobs
     ADD CONSTRAINT jobs_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.ledger_events
@@ -482,13 +482,13 @@ ALTER TABLE ONLY public.ledger_seals
 ALTER TABLE ONLY public.receipt_keys
     ADD CONSTRAINT receipt_keys_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.recording_callbacks
-    ADD CONSTRAINT recording_callbacks_pkey PRIMARY KEY (platform, recording_sid, status);
+    ADD CONSTRAINT recording_callbacks_pkey PRIMARY KEY (platform, recording_sid, status, tenant_id);
 ALTER TABLE ONLY public.recording_reconciliations
     ADD CONSTRAINT recording_reconciliations_pkey PRIMARY KEY (call_id);
 ALTER TABLE ONLY public.recordings
     ADD CONSTRAINT recordings_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.recordings
-    ADD CONSTRAINT recordings_platform_external_id_key UNIQUE (platform, external_id);
+    ADD CONSTRAINT recordings_platform_external_id_tenant_key UNIQUE (platform, external_id, tenant_id);
 ALTER TABLE ONLY public.tenant_accounts
     ADD CONSTRAINT tenant_accounts_pkey PRIMARY KEY (platform, account_id, tenant_id);
 ALTER TABLE ONLY public.tenant_numbers
