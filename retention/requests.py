@@ -600,11 +600,15 @@ async def run(
         )
         async with conn.transaction():
             # An erasure of the number that committed while the bundle was built closed this
-            # request and cleared its number: what was just uploaded must not stay.
+            # request and cleared its number (or it was rejected): what was just uploaded must
+            # not stay. Another runner of this same request (the CLI's "here and now" beside
+            # the dsar job, a rerun after a lost lease) completing it first wrote the same key:
+            # that is the bundle the request now names, so it stays.
             current = await conn.fetchrow(Q["lock_request"], request_id)
             assert current is not None
             if current["status"] in CLOSED or current["phone_enc"] is None:
-                await _delete_or_raise(where.store, [key])
+                if current["phone_enc"] is None or current["bundle_key"] != key:
+                    await _delete_or_raise(where.store, [key])
                 return str(current["status"])
             for cid in call_ids:
                 await ledger.append(

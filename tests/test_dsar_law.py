@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -283,6 +284,29 @@ async def test_the_erased_numbers_second_request_is_told_where_its_calls_went(
     assert await db.fetchval(
         "SELECT count(*) FROM do_not_record WHERE phone_hash = $1", VAULT.lookup_hash(OTHER)
     )
+
+
+async def test_a_second_runner_of_an_access_request_keeps_the_bundle_the_first_completed(
+    db: Conn, store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI runs an access request here and now while the dsar job runs it too: the one that
+    read the request before the other completed it must not delete the bundle (same key)."""
+    mine = await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
+    rid = await requests.create(db, VAULT, kind="access", phone=PERSON, actor="test")
+    before = dict(await requests.get(db, rid))  # what the slower runner read
+    assert await requests.run(db, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
+
+    async def stale(conn: Any, request_id: Any) -> Any:
+        return before
+
+    monkeypatch.setattr(requests, "get", stale)
+    assert await requests.run(db, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
+    monkeypatch.undo()
+    row = await requests.get(db, rid)
+    out = tmp_path / "bundle.zip"
+    await store.download_to(row["bundle_key"], out)
+    with zipfile.ZipFile(out) as zf:
+        assert zf.read(f"audio/{mine['recording_id']}.wav") == mine["body"]
 
 
 # --- restrict --------------------------------------------------------------------------------
