@@ -582,6 +582,8 @@ def cmd_dsar_list(args: argparse.Namespace) -> int:
     from service.config import parse_duration
 
     due_within = parse_duration("--due-within", args.due_within) if args.due_within else None
+    if due_within is not None and due_within > requests.MAX_DUE_WITHIN_S:
+        raise CallvaultError(f"--due-within: at most 99999w, got {args.due_within!r}")
     if args.status == "open":
         statuses: list[str] | None = [s for s in requests.STATUSES if s not in clock.CLOSED]
     else:
