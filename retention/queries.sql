@@ -283,7 +283,7 @@ UPDATE holds SET phone_hash = NULL, phone_enc = NULL
 WHERE phone_hash = ANY($1::bytea[]) AND released_at IS NOT NULL;
 
 -- name: lock_request
-SELECT id, status, phone_enc FROM dsar_requests WHERE id = $1 FOR UPDATE;
+SELECT id, status, phone_enc, bundle_key FROM dsar_requests WHERE id = $1 FOR UPDATE;
 
 -- name: complete_access_request
 UPDATE dsar_requests SET status = 'completed', completed_at = now(), result = $2,

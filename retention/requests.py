@@ -76,6 +76,13 @@ JOB_KIND = "dsar"
 ERASING_KINDS = (Kind.ERASE, Kind.WITHDRAW)
 # An erasure waiting for an intake job polls this often (or at its retry interval if shorter).
 INTAKE_WAIT_S = 5.0
+# Law 91/2025/QH15 and Decree 356/2025 took effect on 1 January 2026 (Vietnam's time): a request
+# said to be received before then is a typing mistake (0001-01-02 would be 2000 years overdue),
+# not one this clock governs. A fixed date, not "a year ago": a backlog entered late still fits.
+# the longest "due within" asked for (the API's pattern: 1 to 5 digits and a unit, so 99999w);
+# more would overflow PostgreSQL's interval instead of being refused
+MAX_DUE_WITHIN_S = 99999 * 7 * 86400
+LAW_IN_FORCE = dt.datetime(2026, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=7)))
 MAX_STATEMENT_CHARS = 4000
 
 
@@ -143,6 +150,12 @@ def _received(received_at: dt.datetime | None, now: dt.datetime) -> dt.datetime:
             f"received_at {received_at.isoformat()} is in the future (the database's clock "
             f"says {now.isoformat()})",
             code="received_in_future",
+        )
+    if received_at < LAW_IN_FORCE:
+        raise BadRequest(
+            f"received_at {received_at.isoformat()} is before {LAW_IN_FORCE.isoformat()}, when "
+            "Law 91/2025/QH15 took effect",
+            code="received_before_law",
         )
     return received_at
 
@@ -377,13 +390,20 @@ async def extend(
 
 
 async def reject(conn: Conn, request_id: uuid.UUID, actor: str, *, reason: str) -> None:
-    """Close a request without carrying it out (a restriction in force ends)."""
+    """Close a request without carrying it out. A restriction in force is refused: it ends
+    only by :func:`lift`, which says so in the calls' ledgers."""
     reason = reason.strip()
     if not reason:
         raise BadRequest("a rejection needs a reason", code="reason_required")
     async with conn.transaction():
         row = await _lock(conn, request_id)
         _closed(row, "rejected")
+        if row["kind"] == Kind.RESTRICT and row["status"] == Status.IN_FORCE:
+            raise Conflict(
+                f"the restriction {request_id} is in force: lift it (dsar lift / "
+                "POST /api/dsar/{id}/lift) instead of rejecting it",
+                code="restriction_in_force",
+            )
         if row["kind"] in ERASING_KINDS and row["status"] == Status.IN_PROGRESS:
             raise Conflict(
                 f"request {request_id} is erasing the subject's data already: it cannot be "
@@ -600,11 +620,15 @@ async def run(
         )
         async with conn.transaction():
             # An erasure of the number that committed while the bundle was built closed this
-            # request and cleared its number: what was just uploaded must not stay.
+            # request and cleared its number (or it was rejected): what was just uploaded must
+            # not stay. Another runner of this same request (the CLI's "here and now" beside
+            # the dsar job, a rerun after a lost lease) completing it first wrote the same key:
+            # that is the bundle the request now names, so it stays.
             current = await conn.fetchrow(Q["lock_request"], request_id)
             assert current is not None
             if current["status"] in CLOSED or current["phone_enc"] is None:
-                await _delete_or_raise(where.store, [key])
+                if current["phone_enc"] is None or current["bundle_key"] != key:
+                    await _delete_or_raise(where.store, [key])
                 return str(current["status"])
             for cid in call_ids:
                 await ledger.append(

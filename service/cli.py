@@ -88,13 +88,17 @@ async def _with_connection(
     settings: Settings, work: Callable[[Any], Coroutine[Any, Any, int]], *, tenant: str
 ) -> int:
     """``work`` on one connection acting for ``tenant`` (``--tenant``; ``'*'`` for the few
-    commands that work across tenants: migrate, jobs, secrets rotate)."""
-    from service.db import tenancy
+    commands that work across tenants: migrate, jobs, secrets rotate). Work for one tenant runs
+    as a role row-level security binds: ``callvault.tenant`` alone confines nothing for a
+    superuser (the embedded database's URL), so that takes on the service's role."""
+    from service.db import roles, tenancy
     from service.db.pool import connect
 
     assert settings.database_url
     conn = await connect(settings.database_url)
     try:
+        if tenant != tenancy.ALL:
+            await roles.bind_to_rls(conn, allow_bypass=settings.allow_rls_bypass)
         await tenancy.set_tenant(conn, tenant)
         return await work(conn)
     finally:
@@ -102,10 +106,15 @@ async def _with_connection(
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from service.db import roles
     from service.db.migrations import migrate
+
+    embedded = not load_settings().database_url
 
     async def work(conn: Any) -> int:
         applied = await migrate(conn)
+        if embedded:  # the role tenant-scoped commands (and serve) act as, as serve makes it
+            await roles.ensure_service_role(conn)
         for m in applied:
             print(f"applied {m.version:04d}_{m.name}")
         if not applied:
@@ -573,6 +582,8 @@ def cmd_dsar_list(args: argparse.Namespace) -> int:
     from service.config import parse_duration
 
     due_within = parse_duration("--due-within", args.due_within) if args.due_within else None
+    if due_within is not None and due_within > requests.MAX_DUE_WITHIN_S:
+        raise CallvaultError(f"--due-within: at most 99999w, got {args.due_within!r}")
     if args.status == "open":
         statuses: list[str] | None = [s for s in requests.STATUSES if s not in clock.CLOSED]
     else:

@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -223,6 +224,10 @@ async def test_bad_extensions_and_requests_are_refused_and_change_nothing(
     )
     assert status == 201
     await db.execute("UPDATE dsar_requests SET status = 'received' WHERE id = $1", fresh["id"])
+    status, in_force = await _post(
+        http, service, token, "/api/dsar", {"kind": "restrict", "phone": PERSON}
+    )
+    assert status == 201 and in_force["status"] == "in_force"
     now = await db.fetchval("SELECT now()")
     future = (now + dt.timedelta(hours=2)).isoformat()
     # the body's schema refuses what it can (invalid_body); the service the rest
@@ -233,11 +238,16 @@ async def test_bad_extensions_and_requests_are_refused_and_change_nothing(
         (f"/api/dsar/{fresh['id']}/extend", {"days": 3, "reason": " "}, 400, "invalid_body"),
         (f"/api/dsar/{fresh['id']}/extend", {"days": 3}, 400, "invalid_body"),
         (f"/api/dsar/{fresh['id']}/reject", {}, 400, "invalid_body"),
+        (f"/api/dsar/{in_force['id']}/reject", {"reason": "r"}, 409, "restriction_in_force"),
         (f"/api/dsar/{fresh['id']}/lift", None, 409, "request_closed"),
         ("/api/dsar", {"kind": "forget", "phone": PERSON}, 400, "invalid_body"),
         ("/api/dsar", {"kind": "erase", "phone": OTHER}, 404, "no_calls"),
         ("/api/dsar", {"kind": "access", "phone": PERSON, "received_at": future}, 400,
          "received_in_future"),
+        ("/api/dsar", {"kind": "access", "phone": PERSON, "received_at": "0001-01-02T00:00:00Z"},
+         400, "received_before_law"),
+        ("/api/dsar", {"kind": "access", "phone": PERSON,
+                       "received_at": "2025-12-31T23:59:59+07:00"}, 400, "received_before_law"),
         ("/api/dsar", {"kind": "access", "phone": PERSON, "received_at": "2026-01-05T09:00"},
          400, "invalid_body|bad_received_at"),
         ("/api/dsar", {"kind": "correct", "phone": PERSON, "statement": "x"}, 400,
@@ -283,6 +293,29 @@ async def test_the_erased_numbers_second_request_is_told_where_its_calls_went(
     assert await db.fetchval(
         "SELECT count(*) FROM do_not_record WHERE phone_hash = $1", VAULT.lookup_hash(OTHER)
     )
+
+
+async def test_a_second_runner_of_an_access_request_keeps_the_bundle_the_first_completed(
+    db: Conn, store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI runs an access request here and now while the dsar job runs it too: the one that
+    read the request before the other completed it must not delete the bundle (same key)."""
+    mine = await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
+    rid = await requests.create(db, VAULT, kind="access", phone=PERSON, actor="test")
+    before = dict(await requests.get(db, rid))  # what the slower runner read
+    assert await requests.run(db, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
+
+    async def stale(conn: Any, request_id: Any) -> Any:
+        return before
+
+    monkeypatch.setattr(requests, "get", stale)
+    assert await requests.run(db, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
+    monkeypatch.undo()
+    row = await requests.get(db, rid)
+    out = tmp_path / "bundle.zip"
+    await store.download_to(row["bundle_key"], out)
+    with zipfile.ZipFile(out) as zf:
+        assert zf.read(f"audio/{mine['recording_id']}.wav") == mine["body"]
 
 
 # --- restrict --------------------------------------------------------------------------------
@@ -565,6 +598,11 @@ async def test_cli_logs_an_emailed_request_and_acts_on_it_with_one_line_errors(
         (("dsar", "erase", "--phone", OTHER), "no calls"),
         (("dsar", "access", "--phone", PERSON, "--received-at", "yesterday"), "--received-at"),
         (("dsar", "list", "--due-within", "0d"), "--due-within"),
+        (("dsar", "list", "--due-within", "99999999999d"), "--due-within: at most 99999w"),
+        (
+            ("dsar", "access", "--phone", PERSON, "--received-at", "0001-01-02T00:00:00Z"),
+            "when Law 91/2025/QH15 took effect",
+        ),
     ):
         result = await asyncio.to_thread(cli, *args)
         assert result.returncode != 0, args

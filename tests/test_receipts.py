@@ -298,6 +298,29 @@ async def test_keys_rotate_and_old_receipts_still_verify_with_the_old_key(
         await db.execute("DELETE FROM receipt_keys")
 
 
+_ZERO_KEY = ["--public-key", base64.b64encode(bytes(32)).decode()]
+
+
+def _shaped(**fields: object) -> bytes:
+    """A file shaped like a receipt (every field, a signature of the right form) but for
+    ``fields``."""
+    document: dict[str, object] = {
+        "version": 1,
+        "tenant": {"id": "acme"},
+        "call": {"id": "c"},
+        "notice": None,
+        "events": [],
+        "seal": None,
+        "proof": None,
+        "signature": {
+            "algorithm": "Ed25519",
+            "canonicalization": "RFC 8785",
+            "value": base64.b64encode(bytes(64)).decode(),
+        },
+    }
+    return json.dumps(document | fields).encode()
+
+
 @pytest.mark.parametrize(
     ("content", "args", "message"),
     [
@@ -305,6 +328,8 @@ async def test_keys_rotate_and_old_receipts_still_verify_with_the_old_key(
         (b"[1, 2]", ["--public-key", base64.b64encode(bytes(32)).decode()], "not an object"),
         (b'{"version": 1}', ["--public-key", base64.b64encode(bytes(32)).decode()], "no tenant"),
         (b"{}", ["--public-key", "bm90IGEga2V5"], "public key: 9 bytes"),
+        (_shaped(key="oops"), _ZERO_KEY, "not a receipt: key is not an object"),
+        (_shaped(tenant="acme"), _ZERO_KEY, "not a receipt: tenant is not an object"),
         (b"{}", [], "--public-key KEY is required"),
     ],
 )

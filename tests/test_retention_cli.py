@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import pytest
 
 from service import auth
+from service.db import roles
+from service.errors import ConfigError
 from service.personal_data import PhoneVault
 from service.storage.s3 import S3Store
 from tests.conftest import SECRET_KEY, run_cli
@@ -140,3 +144,62 @@ async def test_purge_hold_and_dsar_commands(
         assert bad.stderr == ("callvault: error: phone must be an E.164 number like +84901234567\n")
     finally:
         await store.close()
+
+
+async def test_tenant_commands_are_confined_to_their_tenant_even_as_the_superuser(
+    db: asyncpg.Connection, database_url: str, moto_url: str, bucket: str, tmp_path: Path
+) -> None:
+    """The embedded database's URL is its superuser, which row-level security does not bind:
+    a command run ``--tenant beta`` must still see nothing of the default tenant's."""
+    store = S3Store(bucket, endpoint_url=moto_url, region="us-east-1")
+    env = {
+        "CALLVAULT_DATABASE_URL": database_url,  # the superuser, as embedded mode resolves it
+        "CALLVAULT_S3_BUCKET": bucket,
+        "CALLVAULT_S3_ENDPOINT_URL": moto_url,
+        "CALLVAULT_S3_REGION": "us-east-1",
+        "CALLVAULT_HOME": str(tmp_path / "home"),
+    }
+    await db.execute("INSERT INTO tenants (id, name) VALUES ('beta', 'Beta')")
+    try:
+        a = await seed_recording(db, store, VAULT, tmp_path, caller="+84905550004", expired=False)
+
+        def cli(*args: str) -> Any:
+            return run_cli(database_url, *args, "--tenant", "beta", env_overrides=env)
+
+        out = tmp_path / "beta.zip"
+        nothing = "callvault: error: no calls of this number in this tenant\n"
+        access = await asyncio.to_thread(
+            cli, "dsar", "access", "--phone", "+84905550004", "--out", str(out)
+        )
+        assert (access.returncode, access.stderr) == (1, nothing)
+        assert not out.exists()
+        erase = await asyncio.to_thread(cli, "dsar", "erase", "--phone", "+84905550004")
+        assert (erase.returncode, erase.stderr) == (1, nothing)
+        assert await store.head(a["key"]) is not None
+        assert await db.fetchval("SELECT erased_at FROM calls WHERE id = $1", a["call_id"]) is None
+        hold = await asyncio.to_thread(
+            cli, "hold", "place", "--call", str(a["call_id"]), "--reason", "x"
+        )
+        assert hold.returncode == 1
+        assert await db.fetchval("SELECT count(*) FROM holds") == 0
+        verify = await asyncio.to_thread(cli, "ledger", "verify")
+        assert verify.returncode == 0, verify.stderr
+        assert verify.stdout.startswith("verified 0 events in 0 calls"), verify.stdout
+        mine = await asyncio.to_thread(
+            run_cli, database_url, "ledger", "verify", "--tenant", "default", env_overrides=env
+        )
+        assert not mine.stdout.startswith("verified 0 events in 0 calls"), mine.stdout
+    finally:
+        await store.close()
+
+
+async def test_a_superuser_that_cannot_become_the_service_role_is_refused(
+    db: asyncpg.Connection,
+) -> None:
+    with pytest.raises(ConfigError, match="bypasses row-level security"):
+        await roles.bind_to_rls(db, allow_bypass=False, role="no_such_role")
+    await roles.bind_to_rls(db, allow_bypass=True, role="no_such_role")  # said, not refused
+    assert await roles.bypasses_rls(db) is not None
+    await roles.bind_to_rls(db, allow_bypass=False)
+    assert await db.fetchval("SELECT current_user") == roles.SERVICE_ROLE
+    assert await roles.bypasses_rls(db) is None

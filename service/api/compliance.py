@@ -46,7 +46,8 @@ DSAR_BODY = {
         "received_at": {
             **DATETIME,
             "description": "when the request came in (an email, a call); default now, by the "
-            "database's clock; never in the future",
+            "database's clock; never in the future nor before 2026-01-01T00:00:00+07:00 (Law "
+            "91/2025/QH15 in force)",
         },
         "call_ids": {
             "type": "array",

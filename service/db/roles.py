@@ -75,3 +75,34 @@ async def check_service_role(conn: Conn, *, allow_bypass: bool) -> bool:
         role,
     )
     return True
+
+
+async def bind_to_rls(conn: Conn, *, allow_bypass: bool, role: str = SERVICE_ROLE) -> None:
+    """Make ``conn`` a connection row-level security binds, for work done for one tenant: a
+    superuser or BYPASSRLS role ignores ``callvault.tenant`` (FORCE RLS or not), so it takes on
+    ``role`` with ``SET ROLE``. Refused when it cannot (no such role, or not a member of it),
+    unless ``allow_bypass`` (``CALLVAULT_ALLOW_RLS_BYPASS=1``)."""
+    bypassing = await bypasses_rls(conn)
+    if bypassing is None:
+        return
+    can_become = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1"
+        " AND NOT rolsuper AND NOT rolbypassrls)"
+        " AND pg_has_role(session_user, $1, 'MEMBER')",
+        role,
+    )
+    if can_become:
+        await conn.execute("SET ROLE " + '"' + role.replace('"', '""') + '"')
+        return
+    if not allow_bypass:
+        raise ConfigError(
+            f"CALLVAULT_DATABASE_URL: role {bypassing!r} bypasses row-level security and cannot "
+            f"act as {role!r} (embedded: `callvault migrate` creates it), so --tenant would not "
+            "isolate anything; connect as a role without SUPERUSER/BYPASSRLS (or set "
+            "CALLVAULT_ALLOW_RLS_BYPASS=1 to run anyway)"
+        )
+    log.warning(
+        "database role %r bypasses row-level security: this command is NOT confined to its "
+        "tenant (CALLVAULT_ALLOW_RLS_BYPASS=1)",
+        bypassing,
+    )

@@ -22,6 +22,10 @@ from service.ledger import GENESIS, event_hash, merkle
 from service.ledger.seals import leaf_data, seal_hash_v2
 
 TOP_LEVEL = ("version", "tenant", "call", "notice", "events", "seal", "proof", "signature")
+# what must be, or if present be, a JSON object: anything else is not a receipt (said so, not a
+# Python error from reading a field of a string)
+OBJECTS = ("tenant", "call", "signature")
+OPTIONAL_OBJECTS = ("key", "notice", "seal", "proof")
 
 
 class ReceiptInvalid(Exception):
@@ -74,6 +78,9 @@ def parse(data: bytes) -> dict[str, Any]:
         raise ReceiptInvalid(f"not a receipt: no {', '.join(missing)}")
     if document["version"] != 1:
         raise ReceiptInvalid(f"receipt version {document['version']!r} is not one this knows")
+    for name in (*OBJECTS, *(k for k in OPTIONAL_OBJECTS if document.get(k) is not None)):
+        if not isinstance(document[name], dict):
+            raise ReceiptInvalid(f"not a receipt: {name} is not an object")
     return document
 
 
@@ -110,7 +117,7 @@ def verify(data: bytes, key_text: str) -> list[str]:
     try:
         key.verify(signature, signed_bytes)
     except InvalidSignature:
-        named = document.get("key", {}).get("public_key") if isinstance(document, dict) else None
+        named = document["key"].get("public_key") if document.get("key") is not None else None
         if isinstance(named, str) and named.strip() != key_text.strip():
             raise ReceiptInvalid(
                 "signature: does not verify with the public key given; the receipt names key "
