@@ -349,11 +349,18 @@ async def test_an_access_bundle_is_downloaded_and_a_request_rejected(
     tmp_path: Path,
 ) -> None:
     access, bundle = await access_bundle(http, service, tokens["compliance"], CALLER, db)
-    status, restrict = await call_api(
-        http, service, "POST", "/api/dsar", tokens["compliance"],
-        {"kind": "restrict", "phone": OTHER_CALLER},
+    # an erasure waiting for a legal hold stays open to be rejected (a restriction in force is
+    # lifted, not rejected: 409 restriction_in_force)
+    status, held = await call_api(
+        http, service, "POST", "/api/holds", tokens["compliance"],
+        {"phone": OTHER_CALLER, "reason": "court order", "case_ref": "C-7"},
     )  # fmt: skip
-    assert status == 201, restrict
+    assert status == 201, held
+    status, waiting = await call_api(
+        http, service, "POST", "/api/dsar", tokens["compliance"],
+        {"kind": "erase", "phone": OTHER_CALLER},
+    )  # fmt: skip
+    assert status == 201, waiting
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     await _sign_in(page, service.base_url, tokens["compliance"])
@@ -371,10 +378,10 @@ async def test_an_access_bundle_is_downloaded_and_a_request_rejected(
         assert sorted(got.namelist()) == sorted(bundle.namelist())
     assert await page.get_by_test_id("dsar-message").inner_text() == "Đang tải gói dữ liệu."
 
-    row = page.locator(f"[data-testid=request-row][data-id='{restrict['id']}']")
+    row = page.locator(f"[data-testid=request-row][data-id='{waiting['id']}']")
     await row.get_by_test_id("request-open").click()
     await page.wait_for_function(
-        f"document.querySelector('#dsar-facts').innerText.includes('{restrict['id']}')"
+        f"document.querySelector('#dsar-facts').innerText.includes('{waiting['id']}')"
     )
     await page.get_by_test_id("act-reject").click()
     await _confirm(page, "not the caller's number")
@@ -385,7 +392,7 @@ async def test_an_access_bundle_is_downloaded_and_a_request_rejected(
     assert "not the caller's number" in await page.get_by_test_id("dsar-history").inner_text()
     assert (
         await db.fetchval(
-            "SELECT rejected_reason FROM dsar_requests WHERE id = $1", uuid.UUID(restrict["id"])
+            "SELECT rejected_reason FROM dsar_requests WHERE id = $1", uuid.UUID(waiting["id"])
         )
         == "not the caller's number"
     )
