@@ -283,7 +283,10 @@ async def test_a_compliance_officer_works_the_console(
     )
     local = await page.evaluate("new Date('2026-11-30T09:15').toISOString()")
     assert logged["received_at"].isoformat().replace("+00:00", ".000Z") == local
-    await page.get_by_test_id("dsar-detail").wait_for()
+    # the detail still shows the request opened before until the new one has been fetched
+    await page.wait_for_function(
+        f"document.querySelector('#dsar-facts').innerText.includes('{logged['id']}')"
+    )
     assert await page.get_by_test_id("dsar-status-value").inner_text() == "in force"
     await page.get_by_test_id("act-lift").click()
     await page.get_by_test_id("confirm").wait_for()
