@@ -245,7 +245,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
             await purge()
             await prune()
 
-        scheduler = retention_scheduler.start(
+        schedule = retention_scheduler.start(
             purge_and_prune,
             settings.purge_interval_s,
             seal=seal,
@@ -254,7 +254,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
             reconcile_interval_s=settings.reconcile_interval_s,
         )
         yield
-        scheduler.shutdown(wait=False)
+        await schedule.stop()
 
     app.on_shutdown.append(start_draining)
     app.cleanup_ctx.append(stale_work_files)
