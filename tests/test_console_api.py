@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
+from xml.etree import ElementTree as ET
 
 import aiohttp
 import asyncpg
@@ -91,6 +92,65 @@ async def test_requests_by_status_and_overdue(
     assert len(late) == stats["overdue"]
 
 
+def _svg(text: str) -> ET.Element:
+    return ET.fromstring(text)
+
+
+async def test_charts_are_svg_drawn_from_the_aggregates(
+    service: Service, http: aiohttp.ClientSession, tokens: dict[str, str], seeded: Any
+) -> None:
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    token = tokens["compliance"]
+    _, consent = await call_api(http, service, "GET", "/api/stats/consent", token)
+    status, text = await call_api(http, service, "GET", "/api/stats/charts/queues", token)
+    assert status == 200, text
+    svg = _svg(text)
+    assert svg.get("role") == "img" and svg.get("data-lang") == "vi"
+    assert svg.find("s:title", ns).text == "Kết quả đồng ý theo hàng chờ (30 ngày)"  # type: ignore[union-attr]
+    # every segment titled with its number, and the same numbers the JSON gives
+    titles = [t.text for t in svg.findall(".//s:rect/s:title", ns)]
+    expected = [
+        f"{q['queue'] or '(không có hàng chờ)'}: {label} {q[o]}"
+        for q in consent["queues"]
+        for o, label in (("consented", "Đồng ý ghi âm"), ("refused", "Từ chối"),
+                         ("hung_up_during_notice", "Gác máy khi nghe thông báo"),
+                         ("no_input", "Không bấm phím"), ("not_asked", "Không hỏi"))
+        if q[o]
+    ]  # fmt: skip
+    assert titles == expected
+    totals = {
+        g.get("data-series"): int(g.get("data-total", -1))
+        for g in svg.iter()
+        if g.get("data-total")
+    }
+    assert totals == {k: v for k, v in console_seed.EXPECTED_TOTALS.items() if k != "in_progress"}
+
+    # in English, with the overdue requests as a legend-only total
+    status, text = await call_api(
+        http, service, "GET", "/api/stats/charts/requests?lang=en", tokens["admin"]
+    )
+    svg = _svg(text)
+    titles = [t.text for t in svg.findall(".//s:rect/s:title", ns)]
+    assert "in force: Requests 1" in titles and "received: Requests 2" in titles
+    overdue = next(g for g in svg.iter() if g.get("data-series") == "overdue")
+    assert int(overdue.get("data-total", -1)) == console_seed.EXPECTED_OVERDUE
+    assert overdue.get("data-extra") == "true"
+    assert "Overdue: 2" in (svg.find("s:desc", ns).text or "")  # type: ignore[union-attr]
+
+    async with http.get(
+        service.base_url + "/api/stats/charts/due?days=7",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as r:
+        assert r.status == 200 and r.content_type == "image/svg+xml"
+        assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+        days = _svg(await r.text()).findall("s:g[@data-label]", ns)
+        assert len(days) == 7
+    status, body = await call_api(http, service, "GET", "/api/stats/charts/pie", token)
+    assert (status, body["error"]["code"]) == (404, "not_found")
+    status, body = await call_api(http, service, "GET", "/api/stats/charts/due?lang=fr", token)
+    assert (status, body["error"]["code"]) == (400, "bad_lang")
+
+
 async def test_latest_seal(
     service: Service, http: aiohttp.ClientSession, tokens: dict[str, str], db: Conn
 ) -> None:
@@ -118,18 +178,22 @@ async def test_latest_seal(
         "/api/stats/consent",
         "/api/stats/recordings",
         "/api/stats/requests",
+        "/api/stats/charts/{chart}",
         "/api/ledger/seals/latest",
     ],
 )
 async def test_roles_and_documentation(
     service: Service, http: aiohttp.ClientSession, tokens: dict[str, str], path: str
 ) -> None:
-    assert (await call_api(http, service, "GET", path, tokens["qa_trainer"]))[0] == 403
-    assert (await call_api(http, service, "GET", path))[0] == 401
+    url = path.replace("{chart}", "consent")
+    assert (await call_api(http, service, "GET", url, tokens["qa_trainer"]))[0] == 403
+    assert (await call_api(http, service, "GET", url))[0] == 401
     _, spec = await call_api(http, service, "GET", "/openapi.json")
     assert "get" in spec["paths"][path]
     if path.startswith("/api/stats/c") or path.startswith("/api/stats/r"):
         assert spec["paths"][path]["get"]["responses"]["200"]["content"]
+    if "{chart}" in path:
+        assert "image/svg+xml" in spec["paths"][path]["get"]["responses"]["200"]["content"]
 
 
 async def test_bad_days_are_400(

@@ -55,6 +55,9 @@ ENGLISH = [
     "Hold released", "Request logged", "Receipt downloaded", "calls", "events", "seals",
 ]  # fmt: skip
 
+# the charts are drawn by the server in one language: after a switch, wait for the new drawing
+CHARTS_IN = "document.getElementById('glance').dataset.lang === '{lang}'"
+
 
 async def _vietnamese_left(p: Page) -> list[str]:
     text: str = await p.evaluate(qa.SCREEN_TEXT)
@@ -155,6 +158,10 @@ async def test_a_compliance_officer_works_the_console(
     )
     assert "sales: Đồng ý ghi âm 3" in queue_titles
     assert "support: Từ chối 1" in queue_titles
+    # the text alternative says the same: sales' row in the queues' table
+    table = page.get_by_test_id("chart-queues").locator("details table")
+    sales = table.locator("tbody tr").filter(has=page.locator("th", has_text="sales"))
+    assert (await sales.locator("td").all_text_contents())[0] == "3"
     expected = console_seed.EXPECTED_RECORDINGS
     assert await _total(page, "chart-recordings", "stored") == expected["stored"]
     assert await _total(page, "chart-recordings", "purged") == expected["purged"]
@@ -259,8 +266,9 @@ async def test_a_compliance_officer_works_the_console(
     await page.screenshot(path=str(ARTIFACTS / "console-ledger-vietnamese.png"), full_page=True)
     assert await _english_left(page) == []
 
-    # English, in place: nothing Vietnamese left
+    # English, in place: nothing Vietnamese left (the charts are drawn again, in English)
     await page.get_by_test_id("lang-en").click()
+    await page.wait_for_function(CHARTS_IN.format(lang="en"))
     assert await page.locator("#requests-h").inner_text() == "Data-subject requests"
     assert "OVERDUE" in await rows.nth(0).inner_text()
     assert await page.get_by_test_id("audit-message").inner_text() == "1 entry."
@@ -301,6 +309,7 @@ async def test_a_compliance_officer_works_the_console(
 
     # and back: nothing English left on the Vietnamese screen
     await page.get_by_test_id("lang-vi").click()
+    await page.wait_for_function(CHARTS_IN.format(lang="vi"))
     assert await _english_left(page) == [], await _english_left(page)
     assert errors == []
 

@@ -47,6 +47,10 @@ TENANT_PARAM = {
 }
 
 
+# in a response schema: the media type of a response that is not JSON (an SVG image)
+MEDIA_TYPE = "x-media-type"
+
+
 @dataclass(frozen=True)
 class Param:
     name: str
@@ -231,7 +235,10 @@ def openapi(public_url: str) -> dict[str, Any]:
         for status, schema in sorted(op.responses.items()):
             entry: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "response")}
             if schema is not None:
-                entry["content"] = {"application/json": {"schema": schema}}
+                # a response that is not JSON names its media type (MEDIA_TYPE)
+                media = schema.get(MEDIA_TYPE, "application/json")
+                body = {k: v for k, v in schema.items() if k != MEDIA_TYPE}
+                entry["content"] = {media: {"schema": body}}
             responses[str(status)] = entry
         errors = [
             (400, "bad request"),

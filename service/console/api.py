@@ -1,7 +1,8 @@
 """The aggregates the compliance console draws, as ``/api`` routes any client may use:
 ``/api/stats/consent`` (consent outcomes per day and per queue), ``/api/stats/recordings``
 (stored and purged per day, due to be purged), ``/api/stats/requests`` (data-subject requests
-by status, overdue ones) and ``/api/ledger/seals/latest``.
+by status, overdue ones), ``/api/stats/charts/{chart}`` (those drawn as SVG, see charts.py) and
+``/api/ledger/seals/latest``.
 
 Days are the tenant's days (its clock's time zone) and "now" is the database's. Each count is
 one grouped scan of an index of the acting tenant (migration 0017), never of the rows.
@@ -16,11 +17,13 @@ from aiohttp import web
 
 from retention import clock, requests
 from service.api import schemas
-from service.api.spec import DATETIME, QUERY, Param, operation
+from service.api.spec import DATETIME, MEDIA_TYPE, QUERY, Param, operation
+from service.console import charts
 from service.context import POOL, SETTINGS
 from service.db import Conn, queries
 from service.errors import NotFound
 from service.qa.api import OUTCOMES
+from service.qa.page import SECURITY
 
 Q = queries.load("service.console")
 COMPLIANCE = ("compliance",)
@@ -28,6 +31,9 @@ DAYS = Param(
     "days",
     {"type": "integer", "minimum": 1, "maximum": 366, "default": 30},
     description="how many days, today (in the tenant's time zone) included: 1 to 366",
+)
+LANG = Param(
+    "lang", {"enum": [g.value for g in charts.Lang], "default": "vi"}, description="vi or en"
 )
 DAY = {"type": "string", "format": "date"}
 COUNT = {"type": "integer", "minimum": 0}
@@ -107,7 +113,10 @@ def _outcomes() -> dict[str, int]:
     tag="compliance",
 )
 async def consent_stats(request: web.Request) -> web.Response:
-    days = request[QUERY]["days"]
+    return web.json_response(await _consent(request, request[QUERY]["days"]))
+
+
+async def _consent(request: web.Request, days: int) -> dict[str, Any]:
     async with request.app[POOL].acquire() as conn:
         zone, w = await _window(request, conn, days)
         per_day = await conn.fetch(Q["consent_per_day"], w["since"], w["until"], zone)
@@ -121,14 +130,12 @@ async def consent_stats(request: web.Request) -> web.Response:
     for row in per_queue:
         by_queue.setdefault(row["queue"], _outcomes())[row["outcome"]] += row["n"]
     queues = sorted(by_queue.items(), key=lambda q: (-sum(q[1].values()), q[0] or ""))
-    return web.json_response(
-        {
-            **_window_json(zone, w),
-            "days": [{"day": d.isoformat(), **counts} for d, counts in by_day.items()],
-            "queues": [{"queue": q, **counts} for q, counts in queues],
-            "totals": totals,
-        }
-    )
+    return {
+        **_window_json(zone, w),
+        "days": [{"day": d.isoformat(), **counts} for d, counts in by_day.items()],
+        "queues": [{"queue": q, **counts} for q, counts in queues],
+        "totals": totals,
+    }
 
 
 @operation(
@@ -142,7 +149,10 @@ async def consent_stats(request: web.Request) -> web.Response:
     tag="compliance",
 )
 async def recording_stats(request: web.Request) -> web.Response:
-    days = request[QUERY]["days"]
+    return web.json_response(await _recordings(request, request[QUERY]["days"]))
+
+
+async def _recordings(request: web.Request, days: int) -> dict[str, Any]:
     async with request.app[POOL].acquire() as conn:
         zone, w = await _window(request, conn, days)
         stored = await conn.fetch(Q["stored_per_day"], w["since"], w["until"], zone)
@@ -162,13 +172,11 @@ async def recording_stats(request: web.Request) -> web.Response:
         if row["day"] in ahead:  # a zone's daylight-saving hour may spill past the last day
             ahead[row["day"]]["due"] += row["due"]
             ahead[row["day"]]["kept"] += row["kept"]
-    return web.json_response(
-        {
-            **_window_json(zone, w),
-            "days": [{"day": d.isoformat(), **c} for d, c in past.items()],
-            "due": [{"day": d.isoformat(), **c} for d, c in ahead.items()],
-        }
-    )
+    return {
+        **_window_json(zone, w),
+        "days": [{"day": d.isoformat(), **c} for d, c in past.items()],
+        "due": [{"day": d.isoformat(), **c} for d, c in ahead.items()],
+    }
 
 
 @operation(
@@ -180,6 +188,10 @@ async def recording_stats(request: web.Request) -> web.Response:
     tag="compliance",
 )
 async def request_stats(request: web.Request) -> web.Response:
+    return web.json_response(await _requests(request))
+
+
+async def _requests(request: web.Request) -> dict[str, Any]:
     stopped = [s.value for s in clock.CLOCK_STOPPED]
     async with request.app[POOL].acquire() as conn:
         rows = await conn.fetch(Q["requests_by_status"], stopped)
@@ -187,13 +199,61 @@ async def request_stats(request: web.Request) -> web.Response:
     for row in rows:
         by_status[row["status"]] = row["n"]
     closed = {s.value for s in clock.CLOSED}
-    return web.json_response(
-        {
-            "by_status": by_status,
-            "open": sum(n for s, n in by_status.items() if s not in closed),
-            "overdue": sum(row["overdue"] for row in rows),
-        }
-    )
+    return {
+        "by_status": by_status,
+        "open": sum(n for s, n in by_status.items() if s not in closed),
+        "overdue": sum(row["overdue"] for row in rows),
+    }
+
+
+def _day_label(day: str) -> str:
+    return f"{day[8:10]}/{day[5:7]}"  # dd/mm, as both languages write a day
+
+
+@operation(
+    "GET",
+    "/api/stats/charts/{chart}",
+    roles=COMPLIANCE,
+    summary="One of the console's charts as an SVG image (image/svg+xml), drawn on the server "
+    "from the `/api/stats` aggregates: consent (outcomes per day), queues (outcomes per queue), "
+    "recordings (stored and purged per day), due (due to be purged ahead), requests (by status, "
+    "overdue). Every bar segment has a <title>; the legend gives each series' total "
+    "(data-total)",
+    query=[DAYS, LANG],
+    responses={200: {MEDIA_TYPE: "image/svg+xml", "type": "string"}, 404: schemas.ERROR_SCHEMA},
+    tag="compliance",
+    path_schemas={"chart": {"enum": [c.value for c in charts.Chart]}},
+)
+async def chart_svg(request: web.Request) -> web.Response:
+    try:
+        chart = charts.Chart(request.match_info["chart"])
+    except ValueError:
+        raise NotFound("no such chart", code="not_found") from None
+    days, lang = request[QUERY]["days"], charts.Lang(request[QUERY]["lang"])
+    series: tuple[str, ...] = charts.OUTCOMES
+    extra: list[tuple[str, int]] = []
+    if chart is charts.Chart.CONSENT:
+        data = await _consent(request, days)
+        rows = [(_day_label(d["day"]), d) for d in data["days"]]
+    elif chart is charts.Chart.QUEUES:
+        data = await _consent(request, days)
+        none = charts.word(lang, "queue.none")
+        rows = [(q["queue"] if q["queue"] is not None else none, q) for q in data["queues"]]
+    elif chart is charts.Chart.RECORDINGS:
+        data = await _recordings(request, days)
+        series, rows = ("stored", "purged"), [(_day_label(d["day"]), d) for d in data["days"]]
+    elif chart is charts.Chart.DUE:
+        data = await _recordings(request, days)
+        series, rows = ("due", "kept"), [(_day_label(d["day"]), d) for d in data["due"]]
+    else:
+        data = await _requests(request)
+        series = ("count",)
+        rows = [
+            (charts.word(lang, f"status.{s}"), {"count": n}) for s, n in data["by_status"].items()
+        ]
+        extra = [("overdue", data["overdue"])]
+    svg = charts.render(charts.Bars(chart, lang, series, rows, extra))
+    return web.Response(text=svg, content_type="image/svg+xml", headers=SECURITY)
 
 
 @operation(

@@ -91,12 +91,7 @@ const TEXT = {
     "chart.recordings": "Recordings stored and purged per day (30 days)",
     "chart.due": "Recordings due to be purged in the next 30 days",
     "chart.requests": "Requests by status",
-    "outcome.consented": "Consented", "outcome.refused": "Refused",
-    "outcome.hung_up_during_notice": "Hung up during notice", "outcome.no_input": "No key pressed",
-    "outcome.not_asked": "Not asked", "outcome.in_progress": "In progress",
-    "series.stored": "Stored", "series.purged": "Purged", "series.due": "Due to be purged",
-    "series.kept": "Due but kept (hold or request)", "series.overdue": "Overdue",
-    "series.status": "Requests", "queue.none": "(no queue)", "total": "{label}: {n}",
+    "chart.table": "The numbers as a table",
     "msg.badtoken": "This token was not accepted. Sign in again.",
     "msg.forbidden": "Your role may not do this.", "msg.error": "Something went wrong: {m}",
     "msg.network": "callvault cannot be reached. Try again.",
@@ -202,13 +197,7 @@ const TEXT = {
     "chart.recordings": "Bản ghi được lưu và bị xoá mỗi ngày (30 ngày)",
     "chart.due": "Bản ghi đến hạn xoá trong 30 ngày tới",
     "chart.requests": "Yêu cầu theo trạng thái",
-    "outcome.consented": "Đồng ý ghi âm", "outcome.refused": "Từ chối",
-    "outcome.hung_up_during_notice": "Gác máy khi nghe thông báo",
-    "outcome.no_input": "Không bấm phím", "outcome.not_asked": "Không hỏi",
-    "outcome.in_progress": "Đang diễn ra",
-    "series.stored": "Đã lưu", "series.purged": "Đã xoá", "series.due": "Đến hạn xoá",
-    "series.kept": "Đến hạn nhưng được giữ (phong toả hoặc yêu cầu)", "series.overdue": "Quá hạn",
-    "series.status": "Yêu cầu", "queue.none": "(không có hàng chờ)", "total": "{label}: {n}",
+    "chart.table": "Số liệu dạng bảng",
     "msg.badtoken": "Mã này không được chấp nhận. Vui lòng đăng nhập lại.",
     "msg.forbidden": "Vai trò của bạn không được phép làm việc này.",
     "msg.error": "Đã có lỗi: {m}", "msg.network": "Không kết nối được callvault. Vui lòng thử lại.",
@@ -225,9 +214,6 @@ const TEXT = {
     "none": "—",
   },
 };
-const OUTCOMES = ["consented", "refused", "hung_up_during_notice", "no_input", "not_asked"];
-const STATUSES = ["received", "acknowledged", "in_progress", "waiting_for_hold", "in_force",
-  "completed", "rejected"];
 const CONSOLE_ROLES = ["compliance", "admin"];
 let shownRequest = null;  // the request in the detail panel
 
@@ -620,107 +606,75 @@ async function downloadReceipt(callId, format, messageId) {
   } catch (err) { failIn(messageId, err); }
 }
 
-// ---- charts: SVG drawn here from the /api/stats answers (no library, nothing fetched) ----
+// ---- charts: SVG drawn by the server (/api/stats/charts/*), inserted as it is ----------
 
-const SVG = "http://www.w3.org/2000/svg";
-let chartData = null;
+const CHARTS = ["consent", "queues", "recordings", "due", "requests"];
+let chartsWanted = false;  // signed in and shown: a language switch redraws them
+let chartsRun = 0;  // only the latest drawing lands (a switch while one is loading)
 
-function svgEl(name, attrs) {
-  const el = document.createElementNS(SVG, name);
-  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
-  return el;
+async function fetchText(path) {
+  const headers = { Authorization: `Bearer ${token()}` };
+  if (tenant()) headers["Callvault-Tenant"] = tenant();
+  const resp = await fetch(path, { headers });
+  if (resp.status === 401) { signOut(); throw new UiError("msg.badtoken"); }
+  if (!resp.ok) throw new UiError("msg.error", { m: resp.status });
+  return resp.text();
 }
 
-// Stacked bars: one bar per row, one segment per series; a legend with each series' total
-// (data-testid total-<series>) and every segment titled, so the numbers can be read, not guessed.
-function stacked(figure, rows, series, labelOf, seriesLabel, extra) {
-  figure.replaceChildren();
-  const W = 760, H = 200, left = 34, bottom = 22, top = 8;
-  const totals = Object.fromEntries(series.map((s) => [s, 0]));
-  let max = 1;
-  for (const row of rows) {
-    let sum = 0;
-    for (const s of series) { sum += row[s]; totals[s] += row[s]; }
-    max = Math.max(max, sum);
+// The text alternative: a table of every bar's numbers, read from the SVG's data attributes
+// (the legend names the series, each bar group its row), so it says what the chart says.
+function chartTable(svg) {
+  const table = document.createElement("table");
+  table.className = "calls";
+  const legend = [...svg.querySelectorAll("g[data-total]:not([data-extra])")];
+  const head = document.createElement("tr");
+  const corner = document.createElement("td");
+  head.appendChild(corner);
+  for (const g of legend) {
+    const th = document.createElement("th");
+    th.scope = "col";
+    th.textContent = g.dataset.name;
+    head.appendChild(th);
   }
-  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img" });
-  svg.setAttribute("aria-label", figure.previousElementSibling?.textContent || "");
-  svg.appendChild(svgEl("line", { x1: left, y1: H - bottom, x2: W, y2: H - bottom, class: "axis" }));
-  // whole numbers only: 0, the top, and the middle when it is one
-  const ticks = [0, max, ...(max % 2 === 0 && max > 2 ? [max / 2] : [])];
-  for (const value of ticks) {
-    const y = H - bottom - (value / max) * (H - bottom - top);
-    const label = svgEl("text", { x: left - 4, y: y + 3, "text-anchor": "end" });
-    label.textContent = String(value);
-    svg.appendChild(label);
-  }
-  const slot = (W - left) / Math.max(rows.length, 1);
-  const barW = Math.max(2, Math.min(slot * 0.7, 60));
-  const every = Math.ceil(rows.length / 12);
-  rows.forEach((row, i) => {
-    const x = left + i * slot + (slot - barW) / 2;
-    let y = H - bottom;
-    for (const s of series) {
-      if (!row[s]) continue;
-      const h = (row[s] / max) * (H - bottom - top);
-      y -= h;
-      const rect = svgEl("rect", { x, y, width: barW, height: h, class: `s-${s}` });
-      const title = svgEl("title");
-      live(title, () => `${labelOf(row)}: ${seriesLabel(s)} ${row[s]}`);
-      rect.appendChild(title);
-      svg.appendChild(rect);
+  table.createTHead().appendChild(head);
+  const body = table.createTBody();
+  for (const bar of svg.querySelectorAll("g[data-label]")) {
+    const tr = document.createElement("tr");
+    const th = document.createElement("th");
+    th.scope = "row";
+    th.textContent = bar.dataset.label;
+    tr.appendChild(th);
+    for (const g of legend) {
+      const td = document.createElement("td");
+      td.className = "num";
+      const rect = bar.querySelector(`rect[data-series="${g.dataset.series}"]`);
+      td.textContent = rect ? rect.dataset.value : "0";
+      tr.appendChild(td);
     }
-    if (i % every === 0) {
-      const label = svgEl("text", { x: x + barW / 2, y: H - 6, "text-anchor": "middle" });
-      live(label, () => labelOf(row));
-      svg.appendChild(label);
-    }
-  });
-  figure.appendChild(svg);
-  const legend = document.createElement("ul");
-  legend.className = "legend";
-  for (const s of series) {
-    const li = document.createElement("li");
-    li.setAttribute("data-testid", `total-${s}`);
-    li.dataset.total = totals[s];
-    const sw = document.createElement("span");
-    sw.className = `sw s-${s}`;
-    sw.setAttribute("aria-hidden", "true");
-    li.append(sw, live(document.createElement("span"), () => t("total", { label: seriesLabel(s), n: totals[s] })));
-    legend.appendChild(li);
+    body.appendChild(tr);
   }
-  for (const [key, n, cls] of extra || []) {
-    const li = document.createElement("li");
-    li.setAttribute("data-testid", `total-${cls}`);
-    li.dataset.total = n;
-    const sw = document.createElement("span");
-    sw.className = `sw s-${cls}`;
-    sw.setAttribute("aria-hidden", "true");
-    li.append(sw, live(document.createElement("span"), () => t("total", { label: t(key), n })));
-    legend.appendChild(li);
-  }
-  figure.appendChild(legend);
+  return table;
 }
-
-const dayLabel = (row) => `${row.day.slice(8, 10)}/${row.day.slice(5, 7)}`;
 
 async function loadCharts() {
+  chartsWanted = true;
+  const run = ++chartsRun;
+  const drawnIn = lang;
   try {
-    const [consent, recordings, reqs] = await Promise.all([
-      api("GET", "/api/stats/consent?days=30"), api("GET", "/api/stats/recordings?days=30"),
-      api("GET", "/api/stats/requests"),
-    ]);
-    chartData = { consent, recordings, reqs };
-    const outcome = (s) => t(`outcome.${s}`);
-    stacked($("chart-consent"), consent.days, OUTCOMES, dayLabel, outcome);
-    stacked($("chart-queues"), consent.queues, OUTCOMES,
-      (q) => q.queue ?? t("queue.none"), outcome);
-    stacked($("chart-recordings"), recordings.days, ["stored", "purged"], dayLabel,
-      (s) => t(`series.${s}`));
-    stacked($("chart-due"), recordings.due, ["due", "kept"], dayLabel, (s) => t(`series.${s}`));
-    const statusRows = STATUSES.map((status) => ({ status, count: reqs.by_status[status] || 0 }));
-    stacked($("chart-requests"), statusRows, ["count"], (r) => word("status", r.status),
-      () => t("series.status"), [["series.overdue", reqs.overdue, "overdue"]]);
+    const texts = await Promise.all(CHARTS.map(
+      (c) => fetchText(`/api/stats/charts/${c}?days=30&lang=${drawnIn}`)));
+    if (run !== chartsRun) return;  // a newer drawing was asked for meanwhile
+    CHARTS.forEach((c, i) => {
+      const parsed = new DOMParser().parseFromString(texts[i], "image/svg+xml").documentElement;
+      const svg = document.importNode(parsed, true);
+      const details = document.createElement("details");
+      const summary = document.createElement("summary");
+      summary.setAttribute("data-i18n", "chart.table");
+      summary.textContent = t("chart.table");
+      details.append(summary, chartTable(svg));
+      $(`chart-${c}`).replaceChildren(svg, details);
+    });
+    $("glance").dataset.lang = drawnIn;  // what tests wait for after a switch
   } catch (err) { failIn("message", err); }
 }
 
@@ -739,6 +693,7 @@ function showWork(on) {
 }
 
 function signOut() {
+  chartsWanted = false;
   sessionStorage.removeItem("callvault.token");
   sessionStorage.removeItem("callvault.tenant");
   showSignedIn();
@@ -778,6 +733,9 @@ document.addEventListener("DOMContentLoaded", () => {
   applyLanguage();
   showSignedIn();
   wireLanguage();
+  for (const b of document.querySelectorAll("[data-lang]")) {
+    b.addEventListener("click", () => { if (chartsWanted) loadCharts(); });
+  }
   $("token-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     sessionStorage.setItem("callvault.token", $("token").value.trim());
