@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from service import audit, ledger
@@ -200,5 +201,15 @@ def hold_json(row: Any) -> dict[str, Any]:
     }
 
 
-async def list_holds(conn: Conn, *, include_released: bool, limit: int) -> list[dict[str, Any]]:
-    return [hold_json(r) for r in await conn.fetch(Q["list_holds"], include_released, limit)]
+async def list_holds(
+    conn: Conn,
+    *,
+    include_released: bool,
+    limit: int,
+    after: tuple[bool, datetime, uuid.UUID] | None = None,
+) -> list[dict[str, Any]]:
+    """Active holds first, then released, newest first; ``after``: the (released,
+    placed_at, id) of the previous page's last hold (keyset pagination)."""
+    released, placed_at, hold_id = after or (None, None, None)
+    rows = await conn.fetch(Q["list_holds"], include_released, limit, released, placed_at, hold_id)
+    return [hold_json(r) for r in rows]

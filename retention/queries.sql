@@ -68,9 +68,17 @@ SELECT id, call_id, call_id IS NULL AS on_phone, reason, case_ref, placed_by, pl
 FROM holds WHERE id = $1;
 
 -- name: list_holds
+-- Active ones first, then released; newest first within each; id breaks ties. $3-$5: the
+-- page's start, after the last row of the one before (released, placed_at, id).
 SELECT id, call_id, call_id IS NULL AS on_phone, reason, case_ref, placed_by, placed_at,
-       released_by, released_at
-FROM holds WHERE ($1 OR released_at IS NULL) ORDER BY placed_at DESC, id LIMIT $2;
+       released_by, released_at, released_at IS NOT NULL AS released
+FROM holds
+WHERE ($1 OR released_at IS NULL)
+  AND ($3::boolean IS NULL
+       OR (released_at IS NOT NULL) > $3
+       OR ((released_at IS NOT NULL) = $3 AND (placed_at, id) < ($4, $5)))
+ORDER BY released_at IS NOT NULL, placed_at DESC, id DESC
+LIMIT $2;
 
 -- name: active_holds_count
 SELECT count(*) FROM holds WHERE released_at IS NULL;
@@ -96,17 +104,24 @@ FROM dsar_requests d WHERE d.id = $1;
 
 -- name: list_requests
 -- Open ones first by deadline; $2: only those with a deadline (acknowledge or complete)
--- within this many seconds, overdue ones included.
-SELECT d.*, d.statement_enc IS NOT NULL AS has_statement, now() AS db_now
-FROM dsar_requests d
-WHERE ($1::text[] IS NULL OR d.status = ANY($1::text[]))
-  AND ($2::float8 IS NULL OR (
-        d.status NOT IN ('completed', 'rejected', 'in_force')
-        AND (d.due_at <= now() + make_interval(secs => $2)
-             OR (d.acknowledged_at IS NULL AND d.acknowledge_by <= now() + make_interval(secs => $2)))))
-  AND ($3::text IS NULL OR d.kind = $3)
-ORDER BY d.status IN ('completed', 'rejected'), least(d.due_at, CASE WHEN d.acknowledged_at IS NULL
-         THEN d.acknowledge_by END), d.received_at, d.id
+-- within this many seconds, overdue ones included. $5-$8: the page's start, after the last
+-- row of the one before (its sort_closed, sort_deadline, received_at, id).
+SELECT * FROM (
+    SELECT d.*, d.statement_enc IS NOT NULL AS has_statement, now() AS db_now,
+           d.status IN ('completed', 'rejected') AS sort_closed,
+           least(d.due_at, CASE WHEN d.acknowledged_at IS NULL THEN d.acknowledge_by END)
+               AS sort_deadline
+    FROM dsar_requests d
+    WHERE ($1::text[] IS NULL OR d.status = ANY($1::text[]))
+      AND ($2::float8 IS NULL OR (
+            d.status NOT IN ('completed', 'rejected', 'in_force')
+            AND (d.due_at <= now() + make_interval(secs => $2)
+                 OR (d.acknowledged_at IS NULL AND d.acknowledge_by <= now() + make_interval(secs => $2)))))
+      AND ($3::text IS NULL OR d.kind = $3)
+) r
+WHERE $5::boolean IS NULL
+   OR (r.sort_closed, r.sort_deadline, r.received_at, r.id) > ($5, $6::timestamptz, $7::timestamptz, $8::uuid)
+ORDER BY r.sort_closed, r.sort_deadline, r.received_at, r.id
 LIMIT $4;
 
 -- name: set_request_status

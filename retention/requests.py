@@ -549,9 +549,12 @@ async def list_requests(
     due_within_s: float | None = None,
     kind: str | None = None,
     limit: int = 100,
+    after: tuple[bool, dt.datetime, dt.datetime, uuid.UUID] | None = None,
 ) -> list[Any]:
     """Requests by deadline, soonest first; ``due_within_s``: only open ones with a deadline
-    (acknowledgement or completion) within that many seconds, overdue ones included."""
+    (acknowledgement or completion) within that many seconds, overdue ones included;
+    ``after``: the previous page's last row's (sort_closed, sort_deadline, received_at, id)
+    (keyset pagination)."""
     return list(
         await conn.fetch(
             Q["list_requests"],
@@ -559,6 +562,7 @@ async def list_requests(
             due_within_s,
             kind,
             limit,
+            *(after or (None, None, None, None)),
         )
     )
 

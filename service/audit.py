@@ -29,8 +29,11 @@ async def query(
     actor: str | None,
     action: str | None,
     limit: int,
+    after: tuple[datetime, int] | None = None,
 ) -> list[dict[str, Any]]:
-    rows = await conn.fetch(Q["select"], since, until, actor, action, limit)
+    """Newest first; ``after``: the previous page's last entry's (at, id) (keyset)."""
+    at, entry_id = after or (None, None)
+    rows = await conn.fetch(Q["select"], since, until, actor, action, limit, at, entry_id)
     return [
         {
             "id": r["id"],

@@ -9,5 +9,7 @@ WHERE ($1::timestamptz IS NULL OR at >= $1)
   AND ($2::timestamptz IS NULL OR at < $2)
   AND ($3::text IS NULL OR actor = $3)
   AND ($4::text IS NULL OR action = $4)
+  -- $6, $7: the page's start, after the last row of the one before (keyset, id breaks ties)
+  AND ($6::timestamptz IS NULL OR (at, id) < ($6, $7::bigint))
 ORDER BY at DESC, id DESC
 LIMIT $5;

@@ -151,6 +151,52 @@ async def test_charts_are_svg_drawn_from_the_aggregates(
     assert (status, body["error"]["code"]) == (400, "bad_lang")
 
 
+async def test_lists_page_through_without_repeats_or_gaps(
+    service: Service, http: aiohttp.ClientSession, tokens: dict[str, str], db: Conn
+) -> None:
+    from retention import holds, requests
+    from service import audit
+
+    # one transaction: one now(), so the rows tie on every sort key but their id
+    async with db.transaction():
+        placed = []
+        for i in range(7):
+            phone = f"+8490555{i:04d}"
+            await requests.create(db, console_seed.VAULT, kind="withdraw", phone=phone, actor="t")
+            hold = await holds.place(db, console_seed.VAULT, "t", phone=phone, reason="court")
+            placed.append(hold.id)
+            await audit.record(db, "t", "paged", "test", str(i), {})
+        for hold_id in placed[:3]:  # released ones come after the active ones
+            await holds.release(db, console_seed.VAULT, hold_id, "t")
+    lists = {
+        "/api/dsar?status=all": "id",
+        "/api/holds?include_released=true": "id",
+        "/api/audit?action=paged": "id",
+    }
+    for path, key in lists.items():
+        _, whole = await call_api(http, service, "GET", path + "&limit=100", tokens["compliance"])
+        assert len(whole["items"]) == 7 and whole["next_cursor"] is None
+        seen, cursor, pages = [], "", 0
+        while cursor is not None:
+            status, page = await call_api(
+                http, service, "GET", f"{path}&limit=3&cursor={cursor}", tokens["compliance"]
+            )
+            assert status == 200, page
+            seen += [item[key] for item in page["items"]]
+            cursor, pages = page["next_cursor"], pages + 1
+        assert seen == [item[key] for item in whole["items"]], path  # same order, each once
+        assert pages == 3
+    _, active_first = await call_api(
+        http, service, "GET", "/api/holds?include_released=true", tokens["compliance"]
+    )
+    assert [h["active"] for h in active_first["items"]] == [True] * 4 + [False] * 3
+    for bad in ("x", "WyJhIl0", "W10"):  # not base64 JSON; ["a"]; []
+        status, body = await call_api(
+            http, service, "GET", f"/api/audit?cursor={bad}", tokens["compliance"]
+        )
+        assert (status, body["error"]["code"]) == (400, "bad_cursor"), bad
+
+
 async def test_latest_seal(
     service: Service, http: aiohttp.ClientSession, tokens: dict[str, str], db: Conn
 ) -> None:

@@ -53,6 +53,7 @@ ENGLISH = [
     "Requests by status", "Consented", "Refused", "Hung up", "No key pressed", "Not asked",
     "Stored", "Purged", "Overdue", "Tenant", "role", "Acknowledged", "Extended", "Hold placed",
     "Hold released", "Request logged", "Receipt downloaded", "calls", "events", "seals",
+    "Load more", "there are more", "numbers as a table",
 ]  # fmt: skip
 
 # the charts are drawn by the server in one language: after a switch, wait for the new drawing

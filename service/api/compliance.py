@@ -9,7 +9,7 @@ from aiohttp import web
 
 from retention import clock, holds, requests
 from service import audit, ledger
-from service.api import schemas
+from service.api import cursor, schemas
 from service.api.spec import BODY, DATETIME, QUERY, UUID, Param, operation, path_id
 from service.auth.http import principal
 from service.config import parse_duration
@@ -82,13 +82,17 @@ EXTEND_BODY = {
 REJECT_BODY = {"type": "object", "required": ["reason"], "properties": {"reason": REASON}}
 DUE_WITHIN = {"type": "string", "pattern": r"^[0-9]{1,5}[smhdw]$"}
 STATUS_FILTER = ["open", "closed", "all", *requests.STATUSES]
+CURSOR = Param(
+    "cursor", {"type": "string", "maxLength": 300}, description="next_cursor of the previous page"
+)
 
 
 @operation(
     "GET",
     "/api/holds",
     roles=COMPLIANCE,
-    summary="Legal holds",
+    summary="Legal holds: active ones first, then released (with include_released), newest "
+    "first; a page at a time (next_cursor)",
     query=[
         Param(
             "include_released",
@@ -100,17 +104,26 @@ STATUS_FILTER = ["open", "closed", "all", *requests.STATUSES]
             {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
             description="1 to 1000",
         ),
+        CURSOR,
     ],
-    responses={200: schemas.items(schemas.HOLD)},
+    responses={200: schemas.items(schemas.HOLD, cursor=True)},
     tag="compliance",
 )
 async def list_holds(request: web.Request) -> web.Response:
     q = request[QUERY]
+    after = cursor.decode(q["cursor"], cursor.flag, cursor.timestamp, uuid.UUID)
     async with request.app[POOL].acquire() as conn:
         items = await holds.list_holds(
-            conn, include_released=q["include_released"] == "true", limit=q["limit"]
+            conn,
+            include_released=q["include_released"] == "true",
+            limit=q["limit"] + 1,
+            after=after,
         )
-    return web.json_response({"items": items})
+    page, next_cursor = items[: q["limit"]], None
+    if len(items) > q["limit"]:
+        last = page[-1]
+        next_cursor = cursor.encode(not last["active"], last["placed_at"], last["id"])
+    return web.json_response({"items": page, "next_cursor": next_cursor})
 
 
 @operation(
@@ -196,7 +209,8 @@ async def create_request(request: web.Request) -> web.Response:
     "GET",
     "/api/dsar",
     roles=COMPLIANCE,
-    summary="Data-subject requests, soonest deadline first, with the time left on each",
+    summary="Data-subject requests, soonest deadline first, with the time left on each; a "
+    "page at a time (next_cursor)",
     query=[
         Param(
             "status",
@@ -215,8 +229,9 @@ async def create_request(request: web.Request) -> web.Response:
             {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
             description="1 to 1000",
         ),
+        CURSOR,
     ],
-    responses={200: schemas.items(schemas.DSAR)},
+    responses={200: schemas.items(schemas.DSAR, cursor=True)},
     tag="compliance",
 )
 async def list_requests(request: web.Request) -> web.Response:
@@ -227,15 +242,26 @@ async def list_requests(request: web.Request) -> web.Response:
             due_within = parse_duration("due_within", q["due_within"])
         except ConfigError as exc:
             raise BadRequest(exc.message, code="bad_due_within") from None
+    after = cursor.decode(q["cursor"], cursor.flag, cursor.timestamp, cursor.timestamp, uuid.UUID)
     async with request.app[POOL].acquire() as conn:
         rows = await requests.list_requests(
             conn,
             statuses=_statuses(q["status"]),
             due_within_s=due_within,
             kind=q["kind"],
-            limit=q["limit"],
+            limit=q["limit"] + 1,
+            after=after,
         )
-    return web.json_response({"items": [requests.request_json(r) for r in rows]})
+    page = rows[: q["limit"]]
+    next_cursor = None
+    if len(rows) > q["limit"]:
+        last = page[-1]
+        next_cursor = cursor.encode(
+            last["sort_closed"], last["sort_deadline"], last["received_at"], last["id"]
+        )
+    return web.json_response(
+        {"items": [requests.request_json(r) for r in page], "next_cursor": next_cursor}
+    )
 
 
 def _statuses(wanted: str) -> list[str] | None:
@@ -382,7 +408,7 @@ async def bundle_link(request: web.Request) -> web.Response:
     "GET",
     "/api/audit",
     roles=COMPLIANCE,
-    summary="The audit trail, newest first",
+    summary="The audit trail, newest first; a page at a time (next_cursor)",
     query=[
         Param("from", DATETIME, description="ISO 8601 date-time with a zone"),
         Param("to", DATETIME, description="ISO 8601 date-time with a zone"),
@@ -393,12 +419,14 @@ async def bundle_link(request: web.Request) -> web.Response:
             {"type": "integer", "minimum": 1, "maximum": 5000, "default": 200},
             description="1 to 5000",
         ),
+        CURSOR,
     ],
-    responses={200: schemas.items(schemas.AUDIT_ENTRY)},
+    responses={200: schemas.items(schemas.AUDIT_ENTRY, cursor=True)},
     tag="compliance",
 )
 async def audit_trail(request: web.Request) -> web.Response:
     q = request[QUERY]
+    after = cursor.decode(q["cursor"], cursor.timestamp, int)
     async with request.app[POOL].acquire() as conn:
         items = await audit.query(
             conn,
@@ -406,9 +434,13 @@ async def audit_trail(request: web.Request) -> web.Response:
             until=q["to"],
             actor=q["actor"],
             action=q["action"],
-            limit=q["limit"],
+            limit=q["limit"] + 1,
+            after=after,
         )
-    return web.json_response({"items": items})
+    page, next_cursor = items[: q["limit"]], None
+    if len(items) > q["limit"]:
+        next_cursor = cursor.encode(page[-1]["at"], page[-1]["id"])
+    return web.json_response({"items": page, "next_cursor": next_cursor})
 
 
 @operation(

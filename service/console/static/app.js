@@ -69,7 +69,8 @@ const TEXT = {
     "col.placed": "Placed", "col.released": "Released", "col.actions": "Actions",
     "audit.title": "Audit trail", "audit.from": "From", "audit.to": "To", "audit.actor": "Actor",
     "audit.action": "Action", "audit.any": "Any", "audit.submit": "Filter",
-    "audit.count": "{n} entries.", "audit.one": "1 entry.", "audit.none": "No entries match.",
+    "audit.count": "{n} entries.", "audit.one": "1 entry.",
+    "audit.shown": "The newest {n} entries; there are more.", "more": "Load more", "audit.none": "No entries match.",
     "col.at": "At", "col.actor": "Actor", "col.action": "Action", "col.target": "Target",
     "action.playback": "recording played", "action.hold": "hold placed",
     "action.hold_released": "hold released", "action.dsar": "request received",
@@ -174,7 +175,8 @@ const TEXT = {
     "col.placed": "Đặt lúc", "col.released": "Gỡ lúc", "col.actions": "Thao tác",
     "audit.title": "Nhật ký truy cập", "audit.from": "Từ", "audit.to": "Đến",
     "audit.actor": "Người thực hiện", "audit.action": "Hành động", "audit.any": "Tất cả",
-    "audit.submit": "Lọc", "audit.count": "{n} mục.", "audit.one": "1 mục.", "audit.none": "Không có mục nào khớp.",
+    "audit.submit": "Lọc", "audit.count": "{n} mục.", "audit.shown": "{n} mục mới nhất; còn nữa.",
+    "more": "Xem thêm", "audit.one": "1 mục.", "audit.none": "Không có mục nào khớp.",
     "col.at": "Thời điểm", "col.actor": "Người thực hiện", "col.action": "Hành động",
     "col.target": "Đối tượng",
     "action.playback": "nghe lại bản ghi", "action.hold": "đặt phong toả",
@@ -257,13 +259,28 @@ function isOverdue(r) { return r.overdue.acknowledge || r.overdue.complete; }
 
 // ---- requests ---------------------------------------------------------------------------
 
-async function loadQueue() {
+// A list shown a page at a time: the first page replaces it, "more" appends the next one
+// (keyset: the API's next_cursor), and the button shows while there is a next page.
+const PAGE = 50;
+const cursors = {};
+
+async function pageOf(list, path, params, more) {
+  params.set("limit", String(PAGE));
+  if (more === true && cursors[list]) params.set("cursor", cursors[list]);
+  const page = await api("GET", `${path}?${params}`);
+  if (more !== true) $(`${list}-body`).replaceChildren();
+  cursors[list] = page.next_cursor;
+  $(`${list}-more`).classList.toggle("hidden", !page.next_cursor);
+  return page.items;
+}
+
+async function loadQueue(more) {
   try {
-    const page = await api("GET", `/api/dsar?status=${$("dsar-status").value}&limit=1000`);
+    const params = new URLSearchParams({ status: $("dsar-status").value });
+    const items = await pageOf("queue", "/api/dsar", params, more);
     const body = $("queue-body");
-    body.replaceChildren();
-    for (const r of page.items) body.appendChild(queueRow(r));
-    $("queue-empty").classList.toggle("hidden", page.items.length > 0);
+    for (const r of items) body.appendChild(queueRow(r));
+    $("queue-empty").classList.toggle("hidden", body.children.length > 0);
   } catch (err) { failIn("message", err); }
 }
 
@@ -470,15 +487,12 @@ async function logRequest(ev) {
 
 // ---- holds ------------------------------------------------------------------------------
 
-async function loadHolds() {
+async function loadHolds(more) {
   try {
-    const page = await api("GET", "/api/holds?include_released=true&limit=1000");
-    const body = $("holds-body");
-    body.replaceChildren();
-    // active ones first, then released; newest first within each
-    const items = [...page.items].sort((a, b) => (b.active - a.active)
-      || String(b.placed_at).localeCompare(String(a.placed_at)));
-    for (const h of items) body.appendChild(holdRow(h));
+    // active ones first, then released; newest first within each (the API's order)
+    const params = new URLSearchParams({ include_released: "true" });
+    const items = await pageOf("holds", "/api/holds", params, more);
+    for (const h of items) $("holds-body").appendChild(holdRow(h));
   } catch (err) { failIn("holds-message", err); }
 }
 
@@ -536,18 +550,17 @@ async function releaseHold(id) {
 
 // ---- audit ------------------------------------------------------------------------------
 
-async function loadAudit(ev) {
+async function loadAudit(ev, more) {
   if (ev) ev.preventDefault();
-  const params = new URLSearchParams({ limit: "500" });
+  const params = new URLSearchParams();
   if ($("audit-from").value) params.set("from", new Date($("audit-from").value).toISOString());
   if ($("audit-to").value) params.set("to", new Date($("audit-to").value).toISOString());
   if ($("audit-actor").value.trim()) params.set("actor", $("audit-actor").value.trim());
   if ($("audit-action").value) params.set("action", $("audit-action").value);
   try {
-    const page = await api("GET", `/api/audit?${params}`);
+    const items = await pageOf("audit", "/api/audit", params, more);
     const body = $("audit-body");
-    body.replaceChildren();
-    for (const e of page.items) {
+    for (const e of items) {
       const tr = document.createElement("tr");
       tr.setAttribute("data-testid", "audit-row");
       cell(tr, () => fmt(e.at));
@@ -557,8 +570,9 @@ async function loadAudit(ev) {
       cell(tr, () => (e.details && e.details.reason) || "").setAttribute("data-testid", "audit-reason");
       body.appendChild(tr);
     }
-    const n = page.items.length;
-    note("audit-message", n === 1 ? "audit.one" : n ? "audit.count" : "audit.none", { n });
+    const n = body.children.length;
+    const key = n === 1 ? "audit.one" : !n ? "audit.none" : cursors.audit ? "audit.shown" : "audit.count";
+    note("audit-message", key, { n });
   } catch (err) { failIn("audit-message", err); }
 }
 
@@ -757,6 +771,9 @@ document.addEventListener("DOMContentLoaded", () => {
   $("log-form").addEventListener("submit", logRequest);
   $("hold-form").addEventListener("submit", placeHold);
   $("audit-form").addEventListener("submit", loadAudit);
+  $("queue-more").addEventListener("click", () => loadQueue(true));
+  $("holds-more").addEventListener("click", () => loadHolds(true));
+  $("audit-more").addEventListener("click", () => loadAudit(null, true));
   $("verify").addEventListener("click", verifyLedger);
   $("receipt-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
