@@ -93,8 +93,8 @@ SELECT id, policy FROM tenants WHERE id = current_setting('callvault.tenant', tr
 -- name: insert_request
 INSERT INTO dsar_requests (kind, phone_hash, phone_enc, requested_by, received_at,
                            acknowledge_by, due_at, subject_digest, clock, status, call_ids,
-                           correction, statement_enc)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                           correction, statement_enc, channel)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 RETURNING id;
 
 -- name: request_by_id

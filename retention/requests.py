@@ -71,6 +71,20 @@ from service.workdir import sha256_of, work_dir
 
 Q = queries.load("retention")
 KINDS = tuple(k.value for k in Kind)
+
+
+class Channel(StrEnum):
+    """How a request came in (dsar_requests.channel; NULL on requests from before it was
+    recorded)."""
+
+    PHONE = "phone"
+    EMAIL = "email"
+    LETTER = "letter"
+    IN_PERSON = "in_person"
+    WEB = "web"
+
+
+CHANNELS = tuple(c.value for c in Channel)
 STATUSES = tuple(s.value for s in Status)
 JOB_KIND = "dsar"
 ERASING_KINDS = (Kind.ERASE, Kind.WITHDRAW)
@@ -215,13 +229,17 @@ async def create(
     call_ids: Sequence[uuid.UUID] = (),
     statement: str | None = None,
     unlink: bool = False,
+    channel: str | None = None,
 ) -> uuid.UUID:
     """Receive a request: its deadlines set, a ``dsar_received`` event on each of the number's
     calls, and its job queued (a restriction is in force at once). Everything is checked
     before anything is written: an unknown kind, a number with no calls (a withdrawal excepted:
-    never being recorded needs no call), a ``received_at`` in the future."""
+    never being recorded needs no call), a ``received_at`` in the future, a ``channel`` (how it
+    came in) not a :class:`Channel`."""
     kind = _kind(kind)
     number = check_phone(phone)
+    if channel is not None and channel not in CHANNELS:
+        raise BadRequest(f"channel: one of {', '.join(CHANNELS)}", code="bad_channel")
     async with conn.transaction():
         now: dt.datetime = await conn.fetchval(Q["db_now"])
         received = _received(received_at, now)
@@ -259,6 +277,7 @@ async def create(
             calls if restricting else named,
             correction.value if correction else None,
             vault.encrypt(statement) if statement is not None else None,
+            channel,
         )
         events = [
             NewEvent(
@@ -505,6 +524,7 @@ def request_json(row: Any) -> dict[str, Any]:
         "id": str(row["id"]),
         "kind": row["kind"],
         "status": row["status"],
+        "channel": row["channel"],
         "received_at": row["received_at"].isoformat(),
         "acknowledge_by": _iso(row["acknowledge_by"]),
         "acknowledged_at": _iso(row["acknowledged_at"]),

@@ -509,6 +509,7 @@ def cmd_dsar(args: argparse.Namespace) -> int:
             call_ids=call_ids,
             statement=getattr(args, "statement", None),
             unlink=bool(getattr(args, "unlink", False)),
+            channel=args.channel,
         )
         if args.kind == "restrict":
             row = await requests.get(conn, request_id)
@@ -701,6 +702,9 @@ def _tenant_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+# how a data-subject request came in (retention/requests.py: Channel), for `dsar KIND --channel`
+# (spelled out: the CLI imports the service's modules only when a command runs)
+DSAR_CHANNELS = ("phone", "email", "letter", "in_person", "web")
 # the statuses of a data-subject request (retention/clock.py: Status), for `dsar list --status`
 STATUS_CHOICES = (
     "received",
@@ -809,6 +813,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--received-at",
             help="when the request came in (ISO 8601 with a zone); default now (the database's)",
+        )
+        p.add_argument(
+            "--channel",
+            choices=DSAR_CHANNELS,
+            help="how the request came in (recorded with it)",
         )
         if kind == "access":
             p.add_argument("--out", help="where to write the bundle (zip)")

@@ -197,6 +197,34 @@ async def test_lists_page_through_without_repeats_or_gaps(
         assert (status, body["error"]["code"]) == (400, "bad_cursor"), bad
 
 
+async def test_a_requests_channel_is_recorded_and_shown(
+    service: Service, http: aiohttp.ClientSession, tokens: dict[str, str], db: Conn
+) -> None:
+    token = tokens["compliance"]
+    # a withdrawal needs no call of the number
+    body = {"kind": "withdraw", "phone": "+84905550300", "channel": "in_person"}
+    status, made = await call_api(http, service, "POST", "/api/dsar", token, body)
+    assert status == 201, made
+    assert made["channel"] == "in_person"
+    assert (
+        await db.fetchval("SELECT channel FROM dsar_requests WHERE id = $1::uuid", made["id"])
+        == "in_person"
+    )
+    _, unsaid = await call_api(
+        http, service, "POST", "/api/dsar", token, {"kind": "withdraw", "phone": "+84905550301"}
+    )
+    assert unsaid["channel"] is None  # not recorded, as on requests from before
+    status, bad = await call_api(
+        http, service, "POST", "/api/dsar", token, {**body, "channel": "fax"}
+    )
+    assert (status, bad["error"]["code"]) == (400, "invalid_body")
+    _, listed = await call_api(http, service, "GET", "/api/dsar?status=all", token)
+    assert {r["id"]: r["channel"] for r in listed["items"]} == {
+        made["id"]: "in_person",
+        unsaid["id"]: None,
+    }
+
+
 async def test_latest_seal(
     service: Service, http: aiohttp.ClientSession, tokens: dict[str, str], db: Conn
 ) -> None:

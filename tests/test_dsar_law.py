@@ -584,12 +584,14 @@ async def test_cli_logs_an_emailed_request_and_acts_on_it_with_one_line_errors(
         return run_cli(database_url, *args, env_overrides=s3)
 
     made = await asyncio.to_thread(
-        cli, "dsar", "restrict", "--phone", PERSON, "--received-at", "2026-04-15T09:00:00+07:00"
-    )
+        cli, "dsar", "restrict", "--phone", PERSON, "--received-at", "2026-04-15T09:00:00+07:00",
+        "--channel", "letter",
+    )  # fmt: skip
     assert made.returncode == 0, made.stderr
     rid = made.stdout.split()[1].rstrip(":")
     row = await db.fetchrow("SELECT * FROM dsar_requests WHERE id = $1::uuid", rid)
     assert row["status"] == "in_force"
+    assert row["channel"] == "letter"
     assert row["due_at"] == dt.datetime(2026, 5, 5, tzinfo=HCM)  # end of Mon 4 May 2026
     before = await _snapshot(db)
     for args, named in (
@@ -617,6 +619,7 @@ def test_the_clis_status_choices_are_the_requests_statuses() -> None:
     from service import cli
 
     assert cli.STATUS_CHOICES == requests.STATUSES
+    assert cli.DSAR_CHANNELS == requests.CHANNELS
 
 
 # --- migration 0015 --------------------------------------------------------------------------

@@ -43,6 +43,10 @@ DSAR_BODY = {
     "properties": {
         "kind": {"enum": list(requests.KINDS)},
         "phone": PHONE,
+        "channel": {
+            "enum": list(requests.CHANNELS),
+            "description": "how the request came in (optional; not recorded when left out)",
+        },
         "received_at": {
             **DATETIME,
             "description": "when the request came in (an email, a call); default now, by the "
@@ -200,6 +204,7 @@ async def create_request(request: web.Request) -> web.Response:
             call_ids=[uuid.UUID(c) for c in body.get("call_ids", [])],
             statement=body.get("statement"),
             unlink=bool(body.get("unlink", False)),
+            channel=body.get("channel"),
         )
         row = await requests.get(conn, request_id)
     return web.json_response(requests.request_json(row), status=201)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from retention.clock import Kind, Status
+from retention.requests import CHANNELS
 from service.api.spec import DATETIME, ERROR, UUID
 
 NULLABLE_DATETIME: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
@@ -74,6 +75,10 @@ DSAR = obj(
     id=UUID,
     kind={"enum": [k.value for k in Kind]},
     status={"enum": [s.value for s in Status]},
+    channel={
+        "enum": [*CHANNELS, None],
+        "description": "how the request came in; null: not recorded (older requests)",
+    },
     received_at=DATETIME,
     acknowledge_by={
         **NULLABLE_DATETIME,

@@ -54,7 +54,10 @@ const TEXT = {
     "done.hold": "Hold placed.", "done.logged": "Request logged: due {when}.",
     "log.title": "Log a request received by email or phone", "log.kind": "Kind of request",
     "log.phone": "The subject's phone number", "log.received": "Received at (this computer's time)",
-    "log.submit": "Log request",
+    "log.submit": "Log request", "log.channel": "Received by",
+    "fact.channel": "Received by", "channel.none": "not recorded",
+    "channel.phone": "phone", "channel.email": "email", "channel.letter": "letter",
+    "channel.in_person": "in person", "channel.web": "web",
     "kind.access": "access", "kind.correct": "correction", "kind.erase": "erasure",
     "kind.withdraw": "withdrawal of consent", "kind.restrict": "restriction",
     "status.received": "received", "status.acknowledged": "acknowledged",
@@ -158,7 +161,10 @@ const TEXT = {
     "done.hold": "Đã đặt phong toả.", "done.logged": "Đã ghi nhận yêu cầu: hạn {when}.",
     "log.title": "Ghi nhận yêu cầu nhận qua email hoặc điện thoại", "log.kind": "Loại yêu cầu",
     "log.phone": "Số điện thoại của chủ thể", "log.received": "Nhận lúc (giờ máy này)",
-    "log.submit": "Ghi nhận",
+    "log.submit": "Ghi nhận", "log.channel": "Nhận qua",
+    "fact.channel": "Nhận qua", "channel.none": "không ghi nhận",
+    "channel.phone": "điện thoại", "channel.email": "email", "channel.letter": "thư",
+    "channel.in_person": "trực tiếp", "channel.web": "trang web",
     "kind.access": "truy cập", "kind.correct": "chỉnh sửa", "kind.erase": "xoá",
     "kind.withdraw": "rút lại đồng ý", "kind.restrict": "hạn chế xử lý",
     "status.received": "đã nhận", "status.acknowledged": "đã xác nhận",
@@ -333,6 +339,7 @@ function showRequest(r) {
   const rows = [
     ["fact.id", () => r.id], ["fact.kind", () => word("kind", r.kind)],
     ["fact.status", () => word("status", r.status)], ["fact.received", () => fmt(r.received_at)],
+    ["fact.channel", () => (r.channel ? word("channel", r.channel) : t("channel.none"))],
     ["fact.ack_by", () => `${fmt(r.acknowledge_by)} (${clockText(r.time_left.acknowledge_s, r.acknowledged_at)})`],
     ["fact.due", () => `${fmt(r.due_at)} (${clockText(r.time_left.complete_s, r.completed_at)})`],
   ];
@@ -345,6 +352,7 @@ function showRequest(r) {
     const dd = live(document.createElement("dd"), render);
     if (key === "fact.status") dd.setAttribute("data-testid", "dsar-status-value");
     if (key === "fact.due") dd.setAttribute("data-testid", "dsar-due");
+    if (key === "fact.channel") dd.setAttribute("data-testid", "dsar-channel");
     facts.append(dt, dd);
   }
   const hist = $("dsar-history");
@@ -474,7 +482,7 @@ async function logRequest(ev) {
   ev.preventDefault();
   try {
     const created = await api("POST", "/api/dsar", {
-      kind: $("log-kind").value, phone: $("log-phone").value.trim(),
+      kind: $("log-kind").value, phone: $("log-phone").value.trim(), channel: $("log-channel").value,
       received_at: new Date($("log-received").value).toISOString(),
     });
     note("log-message", "done.logged", { get when() { return fmt(created.due_at); } }, "ok");
