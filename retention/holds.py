@@ -186,11 +186,13 @@ async def release(conn: Conn, vault: PhoneVault, hold_id: uuid.UUID, actor: str)
         await audit.record(conn, actor, "hold_released", "hold", str(hold_id), {})
 
 
-def hold_json(row: Any) -> dict[str, Any]:
+def hold_json(row: Any, vault: PhoneVault) -> dict[str, Any]:
     return {
         "id": str(row["id"]),
         "call_id": str(row["call_id"]) if row["call_id"] else None,
         "on": "phone" if row["on_phone"] else "call",
+        # the number held, masked: never the whole of it (None once erased)
+        "phone": vault.masked(row["phone_enc"]) if row["on_phone"] else None,
         "reason": row["reason"],
         "case_ref": row["case_ref"],
         "placed_by": row["placed_by"],
@@ -203,6 +205,7 @@ def hold_json(row: Any) -> dict[str, Any]:
 
 async def list_holds(
     conn: Conn,
+    vault: PhoneVault,
     *,
     include_released: bool,
     limit: int,
@@ -212,4 +215,4 @@ async def list_holds(
     placed_at, id) of the previous page's last hold (keyset pagination)."""
     released, placed_at, hold_id = after or (None, None, None)
     rows = await conn.fetch(Q["list_holds"], include_released, limit, released, placed_at, hold_id)
-    return [hold_json(r) for r in rows]
+    return [hold_json(r, vault) for r in rows]

@@ -71,7 +71,7 @@ FROM holds WHERE id = $1;
 -- Active ones first, then released; newest first within each; id breaks ties. $3-$5: the
 -- page's start, after the last row of the one before (released, placed_at, id).
 SELECT id, call_id, call_id IS NULL AS on_phone, reason, case_ref, placed_by, placed_at,
-       released_by, released_at, released_at IS NOT NULL AS released
+       released_by, released_at, released_at IS NOT NULL AS released, phone_enc
 FROM holds
 WHERE ($1 OR released_at IS NULL)
   AND ($3::boolean IS NULL

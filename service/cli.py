@@ -454,17 +454,18 @@ def cmd_hold_release(args: argparse.Namespace) -> int:
 def cmd_hold_list(args: argparse.Namespace) -> int:
     from retention import holds
 
+    settings = _settings(database=True)
+    vault = _vault(settings)
+
     async def work(conn: Any) -> int:
-        for h in await holds.list_holds(conn, include_released=args.all, limit=1000):
-            target = f"call {h['call_id']}" if h["call_id"] else "a phone number"
+        for h in await holds.list_holds(conn, vault, include_released=args.all, limit=1000):
+            target = f"call {h['call_id']}" if h["call_id"] else h["phone"] or "an erased number"
             state = "active" if h["active"] else f"released {h['released_at']}"
             case = _shown(h["case_ref"] or "-")
             print(f"{h['id']}  on {target}  {state}  case {case}: {_shown(h['reason'])}")
         return 0
 
-    return asyncio.run(
-        _with_connection(_settings(database=True, secrets=False), work, tenant=args.tenant)
-    )
+    return asyncio.run(_with_connection(settings, work, tenant=args.tenant))
 
 
 def _received_at(raw: str | None) -> Any:

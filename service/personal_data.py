@@ -113,6 +113,16 @@ class PhoneVault:
     def decrypt(self, blob: bytes) -> str:
         return self.decrypt_with_age(blob)[0]
 
+    def masked(self, blob: bytes | None) -> str | None:
+        """A stored number as people may see it (:func:`mask_phone`): None when there is
+        none (erased), ``***`` when sealed under a key this replica no longer has."""
+        if blob is None:
+            return None
+        try:
+            return mask_phone(self.decrypt(bytes(blob)))
+        except (InvalidTag, ValueError):
+            return "***"
+
     def decrypt_with_age(self, blob: bytes) -> tuple[str, bool]:
         """(number, True if it was sealed with the previous key and needs re-keying)."""
         if blob[:1] != _FORMAT_V1:

@@ -22,6 +22,7 @@ from playwright.async_api import Page
 
 from service.config import Settings
 from service.ledger import seals
+from service.personal_data import mask_phone
 from tests import console_seed
 from tests import test_qa_page as qa
 from tests.conftest import Service
@@ -70,7 +71,7 @@ ENGLISH = [
     "Stored", "Purged", "Overdue", "Tenant", "role", "Acknowledged", "Extended", "Hold placed",
     "Hold released", "Request logged", "Receipt downloaded", "calls", "events", "seals",
     "Load more", "there are more", "numbers as a table", "Received by", "not recorded",
-    "letter", "in person",
+    "letter", "in person", "erased number",
 ]  # fmt: skip
 
 # the charts are drawn by the server in one language: after a switch, wait for the new drawing
@@ -398,6 +399,10 @@ async def test_an_access_bundle_is_downloaded_and_a_request_rejected(
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     await _sign_in(page, service.base_url, tokens["compliance"])
     await page.wait_for_function("document.body.dataset.ready === 'true'")
+    # the hold on a number shows it masked, never whole
+    held_row = page.locator(f"[data-testid=hold-row][data-id='{held['id']}']")
+    assert f"số {mask_phone(OTHER_CALLER)}" in await held_row.inner_text()
+    assert OTHER_CALLER not in await page.get_by_test_id("holds").inner_text()
     await page.get_by_test_id("dsar-status").select_option("all")
     row = page.locator(f"[data-testid=request-row][data-id='{access['id']}']")
     await row.get_by_test_id("request-open").click()

@@ -119,6 +119,7 @@ async def list_holds(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         items = await holds.list_holds(
             conn,
+            request.app[VAULT],
             include_released=q["include_released"] == "true",
             limit=q["limit"] + 1,
             after=after,

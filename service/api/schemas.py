@@ -61,6 +61,11 @@ HOLD = obj(
     id=UUID,
     call_id={"type": ["string", "null"]},
     on={"enum": ["call", "phone"]},
+    phone={
+        "type": ["string", "null"],
+        "description": "a hold on a number: the number masked (+84 9** *** 678), never whole; "
+        "null on a call's hold or once the number was erased",
+    },
     reason={"type": "string"},
     case_ref={"type": ["string", "null"]},
     placed_by={"type": "string"},

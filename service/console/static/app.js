@@ -67,7 +67,8 @@ const TEXT = {
     "hold.on.phone": "a phone number", "hold.target": "Call id or phone number",
     "hold.reason": "Reason", "hold.case": "Case reference", "hold.place": "Place hold",
     "hold.active": "active", "hold.released": "released", "hold.release": "Release",
-    "hold.call": "call {id}", "hold.phone": "a phone number",
+    "hold.call": "call {id}", "hold.phone": "number {number}",
+    "hold.phone.erased": "an erased number",
     "col.state": "State", "col.on": "On", "col.reason": "Reason", "col.case": "Case",
     "col.placed": "Placed", "col.released": "Released", "col.actions": "Actions",
     "audit.title": "Audit trail", "audit.from": "From", "audit.to": "To", "audit.actor": "Actor",
@@ -176,7 +177,8 @@ const TEXT = {
     "hold.target": "Mã cuộc gọi hoặc số điện thoại", "hold.reason": "Lý do",
     "hold.case": "Số hồ sơ vụ việc", "hold.place": "Đặt phong toả",
     "hold.active": "đang hiệu lực", "hold.released": "đã gỡ", "hold.release": "Gỡ",
-    "hold.call": "cuộc gọi {id}", "hold.phone": "một số điện thoại",
+    "hold.call": "cuộc gọi {id}", "hold.phone": "số {number}",
+    "hold.phone.erased": "một số đã bị xoá",
     "col.state": "Tình trạng", "col.on": "Đối tượng", "col.reason": "Lý do", "col.case": "Hồ sơ",
     "col.placed": "Đặt lúc", "col.released": "Gỡ lúc", "col.actions": "Thao tác",
     "audit.title": "Nhật ký truy cập", "audit.from": "Từ", "audit.to": "Đến",
@@ -513,7 +515,9 @@ function holdRow(h) {
   badge.className = `badge ${h.active ? "active" : "released"}`;
   state.appendChild(badge);
   tr.appendChild(state);
-  cell(tr, () => (h.on === "call" ? t("hold.call", { id: h.call_id }) : t("hold.phone")));
+  // a number is shown masked, as the API gives it (never whole); null once it was erased
+  cell(tr, () => (h.on === "call" ? t("hold.call", { id: h.call_id })
+    : h.phone ? t("hold.phone", { number: h.phone }) : t("hold.phone.erased")));
   cell(tr, () => h.reason);
   cell(tr, () => h.case_ref || t("none"));
   cell(tr, () => `${fmt(h.placed_at)} (${h.placed_by})`);
