@@ -53,7 +53,6 @@ from service.metrics import FIGURES, METRICS, METRICS_POOL, FiguresCache, Metric
 from service.observe import hide_server_software, observe_middleware
 from service.personal_data import PhoneVault
 from service.platforms import installed as platforms
-from service.platforms.stringee.accounts import STRINGEE_PROJECTS, ProjectBook
 from service.platforms.twilio import reconcile as twilio_reconcile
 from service.platforms.twilio.accounts import TwilioMediaSources
 from service.prompt_library import PromptLibrary
@@ -82,7 +81,6 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     )
     app[BRAKE] = FailureBrake()
     app[SETTINGS] = settings
-    app[STRINGEE_PROJECTS] = ProjectBook()
     app[VAULT] = PhoneVault(settings.secret_key, settings.previous_secret_key)
 
     async def database(app: web.Application) -> AsyncIterator[None]:

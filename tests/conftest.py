@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 import subprocess
 import sys
-import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -31,6 +29,8 @@ from service.db.migrations import migrate
 from service.db.pool import connect
 from service.db.roles import SERVICE_ROLE, ensure_service_role, url_for_role
 from service.simulate import FakeTwilio
+from tests.moto_process import MotoProcess
+from tests.ports import free_port as free_port  # where the tests import it from
 
 # moto does not check credentials; these keep boto3 away from any real account.
 os.environ.update(
@@ -202,36 +202,13 @@ def twilio(http: aiohttp.ClientSession, service: Service) -> FakeTwilio:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's S3 server as its own process on loopback: real HTTP, no in-process mock."""
-    port = free_port()
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=log,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.1)  # waiting for another process to listen
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+    server = MotoProcess(tmp_path_factory.mktemp("moto") / "moto.log")
+    server.start_blocking()
+    yield server.url
+    server.stop_blocking()
 
 
 def make_bucket(endpoint: str, versioned: bool = False) -> str:

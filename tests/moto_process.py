@@ -1,5 +1,6 @@
-"""A moto S3 server of a test's own (a tenant's bucket on another endpoint), which the test can
-stop, as a bucket that is down, and start again on the same port."""
+"""A moto S3 server as its own process on loopback (real HTTP, no in-process mock): the session's
+(conftest's ``moto_url``), or a test's own (a tenant's bucket on another endpoint), which the
+test can stop, as a bucket that is down, and start again on the same port."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import boto3
 
-from tests.conftest import free_port
+from tests.ports import free_port
 
 
 class MotoProcess:
@@ -25,7 +26,7 @@ class MotoProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _start(self) -> None:
+    def start_blocking(self) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
@@ -42,17 +43,17 @@ class MotoProcess:
                     raise RuntimeError("moto server did not start") from None
                 time.sleep(0.1)  # waiting for another process to listen
 
-    def _stop(self) -> None:
+    def stop_blocking(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
             self.proc.wait(timeout=10)
             self.proc = None
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._start)
+        await asyncio.to_thread(self.start_blocking)
 
     async def stop(self) -> None:
-        await asyncio.to_thread(self._stop)
+        await asyncio.to_thread(self.stop_blocking)
 
     def create_bucket(self, name: str) -> None:
         client = boto3.client("s3", endpoint_url=self.url, region_name="us-east-1")

@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import sys
 import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -24,7 +25,9 @@ from cryptography.exceptions import InvalidTag
 
 from retention import clock, requests
 from retention.purge import dry_run_report, purge_once
+from service.api import compliance
 from service.config import Settings
+from service.context import POOL
 from service.db import tenancy
 from service.db.pool import create_pool
 from service.errors import CallvaultError
@@ -196,6 +199,45 @@ async def test_acknowledge_once_then_extend_once_with_a_reason(
     actions = [r["action"] for r in await db.fetch("SELECT action FROM audit_log ORDER BY id")]
     for action in ("dsar_received", "dsar_acknowledged", "dsar_extended", "dsar_rejected"):
         assert action in actions
+
+
+async def test_an_action_on_a_request_takes_one_pool_connection(
+    service: Service,
+    http: aiohttp.ClientSession,
+    tokens: dict[str, str],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    db: Conn,
+    store: S3Store,
+    tmp_path: Path,
+) -> None:
+    # the answer is read on the action's own connection: a second one, asked for while the
+    # pool may be at its limit, could keep an applied action from being answered
+    assert service.server is not None
+    pool = service.server.app[POOL]
+    here = str(Path(compliance.__file__))
+    taken = 0
+    acquire = asyncpg.Pool.acquire
+
+    def counting(self: asyncpg.Pool, *args: Any, **kwargs: Any) -> Any:
+        nonlocal taken
+        frame = sys._getframe(1)
+        if self is pool and frame.f_code.co_filename == here:  # not the worker's or auth's
+            taken += 1
+        return acquire(self, *args, **kwargs)
+
+    token = tokens["compliance"]
+    await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
+    status, made = await _post(
+        http, service, token, "/api/dsar", {"kind": "access", "phone": PERSON}
+    )
+    assert status == 201
+    monkeypatch.setattr(asyncpg.Pool, "acquire", counting)
+    status, acknowledged = await _post(http, service, token, f"/api/dsar/{made['id']}/acknowledge")
+    assert (status, acknowledged["status"], taken) == (200, "acknowledged", 1)
+    status, extended = await _post(
+        http, service, token, f"/api/dsar/{made['id']}/extend", {"days": 3, "reason": "volume"}
+    )
+    assert (status, extended["extension"]["reason"], taken) == (200, "volume", 2)
 
 
 async def test_bad_extensions_and_requests_are_refused_and_change_nothing(

@@ -93,6 +93,27 @@ def test_the_continue_url_is_never_the_deployments_and_retention_stays_in_bounds
     assert short.policy_for(None).retention_s == 365 * DAY
 
 
+def test_a_platforms_own_key_is_the_numbers_then_its_queues_then_the_tenants() -> None:
+    # Stringee's continue_scco: no Policy field carries it, the directory still resolves it
+    tenant, queue, number = [{"action": "talk", "text": "ACME"}], [{"action": "connect"}], []
+    acme = TenantPolicies(
+        Policy(),
+        {"continue_scco": tenant},
+        {"sales": {"continue_scco": queue}, "support": {}},
+        {
+            ACME_NUMBER: (None, {"continue_scco": number}),
+            ACME_SALES_NUMBER: ("sales", {}),
+            "+842873005553": ("support", {}),
+        },
+    )
+    assert acme.stored("continue_scco", ACME_NUMBER) == number  # an empty list is a value
+    assert acme.stored("continue_scco", ACME_SALES_NUMBER) == queue
+    assert acme.stored("continue_scco", "+842873005553") == tenant  # its queue has none
+    assert acme.stored("continue_scco", "+84999999999") == tenant  # not one of its numbers
+    assert acme.stored("continue_scco", None) == tenant
+    assert TenantPolicies(Policy(), {}, {}, {}).stored("continue_scco", None) is None
+
+
 # --- through the service ---------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from service.api.spec import BODY, DATETIME, QUERY, UUID, Param, operation, path
 from service.auth.http import principal
 from service.config import parse_duration
 from service.context import POOL, SETTINGS, VAULT
+from service.db import Conn
 from service.errors import BadRequest, ConfigError
 from service.links import LINKS
 from service.untrusted import parse_timestamp
@@ -290,14 +291,13 @@ def _statuses(wanted: str) -> list[str] | None:
 )
 async def get_request(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
-        row = await requests.get(conn, path_id(request))
-    return web.json_response(requests.request_json(row))
+        return await _answer(conn, path_id(request))
 
 
-async def _answer(request: web.Request, request_id: uuid.UUID) -> web.Response:
-    async with request.app[POOL].acquire() as conn:
-        row = await requests.get(conn, request_id)
-    return web.json_response(requests.request_json(row))
+async def _answer(conn: Conn, request_id: uuid.UUID) -> web.Response:
+    """The request as the action left it, read on the action's own connection: one pool
+    connection a request, not a second one while the pool may be at its limit."""
+    return web.json_response(requests.request_json(await requests.get(conn, request_id)))
 
 
 @operation(
@@ -312,7 +312,7 @@ async def acknowledge_request(request: web.Request) -> web.Response:
     request_id = path_id(request)
     async with request.app[POOL].acquire() as conn:
         await requests.acknowledge(conn, request_id, principal(request).actor)
-    return await _answer(request, request_id)
+        return await _answer(conn, request_id)
 
 
 @operation(
@@ -342,7 +342,7 @@ async def extend_request(request: web.Request) -> web.Response:
             reason=body["reason"],
             clock_defaults=clock.for_settings(request.app[SETTINGS]),
         )
-    return await _answer(request, request_id)
+        return await _answer(conn, request_id)
 
 
 @operation(
@@ -360,7 +360,7 @@ async def reject_request(request: web.Request) -> web.Response:
         await requests.reject(
             conn, request_id, principal(request).actor, reason=request[BODY]["reason"]
         )
-    return await _answer(request, request_id)
+        return await _answer(conn, request_id)
 
 
 @operation(
@@ -375,7 +375,7 @@ async def lift_restriction(request: web.Request) -> web.Response:
     request_id = path_id(request)
     async with request.app[POOL].acquire() as conn:
         await requests.lift(conn, request_id, principal(request).actor)
-    return await _answer(request, request_id)
+        return await _answer(conn, request_id)
 
 
 @operation(

@@ -83,6 +83,8 @@ class TenantPolicies:
         queues: Mapping[str, Mapping[str, Any]],
         numbers: Mapping[str, tuple[str | None, Mapping[str, Any]]],
     ) -> None:
+        self._policy = policy
+        self._queue_keys = queues
         self._low: int | None = policy.get("retention_min")
         self._high: int | None = policy.get("retention_max")
         # the continue URL is the contact centre's own: never the deployment's
@@ -125,6 +127,15 @@ class TenantPolicies:
             found = self._bounded(replace(start, **own)) if own else start
             self._resolved[(called, queue)] = found
         return found
+
+    def stored(self, key: str, called: str | None) -> Any:
+        """A stored key no :class:`Policy` field carries (a platform's own, such as Stringee's
+        ``continue_scco``): the number's, else its own queue's, else the tenant's; None if unset."""
+        own_queue, raw = self._numbers.get(called or "", (None, {}))
+        for keys in (raw, self._queue_keys.get(own_queue or "", {}), self._policy):
+            if keys.get(key) is not None:
+                return keys[key]
+        return None
 
 
 @dataclass(frozen=True)
@@ -172,6 +183,13 @@ async def read(conn: Conn, defaults: Policy) -> Snapshot:
         if r["id"] != tenancy.DEFAULT  # its policies are the settings'
     }
     return Snapshot(tenants, accounts, owners, plain)
+
+
+async def read_pool(pool: Any, defaults: Policy) -> Snapshot:
+    """A fresh read through ``pool`` (the CLI and tests, which have no application)."""
+    with tenancy.as_tenant(tenancy.ALL):  # the operator's tables, not tenant data
+        async with pool.acquire() as conn:
+            return await read(conn, defaults)
 
 
 class Directory:
@@ -237,6 +255,16 @@ class Directory:
             and self.clock() - self._read_at < self.miss_trust_s
             and self._read_at > self._lost_at
         )
+
+    async def latest(self) -> Snapshot | None:
+        """This copy, however old; read now if there is none yet; None when that cannot be done
+        (a lookup that can do without the tables, such as a media source for the CLI)."""
+        if self.snapshot is not None:
+            return self.snapshot
+        try:
+            return await self.reload()
+        except DatabaseUnavailable:
+            return None
 
     # --- reading -------------------------------------------------------------------------------
 

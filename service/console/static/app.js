@@ -227,26 +227,6 @@ const TEXT = {
 const CONSOLE_ROLES = ["compliance", "admin"];
 let shownRequest = null;  // the request in the detail panel
 
-// A message in one of the page's status lines: a key and its values, so it follows the language.
-function note(id, key, vars, kind) {
-  const m = $(id);
-  live(m, () => t(key, vars));
-  m.classList.toggle("error", kind === "error");
-  m.classList.toggle("ok", kind === "ok");
-}
-
-function failIn(id, err) {
-  if (err instanceof UiError) note(id, err.key, err.vars, "error");
-  else if (err instanceof TypeError) note(id, "msg.network", {}, "error");
-  else note(id, "msg.error", { m: err.name || "?" }, "error");
-}
-
-function cell(tr, render) {
-  const td = live(document.createElement("td"), render);
-  tr.appendChild(td);
-  return td;
-}
-
 function duration(seconds) {
   const s = Math.abs(seconds);
   const d = Math.floor(s / 86400);
@@ -710,19 +690,15 @@ function showSignedIn() {
   const signedIn = !!token();
   $("signin").classList.toggle("hidden", signedIn);
   $("who-card").classList.toggle("hidden", !signedIn);
-  if (!signedIn) showWork(false);
+  if (!signedIn) {
+    chartsWanted = false;  // signed out (common.js signOut): a language switch draws nothing
+    showWork(false);
+  }
 }
 
 function showWork(on) {
   for (const el of document.querySelectorAll(".work")) el.classList.toggle("hidden", !on);
   $("nav").classList.toggle("hidden", !on);
-}
-
-function signOut() {
-  chartsWanted = false;
-  sessionStorage.removeItem("callvault.token");
-  sessionStorage.removeItem("callvault.tenant");
-  showSignedIn();
 }
 
 // Who the token is: compliance or admin of a tenant sees the console; a platform token picks

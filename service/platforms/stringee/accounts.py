@@ -18,72 +18,67 @@ How a request finds its tenant (DESIGN "Tenants"):
 - the input and record eventUrls are built by callvault with ``?project=ID&tenant=T`` (the
   signature covers the body only, so these only pick which secret must have signed it).
 
-Tables are cached per process for `tables.TTL_S`, like Twilio's (``tenant apply`` takes
-effect within seconds), and read as tenant ``*`` (operator tables, no row-level security).
+Everything is read from the replica's tenant directory (:mod:`service.tenants.policies`, kept
+fresh by NOTIFY), as Twilio's accounts are: a project or number found there is used as is; one
+that is not is believed only from a copy read moments ago, else read again first, and when the
+database cannot tell the request answers 503 rather than a refusal.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from service.config import Settings
 from service.context import SETTINGS
-from service.db import Conn, queries, tenancy
+from service.db import tenancy
 from service.errors import DatabaseUnavailable, Forbidden
 from service.platforms.stringee.rest_auth import ApiKey
-from service.platforms.tables import CachedTables, read_secret
+from service.platforms.tables import read_secret
+from service.tenants import policies
+from service.tenants.policies import TENANT_DIRECTORY
 
-Q = queries.load("service.platforms.stringee")
+PLATFORM = "stringee"
 
 
 @dataclass(frozen=True)
 class Project:
     tenant: str
     project_id: str | None  # None: the environment's project (tenant default)
-    secret_refs: dict[str, str] = field(default_factory=dict)
-    settings: dict[str, Any] = field(default_factory=dict)
+    secret_refs: Mapping[str, str] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Snapshot:
+    """Stringee's part of the tenant directory."""
+
     # project id -> tenant id -> its row
-    projects: dict[str, dict[str, Project]]
-    numbers: dict[str, str]  # E.164 number -> tenant
-    # (tenant, number or None) -> continue_scco (number's, else its queue's, else the tenant's)
-    scco: dict[tuple[str, str | None], list[dict[str, Any]]]
+    projects: Mapping[str, Mapping[str, Project]]
+    numbers: Mapping[str, str]  # E.164 number -> tenant
+    tenants: Mapping[str, policies.TenantPolicies]
 
+    @classmethod
+    def of(cls, directory: policies.Snapshot) -> Snapshot:
+        settings = directory.account_settings.get(PLATFORM, {})
+        projects = {
+            pid: {
+                tenant: Project(tenant, pid, refs, settings.get(pid, {}).get(tenant, {}))
+                for tenant, refs in rows.items()
+            }
+            for pid, rows in directory.accounts.get(PLATFORM, {}).items()
+        }
+        return cls(projects, directory.numbers, directory.tenants)
 
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
-async def read_snapshot(conn: Conn) -> Snapshot:
-    projects: dict[str, dict[str, Project]] = {}
-    for r in await conn.fetch(Q["projects"]):
-        projects.setdefault(r["account_id"], {})[r["tenant_id"]] = Project(
-            r["tenant_id"], r["account_id"], dict(r["secrets"]), dict(r["settings"])
-        )
-    numbers = {r["number"]: r["tenant_id"] for r in await conn.fetch(Q["numbers"])}
-    scco: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
-    for r in await conn.fetch(Q["continue_scco"]):
-        if r["continue_scco"] is not None:
-            scco[(r["tenant_id"], r["number"])] = list(_json(r["continue_scco"]))
-    return Snapshot(projects, numbers, scco)
-
-
-class ProjectBook(CachedTables[Snapshot]):
-    """The cached project, number and continue tables of one application."""
-
-    def __init__(self) -> None:
-        super().__init__(read_snapshot)
-
-
-STRINGEE_PROJECTS = web.AppKey("stringee_projects", ProjectBook)
+    def continue_scco(self, tenant: str, number: str | None) -> list[dict[str, Any]] | None:
+        """The number's, else its queue's, else the tenant's ``continue_scco``; None if unset."""
+        found = self.tenants.get(tenant)
+        stored = found.stored("continue_scco", number) if found is not None else None
+        return None if stored is None else [dict(a) for a in stored]
 
 
 def e164(number: str | None) -> str | None:
@@ -103,59 +98,73 @@ def _unknown_number() -> Forbidden:
     return Forbidden("request is for a number of no tenant", code="unknown_number")
 
 
-async def _book(app: web.Application) -> Snapshot | None:
-    return await app[STRINGEE_PROJECTS].current(app)
+def _unknown_project() -> Forbidden:
+    return Forbidden("request is for an unknown Stringee project", code="unknown_account")
+
+
+C = TypeVar("C")
+
+
+async def _look_up(
+    app: web.Application, choose: Callable[[Snapshot], C | Forbidden], unread: C | None
+) -> C:
+    """What ``choose`` finds in the directory's copy. A refusal (``choose`` returns the
+    :class:`Forbidden`) is believed only from a copy recent enough (``for_miss``), as Twilio's;
+    when the tables were never read and cannot be now, ``unread`` (the environment's project)
+    if there is one, else :class:`DatabaseUnavailable`."""
+    directory = app[TENANT_DIRECTORY]
+    read = directory.snapshot
+    choice = choose(Snapshot.of(read)) if read is not None else None
+    if choice is None or isinstance(choice, Forbidden):
+        try:
+            read = await directory.for_miss()
+        except DatabaseUnavailable:
+            if read is None and unread is not None:
+                return unread
+            raise
+        choice = choose(Snapshot.of(read))
+    if isinstance(choice, Forbidden):
+        raise choice
+    return choice
 
 
 async def projects_for_number(app: web.Application, to: str | None) -> list[Project]:
     """The projects whose secrets may have signed an answer_url to ``to`` (all of one tenant)."""
-    settings = app[SETTINGS]
-    env = _env_project(settings)
-    snapshot = await _book(app)
-    if snapshot is None:
-        if env is not None:
-            return [env]
-        raise DatabaseUnavailable("the tenant accounts could not be read")
-    owner = snapshot.numbers.get(e164(to) or "")
-    tenant = owner or tenancy.DEFAULT
-    found = [p for ps in snapshot.projects.values() for t, p in ps.items() if t == tenant]
-    if tenant == tenancy.DEFAULT and env is not None:
-        found.append(env)
-    if not found:
-        raise _unknown_number() if owner is None else _unknown_project()
-    return found
+    env = _env_project(app[SETTINGS])
 
+    def choose(snapshot: Snapshot) -> list[Project] | Forbidden:
+        owner = snapshot.numbers.get(e164(to) or "")
+        tenant = owner or tenancy.DEFAULT
+        found = [p for ps in snapshot.projects.values() for t, p in ps.items() if t == tenant]
+        if tenant == tenancy.DEFAULT and env is not None:
+            found.append(env)
+        if not found:
+            return _unknown_number() if owner is None else _unknown_project()
+        return found
 
-def _unknown_project() -> Forbidden:
-    return Forbidden("request is for an unknown Stringee project", code="unknown_account")
+    return await _look_up(app, choose, [env] if env is not None else None)
 
 
 async def project(
     app: web.Application, project_id: str | None, tenant: str | None, number: str | None
 ) -> Project:
     """The project a POST names (event_url: ``project_id``; eventUrls: our ``?project=``)."""
-    settings = app[SETTINGS]
-    env = _env_project(settings)
-    snapshot = await _book(app)
-    if snapshot is None:
-        if env is not None and project_id is None:
-            return env
-        raise DatabaseUnavailable("the tenant accounts could not be read")
-    rows = snapshot.projects.get(project_id or "", {})
-    if not rows:
-        if env is not None and tenant in (None, tenancy.DEFAULT):
-            return env
-        raise _unknown_project()
-    if tenant is not None:
-        if tenant not in rows:
-            raise _unknown_project()
-        return rows[tenant]
-    if len(rows) == 1:
-        return next(iter(rows.values()))
-    owner = snapshot.numbers.get(e164(number) or "")
-    if owner in rows:
-        return rows[owner]
-    raise _unknown_number()
+    env = _env_project(app[SETTINGS])
+
+    def choose(snapshot: Snapshot) -> Project | Forbidden:
+        rows = snapshot.projects.get(project_id or "", {})
+        if not rows:
+            if env is not None and tenant in (None, tenancy.DEFAULT):
+                return env
+            return _unknown_project()
+        if tenant is not None:
+            return rows[tenant] if tenant in rows else _unknown_project()
+        if len(rows) == 1:
+            return next(iter(rows.values()))
+        owner = snapshot.numbers.get(e164(number) or "", "")
+        return rows[owner] if owner in rows else _unknown_number()
+
+    return await _look_up(app, choose, env if project_id is None else None)
 
 
 async def signing_secrets(project: Project, settings: Settings) -> list[str]:
@@ -169,12 +178,9 @@ async def continue_scco(
 ) -> list[dict[str, Any]]:
     """What the call does after the consent step: the number's, its queue's or the tenant's
     ``continue_scco``, else the deployment's (``CALLVAULT_STRINGEE_CONTINUE_SCCO``)."""
-    snapshot = await _book(app)
-    if snapshot is not None:
-        for key in ((tenant, e164(number)), (tenant, None)):
-            if key in snapshot.scco:
-                return snapshot.scco[key]
-    return [dict(a) for a in app[SETTINGS].stringee_continue_scco]
+    read = await app[TENANT_DIRECTORY].latest()
+    found = Snapshot.of(read).continue_scco(tenant, e164(number)) if read is not None else None
+    return found if found is not None else [dict(a) for a in app[SETTINGS].stringee_continue_scco]
 
 
 class NoApiKey(Exception):

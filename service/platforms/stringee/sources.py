@@ -17,16 +17,12 @@ from aiohttp import web
 
 from service.config import Settings
 from service.context import SETTINGS
-from service.db import tenancy
 from service.platforms.port import Downloaded, PlatformKeepsCopy
-from service.platforms.stringee.accounts import (
-    STRINGEE_PROJECTS,
-    Snapshot,
-    api_key,
-    read_snapshot,
-)
+from service.platforms.stringee.accounts import Snapshot, api_key
 from service.platforms.stringee.media import StringeeMedia
 from service.platforms.stringee.rest_auth import TokenSource
+from service.tenants import policies
+from service.tenants.policies import TENANT_DIRECTORY
 
 SnapshotSource = Callable[[], Awaitable[Snapshot | None]]
 
@@ -58,8 +54,11 @@ class StringeeMediaSources:
 
     @classmethod
     def for_app(cls, app: web.Application, session: aiohttp.ClientSession) -> StringeeMediaSources:
+        """Read through the replica's tenant directory (kept fresh by NOTIFY)."""
+
         async def snapshot() -> Snapshot | None:
-            return await app[STRINGEE_PROJECTS].current(app)
+            read = await app[TENANT_DIRECTORY].latest()
+            return Snapshot.of(read) if read is not None else None
 
         return cls(app[SETTINGS], session, snapshot)
 
@@ -67,10 +66,10 @@ class StringeeMediaSources:
     def for_pool(
         cls, settings: Settings, session: aiohttp.ClientSession, pool: Any
     ) -> StringeeMediaSources:
+        """Read the tables afresh on each lookup (the CLI and tests: no application)."""
+
         async def snapshot() -> Snapshot | None:
-            with tenancy.as_tenant(tenancy.ALL):
-                async with pool.acquire() as conn:
-                    return await read_snapshot(conn)
+            return Snapshot.of(await policies.read_pool(pool, settings.defaults))
 
         return cls(settings, session, snapshot)
 

@@ -184,14 +184,8 @@ class TwilioMediaSources:
         """Read through the replica's tenant directory (kept fresh by NOTIFY)."""
 
         async def snapshot() -> Snapshot | None:
-            directory = app[TENANT_DIRECTORY]
-            read = directory.snapshot
-            if read is None:
-                try:
-                    read = await directory.reload()
-                except DatabaseUnavailable:
-                    return None
-            return Snapshot.of(read)
+            read = await app[TENANT_DIRECTORY].latest()
+            return Snapshot.of(read) if read is not None else None
 
         return cls(app[SETTINGS], session, snapshot)
 
@@ -202,9 +196,7 @@ class TwilioMediaSources:
         """Read the tables afresh on each lookup (the CLI and tests: no application)."""
 
         async def snapshot() -> Snapshot | None:
-            with tenancy.as_tenant(tenancy.ALL):
-                async with pool.acquire() as conn:
-                    return Snapshot.of(await policies.read(conn, settings.defaults))
+            return Snapshot.of(await policies.read_pool(pool, settings.defaults))
 
         return cls(settings, session, snapshot)
 

@@ -157,12 +157,6 @@ function showSignedIn() {
   if (!signedIn) $("detail").classList.add("hidden");
 }
 
-function signOut() {
-  sessionStorage.removeItem("callvault.token");
-  sessionStorage.removeItem("callvault.tenant");
-  showSignedIn();
-}
-
 function badge(outcome) {
   const span = document.createElement("span");
   span.className = `badge ${outcome}`;
@@ -207,12 +201,11 @@ function callRow(call) {
   const cells = [
     () => fmt(call.started_at), () => call.caller || t("none"), () => call.queue || t("none"),
   ];
-  for (const render of cells) tr.appendChild(live(document.createElement("td"), render));
+  for (const render of cells) cell(tr, render);
   const outcome = document.createElement("td");
   outcome.appendChild(badge(call.outcome));
   tr.appendChild(outcome);
-  tr.appendChild(live(document.createElement("td"),
-    () => call.recordings.map((r) => t(`state.${r.state}`)).join(", ") || t("none")));
+  cell(tr, () => call.recordings.map((r) => t(`state.${r.state}`)).join(", ") || t("none"));
   tr.addEventListener("click", () => {
     for (const row of tr.parentElement.children) row.classList.remove("selected");
     tr.classList.add("selected");

@@ -1,7 +1,8 @@
 // callvault pages' shared plumbing (/qa, /console): words in two languages (each page
 // defines its TEXT = {en, vi}), text that follows a language switch, the token kept in this
 // tab's sessionStorage only and sent as a bearer token (with the tenant a platform token picked),
-// and the API's errors as sentences. Each page defines signOut() (called on a 401).
+// and the API's errors as sentences. Each page defines showSignedIn() (signOut(), called on a
+// 401, shows the sign-in again through it).
 "use strict";
 
 let lang = sessionStorage.getItem("callvault.lang") || "vi";
@@ -40,21 +41,41 @@ function token() { return sessionStorage.getItem("callvault.token"); }
 // the tenant a platform token acts for (chosen on the page); a tenant token has its own
 function tenant() { return sessionStorage.getItem("callvault.tenant"); }
 
-// A message is a key (and its values), never a finished sentence: it follows the language.
-function say(key, vars, isError) {
-  const m = $("message");
-  live(m, () => t(key, vars));
-  m.classList.toggle("error", !!isError);
+function signOut() {
+  sessionStorage.removeItem("callvault.token");
+  sessionStorage.removeItem("callvault.tenant");
+  showSignedIn();
 }
+
+// A message in one of the page's status lines is a key (and its values), never a finished
+// sentence: it follows the language. kind: "error", "ok" or none.
+function note(id, key, vars, kind) {
+  const m = $(id);
+  live(m, () => t(key, vars));
+  m.classList.toggle("error", kind === "error");
+  m.classList.toggle("ok", kind === "ok");
+}
+
+// The page's main status line.
+function say(key, vars, isError) { note("message", key, vars, isError ? "error" : undefined); }
 
 class UiError extends Error {
   constructor(key, vars) { super(key); this.key = key; this.vars = vars; }
 }
 
-function fail(err) {
-  if (err instanceof UiError) say(err.key, err.vars, true);
-  else if (err instanceof TypeError) say("msg.network", {}, true);  // fetch got no answer
-  else say("msg.error", { m: err.name || "?" }, true);  // e.g. the browser refused to play
+function failIn(id, err) {
+  if (err instanceof UiError) note(id, err.key, err.vars, "error");
+  else if (err instanceof TypeError) note(id, "msg.network", {}, "error");  // fetch got no answer
+  else note(id, "msg.error", { m: err.name || "?" }, "error");  // e.g. the browser refused to play
+}
+
+function fail(err) { failIn("message", err); }
+
+// A table cell that follows the language.
+function cell(tr, render) {
+  const td = live(document.createElement("td"), render);
+  tr.appendChild(td);
+  return td;
 }
 
 async function api(method, path, body) {
