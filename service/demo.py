@@ -1,5 +1,6 @@
 """The whole life of a recording on a laptop, without a Twilio account: ``callvault demo``
-(``--platform stringee``: the same calls as Stringee makes them, with its stand-in too).
+(``--platform stringee``: the same calls as Stringee makes them, with its stand-in too;
+``--platform pbx``: as a PBX makes them through callvault's PBX API, uploading the recordings).
 
 Two halves:
 
@@ -65,6 +66,7 @@ DEMO_NUMBERS: dict[str, dict[str, Any]] = {
     "+842873009000": {"queue": "demo"},
     "+842873009001": {"queue": "demo-explicit"},
 }
+PLAYERS = {"twilio": "Twilio", "stringee": "Stringee", "pbx": "a PBX"}  # "... as X would"
 STRINGEE_STANDIN_PATH = "/v1/call/recording"  # Stringee's own path: its hosts are origins
 
 
@@ -407,12 +409,18 @@ async def run(settings: Settings, *, timeout_s: float, platform: str = "twilio")
             account_sid=settings.twilio_account_sid,
             auth_token=settings.twilio_auth_token,
         )
-        print(f"playing {len(CALLS)} calls against {public} as {platform.title()} would:")
+        print(f"playing {len(CALLS)} calls against {public} as {PLAYERS[platform]} would:")
         played = []
-        # one player per platform (the PBX API's joins here)
+        db = _Database(settings)
+        # one player per platform; Twilio's is the loop below
         calls = CALLS if platform == "twilio" else ()
         if platform == "stringee":
             played = await _play_stringee(session, settings, public)
+        elif platform == "pbx":
+            pbx_token = await db.run(
+                lambda conn: issue_token(conn, f"demo-pbx-{secrets.token_hex(4)}", "telephony")
+            )
+            played = await _play_pbx(session, public, pbx_token)
         for n, call in enumerate(calls):
             trace = await twilio.place_call(
                 f"+849055500{n:02d}",
@@ -439,7 +447,6 @@ async def run(settings: Settings, *, timeout_s: float, platform: str = "twilio")
                 if status >= 300:
                     raise CallvaultError(f"recording callback: HTTP {status}: {body[:200]}")
             played.append(item)
-        db = _Database(settings)
         token = await db.run(
             lambda conn: issue_token(conn, f"demo-{secrets.token_hex(4)}", "qa_trainer")
         )
@@ -506,6 +513,33 @@ async def _play_stringee(
             )
             if status >= 300:
                 raise CallvaultError(f"record eventUrl: HTTP {status}: {body[:200]}")
+        played.append(item)
+    return played
+
+
+async def _play_pbx(session: aiohttp.ClientSession, public: str, token: str) -> list[Played]:
+    """The demo's calls as a PBX would make them through callvault's PBX API (the queue named
+    in the call start, as the Asterisk recipe does); each consented call's recording uploaded
+    with a streamed ``PUT`` as MixMonitor's post-command does, answered once it is stored."""
+    from service.platforms.pbx.simulate import FakePbx
+    from service.simulate import Caller
+
+    fake = FakePbx(session, public, token=token)
+    played = []
+    for n, call in enumerate(CALLS):
+        trace = await fake.place_call(
+            f"+849055500{n:02d}", "+842873001234", Caller.parse(call.behaviour), queue=call.queue
+        )
+        if trace.errors:
+            raise CallvaultError(f"call '{call.label}': {'; '.join(trace.errors)}")
+        # the PBX's call id in the tenant's namespace, as /api/calls knows it
+        item = Played(call, f"default/{trace.call_sid}")
+        if trace.recording_callback:
+            audio = await asyncio.to_thread(call_audio, call.seconds, n)
+            status, body = await fake.upload(trace.call_sid, audio)
+            if status != 201:
+                raise CallvaultError(f"recording upload: HTTP {status}: {str(body)[:200]}")
+            item.recording_sid = str(body["recording_id"])
         played.append(item)
     return played
 
