@@ -650,6 +650,54 @@ async def test_an_upload_for_an_erased_call_is_discarded(
     assert (await _events(db, "e-1"))[-1] == "recording_discarded"
 
 
+async def test_consent_asked_after_the_number_was_erased_never_answers_record(
+    service: Service, http: aiohttp.ClientSession, db: Conn, token: str
+) -> None:
+    """An erasure covers recordings still to come, so a call erased while its notice played is
+    not recorded whatever the caller answers, and a consent given before the erasure, replayed
+    after it, no longer says record (either would start a recorder whose file is refused)."""
+    await _start(http, service, token, "x-asked")  # the notice is playing
+    await _consented(http, service, token, "x-given")  # consented, the recorder running
+    request_id = await requests.create(
+        db, PhoneVault(SECRET_KEY), kind="erase", phone=CALLER, actor="test"
+    )
+    await settle(db)
+    assert await db.fetchval("SELECT status FROM dsar_requests WHERE id = $1", request_id) == (
+        "completed"
+    )
+    for call, said in (("x-asked", {"stayed": True}), ("x-given", {"stayed": True})):
+        for _ in range(2):  # and again, as a PBX retries
+            status, body = await _api(
+                http, service, "POST", f"/telephony/pbx/calls/{call}/consent", token, said
+            )
+            assert status == 200 and body["record"] is False, (call, body)
+    assert body["outcome"] == "consented"  # what was decided before the erasure stays true
+    status, body = await _api(
+        http,
+        service,
+        "POST",
+        "/telephony/pbx/calls/x-asked/consent",
+        token,
+        {"digit": "1", "attempt": 1},
+    )
+    assert (status, body["record"], body["outcome"]) == (200, False, "not_asked")
+    events = await _events(db, "x-asked")
+    assert events[-2:] == ["erased", "not_asked"] and "consent_given" not in events
+    call_id = await db.fetchval("SELECT id FROM calls WHERE external_id = 'default/x-asked'")
+    reasons = [e.details.get("reason") for e in await ledger.events_of(db, call_id)]
+    assert reasons[-1] == "call_erased"
+    # a replayed call start is not asked again either
+    status, body = await _api(
+        http,
+        service,
+        "POST",
+        "/telephony/pbx/calls",
+        token,
+        {"call_id": "x-asked", "from": CALLER, "to": HOTLINE},
+    )
+    assert (status, body["action"], body["record"]) == (200, "skip", False)
+
+
 # --- the FreeSWITCH recipe: mod_httapi through the bridge -----------------------------------
 
 FREESWITCH = ASTERISK.parent / "freeswitch"
