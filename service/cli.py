@@ -255,10 +255,10 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
 
 def cmd_calls_mark_outbound(args: argparse.Namespace) -> int:
     from service.consent.legacy import mark_outbound
-    from service.personal_data import E164_PATTERN, mask_phone, normalise_phone
+    from service.personal_data import mask_phone, parse_e164
 
     # Anything else would match no call and report "marked 0" as if the repair were done.
-    if not E164_PATTERN.match(normalise_phone(args.centre_number)):
+    if parse_e164(args.centre_number) is None:
         raise CallvaultError("--from: not an E.164 number like +842873001234")
     settings = _settings(database=True)
 

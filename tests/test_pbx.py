@@ -468,6 +468,11 @@ async def test_another_tenants_call_is_404_and_the_same_id_is_theirs_alone(
         ("/telephony/pbx/calls", b'{"call_id": 7, "from": "1", "to": "2"}'),
         ("/telephony/pbx/calls", b'{"call_id": "a", "from": "1", "to": "2", "extra": 1}'),
         ("/telephony/pbx/calls", b"[]"),
+        # not a phone number, an extension or a withheld caller id
+        ("/telephony/pbx/calls", b'{"call_id": "g-1", "from": "0901abc567", "to": "100"}'),
+        ("/telephony/pbx/calls", b'{"call_id": "g-2", "from": "+84901234678", "to": "s"}'),
+        ("/telephony/pbx/calls", b'{"call_id": "g-3", "from": "+8490123456789012", "to": "1"}'),
+        ("/telephony/pbx/calls", b'{"call_id": "g-4", "from": "<sip:x@y>", "to": "100"}'),
         ("/telephony/pbx/calls/c-1/consent", b"{}"),
         ("/telephony/pbx/calls/c-1/consent", b'{"digit": "1", "stayed": true}'),
         ("/telephony/pbx/calls/c-1/consent", b'{"digit": 1}'),
@@ -489,6 +494,47 @@ async def test_malformed_bodies_are_400_in_the_json_error_shape(
     assert set(answer["error"]) == {"code", "message"}
     assert await db.fetchval("SELECT count(*) FROM ledger_events") == before
     assert await db.fetchval("SELECT outcome FROM calls") == "in_progress"
+
+
+async def test_numbers_are_kept_as_e164_with_national_ones_read_as_vietnams(
+    service: Service, http: aiohttp.ClientSession, db: Conn, token: str
+) -> None:
+    """A Vietnamese trunk gives 0901234678: it must be the caller an erasure or hold asked for
+    +84901234678 finds, and 028 7300 1234 must be the hotline its policy is configured for."""
+    await service.reconfigure(numbers={HOTLINE: {"consent_mode": "explicit"}})
+    vault = PhoneVault(SECRET_KEY)
+    status, answer = await _api(
+        http,
+        service,
+        "POST",
+        "/telephony/pbx/calls",
+        token,
+        {"call_id": "n-1", "from": "090 123 4678", "to": "028 7300 1234"},
+    )
+    assert status == 200 and answer["mode"] == "explicit", answer  # the hotline's policy
+    row = await db.fetchrow(
+        "SELECT caller_enc, caller_hash, called FROM calls WHERE external_id = 'default/n-1'"
+    )
+    assert vault.decrypt(row["caller_enc"]) == CALLER
+    assert bytes(row["caller_hash"]) == vault.lookup_hash(CALLER)
+    assert row["called"] == HOTLINE
+    # a withheld caller id is no number at all (nothing to encrypt, hash or erase)
+    for n, withheld in enumerate(("unknown", "Anonymous")):
+        status, _ = await _api(
+            http,
+            service,
+            "POST",
+            "/telephony/pbx/calls",
+            token,
+            {"call_id": f"w-{n}", "from": withheld, "to": HOTLINE},
+        )
+        assert status == 200
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM calls WHERE external_id LIKE 'default/w-%' AND caller_enc IS NULL"
+        )
+        == 2
+    )
 
 
 async def test_replayed_requests_change_nothing(
