@@ -157,6 +157,25 @@ class StringeeStandIn:
             return web.json_response({"r": 3, "message": "record not found"}, status=404)
         return web.Response(body=body, content_type="audio/x-wav")
 
+    async def call_log(self, request: web.Request) -> web.Response:
+        """``GET /v1/call/log?id=`` as Stringee answers it, so the reconciler that looks for
+        lost record eventUrls gets a true answer in demo mode: every call asked about was made
+        "at Stringee" here, recorded if its file is here (a ``simulate`` call has none)."""
+        if not self._authorised(request):
+            return web.json_response({"r": 2, "message": "unauthorised"}, status=401)
+        call_id = request.query.get("id", "")
+        if not EXTERNAL_ID.match(call_id):
+            return web.json_response({"r": 1, "message": "id is required"}, status=400)
+        recorded = await asyncio.to_thread((self.folder / f"{call_id}.wav").exists)
+        entry = {"id": call_id, "uuid": call_id, "recorded": 1 if recorded else 0}
+        return web.json_response(
+            {
+                "r": 0,
+                "message": "Load call(s) success",
+                "data": {"totalCalls": "1", "totalPages": 1, "currentPage": 1, "calls": [entry]},
+            }
+        )
+
 
 class MediaStandIn:
     """Twilio's ``/2010-04-01/Accounts/{AC}/Recordings/{RE}.{wav,mp3,json}`` for GET and DELETE
@@ -296,6 +315,7 @@ def mount_standin(app: web.Application, settings: Settings) -> None:
         stringee = StringeeStandIn(settings)
         app.router.add_route("GET", STRINGEE_STANDIN_PATH + "/{id}", stringee.recording)
         app.router.add_route("PUT", STRINGEE_STANDIN_PATH + "/{id}", stringee.recording)
+        app.router.add_get("/v1/call/log", stringee.call_log)
     log.warning(
         "demo mode: Twilio's media API is a local stand-in (generated credentials, embedded "
         "database); set CALLVAULT_TWILIO_ACCOUNT_SID and CALLVAULT_TWILIO_AUTH_TOKEN for a real "

@@ -155,6 +155,9 @@ async def test_demo_as_stringee_stores_recordings_and_keeps_stringees_copies(
             # the JWT is checked: a request without one is refused as Stringee refuses it
             async with http.get(f"{serve.url}/v1/call/recording/{calls[0]['id']}") as r:
                 assert r.status == 401
+            # its call log (what the reconciler asks) is there, behind the same JWT
+            async with http.get(f"{serve.url}/v1/call/log?id={calls[0]['id']}") as r:
+                assert r.status == 401
         # Stringee cannot delete: its copies stay (the ledger says platform_copy_retained)
         assert len(list((home / "stringee-standin").glob("*.wav"))) == 2
     finally:
