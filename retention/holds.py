@@ -19,7 +19,7 @@ from service import audit, ledger
 from service.db import Conn, queries
 from service.errors import BadRequest, NotFound
 from service.ledger import NewEvent
-from service.personal_data import E164_PATTERN, PhoneVault, mask_phone, normalise_phone
+from service.personal_data import PhoneVault, mask_phone, parse_e164
 from service.untrusted import check_text
 
 Q = queries.load("retention")
@@ -61,8 +61,8 @@ def check_reason(reason: str) -> str:
 
 
 def check_phone(phone: object) -> str:
-    number = normalise_phone(phone) if isinstance(phone, str) else ""
-    if not E164_PATTERN.match(number):
+    number = parse_e164(phone) if isinstance(phone, str) else None
+    if number is None:
         raise BadRequest("phone must be an E.164 number like +84901234567", code="bad_phone")
     return number
 

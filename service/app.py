@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import aiohttp
 from aiohttp import web
@@ -53,6 +53,9 @@ from service.metrics import FIGURES, METRICS, METRICS_POOL, FiguresCache, Metric
 from service.observe import hide_server_software, observe_middleware
 from service.personal_data import PhoneVault
 from service.platforms import installed as platforms
+from service.platforms.reconcile import ReconcileReport
+from service.platforms.stringee import reconcile as stringee_reconcile
+from service.platforms.stringee.sources import StringeeMediaSources
 from service.platforms.twilio import reconcile as twilio_reconcile
 from service.platforms.twilio.accounts import TwilioMediaSources
 from service.prompt_library import PromptLibrary
@@ -205,28 +208,45 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
 
         twilio = TwilioMediaSources.for_app(app, app[HTTP_CLIENT])
 
+        stringee = StringeeMediaSources.for_app(app, app[HTTP_CLIENT])
+
+        def twilio_pass() -> Awaitable[ReconcileReport]:
+            return twilio_reconcile.reconcile_once(
+                app[POOL],
+                twilio,
+                grace_s=settings.reconcile_grace_s,
+                retry_after_s=settings.reconcile_interval_s / 2,
+                job_max_attempts=settings.job_max_attempts,
+            )
+
+        def stringee_pass() -> Awaitable[ReconcileReport]:
+            return stringee_reconcile.reconcile_once(
+                app[POOL],
+                stringee,
+                grace_s=settings.reconcile_grace_s,
+                retry_after_s=settings.reconcile_interval_s / 2,
+                job_max_attempts=settings.job_max_attempts,
+            )
+
         async def reconcile() -> None:
-            try:
-                report = await twilio_reconcile.reconcile_once(
-                    app[POOL],
-                    twilio,
-                    grace_s=settings.reconcile_grace_s,
-                    retry_after_s=settings.reconcile_interval_s / 2,
-                    job_max_attempts=settings.job_max_attempts,
-                )
-            except Exception:
-                log.exception("reconcile pass failed; the next pass retries")
-                return
-            if report.found or report.failed:
-                log.info(
-                    "reconcile pass",
-                    extra={
-                        "calls": report.calls,
-                        "found": report.found,
-                        "settled": report.settled,
-                        "failed": report.failed,
-                    },
-                )
+            # each platform that fetches asks about its own calls whose callback never came
+            for platform, one_pass in (("twilio", twilio_pass), ("stringee", stringee_pass)):
+                try:
+                    report = await one_pass()
+                except Exception:
+                    log.exception("reconcile pass failed; the next pass retries")
+                    continue
+                if report.found or report.failed:
+                    log.info(
+                        "reconcile pass",
+                        extra={
+                            "platform": platform,
+                            "calls": report.calls,
+                            "found": report.found,
+                            "settled": report.settled,
+                            "failed": report.failed,
+                        },
+                    )
 
         async def prune() -> None:
             # finished jobs leave after CALLVAULT_JOB_RETENTION (the database's clock decides)

@@ -255,10 +255,10 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
 
 def cmd_calls_mark_outbound(args: argparse.Namespace) -> int:
     from service.consent.legacy import mark_outbound
-    from service.personal_data import E164_PATTERN, mask_phone, normalise_phone
+    from service.personal_data import mask_phone, parse_e164
 
     # Anything else would match no call and report "marked 0" as if the repair were done.
-    if not E164_PATTERN.match(normalise_phone(args.centre_number)):
+    if parse_e164(args.centre_number) is None:
         raise CallvaultError("--from: not an E.164 number like +842873001234")
     settings = _settings(database=True)
 
@@ -664,8 +664,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         fake = FakeStringee(session, public_url, signing_secret=settings.stringee_signing_secret)
         return await fake.place_call(args.caller, args.called, behaviour)
 
-    # one stand-in per platform (the PBX API's joins here)
-    platforms = {"twilio": twilio, "stringee": stringee}
+    token = ""
+    if args.platform == "pbx":
+        if not args.token_file:
+            raise CallvaultError(
+                "--token-file is required with --platform pbx: a file holding a telephony token "
+                "(`callvault token create --name pbx --role telephony`)"
+            )
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            raise CallvaultError(f"--token-file: {exc.strerror}: {args.token_file}") from None
+
+    async def pbx(session: aiohttp.ClientSession) -> CallTrace:
+        from service.platforms.pbx.simulate import FakePbx
+
+        fake = FakePbx(session, public_url, token=token)
+        return await fake.place_call(args.caller, args.called, behaviour, queue=args.queue)
+
+    platforms = {"twilio": twilio, "stringee": stringee, "pbx": pbx}
 
     async def run() -> int:
         timeout = aiohttp.ClientTimeout(total=30)
@@ -893,18 +910,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_jobs_retry)
 
     p = sub.add_parser(
-        "simulate", help="play a whole call against a running server, as Twilio or Stringee"
+        "simulate",
+        help="play a whole call against a running server, as Twilio, Stringee or a PBX would",
     )
     p.add_argument(
         "--platform",
-        choices=("twilio", "stringee"),
+        choices=("twilio", "stringee", "pbx"),
         default="twilio",
-        help="whose webhooks to send (Stringee: signed with CALLVAULT_STRINGEE_SIGNING_SECRET)",
+        help="whose webhooks to send (Stringee: signed with CALLVAULT_STRINGEE_SIGNING_SECRET; "
+        "pbx: the PBX API with the telephony token in --token-file)",
     )
+    p.add_argument("--token-file", help="--platform pbx: a file holding a tenant's telephony token")
     p.add_argument("--url", help="callvault's public URL (default CALLVAULT_PUBLIC_URL)")
     p.add_argument("--from", dest="caller", default="+84901234567", help="caller number")
     p.add_argument("--to", dest="called", default="+842873001234", help="called number")
-    p.add_argument("--queue", help="queue name to pass on the voice webhook URL (Twilio)")
+    p.add_argument(
+        "--queue", help="queue name (Twilio: on the voice webhook URL; pbx: in the call start)"
+    )
     p.add_argument(
         "--behaviour",
         default="stay",
@@ -919,7 +941,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=float, default=60, help="seconds to wait for intake")
     p.add_argument(
-        "--platform", choices=("twilio", "stringee"), default="twilio", help="whose calls to play"
+        "--platform",
+        choices=("twilio", "stringee", "pbx"),
+        default="twilio",
+        help="whose calls to play",
     )
     p.set_defaults(func=cmd_demo)
 

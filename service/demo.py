@@ -1,5 +1,6 @@
 """The whole life of a recording on a laptop, without a Twilio account: ``callvault demo``
-(``--platform stringee``: the same calls as Stringee makes them, with its stand-in too).
+(``--platform stringee``: the same calls as Stringee makes them, with its stand-in too;
+``--platform pbx``: as a PBX makes them through callvault's PBX API, uploading the recordings).
 
 Two halves:
 
@@ -65,6 +66,7 @@ DEMO_NUMBERS: dict[str, dict[str, Any]] = {
     "+842873009000": {"queue": "demo"},
     "+842873009001": {"queue": "demo-explicit"},
 }
+PLAYERS = {"twilio": "Twilio", "stringee": "Stringee", "pbx": "a PBX"}  # "... as X would"
 STRINGEE_STANDIN_PATH = "/v1/call/recording"  # Stringee's own path: its hosts are origins
 
 
@@ -154,6 +156,25 @@ class StringeeStandIn:
         except FileNotFoundError:
             return web.json_response({"r": 3, "message": "record not found"}, status=404)
         return web.Response(body=body, content_type="audio/x-wav")
+
+    async def call_log(self, request: web.Request) -> web.Response:
+        """``GET /v1/call/log?id=`` as Stringee answers it, so the reconciler that looks for
+        lost record eventUrls gets a true answer in demo mode: every call asked about was made
+        "at Stringee" here, recorded if its file is here (a ``simulate`` call has none)."""
+        if not self._authorised(request):
+            return web.json_response({"r": 2, "message": "unauthorised"}, status=401)
+        call_id = request.query.get("id", "")
+        if not EXTERNAL_ID.match(call_id):
+            return web.json_response({"r": 1, "message": "id is required"}, status=400)
+        recorded = await asyncio.to_thread((self.folder / f"{call_id}.wav").exists)
+        entry = {"id": call_id, "uuid": call_id, "recorded": 1 if recorded else 0}
+        return web.json_response(
+            {
+                "r": 0,
+                "message": "Load call(s) success",
+                "data": {"totalCalls": "1", "totalPages": 1, "currentPage": 1, "calls": [entry]},
+            }
+        )
 
 
 class MediaStandIn:
@@ -294,6 +315,7 @@ def mount_standin(app: web.Application, settings: Settings) -> None:
         stringee = StringeeStandIn(settings)
         app.router.add_route("GET", STRINGEE_STANDIN_PATH + "/{id}", stringee.recording)
         app.router.add_route("PUT", STRINGEE_STANDIN_PATH + "/{id}", stringee.recording)
+        app.router.add_get("/v1/call/log", stringee.call_log)
     log.warning(
         "demo mode: Twilio's media API is a local stand-in (generated credentials, embedded "
         "database); set CALLVAULT_TWILIO_ACCOUNT_SID and CALLVAULT_TWILIO_AUTH_TOKEN for a real "
@@ -407,12 +429,18 @@ async def run(settings: Settings, *, timeout_s: float, platform: str = "twilio")
             account_sid=settings.twilio_account_sid,
             auth_token=settings.twilio_auth_token,
         )
-        print(f"playing {len(CALLS)} calls against {public} as {platform.title()} would:")
+        print(f"playing {len(CALLS)} calls against {public} as {PLAYERS[platform]} would:")
         played = []
-        # one player per platform (the PBX API's joins here)
+        db = _Database(settings)
+        # one player per platform; Twilio's is the loop below
         calls = CALLS if platform == "twilio" else ()
         if platform == "stringee":
             played = await _play_stringee(session, settings, public)
+        elif platform == "pbx":
+            pbx_token = await db.run(
+                lambda conn: issue_token(conn, f"demo-pbx-{secrets.token_hex(4)}", "telephony")
+            )
+            played = await _play_pbx(session, public, pbx_token)
         for n, call in enumerate(calls):
             trace = await twilio.place_call(
                 f"+849055500{n:02d}",
@@ -439,7 +467,6 @@ async def run(settings: Settings, *, timeout_s: float, platform: str = "twilio")
                 if status >= 300:
                     raise CallvaultError(f"recording callback: HTTP {status}: {body[:200]}")
             played.append(item)
-        db = _Database(settings)
         token = await db.run(
             lambda conn: issue_token(conn, f"demo-{secrets.token_hex(4)}", "qa_trainer")
         )
@@ -506,6 +533,33 @@ async def _play_stringee(
             )
             if status >= 300:
                 raise CallvaultError(f"record eventUrl: HTTP {status}: {body[:200]}")
+        played.append(item)
+    return played
+
+
+async def _play_pbx(session: aiohttp.ClientSession, public: str, token: str) -> list[Played]:
+    """The demo's calls as a PBX would make them through callvault's PBX API (the queue named
+    in the call start, as the Asterisk recipe does); each consented call's recording uploaded
+    with a streamed ``PUT`` as MixMonitor's post-command does, answered once it is stored."""
+    from service.platforms.pbx.simulate import FakePbx
+    from service.simulate import Caller
+
+    fake = FakePbx(session, public, token=token)
+    played = []
+    for n, call in enumerate(CALLS):
+        trace = await fake.place_call(
+            f"+849055500{n:02d}", "+842873001234", Caller.parse(call.behaviour), queue=call.queue
+        )
+        if trace.errors:
+            raise CallvaultError(f"call '{call.label}': {'; '.join(trace.errors)}")
+        # the PBX's call id in the tenant's namespace, as /api/calls knows it
+        item = Played(call, f"default/{trace.call_sid}")
+        if trace.recording_callback:
+            audio = await asyncio.to_thread(call_audio, call.seconds, n)
+            status, body = await fake.upload(trace.call_sid, audio)
+            if status != 201:
+                raise CallvaultError(f"recording upload: HTTP {status}: {str(body)[:200]}")
+            item.recording_sid = str(body["recording_id"])
         played.append(item)
     return played
 

@@ -13,6 +13,7 @@ import hmac
 import os
 import re
 
+import phonenumbers
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -29,16 +30,56 @@ def _derive(secret: str, purpose: bytes) -> bytes:
     return hkdf.derive(secret.encode("utf-8"))
 
 
-def normalise_phone(raw: str) -> str:
-    """E.164 where the input is a phone number (spaces, dashes, dots and brackets dropped);
-    anything else Twilio sends (``anonymous``, ``client:alice``) is kept as it is."""
-    text = raw.strip()
+# A number in national form (0901234567, as Vietnamese trunks and PBXes deliver it) is read as
+# Vietnam's: callvault is for Vietnamese contact centres first. Without it, a caller the PBX
+# named as 0901234567 would never be found by an erasure asked for +84901234567.
+DEFAULT_REGION = "VN"
+_DIALLABLE = re.compile(r"^(?:tel:)?\+?[0-9\s().\-]{1,40}$", re.IGNORECASE)
+
+
+def _compact(text: str) -> str:
     compact = re.sub(r"[\s().\-]", "", text)
-    if compact.startswith("00"):
-        compact = "+" + compact[2:]
-    if E164_PATTERN.match(compact):
-        return compact
-    return text
+    return "+" + compact[2:] if compact.startswith("00") else compact
+
+
+def _parse(text: str, region: str | None) -> str | None:
+    """E.164 of a possible phone number written in ``text`` (``phonenumbers``), else None. Only
+    digits and separators are read: phonenumbers would find a number inside any text."""
+    if not _DIALLABLE.match(text):
+        return None
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def parse_e164(raw: str) -> str | None:
+    """A number given in international form (``+84 90 123 4567``, ``0084...``) as E.164, or
+    None: what people type into holds and data-subject requests, which name E.164 numbers."""
+    compact = _compact(raw.strip())
+    return _parse(compact, None) if compact.startswith("+") else None
+
+
+def parse_platform_number(raw: str) -> str | None:
+    """A number as a telephony platform gives it (international, or national read as
+    :data:`DEFAULT_REGION`'s) as E.164, or None if it is not a possible phone number."""
+    return _parse(raw.strip(), DEFAULT_REGION)
+
+
+def normalise_phone(raw: str) -> str:
+    """E.164 where the input is a phone number (:func:`parse_platform_number`); anything else a
+    platform sends (``anonymous``, ``client:alice``, an extension) is kept as it is."""
+    text = raw.strip()
+    found = parse_platform_number(text)
+    if found is not None:
+        return found
+    compact = _compact(text)
+    # what phonenumbers finds impossible but has the E.164 shape keeps the form (and so the
+    # lookup hash) it was stored under before numbers were parsed with phonenumbers
+    return compact if E164_PATTERN.match(compact) else text
 
 
 def mask_phone(e164: str) -> str:

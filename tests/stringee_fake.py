@@ -5,6 +5,11 @@ REST (as developer.stringee.com documents it and its users report it):
   ``access_token`` query parameter: HS256 under the API key secret, header
   ``cty: stringee-api;v=1``, payload ``iss`` = the key SID, ``jti``, ``exp`` in the future and
   ``rest_api: true``. Anything else is ``401`` with Stringee's ``{"r": ..., "message": ...}``.
+- ``GET /v1/call/log?id=`` (docs /docs/call-rest-api/call-rest-api-call-log), the same JWT:
+  ``{"r": 0, "message": "Load call(s) success", "data": {"totalCalls": "N", "totalPages",
+  "currentPage", "limit", "calls": [...]}}``, each call with the documented ``id``, ``uuid``,
+  ``project_id``, ``from_number``/``to_number`` (no "+"), ``start_time``/``stop_time`` (ms),
+  ``created`` (s) and ``recorded`` (0 or 1). A call is logged when it ends.
 - A recording can answer ``429`` with ``Retry-After`` a given number of times first
   (``rate_limited``), be served through a ``302`` to a second host (a CDN) that counts any
   request carrying the JWT (``cdn_credentials`` must stay 0), or answer a small JSON body
@@ -120,6 +125,8 @@ class FakeStringee:
     clock: Callable[[], float] = time.time
     project_id: int = 25  # the project's id in its event_url posts
     recordings: dict[str, Recording] = field(default_factory=dict)
+    call_log: dict[str, dict[str, Any]] = field(default_factory=dict)  # by call id
+    log_gets: Counter[str] = field(default_factory=Counter)  # call-log questions, by ?id=
     gets: Counter[str] = field(default_factory=Counter)
     unauthorised: int = 0
     rate_limited: int = 0
@@ -141,6 +148,7 @@ class FakeStringee:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/v1/call/recording/{id}", self._recording)
+        app.router.add_get("/v1/call/log", self._call_log)
         cdn = web.Application()
         cdn.router.add_get("/cdn/{token}", self._cdn)
         self.server = TestServer(app, host="127.0.0.1")
@@ -207,6 +215,49 @@ class FakeStringee:
             return web.Response(status=302, headers={"Location": location})
         return web.Response(body=recording.body, content_type=recording.content_type)
 
+    def log_call(self, cid: str, caller: str, to: str, *, recorded: bool) -> None:
+        """The call-log entry Stringee keeps for an ended call (the documented fields)."""
+        now_ms = int(self.clock() * 1000)
+        self.call_log[cid] = {
+            "id": cid,
+            "uuid": cid,  # see run_call: the answer_url's uuid is the call's id here
+            "project_id": str(self.project_id),
+            "from_user_id": None,
+            "from_number": caller,
+            "to_number": to,
+            "from_internal": 0,
+            "to_internal": 0,
+            "start_time": now_ms - 9000,
+            "answer_time": now_ms - 7000,
+            "stop_time": now_ms,
+            "amount": "0.00000",
+            "created": now_ms // 1000,
+            "recorded": 1 if recorded else 0,
+        }
+
+    async def _call_log(self, request: web.Request) -> web.StreamResponse:
+        token = request.headers.get("X-STRINGEE-AUTH") or request.query.get("access_token")
+        problem = self.token_problem(token)
+        if problem is not None:
+            self.unauthorised += 1
+            return web.json_response({"r": 2, "message": problem}, status=401)
+        wanted = request.query.get("id")
+        self.log_gets[wanted or ""] += 1
+        calls = [c for c in self.call_log.values() if wanted is None or c["id"] == wanted]
+        return web.json_response(
+            {
+                "r": 0,
+                "message": "Load call(s) success",
+                "data": {
+                    "totalCalls": str(len(calls)),
+                    "totalPages": 1,
+                    "currentPage": 1,
+                    "limit": 100,
+                    "calls": calls[:100],
+                },
+            }
+        )
+
     async def _cdn(self, request: web.Request) -> web.StreamResponse:
         if "X-STRINGEE-AUTH" in request.headers:
             self.cdn_credentials += 1
@@ -260,6 +311,7 @@ class FakeStringee:
         to: str = "842473082686",
         max_steps: int = 20,
         call_id_: str | None = None,
+        send_record_event: bool = True,
     ) -> PlayedCall:
         """Play one call from the phone network to a number whose answer_url is
         ``base_url + answer_path``, running the SCCOs callvault answers as Stringee runs them:
@@ -273,7 +325,8 @@ class FakeStringee:
         ``call_id`` of the call's events, the input eventUrl is called with ``"timeout": true``
         on silence, and the record eventUrl gets ``{"call_id", "recordId"}``
         (service/platforms/stringee/README.md). ``call_id_``: the call's id, when a test
-        needs a given one (two projects can use the same)."""
+        needs a given one (two projects can use the same); ``send_record_event`` False: the
+        record eventUrl is lost on the way (the call log still says the call was recorded)."""
         played = PlayedCall(call_id_ or call_id())
         cid = played.call_id
         params = {"from": caller.number, "to": to, "uuid": cid, "fromInternal": "false"}
@@ -316,9 +369,10 @@ class FakeStringee:
         ended["to"]["number"] = ended["to"]["alias"] = to
         status, _ = await self.post(session, event_url, ended)
         played.statuses.append(("ended", status))
+        self.log_call(cid, caller.number, to, recorded=played.recorded)
         if played.recorded:
             self.add(cid, caller.recording)
-            if record_url:
+            if record_url and send_record_event:
                 status, _ = await self.post(session, record_url, {"call_id": cid, "recordId": cid})
                 played.statuses.append(("record", status))
         return played

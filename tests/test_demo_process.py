@@ -155,12 +155,81 @@ async def test_demo_as_stringee_stores_recordings_and_keeps_stringees_copies(
             # the JWT is checked: a request without one is refused as Stringee refuses it
             async with http.get(f"{serve.url}/v1/call/recording/{calls[0]['id']}") as r:
                 assert r.status == 401
+            # its call log (what the reconciler asks) is there, behind the same JWT
+            async with http.get(f"{serve.url}/v1/call/log?id={calls[0]['id']}") as r:
+                assert r.status == 401
         # Stringee cannot delete: its copies stay (the ledger says platform_copy_retained)
         assert len(list((home / "stringee-standin").glob("*.wav"))) == 2
     finally:
         await serve.stop()
     logged = (tmp_path / "serve.log").read_text()
     assert "849055500" not in logged and "849055500" not in out
+
+
+@pytest.mark.slow
+async def test_demo_and_simulate_as_a_pbx_upload_through_the_pbx_api(tmp_path: Path) -> None:
+    """A PBX's whole call life against a running serve: ``demo --platform pbx`` (calls, the
+    consented ones' recordings uploaded and stored), then ``simulate --platform pbx`` with a
+    telephony token made by ``token create``, as a newcomer wiring their PBX would."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLVAULT_")}
+    env.update(CALLVAULT_HOME=str(home), CALLVAULT_PORT=str(free_port()))
+    serve = ServeProcess(env, tmp_path / "serve.log")
+    await serve.start()
+    try:
+        code, out, err = await _cli(env, "demo", "--platform", "pbx")
+        assert code == 0, out + err
+        assert "as a PBX would" in out
+        token = next(line for line in out.splitlines() if line.startswith("cv_"))
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession() as http:
+
+            async def calls_of(queue: str) -> list[dict[str, Any]]:
+                async with http.get(f"{serve.url}/api/calls?queue={queue}", headers=headers) as r:
+                    assert r.status == 200
+                    return list((await r.json())["items"])
+
+            calls = await calls_of("demo") + await calls_of("demo-explicit")
+            seen: dict[tuple[str, str], int] = {}
+            for call in calls:
+                key = (call["queue"], call["outcome"])
+                seen[key] = seen.get(key, 0) + 1
+            assert seen == EXPECTED
+            assert {c["platform"] for c in calls} == {"pbx"}
+            recordings = [r for c in calls for r in c["recordings"]]
+            assert len(recordings) == 2 and {r["state"] for r in recordings} == {"stored"}
+
+            code, out, err = await _cli(
+                env, "token", "create", "--name", "pbx", "--role", "telephony"
+            )
+            assert code == 0, err
+            token_file = tmp_path / "pbx.token"
+            token_file.write_text(out)
+            simulate = ("simulate", "--platform", "pbx", "--token-file", str(token_file))
+            code, out, err = await _cli(
+                env, *simulate, "--queue", "demo-explicit", "--behaviour", "press-9,2"
+            )
+            assert code == 0, out + err
+            assert "caller presses 9" in out and "ask again" in out and "refused" in out
+            assert "result: not recorded" in out
+            code, out, err = await _cli(env, *simulate, "--queue", "demo")
+            assert code == 0, out + err
+            assert "result: consent given: recording started" in out
+            after = await calls_of("demo") + await calls_of("demo-explicit")
+            assert len(after) == len(calls) + 2
+            new = sorted(c["outcome"] for c in after if c["id"] not in {x["id"] for x in calls})
+            assert new == ["consented", "refused"]
+
+            (tmp_path / "wrong.token").write_text("cv_not-a-token\n")
+            code, out, err = await _cli(
+                env, "simulate", "--platform", "pbx", "--token-file", str(tmp_path / "wrong.token")
+            )
+            assert code == 1 and "HTTP 401" in out
+    finally:
+        await serve.stop()
+    logged = (tmp_path / "serve.log").read_text()
+    assert "849055500" not in logged and "84901234567" not in logged
+    assert "Traceback" not in logged
 
 
 def test_demo_mode_needs_the_embedded_default_and_never_weakens_production() -> None:

@@ -468,6 +468,11 @@ async def test_another_tenants_call_is_404_and_the_same_id_is_theirs_alone(
         ("/telephony/pbx/calls", b'{"call_id": 7, "from": "1", "to": "2"}'),
         ("/telephony/pbx/calls", b'{"call_id": "a", "from": "1", "to": "2", "extra": 1}'),
         ("/telephony/pbx/calls", b"[]"),
+        # not a phone number, an extension or a withheld caller id
+        ("/telephony/pbx/calls", b'{"call_id": "g-1", "from": "0901abc567", "to": "100"}'),
+        ("/telephony/pbx/calls", b'{"call_id": "g-2", "from": "+84901234678", "to": "s"}'),
+        ("/telephony/pbx/calls", b'{"call_id": "g-3", "from": "+8490123456789012", "to": "1"}'),
+        ("/telephony/pbx/calls", b'{"call_id": "g-4", "from": "<sip:x@y>", "to": "100"}'),
         ("/telephony/pbx/calls/c-1/consent", b"{}"),
         ("/telephony/pbx/calls/c-1/consent", b'{"digit": "1", "stayed": true}'),
         ("/telephony/pbx/calls/c-1/consent", b'{"digit": 1}'),
@@ -489,6 +494,47 @@ async def test_malformed_bodies_are_400_in_the_json_error_shape(
     assert set(answer["error"]) == {"code", "message"}
     assert await db.fetchval("SELECT count(*) FROM ledger_events") == before
     assert await db.fetchval("SELECT outcome FROM calls") == "in_progress"
+
+
+async def test_numbers_are_kept_as_e164_with_national_ones_read_as_vietnams(
+    service: Service, http: aiohttp.ClientSession, db: Conn, token: str
+) -> None:
+    """A Vietnamese trunk gives 0901234678: it must be the caller an erasure or hold asked for
+    +84901234678 finds, and 028 7300 1234 must be the hotline its policy is configured for."""
+    await service.reconfigure(numbers={HOTLINE: {"consent_mode": "explicit"}})
+    vault = PhoneVault(SECRET_KEY)
+    status, answer = await _api(
+        http,
+        service,
+        "POST",
+        "/telephony/pbx/calls",
+        token,
+        {"call_id": "n-1", "from": "090 123 4678", "to": "028 7300 1234"},
+    )
+    assert status == 200 and answer["mode"] == "explicit", answer  # the hotline's policy
+    row = await db.fetchrow(
+        "SELECT caller_enc, caller_hash, called FROM calls WHERE external_id = 'default/n-1'"
+    )
+    assert vault.decrypt(row["caller_enc"]) == CALLER
+    assert bytes(row["caller_hash"]) == vault.lookup_hash(CALLER)
+    assert row["called"] == HOTLINE
+    # a withheld caller id is no number at all (nothing to encrypt, hash or erase)
+    for n, withheld in enumerate(("unknown", "Anonymous")):
+        status, _ = await _api(
+            http,
+            service,
+            "POST",
+            "/telephony/pbx/calls",
+            token,
+            {"call_id": f"w-{n}", "from": withheld, "to": HOTLINE},
+        )
+        assert status == 200
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM calls WHERE external_id LIKE 'default/w-%' AND caller_enc IS NULL"
+        )
+        == 2
+    )
 
 
 async def test_replayed_requests_change_nothing(
@@ -648,6 +694,54 @@ async def test_an_upload_for_an_erased_call_is_discarded(
     assert (status, answer["error"]["code"]) == (409, "call_erased")
     await _nothing_kept(db, service.settings, moto_url)
     assert (await _events(db, "e-1"))[-1] == "recording_discarded"
+
+
+async def test_consent_asked_after_the_number_was_erased_never_answers_record(
+    service: Service, http: aiohttp.ClientSession, db: Conn, token: str
+) -> None:
+    """An erasure covers recordings still to come, so a call erased while its notice played is
+    not recorded whatever the caller answers, and a consent given before the erasure, replayed
+    after it, no longer says record (either would start a recorder whose file is refused)."""
+    await _start(http, service, token, "x-asked")  # the notice is playing
+    await _consented(http, service, token, "x-given")  # consented, the recorder running
+    request_id = await requests.create(
+        db, PhoneVault(SECRET_KEY), kind="erase", phone=CALLER, actor="test"
+    )
+    await settle(db)
+    assert await db.fetchval("SELECT status FROM dsar_requests WHERE id = $1", request_id) == (
+        "completed"
+    )
+    for call, said in (("x-asked", {"stayed": True}), ("x-given", {"stayed": True})):
+        for _ in range(2):  # and again, as a PBX retries
+            status, body = await _api(
+                http, service, "POST", f"/telephony/pbx/calls/{call}/consent", token, said
+            )
+            assert status == 200 and body["record"] is False, (call, body)
+    assert body["outcome"] == "consented"  # what was decided before the erasure stays true
+    status, body = await _api(
+        http,
+        service,
+        "POST",
+        "/telephony/pbx/calls/x-asked/consent",
+        token,
+        {"digit": "1", "attempt": 1},
+    )
+    assert (status, body["record"], body["outcome"]) == (200, False, "not_asked")
+    events = await _events(db, "x-asked")
+    assert events[-2:] == ["erased", "not_asked"] and "consent_given" not in events
+    call_id = await db.fetchval("SELECT id FROM calls WHERE external_id = 'default/x-asked'")
+    reasons = [e.details.get("reason") for e in await ledger.events_of(db, call_id)]
+    assert reasons[-1] == "call_erased"
+    # a replayed call start is not asked again either
+    status, body = await _api(
+        http,
+        service,
+        "POST",
+        "/telephony/pbx/calls",
+        token,
+        {"call_id": "x-asked", "from": CALLER, "to": HOTLINE},
+    )
+    assert (status, body["action"], body["record"]) == (200, "skip", False)
 
 
 # --- the FreeSWITCH recipe: mod_httapi through the bridge -----------------------------------

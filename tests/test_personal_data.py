@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from service.personal_data import PhoneVault, mask_phone, normalise_phone
+from service.personal_data import (
+    PhoneVault,
+    mask_phone,
+    normalise_phone,
+    parse_e164,
+    parse_platform_number,
+)
+from service.platforms.stringee.accounts import e164
 
 KEY = "a-secret-key-of-at-least-32-characters!!"
 
@@ -51,3 +58,38 @@ def test_masking(number: str, masked: str) -> None:
 
 def test_normalise_keeps_non_numbers() -> None:
     assert normalise_phone("client:alice") == "client:alice"
+
+
+@pytest.mark.parametrize(
+    ("raw", "platform", "typed"),
+    [
+        ("+84901234567", "+84901234567", "+84901234567"),
+        ("+84 90 123 4567", "+84901234567", "+84901234567"),
+        ("0084 901 234 567", "+84901234567", "+84901234567"),
+        ("0901234567", "+84901234567", None),  # national: Vietnam's on a platform only
+        ("028 7300 1234", "+842873001234", None),
+        ("+44 20 7946 0958", "+442079460958", "+442079460958"),
+        ("tel:+84901234567", "+84901234567", None),
+        ("+8490123456789012", None, None),  # too long for any country
+        ("0901abc567", None, None),
+        ("call me on 0901234567", None, None),  # phonenumbers alone would find it
+        ("anonymous", None, None),
+        ("", None, None),
+    ],
+)
+def test_numbers_are_parsed_with_phonenumbers(
+    raw: str, platform: str | None, typed: str | None
+) -> None:
+    assert parse_platform_number(raw) == platform
+    assert parse_e164(raw) == typed
+
+
+def test_platform_spellings_of_one_number_normalise_alike() -> None:
+    spellings = ["+84901234567", "0901234567", "090-123-4567", "(090) 123 4567", "0084901234567"]
+    assert {normalise_phone(s) for s in spellings} == {"+84901234567"}
+    # what no parse accepts is kept as it was (and so is its lookup hash)
+    assert normalise_phone("1001") == "1001"
+    assert normalise_phone("+840901234567") == "+84901234567"
+    # Stringee: international without the "+", or national
+    assert e164("84901234567") == e164("0901234567") == e164("+84901234567") == "+84901234567"
+    assert e164("user-42") == "user-42"

@@ -21,7 +21,10 @@ import pytest
 from service import ledger
 from service.config import Policy, Settings
 from service.db import tenancy
+from service.db.pool import create_pool
+from service.platforms.stringee import reconcile as stringee_reconcile
 from service.platforms.stringee.rest_auth import ApiKey
+from service.platforms.stringee.sources import StringeeMediaSources
 from service.tenants.apply import plan_and_apply
 from service.tenants.model import parse_file
 from tests.conftest import Service
@@ -243,6 +246,60 @@ async def test_refusal_is_never_recorded_and_a_late_recording_is_never_downloade
     types = await types_of(db, played)
     assert "consent_refused" in types and "recording_discarded" in types
     assert types.count("platform_copy_retained") == 1
+
+
+async def test_a_lost_record_event_is_found_in_the_call_log_and_stored_once(
+    service: Service,
+    projects: dict[str, Project],
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection[Any],
+    service_url: str,
+    moto_url: str,
+    bucket: str,
+) -> None:
+    """Stringee documents no webhook retry: a record eventUrl lost on the way is found by the
+    reconciler in Stringee's call log (``recorded: 1``) and stored as if it had come; a refused
+    call (``recorded: 0``) and a call whose eventUrl did come are left alone."""
+    lost = {
+        tenant: await project.fake.run_call(
+            http,
+            base_url=service.base_url,
+            answer_path="/telephony/stringee/answer",
+            event_url=service.base_url + "/telephony/stringee/event",
+            caller=Caller(digits="1", recording=wav_bytes(1 + n)),
+            to=project.number,
+            send_record_event=False,
+        )
+        for n, (tenant, project) in enumerate(projects.items())
+    }
+    came = await play(http, service, projects["default"], Caller(digits="1"))
+    refused = await play(http, service, projects["default"], Caller(digits="2"))
+    assert await settle(db) == {"done": 1}  # only the eventUrl that came
+    pool = await create_pool(service_url)  # as serve runs it: row-level security holds
+    try:
+        sources = StringeeMediaSources.for_pool(service.settings, http, pool)
+        report = await stringee_reconcile.reconcile_once(pool, sources, grace_s=0)
+        assert (report.calls, report.found, report.settled, report.failed) == (3, 2, 3, 0)
+        await settle(db)
+        again = await stringee_reconcile.reconcile_once(pool, sources, grace_s=0)
+        assert again.calls == 0  # settled calls are not asked about again
+    finally:
+        await pool.close()
+    for tenant, played in lost.items():
+        fake = projects[tenant].fake
+        assert fake.log_gets[played.call_id] == 1 and fake.gets[played.call_id] == 1
+        call = await call_row(db, played)
+        rec = await db.fetchrow("SELECT * FROM recordings WHERE call_id = $1", call["id"])
+        assert rec["state"] == "stored", tenant
+        events = await ledger.events_of(db, call["id"])
+        missed = [e.details for e in events if e.type == "recording_callback_missed"]
+        assert missed == [
+            {"recording_sid": played.call_id, "status": "completed", "found_by": "call_log"}
+        ]
+    assert projects["default"].fake.log_gets[came.call_id] == 0  # its eventUrl came
+    assert projects["default"].fake.gets[refused.call_id] == 0  # asked, never downloaded
+    assert len(await objects(moto_url, bucket)) == 3
+    assert (await ledger.verify(db)).ok
 
 
 async def test_silence_is_not_consent(

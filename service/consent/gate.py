@@ -93,6 +93,8 @@ class CallState:
     policy: Policy
     ended: bool
     decided_now: bool = False  # this callback set the outcome (for metrics)
+    # a data-subject request erased the call (its number is gone): nothing of it is recorded
+    erased: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,13 +107,18 @@ class Decision:
 def _state(row: asyncpg.Record) -> CallState:
     raw: dict[str, Any] = row["policy"]
     policy = Policy(**raw)
-    return CallState(row["id"], row["outcome"], policy, row["ended_at"] is not None)
+    erased = row.get("erased_at") is not None
+    return CallState(row["id"], row["outcome"], policy, row["ended_at"] is not None, erased=erased)
 
 
 def _answer_existing(call: CallState) -> Decision:
     """How to answer a callback for a call whose outcome (or end) is already known."""
     if call.ended:
         return Decision(Step.HANGUP, call)
+    if call.erased:
+        # a consent given before the erasure does not outlive it: a recording started now
+        # would only be discarded when it arrives
+        return Decision(Step.CONTINUE, call)
     if call.outcome == CONSENTED:
         return Decision(Step.RECORD, call)
     if call.outcome == IN_PROGRESS:
@@ -165,7 +172,7 @@ async def start_call(
         if row is None:  # the platform retried the start: answer from what we already decided
             existing = await conn.fetchrow(Q["lock_call"], platform, external_id)
             assert existing is not None
-            return _answer_existing(_state(existing))
+            return await _answer_known(conn, _state(existing))
         call = _state(row)
         started = NewEvent(
             "call_started",
@@ -221,8 +228,8 @@ async def consent_step(
         if row is None:
             return None
         call = _state(row)
-        if call.outcome != IN_PROGRESS or call.ended:
-            return _answer_existing(call)
+        if call.outcome != IN_PROGRESS or call.ended or call.erased:
+            return await _answer_known(conn, call)
         policy = call.policy
         if policy.consent_mode == "implied":
             return await _decide(
@@ -279,6 +286,22 @@ async def consent_step(
             NO_INPUT,
             NewEvent("no_input", {"mode": "explicit", **answer}, dedupe_key="outcome"),
         )
+
+
+async def _answer_known(conn: Conn, call: CallState) -> Decision:
+    """:func:`_answer_existing`, but a call erased while its notice played (an ``erase`` or
+    ``withdraw`` request for the person's number) is decided here: it is not recorded, whatever
+    the caller answers, since the erasure covers recordings still to come. Its outcome is
+    ``not_asked`` (the question no longer stands), with the reason in the ledger."""
+    if call.erased and call.outcome == IN_PROGRESS and not call.ended:
+        decided = await _decide(
+            conn,
+            call,
+            NOT_ASKED,
+            NewEvent("not_asked", {"reason": "call_erased"}, dedupe_key="outcome"),
+        )
+        return Decision(Step.CONTINUE, replace(decided.call, erased=True))
+    return _answer_existing(call)
 
 
 async def _decide(conn: Conn, call: CallState, outcome: str, event: NewEvent) -> Decision:

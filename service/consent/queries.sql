@@ -19,7 +19,7 @@ RETURNING id, outcome, policy, ended_at, clock_timestamp() AS at,
           (SELECT on_list FROM listed) AS listed;
 
 -- name: lock_call
-SELECT id, outcome, policy, ended_at FROM calls
+SELECT id, outcome, policy, ended_at, erased_at FROM calls
 WHERE platform = $1 AND external_id = $2
 FOR UPDATE;
 

@@ -27,6 +27,7 @@ from service.errors import BadRequest, NotFound
 from service.intake import upload as intake_upload
 from service.intake.job import Received
 from service.metrics import METRICS
+from service.personal_data import parse_platform_number
 from service.platforms.pbx.receive import (
     CONTENT_TYPES,
     expected_digest,
@@ -43,6 +44,9 @@ Q = queries.load("service.platforms.pbx")
 routes = web.RouteTableDef()
 
 CALL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+# what Asterisk and FreeSWITCH put where a caller id was withheld or never came
+WITHHELD = frozenset({"unknown", "anonymous", "restricted", "private", "unavailable", "withheld"})
+EXTENSION = re.compile(r"^[0-9]{1,6}$")  # an internal extension: not a phone number
 CallId = Annotated[str, StringConstraints(pattern=CALL_ID.pattern)]
 Party = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 
@@ -73,6 +77,24 @@ class CallEnded(_Body):
 M = TypeVar("M", bound=_Body)
 
 
+def party(raw: str, name: str) -> str | None:
+    """A ``from``/``to`` as callvault keeps it: E.164 (a national number read as Vietnam's,
+    :func:`~service.personal_data.parse_platform_number`), an extension as it is, or None for a
+    withheld number; anything else is 400."""
+    if raw.lower() in WITHHELD:
+        return None
+    if EXTENSION.match(raw):
+        return raw
+    number = parse_platform_number(raw)
+    if number is None:
+        raise BadRequest(
+            f"{name}: not a phone number (+84901234567 or 0901234567), an extension or a "
+            f"withheld caller id ({', '.join(sorted(WITHHELD))})",
+            code="invalid_body",
+        )
+    return number
+
+
 async def _body(request: web.Request, model: type[M]) -> M:
     data = loads_json(await request.read())
     try:
@@ -101,8 +123,9 @@ def _count(request: web.Request, call: gate.CallState) -> None:
 @requires("telephony")
 async def start(request: web.Request) -> web.Response:
     body = await _body(request, CallStart)
+    caller, called = party(body.from_, "from"), party(body.to, "to")
     direction = gate.Direction(body.direction)
-    centre = gate.contact_centre_number(direction, body.from_, body.to)
+    centre = gate.contact_centre_number(direction, caller, called)
     policy = await policies.call_policy(request.app, centre, body.queue)
     async with database(request.app) as conn:
         decision = await gate.start_call(
@@ -111,8 +134,8 @@ async def start(request: web.Request) -> web.Response:
             request.app[PROMPTS],
             platform=PLATFORM,
             external_id=_external_id(body.call_id),
-            caller=body.from_,
-            called=body.to,
+            caller=caller,
+            called=called,
             policy=policy,
             direction=direction,
             # the PBX's token vouches for its own numbers, as a Twilio account does

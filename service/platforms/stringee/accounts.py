@@ -37,6 +37,7 @@ from service.config import Settings
 from service.context import SETTINGS
 from service.db import tenancy
 from service.errors import DatabaseUnavailable, Forbidden
+from service.personal_data import normalise_phone
 from service.platforms.stringee.rest_auth import ApiKey
 from service.platforms.tables import read_secret
 from service.tenants import policies
@@ -82,12 +83,16 @@ class Snapshot:
 
 
 def e164(number: str | None) -> str | None:
-    """Stringee writes numbers without the ``+`` (``842473082686``); tables key on E.164."""
+    """Stringee writes numbers in international form without the ``+`` (``842473082686``);
+    tables key on E.164. One that starts with 0 is national (read as Vietnam's); anything not
+    a phone number (an app user's id) is kept as it is."""
     if not number:
         return None
     text = number.strip()
     digits = text[1:] if text.startswith("+") else text
-    return "+" + digits if digits.isascii() and digits.isdigit() else text
+    if not (digits.isascii() and digits.isdigit()):
+        return text
+    return normalise_phone(digits if digits.startswith("0") else "+" + digits)
 
 
 def _env_project(settings: Settings) -> Project | None:

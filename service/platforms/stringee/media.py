@@ -42,6 +42,7 @@ from service.platforms.stringee.rest_auth import TokenSource
 
 PLATFORM_COPY_RETAINED = "platform_copy_retained"
 RECORDING_PATH = "/v1/call/recording/"
+CALL_LOG_PATH = "/v1/call/log"  # docs /docs/call-rest-api/call-rest-api-call-log
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 2
 WRITE_BYTES = 4 * 1024 * 1024  # memory held per download, and the size of each disk write
@@ -81,6 +82,46 @@ class Downloaded:
     sha256: str
     content_type: str
     host: str  # the configured host that had it
+
+
+@dataclass(frozen=True)
+class LoggedCall:
+    """One entry of Stringee's call log: the call's ``id``, its ``uuid`` (what a number's
+    answer_url named it) and whether Stringee ``recorded`` it."""
+
+    id: str
+    uuid: str | None
+    recorded: bool
+
+
+def logged_calls(answer: object) -> list[LoggedCall]:
+    """The calls of a call-log answer (``{"r": 0, "data": {"calls": [...]}}``); ``recorded`` is
+    documented as 0/1, accepted as a boolean or text too."""
+    if not isinstance(answer, dict) or answer.get("r") != 0:
+        message = answer.get("message") if isinstance(answer, dict) else None
+        raise MediaError(f"call log: Stringee answered r={_r(answer)} ({str(message)[:100]})")
+    data = answer.get("data")
+    calls = data.get("calls") if isinstance(data, dict) else None
+    if not isinstance(calls, list):
+        raise MediaError("call log: no data.calls in Stringee's answer")
+    found = []
+    for entry in calls:
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            continue
+        uuid = entry.get("uuid")
+        recorded = entry.get("recorded")
+        found.append(
+            LoggedCall(
+                entry["id"],
+                uuid if isinstance(uuid, str) else None,
+                recorded is True or str(recorded).strip().lower() in ("1", "true"),
+            )
+        )
+    return found
+
+
+def _r(answer: object) -> object:
+    return answer.get("r") if isinstance(answer, dict) else None
 
 
 def audio_type(head: bytes) -> str | None:
@@ -164,6 +205,45 @@ class StringeeMedia:
                 "and that Stringee's retention has not removed it yet"
             )
         raise failure
+
+    async def call_log(self, call_id: str) -> list[LoggedCall]:
+        """The call's entries in Stringee's call log (``GET /v1/call/log?id=``, the REST JWT),
+        matched on its ``id`` or ``uuid``, from the first host that knows it. Empty when every
+        host answered and none has it; a host that did not answer makes it an error, since that
+        host may be the one that has it. A 429 is not waited out: the next pass asks again."""
+        check_media_id(call_id)
+        failure: MediaError | None = None
+        for host in self.hosts:
+            url = URL(host).with_path(CALL_LOG_PATH).with_query(id=call_id)
+            try:
+                async with self.session.get(
+                    url, headers=self.tokens.headers(), timeout=self.timeout, allow_redirects=False
+                ) as resp:
+                    if resp.status == 429:
+                        wait = retry_after_seconds(
+                            resp.headers.get("Retry-After"), now=self.clock()
+                        )
+                        raise RateLimited(
+                            f"call log: {host} answered 429; retry after {wait:.0f} s", wait
+                        )
+                    if resp.status != 200:
+                        raise MediaError(f"call log: HTTP {resp.status} from {where(url)}")
+                    answer = await resp.json(content_type=None)
+            except (aiohttp.ClientError, ValueError) as exc:
+                failure = MediaError(f"call log: {type(exc).__name__} from {host}")
+                continue
+            except TimeoutError:
+                failure = MediaError(f"call log: {host} timed out")
+                continue
+            except MediaError as exc:
+                failure = exc
+                continue
+            found = [c for c in logged_calls(answer) if call_id in (c.id, c.uuid)]
+            if found:
+                return found
+        if failure is not None:
+            raise failure
+        return []
 
     async def _from_host(self, host: str, media_id: str, dest: Path) -> Downloaded:
         url = self.media_url(host, media_id)

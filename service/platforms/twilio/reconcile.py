@@ -16,43 +16,34 @@ A call is settled once a listing answered and every recording in it was finished
 forever. Each call is listed with the credentials of the account it came through (per tenant,
 per account: :class:`~service.platforms.twilio.accounts.TwilioMediaSources`), and what is found
 is handed on with that account, so it is fetched and deleted with the same credentials.
-Replicas run the same pass safely: calls are claimed with ``FOR UPDATE SKIP LOCKED`` and
-a short lease, so no two replicas ask about the same call at once.
+The pass itself (which calls, claims, leases, attempts) is
+:func:`service.platforms.reconcile.run_pass`, shared with Stringee's reconciler.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from service import ledger
-from service.db import queries, tenancy
 from service.intake.callbacks import recording_callback
 from service.ledger import NewEvent
+from service.platforms.reconcile import (
+    HORIZON_S,
+    MAX_ATTEMPTS,
+    ReconcileReport,
+    finish,
+    run_pass,
+)
 from service.platforms.twilio.accounts import TwilioMediaSources
 from service.platforms.twilio.media import ListedRecording, MediaError
 
-log = logging.getLogger(__name__)
-Q = queries.load("service.platforms.twilio", "reconcile.sql")
+__all__ = ["ReconcileReport", "reconcile_once"]
 PLATFORM = "twilio"
 FINISHED = frozenset({"completed", "absent", "failed", "deleted"})  # no later state follows
 HANDED_ON = frozenset({"completed", "absent", "failed"})  # what a callback would have said
-MAX_ATTEMPTS = 8
-HORIZON_S = 86400  # a call that ended more than a day ago is no longer asked about
-LEASE_S = 300  # a replica that dies mid-pass leaves its claims to others after this
-
-
-@dataclass
-class ReconcileReport:
-    calls: int = 0  # calls asked about
-    settled: int = 0
-    found: int = 0  # recordings handed on as lost callbacks
-    failed: int = 0  # listings that did not answer (asked again next pass)
 
 
 async def reconcile_once(
@@ -70,67 +61,22 @@ async def reconcile_once(
 ) -> ReconcileReport:
     """One pass; ``retry_after_s`` spaces the attempts on an unsettled call (the scheduler
     passes half the interval, so every pass may ask once)."""
-    report = ReconcileReport()
 
-    async def one_tenant(tenant: str) -> None:
-        # per tenant: the jobs and ledger events it writes belong to the call's tenant
-        await _reconcile_tenant(
-            pool,
-            tenant,
-            twilio,
-            report,
-            grace_s,
-            retry_after_s,
-            job_max_attempts,
-            batch,
-            max_batches,
-            concurrency,
-            max_attempts,
-            horizon_s,
-        )
+    async def ask(tenant: str, row: asyncpg.Record, report: ReconcileReport) -> None:
+        await _reconcile_call(pool, tenant, twilio, row, report, job_max_attempts, max_attempts)
 
-    await tenancy.for_each_tenant(pool, one_tenant)
-    return report
-
-
-async def _reconcile_tenant(
-    pool: asyncpg.Pool[Any],
-    tenant: str,
-    twilio: TwilioMediaSources,
-    report: ReconcileReport,
-    grace_s: float,
-    retry_after_s: float,
-    job_max_attempts: int,
-    batch: int,
-    max_batches: int,
-    concurrency: int,
-    max_attempts: int,
-    horizon_s: float,
-) -> None:
-    async with pool.acquire() as conn:
-        await conn.execute(Q["enroll"], float(grace_s), float(horizon_s), PLATFORM)
-        started = await conn.fetchval(Q["pass_started"])
-    limit = asyncio.Semaphore(concurrency)
-
-    async def one(row: asyncpg.Record) -> None:
-        async with limit:
-            await _reconcile_call(pool, tenant, twilio, row, report, job_max_attempts, max_attempts)
-
-    for _ in range(max_batches):
-        async with pool.acquire() as conn:
-            claimed = await conn.fetch(
-                Q["claim"],
-                batch,
-                started,
-                float(horizon_s),
-                max_attempts,
-                float(LEASE_S),
-                float(retry_after_s),
-            )
-        report.calls += len(claimed)
-        await asyncio.gather(*(one(row) for row in claimed))
-        if len(claimed) < batch:
-            break
+    return await run_pass(
+        pool,
+        PLATFORM,
+        ask,
+        grace_s=grace_s,
+        retry_after_s=retry_after_s,
+        batch=batch,
+        max_batches=max_batches,
+        concurrency=concurrency,
+        max_attempts=max_attempts,
+        horizon_s=horizon_s,
+    )
 
 
 async def _reconcile_call(
@@ -149,10 +95,15 @@ async def _reconcile_call(
         media = await twilio.source(tenant, account)
         listed = await media.list_recordings(call_sid)
     except MediaError as exc:
-        report.failed += 1
-        async with pool.acquire() as conn:
-            await conn.execute(Q["finish"], call_id, False, 0, str(exc)[:500])
-        _give_up_if_last(row, max_attempts, str(exc))
+        await finish(
+            pool,
+            row,
+            report,
+            settled=False,
+            error=str(exc),
+            max_attempts=max_attempts,
+            platform=PLATFORM,
+        )
         return
     settled, found = True, 0
     for rec in listed:
@@ -165,18 +116,15 @@ async def _reconcile_call(
             pool, call_id, call_sid, media.account_sid, rec, job_max_attempts
         ):
             found += 1
-    async with pool.acquire() as conn:
-        await conn.execute(Q["finish"], call_id, settled, found, None)
-    report.found += found
-    if settled:
-        report.settled += 1
-    else:
-        _give_up_if_last(row, max_attempts, "recordings still in progress at Twilio")
-    if found:
-        log.warning(
-            "recording callbacks were lost; recordings found by listing",
-            extra={"call_id": str(call_id), "found": found, "outcome": row["outcome"]},
-        )
+    await finish(
+        pool,
+        row,
+        report,
+        settled=settled,
+        found=found,
+        max_attempts=max_attempts,
+        platform=PLATFORM,
+    )
 
 
 async def _hand_on(
@@ -213,11 +161,3 @@ async def _hand_on(
                 ],
             )
     return fresh
-
-
-def _give_up_if_last(row: asyncpg.Record, max_attempts: int, why: str) -> None:
-    if row["attempts"] >= max_attempts:
-        log.error(
-            "gave up reconciling a call's recordings; check it at Twilio",
-            extra={"call_id": str(row["call_id"]), "attempts": row["attempts"], "why": why[:300]},
-        )

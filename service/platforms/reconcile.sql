@@ -18,15 +18,16 @@ WHERE c.platform = $3
 ON CONFLICT (call_id) DO NOTHING;
 
 -- name: claim
--- Up to $1 open calls not asked about in this pass (since $2) nor in the last $6 seconds, not
--- claimed by another replica (a claim lasts $5 seconds), still within the horizon ($3 seconds)
--- and the attempt bound ($4), and still without a terminal callback. Consented calls first: theirs is the recording that must be stored.
+-- Up to $1 open calls of platform $7 not asked about in this pass (since $2) nor in the last $6
+-- seconds, not claimed by another replica (a claim lasts $5 seconds), still within the horizon
+-- ($3 seconds) and the attempt bound ($4), and still without a terminal callback. Consented calls first: theirs is the recording that must be stored.
 -- SKIP LOCKED plus the claim's lease keep two replicas off the same call.
 WITH next AS (
     SELECT r.call_id
     FROM recording_reconciliations r
     JOIN calls c ON c.id = r.call_id
     WHERE r.settled_at IS NULL
+      AND c.platform = $7
       AND r.attempts < $4
       AND (r.claimed_until IS NULL OR r.claimed_until < now())
       AND (r.last_attempt_at IS NULL

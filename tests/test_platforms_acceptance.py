@@ -1,0 +1,99 @@
+"""The consent gate's acceptance, one parametrised test run for each platform (issue 14 item 4):
+Twilio (signed webhooks, TwiML followed), Stringee (signed answer_url and eventUrls, SCCOs
+followed) and a PBX (the JSON API with a telephony token), each played by the same stand-in
+that ``callvault simulate --platform`` uses, against the real application and PostgreSQL as the
+service role. The called number picks the consent mode on every platform; each caller
+behaviour must end in the same outcome, the same ledger and the same answer (record or not),
+whoever carries the call. Recording storage per platform is proven in each platform's own
+tests (test_intake*, test_stringee_acceptance, test_pbx*)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+
+import aiohttp
+import asyncpg
+import pytest
+
+from service import auth, ledger
+from service.config import Settings
+from service.demo import DEMO_NUMBERS, DEMO_QUEUES
+from service.platforms.pbx.simulate import FakePbx
+from service.platforms.stringee.simulate import FakeStringee
+from service.simulate import Caller, CallTrace, FakeTwilio
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, Service
+
+SIGNING = "stringee-project-signing-secret"
+IMPLIED, EXPLICIT = "+842873009000", "+842873009001"  # queues demo, demo-explicit
+CASES = [  # called number, what the caller does, the outcome, recorded
+    (IMPLIED, "stay", "consented", True),
+    (IMPLIED, "hang-up", "hung_up_during_notice", False),
+    (EXPLICIT, "press-1", "consented", True),
+    (EXPLICIT, "press-9,2", "refused", False),
+    (EXPLICIT, "silent", "no_input", False),
+]
+Place = Callable[[str, str, Caller], Awaitable[CallTrace]]
+
+
+@pytest.fixture
+async def service(settings: Settings) -> AsyncIterator[Service]:
+    svc = Service(
+        replace(
+            settings,
+            queues=DEMO_QUEUES,
+            numbers=DEMO_NUMBERS,
+            stringee_signing_secret=SIGNING,
+        )
+    )
+    await svc.start()
+    # every platform's requests and the notice URLs it is given reach this loopback server
+    await svc.reconfigure(public_url=svc.base_url)
+    yield svc
+    await svc.stop()
+
+
+async def platform_caller(
+    platform: str, http: aiohttp.ClientSession, service: Service, db: asyncpg.Connection[object]
+) -> tuple[Place, Callable[[str], str]]:
+    """How the platform places a call, and how its call id is kept as ``external_id``."""
+    if platform == "twilio":
+        twilio = FakeTwilio(http, service.base_url, account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN)
+        return twilio.place_call, str
+    if platform == "stringee":
+        return FakeStringee(http, service.base_url, signing_secret=SIGNING).place_call, str
+    token, _ = await auth.create_token(db, "asterisk-1", "telephony", "test")
+    return FakePbx(http, service.base_url, token=token).place_call, lambda c: f"default/{c}"
+
+
+@pytest.mark.parametrize("platform", ["twilio", "stringee", "pbx"])
+async def test_every_platform_gets_the_same_outcome_ledger_and_answer(
+    platform: str, service: Service, http: aiohttp.ClientSession, db: asyncpg.Connection[object]
+) -> None:
+    place, external_id = await platform_caller(platform, http, service, db)
+    for n, (called, behaviour, outcome, recorded) in enumerate(CASES):
+        trace = await place(f"+8490555{n:04d}", called, Caller.parse(behaviour))
+        assert trace.errors == [], (behaviour, trace.steps)
+        assert trace.recording_started is recorded, (behaviour, trace.steps)
+        assert len(trace.played) >= 1  # the rendered notice, fetched and decoded as audio
+        row = await db.fetchrow(
+            "SELECT id, outcome, platform, ended_at FROM calls WHERE external_id = $1",
+            external_id(trace.call_sid),
+        )
+        assert row is not None, behaviour
+        assert (row["platform"], row["outcome"]) == (platform, outcome), behaviour
+        assert row["ended_at"] is not None  # the end reached the gate too
+        types = [e.type for e in await ledger.events_of(db, row["id"])]
+        assert types[:2] == ["call_started", "notice_played"], (behaviour, types)
+        decided = {
+            "consented": "consent_given",
+            "refused": "consent_refused",
+            "no_input": "no_input",
+            "hung_up_during_notice": "hung_up_during_notice",
+        }[outcome]
+        assert types.count(decided) == 1 and "call_ended" in types, (behaviour, types)
+        # explicit mode asks again after no (or an invalid) answer, once
+        asked = types.count("notice_played")
+        assert asked == (2 if behaviour in ("silent", "press-9,2") else 1), (behaviour, types)
+    assert await db.fetchval("SELECT count(*) FROM calls") == len(CASES)
+    assert (await ledger.verify(db)).ok
