@@ -22,7 +22,9 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import resource
+import socket
 import time
 from collections.abc import Callable
 
@@ -52,6 +54,23 @@ def _waiting_for_a_request(handler: RequestHandler) -> bool:
     return not getattr(handler, "_request_in_progress", True) and not getattr(
         handler, "_messages", True
     )
+
+
+def _head_arrived(handler: RequestHandler) -> bool:
+    """Whether a whole request head already sits in the connection's socket buffer, read by
+    peeking on a duplicate of its descriptor. A webhook accepted in the same burst as hundreds of
+    trickling sockets has sent its head, but the loop has not read it yet: it must not look like
+    one of them."""
+    transport = handler.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return False
+    try:
+        with socket.socket(fileno=os.dup(sock.fileno())) as peek:
+            pending = peek.recv(16384, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:  # nothing pending (BlockingIOError), or closed meanwhile
+        return False
+    return b"\r\n\r\n" in pending
 
 
 class ConnectionCap:
@@ -97,12 +116,16 @@ class ConnectionCap:
 
     def _victim(self, connections: list[RequestHandler], now: float) -> RequestHandler | None:
         """The oldest connection still waiting for a request head that has had ``grace_s`` to
-        send it; failing that, the oldest waiting at all (aiohttp lists them oldest first)."""
+        send it; failing that, the oldest waiting at all (aiohttp lists them oldest first).
+        Never one whose whole head has arrived but is not read yet."""
         waiting = [h for h in connections if _waiting_for_a_request(h)]
         for handler in waiting:
-            if now - self._opened.get(handler, now) >= self.grace_s:
+            if now - self._opened.get(handler, now) >= self.grace_s and not _head_arrived(handler):
                 return handler
-        return waiting[0] if waiting else None
+        for handler in waiting:
+            if not _head_arrived(handler):
+                return handler
+        return None
 
 
 class CappedSite(web.TCPSite):
