@@ -62,6 +62,8 @@ RECORDING_LIFE = frozenset(
         "recording_deleted",
         "platform_copy_deleted",
         "platform_copy_retained",  # the platform cannot delete (Stringee)
+        "recording_paused",  # card payments: the span is left out of the recording
+        "recording_resumed",
         "purged",
         "erased",
     }
