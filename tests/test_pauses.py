@@ -11,6 +11,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -398,4 +399,32 @@ async def test_a_pbx_reports_its_own_pause_and_the_api_cannot_pause_it(
     assert [(e.type, e.details["source"], e.details["reason"]) for e in events] == [
         ("recording_paused", "pbx", "PauseMonitor"),
         ("recording_resumed", "pbx", "UnpauseMonitor"),
+    ]
+
+
+async def test_the_asterisk_recipe_reports_a_pause_and_its_resume(
+    service: Service, http: aiohttp.ClientSession, db: Conn, desk: str, tmp_path: Path
+) -> None:
+    from tests.test_pbx import FakeAsterisk, _script_env
+
+    call = "1733100001." + str(secrets.randbelow(10000))
+    start = {"call_id": call, "from": CALLER, "to": HOTLINE}
+    assert (await _api(http, service, "/telephony/pbx/calls", desk, start))[0] == 200
+    path = f"/telephony/pbx/calls/{call}/consent"
+    assert (await _api(http, service, path, desk, {"stayed": True}))[1]["record"] is True
+    token_file = tmp_path / "callvault.token"
+    token_file.write_text(desk + "\n")
+    asterisk = FakeAsterisk(_script_env(service.base_url, token_file, tmp_path), tmp_path)
+
+    # Gosub(callvault-pause,s,1(card payment)), then callvault-resume
+    assert await asterisk.run(call, "pause", "card payment") == 0
+    assert asterisk.variables == {"CALLVAULT_PAUSED": "1"}
+    assert await asterisk.run(call, "pause", "card payment") == 0  # 409: logged, nothing set
+    assert asterisk.variables == {"CALLVAULT_PAUSED": "1"}
+    assert await asterisk.run(call, "resume", "card taken") == 0
+    assert asterisk.variables == {"CALLVAULT_PAUSED": "0"}
+    events = await _pause_events(db, f"{tenancy.DEFAULT}/{call}")
+    assert [(e.type, e.details["reason"]) for e in events] == [
+        ("recording_paused", "card payment"),
+        ("recording_resumed", "card taken"),
     ]
