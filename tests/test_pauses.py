@@ -11,6 +11,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from service import auth, ledger
+from service import auth, ledger, pauses
 from service.config import Settings
 from service.db import tenancy
 from service.simulate import Caller, FakeTwilio
@@ -146,7 +147,7 @@ async def test_pause_then_resume_reaches_twilio_as_documented_and_is_in_the_ledg
     assert status == 200, body
     assert body["paused"] is False and body["paused_s"] >= 0
     assert twilio_media.updates[1:] == [(ACCOUNT_SID, call_sid, "Twilio.CURRENT", RESUMED)]
-    assert len(twilio_media.updates) == 2
+    assert len(twilio_media.updates) == 2 and twilio_media.unauthorised == 0
 
     clock[0] += 20
     _, duration = twilio_media.finish_live(call_sid)
@@ -428,3 +429,24 @@ async def test_the_asterisk_recipe_reports_a_pause_and_its_resume(
         ("recording_paused", "card payment"),
         ("recording_resumed", "card taken"),
     ]
+
+
+def test_spans_place_each_gap_in_the_audio_skipping_earlier_pauses() -> None:
+    t0 = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
+
+    def at(s: float) -> datetime:
+        return t0 + timedelta(seconds=s)
+
+    events = [
+        {"type": "consent_given", "at": at(0), "details": {}},
+        {"type": "recording_paused", "at": at(30), "details": {"reason": "card"}},
+        {"type": "recording_resumed", "at": at(75), "details": {"reason": "done"}},
+        {"type": "recording_paused", "at": at(100), "details": {"reason": "card again"}},
+    ]
+    first, second = pauses.spans(events)
+    assert (first["offset_s"], first["duration_s"], first["open"]) == (30.0, 45.0, False)
+    assert first["resumed_at"] == at(75).isoformat() and first["reason"] == "card"
+    # 100 s after consent, 45 of them skipped: 55 s into the audio; never resumed
+    assert (second["offset_s"], second["duration_s"], second["open"]) == (55.0, None, True)
+    assert second["resumed_at"] is None
+    assert pauses.spans(events[:1]) == []

@@ -22,9 +22,9 @@ WHERE call_id = $1 AND type IN ('recording_paused', 'recording_resumed')
 ORDER BY seq DESC LIMIT 1;
 
 -- name: pause_events
--- What the QA page needs to place pauses on a recording: when recording started (consent),
--- each pause and resume, and the call's end.
+-- What the QA page needs to place pauses on a recording: when recording started (consent), and
+-- each pause and resume.
 SELECT call_id, type, at, details FROM ledger_events
 WHERE call_id = ANY($1::uuid[])
-  AND type IN ('consent_given', 'recording_paused', 'recording_resumed', 'call_ended')
+  AND type IN ('consent_given', 'recording_paused', 'recording_resumed')
 ORDER BY call_id, seq;
