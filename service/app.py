@@ -51,6 +51,7 @@ from service.ledger import seals as ledger_seals
 from service.links import LINKS, LinkSigner
 from service.metrics import FIGURES, METRICS, METRICS_POOL, FiguresCache, Metrics
 from service.observe import hide_server_software, observe_middleware
+from service.pauses import api as pauses_api
 from service.personal_data import PhoneVault
 from service.platforms import installed as platforms
 from service.platforms.reconcile import ReconcileReport
@@ -289,6 +290,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     app.add_routes(metrics.routes)
     app.add_routes(prompts_http.routes)
     platforms.add_routes(app)
+    app[pauses_api.CONTROLS] = platforms.recording_controls(app)  # pause/resume at the platform
     app.add_routes(files_http.routes)
     api_spec.add_routes(app)  # admin, compliance and QA operations, validated by their spec
     app.add_routes(qa_page.routes)

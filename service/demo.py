@@ -212,6 +212,28 @@ class MediaStandIn:
             {"sid": self.account, "friendly_name": "callvault demo stand-in", "status": "active"}
         )
 
+    async def update_recording(self, request: web.Request) -> web.Response:
+        """``POST .../Calls/{CallSid}/Recordings/Twilio.CURRENT.json`` (pause and resume): the
+        demo's calls have no live recorder, so any call callvault says is recording is; the
+        form is checked as Twilio documents it."""
+        refused = self._check(request)
+        if refused is not None:
+            return refused
+        form = await request.post()
+        status, behaviour = form.get("Status"), form.get("PauseBehavior", "silence")
+        if not _CALL_SID.match(request.match_info["call"]) or request.match_info["sid"] != (
+            "Twilio.CURRENT"
+        ):
+            return _not_found()
+        if status not in ("paused", "in-progress", "stopped") or behaviour not in (
+            "skip",
+            "silence",
+        ):
+            return web.json_response({"code": 21220, "message": "bad Status"}, status=400)
+        return web.json_response(
+            {"call_sid": request.match_info["call"], "status": status, "sid": None}
+        )
+
     async def recording(self, request: web.Request) -> web.Response:
         refused = self._check(request)
         if refused is not None:
@@ -311,6 +333,7 @@ def mount_standin(app: web.Application, settings: Settings) -> None:
     app.router.add_get(_ACCOUNT + ".json", standin.account_info)
     app.router.add_get(_ACCOUNT + "/Recordings.json", standin.list_recordings)
     app.router.add_route("*", _ACCOUNT + "/Recordings/{sid}.{ext}", standin.recording)
+    app.router.add_post(_ACCOUNT + "/Calls/{call}/Recordings/{sid}.json", standin.update_recording)
     if settings.stringee_api_key_sid and settings.stringee_api_key_secret:
         stringee = StringeeStandIn(settings)
         app.router.add_route("GET", STRINGEE_STANDIN_PATH + "/{id}", stringee.recording)

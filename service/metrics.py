@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -138,6 +138,14 @@ class Metrics:
             ["tenant"],
             registry=self.registry,
         )
+        self.paused = Gauge(
+            "callvault_recordings_paused",
+            "Calls of the last day whose recording is paused (card payments): call=in_progress, "
+            "paused now; call=ended, the pause was never resumed (the rest of the call is not "
+            "recorded)",
+            ["tenant", "call"],
+            registry=self.registry,
+        )
         self.database_reachable = Gauge(
             "callvault_database_reachable",
             "1 if the last read of the database figures succeeded",
@@ -156,6 +164,7 @@ METRICS_POOL: web.AppKey[asyncpg.Pool[Any]] = web.AppKey("metrics_pool")
 
 
 OTHER_TENANTS = "_other"
+PAUSED_CALLS = ("in_progress", "ended")
 DSAR_COUNTS = (
     "open",
     "complete_overdue",
@@ -173,6 +182,8 @@ class Figures:
     holds: dict[str, int]  # tenant label -> active holds
     # tenant label -> the DSAR_COUNTS
     dsar: dict[str, dict[str, int]]
+    # tenant label -> PAUSED_CALLS -> calls whose recording is paused
+    paused: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class TenantLabels:
@@ -196,11 +207,13 @@ def _counts(rows: list[Any], label: TenantLabels) -> dict[str, int]:
     return out
 
 
-def _dsar_counts(rows: list[Any], label: TenantLabels) -> dict[str, dict[str, int]]:
-    out = {t: dict.fromkeys(DSAR_COUNTS, 0) for t in label.all}
+def _dsar_counts(
+    rows: list[Any], label: TenantLabels, keys: tuple[str, ...] = DSAR_COUNTS
+) -> dict[str, dict[str, int]]:
+    out = {t: dict.fromkeys(keys, 0) for t in label.all}
     for r in rows:
-        into = out.setdefault(label(r["tenant_id"]), dict.fromkeys(DSAR_COUNTS, 0))
-        for key in DSAR_COUNTS:
+        into = out.setdefault(label(r["tenant_id"]), dict.fromkeys(keys, 0))
+        for key in keys:
             into[key] += int(r[key])
     return out
 
@@ -220,7 +233,8 @@ async def read_figures(conn: Any, max_tenants: int = 100) -> Figures:
     at_platform = _counts(await conn.fetch(MQ["at_platform_by_tenant"]), label)
     holds_active = _counts(await conn.fetch(MQ["holds_by_tenant"]), label)
     dsar = await conn.fetch(RQ["request_counts_by_tenant"], float(DUE_SOON_S))
-    return Figures(by_tenant, at_platform, holds_active, _dsar_counts(list(dsar), label))
+    paused = _dsar_counts(list(await conn.fetch(MQ["paused_by_tenant"])), label, PAUSED_CALLS)
+    return Figures(by_tenant, at_platform, holds_active, _dsar_counts(list(dsar), label), paused)
 
 
 class FiguresCache:
@@ -302,8 +316,11 @@ async def metrics(request: web.Request) -> web.Response:
             m.at_platform.labels(tenant).set(n)
         for tenant, n in figures.holds.items():
             m.holds.labels(tenant).set(n)
-        for gauge in (m.dsar_open, m.dsar_overdue, m.dsar_due_soon):
+        for gauge in (m.dsar_open, m.dsar_overdue, m.dsar_due_soon, m.paused):
             gauge.clear()
+        for tenant, calls in figures.paused.items():
+            for state, n in calls.items():
+                m.paused.labels(tenant, state).set(n)
         for tenant, counts in figures.dsar.items():
             m.dsar_open.labels(tenant).set(counts["open"])
             for deadline in ("acknowledge", "complete"):

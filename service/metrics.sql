@@ -20,3 +20,19 @@ GROUP BY tenant_id;
 
 -- name: holds_by_tenant
 SELECT tenant_id, count(*) AS n FROM holds WHERE released_at IS NULL GROUP BY tenant_id;
+
+-- name: paused_by_tenant
+-- Calls of the last day whose recording is paused (their last pause or resume event is a pause):
+-- now, the call going on, or left paused when it ended (never resumed). A call lasts less than
+-- a day, so every pause in force is among them; bounded by the index on started_at.
+SELECT c.tenant_id,
+       count(*) FILTER (WHERE c.ended_at IS NULL) AS in_progress,
+       count(*) FILTER (WHERE c.ended_at IS NOT NULL) AS ended
+FROM calls c
+JOIN LATERAL (
+    SELECT e.type FROM ledger_events e
+    WHERE e.call_id = c.id AND e.type IN ('recording_paused', 'recording_resumed')
+    ORDER BY e.seq DESC LIMIT 1
+) last ON last.type = 'recording_paused'
+WHERE c.started_at > now() - interval '1 day' AND c.outcome = 'consented'
+GROUP BY c.tenant_id;

@@ -4,6 +4,7 @@ way Twilio's recordings API does (Basic auth, by RecordingSid, WAV or MP3, 404 o
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -77,4 +78,28 @@ async def test_it_lists_a_calls_recordings_for_the_reconciler(
         assert (await client.delete(f"{BASE}/{RE}.json", headers=AUTH)).status == 204
         assert await media.list_recordings(call) == []
     unsigned = await client.get(f"{BASE}.json?CallSid={call}")
+    assert unsigned.status == 401
+
+
+async def test_it_pauses_and_resumes_a_calls_recording_for_the_agent_desktop(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    from service.platforms.port import PlatformUnavailable, RecordingNotActive
+
+    api = str(client.make_url(STANDIN_PATH))
+    settings = Settings(twilio_account_sid=SID, twilio_auth_token=TOKEN, twilio_api_url=api)
+    async with aiohttp.ClientSession() as session:
+        media = TwilioMedia(settings, session)
+        await media.set_recording_paused("CA" + "1" * 32, True)
+        await media.set_recording_paused("CA" + "1" * 32, False)
+        with pytest.raises(RecordingNotActive):  # not a CallSid: never sent
+            await media.set_recording_paused("call-1", True)
+        wrong = replace(settings, twilio_auth_token="wrong")
+        with pytest.raises(PlatformUnavailable, match="401"):
+            await TwilioMedia(wrong, session).set_recording_paused("CA" + "1" * 32, True)
+    unsigned = await client.post(
+        f"{STANDIN_PATH}/2010-04-01/Accounts/{SID}/Calls/CA{'1' * 32}/Recordings/"
+        "Twilio.CURRENT.json",
+        data={"Status": "paused"},
+    )
     assert unsigned.status == 401

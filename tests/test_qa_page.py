@@ -320,6 +320,8 @@ async def test_a_recording_says_why_it_is_still_here_in_both_languages(
     """Issue 15 item 5 on /qa: the retention, the hold that keeps one recording (its reason
     withheld from a trainer), and when the other goes."""
     from retention import holds
+    from service import ledger
+    from service.ledger import NewEvent
     from service.personal_data import PhoneVault
     from tests.conftest import SECRET_KEY
 
@@ -329,6 +331,11 @@ async def test_a_recording_says_why_it_is_still_here_in_both_languages(
     await holds.place(
         db, PhoneVault(SECRET_KEY), "test", call_id=held_call["id"], reason="lệnh của toà án"
     )
+    # issue 17: the other call's recording was paused for a card payment and never resumed
+    async with db.transaction():
+        await ledger.append(
+            db, free_call["id"], [NewEvent("recording_paused", {"reason": "card payment"})]
+        )
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     await page.goto(service.base_url + "/qa")
@@ -359,6 +366,8 @@ async def test_a_recording_says_why_it_is_still_here_in_both_languages(
 
     free = await open_call(free_call["id"])
     assert "Will be purged at" in free and "Legal hold" not in free
+    pause = await page.get_by_test_id("pause").inner_text()
+    assert "never resumed" in pause and "card payment" in pause
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "qa-retention.png"), full_page=True)
 

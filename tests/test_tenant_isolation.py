@@ -268,7 +268,7 @@ def _bodies(path: str, ids: dict[str, Any]) -> list[Any]:
         return [{"call_id": str(ids["call"]), "reason": "probe"}]
     if path == "/api/dsar":
         return [{"kind": "access", "phone": "+84900000001"}]
-    if path.endswith("/playback"):
+    if path.endswith(("/playback", "/recording/pause", "/recording/resume")):
         return [{"reason": "probe"}]
     if path.endswith("/extend"):
         return [{"days": 1, "reason": "probe"}]

@@ -200,3 +200,15 @@ def test_unknown_event_types_are_for_compliance_only() -> None:
     # an unknown role sees least; admin sees as compliance
     assert view(events, Viewer.for_role("telephony", "token:t")).withheld == 1
     assert view(events, Viewer.for_role("admin", "token:x")).withheld == 0
+
+
+def test_pauses_are_part_of_the_recordings_life_without_the_actor_for_the_subject() -> None:
+    details = {"reason": "card payment", "actor": "token:desk-7", "source": "api"}
+    events = [_event("recording_paused", details), _event("recording_resumed", details)]
+    trainer = view(events, Viewer.for_role("qa_trainer", "token:a"))
+    assert trainer.withheld == 0 and trainer.events[0]["details"] == details
+    subject = view(events, Viewer.subject("r1"))
+    assert [e["details"] for e in subject.events] == [
+        {"reason": "card payment", "source": "api"}
+    ] * 2
+    assert subject.events[0]["redacted"] == ["actor"]

@@ -14,12 +14,23 @@ auth token reach its own resources and those of every subaccount; a subaccount's
 AccountSid and auth token, or an API key made in it) reach that subaccount's only. A recording
 belongs to one account and is found only under that account's URL; other credentials get 401
 (code 20003) and are counted in ``unauthorised``; ``used`` counts each request by the URL's
-account and the username it authenticated with."""
+account and the username it authenticated with.
+
+Recording controls (docs/voice/api/recording, "Update a Recording resource"): ``start_live``
+puts a recording in progress on a call; ``POST .../Calls/{CallSid}/Recordings/{Sid}.json`` with
+``Sid`` a RecordingSid or ``Twilio.CURRENT`` (the call's recording in progress or paused) and
+``Status`` ``paused`` (``PauseBehavior`` ``skip`` or ``silence``, the default), ``in-progress``
+or ``stopped`` changes it and answers the Recording resource; a call with no such recording is
+404 (code 20404). ``finish_live`` completes it as a stored recording whose duration leaves out
+the spans paused with ``skip`` (``silence`` keeps them, as silence), timed by ``clock``.
+Every update is kept in ``updates`` (account, CallSid, Sid, form) to assert what was asked;
+``updates_fail_with`` makes them answer that status instead (a Twilio outage)."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +79,20 @@ class Media:
 
 
 @dataclass
+class Live:
+    """A recording in progress on a call (``<Start><Recording>``)."""
+
+    sid: str
+    call_sid: str
+    account: str | None
+    started: float
+    status: str = "in-progress"  # or paused
+    pause_behavior: str = "silence"
+    paused_since: float | None = None
+    skipped_s: float = 0.0  # paused with skip: not in the audio
+
+
+@dataclass
 class FakeTwilioMedia:
     account_sid: str
     auth_token: str
@@ -89,6 +114,69 @@ class FakeTwilioMedia:
     used: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     # signed CDN links handed out: token -> (RecordingSid, redirects to come, extension, query)
     _signed: dict[str, tuple[str, int, str, str]] = field(default_factory=dict)
+    live: dict[str, Live] = field(default_factory=dict)  # CallSid -> its recording in progress
+    # (account in the URL, CallSid, Sid in the URL, form) of every update asked
+    updates: list[tuple[str, str, str, dict[str, str]]] = field(default_factory=list)
+    updates_fail_with: int | None = None
+    clock: Callable[[], float] = time.monotonic
+
+    def start_live(self, call_sid: str, account: str | None = None) -> str:
+        sid = new_recording_sid()
+        self.live[call_sid] = Live(sid, call_sid, account, self.clock())
+        return sid
+
+    def finish_live(self, call_sid: str) -> tuple[str, float]:
+        """The call ended: its recording is completed (a stored Recording), and its duration
+        in seconds, paused spans with ``skip`` left out."""
+        live = self.live.pop(call_sid)
+        now = self.clock()
+        skipped = live.skipped_s
+        if live.paused_since is not None and live.pause_behavior == "skip":
+            skipped += now - live.paused_since
+        duration = now - live.started - skipped
+        self.add(live.sid, wav_bytes(0.5), call_sid=call_sid, account=live.account)
+        self.recordings[live.sid].duration = round(duration)
+        return live.sid, duration
+
+    async def update_recording(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            self.unauthorised += 1
+            return web.json_response({"code": 20003, "status": 401}, status=401)
+        account, call_sid = request.match_info["account"], request.match_info["call"]
+        sid = request.match_info["sid"]
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        self.updates.append((account, call_sid, sid, form))
+        if self.updates_fail_with is not None:
+            return web.json_response({"code": 20500}, status=self.updates_fail_with)
+        live = self.live.get(call_sid)
+        if (
+            live is None
+            or (live.account or self.account_sid) != account
+            or sid not in ("Twilio.CURRENT", live.sid)
+        ):
+            return web.json_response(
+                {"code": 20404, "message": "The requested resource was not found", "status": 404},
+                status=404,
+            )
+        status = form.get("Status")
+        behaviour = form.get("PauseBehavior", "silence")
+        if status not in ("paused", "in-progress", "stopped") or behaviour not in (
+            "skip",
+            "silence",
+        ):
+            return web.json_response({"code": 21220, "status": 400}, status=400)
+        now = self.clock()
+        if status == "paused" and live.paused_since is None:
+            live.status, live.pause_behavior, live.paused_since = "paused", behaviour, now
+        elif status == "in-progress" and live.paused_since is not None:
+            if live.pause_behavior == "skip":
+                live.skipped_s += now - live.paused_since
+            live.status, live.paused_since = "in-progress", None
+        elif status == "stopped":
+            self.finish_live(call_sid)
+            live.status = "stopped"
+        resource = self._resource(account, live.sid, Media(call_sid=call_sid, status=live.status))
+        return web.json_response(resource)
 
     def add(
         self,
@@ -292,6 +380,10 @@ class FakeTwilioMedia:
         await self.cdn.start_server()
         app = web.Application()
         app.router.add_get("/2010-04-01/Accounts/{account}/Recordings.json", self.list_recordings)
+        app.router.add_post(
+            "/2010-04-01/Accounts/{account}/Calls/{call}/Recordings/{sid}.json",
+            self.update_recording,
+        )
         app.router.add_route(
             "*", "/2010-04-01/Accounts/{account}/Recordings/{sid}.{ext}", self.media
         )

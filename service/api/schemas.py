@@ -158,6 +158,18 @@ VERIFY = obj(
     first_break={"type": ["object", "null"]},
     breaks={"type": "integer"},
 )
+PAUSE = obj(
+    ["paused_at", "resumed_at", "duration_s", "offset_s", "open"],
+    paused_at=DATETIME,
+    resumed_at=NULLABLE_DATETIME,
+    duration_s={"type": ["number", "null"], "description": "how long; null while open"},
+    offset_s={
+        "type": ["number", "null"],
+        "description": "where the gap falls in the audio: seconds of recording before it",
+    },
+    reason={"type": ["string", "null"]},
+    open={"type": "boolean", "description": "never resumed (the rest of the call is missing)"},
+)
 RECORDING = obj(
     ["id", "state", "held"],
     id=UUID,
@@ -165,6 +177,8 @@ RECORDING = obj(
     duration_s={"type": ["integer", "null"]},
     retain_until=NULLABLE_DATETIME,
     held={"type": "boolean"},
+    # the call's recording was paused here (card payments); the spans are left out of the audio
+    pauses={"type": "array", "items": PAUSE},
 )
 CALL = obj(
     ["id", "platform", "external_id", "started_at", "direction", "caller", "outcome", "recordings"],

@@ -6,14 +6,15 @@ viewer's audience (from their role) and nothing else decides:
 
 - ``compliance`` (compliance officers, admins): every event, every detail.
 - ``qa_trainer``: the consent story (call start, notices, the consent outcome, call end) and the
-  recording's life (stored, discarded, purged, erased, ...) and playbacks. Another person's
-  playback shows that the recording was played, not by whom or why. Casework (legal holds,
-  data-subject requests) is withheld; the answer says how many events were (``withheld``), so a
-  trainer is never misled into thinking the chain is complete.
-- ``data_subject`` (the access bundle): the same consent story and recording life, playbacks
-  without staff names or reasons, and only their own request's events. Casework is withheld
-  *silently*: no count, no sequence numbers, no previous-event hashes, since any of those would
-  show a person under investigation that something is missing.
+  recording's life (stored, discarded, paused and resumed, purged, erased, ...) and playbacks.
+  Another person's playback shows that the recording was played, not by whom or why. Casework
+  (legal holds, data-subject requests) is withheld; the answer says how many events were
+  (``withheld``), so a trainer is never misled into thinking the chain is complete.
+- ``data_subject`` (the access bundle): the same consent story and recording life (pauses
+  without the token that asked), playbacks without staff names or reasons, and only their own
+  request's events. Casework is withheld *silently*: no count, no sequence numbers, no
+  previous-event hashes, since any of those would show a person under investigation that
+  something is missing.
 
 Unknown event types are withheld from everyone but compliance: a new kind of event stays
 private until someone decides here who may see it. When tenants arrive, :class:`Viewer` gains
@@ -62,11 +63,16 @@ RECORDING_LIFE = frozenset(
         "recording_deleted",
         "platform_copy_deleted",
         "platform_copy_retained",  # the platform cannot delete (Stringee)
+        "recording_paused",  # card payments: the span is left out of the recording
+        "recording_resumed",
         "purged",
         "erased",
     }
 )
 PLAYBACK = frozenset({"accessed"})
+# Card-payment pauses (in RECORDING_LIFE): the data subject learns when and why, not which
+# desktop or agent's token asked.
+PAUSES = frozenset({"recording_paused", "recording_resumed"})
 # Corrections to what the call's first events say (see service/consent/legacy.py).
 CORRECTIONS = frozenset({"direction_corrected"})
 # Data-subject requests: the subject sees their own request's, nobody else's.
@@ -150,6 +156,8 @@ def _show(event: Event, viewer: Viewer, corrected: bool) -> dict[str, Any] | Non
     hidden: list[str] = []
     if event.type in PLAYBACK and (viewer.actor is None or details.get("actor") != viewer.actor):
         hidden += [k for k in _PLAYBACK_PRIVATE if k in details]
+    if event.type in PAUSES and viewer.audience is Audience.DATA_SUBJECT:
+        hidden += [k for k in ("actor",) if k in details]
     if not own_request:
         hidden += [k for k in _CASE_LINKS if k in details]
     if corrected and event.type == "call_started":

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from service.platforms.pbx.adapter import ADAPTER as PBX
-from service.platforms.port import Adapter, MediaSources
+from service.platforms.port import Adapter, MediaSources, RecordingControl
 from service.platforms.stringee.adapter import ADAPTER as STRINGEE
 from service.platforms.twilio.adapter import ADAPTER as TWILIO
 
@@ -27,3 +27,13 @@ def media_sources(app: web.Application) -> Mapping[str, MediaSources]:
         if found is not None:
             sources[adapter.platform.value] = found
     return sources
+
+
+def recording_controls(app: web.Application) -> Mapping[str, RecordingControl]:
+    """Platform name -> its pause and resume (platforms that cannot be asked have none)."""
+    controls: dict[str, RecordingControl] = {}
+    for adapter in ADAPTERS:
+        found = adapter.recording_control(app)
+        if found is not None:
+            controls[adapter.platform.value] = found
+    return controls

@@ -12,7 +12,10 @@ webhook:
    (TwiML, SCCO JSON, the PBX API's JSON);
 4. be a **media source** per platform account (:class:`MediaSources`: fetch and delete, as Twilio
    and Stringee are), or accept the recording **uploaded** (the PBX): then ``media_sources``
-   answers None and the upload handler hands the file to intake's store step.
+   answers None and the upload handler hands the file to intake's store step;
+5. optionally **pause and resume** a call's recording on request (:class:`RecordingControl`:
+   Twilio can); a platform that cannot answers None from ``recording_control`` (Stringee has no
+   such API; a PBX pauses its own recording and reports it through the PBX API).
 
 The core imports this module and never an adapter (``tests/test_platform_port.py`` checks it):
 the recording job asks for a :class:`MediaSource` by platform name, tenant and account.
@@ -41,6 +44,9 @@ __all__ = [
     "NoMediaSource",
     "Platform",
     "PlatformKeepsCopy",
+    "PlatformUnavailable",
+    "RecordingControl",
+    "RecordingNotActive",
     "media_source",
 ]
 
@@ -108,6 +114,31 @@ async def media_source(
     return await found.source(tenant, account)
 
 
+class RecordingNotActive(Exception):
+    """The platform has no recording in progress (or paused) on the call to pause or resume."""
+
+
+class PlatformUnavailable(Exception):
+    """The platform did not carry out the request: unreachable, timed out (``unreachable``), or
+    an answer that is not a success (5xx, refused credentials). The message names no secret."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+
+
+class RecordingControl(Protocol):
+    """Pauses and resumes the recording of a call in progress, at the platform."""
+
+    async def set_paused(
+        self, tenant: str, account: str | None, external_id: str, paused: bool
+    ) -> None:
+        """Pause (``paused``) or resume the call's current recording, with the credentials of
+        ``account`` as registered to ``tenant``. Returns once the platform has done it;
+        otherwise :class:`RecordingNotActive` or :class:`PlatformUnavailable`."""
+        ...
+
+
 class Adapter(Protocol):
     """What a platform folder exports (as ``ADAPTER``) for the application to mount."""
 
@@ -130,4 +161,8 @@ class Adapter(Protocol):
 
     def media_sources(self, app: web.Application) -> MediaSources | None:
         """Its media per account, or None for a platform that uploads recordings."""
+        ...
+
+    def recording_control(self, app: web.Application) -> RecordingControl | None:
+        """Pause and resume on request, or None for a platform that cannot be asked to."""
         ...

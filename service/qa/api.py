@@ -19,7 +19,7 @@ from aiohttp import web
 from cryptography.exceptions import InvalidTag
 
 from retention import explain, requests
-from service import audit, ledger
+from service import audit, ledger, pauses
 from service.api import schemas
 from service.api.spec import BODY, DATETIME, QUERY, Param, operation, path_id
 from service.auth.http import principal
@@ -96,7 +96,9 @@ def _parties(vault: PhoneVault, row: Any) -> dict[str, str | None]:
 
 
 async def _items(conn: Conn, vault: PhoneVault, rows: list[Any]) -> list[dict[str, Any]]:
-    recs = await conn.fetch(Q["recordings_of_calls"], [r["id"] for r in rows])
+    ids = [r["id"] for r in rows]
+    recs = await conn.fetch(Q["recordings_of_calls"], ids)
+    paused = await pauses.spans_of_calls(conn, ids)
     by_call: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for r in recs:
         by_call.setdefault(r["call_id"], []).append(
@@ -106,6 +108,8 @@ async def _items(conn: Conn, vault: PhoneVault, rows: list[Any]) -> list[dict[st
                 "duration_s": r["duration_s"],
                 "retain_until": r["retain_until"].isoformat() if r["retain_until"] else None,
                 "held": r["held"],
+                # the call's pauses are where its recording has gaps
+                "pauses": paused.get(r["call_id"], []),
             }
         )
     return [

@@ -3,6 +3,8 @@
 
     AGI(callvault_agi.py,start[,queue[,direction]])   ; at call start: notice, consent
     AGI(callvault_agi.py,ended)                       ; in the hangup handler
+    AGI(callvault_agi.py,pause,card payment)          ; the recording was just muted
+    AGI(callvault_agi.py,resume,card taken)           ; ... and unmuted
 
 ``start`` asks callvault what to play (``POST /telephony/pbx/calls``), downloads the notice once
 (cached by its SHA-256, verified before it is ever played), plays it, asks for a digit in
@@ -11,7 +13,9 @@ explicit mode, reports the answer (``POST .../consent``) and sets the channel va
 reports ``POST .../ended {"during_notice": true}``. Anything that goes wrong (callvault
 unreachable, a notice that does not verify) leaves ``CALLVAULT_RECORD=0``: no consent can be
 proven, so the call goes on unrecorded. ``ended`` reports the end of the call (a repeat is
-harmless).
+harmless). ``pause`` and ``resume`` report that the recording of the call was muted (a card
+payment) or unmuted, with a reason, and set ``CALLVAULT_PAUSED`` to ``1`` or ``0`` once callvault
+has it in the call's ledger (left unset if it could not be told: the dialplan may log that).
 
 Configuration (environment first, then ``/etc/asterisk/callvault.ini`` section ``[callvault]``,
 or the file named by ``CALLVAULT_AGI_CONFIG``): ``url`` (callvault's base URL), ``token_file``
@@ -221,9 +225,21 @@ def main() -> int:
                 f"/telephony/pbx/calls/{agi.env['agi_uniqueid']}/ended", {"during_notice": False}
             )
             return 0
+        if args[0] in ("pause", "resume"):
+            reason = args[1] or ("card payment" if args[0] == "pause" else "resumed")
+            said = api.post(
+                f"/telephony/pbx/calls/{agi.env['agi_uniqueid']}/{args[0]}", {"reason": reason}
+            )
+            agi.command(f"SET VARIABLE CALLVAULT_PAUSED {1 if said.get('paused') else 0}")
+            return 0
         record = start(agi, api, cfg, args[1:])
     except (OSError, ValueError, KeyError, urllib.error.URLError) as exc:
         # never a phone number or the token in the log: the error's kind and the call id only
+        if args[0] in ("pause", "resume"):
+            # e.g. 409 already_paused: callvault's record disagrees; the PBX's state stands
+            code = getattr(exc, "code", None)
+            agi.verbose(f"callvault was not told of the {args[0]} ({type(exc).__name__} {code})")
+            return 0
         agi.verbose(f"continuing unrecorded ({type(exc).__name__})")
     agi.command(f"SET VARIABLE CALLVAULT_RECORD {1 if record else 0}")
     return 0

@@ -15,7 +15,7 @@ from service.auth.http import principal
 from service.consent.gate import Decision
 from service.db import tenancy
 from service.platforms.pbx import routes as pbx_routes
-from service.platforms.port import Adapter, Inbound, MediaSources, Platform
+from service.platforms.port import Adapter, Inbound, MediaSources, Platform, RecordingControl
 
 
 class PbxAdapter:
@@ -32,6 +32,12 @@ class PbxAdapter:
         return pbx_routes.answer(request, decision)
 
     def media_sources(self, app: web.Application) -> MediaSources | None:
+        return None
+
+    def recording_control(self, app: web.Application) -> RecordingControl | None:
+        # callvault cannot reach into a PBX: it pauses its own recording (Asterisk's
+        # PauseMonitor, FreeSWITCH's record pause) and reports it at
+        # POST /telephony/pbx/calls/{call_id}/pause and /resume
         return None
 
 

@@ -2,12 +2,13 @@
 
 A PBX script calls these in the order a call goes: ``POST /calls`` at call start (what to play,
 and how to ask), ``POST /calls/{id}/consent`` once the caller stayed or pressed a key (record or
-not), ``POST /calls/{id}/ended`` when the call ends, and ``PUT /calls/{id}/recording`` with the
-audio. Each maps onto one step of :mod:`service.consent.gate` or of the intake, so replays and
-duplicates are answered from what was already decided. The tenant is the token's; the call id is
-the PBX's own (an Asterisk ``UNIQUEID``, a FreeSWITCH ``uuid``), kept as ``{tenant}/{call id}``
-so that two tenants' PBXes may use the same ids. Any error answer (or no answer) means, for
-the PBX: continue the call without recording.
+not), ``POST /calls/{id}/pause`` and ``/resume`` when it paused or resumed its own recording (a
+card payment), ``POST /calls/{id}/ended`` when the call ends, and ``PUT /calls/{id}/recording``
+with the audio. Each maps onto one step of :mod:`service.consent.gate` or of the intake, so
+replays and duplicates are answered from what was already decided. The tenant is the token's;
+the call id is the PBX's own (an Asterisk ``UNIQUEID``, a FreeSWITCH ``uuid``), kept as
+``{tenant}/{call id}`` so that two tenants' PBXes may use the same ids. Any error answer (or no
+answer) means, for the PBX: continue the call without recording.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Annotated, Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from service.auth.http import requires
+from service import pauses
+from service.auth.http import principal, requires
 from service.consent import gate
 from service.context import POOL, PROMPTS, SETTINGS, STORES, VAULT, database
 from service.db import queries, tenancy
@@ -67,6 +69,13 @@ class ConsentAnswer(_Body):
     digit: Annotated[str, StringConstraints(pattern=r"^[0-9*#]{0,8}$")] | None = None
     stayed: Literal[True] | None = None
     attempt: Annotated[int, Field(ge=1, le=10)] = 1
+
+
+class PauseReport(_Body):
+    reason: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=pauses.MAX_REASON_CHARS),
+    ]
 
 
 class CallEnded(_Body):
@@ -216,6 +225,41 @@ async def ended(request: web.Request) -> web.Response:
         },
     )
     return web.json_response({"outcome": call.outcome})
+
+
+async def _paused(request: web.Request, action: pauses.Action) -> web.Response:
+    """The PBX paused (or resumed) its own recording: the same checks and ledger event as a
+    pause asked through /api, with nothing to ask of the platform. A 409 (not recording, not
+    paused, ...) tells the PBX that callvault's record of the call disagrees with what it did:
+    the scripts in deploy/pbx/ log it and carry on."""
+    external_id = _external_id(request.match_info["call_id"])
+    body = await _body(request, PauseReport)
+    async with database(request.app) as conn:
+        call_id = await conn.fetchval(Q["call_id"], PLATFORM, external_id)
+        if call_id is None:
+            raise NotFound("no such call", code="unknown_call")
+        changed = await pauses.change(
+            conn,
+            call_id,
+            action,
+            reason=body.reason,
+            actor=principal(request).actor,
+            source=pauses.Source.PBX,
+        )
+    log.info("pbx recording %sd", action.value, extra={"call_id": str(call_id)})
+    return web.json_response(changed.as_json())
+
+
+@routes.post("/telephony/pbx/calls/{call_id}/pause")
+@requires("telephony")
+async def pause(request: web.Request) -> web.Response:
+    return await _paused(request, pauses.Action.PAUSE)
+
+
+@routes.post("/telephony/pbx/calls/{call_id}/resume")
+@requires("telephony")
+async def resume(request: web.Request) -> web.Response:
+    return await _paused(request, pauses.Action.RESUME)
 
 
 @routes.put("/telephony/pbx/calls/{call_id}/recording")

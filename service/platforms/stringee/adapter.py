@@ -14,7 +14,7 @@ from aiohttp import web
 
 from service.consent.gate import Decision
 from service.context import HTTP_CLIENT
-from service.platforms.port import Adapter, Inbound, Platform
+from service.platforms.port import Adapter, Inbound, Platform, RecordingControl
 from service.platforms.stringee import routes as stringee_routes
 from service.platforms.stringee.sources import StringeeMediaSources
 
@@ -38,6 +38,13 @@ class StringeeAdapter:
 
     def media_sources(self, app: web.Application) -> StringeeMediaSources:
         return StringeeMediaSources.for_app(app, app[HTTP_CLIENT])
+
+    def recording_control(self, app: web.Application) -> RecordingControl | None:
+        # Stringee's Call REST API (developer.stringee.com/docs/call-rest-api) offers call
+        # logs, media download, outbound calls, putactions (SCCO), stop, transfer and
+        # participants; its SCCO actions are connect, record, recordMessage, talk, play, stream,
+        # input. Nothing pauses or resumes a recording in progress: none here.
+        return None
 
 
 ADAPTER: Adapter = StringeeAdapter()

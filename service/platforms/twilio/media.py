@@ -26,9 +26,14 @@ from yarl import URL
 from service.config import Settings
 from service.errors import BadRequest
 from service.jobs import Permanent
-from service.platforms.port import Downloaded
+from service.platforms.port import Downloaded, PlatformUnavailable, RecordingNotActive
 
 RECORDING_SID = re.compile(r"^RE[0-9a-fA-F]{32}$")
+CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
+# Twilio's name for "the call's recording in progress, whatever its RecordingSid"
+CURRENT_RECORDING = "Twilio.CURRENT"
+# A pause is asked for while an agent waits to take a card: answer (either way) within this
+PAUSE_TIMEOUT_S = 10.0
 CONTENT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 WRITE_BYTES = 4 * 1024 * 1024  # memory held per download, and the size of each disk write
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -334,3 +339,45 @@ class TwilioMedia:
             raise MediaError(f"deleting recording {sid}: {type(exc).__name__}") from exc
         except TimeoutError as exc:
             raise MediaError(f"deleting recording {sid}: timed out") from exc
+
+    async def set_recording_paused(self, call_sid: str, paused: bool) -> None:
+        """Pause (``Status=paused``, ``PauseBehavior=skip``: the paused span is left out of the
+        recording, not filled with silence) or resume (``Status=in-progress``) the call's
+        current recording: ``POST .../Calls/{CallSid}/Recordings/Twilio.CURRENT.json``.
+        Twilio answers 404 when the call has no recording in progress:
+        :class:`RecordingNotActive`; anything else but 200 is :class:`PlatformUnavailable`."""
+        if not CALL_SID.match(call_sid):
+            raise RecordingNotActive("the call's id is not a Twilio CallSid")
+        url = f"{self.base}/Calls/{call_sid}/Recordings/{CURRENT_RECORDING}.json"
+        form = (
+            {"Status": "paused", "PauseBehavior": "skip"} if paused else {"Status": "in-progress"}
+        )
+        what = "pausing the recording" if paused else "resuming the recording"
+        try:
+            async with self.session.post(
+                url,
+                data=form,
+                headers=self.headers,
+                timeout=aiohttp.ClientTimeout(total=PAUSE_TIMEOUT_S, sock_connect=5),
+                allow_redirects=False,
+            ) as resp:
+                if resp.status == 200:
+                    return
+                if resp.status == 404:
+                    raise RecordingNotActive(
+                        f"{what}: Twilio has no recording in progress on the call"
+                    )
+                if resp.status in (401, 403):
+                    raise PlatformUnavailable(
+                        f"{what}: HTTP {resp.status} from Twilio (check the credentials of "
+                        f"account {self.account_sid}: its auth token or API key)"
+                    )
+                raise PlatformUnavailable(f"{what}: HTTP {resp.status} from Twilio")
+        except aiohttp.ClientError as exc:
+            raise PlatformUnavailable(
+                f"{what}: Twilio could not be reached ({type(exc).__name__})", unreachable=True
+            ) from exc
+        except TimeoutError as exc:
+            raise PlatformUnavailable(
+                f"{what}: Twilio did not answer within {PAUSE_TIMEOUT_S:.0f} s", unreachable=True
+            ) from exc

@@ -44,6 +44,10 @@ const TEXT = {
     "event.recording_discarded": "Recording discarded (no consent)",
     "event.platform_copy_deleted": "Platform's copy deleted", "event.accessed": "Recording played",
     "event.platform_copy_retained": "Platform's copy kept (no delete at the platform)",
+    "event.recording_paused": "Recording paused", "event.recording_resumed": "Recording resumed",
+    "pause.title": "Paused (not in the recording)",
+    "pause.span": "At {offset} of the audio ({when}), {length} left out: {reason}",
+    "pause.open": "At {offset} of the audio ({when}), never resumed: the rest of the call is not recorded ({reason})",
     "event.purged": "Purged (retention ended)", "event.erased": "Erased on request",
     "event.hold_placed": "Legal hold placed", "event.hold_released": "Legal hold released",
     "event.dsar_received": "Data-subject request received",
@@ -126,6 +130,10 @@ const TEXT = {
     "err.unknown_tenant": "Không có khách hàng này.",
     "err.tenant_required": "Vui lòng chọn khách hàng trước.",
     "ret.title": "Vì sao bản ghi còn được lưu",
+    "event.recording_paused": "Tạm dừng ghi âm", "event.recording_resumed": "Ghi âm tiếp",
+    "pause.title": "Đã tạm dừng (không có trong bản ghi)",
+    "pause.span": "Tại {offset} của bản ghi ({when}), bỏ qua {length}: {reason}",
+    "pause.open": "Tại {offset} của bản ghi ({when}), không ghi tiếp: phần còn lại của cuộc gọi không được ghi ({reason})",
     "ret.until.tenant": "Lưu đến {when}: chính sách lưu trữ của khách hàng",
     "ret.until.queue": "Lưu đến {when}: chính sách lưu trữ của hàng chờ",
     "ret.until.number": "Lưu đến {when}: chính sách lưu trữ của số được gọi",
@@ -283,6 +291,7 @@ function recordingCard(r, callId) {
     return meta.join(" · ");
   });
   if (r.state === "stored" || r.state === "pending") showRetention(node, r.id);
+  showPauses(node, r.pauses || []);
   const form = node.querySelector(".play-form");
   if (r.state !== "stored") form.classList.add("hidden");
   form.addEventListener("submit", async (ev) => {
@@ -305,6 +314,30 @@ function recordingCard(r, callId) {
   return node;
 }
 
+
+// Where the recording was paused (card payments): the gaps, each at its place in the audio.
+function clock(seconds) {
+  if (seconds == null) return "?";
+  const s = Math.round(seconds);
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+function showPauses(node, pauses) {
+  const box = node.querySelector(".rec-pauses");
+  const list = box.querySelector("ul");
+  list.replaceChildren();
+  for (const p of pauses) {
+    const vars = () => ({
+      offset: clock(p.offset_s), when: fmt(p.paused_at), reason: p.reason || t("none"),
+      length: `${p.duration_s} ${t("rec.seconds")}`,
+    });
+    const li = live(document.createElement("li"), () => t(p.open ? "pause.open" : "pause.span", vars()));
+    li.setAttribute("data-testid", "pause");
+    if (p.open) li.classList.add("open");
+    list.appendChild(li);
+  }
+  box.classList.toggle("hidden", pauses.length === 0);
+}
 
 // "Why is this still here?": the recording's retention, what keeps it, and when it goes, as
 // GET /api/recordings/{id}/retention explains it (the purge reads the same explanation).

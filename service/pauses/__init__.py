@@ -1,0 +1,228 @@
+"""Pausing a call's recording while the caller reads a card number, and resuming it.
+
+PCI DSS forbids keeping a card's security code in a recording, even encrypted; the agent desktop
+or the IVR pauses the recording for the payment and resumes it after. The pause must really
+happen at the platform before anyone relies on it, so the order is:
+
+1. the call's row is locked (two pauses of one call are decided one after the other: exactly
+   one succeeds, the other is a 409);
+2. its state is checked: consented (so recording), not ended, not already paused (for a
+   pause) or paused (for a resume); otherwise a 409 saying which;
+3. the platform is asked (``at_platform``: Twilio's REST API; nothing for a PBX, which paused
+   its own recording and is reporting it). If it fails, the transaction is rolled back and no
+   ledger event claims a pause that did not happen;
+4. ``recording_paused`` / ``recording_resumed`` is appended to the call's ledger with the
+   reason and the actor, in the same transaction. The ledger is the pause's only record: the
+   call's last pause or resume event says whether it is paused now.
+
+The call's row stays locked while the platform answers (at most its timeout): other writes to
+that one call wait that long, no other call does.
+
+:func:`spans` turns a call's ledger into the pauses the QA page shows on the recording.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from service import ledger
+from service.db import Conn, queries
+from service.errors import BadRequest, CallvaultError, Conflict, NotFound
+from service.ledger import NewEvent
+
+Q = queries.load("service.pauses")
+MAX_REASON_CHARS = 500
+
+
+class Action(enum.Enum):
+    PAUSE = "pause"
+    RESUME = "resume"
+
+    @property
+    def event(self) -> str:
+        return "recording_paused" if self is Action.PAUSE else "recording_resumed"
+
+
+class Source(enum.Enum):
+    """Who asked: the agent desktop or IVR through ``/api``, or a PBX reporting its own."""
+
+    API = "api"
+    PBX = "pbx"
+
+
+class PlatformFailed(CallvaultError):
+    """The platform answered, but not with success: nothing was paused or resumed."""
+
+    status = 502
+    code = "platform_error"
+
+
+class PlatformUnreachable(CallvaultError):
+    """The platform could not be reached or did not answer in time: nothing is recorded as
+    paused (the platform may still be recording)."""
+
+    status = 503
+    code = "platform_unavailable"
+    retry_after_s = 2
+
+
+@dataclass(frozen=True)
+class LockedCall:
+    id: uuid.UUID
+    tenant: str
+    platform: str
+    external_id: str
+    account: str | None
+    paused_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Changed:
+    call_id: uuid.UUID
+    external_id: str
+    action: Action
+    at: datetime
+    paused_s: float | None  # for a resume: how long the recording was paused
+    seq: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "call_id": str(self.call_id),
+            "external_id": self.external_id,
+            "paused": self.action is Action.PAUSE,
+            "at": self.at.isoformat(),
+            "paused_s": self.paused_s,
+            "ledger_seq": self.seq,
+        }
+
+
+AtPlatform = Callable[[LockedCall], Awaitable[None]]
+
+
+async def find_call(conn: Conn, ref: str, tenant: str) -> uuid.UUID:
+    """The id of the tenant's call named by ``ref`` (callvault's id or the platform's), or
+    :class:`NotFound`; another tenant's call is not found (row-level security)."""
+    try:
+        as_uuid: uuid.UUID | None = uuid.UUID(ref)
+    except ValueError:
+        as_uuid = None
+    rows = await conn.fetch(Q["find_call"], as_uuid, ref, f"{tenant}/{ref}")
+    if not rows:
+        raise NotFound("no such call", code="unknown_call")
+    if len(rows) > 1:
+        raise Conflict(
+            "more than one call has this id on different platforms: name it by callvault's id",
+            code="ambiguous_call_id",
+        )
+    found: uuid.UUID = rows[0]["id"]
+    return found
+
+
+def _check(row: asyncpg.Record, action: Action, paused_at: datetime | None) -> None:
+    if row["outcome"] != "consented":
+        state = "undecided" if row["outcome"] == "in_progress" else row["outcome"]
+        raise Conflict(f"the call is not being recorded (consent: {state})", code="not_recording")
+    if row["ended_at"] is not None:
+        raise Conflict("the call has ended: its recording cannot change", code="call_ended")
+    paused = paused_at is not None
+    if action is Action.PAUSE and paused:
+        raise Conflict("the recording is paused already", code="already_paused")
+    if action is Action.RESUME and not paused:
+        raise Conflict("the recording is not paused", code="not_paused")
+
+
+async def change(
+    conn: Conn,
+    call_id: uuid.UUID,
+    action: Action,
+    *,
+    reason: str,
+    actor: str,
+    source: Source,
+    at_platform: AtPlatform | None = None,
+) -> Changed:
+    """Pause or resume the call's recording (the steps in the module's docstring)."""
+    reason = reason.strip()
+    if not reason or len(reason) > MAX_REASON_CHARS:
+        raise BadRequest("a reason of 1 to 500 characters is required", code="bad_reason")
+    async with conn.transaction():
+        row = await conn.fetchrow(Q["lock_call"], call_id)
+        if row is None:
+            raise NotFound("no such call", code="unknown_call")
+        paused_at: datetime | None = await conn.fetchval(Q["paused_since"], call_id)
+        _check(row, action, paused_at)
+        call = LockedCall(
+            row["id"],
+            row["tenant_id"],
+            row["platform"],
+            row["external_id"],
+            row["platform_account"],
+            paused_at,
+        )
+        if at_platform is not None:
+            await at_platform(call)
+        details: dict[str, Any] = {
+            "reason": reason,
+            "actor": actor,
+            "source": source.value,
+            "platform": call.platform,
+        }
+        (event,) = await ledger.append(conn, call_id, [NewEvent(action.event, details)])
+        paused_s = (
+            round((event.at - paused_at).total_seconds(), 3)
+            if action is Action.RESUME and paused_at is not None
+            else None
+        )
+    return Changed(call_id, call.external_id, action, event.at, paused_s, event.seq)
+
+
+def spans(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One call's pauses from its ledger events (``type``, ``at``, ``details``, in order):
+    each with when it started and ended (``resumed_at``; None if never: ``open``), the reason,
+    and ``offset_s``, where the gap falls in the recording's audio (seconds of audio before it,
+    counted from consent, when recording started, by the database's clock: to within the
+    platform's reaction time). Paused spans are skipped in the audio (Twilio's
+    ``PauseBehavior=skip``), so earlier pauses do not count towards a later offset."""
+    started: datetime | None = None
+    skipped = 0.0
+    out: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for e in events:
+        kind, at = e["type"], e["at"]
+        if kind == "consent_given" and started is None:
+            started = at
+        elif kind == "recording_paused" and current is None:
+            offset = (at - started).total_seconds() - skipped if started is not None else None
+            current = {
+                "paused_at": at.isoformat(),
+                "resumed_at": None,
+                "duration_s": None,
+                "offset_s": round(max(offset, 0.0), 1) if offset is not None else None,
+                "reason": (e["details"] or {}).get("reason"),
+                "open": True,
+                "_at": at,
+            }
+            out.append(current)
+        elif kind == "recording_resumed" and current is not None:
+            length = (at - current.pop("_at")).total_seconds()
+            skipped += length
+            current.update(resumed_at=at.isoformat(), duration_s=round(length, 1), open=False)
+            current = None
+    if current is not None:
+        current.pop("_at")
+    return out
+
+
+async def spans_of_calls(conn: Conn, call_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Any]]:
+    """:func:`spans` for many calls in one read (calls without pauses are absent)."""
+    by_call: dict[uuid.UUID, list[Mapping[str, Any]]] = {}
+    for r in await conn.fetch(Q["pause_events"], call_ids):
+        by_call.setdefault(r["call_id"], []).append(r)
+    return {c: found for c, events in by_call.items() if (found := spans(events))}
