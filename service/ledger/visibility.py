@@ -64,6 +64,7 @@ RECORDING_LIFE = frozenset(
         "platform_copy_retained",  # the platform cannot delete (Stringee)
         "purged",
         "erased",
+        "key_destroyed",  # the recording's data key is gone: no copy of it can be read
     }
 )
 PLAYBACK = frozenset({"accessed"})
