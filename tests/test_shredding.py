@@ -218,3 +218,63 @@ async def test_rotation_rewraps_every_data_key_and_leaves_the_objects_alone(
             keyset, sealed_path, plain_path, sealed.associated_data(rec["recording_id"])
         )
         assert plain_path.read_bytes() == rec["body"]
+
+
+async def test_encrypt_all_seals_old_recordings_in_place_and_is_resumable(
+    db: Conn,
+    pool: Any,
+    store: S3Store,
+    tmp_path: Path,
+    moto_url: str,
+    versioned: str,
+    database_url: str,
+) -> None:
+    """Recordings stored before issue 17 (plaintext, no marker) are sealed under their own
+    keys, their plaintext versions deleted; sealed ones are left alone; a second run finds
+    nothing to do; and once sealed, a purge shreds them like any other."""
+    from tests.conftest import run_cli
+
+    old = [await seed_recording(db, store, VAULT, tmp_path, expired=False) for _ in range(2)]
+    new = await seed_recording(db, store, VAULT, tmp_path, sealed=True, expired=False)
+    new_before = await get_object(moto_url, versioned, new["key"])
+    env = {
+        "CALLVAULT_S3_BUCKET": versioned,
+        "CALLVAULT_S3_ENDPOINT_URL": moto_url,
+        "CALLVAULT_S3_REGION": "us-east-1",
+    }
+
+    result = await asyncio.to_thread(
+        run_cli, database_url, "recordings", "encrypt", "--all", env_overrides=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "sealed 2 recordings, 1 already sealed"
+
+    found = await objects(moto_url, versioned)
+    # one version per key: the plaintext versions are gone, not just hidden
+    assert sorted(o["key"] for o in found) == sorted(r["key"] for r in [*old, new])
+    for rec in old:
+        (obj,) = [o for o in found if o["key"] == rec["key"]]
+        assert obj["head"]["Metadata"]["callvault-enc"] == "tink-streaming-v1"
+        copy = await get_object(moto_url, versioned, rec["key"])
+        assert rec["body"] not in copy
+        assert await open_sealed(db, rec["recording_id"], copy) == rec["body"]
+        version = await db.fetchval(
+            "SELECT object_version FROM recordings WHERE id = $1", rec["recording_id"]
+        )
+        assert version == obj["head"]["VersionId"]
+    assert await get_object(moto_url, versioned, new["key"]) == new_before  # untouched
+
+    again = await asyncio.to_thread(
+        run_cli, database_url, "recordings", "encrypt", "--all", env_overrides=env
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "sealed 0 recordings, 3 already sealed"
+
+    # sealed now, so shredded by the purge like any recording stored since
+    copy = await get_object(moto_url, versioned, old[0]["key"])
+    await db.execute(
+        "UPDATE recordings SET retain_until = now() - interval '1 second' WHERE id = $1",
+        old[0]["recording_id"],
+    )
+    assert (await purge_once(pool, store)).purged == 1
+    await _everything_callvault_holds_fails(db, old[0]["recording_id"], copy)
