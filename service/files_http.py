@@ -161,6 +161,10 @@ async def _read_all(store: ObjectStore, key: str, start: int, end: int) -> bytes
     return b"".join(parts)
 
 
+async def _given(header: bytes) -> bytes:
+    return header
+
+
 async def plain_range(
     store: ObjectStore, head: StoredObject, opened: _Opened, start: int, end: int
 ) -> AsyncIterator[bytes]:
@@ -169,8 +173,12 @@ async def plain_range(
     layout = opened.layout
     span = layout.span(start, end, head.size)
     loop = asyncio.get_running_loop()
-    # the header (salt, nonce prefix) is fetched beside the segments, not before them
-    header = asyncio.ensure_future(_read_all(store, head.key, 0, layout.header_size - 1))
+    # the header (salt, nonce prefix) from the object's metadata; else (an object sealed
+    # without it) fetched beside the segments, not before them
+    known = sealed.header_of(head.metadata)
+    header = asyncio.ensure_future(
+        _given(known) if known else _read_all(store, head.key, 0, layout.header_size - 1)
+    )
     try:
         segment, want = span.first, layout.segment_cipher_size(span.first, head.size)
         skip, left = span.skip, span.length

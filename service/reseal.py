@@ -98,13 +98,8 @@ async def _one(
         )
         size = int(row["size_bytes"])
         metadata = {k: v for k, v in head.metadata.items() if k not in _OURS}
-        metadata.update(
-            {
-                "recording-id": str(row["id"]),
-                sealed.MARKER: sealed.FORMAT,
-                sealed.PLAIN_SIZE: str(size),
-            }
-        )
+        metadata["recording-id"] = str(row["id"])
+        metadata.update(await asyncio.to_thread(sealed.object_metadata, sealed_path, size))
         await store.put_file(
             key,
             sealed_path,

@@ -53,11 +53,7 @@ async def seed_recording(
         sealed_path = tmp_path / f"{rec_id}.wav.sealed"
         sealing.encrypt_file(keyset, path, sealed_path, sealing.associated_data(rec_id))
         path = sealed_path
-        metadata = {
-            "recording-id": str(rec_id),
-            sealing.MARKER: sealing.FORMAT,
-            sealing.PLAIN_SIZE: str(len(body)),
-        }
+        metadata = {"recording-id": str(rec_id), **sealing.object_metadata(path, len(body))}
     await store.put_file(key, path, sha256=digest, content_type="audio/wav", metadata=metadata)
     head = await store.head(key)
     assert head is not None

@@ -312,8 +312,7 @@ async def store_received(
                 metadata={
                     "recording-id": str(recording["id"]),
                     "call-id": str(recording["call_id"]),
-                    sealed.MARKER: sealed.FORMAT,
-                    sealed.PLAIN_SIZE: str(got.size),
+                    **await asyncio.to_thread(sealed.object_metadata, path, got.size),
                 },
             )
         finally:

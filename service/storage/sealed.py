@@ -22,6 +22,7 @@ form is ever stored (``recording_keys``).
 
 from __future__ import annotations
 
+import base64
 import io
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,9 @@ FORMAT = "tink-streaming-v1"
 # before issue 17, and is played and purged as before
 MARKER = "callvault-enc"
 PLAIN_SIZE = "callvault-plaintext-size"
+# the sealed object's header (salt and nonce prefix: not secret), base64, so that a Range
+# needs one ranged GET (its segments), not two
+HEADER = "callvault-enc-header"
 _TEMPLATE = streaming_aead.streaming_aead_key_templates.AES256_GCM_HKDF_1MB
 _TAG = 16
 _NONCE_PREFIX = 7
@@ -65,6 +69,27 @@ def associated_data(recording_id: object) -> bytes:
 
 def is_sealed(metadata: dict[str, str]) -> bool:
     return metadata.get(MARKER) == FORMAT
+
+
+def object_metadata(sealed_path: Path, plain_size: int) -> dict[str, str]:
+    """What a sealed object's metadata says of it (blocking: reads the header)."""
+    with sealed_path.open("rb") as f:
+        header = f.read(_NEW.header_size)
+    return {
+        MARKER: FORMAT,
+        PLAIN_SIZE: str(plain_size),
+        HEADER: base64.b64encode(header).decode("ascii"),
+    }
+
+
+def header_of(metadata: dict[str, str]) -> bytes | None:
+    text = metadata.get(HEADER)
+    if not text:
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        return None
 
 
 def new_data_key() -> bytes:
