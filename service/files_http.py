@@ -71,7 +71,7 @@ async def file(request: web.Request) -> web.StreamResponse:
     head = await store.head(link.key)
     if head is None:
         raise NotFound("the file is no longer stored")
-    opened: _Opened | None = None
+    opened: SealedRecording | None = None
     size = head.size
     if sealed.is_sealed(head.metadata):
         # sealed by callvault (issue 17): played by decrypting only the segments asked for
@@ -133,13 +133,15 @@ async def _closing(chunks: AsyncIterator[bytes]) -> AsyncGenerator[AsyncIterator
             await close()
 
 
-class _Opened:
+class SealedRecording:
+    """A sealed recording's segment layout (from its data key) and associated data."""
+
     def __init__(self, keyset: bytes, aad: bytes) -> None:
         self.layout = sealed.Layout.of(keyset)
         self.aad = aad
 
 
-async def _open(request: web.Request, tenant: str, head: StoredObject) -> _Opened:
+async def _open(request: web.Request, tenant: str, head: StoredObject) -> SealedRecording:
     """The data key of a sealed recording, or 404 once it is destroyed (purged, erased)."""
     try:
         recording_id = uuid.UUID(head.metadata.get("recording-id", ""))
@@ -150,7 +152,7 @@ async def _open(request: web.Request, tenant: str, head: StoredObject) -> _Opene
             keyset = await recording_keys.open_key(conn, request.app[VAULT], recording_id)
     if keyset is None:
         raise NotFound("the recording's key is destroyed: it can no longer be played")
-    return _Opened(keyset, sealed.associated_data(recording_id))
+    return SealedRecording(keyset, sealed.associated_data(recording_id))
 
 
 async def _read_all(store: ObjectStore, key: str, start: int, end: int) -> bytes:
@@ -166,7 +168,7 @@ async def _given(header: bytes) -> bytes:
 
 
 async def plain_range(
-    store: ObjectStore, head: StoredObject, opened: _Opened, start: int, end: int
+    store: ObjectStore, head: StoredObject, opened: SealedRecording, start: int, end: int
 ) -> AsyncIterator[bytes]:
     """Plaintext bytes ``start``..``end`` of a sealed object: only the segments holding them
     are fetched (ranged GETs) and decrypted, one segment in memory at a time."""

@@ -96,3 +96,37 @@ def test_a_truncated_object_is_refused_at_its_new_end(tmp_path: Path) -> None:
     # segment 1 was not written as the last: its nonce says so, and it fails as one
     with pytest.raises(sealed.Undecryptable):
         _read(cut, FIRST + OTHER - 10, FIRST + OTHER - 1)
+
+
+@pytest.mark.parametrize("header_in_metadata", [True, False])
+async def test_plain_range_reads_only_what_it_needs_with_or_without_the_header_metadata(
+    tmp_path: Path, header_in_metadata: bool
+) -> None:
+    """``/files`` decrypts a Range from the segments holding it; the header comes from the
+    object's metadata (intake writes it) or, for an object sealed without it, from the object."""
+    from service.files_http import SealedRecording, plain_range
+    from service.storage.local import LocalStore
+
+    data = os.urandom(FIRST + 2 * OTHER + 999)
+    blob = _seal(tmp_path, data)
+    metadata = sealed.object_metadata(tmp_path / "sealed", len(data)) if header_in_metadata else {}
+    store = LocalStore(tmp_path / "objects")
+    try:
+        await store.put_file(
+            "r", tmp_path / "sealed", sha256="x", content_type="audio/wav", metadata=metadata
+        )
+        head = await store.head("r")
+        assert head is not None and head.size == len(blob)
+        opened = SealedRecording(KEY, AAD)
+        for start, end in [
+            (0, 99),
+            (FIRST - 3, FIRST + OTHER + 3),
+            (len(data) - 10, len(data) - 1),
+        ]:
+            got = b"".join([c async for c in plain_range(store, head, opened, start, end)])
+            assert got == data[start : end + 1]
+        wrong = SealedRecording(KEY, sealed.associated_data("r-2"))
+        with pytest.raises(sealed.Undecryptable):
+            _ = [c async for c in plain_range(store, head, wrong, 0, 10)]
+    finally:
+        await store.close()

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from service.files_http import _Opened, plain_range
+from service.files_http import SealedRecording, plain_range
 from service.storage import ObjectStore, sealed
 from service.storage.local import LocalStore
 from service.storage.s3 import S3Store
@@ -47,7 +47,7 @@ async def _first_sealed(store: ObjectStore, keyset: bytes, start: int) -> float:
     began = time.perf_counter()
     head = await store.head("sealed")
     assert head is not None
-    opened = _Opened(keyset, b"bench")
+    opened = SealedRecording(keyset, b"bench")
     chunks = plain_range(store, head, opened, start, start + RANGE - 1)
     try:
         async for _ in chunks:
