@@ -266,8 +266,6 @@ async def store_received(
     got: Received,
     retention_s: int,
     source: RetentionSource,
-    *,
-    seal: bool = True,
 ) -> str:
     """The steps every kept recording goes through, however it arrived: upload to the tenant's
     store (unless this exact object is there already), verify with a HEAD, commit ``stored``
@@ -277,10 +275,10 @@ async def store_received(
     store = where.store
     key = got.key
     existing = await store.head(key)
-    held = existing is not None and _holds(existing, got, seal)
-    # (else: a run that crashed after uploading left exactly this object; a second PUT would
-    # only add a version on a versioned bucket)
-    if not held and seal:
+    # held: a run that crashed after uploading left exactly this object (sealed with the key
+    # it committed); a second PUT would only add a version on a versioned bucket
+    held = existing is not None and _holds(existing, got)
+    if not held:
         # Sealed with the recording's own key, issued (wrapped, committed) before any byte
         # leaves: an erasure from now on destroys it, and one before leaves none to seal with.
         async with transaction() as conn:
@@ -295,15 +293,15 @@ async def store_received(
             return await _discard_upload(transaction, store, recording, sid, key, now)
         path = got.path.with_name(got.path.name + ".sealed")
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(
-            sealed.EXECUTOR,
-            sealed.encrypt_file,
-            keyset,
-            got.path,
-            path,
-            sealed.associated_data(recording["id"]),
-        )
         try:
+            await loop.run_in_executor(
+                sealed.EXECUTOR,
+                sealed.encrypt_file,
+                keyset,
+                got.path,
+                path,
+                sealed.associated_data(recording["id"]),
+            )
             await store.put_file(
                 key,
                 path,
@@ -317,20 +315,9 @@ async def store_received(
             )
         finally:
             await asyncio.to_thread(path.unlink, True)
-    elif not held:
-        await store.put_file(
-            key,
-            got.path,
-            sha256=got.sha256,
-            content_type=got.content_type,
-            metadata={
-                "recording-id": str(recording["id"]),
-                "call-id": str(recording["call_id"]),
-            },
-        )
     failpoints.hit(settings, "intake.after_upload")
     stored = await store.head(key)
-    if stored is None or not _holds(stored, got, seal):
+    if stored is None or not _holds(stored, got):
         raise StorageError(f"verification of {key} failed: the store does not hold what we sent")
     if where.encrypted and not stored.encrypted:
         raise StorageError(f"verification of {key} failed: not encrypted at rest")
@@ -378,15 +365,10 @@ async def store_received(
     return str(state)
 
 
-def _holds(stored: StoredObject, got: Received, seal: bool) -> bool:
-    """Whether the stored object is this recording as it should be kept: same content (the
-    SHA-256 and size of the recording itself), sealed if it is to be, and of the size that
-    sealing gives."""
-    if stored.sha256 != got.sha256:
-        return False
-    if not seal:
-        return stored.size == got.size and not sealed.is_sealed(stored.metadata)
-    if not sealed.is_sealed(stored.metadata):
+def _holds(stored: StoredObject, got: Received) -> bool:
+    """Whether the stored object is this recording as it is to be kept: same content (the
+    SHA-256 and size of the recording itself), sealed, and of the size that sealing gives."""
+    if stored.sha256 != got.sha256 or not sealed.is_sealed(stored.metadata):
         return False
     return stored.metadata.get(sealed.PLAIN_SIZE) == str(got.size) and stored.size == (
         sealed.sealed_size(got.size)
