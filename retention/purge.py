@@ -27,7 +27,7 @@ from typing import Any
 import asyncpg
 
 from retention import explain
-from service import audit, ledger
+from service import audit, ledger, recording_keys
 from service.db import queries, tenancy
 from service.ledger import NewEvent
 from service.storage import ObjectStore, StorageError
@@ -202,6 +202,11 @@ async def _purge_batch(
         held = {r["id"] for r in await conn.fetch(Q["kept_among"], ids)}
         report.held += len(held)
         targets = [r for r in rows if r["id"] not in held]
+        # Shredding first (issue 17): the data keys go before the objects, so every copy the
+        # store cannot reach (old versions, replicas, backups) is unreadable from now on. A key
+        # goes even if the store then refuses the object: retention has ended either way, and
+        # the next pass deletes the object (its ``key_destroyed`` is written once).
+        await recording_keys.destroy(conn, [r["id"] for r in targets], "retention ended")
         refused = await _delete_by_store(
             conn, registry, tenant, [(r["object_store"], r["object_key"]) for r in targets]
         )

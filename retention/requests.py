@@ -54,7 +54,7 @@ from typing import Any
 from retention import clock
 from retention.clock import CLOCK_STOPPED, CLOSED, ClockPolicy, Kind, Status
 from retention.holds import check_phone
-from service import audit, jobs, ledger
+from service import audit, jobs, ledger, recording_keys
 from service.consent.gate import add_to_do_not_record
 from service.db import Conn, queries
 from service.errors import BadRequest, CallvaultError, Conflict, Forbidden, NotFound
@@ -896,6 +896,10 @@ async def _erase_call(
         for r in recordings:
             if r["state"] in ("pending", "failed", "erased"):
                 located += [(where.ref, where.key(k)) for k in possible_keys(r["id"])]
+        # Shredding first (issue 17): with its data key gone, no copy of a recording can be
+        # read (old versions, replicas, backups), whatever the store then does. In the same
+        # transaction: a store that refuses leaves everything as it was, for the retry.
+        await recording_keys.destroy(conn, [r["id"] for r in recordings], "erased")
         await _delete_located(conn, registry, tenant, located)
         ids = [r["id"] for r in recordings if r["state"] in ("stored", "pending", "failed")]
         await conn.execute(Q["mark_erased"], ids)
@@ -968,8 +972,19 @@ async def _access_bundle(
                 if r["state"] == "stored" and r["object_key"]:
                     name = f"audio/{r['id']}{Path(r['object_key']).suffix}"
                     store = await registry.for_object(tenant, r["object_store"], conn)
-                    await store.download_to(r["object_key"], folder / "content" / name)
-                    item["audio_file"] = name
+                    # the person gets their audio, not callvault's ciphertext (issue 17)
+                    try:
+                        await recording_keys.download_plain(
+                            conn,
+                            vault,
+                            store,
+                            r["object_key"],
+                            r["id"],
+                            folder / "content" / name,
+                        )
+                        item["audio_file"] = name
+                    except recording_keys.KeyDestroyed:
+                        pass  # retention ended (the purge will delete it): nothing to hand out
                 entry["recordings"].append(item)
             calls.append(entry)
         # the subject's own signed receipts, checkable without us (service.receipts)

@@ -238,17 +238,47 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
     vault = PhoneVault(settings.secret_key, settings.previous_secret_key)
 
     async def work(conn: Any) -> int:
+        from service import recording_keys
         from service.receipts import keys
 
         report = await rotate(conn, vault)
         receipt_keys = await keys.rekey(conn, vault)
+        # each recording's data key re-wrapped under the tenant's new key; objects untouched
+        data_keys = await recording_keys.rewrap(conn, vault)
         print(
             f"re-keyed {report.calls} calls and {report.do_not_record} do-not-record entries"
             + (f", {report.holds} holds" if report.holds else "")
             + (f", {report.requests} requests" if report.requests else "")
             + (f", {receipt_keys} receipt signing keys" if receipt_keys else "")
+            + (f", {data_keys} recording data keys" if data_keys else "")
         )
         return 0
+
+    return asyncio.run(_with_connection(settings, work, tenant="*"))
+
+
+def cmd_recordings_encrypt(args: argparse.Namespace) -> int:
+    from service.reseal import encrypt_all
+
+    if not args.all:
+        raise CallvaultError("--all: say that every stored recording is meant")
+    settings = _settings(database=True)
+
+    async def work(conn: Any) -> int:
+        stores = _stores(settings)
+        try:
+            report = await encrypt_all(conn, _vault(settings), stores, settings.home / "tmp")
+        finally:
+            await stores.close()
+        print(
+            f"sealed {report.sealed} recordings, {report.already} already sealed"
+            + (f", {report.missing} missing from the store" if report.missing else "")
+            + (f", {report.skipped} purged or erased meanwhile" if report.skipped else "")
+            + (f", {len(report.failed)} failed" if report.failed else "")
+        )
+        for recording_id, why in report.failed.items():
+            print(f"{recording_id}: {why}", file=sys.stderr)
+        return 1 if report.failed else 0
 
     return asyncio.run(_with_connection(settings, work, tenant="*"))
 
@@ -887,6 +917,18 @@ def build_parser() -> argparse.ArgumentParser:
         "in CALLVAULT_PREVIOUS_SECRET_KEY)",
     )
     p.set_defaults(func=cmd_secrets_rotate)
+
+    recordings_p = sub.add_parser("recordings", help="stored recordings")
+    recordings_sub = recordings_p.add_subparsers(
+        dest="recordings_command", required=True, metavar="ACTION"
+    )
+    p = recordings_sub.add_parser(
+        "encrypt",
+        help="seal recordings stored before callvault encrypted them, each under its own key "
+        "(resumable: sealed ones are left as they are)",
+    )
+    p.add_argument("--all", action="store_true", help="every stored recording of every tenant")
+    p.set_defaults(func=cmd_recordings_encrypt)
 
     calls_p = sub.add_parser("calls", help="repairs to stored calls")
     calls_sub = calls_p.add_subparsers(dest="calls_command", required=True, metavar="ACTION")

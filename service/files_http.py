@@ -3,17 +3,22 @@ with HTTP Range support (a browser's audio element seeks with Range requests).""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
 
 from aiohttp import web
 
 from retention import requests
-from service import audit
-from service.context import POOL, STORES
+from service import audit, recording_keys
+from service.context import POOL, STORES, VAULT
 from service.db import tenancy
 from service.errors import CallvaultError, NotFound
 from service.http_errors import error_response
 from service.links import LINKS
+from service.storage import ObjectStore, StoredObject, sealed
 
 routes = web.RouteTableDef()
 _RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$", re.ASCII)
@@ -66,6 +71,12 @@ async def file(request: web.Request) -> web.StreamResponse:
     head = await store.head(link.key)
     if head is None:
         raise NotFound("the file is no longer stored")
+    opened: SealedRecording | None = None
+    size = head.size
+    if sealed.is_sealed(head.metadata):
+        # sealed by callvault (issue 17): played by decrypting only the segments asked for
+        opened = await _open(request, link.tenant, head)
+        size = opened.layout.plain_size(head.size)
     headers = {
         "Accept-Ranges": "bytes",
         "Cache-Control": "private, no-store",
@@ -75,15 +86,15 @@ async def file(request: web.Request) -> web.StreamResponse:
     if link.download_name:
         headers["Content-Disposition"] = f'attachment; filename="{link.download_name}"'
     try:
-        wanted = _parse_range(request.headers.get("Range", ""), head.size)
+        wanted = _parse_range(request.headers.get("Range", ""), size)
     except RangeNotSatisfiable as exc:
         refused = error_response(exc.status, exc.code, exc.message)
-        refused.headers["Content-Range"] = f"bytes */{head.size}"
+        refused.headers["Content-Range"] = f"bytes */{size}"
         return refused
-    start, end = wanted if wanted else (0, head.size - 1)
+    start, end = wanted if wanted else (0, size - 1)
     status = 206 if wanted else 200
     if wanted:
-        headers["Content-Range"] = f"bytes {start}-{end}/{head.size}"
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     if link.purpose.startswith("dsar_bundle:") and request.method == "GET":
         with tenancy.as_tenant(link.tenant):
             async with request.app[POOL].acquire() as conn:
@@ -96,10 +107,104 @@ async def file(request: web.Request) -> web.StreamResponse:
                     {},
                 )
     response = web.StreamResponse(status=status, headers=headers)
-    response.content_length = end - start + 1 if head.size else 0
+    response.content_length = end - start + 1 if size else 0
     await response.prepare(request)
-    if request.method == "GET" and head.size:
-        async for chunk in store.read_range(link.key, start, end):
-            await response.write(chunk)
+    if request.method == "GET" and size:
+        chunks = (
+            store.read_range(link.key, start, end)
+            if opened is None
+            else plain_range(store, head, opened, start, end)
+        )
+        async with _closing(chunks):
+            async for chunk in chunks:
+                await response.write(chunk)
     await response.write_eof()
     return response
+
+
+@asynccontextmanager
+async def _closing(chunks: AsyncIterator[bytes]) -> AsyncGenerator[AsyncIterator[bytes], None]:
+    """Close a store's stream when the reader stops early (a client gone mid-response)."""
+    try:
+        yield chunks
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class SealedRecording:
+    """A sealed recording's segment layout (from its data key) and associated data."""
+
+    def __init__(self, keyset: bytes, aad: bytes) -> None:
+        self.layout = sealed.Layout.of(keyset)
+        self.aad = aad
+
+
+async def _open(request: web.Request, tenant: str, head: StoredObject) -> SealedRecording:
+    """The data key of a sealed recording, or 404 once it is destroyed (purged, erased)."""
+    try:
+        recording_id = uuid.UUID(head.metadata.get("recording-id", ""))
+    except ValueError:
+        raise NotFound("the file cannot be opened") from None
+    with tenancy.as_tenant(tenant):
+        async with request.app[POOL].acquire() as conn:
+            keyset = await recording_keys.open_key(conn, request.app[VAULT], recording_id)
+    if keyset is None:
+        raise NotFound("the recording's key is destroyed: it can no longer be played")
+    return SealedRecording(keyset, sealed.associated_data(recording_id))
+
+
+async def _read_all(store: ObjectStore, key: str, start: int, end: int) -> bytes:
+    parts = []
+    async with _closing(store.read_range(key, start, end)) as chunks:
+        async for chunk in chunks:
+            parts.append(chunk)
+    return b"".join(parts)
+
+
+async def _given(header: bytes) -> bytes:
+    return header
+
+
+async def plain_range(
+    store: ObjectStore, head: StoredObject, opened: SealedRecording, start: int, end: int
+) -> AsyncIterator[bytes]:
+    """Plaintext bytes ``start``..``end`` of a sealed object: only the segments holding them
+    are fetched (ranged GETs) and decrypted, one segment in memory at a time."""
+    layout = opened.layout
+    span = layout.span(start, end, head.size)
+    loop = asyncio.get_running_loop()
+    # the header (salt, nonce prefix) from the object's metadata; else (an object sealed
+    # without it) fetched beside the segments, not before them
+    known = sealed.header_of(head.metadata)
+    header = asyncio.ensure_future(
+        _given(known) if known else _read_all(store, head.key, 0, layout.header_size - 1)
+    )
+    try:
+        segment, want = span.first, layout.segment_cipher_size(span.first, head.size)
+        skip, left = span.skip, span.length
+        buffer = bytearray()
+        opener: sealed.SegmentOpener | None = None
+        async with _closing(store.read_range(head.key, span.cipher_start, span.cipher_end)) as it:
+            async for chunk in it:
+                buffer += chunk
+                while len(buffer) >= want and left > 0:
+                    if opener is None:
+                        opener = layout.opener(await header, opened.aad, head.size)
+                    plain = await loop.run_in_executor(
+                        sealed.EXECUTOR, opener.open, segment, bytes(buffer[:want])
+                    )
+                    del buffer[:want]
+                    piece = plain[skip : skip + left]
+                    skip, left = 0, left - len(piece)
+                    yield piece
+                    segment += 1
+                    if segment <= span.last:
+                        want = layout.segment_cipher_size(segment, head.size)
+        if left > 0:
+            raise sealed.Undecryptable("the sealed object ended early")
+    finally:
+        if not header.done():
+            header.cancel()
+        await asyncio.gather(header, return_exceptions=True)

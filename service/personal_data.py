@@ -125,6 +125,10 @@ _THREE_DIGIT_PREFIXES = {
 }
 
 
+def _data_key_context(tenant: str, recording_id: str) -> bytes:
+    return f"callvault:data-key:v1:{tenant}:{recording_id}".encode()
+
+
 class _Keys:
     def __init__(self, secret_key: str) -> None:
         self.aead = AESGCM(_derive(secret_key, b"phone-encryption"))
@@ -133,6 +137,18 @@ class _Keys:
         self.receipt_key = _derive(secret_key, b"erasure-receipt")
         # other secrets kept in the database (consent-receipt signing keys)
         self.secrets = AESGCM(_derive(secret_key, b"secret-encryption"))
+        self._secret = secret_key
+        self._keks: dict[str, tuple[AESGCM, bytes]] = {}
+
+    def kek(self, tenant: str) -> tuple[AESGCM, bytes]:
+        """The tenant's key-encryption key for recording data keys, and its id (a fingerprint
+        that says which secret wrapped a data key, without revealing anything of it)."""
+        found = self._keks.get(tenant)
+        if found is None:
+            raw = _derive(self._secret, b"recording-kek:" + tenant.encode("utf-8"))
+            kek_id = hmac.new(raw, b"callvault:kek-id", hashlib.sha256).digest()[:8]
+            found = self._keks[tenant] = (AESGCM(raw), kek_id)
+        return found
 
 
 class PhoneVault:
@@ -206,6 +222,35 @@ class PhoneVault:
         a ciphertext moved to another row or tenant does not decrypt."""
         nonce = os.urandom(_NONCE_BYTES)
         return _FORMAT_V1 + nonce + self._current.secrets.encrypt(nonce, data, context)
+
+    def wrap_data_key(self, tenant: str, recording_id: str, keyset: bytes) -> tuple[bytes, bytes]:
+        """(wrapped data key, id of the key-encryption key): a recording's data key sealed
+        under its tenant's key, bound to the tenant and recording (moved, it does not open)."""
+        aead, kek_id = self._current.kek(tenant)
+        nonce = os.urandom(_NONCE_BYTES)
+        context = _data_key_context(tenant, recording_id)
+        return _FORMAT_V1 + nonce + aead.encrypt(nonce, keyset, context), kek_id
+
+    def unwrap_data_key_with_age(
+        self, tenant: str, recording_id: str, wrapped: bytes
+    ) -> tuple[bytes, bool]:
+        """(data key, True if wrapped under the previous secret and due for re-wrapping)."""
+        if wrapped[:1] != _FORMAT_V1:
+            raise ValueError("unknown wrapped key format")
+        nonce, sealed = wrapped[1 : 1 + _NONCE_BYTES], wrapped[1 + _NONCE_BYTES :]
+        context = _data_key_context(tenant, recording_id)
+        try:
+            return self._current.kek(tenant)[0].decrypt(nonce, sealed, context), False
+        except InvalidTag:
+            if self._previous is None:
+                raise
+        return self._previous.kek(tenant)[0].decrypt(nonce, sealed, context), True
+
+    def unwrap_data_key(self, tenant: str, recording_id: str, wrapped: bytes) -> bytes:
+        return self.unwrap_data_key_with_age(tenant, recording_id, wrapped)[0]
+
+    def current_kek_id(self, tenant: str) -> bytes:
+        return self._current.kek(tenant)[1]
 
     def decrypt_secret_with_age(self, blob: bytes, context: bytes) -> tuple[bytes, bool]:
         """(secret, True if it was sealed with the previous key and needs re-keying)."""

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 STALE_S = 86400
-PREFIXES = ("intake-", "dsar-", "export-")
+PREFIXES = ("intake-", "dsar-", "export-", "seal-")  # seal-: recordings encrypt --all
 
 
 def sha256_of(path: Path) -> str:

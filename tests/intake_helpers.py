@@ -76,3 +76,34 @@ def _objects(endpoint: str, bucket: str) -> list[dict[str, Any]]:
 async def objects(endpoint: str, bucket: str) -> list[dict[str, Any]]:
     """Every object version in the bucket, with its HEAD."""
     return await asyncio.to_thread(_objects, endpoint, bucket)
+
+
+def _get(endpoint: str, bucket: str, key: str) -> bytes:
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    body: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return body
+
+
+async def get_object(endpoint: str, bucket: str, key: str) -> bytes:
+    """An object's bytes as stored (sealed, for a recording kept since issue 17)."""
+    return await asyncio.to_thread(_get, endpoint, bucket, key)
+
+
+async def open_sealed(db: Any, recording_id: Any, sealed_bytes: bytes) -> bytes:
+    """Decrypt a sealed recording with what callvault holds: its wrapped key row, unwrapped
+    with the tenant's key from the test secret. Raises if the key is gone or does not fit."""
+    import tempfile
+    from pathlib import Path
+
+    from service import recording_keys
+    from service.storage import sealed
+    from tests.conftest import SECRET_KEY
+
+    keyset = await recording_keys.open_key(db, recording_keys.vault_of(SECRET_KEY), recording_id)
+    if keyset is None:
+        raise LookupError(f"recording {recording_id} has no data key")
+    with tempfile.TemporaryDirectory() as folder:
+        src, dst = Path(folder) / "sealed", Path(folder) / "plain"
+        src.write_bytes(sealed_bytes)
+        sealed.decrypt_file(keyset, src, dst, sealed.associated_data(recording_id))
+        return dst.read_bytes()

@@ -122,6 +122,19 @@ BEGIN
     RETURN NEW;
 END
 $$;
+CREATE FUNCTION public.tenant_of_recording() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    NEW.tenant_id := (SELECT tenant_id FROM recordings WHERE id = NEW.recording_id);
+    IF NEW.tenant_id IS NULL THEN
+        RAISE EXCEPTION 'recording % is not visible to tenant %', NEW.recording_id,
+            coalesce(current_setting('callvault.tenant', true), '(unset)')
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NEW;
+END
+$$;
 CREATE TABLE public.api_tokens (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     name text NOT NULL,
@@ -359,6 +372,20 @@ CREATE TABLE public.recording_callbacks (
     tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL
 );
 ALTER TABLE ONLY public.recording_callbacks FORCE ROW LEVEL SECURITY;
+CREATE TABLE public.recording_keys (
+    recording_id uuid NOT NULL,
+    tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
+    format text NOT NULL,
+    wrapped_key bytea NOT NULL,
+    kek_id bytea NOT NULL,
+    key_version integer DEFAULT 1 NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    rewrapped_at timestamp with time zone,
+    CONSTRAINT recording_keys_format_check CHECK ((format = 'tink-streaming-v1'::text)),
+    CONSTRAINT recording_keys_kek_id_check CHECK ((length(kek_id) = 8)),
+    CONSTRAINT recording_keys_key_version_check CHECK ((key_version >= 1))
+);
+ALTER TABLE ONLY public.recording_keys FORCE ROW LEVEL SECURITY;
 CREATE TABLE public.recording_reconciliations (
     call_id uuid NOT NULL,
     attempts integer DEFAULT 0 NOT NULL,
@@ -485,6 +512,8 @@ ALTER TABLE ONLY public.receipt_keys
     ADD CONSTRAINT receipt_keys_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.recording_callbacks
     ADD CONSTRAINT recording_callbacks_pkey PRIMARY KEY (platform, recording_sid, status, tenant_id);
+ALTER TABLE ONLY public.recording_keys
+    ADD CONSTRAINT recording_keys_pkey PRIMARY KEY (recording_id);
 ALTER TABLE ONLY public.recording_reconciliations
     ADD CONSTRAINT recording_reconciliations_pkey PRIMARY KEY (call_id);
 ALTER TABLE ONLY public.recordings
@@ -525,6 +554,7 @@ CREATE INDEX ledger_seals_tenant_id_idx ON public.ledger_seals USING btree (tena
 CREATE UNIQUE INDEX receipt_keys_one_current ON public.receipt_keys USING btree (tenant_id) WHERE (retired_at IS NULL);
 CREATE INDEX receipt_keys_tenant_idx ON public.receipt_keys USING btree (tenant_id, created_at);
 CREATE INDEX recording_callbacks_call_idx ON public.recording_callbacks USING btree (platform, call_sid);
+CREATE INDEX recording_keys_tenant_kek_idx ON public.recording_keys USING btree (tenant_id, kek_id);
 CREATE INDEX recording_reconciliations_open_idx ON public.recording_reconciliations USING btree (last_attempt_at) WHERE (settled_at IS NULL);
 CREATE INDEX recordings_call_id_idx ON public.recordings USING btree (call_id);
 CREATE INDEX recordings_retain_until_idx ON public.recordings USING btree (retain_until) WHERE (state = 'stored'::text);
@@ -543,6 +573,7 @@ CREATE TRIGGER ledger_events_tenant BEFORE INSERT ON public.ledger_events FOR EA
 CREATE TRIGGER ledger_seals_no_truncate BEFORE TRUNCATE ON public.ledger_seals FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse_change();
 CREATE TRIGGER ledger_seals_no_update_delete BEFORE DELETE OR UPDATE ON public.ledger_seals FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse_change();
 CREATE TRIGGER receipt_keys_only_retire BEFORE DELETE OR UPDATE ON public.receipt_keys FOR EACH ROW EXECUTE FUNCTION public.receipt_keys_only_retire();
+CREATE TRIGGER recording_keys_tenant BEFORE INSERT ON public.recording_keys FOR EACH ROW EXECUTE FUNCTION public.tenant_of_recording();
 CREATE TRIGGER recording_reconciliations_tenant BEFORE INSERT ON public.recording_reconciliations FOR EACH ROW EXECUTE FUNCTION public.tenant_of_call();
 CREATE TRIGGER recordings_tenant BEFORE INSERT ON public.recordings FOR EACH ROW EXECUTE FUNCTION public.tenant_of_call();
 ALTER TABLE ONLY public.api_tokens
@@ -571,6 +602,10 @@ ALTER TABLE ONLY public.receipt_keys
     ADD CONSTRAINT receipt_keys_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
 ALTER TABLE ONLY public.recording_callbacks
     ADD CONSTRAINT recording_callbacks_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
+ALTER TABLE ONLY public.recording_keys
+    ADD CONSTRAINT recording_keys_recording_id_fkey FOREIGN KEY (recording_id) REFERENCES public.recordings(id) ON DELETE CASCADE;
+ALTER TABLE ONLY public.recording_keys
+    ADD CONSTRAINT recording_keys_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
 ALTER TABLE ONLY public.recording_reconciliations
     ADD CONSTRAINT recording_reconciliations_call_id_fkey FOREIGN KEY (call_id) REFERENCES public.calls(id);
 ALTER TABLE ONLY public.recording_reconciliations
@@ -600,6 +635,7 @@ ALTER TABLE public.ledger_events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.ledger_seals ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.receipt_keys ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.recording_callbacks ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.recording_keys ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.recording_reconciliations ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.recordings ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON public.api_tokens USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
@@ -613,5 +649,6 @@ CREATE POLICY tenant_isolation ON public.ledger_events USING (((tenant_id = curr
 CREATE POLICY tenant_isolation ON public.ledger_seals USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
 CREATE POLICY tenant_isolation ON public.receipt_keys USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
 CREATE POLICY tenant_isolation ON public.recording_callbacks USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
+CREATE POLICY tenant_isolation ON public.recording_keys USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
 CREATE POLICY tenant_isolation ON public.recording_reconciliations USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
 CREATE POLICY tenant_isolation ON public.recordings USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));

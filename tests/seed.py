@@ -13,6 +13,7 @@ from service import ledger
 from service.ledger import NewEvent
 from service.personal_data import PhoneVault
 from service.storage import ObjectStore
+from service.storage import sealed as sealing
 
 
 async def seed_recording(
@@ -25,9 +26,12 @@ async def seed_recording(
     expired: bool = True,
     body: bytes | None = None,
     source: str = "tenant",
+    sealed: bool = False,
 ) -> dict[str, Any]:
     """A consented call with one stored recording; ``expired`` puts retain_until a second in
-    the past by the database's clock (the clock these tests move, instead of sleeping)."""
+    the past by the database's clock (the clock these tests move, instead of sleeping).
+    ``sealed``: stored as the intake stores it since issue 17, under its own wrapped data key
+    (else plaintext, as every recording stored before it)."""
     body = body or b"RIFF" + secrets.token_bytes(2000)
     call_id: uuid.UUID = await db.fetchval(
         "INSERT INTO calls (platform, external_id, caller_enc, caller_hash, called, policy, "
@@ -42,7 +46,15 @@ async def seed_recording(
     path = tmp_path / f"{rec_id}.wav"
     path.write_bytes(body)
     digest = hashlib.sha256(body).hexdigest()
-    await store.put_file(key, path, sha256=digest, content_type="audio/wav", metadata={})
+    keyset = None
+    metadata: dict[str, str] = {}
+    if sealed:
+        keyset = sealing.new_data_key()
+        sealed_path = tmp_path / f"{rec_id}.wav.sealed"
+        sealing.encrypt_file(keyset, path, sealed_path, sealing.associated_data(rec_id))
+        path = sealed_path
+        metadata = {"recording-id": str(rec_id), **sealing.object_metadata(path, len(body))}
+    await store.put_file(key, path, sha256=digest, content_type="audio/wav", metadata=metadata)
     head = await store.head(key)
     assert head is not None
     await db.execute(
@@ -60,6 +72,17 @@ async def seed_recording(
         -1 if expired else 90 * 86400,
         source,
     )
+    if keyset is not None:
+        tenant = await db.fetchval("SELECT tenant_id FROM recordings WHERE id = $1", rec_id)
+        wrapped, kek_id = vault.wrap_data_key(tenant, str(rec_id), keyset)
+        await db.execute(
+            "INSERT INTO recording_keys (recording_id, format, wrapped_key, kek_id) "
+            "VALUES ($1, $2, $3, $4)",
+            rec_id,
+            sealing.FORMAT,
+            wrapped,
+            kek_id,
+        )
     async with db.transaction():
         await ledger.append(
             db,

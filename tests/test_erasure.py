@@ -117,6 +117,8 @@ async def test_an_upload_in_flight_when_the_number_is_erased_never_stays(
     rec = await db.fetchrow("SELECT state, object_key, platform_deleted_at FROM recordings")
     assert rec["state"] == "erased" and rec["object_key"] is None
     assert rec["platform_deleted_at"] is not None
+    # nor a data key: nothing was sealed for an erased recording (issue 17)
+    assert await db.fetchval("SELECT count(*) FROM recording_keys") == 0
     assert twilio_media.deletes[rec_sid] == 1 and rec_sid not in twilio_media.recordings
     events = await _types(db, trace.call_sid)
     types = [e.type for e in events]

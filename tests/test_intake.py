@@ -16,8 +16,9 @@ from aiohttp.test_utils import TestServer
 from service import ledger
 from service.config import Policy, Settings
 from service.simulate import Caller, FakeTwilio
+from service.storage import sealed
 from tests.conftest import CONTINUE_URL, Service, new_sid, run_cli
-from tests.intake_helpers import objects, send_recording, settle
+from tests.intake_helpers import get_object, objects, open_sealed, send_recording, settle
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
 from tests.waiting import eventually
 
@@ -67,7 +68,13 @@ async def assert_stored_once(
     head = found[0]["head"]
     assert head["ServerSideEncryption"] == "AES256"
     assert head["Metadata"]["sha256"] == rec["sha256"]
-    assert head["ContentLength"] == len(body)
+    # sealed by callvault as well (issue 17): only its own data key opens it
+    assert head["Metadata"]["callvault-enc"] == "tink-streaming-v1"
+    assert head["Metadata"]["callvault-plaintext-size"] == str(len(body))
+    assert head["ContentLength"] == sealed.sealed_size(len(body))
+    stored = await get_object(moto_url, bucket, found[0]["key"])
+    assert body not in stored and body[1000:2000] not in stored
+    assert await open_sealed(db, rec["id"], stored) == body
     assert media.deletes[rec_sid] == 1
     assert rec_sid not in media.recordings  # no platform copy left
     types = await types_of(db, call_sid)
@@ -347,7 +354,8 @@ async def test_mp3_fetched_or_transcoded_is_stored_as_playable_mp3(
     rec = await db.fetchrow("SELECT * FROM recordings")
     assert rec["object_key"].endswith(f".{stored_as}")
     assert rec["content_type"] == "audio/mpeg"
-    body = await asyncio.to_thread(_get_object, moto_url, bucket, rec["object_key"])
+    stored = await asyncio.to_thread(_get_object, moto_url, bucket, rec["object_key"])
+    body = await open_sealed(db, rec["id"], stored)
     assert hashlib.sha256(body).hexdigest() == rec["sha256"] and len(body) == rec["size_bytes"]
     duration_ms, rate, channels, _ = await asyncio.to_thread(decode_audio, body, "mp3")
     assert 2800 < duration_ms < 3400 and channels == 1 and rate == 8000

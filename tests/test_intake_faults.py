@@ -10,6 +10,7 @@ import pytest
 
 from service.config import Settings
 from service.simulate import Caller, FakeTwilio
+from service.storage import sealed
 from tests.conftest import Service
 from tests.intake_helpers import objects, send_recording, settle
 from tests.tcp_proxy import TcpProxy
@@ -81,6 +82,6 @@ async def test_bucket_down_for_a_while_loses_nothing_and_keeps_the_platform_copy
     proxy.come_back()
     assert await settle(db) == {"done": 1}
     found = await objects(moto_url, bucket)
-    assert len(found) == 1 and found[0]["size"] == len(body)
+    assert len(found) == 1 and found[0]["size"] == sealed.sealed_size(len(body))
     assert twilio_media.deletes[rec_sid] == 1 and rec_sid not in twilio_media.recordings
     assert await db.fetchval("SELECT state FROM recordings") == "stored"

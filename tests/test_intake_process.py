@@ -16,8 +16,9 @@ import pytest
 
 from service import ledger
 from service.simulate import Caller, FakeTwilio
+from service.storage import sealed
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, make_bucket
-from tests.intake_helpers import objects, send_recording, settle
+from tests.intake_helpers import get_object, objects, open_sealed, send_recording, settle
 from tests.serve_process import ServeProcess, serve_env
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
 
@@ -91,7 +92,11 @@ async def test_killed_mid_intake_converges_after_restart(
     assert len(found) == 1, [o["key"] for o in found]  # one object, one version
     rec = await db.fetchrow("SELECT * FROM recordings")
     assert rec["state"] == "stored" and rec["platform_deleted_at"] is not None
-    assert found[0]["key"] == rec["object_key"] and found[0]["size"] == len(body)
+    assert found[0]["key"] == rec["object_key"]
+    assert found[0]["size"] == sealed.sealed_size(len(body))
+    # nothing lost: the sealed object opens with the key the first run committed
+    stored = await get_object(moto_url, bucket, rec["object_key"])
+    assert await open_sealed(db, rec["id"], stored) == body
     assert twilio_media.deletes[rec_sid] == 1 and rec_sid not in twilio_media.recordings
     events = [e.type for e in await ledger.events_of(db, rec["call_id"])]
     assert events.count("recording_stored") == 1

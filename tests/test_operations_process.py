@@ -15,6 +15,7 @@ import pytest
 
 from service import ledger
 from service.simulate import Caller, FakeTwilio
+from service.storage import sealed
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, SECRET_KEY, make_bucket
 from tests.intake_helpers import objects, send_recording, settle
 from tests.serve_process import ServeProcess, serve_env
@@ -213,7 +214,9 @@ async def test_two_replicas_one_killed_mid_way_lose_and_duplicate_nothing(
     by_key = {o["key"]: o for o in found}
     for row in rows:
         assert row["state"] == "stored" and row["platform_deleted_at"] is not None
-        assert by_key[row["object_key"]]["size"] == len(kept[row["external_id"]])
+        assert by_key[row["object_key"]]["size"] == sealed.sealed_size(
+            len(kept[row["external_id"]])
+        )
     # A replica killed after Twilio answered a DELETE but before the job was marked done sends
     # it again on rerun: a second DELETE is harmless (404 counts as deleted); what matters is
     # that no platform copy is left and no refused recording was ever downloaded.

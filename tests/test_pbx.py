@@ -32,6 +32,7 @@ from service.config import Settings
 from service.db import tenancy
 from service.db.pool import connect, create_pool
 from service.personal_data import PhoneVault
+from service.storage import sealed
 from service.storage.registry import StoreRegistry
 from service.tenants.offboard import offboard
 from tests.conftest import SECRET_KEY, Service
@@ -903,7 +904,9 @@ async def test_concurrent_uploads_of_one_call_store_one_object_that_matches_its_
     assert len(stored) == 2
     for row in rows:  # what the bucket holds is what the row says, byte count and hash
         head = stored[row["object_key"]]
-        assert head["size"] == row["size_bytes"]
+        # sealed (issue 17): the plaintext's size and hash, the sealed object's own size
+        assert head["head"]["Metadata"]["callvault-plaintext-size"] == str(row["size_bytes"])
+        assert head["size"] == sealed.sealed_size(row["size_bytes"])
         assert head["head"]["Metadata"]["sha256"] == row["sha256"]
 
 

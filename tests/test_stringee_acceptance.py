@@ -25,6 +25,7 @@ from service.db.pool import create_pool
 from service.platforms.stringee import reconcile as stringee_reconcile
 from service.platforms.stringee.rest_auth import ApiKey
 from service.platforms.stringee.sources import StringeeMediaSources
+from service.storage import sealed
 from service.tenants.apply import plan_and_apply
 from service.tenants.model import parse_file
 from tests.conftest import Service
@@ -197,7 +198,7 @@ async def test_consent_records_stores_and_says_the_platform_copy_is_retained(
     assert rec["state"] == "stored" and rec["sha256"] == hashlib.sha256(body).hexdigest()
     assert rec["platform_deleted_at"] is None  # Stringee's copy is still there
     found = await objects(moto_url, bucket)
-    assert len(found) == 1 and found[0]["size"] == len(body)
+    assert len(found) == 1 and found[0]["size"] == sealed.sealed_size(len(body))
     assert project.fake.gets[played.call_id] == 1  # fetched once, with this project's JWT
     types = await types_of(db, played)
     assert types[:3] == ["call_started", "notice_played", "consent_given"]

@@ -31,6 +31,7 @@ TENANT_TABLES = {
     "ledger_seals",
     "receipt_keys",
     "recording_callbacks",
+    "recording_keys",
     "recording_reconciliations",
     "recordings",
 }
@@ -62,6 +63,13 @@ async def seed(db: Conn, tenant: str) -> dict[str, Any]:
         "RETURNING id",
         call_id,
         "RE" + secrets.token_hex(16),
+    )
+    await db.execute(
+        "INSERT INTO recording_keys (recording_id, format, wrapped_key, kek_id) "
+        "VALUES ($1, 'tink-streaming-v1', $2, $3)",
+        recording_id,
+        b"wrapped",
+        bytes(8),
     )
     await db.execute(
         "INSERT INTO recording_callbacks (platform, recording_sid, status, call_sid) "

@@ -338,11 +338,19 @@ async def test_offboard_exports_then_leaves_only_the_ledger_s_proof(
     assert (
         await db.fetchval("SELECT count(*) FROM tenant_accounts WHERE tenant_id = 'tenant-b'") == 0
     )
-    # the proof stays: every event, one erased event per call more, a seal, the audit entry
+    # the proof stays: every event, one erased and one key_destroyed (its recording's data
+    # key shredded) per call more, a seal, the audit entry
     events_after = await db.fetchval(
         "SELECT count(*) FROM ledger_events WHERE tenant_id = 'tenant-b'"
     )
-    assert events_after == events_before + 2
+    assert events_after == events_before + 4
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM ledger_events WHERE tenant_id = 'tenant-b' "
+            "AND type = 'key_destroyed'"
+        )
+        == 2
+    )
     assert await db.fetchval("SELECT count(*) FROM ledger_seals WHERE tenant_id = 'tenant-b'") >= 1
     entry = await db.fetchrow(
         "SELECT * FROM audit_log WHERE tenant_id = 'tenant-b' AND action = 'tenant_offboarded'"

@@ -15,6 +15,7 @@ from yarl import URL
 from service.config import Settings
 from service.platforms.twilio.media import redirect_allowed
 from service.simulate import Caller, FakeTwilio
+from service.storage import sealed
 from tests.conftest import AUTH_TOKEN, Service
 from tests.intake_helpers import objects, send_recording, settle
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
@@ -64,7 +65,7 @@ async def test_media_redirected_to_a_second_host_is_stored_and_no_credentials_fo
     row = await db.fetchrow("SELECT state, size_bytes, platform_deleted_at FROM recordings")
     assert row["state"] == "stored" and row["size_bytes"] == len(body)
     assert row["platform_deleted_at"] is not None and twilio_media.deletes[rec_sid] == 1
-    assert [o["size"] for o in await objects(moto_url, bucket)] == [len(body)]
+    assert [o["size"] for o in await objects(moto_url, bucket)] == [sealed.sealed_size(len(body))]
 
 
 async def test_a_third_redirect_is_refused_and_the_platform_copy_kept(

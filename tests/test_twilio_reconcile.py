@@ -20,6 +20,7 @@ from service.db.pool import create_pool
 from service.platforms.twilio.accounts import TwilioMediaSources
 from service.platforms.twilio.reconcile import reconcile_once
 from service.simulate import Caller, FakeTwilio
+from service.storage import sealed
 from tests.conftest import CONTINUE_URL, Service
 from tests.intake_helpers import objects, send_recording, settle
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
@@ -82,7 +83,7 @@ async def test_a_lost_callback_is_found_stored_and_twilios_copy_deleted_once(
     assert await settle(db) == {"done": 1}
     row = await db.fetchrow("SELECT state, sha256, platform_deleted_at FROM recordings")
     assert row["state"] == "stored" and row["platform_deleted_at"] is not None
-    assert [o["size"] for o in await objects(moto_url, bucket)] == [len(body)]
+    assert [o["size"] for o in await objects(moto_url, bucket)] == [sealed.sealed_size(len(body))]
     assert twilio_media.deletes[rec_sid] == 1 and rec_sid not in twilio_media.recordings
     types = await types_of(db, call_sid)
     assert types.index("recording_callback_missed") < types.index("recording_stored")

@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from service.simulate import Caller, FakeTwilio
+from service.storage import sealed
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, make_bucket
 from tests.intake_helpers import objects
 from tests.serve_process import ServeProcess, serve_env
@@ -72,6 +73,6 @@ async def test_scheduled_reconcile_in_two_replicas_stores_a_recording_whose_call
         await asyncio.gather(*(r.stop() for r in replicas))
     assert twilio_media.lists[trace.call_sid] == 1
     assert await db.fetchval("SELECT settled_at IS NOT NULL FROM recording_reconciliations")
-    assert [o["size"] for o in await objects(moto_url, bucket)] == [len(body)]
+    assert [o["size"] for o in await objects(moto_url, bucket)] == [sealed.sealed_size(len(body))]
     logs = "".join(r.log.read_text() for r in replicas)
     assert logs.count('"message": "reconcile pass"') == 1

@@ -27,6 +27,7 @@ either seen by the erasure or never created.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service import failpoints, jobs, ledger
+from service import failpoints, jobs, ledger, recording_keys
 from service.config import RetentionSource, Settings
 from service.consent.gate import CONSENTED, IN_PROGRESS
 from service.db import Conn, queries, tenancy
@@ -55,7 +56,7 @@ from service.platforms.port import (
     PlatformKeepsCopy,
     media_source,
 )
-from service.storage import ObjectStore, StorageError
+from service.storage import ObjectStore, StorageError, StoredObject, sealed
 from service.storage.registry import StoreRegistry, TenantStore
 from service.workdir import work_dir
 
@@ -274,22 +275,49 @@ async def store_received(
     store = where.store
     key = got.key
     existing = await store.head(key)
-    if existing is None or (existing.size, existing.sha256) != (got.size, got.sha256):
-        await store.put_file(
-            key,
-            got.path,
-            sha256=got.sha256,
-            content_type=got.content_type,
-            metadata={
-                "recording-id": str(recording["id"]),
-                "call-id": str(recording["call_id"]),
-            },
-        )
-    # else: a run that crashed after uploading left exactly this object; a second PUT
-    # would only add a version on a versioned bucket
+    # held: a run that crashed after uploading left exactly this object (sealed with the key
+    # it committed); a second PUT would only add a version on a versioned bucket
+    held = existing is not None and _holds(existing, got)
+    if not held:
+        # Sealed with the recording's own key, issued (wrapped, committed) before any byte
+        # leaves: an erasure from now on destroys it, and one before leaves none to seal with.
+        async with transaction() as conn:
+            keyset = await recording_keys.issue(
+                conn,
+                recording_keys.vault_of(settings.secret_key, settings.previous_secret_key),
+                recording["id"],
+            )
+        if keyset is None:
+            async with transaction() as conn:
+                now = await conn.fetchval(Q["recording_state"], recording["id"])
+            return await _discard_upload(transaction, store, recording, sid, key, now)
+        path = got.path.with_name(got.path.name + ".sealed")
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                sealed.EXECUTOR,
+                sealed.encrypt_file,
+                keyset,
+                got.path,
+                path,
+                sealed.associated_data(recording["id"]),
+            )
+            await store.put_file(
+                key,
+                path,
+                sha256=got.sha256,  # of the recording itself, as the row keeps it
+                content_type=got.content_type,
+                metadata={
+                    "recording-id": str(recording["id"]),
+                    "call-id": str(recording["call_id"]),
+                    **await asyncio.to_thread(sealed.object_metadata, path, got.size),
+                },
+            )
+        finally:
+            await asyncio.to_thread(path.unlink, True)
     failpoints.hit(settings, "intake.after_upload")
     stored = await store.head(key)
-    if stored is None or stored.size != got.size or stored.sha256 != got.sha256:
+    if stored is None or not _holds(stored, got):
         raise StorageError(f"verification of {key} failed: the store does not hold what we sent")
     if where.encrypted and not stored.encrypted:
         raise StorageError(f"verification of {key} failed: not encrypted at rest")
@@ -329,36 +357,59 @@ async def store_received(
         else:
             state = await conn.fetchval(Q["recording_state"], recording["id"])
     if state != "stored":
-        # Erased while the recording was in flight (the row is no longer pending): what was
-        # uploaded must not stay.
-        await _delete_objects(store, [key])
-        async with transaction() as conn:
-            await ledger.append(
-                conn,
-                recording["call_id"],
-                [
-                    NewEvent(
-                        "recording_discarded",
-                        {
-                            "recording_id": str(recording["id"]),
-                            "recording_sid": sid,
-                            "state": state,
-                            "reason": "erased while in flight: upload deleted",
-                        },
-                        dedupe_key=f"recording_discarded:{sid}",
-                    )
-                ],
-            )
-        log.info(
-            "recording discarded: its call was erased while it was in flight; upload deleted",
-            extra={"recording_id": str(recording["id"]), "state": state},
-        )
-        return state
+        return await _discard_upload(transaction, store, recording, sid, key, state)
     failpoints.hit(settings, "intake.after_commit")
     log.info(
         "recording stored", extra={"recording_id": str(recording["id"]), "size_bytes": got.size}
     )
-    return state
+    return str(state)
+
+
+def _holds(stored: StoredObject, got: Received) -> bool:
+    """Whether the stored object is this recording as it is to be kept: same content (the
+    SHA-256 and size of the recording itself), sealed, and of the size that sealing gives."""
+    if stored.sha256 != got.sha256 or not sealed.is_sealed(stored.metadata):
+        return False
+    return stored.metadata.get(sealed.PLAIN_SIZE) == str(got.size) and stored.size == (
+        sealed.sealed_size(got.size)
+    )
+
+
+async def _discard_upload(
+    transaction: Transaction,
+    store: ObjectStore,
+    recording: Any,
+    sid: str,
+    key: str,
+    state: str | None,
+) -> str:
+    """Erased while the recording was in flight (the row is no longer pending): its key is
+    destroyed (if the erasure has not already) and what was uploaded must not stay."""
+    async with transaction() as conn:
+        await recording_keys.destroy(conn, [recording["id"]], "erased while in flight")
+    await _delete_objects(store, [key])
+    async with transaction() as conn:
+        await ledger.append(
+            conn,
+            recording["call_id"],
+            [
+                NewEvent(
+                    "recording_discarded",
+                    {
+                        "recording_id": str(recording["id"]),
+                        "recording_sid": sid,
+                        "state": state,
+                        "reason": "erased while in flight: upload deleted",
+                    },
+                    dedupe_key=f"recording_discarded:{sid}",
+                )
+            ],
+        )
+    log.info(
+        "recording discarded: its call was erased while it was in flight; upload deleted",
+        extra={"recording_id": str(recording["id"]), "state": state},
+    )
+    return str(state)
 
 
 def _tenant(ctx: JobContext) -> str:

@@ -67,6 +67,7 @@ RECORDING_LIFE = frozenset(
         "recording_resumed",
         "purged",
         "erased",
+        "key_destroyed",  # the recording's data key is gone: no copy of it can be read
     }
 )
 PLAYBACK = frozenset({"accessed"})

@@ -51,6 +51,10 @@ class ObjectStore(Protocol):
         """Delete these objects, every version of each; returns {key: error} for the ones the
         store refused (an absent key counts as deleted)."""
 
+    async def delete_other_versions(self, key: str, keep: str | None) -> None:
+        """On a versioned bucket, delete every version of ``key`` but ``keep`` (the one just
+        written); nothing elsewhere."""
+
     async def download_to(self, key: str, path: Path) -> None:
         """Copy the object into a local file (streamed, never whole in memory)."""
 

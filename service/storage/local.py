@@ -119,6 +119,9 @@ class LocalStore:
             await self._run(_fsync_dir_if_present, folder)
         return failed
 
+    async def delete_other_versions(self, key: str, keep: str | None) -> None:
+        return None  # a file is replaced in place: no older version stays
+
     async def download_to(self, key: str, path: Path) -> None:
         await self._run(shutil.copyfile, self._path(key), path)
 

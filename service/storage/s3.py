@@ -170,6 +170,26 @@ class S3Store:
             return {}
         return await self._call(self._delete_batch, keys)
 
+    def _delete_other_versions(self, key: str, keep: str | None) -> None:
+        if not self._versioned():
+            return
+        others: list[dict[str, str]] = []
+        for page in self.client.get_paginator("list_object_versions").paginate(
+            Bucket=self.bucket, Prefix=key
+        ):
+            for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                if item["Key"] == key and item["VersionId"] != keep:
+                    others.append({"Key": key, "VersionId": item["VersionId"]})
+        for i in range(0, len(others), 1000):
+            resp = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": others[i : i + 1000], "Quiet": True}
+            )
+            if resp.get("Errors"):
+                raise StorageError(f"the store refused to delete old versions of {key}")
+
+    async def delete_other_versions(self, key: str, keep: str | None) -> None:
+        await self._call(self._delete_other_versions, key, keep)
+
     async def download_to(self, key: str, path: Path) -> None:
         await self._call(
             self.client.download_file, self.bucket, key, str(path), Config=self.transfer

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service import failpoints
+from service import failpoints, recording_keys
 from service.config import Settings
 from service.db import Conn, queries
 from service.errors import CallvaultError
@@ -260,7 +260,18 @@ async def _export(
         else:
             store = await stores.for_object(tenant, row["object_store"], conn)
             staged = target.staging(rel)
-            await store.download_to(row["object_key"], staged)
+            # plaintext audio leaves with the client, decrypted on the way out (issue 17)
+            vault = (
+                recording_keys.vault_of(settings.secret_key, settings.previous_secret_key)
+                if settings is not None and settings.secret_key
+                else None
+            )
+            try:
+                await recording_keys.download_plain(
+                    conn, vault, store, row["object_key"], row["id"], staged
+                )
+            except recording_keys.KeyDestroyed as exc:
+                raise ExportError(str(exc), code="export_key_destroyed") from None
             got = await asyncio.to_thread(sha256_of, staged)
             if got != sha256:
                 await asyncio.to_thread(staged.unlink, True)

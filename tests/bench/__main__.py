@@ -12,6 +12,8 @@ BENCHMARKS = [
     "voice_webhook",
     "tenant_voice",
     "intake",
+    "seal_intake",
+    "seal_range",
     "memory",
     "purge",
     "ledger_verify",

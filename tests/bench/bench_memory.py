@@ -1,5 +1,6 @@
-"""Memory: one 1 GiB recording through intake; how much the serve process's peak RSS grows,
-beside a plain script that downloads the same media and ``upload_file``s it with boto3."""
+"""Memory: one 1 GiB recording through intake (downloaded, sealed with its own data key since
+issue 17, uploaded); how much the serve process's peak RSS grows, beside a plain script that
+downloads the same media and ``upload_file``s it with boto3."""
 
 from __future__ import annotations
 
@@ -129,7 +130,7 @@ async def run(db_url: str, endpoint: str) -> None:
         base_mib = int(out.decode().strip().splitlines()[-1]) / 1024
     report(
         "memory",
-        f"memory: 1 GiB recording grew serve's peak RSS by {grown_mib:.1f} MiB vs plain "
+        f"memory: 1 GiB recording (sealed) grew serve's peak RSS by {grown_mib:.1f} MiB vs plain "
         f"boto3 script {base_mib:.1f} MiB; goal < {GOAL_MIB} MiB: ratio "
         f"{GOAL_MIB / max(grown_mib, 0.1):.1f} (goal >= 1)",
         grown_mib=grown_mib,

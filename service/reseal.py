@@ -1,0 +1,120 @@
+"""``callvault recordings encrypt --all``: recordings stored before issue 17 (plaintext
+objects, without the ``callvault-enc`` marker) sealed in place under their own data keys, so
+that purge and erasure shred them like every new one.
+
+Resumable and idempotent per recording: the object's marker decides (a sealed one is left as it
+is). Each recording's key is committed before its sealed object is written (a crash never
+leaves an object whose key was not kept); the sealing itself runs while the recording's row is
+share-locked, so a purge pass skips it and an erasure waits for it; the plaintext is checked
+against the SHA-256 its row recorded before it is sealed; and on a versioned bucket the older
+(plaintext) versions are deleted once the sealed one is verified, or else the plaintext would
+outlive its key's destruction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service import recording_keys
+from service.db import Conn
+from service.personal_data import PhoneVault
+from service.storage import StorageError, sealed
+from service.storage.registry import StoreRegistry
+from service.workdir import sha256_of, work_dir
+
+Q = recording_keys.Q
+_OURS = ("sha256", "content_type")  # metadata put_file writes itself
+
+
+@dataclass
+class ResealReport:
+    sealed: int = 0
+    already: int = 0
+    missing: int = 0  # the row says stored, the store has no object
+    skipped: int = 0  # purged or erased meanwhile
+    failed: dict[str, str] = field(default_factory=dict)  # recording id -> why
+
+
+async def encrypt_all(
+    conn: Conn, vault: PhoneVault, registry: StoreRegistry, tmp_root: Path, *, page: int = 100
+) -> ResealReport:
+    report = ResealReport()
+    after = uuid.UUID(int=0)
+    while rows := await conn.fetch(Q["stored_page"], after, page):
+        for row in rows:
+            try:
+                await _one(conn, vault, registry, tmp_root, row, report)
+            except (StorageError, sealed.Undecryptable, ValueError) as exc:
+                report.failed[str(row["id"])] = str(exc)
+        after = rows[-1]["id"]
+    return report
+
+
+async def _one(
+    conn: Conn,
+    vault: PhoneVault,
+    registry: StoreRegistry,
+    tmp_root: Path,
+    row: Any,
+    report: ResealReport,
+) -> None:
+    key: str = row["object_key"]
+    store = await registry.for_object(row["tenant_id"], row["object_store"], conn)
+    head = await store.head(key)
+    if head is None:
+        report.missing += 1
+        return
+    if sealed.is_sealed(head.metadata):
+        # a run cut short after writing it may have left the plaintext version behind
+        await store.delete_other_versions(key, head.version)
+        report.already += 1
+        return
+    async with conn.transaction():
+        keyset = await recording_keys.issue(conn, vault, row["id"], state="stored")
+    if keyset is None:
+        report.skipped += 1
+        return
+    async with work_dir(tmp_root, "seal-") as tmp, conn.transaction():
+        if await conn.fetchval(Q["lock_stored"], row["id"]) != "stored":
+            report.skipped += 1
+            return
+        plain, sealed_path = tmp / "plain", tmp / "sealed"
+        await store.download_to(key, plain)
+        digest = await asyncio.to_thread(sha256_of, plain)
+        if digest != row["sha256"]:
+            raise ValueError("the store holds other bytes than were stored: left as it is")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            sealed.EXECUTOR,
+            sealed.encrypt_file,
+            keyset,
+            plain,
+            sealed_path,
+            sealed.associated_data(row["id"]),
+        )
+        size = int(row["size_bytes"])
+        metadata = {k: v for k, v in head.metadata.items() if k not in _OURS}
+        metadata["recording-id"] = str(row["id"])
+        metadata.update(await asyncio.to_thread(sealed.object_metadata, sealed_path, size))
+        await store.put_file(
+            key,
+            sealed_path,
+            sha256=digest,
+            content_type=head.content_type or row["content_type"] or "application/octet-stream",
+            metadata=metadata,
+        )
+        now = await store.head(key)
+        if (
+            now is None
+            or not sealed.is_sealed(now.metadata)
+            or now.size != sealed.sealed_size(size)
+            or now.sha256 != digest
+        ):
+            raise StorageError(f"verification of {key} failed after sealing it")
+        await conn.execute(Q["set_object_version"], row["id"], now.version)
+        await store.delete_other_versions(key, now.version)
+    report.sealed += 1

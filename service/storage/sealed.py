@@ -1,0 +1,265 @@
+"""Recordings sealed by callvault before they leave for the store (issue 17): each with its own
+data key, so that destroying that key (purge, erasure) makes every copy unreadable: old object
+versions, replicas, backups, a copy an operator made.
+
+The cipher is Tink's streaming AEAD, ``AES256_GCM_HKDF_1MB``: a header (salt, nonce prefix),
+then 1 MiB ciphertext segments, each AES-256-GCM under a key derived per object (HKDF of the
+data key with the header's salt and the associated data, here the recording's id), the last
+segment flagged in its nonce so truncation is detected. Tink writes every object (file to file,
+one segment in memory) and decrypts whole objects (bundles, exports).
+
+Tink for Python has no random-access decryption (Java's ``newSeekableDecryptingChannel`` and
+C++'s random-access stream are not in its bindings), and HTTP Range playback needs it.
+:class:`Layout` reads Tink's published wire format (developers.google.com/tink/streaming-aead/
+aes_gcm_hkdf_streaming) to decrypt only the segments a range needs, with ``cryptography``'s
+HKDF and AES-GCM and the key's own parameters from the keyset: nothing is encrypted by it, and
+tests check it against Tink's own decryption at every boundary.
+
+The data key is a Tink keyset (one key), serialised and then wrapped by the tenant's
+key-encryption key (:meth:`service.personal_data.PhoneVault.wrap_data_key`); only the wrapped
+form is ever stored (``recording_keys``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tink  # type: ignore[import-untyped]
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from tink import cleartext_keyset_handle, streaming_aead
+from tink.proto import aes_gcm_hkdf_streaming_pb2, common_pb2, tink_pb2  # type: ignore[import-untyped]
+
+streaming_aead.register()
+
+FORMAT = "tink-streaming-v1"
+# object metadata (S3: x-amz-meta-callvault-enc); an object without it is plaintext, stored
+# before issue 17, and is played and purged as before
+MARKER = "callvault-enc"
+PLAIN_SIZE = "callvault-plaintext-size"
+# the sealed object's header (salt and nonce prefix: not secret), base64, so that a Range
+# needs one ranged GET (its segments), not two
+HEADER = "callvault-enc-header"
+_TEMPLATE = streaming_aead.streaming_aead_key_templates.AES256_GCM_HKDF_1MB
+_TAG = 16
+_NONCE_PREFIX = 7
+_CHUNK = 1 << 20
+_HASHES: dict[int, type[hashes.HashAlgorithm]] = {
+    common_pb2.SHA1: hashes.SHA1,
+    common_pb2.SHA256: hashes.SHA256,
+    common_pb2.SHA512: hashes.SHA512,
+}
+# Sealing a recording is CPU work on a whole file: a small pool of its own, so that a burst of
+# intakes cannot take every thread of the loop's default executor (S3 and the local store have
+# their own pools).
+EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="seal")
+
+
+def associated_data(recording_id: object) -> bytes:
+    """What each recording's ciphertext is bound to: moved under another recording, it fails."""
+    return f"callvault:recording:{recording_id}".encode()
+
+
+def is_sealed(metadata: dict[str, str]) -> bool:
+    return metadata.get(MARKER) == FORMAT
+
+
+def object_metadata(sealed_path: Path, plain_size: int) -> dict[str, str]:
+    """What a sealed object's metadata says of it (blocking: reads the header)."""
+    with sealed_path.open("rb") as f:
+        header = f.read(_NEW.header_size)
+    return {
+        MARKER: FORMAT,
+        PLAIN_SIZE: str(plain_size),
+        HEADER: base64.b64encode(header).decode("ascii"),
+    }
+
+
+def header_of(metadata: dict[str, str]) -> bytes | None:
+    text = metadata.get(HEADER)
+    if not text:
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        return None
+
+
+def new_data_key() -> bytes:
+    """A fresh data key: a serialised Tink keyset (cleartext: wrap it before storing it)."""
+    handle = tink.new_keyset_handle(_TEMPLATE)
+    out = io.BytesIO()
+    cleartext_keyset_handle.write(tink.BinaryKeysetWriter(out), handle)
+    return out.getvalue()
+
+
+def _primitive(keyset: bytes) -> Any:
+    handle = cleartext_keyset_handle.read(tink.BinaryKeysetReader(keyset))
+    return handle.primitive(streaming_aead.StreamingAead)
+
+
+def encrypt_file(keyset: bytes, src: Path, dst: Path, aad: bytes) -> int:
+    """Seal ``src`` into ``dst`` (blocking; one chunk in memory). Returns the sealed size."""
+    primitive = _primitive(keyset)
+    with (
+        src.open("rb") as plain,
+        dst.open("wb") as out,
+        primitive.new_encrypting_stream(out, aad) as sealing,
+    ):
+        shutil.copyfileobj(plain, sealing, _CHUNK)
+    return dst.stat().st_size
+
+
+def decrypt_file(keyset: bytes, src: Path, dst: Path, aad: bytes) -> int:
+    """Open a sealed file into ``dst`` (blocking, streamed). Returns the plaintext size."""
+    primitive = _primitive(keyset)
+    with (
+        src.open("rb") as ciphertext,
+        dst.open("wb") as out,
+        primitive.new_decrypting_stream(ciphertext, aad) as opening,
+    ):
+        shutil.copyfileobj(opening, out, _CHUNK)
+    return dst.stat().st_size
+
+
+class Undecryptable(Exception):
+    """A segment failed authentication: wrong key, wrong recording, or altered bytes."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the segments of a sealed object lie, from its key's parameters."""
+
+    key_value: bytes
+    derived_key_size: int
+    hkdf_hash: type[hashes.HashAlgorithm]
+    segment_size: int  # ciphertext
+
+    @classmethod
+    def of(cls, keyset: bytes) -> Layout:
+        parsed = tink_pb2.Keyset.FromString(keyset)
+        (key,) = [k for k in parsed.key if k.key_id == parsed.primary_key_id]
+        data = key.key_data
+        if not data.type_url.endswith("AesGcmHkdfStreamingKey"):
+            raise ValueError(f"unsupported data key type {data.type_url}")
+        sk = aes_gcm_hkdf_streaming_pb2.AesGcmHkdfStreamingKey.FromString(data.value)
+        return cls(
+            sk.key_value,
+            sk.params.derived_key_size,
+            _HASHES[sk.params.hkdf_hash_type],
+            sk.params.ciphertext_segment_size,
+        )
+
+    @property
+    def header_size(self) -> int:
+        return 1 + self.derived_key_size + _NONCE_PREFIX
+
+    def _first_cipher(self) -> int:  # ciphertext bytes of segment 0 (after the header)
+        return self.segment_size - self.header_size
+
+    def segments(self, sealed_size: int) -> int:
+        body = sealed_size - self.header_size
+        if body <= self._first_cipher():
+            return 1
+        rest = body - self._first_cipher()
+        return 1 + -(-rest // self.segment_size)
+
+    def plain_size(self, sealed_size: int) -> int:
+        return sealed_size - self.header_size - _TAG * self.segments(sealed_size)
+
+    def sealed_size(self, plain_size: int) -> int:
+        first = self._first_cipher() - _TAG
+        if plain_size <= first:
+            return self.header_size + plain_size + _TAG
+        rest = plain_size - first
+        n = 1 + -(-rest // (self.segment_size - _TAG))
+        return self.header_size + plain_size + _TAG * n
+
+    def _plain_start(self, segment: int) -> int:
+        if segment == 0:
+            return 0
+        return self._first_cipher() - _TAG + (segment - 1) * (self.segment_size - _TAG)
+
+    def _cipher_start(self, segment: int) -> int:
+        if segment == 0:
+            return self.header_size
+        return self.segment_size * segment
+
+    def segment_of(self, plain_offset: int) -> int:
+        first = self._first_cipher() - _TAG
+        if plain_offset < first:
+            return 0
+        return 1 + (plain_offset - first) // (self.segment_size - _TAG)
+
+    def span(self, start: int, end: int, sealed_size: int) -> Span:
+        """The segments holding plaintext bytes ``start``..``end`` (inclusive) and where they
+        lie in the sealed object."""
+        last_segment = self.segments(sealed_size) - 1
+        first, last = self.segment_of(start), min(self.segment_of(end), last_segment)
+        cipher_end = min(self._cipher_start(last + 1), sealed_size) - 1
+        return Span(
+            first,
+            last,
+            self._cipher_start(first),
+            cipher_end,
+            start - self._plain_start(first),
+            end - start + 1,
+            last == last_segment,
+        )
+
+    def segment_cipher_size(self, segment: int, sealed_size: int) -> int:
+        return min(self._cipher_start(segment + 1), sealed_size) - self._cipher_start(segment)
+
+    def opener(self, header: bytes, aad: bytes, sealed_size: int) -> SegmentOpener:
+        if len(header) != self.header_size or header[0] != self.header_size:
+            raise Undecryptable("not a sealed recording header")
+        salt = header[1 : 1 + self.derived_key_size]
+        derived = HKDF(
+            algorithm=self.hkdf_hash(), length=self.derived_key_size, salt=salt, info=aad
+        ).derive(self.key_value)
+        return SegmentOpener(
+            AESGCM(derived), header[1 + self.derived_key_size :], self.segments(sealed_size) - 1
+        )
+
+
+# the layout of every data key new_data_key makes (for checking a stored object's size)
+_NEW = Layout(b"", 32, hashes.SHA256, 1 << 20)
+
+
+def sealed_size(plain_size: int) -> int:
+    """The size of a recording of ``plain_size`` bytes once sealed with a new data key."""
+    return _NEW.sealed_size(plain_size)
+
+
+@dataclass(frozen=True)
+class Span:
+    first: int
+    last: int
+    cipher_start: int
+    cipher_end: int  # inclusive
+    skip: int  # plaintext bytes of the first segment before the range
+    length: int
+    reaches_end: bool
+
+
+@dataclass(frozen=True)
+class SegmentOpener:
+    aead: AESGCM
+    nonce_prefix: bytes
+    last_segment: int
+
+    def open(self, segment: int, ciphertext: bytes) -> bytes:
+        """Decrypt and authenticate one whole segment (blocking: call off the loop)."""
+        final = b"\x01" if segment == self.last_segment else b"\x00"
+        nonce = self.nonce_prefix + segment.to_bytes(4, "big") + final
+        try:
+            return self.aead.decrypt(nonce, ciphertext, None)
+        except Exception as exc:  # cryptography's InvalidTag
+            raise Undecryptable(f"segment {segment} failed authentication") from exc

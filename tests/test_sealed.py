@@ -1,0 +1,132 @@
+"""The segment reader that serves Range playback reads Tink's AES-GCM-HKDF streaming format:
+it must agree with Tink's own encryption and decryption at every segment boundary, and refuse
+what Tink would refuse (another key, another recording, altered or truncated bytes)."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from service.storage import sealed
+
+KEY = sealed.new_data_key()
+LAYOUT = sealed.Layout.of(KEY)
+FIRST = LAYOUT.segment_size - LAYOUT.header_size - 16  # plaintext bytes in segment 0
+OTHER = LAYOUT.segment_size - 16
+AAD = sealed.associated_data("r-1")
+
+
+def _seal(tmp_path: Path, data: bytes, key: bytes = KEY) -> bytes:
+    src, dst = tmp_path / "plain", tmp_path / "sealed"
+    src.write_bytes(data)
+    size = sealed.encrypt_file(key, src, dst, AAD)
+    blob = dst.read_bytes()
+    assert size == len(blob)
+    return blob
+
+
+def _read(
+    blob: bytes, start: int, end: int, aad: bytes = AAD, layout: sealed.Layout = LAYOUT
+) -> bytes:
+    span = layout.span(start, end, len(blob))
+    opener = layout.opener(blob[: layout.header_size], aad, len(blob))
+    out = b"".join(
+        opener.open(
+            i,
+            blob[
+                (layout.segment_size * i if i else layout.header_size) : min(
+                    layout.segment_size * (i + 1), len(blob)
+                )
+            ],
+        )
+        for i in range(span.first, span.last + 1)
+    )
+    assert blob[span.cipher_start : span.cipher_end + 1]  # the span lies inside the object
+    return out[span.skip : span.skip + span.length]
+
+
+def test_keys_are_tink_aes256_gcm_hkdf_with_1mib_segments() -> None:
+    assert (LAYOUT.derived_key_size, LAYOUT.segment_size, LAYOUT.header_size) == (32, 1 << 20, 40)
+    assert sealed.new_data_key() != KEY
+
+
+@pytest.mark.parametrize(
+    "size",
+    [0, 1, FIRST - 1, FIRST, FIRST + 1, FIRST + OTHER, FIRST + OTHER + 1, FIRST + 2 * OTHER + 5],
+)
+def test_sizes_and_ranges_agree_with_tink_at_every_boundary(tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    blob = _seal(tmp_path, data)
+    assert len(blob) == sealed.sealed_size(size) == LAYOUT.sealed_size(size)
+    assert LAYOUT.plain_size(len(blob)) == size
+    out = tmp_path / "opened"
+    assert sealed.decrypt_file(KEY, tmp_path / "sealed", out, AAD) == size
+    assert out.read_bytes() == data
+    rng = random.Random(size)
+    edges = [0, FIRST - 1, FIRST, FIRST + OTHER - 1, FIRST + OTHER, size - 1]
+    points = [p for p in edges if 0 <= p < size] + [rng.randrange(size) for _ in range(10) if size]
+    for a in points:
+        for b in points:
+            if a <= b:
+                assert _read(blob, a, b) == data[a : b + 1], (a, b)
+
+
+def test_another_key_recording_or_altered_byte_is_refused(tmp_path: Path) -> None:
+    data = os.urandom(FIRST + OTHER + 100)
+    blob = _seal(tmp_path, data)
+    other = sealed.Layout.of(sealed.new_data_key())
+    with pytest.raises(sealed.Undecryptable):
+        _read(blob, 0, 10, layout=other)
+    with pytest.raises(sealed.Undecryptable):
+        _read(blob, FIRST + 5, FIRST + 10, aad=sealed.associated_data("r-2"))
+    altered = bytearray(blob)
+    altered[FIRST + LAYOUT.header_size + 200] ^= 1  # inside segment 1
+    with pytest.raises(sealed.Undecryptable):
+        _read(bytes(altered), FIRST + 10, FIRST + 20)
+    assert _read(bytes(altered), 0, 10) == data[:11]  # other segments still open
+
+
+def test_a_truncated_object_is_refused_at_its_new_end(tmp_path: Path) -> None:
+    data = os.urandom(FIRST + 2 * OTHER + 100)
+    blob = _seal(tmp_path, data)
+    cut = blob[: 2 * LAYOUT.segment_size]  # the last segment dropped
+    # segment 1 was not written as the last: its nonce says so, and it fails as one
+    with pytest.raises(sealed.Undecryptable):
+        _read(cut, FIRST + OTHER - 10, FIRST + OTHER - 1)
+
+
+@pytest.mark.parametrize("header_in_metadata", [True, False])
+async def test_plain_range_reads_only_what_it_needs_with_or_without_the_header_metadata(
+    tmp_path: Path, header_in_metadata: bool
+) -> None:
+    """``/files`` decrypts a Range from the segments holding it; the header comes from the
+    object's metadata (intake writes it) or, for an object sealed without it, from the object."""
+    from service.files_http import SealedRecording, plain_range
+    from service.storage.local import LocalStore
+
+    data = os.urandom(FIRST + 2 * OTHER + 999)
+    blob = _seal(tmp_path, data)
+    metadata = sealed.object_metadata(tmp_path / "sealed", len(data)) if header_in_metadata else {}
+    store = LocalStore(tmp_path / "objects")
+    try:
+        await store.put_file(
+            "r", tmp_path / "sealed", sha256="x", content_type="audio/wav", metadata=metadata
+        )
+        head = await store.head("r")
+        assert head is not None and head.size == len(blob)
+        opened = SealedRecording(KEY, AAD)
+        for start, end in [
+            (0, 99),
+            (FIRST - 3, FIRST + OTHER + 3),
+            (len(data) - 10, len(data) - 1),
+        ]:
+            got = b"".join([c async for c in plain_range(store, head, opened, start, end)])
+            assert got == data[start : end + 1]
+        wrong = SealedRecording(KEY, sealed.associated_data("r-2"))
+        with pytest.raises(sealed.Undecryptable):
+            _ = [c async for c in plain_range(store, head, wrong, 0, 10)]
+    finally:
+        await store.close()
