@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 
 from service.simulate import Caller, FakeTwilio
+from service.storage import sealed
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, make_bucket
 from tests.intake_helpers import objects, send_recording, settle
 from tests.serve_process import ServeProcess, serve_env
@@ -160,7 +161,11 @@ async def test_the_installed_wheel_stores_a_consented_call_and_purges_it(
         rec = await db.fetchrow("SELECT * FROM recordings WHERE external_id = $1", rec_sid)
         assert rec is not None and rec["state"] == "stored"
         stored = await objects(moto_url, bucket)
-        assert [(o["key"], o["size"]) for o in stored] == [(rec["object_key"], len(body))]
+        # sealed by callvault before upload (issue 17): the object is the ciphertext
+        assert [(o["key"], o["size"]) for o in stored] == [
+            (rec["object_key"], sealed.sealed_size(len(body)))
+        ]
+        assert stored[0]["head"]["Metadata"]["callvault-enc"] == "tink-streaming-v1"
         assert twilio_media.deletes[rec_sid] == 1  # the platform's copy went once ours was safe
 
         dry = await run(str(venv_bin / "callvault"), "purge", "--dry-run")
