@@ -103,7 +103,9 @@ def _digest(
     prev_hash: bytes,
 ) -> bytes:
     """:func:`event_hash` for fields of the types the table's columns give (int, text, text or
-    NULL), the call id already written out (once a call, not once an event)."""
+    NULL), the call id already written out (once a call, not once an event). The body is
+    ``{"at":"…","call_id":"…`` + :func:`_mid` + previous hash + :func:`_tail`, inlined here
+    (a million events); ``callvault_start_call`` (migration 0022) builds the same."""
     if at.tzinfo is not UTC:
         at = at.astimezone(UTC)
     body = (
@@ -124,6 +126,34 @@ def _digest(
         + "}"
     )
     return hashlib.sha256(_DOMAIN + body.encode("utf-8")).digest()
+
+
+def opening_pieces(
+    events: Sequence[NewEvent],
+) -> tuple[list[str], list[str | None], list[str], list[str], list[str]]:
+    """What the database's ``callvault_start_call`` needs to write and hash a call's first
+    events (event 1 is ``events[0]``, event 2 one of the others, chosen there by outcome): for
+    each, its type, dedupe key, details as canonical JSON, and the canonical body's pieces
+    around the previous hash, as :func:`_digest` assembles them. The database adds the time,
+    the call id and the previous hash."""
+    types, keys, details, mids, tails = [], [], [], [], []
+    for n, new in enumerate(events):
+        text = _details_json(dict(new.details))
+        types.append(new.type)
+        keys.append(new.dedupe_key)
+        details.append(text)
+        mids.append(_mid(new.dedupe_key, text))
+        tails.append(_tail(1 if n == 0 else 2, new.type))
+    return types, keys, details, mids, tails
+
+
+def _mid(dedupe_key: str | None, details_text: str) -> str:
+    key = "null" if dedupe_key is None else _STRING(dedupe_key)
+    return '","dedupe_key":' + key + ',"details":' + details_text + ',"prev_hash":"'
+
+
+def _tail(seq: int, type_: str) -> str:
+    return '","seq":' + int.__repr__(seq) + ',"type":' + _STRING(type_) + "}"
 
 
 def event_hash_reference(
