@@ -90,14 +90,20 @@ def event_hash(
     if type(seq) is not int or type(type_) is not str or type(dedupe_key) not in _KEY_TYPES:
         # what only a malformed receipt passes: the definition says what it hashes to
         return event_hash_reference(call_id, seq, type_, at, details, dedupe_key, prev_hash)
-    return _digest(str(call_id), seq, type_, at, details, dedupe_key, prev_hash)
+    return _digest(str(call_id), seq, type_, _at_text(at), details, dedupe_key, prev_hash)
+
+
+def _at_text(at: datetime) -> str:
+    if at.tzinfo is not UTC:
+        at = at.astimezone(UTC)
+    return at.isoformat(timespec="microseconds")
 
 
 def _digest(
     call_text: str,
     seq: int,
     type_: str,
-    at: datetime,
+    at_text: str,
     details: Any,
     dedupe_key: str | None,
     prev_hash: bytes,
@@ -106,11 +112,9 @@ def _digest(
     NULL), the call id already written out (once a call, not once an event). The body is
     ``{"at":"…","call_id":"…`` + :func:`_mid` + previous hash + :func:`_tail`, inlined here
     (a million events); ``callvault_start_call`` (migration 0022) builds the same."""
-    if at.tzinfo is not UTC:
-        at = at.astimezone(UTC)
     body = (
         '{"at":"'
-        + at.isoformat(timespec="microseconds")
+        + at_text
         + '","call_id":"'
         + call_text
         + '","dedupe_key":'
@@ -366,8 +370,11 @@ class _ChainChecker:
         """A batch of events as rows of ``all_events``. The state of the call in progress stays
         in locals for the batch: over a million events every attribute access and every call
         counts."""
-        report, breaks, digest_of = self.report, self.report.breaks, _digest
+        report, breaks, digest_of, at_text_of = self.report, self.report.breaks, _digest, _at_text
         call, call_text = self.call, self.call_text
+        # the events a transaction appends share its time: written out once for them
+        last_at: datetime | None = None
+        at_text = ""
         broken, expected, prev = self.broken, self.expected_seq, self.prev
         calls = events = 0
         for call_id, seq, type_, at, details, dedupe_key, prev_hash, digest, _, _ in rows:
@@ -382,8 +389,14 @@ class _ChainChecker:
                 reason = f"expected event {expected} here, found {seq} (events missing)"
             elif prev_hash != prev:
                 reason = "prev_hash does not match the previous event's hash"
-            elif digest_of(call_text, seq, type_, at, details, dedupe_key, prev_hash) != digest:
-                reason = "content does not match its hash (altered)"
+            else:
+                if at != last_at:
+                    last_at, at_text = at, at_text_of(at)
+                if (
+                    digest_of(call_text, seq, type_, at_text, details, dedupe_key, prev_hash)
+                    != digest
+                ):
+                    reason = "content does not match its hash (altered)"
             if reason is not None:
                 broken = True
                 breaks.append(Break(call_id, seq, reason))
