@@ -112,22 +112,12 @@ def _digest(
     NULL), the call id already written out (once a call, not once an event). The body is
     ``{"at":"…","call_id":"…`` + :func:`_mid` + previous hash + :func:`_tail`, inlined here
     (a million events); ``callvault_start_call`` (migration 0022) builds the same."""
+    key = "null" if dedupe_key is None else _STRING(dedupe_key)
+    # one f-string (one allocation), not a chain of concatenations: a third of the time
     body = (
-        '{"at":"'
-        + at_text
-        + '","call_id":"'
-        + call_text
-        + '","dedupe_key":'
-        + ("null" if dedupe_key is None else _STRING(dedupe_key))
-        + ',"details":'
-        + _details_json(details)
-        + ',"prev_hash":"'
-        + prev_hash.hex()
-        + '","seq":'
-        + int.__repr__(seq)
-        + ',"type":'
-        + _STRING(type_)
-        + "}"
+        f'{{"at":"{at_text}","call_id":"{call_text}","dedupe_key":{key},'
+        f'"details":{_details_json(details)},"prev_hash":"{prev_hash.hex()}",'
+        f'"seq":{int.__repr__(seq)},"type":{_STRING(type_)}}}'
     )
     return hashlib.sha256(_DOMAIN + body.encode("utf-8")).digest()
 
