@@ -437,3 +437,99 @@ async def test_unknown_route_and_oversized_body_are_json_errors(
     async with twilio.session.get(service.base_url + "/telephony/twilio/voice") as resp:
         assert resp.status == 405
         assert (await resp.json())["error"]["code"] == "method_not_allowed"
+
+
+# --- the call's start in one statement --------------------------------------------------------
+
+
+def _heard(_: Any) -> dict[str, Any]:
+    return {"say": 'ü "x"', "ratio": 0.5}
+
+
+async def test_the_database_hashes_a_started_call_as_the_verifier_does(
+    db: Conn, built_prompts: Any
+) -> None:
+    """The call start's first two events are written and hashed by one SQL function (migration
+    0022); each branch (notice played, do-not-record list, never record) with awkward text in
+    the details must hash exactly as event_hash defines, and a retried start adds nothing."""
+    from service.consent import gate
+    from service.prompt_library import PromptLibrary
+
+    vault, prompts = PhoneVault(SECRET_KEY), PromptLibrary.load(built_prompts)
+    await add_to_do_not_record(db, vault, "+84901111111", "withdrawn")
+    queue = 'Hàng "chờ" \\ 😀\n\x01'
+    cases = [
+        ("+84902222222", Policy(queue=queue), "in_progress", "notice_played"),
+        ("+84901111111", Policy(queue=queue), "not_asked", "not_asked"),
+        ("+84903333333", Policy(queue=queue, never_record=True), "not_asked", "not_asked"),
+    ]
+    for caller, policy, outcome, second in cases:
+        sid = new_sid()
+        kwargs: dict[str, Any] = dict(
+            platform="twilio", external_id=sid, caller=caller, called=HOTLINE, policy=policy
+        )
+        first = await gate.start_call(db, vault, prompts, heard=_heard, **kwargs)
+        again = await gate.start_call(db, vault, prompts, **kwargs)
+        assert first.call.outcome == again.call.outcome == outcome
+        assert again.call.id == first.call.id
+        events = await events_of(db, sid)
+        assert [e.type for e in events] == ["call_started", second]
+        assert events[0].details["queue"] == queue
+        prev = ledger.GENESIS
+        for e in events:
+            assert e.prev_hash == prev
+            assert e.hash == ledger.event_hash_reference(
+                e.call_id, e.seq, e.type, e.at, e.details, e.dedupe_key, e.prev_hash
+            )
+            prev = e.hash
+        if second == "not_asked":
+            reason = "do_not_record_list" if caller == "+84901111111" else "policy_never_record"
+            assert events[1].details == {"reason": reason}
+        else:
+            assert events[1].details["say"] == 'ü "x"'
+    assert (await ledger.verify(db)).ok
+
+
+async def test_a_lent_connection_of_another_tenant_starts_the_call_in_the_webhooks_tenant(
+    db: Conn, service_url: str, built_prompts: Any
+) -> None:
+    """The voice webhook's connection is lent without setting the tenant (one round trip): one
+    last used by tenant beta still starts acme's call in acme, under row-level security."""
+    from service.consent import gate
+    from service.db import tenancy
+    from service.db.pool import create_pool
+    from service.prompt_library import PromptLibrary
+
+    await db.execute("INSERT INTO tenants (id, name) VALUES ('acme', 'ACME'), ('beta', 'Beta')")
+    pool = await create_pool(service_url, min_size=1, max_size=1)
+    sid = new_sid()
+    try:
+        with tenancy.as_tenant("beta"):
+            async with pool.acquire() as conn:
+                assert await conn.fetchval("SELECT count(*) FROM calls") == 0
+        with tenancy.as_tenant("acme"), tenancy.named_in_statement():
+            async with pool.acquire() as conn:
+                decision = await gate.start_call(
+                    conn,
+                    PhoneVault(SECRET_KEY),
+                    PromptLibrary.load(built_prompts),
+                    platform="twilio",
+                    external_id=sid,
+                    caller=CALLER,
+                    called=HOTLINE,
+                    policy=Policy(),
+                )
+                # no round trip gave the session acme: it is still the last borrower's
+                setting = "SELECT current_setting('callvault.tenant', true)"
+                assert await conn.fetchval(setting) == "beta"
+                await tenancy.ensure(conn)
+                assert await conn.fetchval(setting) == "acme"
+    finally:
+        await pool.close()
+    assert decision.step.value == "play_notice"
+    row = await call_of(db, sid)
+    assert row["tenant_id"] == "acme"
+    tenants = await db.fetch(
+        "SELECT DISTINCT tenant_id FROM ledger_events WHERE call_id = $1", row["id"]
+    )
+    assert [r["tenant_id"] for r in tenants] == ["acme"]

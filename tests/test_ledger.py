@@ -206,3 +206,48 @@ async def test_an_altered_seal_is_detected(db: Conn) -> None:
     assert not report.ok and "altered or out of order" in report.breaks[0].reason
     with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="append-only"):
         await db.execute("DELETE FROM ledger_seals")
+
+
+def test_the_fast_event_hash_is_byte_for_byte_the_definition() -> None:
+    """event_hash assembles the canonical body itself; json.dumps of the dict is the definition
+    (event_hash_reference). Escapes, non-ASCII, floats, big integers, nesting, key order, other
+    time zones and the odd types a malformed receipt can carry must all hash alike."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    at = datetime(2026, 2, 17, 23, 59, 59, 7, tzinfo=UTC)
+    details: list[Any] = [
+        {},
+        {"b": 1, "a": [1.5, 1e20, -0.0, 2.5e-7, None, True, 'q"\\\n\t\x01\u2028é😀']},
+        {"z": {"y": 2, "x": {"ü": 3, "U": [{}]}}, "n": 10**30},
+        [3, 2],
+        "text",
+    ]
+    zones = [UTC, timezone(timedelta(hours=7))]
+    call = uuid.UUID(int=5)
+    for d in details:
+        for key in (None, 'k"1', "ü", 3):
+            for type_ in ("call_started", 'ty"pe\x02', 7):
+                for zone in zones:
+                    for seq in (1, 2**40, 2.0):
+                        args = (call, seq, type_, at.astimezone(zone), d, key, bytes(range(32)))
+                        fast = ledger.event_hash(*args)  # type: ignore[arg-type]
+                        assert fast == ledger.event_hash_reference(*args), args  # type: ignore[arg-type]
+
+
+def test_jsonb_decoding_is_json_loads() -> None:
+    """The pool's jsonb decoder calls json.loads's C scanner directly: same value, same error."""
+    import json
+
+    from service.db.pool import json_loads
+
+    texts = ['{"a": 1}', ' {"a": 1}', '{"a": 1} ', "[1, 2.5e3, null]", '"x"', "1e400", "{} x", ""]
+    for text in texts:
+        try:
+            expected: Any = json.loads(text)
+        except ValueError as exc:
+            expected = (type(exc), str(exc))
+        try:
+            got: Any = json_loads(text)
+        except ValueError as exc:
+            got = (type(exc), str(exc))
+        assert repr(got) == repr(expected), text

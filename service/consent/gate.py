@@ -18,7 +18,7 @@ import asyncpg
 
 from service import ledger
 from service.config import Policy
-from service.db import Conn, queries
+from service.db import Conn, queries, tenancy
 from service.ledger import NewEvent
 from service.personal_data import PhoneVault, mask_phone, normalise_phone
 from service.prompt_library import Notice, PromptLibrary
@@ -155,59 +155,60 @@ async def start_call(
     ``notice_played`` (the ledger says what the caller heard, not only what we meant)."""
     subject = subject_number(direction, caller, called)
     subject_norm = normalise_phone(subject) if subject else None
-    async with conn.transaction():
-        row = await conn.fetchrow(
-            Q["insert_call"],
-            platform,
-            external_id,
-            vault.encrypt(subject_norm) if subject_norm else None,
-            vault.lookup_hash(subject_norm) if subject_norm else None,
-            _centre_as_stored(direction, caller, called, centre_known),
-            policy.as_json(),
-            policy.never_record,
-            vault.lookup_hashes(subject_norm) if subject_norm else [],
-            direction.value,
-            platform_account,
+    started = NewEvent(
+        "call_started",
+        {
+            "platform": platform,
+            **_party_details(direction, caller, called, centre_known),
+            "queue": policy.queue,
+            "consent_mode": policy.consent_mode,
+            "language": policy.language,
+        },
+        dedupe_key="call_started",
+    )
+    # every second event the outcome may call for, the database picks (never_record: never
+    # asked, so no notice is looked up)
+    not_asked = [
+        NewEvent("not_asked", {"reason": reason}, dedupe_key="outcome")
+        for reason in ("do_not_record_list", "policy_never_record")
+    ]
+    played = (
+        not_asked[1]
+        if policy.never_record
+        else NewEvent(
+            "notice_played",
+            _played(prompts.notice(policy.consent_mode, policy.language), 1, heard),
+            dedupe_key="notice_played:1",
         )
-        if row is None:  # the platform retried the start: answer from what we already decided
-            existing = await conn.fetchrow(Q["lock_call"], platform, external_id)
-            assert existing is not None
-            return await _answer_known(conn, _state(existing))
+    )
+    # One statement, one round trip: the call, its first two events and their chain
+    # (migration 0022), atomic on its own.
+    row = await conn.fetchrow(
+        Q["start_call"],
+        tenancy.current(),
+        platform,
+        external_id,
+        vault.encrypt(subject_norm) if subject_norm else None,
+        vault.lookup_hash(subject_norm) if subject_norm else None,
+        _centre_as_stored(direction, caller, called, centre_known),
+        policy.as_json(),
+        policy.never_record,
+        vault.lookup_hashes(subject_norm) if subject_norm else [],
+        direction.value,
+        platform_account,
+        *ledger.opening_pieces([started, played, *not_asked]),
+    )
+    if row is not None:
         call = _state(row)
-        started = NewEvent(
-            "call_started",
-            {
-                "platform": platform,
-                **_party_details(direction, caller, called, centre_known),
-                "queue": policy.queue,
-                "consent_mode": policy.consent_mode,
-                "language": policy.language,
-            },
-            dedupe_key="call_started",
-        )
         if call.outcome == NOT_ASKED:
-            reason = "do_not_record_list" if row["listed"] else "policy_never_record"
-            await ledger.start_chain(
-                conn,
-                call.id,
-                row["at"],
-                [
-                    started,
-                    NewEvent("not_asked", {"reason": reason}, dedupe_key="outcome"),
-                ],
-            )
             return Decision(Step.CONTINUE, replace(call, decided_now=True))
-        notice = prompts.notice(policy.consent_mode, policy.language)
-        await ledger.start_chain(
-            conn,
-            call.id,
-            row["at"],
-            [
-                started,
-                NewEvent("notice_played", _played(notice, 1, heard), dedupe_key="notice_played:1"),
-            ],
-        )
         return Decision(Step.PLAY_NOTICE, call)
+    await tenancy.ensure(conn)  # the statements below do not name the tenant themselves
+    async with conn.transaction():
+        # the platform retried the start: answer from what we already decided
+        existing = await conn.fetchrow(Q["lock_call"], platform, external_id)
+        assert existing is not None
+        return await _answer_known(conn, _state(existing))
 
 
 async def consent_step(

@@ -31,8 +31,33 @@ SETTING = "callvault.tenant"
 _TENANT: ContextVar[str | None] = ContextVar("callvault_tenant", default=None)
 
 
+# True while the work on a lent connection names its tenant in its own statement (the voice
+# webhook's one round trip, migration 0022): the pool's setup then skips its round trip and the
+# connection may still carry the previous borrower's tenant, so any other statement on it must
+# come after :func:`ensure`.
+_NAMED_IN_STATEMENT: ContextVar[bool] = ContextVar("callvault_tenant_in_statement", default=False)
+
+
 def current() -> str | None:
     return _TENANT.get()
+
+
+@contextmanager
+def named_in_statement() -> Iterator[None]:
+    """Connections lent inside this block are not given the tenant on acquire: the one
+    statement run on them sets it itself (transaction-local), saving a round trip."""
+    token = _NAMED_IN_STATEMENT.set(True)
+    try:
+        yield
+    finally:
+        _NAMED_IN_STATEMENT.reset(token)
+
+
+async def ensure(conn: Conn) -> None:
+    """Give the connection this task's tenant now if acquiring it skipped that (inside
+    :func:`named_in_statement`); before any statement that does not set the tenant itself."""
+    if _NAMED_IN_STATEMENT.get():
+        await set_tenant(conn, _TENANT.get())
 
 
 @contextmanager
@@ -54,6 +79,8 @@ async def apply(conn: Conn) -> None:
     """The pool's ``setup``: every lent connection carries the tenant of the task that asked.
     Session-wide (not ``SET LOCAL``) because callers use autocommit statements as well as
     transactions; the next acquire overwrites it, so nothing leaks from one task to the next."""
+    if _NAMED_IN_STATEMENT.get():
+        return  # the work sets its tenant in its statement (named_in_statement)
     try:
         await set_tenant(conn, _TENANT.get())
     except BaseException:

@@ -23,6 +23,7 @@ replica; a transaction-scoped advisory lock per tenant lets one replica seal a t
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ _DOMAIN_V1 = b"callvault-seal-v1\n"
 _DOMAIN_V2 = b"callvault-seal-v2\n"
 FORMAT_DIGEST = 1  # before Merkle trees
 FORMAT_MERKLE = 2
+_NEVER = -math.inf  # no seal of that format: no event id is under it
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ def _row_hash(row: Any, prev: bytes) -> bytes:
 
 class Plan:
     """Every visible tenant's seals, read before the ledger is scanned, and each tenant's call
-    heads under its newest seals gathered from that same scan (:meth:`feed`): verification
+    heads under its newest seals gathered from that same scan (:meth:`feed_rows`): verification
     reads the ledger once, not once more per seal."""
 
     def __init__(self, tenants: list[str], rows: Sequence[Any]) -> None:
@@ -176,6 +178,14 @@ class Plan:
             self.rows[row["tenant_id"]].append(row)
         # tenant -> format -> the newest seal of that format
         self.newest = {t: {r["format"]: r for r in rs} for t, rs in self.rows.items()}
+        # tenant -> the newest seals' event bounds (format 1, format 2), for feed_rows
+        self._bounds: dict[str, tuple[float, float]] = {
+            t: tuple(  # type: ignore[misc]
+                n[f]["max_event_id"] if f in n else _NEVER for f in (FORMAT_DIGEST, FORMAT_MERKLE)
+            )
+            for t, n in self.newest.items()
+            if n
+        }
         self._digests: dict[str, Any] = {}
         self._digest_calls: dict[str, int] = {}
         self._leaves: dict[str, list[bytes]] = {}
@@ -185,20 +195,25 @@ class Plan:
         self._head_v2: bytes | None = None
         self.fed = False
 
-    def feed(self, tenant: str, call_id: uuid.UUID, seq: int, event_id: int, head: bytes) -> None:
-        """One event, in (call id, seq) order."""
-        self.fed = True
-        if call_id != self._call:
-            self._flush()
-            self._call, self._tenant = call_id, tenant
-        newest = self.newest.get(tenant)
-        if not newest:
+    def feed_rows(self, rows: Sequence[Any]) -> None:
+        """Rows of ``all_events`` (call id, seq, ..., hash, id, tenant), in (call id, seq)
+        order: each call's last event under each newest seal is its head there. The tenant's
+        bounds are looked up when the tenant changes, not for every event."""
+        if not rows:
             return
-        old, new = newest.get(FORMAT_DIGEST), newest.get(FORMAT_MERKLE)
-        if old is not None and event_id <= old["max_event_id"]:
-            self._head_v1 = (seq, head)
-        if new is not None and event_id <= new["max_event_id"]:
-            self._head_v2 = head
+        self.fed = True
+        bounds, seen, b1, b2 = self._bounds, None, _NEVER, _NEVER
+        for call_id, seq, _, _, _, _, _, head, event_id, tenant in rows:
+            if call_id != self._call:
+                self._flush()
+                self._call, self._tenant = call_id, tenant
+            if tenant != seen:
+                seen = tenant
+                b1, b2 = bounds.get(tenant, (_NEVER, _NEVER))
+            if event_id <= b1:
+                self._head_v1 = (seq, head)
+            if event_id <= b2:
+                self._head_v2 = head
 
     def _flush(self) -> None:
         if self._call is None or self._tenant is None:

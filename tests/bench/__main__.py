@@ -1,12 +1,16 @@
 """``python -m tests.bench`` (``make bench``): every benchmark, one after another, each in its
-own process; their last lines (the ratios) are repeated at the end and all figures are in
-bench-results.json."""
+own process; their last lines (the ratios) are repeated at the end, all figures are in
+bench-results.json (the latest of each, and the history with date and commit) and the README's
+table is rewritten from it. ``python -m tests.bench --readme`` only rewrites the table (after
+running one bench on its own)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import time
+
+from tests.bench.harness import update_readme
 
 BENCHMARKS = [
     "voice_webhook",
@@ -22,6 +26,9 @@ BENCHMARKS = [
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--readme"]:
+        update_readme()
+        return 0
     started = time.perf_counter()
     lines, failed = [], []
     for name in BENCHMARKS:
@@ -45,6 +52,7 @@ def main() -> int:
     )
     for line in lines:
         print(line)
+    update_readme()
     return 1 if failed else 0
 
 

@@ -25,6 +25,7 @@ from service.db.roles import url_for_role
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench-results.json"
+README = ROOT / "README.md"
 ACCOUNT_SID = "AC" + "0" * 31 + "1"
 AUTH_TOKEN = "12345678901234567890123456789012"
 SECRET_KEY = "bench-secret-key-" + "x" * 32
@@ -207,15 +208,90 @@ async def load(
     return Load(len(latencies), elapsed, latencies, errors)
 
 
-def report(name: str, line: str, **figures: Any) -> None:
-    """Record the figures in bench-results.json and print the ratio line last."""
-    results: dict[str, Any] = {}
+def load_results() -> dict[str, Any]:
+    """bench-results.json as ``{"latest": {bench: entry}, "history": [entry, ...]}``; a file of
+    the older shape (one entry per bench, no history) is read as the latest, its entries the
+    first history."""
+    data: dict[str, Any] = {}
     if RESULTS.exists():
         with contextlib.suppress(ValueError):
-            results = json.loads(RESULTS.read_text())
-    results[name] = {**figures, "line": line, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    RESULTS.write_text(json.dumps(results, indent=2))
+            data = json.loads(RESULTS.read_text())
+    if "latest" in data and "history" in data:
+        return data
+    latest = {
+        name: {"bench": name, "date": entry.get("at"), "commit": None, **entry}
+        for name, entry in data.items()
+        if isinstance(entry, dict)
+    }
+    history = sorted(latest.values(), key=lambda e: str(e["date"]))
+    return {"latest": latest, "history": history}
+
+
+def _commit() -> str | None:
+    """The commit measured, ``-dirty`` when tracked files differ from it (the results files
+    themselves aside); None outside a git checkout."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    dirty = [c for c in changed if c[3:] not in {RESULTS.name, README.name}]
+    return head + ("-dirty" if dirty else "")
+
+
+def report(name: str, line: str, **figures: Any) -> None:
+    """Record the figures in bench-results.json (the latest per bench, and appended to the
+    history with the date and commit) and print the ratio line last."""
+    results = load_results()
+    entry = {
+        "bench": name,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": _commit(),
+        **figures,
+        "line": line,
+    }
+    results["latest"][name] = entry
+    results["history"].append(entry)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(line, flush=True)
+
+
+_TABLE_START = "<!-- bench-table:start (python -m tests.bench --readme rewrites this) -->"
+_TABLE_END = "<!-- bench-table:end -->"
+
+
+def readme_table(results: dict[str, Any]) -> str:
+    """The latest figure of each bench as a Markdown table."""
+    rows = ["| bench | result (goal) | measured (UTC) | commit |", "| --- | --- | --- | --- |"]
+    for name, entry in sorted(results["latest"].items()):
+        date = str(entry.get("date") or "")[:16].replace("T", " ")
+        line = str(entry.get("line", "")).replace("|", "\\|")
+        rows.append(f"| {name} | {line} | {date} | {entry.get('commit') or 'n/a'} |")
+    return "\n".join(rows)
+
+
+def update_readme() -> None:
+    """Rewrite the table between the README's bench-table markers from bench-results.json."""
+    text = README.read_text(encoding="utf-8")
+    start, end = text.index(_TABLE_START), text.index(_TABLE_END)
+    table = readme_table(load_results())
+    README.write_text(
+        text[: start + len(_TABLE_START)] + "\n" + table + "\n" + text[end:], encoding="utf-8"
+    )
 
 
 @contextlib.asynccontextmanager
