@@ -182,7 +182,7 @@ async def start_call(
         )
     )
     # One statement, one round trip: the call, its first two events and their chain
-    # (migration 0022), atomic on its own.
+    # (migration 0021), atomic on its own.
     row = await conn.fetchrow(
         Q["start_call"],
         tenancy.current(),

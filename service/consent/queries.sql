@@ -19,7 +19,7 @@ RETURNING id, outcome, policy, ended_at, clock_timestamp() AS at,
           (SELECT on_list FROM listed) AS listed;
 
 -- name: start_call
--- The call and its first ledger events in one statement (migration 0022), as tenant $1 when not
+-- The call and its first ledger events in one statement (migration 0021), as tenant $1 when not
 -- NULL; no row for a retried start.
 SELECT id, outcome, policy, ended_at, at, listed
 FROM callvault_start_call($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16);

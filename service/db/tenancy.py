@@ -32,7 +32,7 @@ _TENANT: ContextVar[str | None] = ContextVar("callvault_tenant", default=None)
 
 
 # True while the work on a lent connection names its tenant in its own statement (the voice
-# webhook's one round trip, migration 0022): the pool's setup then skips its round trip and the
+# webhook's one round trip, migration 0021): the pool's setup then skips its round trip and the
 # connection may still carry the previous borrower's tenant, so any other statement on it must
 # come after :func:`ensure`.
 _NAMED_IN_STATEMENT: ContextVar[bool] = ContextVar("callvault_tenant_in_statement", default=False)

@@ -111,7 +111,7 @@ def _digest(
     """:func:`event_hash` for fields of the types the table's columns give (int, text, text or
     NULL), the call id already written out (once a call, not once an event). The body is
     ``{"at":"…","call_id":"…`` + :func:`_mid` + previous hash + :func:`_tail`, inlined here
-    (a million events); ``callvault_start_call`` (migration 0022) builds the same."""
+    (a million events); ``callvault_start_call`` (migration 0021) builds the same."""
     key = "null" if dedupe_key is None else _STRING(dedupe_key)
     # one f-string (one allocation), not a chain of concatenations: a third of the time
     body = (
