@@ -450,7 +450,7 @@ async def test_the_database_hashes_a_started_call_as_the_verifier_does(
     db: Conn, built_prompts: Any
 ) -> None:
     """The call start's first two events are written and hashed by one SQL function (migration
-    0022); each branch (notice played, do-not-record list, never record) with awkward text in
+    0021); each branch (notice played, do-not-record list, never record) with awkward text in
     the details must hash exactly as event_hash defines, and a retried start adds nothing."""
     from service.consent import gate
     from service.prompt_library import PromptLibrary
