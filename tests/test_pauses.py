@@ -221,7 +221,13 @@ async def test_409s_name_why_and_nothing_reaches_twilio_or_the_ledger(
     assert (status, body["error"]["code"]) == (409, "platform_cannot_pause")
 
     # unknown ids, bad bodies
-    for ref in ("CA" + secrets.token_hex(16), "00000000-0000-0000-0000-000000000000"):
+    for ref in (
+        "CA" + secrets.token_hex(16),
+        "00000000-0000-0000-0000-000000000000",
+        "x%00y",  # a NUL byte: PostgreSQL text cannot hold it (was a 500)
+        "%C3%A9t%C3%A9",  # not ASCII
+        "C" * 129,
+    ):
         status, body = await _api(http, service, _pause(ref), desk)
         assert (status, body["error"]["code"]) == (404, "unknown_call")
     for raw in (b"{not json", b'{"reason": "   "}', b"{}", b'{"reason": 5}'):

@@ -24,6 +24,7 @@ that one call wait that long, no other call does.
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from service.ledger import NewEvent
 
 Q = queries.load("service.pauses")
 MAX_REASON_CHARS = 500
+# callvault's id (a UUID) or a platform's call id: printable ASCII without spaces, bounded
+_CALL_REF = re.compile(r"[\x21-\x7e]{1,128}")
 
 
 class Action(enum.Enum):
@@ -108,7 +111,11 @@ AtPlatform = Callable[[LockedCall], Awaitable[None]]
 
 async def find_call(conn: Conn, ref: str, tenant: str) -> uuid.UUID:
     """The id of the tenant's call named by ``ref`` (callvault's id or the platform's), or
-    :class:`NotFound`; another tenant's call is not found (row-level security)."""
+    :class:`NotFound`; another tenant's call is not found (row-level security). A reference
+    that cannot be a call id (a platform's id is printable ASCII: a NUL byte would reach
+    PostgreSQL as an encoding error) is not found without asking the database."""
+    if not _CALL_REF.fullmatch(ref):
+        raise NotFound("no such call", code="unknown_call")
     try:
         as_uuid: uuid.UUID | None = uuid.UUID(ref)
     except ValueError:
