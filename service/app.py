@@ -291,6 +291,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     app.add_routes(prompts_http.routes)
     platforms.add_routes(app)
     app[pauses_api.CONTROLS] = platforms.recording_controls(app)  # pause/resume at the platform
+    app[pauses_api.SLOTS] = asyncio.Semaphore(pauses_api.PLATFORM_SLOTS)
     app.add_routes(files_http.routes)
     api_spec.add_routes(app)  # admin, compliance and QA operations, validated by their spec
     app.add_routes(qa_page.routes)

@@ -399,6 +399,15 @@ CREATE SEQUENCE public.ledger_seals_id_seq
     NO MAXVALUE
     CACHE 1;
 ALTER SEQUENCE public.ledger_seals_id_seq OWNED BY public.ledger_seals.id;
+CREATE TABLE public.pause_claims (
+    call_id uuid NOT NULL,
+    tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
+    action text NOT NULL,
+    token uuid NOT NULL,
+    claimed_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT pause_claims_action_check CHECK ((action = ANY (ARRAY['pause'::text, 'resume'::text])))
+);
+ALTER TABLE ONLY public.pause_claims FORCE ROW LEVEL SECURITY;
 CREATE TABLE public.receipt_keys (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
@@ -554,6 +563,8 @@ ALTER TABLE ONLY public.ledger_events
     ADD CONSTRAINT ledger_events_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.ledger_seals
     ADD CONSTRAINT ledger_seals_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY public.pause_claims
+    ADD CONSTRAINT pause_claims_pkey PRIMARY KEY (call_id);
 ALTER TABLE ONLY public.receipt_keys
     ADD CONSTRAINT receipt_keys_pkey PRIMARY KEY (id);
 ALTER TABLE ONLY public.recording_callbacks
@@ -644,6 +655,10 @@ ALTER TABLE ONLY public.ledger_events
     ADD CONSTRAINT ledger_events_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
 ALTER TABLE ONLY public.ledger_seals
     ADD CONSTRAINT ledger_seals_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
+ALTER TABLE ONLY public.pause_claims
+    ADD CONSTRAINT pause_claims_call_id_fkey FOREIGN KEY (call_id) REFERENCES public.calls(id) ON DELETE CASCADE;
+ALTER TABLE ONLY public.pause_claims
+    ADD CONSTRAINT pause_claims_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
 ALTER TABLE ONLY public.receipt_keys
     ADD CONSTRAINT receipt_keys_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
 ALTER TABLE ONLY public.recording_callbacks
@@ -679,6 +694,7 @@ ALTER TABLE public.holds ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.jobs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.ledger_events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.ledger_seals ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.pause_claims ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.receipt_keys ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.recording_callbacks ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.recording_keys ENABLE ROW LEVEL SECURITY;
@@ -693,6 +709,7 @@ CREATE POLICY tenant_isolation ON public.holds USING (((tenant_id = current_sett
 CREATE POLICY tenant_isolation ON public.jobs USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
 CREATE POLICY tenant_isolation ON public.ledger_events USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
 CREATE POLICY tenant_isolation ON public.ledger_seals USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
+CREATE POLICY tenant_isolation ON public.pause_claims USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
 CREATE POLICY tenant_isolation ON public.receipt_keys USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
 CREATE POLICY tenant_isolation ON public.recording_callbacks USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));
 CREATE POLICY tenant_isolation ON public.recording_keys USING (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text))) WITH CHECK (((tenant_id = current_setting('callvault.tenant'::text, true)) OR (current_setting('callvault.tenant'::text, true) = '*'::text)));

@@ -25,6 +25,7 @@ from service.db import tenancy
 from service.simulate import Caller, FakeTwilio
 from tests.conftest import ACCOUNT_SID, Service, free_port, run_cli
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid
+from tests.waiting import eventually
 
 Conn = asyncpg.Connection
 CALLER = "+84901234678"
@@ -253,6 +254,65 @@ async def test_two_pauses_at_once_one_succeeds_and_twilio_is_asked_once(
     assert {b["error"]["code"] for s, b in results if s == 409} == {"already_paused"}
     assert len(twilio_media.updates) == 1
     assert [e.type for e in await _pause_events(db, call_sid)] == ["recording_paused"]
+
+
+async def test_pauses_waiting_on_a_slow_twilio_hold_no_connection_and_a_new_call_records(
+    service: Service,
+    http: aiohttp.ClientSession,
+    twilio: FakeTwilio,
+    twilio_media: FakeTwilioMedia,
+    db: Conn,
+    desk: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """More pauses in flight than the pool has connections (10), Twilio slow to answer: no
+    pooled connection waits on Twilio (a new call's voice webhook still starts recording), at
+    most PLATFORM_SLOTS ask Twilio at once and the rest are told 503 busy, not queued."""
+    from service.pauses import api as pauses_api
+    from service.platforms.twilio import media
+
+    monkeypatch.setattr(media, "PAUSE_TIMEOUT_S", 120.0)  # slow, not failed, however slow CI is
+    calls = [await _live_call(twilio, twilio_media) for _ in range(12)]
+    twilio_media.update_hold = hold = asyncio.Event()
+    tasks = [asyncio.create_task(_api(http, service, _pause(c), desk)) for c in calls]
+    try:
+
+        async def at_twilio() -> bool:
+            return len(twilio_media.updates) >= pauses_api.PLATFORM_SLOTS
+
+        await eventually(at_twilio, what="as many pauses at Twilio as there are slots")
+        # no connection is parked in a transaction while Twilio thinks
+        idle_in_tx = await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
+        )
+        assert idle_in_tx == 0
+        # a new call comes in: its voice webhook gets a connection and recording starts
+        trace = await twilio.place_call(CALLER, HOTLINE, Caller.parse("stay"), send_status=False)
+        assert trace.recording_started, trace.errors
+
+        # the pauses beyond the slots give up waiting for one: busy, nothing asked or recorded
+        waiting = len(calls) - pauses_api.PLATFORM_SLOTS
+
+        async def turned_away() -> bool:
+            return sum(t.done() for t in tasks) == waiting
+
+        await eventually(turned_away, what="the pauses without a slot answered")
+        assert len(twilio_media.updates) == pauses_api.PLATFORM_SLOTS
+    finally:
+        hold.set()
+        results = await asyncio.gather(*tasks)
+    answers = sorted((status, body.get("error", {}).get("code")) for status, body in results)
+    assert answers == [(200, None)] * pauses_api.PLATFORM_SLOTS + [(503, "busy")] * waiting
+    paused = [c for c, (status, _) in zip(calls, results, strict=True) if status == 200]
+    assert sorted(u[1] for u in twilio_media.updates) == sorted(paused)
+    for c in calls:
+        expected = ["recording_paused"] if c in paused else []
+        assert [e.type for e in await _pause_events(db, c)] == expected
+    assert await db.fetchval("SELECT count(*) FROM pause_claims") == 0
+    # one turned away pauses now: its 503 left no claim behind
+    turned = next(c for c in calls if c not in paused)
+    status, body = await _api(http, service, _pause(turned), desk)
+    assert status == 200, body
 
 
 async def test_roles_and_tenants(

@@ -5,6 +5,7 @@ sees nothing."""
 from __future__ import annotations
 
 import secrets
+import uuid
 from dataclasses import replace
 from typing import Any, TypeAlias
 
@@ -29,6 +30,7 @@ TENANT_TABLES = {
     "jobs",
     "ledger_events",
     "ledger_seals",
+    "pause_claims",
     "receipt_keys",
     "recording_callbacks",
     "recording_keys",
@@ -63,6 +65,11 @@ async def seed(db: Conn, tenant: str) -> dict[str, Any]:
         "RETURNING id",
         call_id,
         "RE" + secrets.token_hex(16),
+    )
+    await db.execute(
+        "INSERT INTO pause_claims (call_id, action, token) VALUES ($1, 'pause', $2)",
+        call_id,
+        uuid.uuid4(),
     )
     await db.execute(
         "INSERT INTO recording_keys (recording_id, format, wrapped_key, kek_id) "

@@ -118,6 +118,7 @@ class FakeTwilioMedia:
     # (account in the URL, CallSid, Sid in the URL, form) of every update asked
     updates: list[tuple[str, str, str, dict[str, str]]] = field(default_factory=list)
     updates_fail_with: int | None = None
+    update_hold: asyncio.Event | None = None  # updates, once counted, wait for this (slow Twilio)
     clock: Callable[[], float] = time.monotonic
 
     def start_live(self, call_sid: str, account: str | None = None) -> str:
@@ -146,6 +147,8 @@ class FakeTwilioMedia:
         sid = request.match_info["sid"]
         form = {k: str(v) for k, v in (await request.post()).items()}
         self.updates.append((account, call_sid, sid, form))
+        if self.update_hold is not None:
+            await self.update_hold.wait()
         if self.updates_fail_with is not None:
             return web.json_response({"code": 20500}, status=self.updates_fail_with)
         live = self.live.get(call_sid)

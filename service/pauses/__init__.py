@@ -2,31 +2,36 @@
 
 PCI DSS forbids keeping a card's security code in a recording, even encrypted; the agent desktop
 or the IVR pauses the recording for the payment and resumes it after. The pause must really
-happen at the platform before anyone relies on it, so the order is:
+happen at the platform before anyone relies on it, and no database connection may wait on
+the platform (the pool is shared with every call's webhooks: ten agents pausing during a Twilio
+slowdown must not leave a new call unrecorded), so the order is:
 
-1. the call's row is locked (two pauses of one call are decided one after the other: exactly
-   one succeeds, the other is a 409);
-2. its state is checked: consented (so recording), not ended, not already paused (for a
-   pause) or paused (for a resume); otherwise a 409 saying which;
-3. the platform is asked (``at_platform``: Twilio's REST API; nothing for a PBX, which paused
-   its own recording and is reporting it). If it fails, the transaction is rolled back and no
-   ledger event claims a pause that did not happen;
-4. ``recording_paused`` / ``recording_resumed`` is appended to the call's ledger with the
-   reason and the actor, in the same transaction. The ledger is the pause's only record: the
+1. a short transaction locks the call's row, checks its state (consented, so recording; not
+   ended; not already paused for a pause, paused for a resume; otherwise a 409 saying which) and
+   claims the change in ``pause_claims``; if another pause or resume of the call is under way
+   (any replica), the claim is refused and the answer is that 409 (two pauses at once: exactly
+   one succeeds, and the platform is asked once). It commits: no connection, no lock held;
+2. the platform is asked (``at_platform``: Twilio's REST API; nothing for a PBX, which paused
+   its own recording and is reporting it, and then the three steps are one transaction);
+3. a second short transaction appends ``recording_paused`` / ``recording_resumed`` to the
+   call's ledger with the reason and the actor, and deletes the claim, together: a later check
+   sees either the claim or the event. If the platform failed, the claim is deleted and no
+   ledger event claims a pause that did not happen. The ledger is the pause's only record: the
    call's last pause or resume event says whether it is paused now.
 
-The call's row stays locked while the platform answers (at most its timeout): other writes to
-that one call wait that long, no other call does.
+A claim left by a replica that died mid-request stops counting after :data:`CLAIM_STALE_S`.
 
 :func:`spans` turns a call's ledger into the pauses the QA page shows on the recording.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,6 +46,9 @@ from service.ledger import NewEvent
 Q = queries.load("service.pauses")
 MAX_REASON_CHARS = 500
 # callvault's id (a UUID) or a platform's call id: printable ASCII without spaces, bounded
+# A claim older than this is from a request that died (longer than any wait for a platform slot
+# plus the platform's own timeout).
+CLAIM_STALE_S = 60.0
 _CALL_REF = re.compile(r"[\x21-\x7e]{1,128}")
 
 
@@ -107,6 +115,7 @@ class Changed:
 
 
 AtPlatform = Callable[[LockedCall], Awaitable[None]]
+Connect = Callable[[], AbstractAsyncContextManager[Conn]]
 
 
 async def find_call(conn: Conn, ref: str, tenant: str) -> uuid.UUID:
@@ -145,8 +154,42 @@ def _check(row: asyncpg.Record, action: Action, paused_at: datetime | None) -> N
         raise Conflict("the recording is not paused", code="not_paused")
 
 
+async def _check_and_lock(conn: Conn, call_id: uuid.UUID, action: Action) -> LockedCall:
+    row = await conn.fetchrow(Q["lock_call"], call_id)
+    if row is None:
+        raise NotFound("no such call", code="unknown_call")
+    paused_at: datetime | None = await conn.fetchval(Q["paused_since"], call_id)
+    _check(row, action, paused_at)
+    return LockedCall(
+        row["id"],
+        row["tenant_id"],
+        row["platform"],
+        row["external_id"],
+        row["platform_account"],
+        paused_at,
+    )
+
+
+async def _record(
+    conn: Conn, call: LockedCall, action: Action, reason: str, actor: str, source: Source
+) -> Changed:
+    details: dict[str, Any] = {
+        "reason": reason,
+        "actor": actor,
+        "source": source.value,
+        "platform": call.platform,
+    }
+    (event,) = await ledger.append(conn, call.id, [NewEvent(action.event, details)])
+    paused_s = (
+        round((event.at - call.paused_at).total_seconds(), 3)
+        if action is Action.RESUME and call.paused_at is not None
+        else None
+    )
+    return Changed(call.id, call.external_id, action, event.at, paused_s, event.seq)
+
+
 async def change(
-    conn: Conn,
+    connect: Connect,
     call_id: uuid.UUID,
     action: Action,
     *,
@@ -155,39 +198,44 @@ async def change(
     source: Source,
     at_platform: AtPlatform | None = None,
 ) -> Changed:
-    """Pause or resume the call's recording (the steps in the module's docstring)."""
+    """Pause or resume the call's recording (the steps in the module's docstring); each
+    ``connect()`` is one short use of a pooled connection."""
     reason = reason.strip()
     if not reason or len(reason) > MAX_REASON_CHARS:
         raise BadRequest("a reason of 1 to 500 characters is required", code="bad_reason")
-    async with conn.transaction():
-        row = await conn.fetchrow(Q["lock_call"], call_id)
-        if row is None:
-            raise NotFound("no such call", code="unknown_call")
-        paused_at: datetime | None = await conn.fetchval(Q["paused_since"], call_id)
-        _check(row, action, paused_at)
-        call = LockedCall(
-            row["id"],
-            row["tenant_id"],
-            row["platform"],
-            row["external_id"],
-            row["platform_account"],
-            paused_at,
+    if at_platform is None:  # nothing to wait for: one transaction
+        async with connect() as conn, conn.transaction():
+            call = await _check_and_lock(conn, call_id, action)
+            return await _record(conn, call, action, reason, actor, source)
+
+    token = uuid.uuid4()
+    async with connect() as conn, conn.transaction():
+        call = await _check_and_lock(conn, call_id, action)
+        claim = await conn.fetchrow(
+            Q["claim"], call_id, call.tenant, action.value, CLAIM_STALE_S, token
         )
-        if at_platform is not None:
-            await at_platform(call)
-        details: dict[str, Any] = {
-            "reason": reason,
-            "actor": actor,
-            "source": source.value,
-            "platform": call.platform,
-        }
-        (event,) = await ledger.append(conn, call_id, [NewEvent(action.event, details)])
-        paused_s = (
-            round((event.at - paused_at).total_seconds(), 3)
-            if action is Action.RESUME and paused_at is not None
-            else None
-        )
-    return Changed(call_id, call.external_id, action, event.at, paused_s, event.seq)
+        assert claim is not None  # the query always answers one row
+        if claim["token"] is None:
+            # what the call's state will be is being decided: for a pause, the recording is
+            # paused already or is being paused; for a resume, it is not (yet) paused
+            under_way = f"another {claim['held']} of this call's recording is under way"
+            if action is Action.PAUSE:
+                raise Conflict(f"{under_way}: not paused twice", code="already_paused")
+            raise Conflict(f"{under_way}: not resumed twice", code="not_paused")
+    try:
+        await at_platform(call)
+    except BaseException:
+        # nothing happened at the platform: free the call for the next try (if this fails, the
+        # claim goes stale and stops counting)
+        with contextlib.suppress(Exception):
+            async with connect() as conn:
+                await conn.execute(Q["release"], call_id, token)
+        raise
+    async with connect() as conn, conn.transaction():
+        await conn.fetchrow(Q["lock_call"], call_id)  # beside a check's lock: claim or event
+        changed = await _record(conn, call, action, reason, actor, source)
+        await conn.execute(Q["release"], call_id, token)
+    return changed
 
 
 def spans(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

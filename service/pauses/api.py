@@ -10,6 +10,7 @@ reports its own pauses through the PBX API instead (``service.platforms.pbx.rout
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -20,14 +21,19 @@ from service import pauses
 from service.api import schemas
 from service.api.spec import BODY, operation
 from service.auth.http import principal
-from service.context import POOL
+from service.context import database
 from service.db import tenancy
-from service.errors import Conflict
+from service.errors import CallvaultError, Conflict
 from service.pauses import Action, LockedCall, PlatformFailed, PlatformUnreachable, Source
 from service.platforms.port import PlatformUnavailable, RecordingControl, RecordingNotActive
 
 log = logging.getLogger(__name__)
 CONTROLS: web.AppKey[Mapping[str, RecordingControl]] = web.AppKey("recording_controls")
+# Platform pause/resume requests in flight at once in this process, and how long one waits for
+# its turn before the answer is 503 busy: a platform slowdown is not met with an unbounded queue.
+SLOTS: web.AppKey[asyncio.Semaphore] = web.AppKey("pause_slots")
+PLATFORM_SLOTS = 4
+SLOT_WAIT_S = 3.0
 TELEPHONY = ("telephony",)
 BODY_SCHEMA = {
     "type": "object",
@@ -67,8 +73,18 @@ RESPONSES: dict[int, dict[str, Any] | None] = {
 CONFLICTS = (
     "409 not_recording (no consent), call_ended, already_paused / not_paused, "
     "no_recording_in_progress (the platform has none), platform_cannot_pause; 502/503 when the "
-    "platform failed (nothing is recorded as paused: the recording may still run)"
+    "platform failed (nothing is recorded as paused: the recording may still run), 503 busy "
+    "when too many are waiting on the platform"
 )
+
+
+class Busy(CallvaultError):
+    """Too many pauses and resumes are waiting on the platform in this process: nothing was
+    asked or recorded."""
+
+    status = 503
+    code = "busy"
+    retry_after_s = 2
 
 
 def _at_platform(request: web.Request, action: Action) -> pauses.AtPlatform:
@@ -85,6 +101,14 @@ def _at_platform(request: web.Request, action: Action) -> pauses.AtPlatform:
                 f"platform {call.platform} cannot pause a recording on request{hint}",
                 code="platform_cannot_pause",
             )
+        try:
+            async with asyncio.timeout(SLOT_WAIT_S):
+                await request.app[SLOTS].acquire()
+        except TimeoutError:
+            raise Busy(
+                f"{PLATFORM_SLOTS} pause/resume requests are waiting on the platform already: "
+                "nothing was changed, try again"
+            ) from None
         try:
             await control.set_paused(
                 call.tenant, call.account, call.external_id, action is Action.PAUSE
@@ -103,6 +127,8 @@ def _at_platform(request: web.Request, action: Action) -> pauses.AtPlatform:
             if exc.unreachable:
                 raise PlatformUnreachable(str(exc)) from None
             raise PlatformFailed(str(exc)) from None
+        finally:
+            request.app[SLOTS].release()
 
     return ask
 
@@ -111,17 +137,19 @@ async def _change(request: web.Request, action: Action) -> web.Response:
     who = principal(request)
     tenant = tenancy.current()
     assert tenant is not None
-    async with request.app[POOL].acquire() as conn:
+    async with database(request.app) as conn:
         call_id = await pauses.find_call(conn, request.match_info["id"], tenant)
-        changed = await pauses.change(
-            conn,
-            call_id,
-            action,
-            reason=request[BODY]["reason"],
-            actor=who.actor,
-            source=Source.API,
-            at_platform=_at_platform(request, action),
-        )
+    # each step takes a pooled connection only for its own short transaction: none is held
+    # while the platform answers (the pool is every call's webhooks' too)
+    changed = await pauses.change(
+        lambda: database(request.app),
+        call_id,
+        action,
+        reason=request[BODY]["reason"],
+        actor=who.actor,
+        source=Source.API,
+        at_platform=_at_platform(request, action),
+    )
     log.info("recording %sd", action.value, extra={"call_id": str(call_id)})
     return web.json_response(changed.as_json())
 

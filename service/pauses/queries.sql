@@ -28,3 +28,23 @@ SELECT call_id, type, at, details FROM ledger_events
 WHERE call_id = ANY($1::uuid[])
   AND type IN ('consent_given', 'recording_paused', 'recording_resumed')
 ORDER BY call_id, seq;
+
+-- name: claim
+-- Claim the call's pause or resume while the platform is asked (after lock_call, in the same
+-- short transaction as the state check). No row back: another is under way (its action in
+-- `held`). A claim older than $4 seconds is from a request that died: taken over.
+WITH taken AS (
+    INSERT INTO pause_claims (call_id, tenant_id, action, token)
+    VALUES ($1, $2, $3, $5)
+    ON CONFLICT (call_id) DO UPDATE
+        SET action = EXCLUDED.action, token = EXCLUDED.token, claimed_at = now()
+        WHERE pause_claims.claimed_at < now() - make_interval(secs => $4)
+    RETURNING token
+)
+SELECT (SELECT token FROM taken) AS token,
+       (SELECT action FROM pause_claims WHERE call_id = $1) AS held;
+
+-- name: release
+-- The claim is done with (the ledger event written in the same transaction, or the platform
+-- failed): only this request's claim, not one that took over a stale one.
+DELETE FROM pause_claims WHERE call_id = $1 AND token = $2;

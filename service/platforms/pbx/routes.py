@@ -236,16 +236,16 @@ async def _paused(request: web.Request, action: pauses.Action) -> web.Response:
     body = await _body(request, PauseReport)
     async with database(request.app) as conn:
         call_id = await conn.fetchval(Q["call_id"], PLATFORM, external_id)
-        if call_id is None:
-            raise NotFound("no such call", code="unknown_call")
-        changed = await pauses.change(
-            conn,
-            call_id,
-            action,
-            reason=body.reason,
-            actor=principal(request).actor,
-            source=pauses.Source.PBX,
-        )
+    if call_id is None:
+        raise NotFound("no such call", code="unknown_call")
+    changed = await pauses.change(
+        lambda: database(request.app),
+        call_id,
+        action,
+        reason=body.reason,
+        actor=principal(request).actor,
+        source=pauses.Source.PBX,
+    )
     log.info("pbx recording %sd", action.value, extra={"call_id": str(call_id)})
     return web.json_response(changed.as_json())
 
