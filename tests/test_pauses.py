@@ -281,9 +281,11 @@ async def test_pauses_waiting_on_a_slow_twilio_hold_no_connection_and_a_new_call
             return len(twilio_media.updates) >= pauses_api.PLATFORM_SLOTS
 
         await eventually(at_twilio, what="as many pauses at Twilio as there are slots")
-        # no connection is parked in a transaction while Twilio thinks
+        # no connection is parked in a pause's transaction while Twilio thinks (the old code's
+        # last statement there read the pause state; other work's transactions are not counted)
         idle_in_tx = await db.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
+            "AND query LIKE '%recording_paused%'"
         )
         assert idle_in_tx == 0
         # a new call comes in: its voice webhook gets a connection and recording starts
@@ -300,6 +302,7 @@ async def test_pauses_waiting_on_a_slow_twilio_hold_no_connection_and_a_new_call
         assert len(twilio_media.updates) == pauses_api.PLATFORM_SLOTS
     finally:
         hold.set()
+        twilio_media.update_hold = None
         results = await asyncio.gather(*tasks)
     answers = sorted((status, body.get("error", {}).get("code")) for status, body in results)
     assert answers == [(200, None)] * pauses_api.PLATFORM_SLOTS + [(503, "busy")] * waiting
