@@ -195,8 +195,9 @@ async def plain_range(
                 while len(buffer) >= want and left > 0:
                     if opener is None:
                         opener = layout.opener(await header, opened.aad, head.size)
+                    # not sealed.EXECUTOR: whole-file intakes must not delay a playback
                     plain = await loop.run_in_executor(
-                        sealed.EXECUTOR, opener.open, segment, bytes(buffer[:want])
+                        sealed.SEGMENT_EXECUTOR, opener.open, segment, bytes(buffer[:want])
                     )
                     del buffer[:want]
                     piece = plain[skip : skip + left]
