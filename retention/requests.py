@@ -941,6 +941,8 @@ async def _access_bundle(
             call = await conn.fetchrow(Q["call_for_bundle"], cid)
             assert call is not None
             recs = await conn.fetch(Q["recordings_for_bundle"], cid)
+            # key destroyed, object not yet deleted (a purge the store refused): gone
+            shredded = await recording_keys.shredded_among(conn, [r["id"] for r in recs])
             # the subject's consent story, not the controller's casework
             events = visibility.view(
                 await ledger.events_of(conn, cid), visibility.Viewer.subject(str(request_id))
@@ -968,8 +970,11 @@ async def _access_bundle(
                     "stored_at": r["stored_at"].isoformat() if r["stored_at"] else None,
                     "retain_until": r["retain_until"].isoformat() if r["retain_until"] else None,
                     "audio_file": None,
+                    "shredded": False,  # its data key destroyed: no copy can be opened
                 }
-                if r["state"] == "stored" and r["object_key"]:
+                if r["id"] in shredded:
+                    _as_shredded(item)
+                elif r["state"] == "stored" and r["object_key"]:
                     name = f"audio/{r['id']}{Path(r['object_key']).suffix}"
                     store = await registry.for_object(tenant, r["object_store"], conn)
                     # the person gets their audio, not callvault's ciphertext (issue 17)
@@ -984,7 +989,7 @@ async def _access_bundle(
                         )
                         item["audio_file"] = name
                     except recording_keys.KeyDestroyed:
-                        pass  # retention ended (the purge will delete it): nothing to hand out
+                        _as_shredded(item)  # shredded by a purge since it was read
                 entry["recordings"].append(item)
             calls.append(entry)
         # the subject's own signed receipts, checkable without us (service.receipts)
@@ -1003,6 +1008,14 @@ async def _access_bundle(
             metadata={"request-id": str(request_id)},
         )
         return key
+
+
+def _as_shredded(item: dict[str, Any]) -> None:
+    """A recording whose key is destroyed is purged for the person: its retention ended and
+    no copy can be opened any more (its object goes on the purge's next pass)."""
+    item["state"] = "purged"
+    item["shredded"] = True
+    item["audio_file"] = None
 
 
 def _zip(content: Path, bundle: Path, request: dict[str, Any], calls: list[Any]) -> str:

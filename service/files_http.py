@@ -142,7 +142,8 @@ class SealedRecording:
 
 
 async def _open(request: web.Request, tenant: str, head: StoredObject) -> SealedRecording:
-    """The data key of a sealed recording, or 404 once it is destroyed (purged, erased)."""
+    """The data key of a sealed recording, or 410 ``recording_shredded`` once it is
+    destroyed (purged, erased), even while the store still holds the object."""
     try:
         recording_id = uuid.UUID(head.metadata.get("recording-id", ""))
     except ValueError:
@@ -151,7 +152,9 @@ async def _open(request: web.Request, tenant: str, head: StoredObject) -> Sealed
         async with request.app[POOL].acquire() as conn:
             keyset = await recording_keys.open_key(conn, request.app[VAULT], recording_id)
     if keyset is None:
-        raise NotFound("the recording's key is destroyed: it can no longer be played")
+        raise recording_keys.KeyDestroyed(
+            "the recording's data key is destroyed: it can no longer be played"
+        )
     return SealedRecording(keyset, sealed.associated_data(recording_id))
 
 
@@ -192,8 +195,9 @@ async def plain_range(
                 while len(buffer) >= want and left > 0:
                     if opener is None:
                         opener = layout.opener(await header, opened.aad, head.size)
+                    # not sealed.EXECUTOR: whole-file intakes must not delay a playback
                     plain = await loop.run_in_executor(
-                        sealed.EXECUTOR, opener.open, segment, bytes(buffer[:want])
+                        sealed.SEGMENT_EXECUTOR, opener.open, segment, bytes(buffer[:want])
                     )
                     del buffer[:want]
                     piece = plain[skip : skip + left]

@@ -14,6 +14,7 @@ from typing import Any
 
 from service import ledger
 from service.db import Conn, queries
+from service.errors import CallvaultError
 from service.ledger import NewEvent
 from service.personal_data import PhoneVault
 from service.storage import ObjectStore, sealed
@@ -70,6 +71,15 @@ async def destroy(conn: Conn, recording_ids: Sequence[Any], reason: str) -> list
     return [r["recording_id"] for r in rows]
 
 
+async def shredded_among(conn: Conn, recording_ids: Sequence[Any]) -> set[uuid.UUID]:
+    """Of these recordings, the ones whose key is destroyed though their object may still be
+    in the store (a purge the store refused: the row stays ``stored`` until the next pass
+    deletes it). Every reader treats them as gone: export, access bundle, playback."""
+    if not recording_ids:
+        return set()
+    return {r["id"] for r in await conn.fetch(Q["shredded_among"], list(recording_ids))}
+
+
 async def rewrap(conn: Conn, vault: PhoneVault, *, page: int = 500) -> int:
     """Re-wrap every data key still under the previous secret under the current one (the
     objects are untouched). Page by page, each in its own transaction; interruptible and
@@ -106,8 +116,12 @@ def vault_of(secret_key: str | None, previous_secret_key: str | None = None) -> 
     return found
 
 
-class KeyDestroyed(Exception):
-    """The recording is sealed and its data key is gone: nothing can open it."""
+class KeyDestroyed(CallvaultError):
+    """The recording is sealed and its data key is gone: nothing can open it (410: it will
+    not come back, whatever the store still holds)."""
+
+    status = 410
+    code = "recording_shredded"
 
 
 async def download_plain(

@@ -18,6 +18,17 @@ USING recordings r
 WHERE r.id = k.recording_id AND k.recording_id = ANY($1::uuid[])
 RETURNING k.recording_id, r.call_id;
 
+-- name: shredded_among
+-- Of these recordings, the ones shredded while their row still says stored: the data key is
+-- gone and the ledger says it was destroyed (a purge whose store refused the object, which the
+-- next pass deletes). One stored before issue 17 has no key and no such event: still readable.
+SELECT r.id
+FROM recordings r
+WHERE r.id = ANY($1::uuid[])
+  AND NOT EXISTS (SELECT 1 FROM recording_keys k WHERE k.recording_id = r.id)
+  AND EXISTS (SELECT 1 FROM ledger_events e
+              WHERE e.call_id = r.call_id AND e.dedupe_key = 'key_destroyed:' || r.id::text);
+
 -- name: keys_page
 -- A page of data keys in key order, after $1.
 SELECT recording_id AS key, tenant_id, wrapped_key

@@ -87,3 +87,41 @@ def test_stale_work_folders_are_removed_and_fresh_ones_kept(tmp_path: Path) -> N
         os.utime(tmp_path / name, (long_ago, long_ago))
     assert remove_stale(tmp_path) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dsar-fresh", "other-old"]
+
+
+async def test_a_dead_process_s_work_folders_go_at_start_up_whatever_their_age(
+    tmp_path: Path,
+) -> None:
+    """Work folders hold plaintext audio: a crashed process's are swept as soon as a process
+    starts, not a day later, while a running process's (one home shared by two replicas on a
+    host) are left alone, and so is a fresh one from another host."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from service.workdir import OWNER, remove_stale, work_dir
+
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(child.stdout)  # exited: not running any more
+    host = socket.gethostname()
+    owners = {
+        "intake-crashed": f"{host} {dead_pid}",
+        "dsar-crashed": f"{host} {dead_pid} 12345",
+        # our own PID with another start time: a predecessor in a restarted container
+        "seal-predecessor": f"{host} {os.getpid()} 1",
+        "export-elsewhere": f"another-host.example {dead_pid} 1",
+    }
+    for name, owner in owners.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "media.wav").write_bytes(b"plaintext audio")
+        (tmp_path / name / OWNER).write_text(owner)
+    async with work_dir(tmp_path, "intake-") as ours:  # a running process's folder
+        assert remove_stale(tmp_path) == 3
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["export-elsewhere", ours.name])
+    assert [p.name for p in tmp_path.iterdir()] == ["export-elsewhere"]

@@ -5,6 +5,7 @@ document that schemathesis checks against the running server."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -337,8 +338,17 @@ async def test_sealed_recordings_play_with_range_by_their_segments_and_old_ones_
     async with http.get(old_url, headers={"Range": "bytes=10-109"}) as resp:
         assert resp.status == 206 and await resp.read() == old_rec["body"][10:110]
 
+    # shredded as a purge the store refused leaves it: key gone, object and `stored` row kept
     async with db.transaction():
-        await recording_keys.destroy(db, [sealed_rec["recording_id"]], "test")
+        await recording_keys.destroy(db, [sealed_rec["recording_id"]], "retention ended")
     async with http.get(url, headers={"Range": "bytes=0-99"}) as resp:
-        assert resp.status == 404
-        assert big[:100] not in await resp.read()
+        assert resp.status == 410
+        body = await resp.read()
+        assert big[:100] not in body
+        assert json.loads(body)["error"]["code"] == "recording_shredded"
+    accessed = await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'playback'")
+    path = f"/api/recordings/{sealed_rec['recording_id']}/playback"
+    status, refused = await call_api(http, service, "POST", path, qa, {"reason": "coaching"})
+    assert status == 410 and refused["error"]["code"] == "recording_shredded"
+    # no link, and no playback audited for what cannot be played
+    assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'playback'") == accessed

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,3 +131,53 @@ async def test_plain_range_reads_only_what_it_needs_with_or_without_the_header_m
             _ = [c async for c in plain_range(store, head, wrong, 0, 10)]
     finally:
         await store.close()
+
+
+async def test_a_range_plays_while_whole_file_sealing_holds_every_thread_of_its_pool(
+    tmp_path: Path,
+) -> None:
+    """Intakes, bundles and exports seal and open whole files on ``sealed.EXECUTOR``; with
+    every one of its threads taken (two large intakes), a trainer's Range request still
+    decrypts its segments (``plain_range``, what ``/files`` streams) and completes."""
+    import asyncio
+    import threading
+
+    from service.files_http import SealedRecording, plain_range
+    from service.storage.local import LocalStore
+
+    data = os.urandom(FIRST + OTHER + 500)
+    _seal(tmp_path, data)
+    metadata = sealed.object_metadata(tmp_path / "sealed", len(data))
+    store = LocalStore(tmp_path / "objects")
+    release, started = threading.Event(), threading.Semaphore(0)
+
+    def intake() -> None:  # holds a thread the way sealing a large recording does
+        started.release()
+        release.wait()
+
+    workers = sealed.EXECUTOR._max_workers
+    held = [sealed.EXECUTOR.submit(intake) for _ in range(workers)]
+    try:
+        for _ in range(workers):
+            assert await asyncio.to_thread(started.acquire, True, 30)
+        await store.put_file(
+            "r", tmp_path / "sealed", sha256="x", content_type="audio/wav", metadata=metadata
+        )
+        head = await store.head("r")
+        assert head is not None
+        opened = SealedRecording(KEY, AAD)
+        start, end = FIRST - 10, FIRST + 10  # two segments
+        # (a guard so a regression fails instead of hanging the suite, not a timing check)
+        got = await asyncio.wait_for(
+            _collect(plain_range(store, head, opened, start, end)), timeout=5
+        )
+        assert got == data[start : end + 1]
+        assert not any(f.done() for f in held)  # it played while the pool was still taken
+    finally:
+        release.set()
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in held))
+        await store.close()
+
+
+async def _collect(chunks: Any) -> bytes:
+    return b"".join([c async for c in chunks])

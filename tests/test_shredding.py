@@ -6,7 +6,9 @@ no longer be read with anything callvault holds. Real PostgreSQL and moto's S3 s
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,13 @@ from cryptography.hazmat.primitives import hashes
 from retention import requests
 from retention.purge import purge_once
 from service import ledger, recording_keys
+from service.config import Settings
 from service.db.pool import create_pool
 from service.personal_data import PhoneVault, _derive
 from service.storage import sealed
+from service.storage.registry import StoreRegistry
 from service.storage.s3 import S3Store
+from service.tenants.export import export
 from tests.conftest import SECRET_KEY, make_bucket
 from tests.intake_helpers import get_object, objects, open_sealed
 from tests.seed import seed_recording
@@ -170,6 +175,68 @@ async def test_a_store_refusing_the_purge_still_loses_the_key(
     types = await _events(db, rec["call_id"])
     assert types.count("key_destroyed") == 1
     assert types.index("key_destroyed") < types.index("purged")
+
+
+class _RefusingDeletes(S3Store):
+    """The bucket as a policy denying s3:DeleteObject leaves it: every delete is refused."""
+
+    async def delete_many(self, keys: list[str]) -> dict[str, str]:
+        return {key: "AccessDenied: the bucket policy refuses DeleteObject" for key in keys}
+
+
+async def test_a_shredded_recording_the_store_still_holds_is_gone_for_every_reader(
+    db: Conn,
+    pool: Any,
+    store: S3Store,
+    tmp_path: Path,
+    moto_url: str,
+    versioned: str,
+    settings: Settings,
+) -> None:
+    """A purge shreds the key even when the store refuses the object (the row stays
+    ``stored`` until the next pass): the tenant export skips it and lists it as shredded
+    instead of aborting the whole export (an offboarding), and the access bundle lists it as
+    purged, not stored with no audio. (Playback answers 410: tests/test_qa_api.py.)"""
+    rec = await seed_recording(db, store, VAULT, tmp_path, sealed=True)
+    kept = await seed_recording(db, store, VAULT, tmp_path, sealed=True, expired=False)
+    refusing = _RefusingDeletes(versioned, endpoint_url=moto_url, region="us-east-1")
+    try:
+        report = await purge_once(pool, refusing)
+    finally:
+        await refusing.close()
+    assert report.purged == 0 and str(rec["recording_id"]) in report.failed
+    state = await db.fetchval("SELECT state FROM recordings WHERE id = $1", rec["recording_id"])
+    assert state == "stored" and await store.head(rec["key"]) is not None
+    assert await recording_keys.shredded_among(db, [rec["recording_id"], kept["recording_id"]]) == {
+        rec["recording_id"]
+    }
+
+    out = tmp_path / "export"
+    exported = await export(db, StoreRegistry.wrapping(store), "default", out, settings=settings)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [i["id"] for i in manifest["recordings"]] == [str(kept["recording_id"])]
+    assert [i["id"] for i in manifest["shredded"]] == [str(rec["recording_id"])]
+    assert exported.shredded == 1 and exported.recordings == 1
+    assert (out / "recordings" / f"{kept['recording_id']}.wav").read_bytes() == kept["body"]
+    assert sorted(p.name for p in (out / "recordings").iterdir()) == [f"{kept['recording_id']}.wav"]
+
+    rid = await requests.create(db, VAULT, kind="access", phone=CALLER, actor="test")
+    assert await requests.run(db, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
+    key = await db.fetchval("SELECT bundle_key FROM dsar_requests WHERE id = $1", rid)
+    await store.download_to(key, tmp_path / "bundle.zip")
+    with zipfile.ZipFile(tmp_path / "bundle.zip") as bundle:
+        listed = {
+            r["id"]: r for c in json.loads(bundle.read("calls.json")) for r in c["recordings"]
+        }
+        gone, there = listed[str(rec["recording_id"])], listed[str(kept["recording_id"])]
+        assert (gone["state"], gone["shredded"], gone["audio_file"]) == ("purged", True, None)
+        assert (there["state"], there["shredded"]) == ("stored", False)
+        assert bundle.read(there["audio_file"]) == kept["body"]
+        assert not [n for n in bundle.namelist() if str(rec["recording_id"]) in n]
+
+    # the next pass, the store willing, deletes the object and marks the row
+    assert (await purge_once(pool, store)).purged == 1
+    assert await store.head(rec["key"]) is None
 
 
 async def test_rotation_rewraps_every_data_key_and_leaves_the_objects_alone(

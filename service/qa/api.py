@@ -19,7 +19,7 @@ from aiohttp import web
 from cryptography.exceptions import InvalidTag
 
 from retention import explain, requests
-from service import audit, ledger, pauses
+from service import audit, ledger, pauses, recording_keys
 from service.api import schemas
 from service.api.spec import BODY, DATETIME, QUERY, Param, operation, path_id
 from service.auth.http import principal
@@ -207,13 +207,15 @@ async def get_call(request: web.Request) -> web.Response:
     "/api/recordings/{id}/playback",
     roles=READERS,
     summary="A short-lived URL to play a recording; the reason is audited first; 403 "
-    "restricted while the data subject's restriction is in force",
+    "restricted while the data subject's restriction is in force; 410 recording_shredded once "
+    "its data key is destroyed",
     body=PLAYBACK_BODY,
     responses={
         200: schemas.PLAYBACK,
         403: schemas.ERROR_SCHEMA,
         404: schemas.ERROR_SCHEMA,
         409: schemas.ERROR_SCHEMA,
+        410: schemas.ERROR_SCHEMA,
     },
     tag="qa",
 )
@@ -227,6 +229,11 @@ async def playback(request: web.Request) -> web.Response:
             raise NotFound("no such recording")
         if rec["state"] != "stored" or not rec["object_key"]:
             raise Conflict(f"the recording is {rec['state']}, not playable", code="not_playable")
+        if await recording_keys.shredded_among(conn, [recording_id]):
+            # retention ended and its key is gone; the object waits for the next purge pass
+            raise recording_keys.KeyDestroyed(
+                "the recording's data key is destroyed: it can no longer be played"
+            )
         # kept, but not played: the subject's restriction (issue 15) until it is lifted
         await requests.check_call_not_restricted(conn, rec["call_id"])
         await audit.record(

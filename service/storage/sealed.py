@@ -56,10 +56,14 @@ _HASHES: dict[int, type[hashes.HashAlgorithm]] = {
     common_pb2.SHA256: hashes.SHA256,
     common_pb2.SHA512: hashes.SHA512,
 }
-# Sealing a recording is CPU work on a whole file: a small pool of its own, so that a burst of
-# intakes cannot take every thread of the loop's default executor (S3 and the local store have
-# their own pools).
+# Sealing or opening a whole recording (intake, access bundles, tenant exports, reseal) is CPU
+# work on a whole file: a small pool of its own, so that a burst of them cannot take every
+# thread of the loop's default executor (S3 and the local store have their own pools).
 EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="seal")
+# Playback's segments (one 1 MiB AES-GCM open each, about a millisecond) have their own: two
+# large intakes hold EXECUTOR for seconds each, and a trainer's Range request must not queue
+# behind them.
+SEGMENT_EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="seal-segment")
 
 
 def associated_data(recording_id: object) -> bytes:

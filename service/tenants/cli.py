@@ -142,6 +142,7 @@ def _print_export(report: Any) -> None:
     print(
         f"exported {report.recordings} recording(s) ({report.fetched} fetched, "
         f"{report.skipped} already complete), {report.bytes} bytes, "
+        f"{report.shredded} shredded (listed in the manifest, not exported), "
         f"{report.ledger_events} ledger event(s), {report.seals} seal(s) to {report.target}"
     )
 

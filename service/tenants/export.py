@@ -9,6 +9,11 @@ call's chain) and ``DIR/seals.jsonl`` (the tenant's seal chain), and last
 name, and the SHA-256 of the two ledger files. The manifest is written last, so its presence
 says the export is complete.
 
+A recording whose data key is already destroyed (issue 17: a purge shreds the key first and a
+store that refused the object leaves the row ``stored`` until its next pass) cannot be opened
+by anyone: it is not exported, and the manifest lists it under ``shredded``. It never aborts
+the export (an offboarding must not wait on a bucket's next purge pass).
+
 Resumable: each file is written under a temporary name (``.NAME.part``), checked against the
 SHA-256 its row recorded at intake, then renamed into place. A rerun after a crash skips every
 file already there whose size and SHA-256 match, and fetches the rest again. To an ``s3://``
@@ -52,6 +57,7 @@ class ExportReport:
     fetched: int = 0  # downloaded in this run
     skipped: int = 0  # already complete and verified from an earlier run
     bytes: int = 0
+    shredded: int = 0  # key destroyed, object not yet deleted: listed, not exported
     ledger_events: int = 0
     seals: int = 0
     target: str = ""
@@ -122,6 +128,17 @@ def _seal(row: Any) -> dict[str, Any]:
         "heads_sha256": bytes(row["heads_sha256"]).hex(),
         "prev_hash": bytes(row["prev_hash"]).hex(),
         "hash": bytes(row["hash"]).hex(),
+    }
+
+
+def _shredded(row: Any) -> dict[str, Any]:
+    """A manifest's entry for a recording that is not exported because its key is gone."""
+    return {
+        "id": str(row["id"]),
+        "call_id": str(row["call_id"]),
+        "platform": row["platform"],
+        "platform_call_id": row["external_id"],
+        "reason": "its data key is destroyed (retention ended): no copy can be decrypted",
     }
 
 
@@ -251,12 +268,18 @@ async def _export(
 ) -> ExportReport:
     report = ExportReport()
     items: list[dict[str, Any]] = []
-    for row in await conn.fetch(Q["stored_recordings"], tenant):
+    gone: list[dict[str, Any]] = []
+    rows = await conn.fetch(Q["stored_recordings"], tenant)
+    shredded = await recording_keys.shredded_among(conn, [r["id"] for r in rows])
+    for row in rows:
         rel = f"recordings/{row['id']}{Path(row['object_key']).suffix}"
         size, sha256 = int(row["size_bytes"]), str(row["sha256"])
         content_type = row["content_type"] or "application/octet-stream"
         if await target.complete(rel, size, sha256):
-            report.skipped += 1
+            report.skipped += 1  # exported by an earlier run, even if shredded since
+        elif row["id"] in shredded:
+            gone.append(_shredded(row))
+            continue
         else:
             store = await stores.for_object(tenant, row["object_store"], conn)
             staged = target.staging(rel)
@@ -270,8 +293,11 @@ async def _export(
                 await recording_keys.download_plain(
                     conn, vault, store, row["object_key"], row["id"], staged
                 )
-            except recording_keys.KeyDestroyed as exc:
-                raise ExportError(str(exc), code="export_key_destroyed") from None
+            except recording_keys.KeyDestroyed:
+                # shredded by a purge since the list was read
+                await asyncio.to_thread(staged.unlink, True)
+                gone.append(_shredded(row))
+                continue
             got = await asyncio.to_thread(sha256_of, staged)
             if got != sha256:
                 await asyncio.to_thread(staged.unlink, True)
@@ -305,10 +331,12 @@ async def _export(
     report.seals, seals_sha = await _put_jsonl(
         conn, target, Q["ledger_seals"], tenant, SEALS, _seal
     )
+    report.shredded = len(gone)
     manifest = {
         "tenant": tenant,
         "exported_at": (await conn.fetchval("SELECT now()")).isoformat(),
         "recordings": items,
+        "shredded": gone,
         "ledger": {"file": LEDGER, "events": report.ledger_events, "sha256": ledger_sha},
         "seals": {"file": SEALS, "seals": report.seals, "sha256": seals_sha},
     }

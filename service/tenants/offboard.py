@@ -144,6 +144,7 @@ async def offboard(
         if report.export is not None:
             details["export"] = {
                 "recordings": report.export.recordings,
+                "shredded": report.export.shredded,
                 "bytes": report.export.bytes,
                 "ledger_events": report.export.ledger_events,
             }
