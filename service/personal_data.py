@@ -72,7 +72,9 @@ def parse_e164(raw: str) -> str | None:
     compact = _compact(raw.strip())
     if not compact.startswith("+"):
         return None
-    return _parse(compact, None) or _e164_shaped(compact)
+    # read as intake reads it (phonenumbers answers some numbers differently without a region)
+    found = normalise_phone(compact)
+    return found if E164_PATTERN.match(found) else None
 
 
 def parse_platform_number(raw: str) -> str | None:
@@ -87,7 +89,9 @@ def normalise_phone(raw: str) -> str:
     text = raw.strip()
     found = parse_platform_number(text)
     if found is not None:
-        return found
+        # once more from its own E.164: phonenumbers reads some spellings (tel:+31000000) to
+        # a number it reads differently again, and a hold typed as what was stored must match
+        return parse_platform_number(found) or found
     # what phonenumbers finds impossible but has the E.164 shape is kept as E.164 (a tel: URI's
     # too), the one form parse_e164 gives a hold or request for it
     return _e164_shaped(_compact(_TEL.sub("", text))) or text
