@@ -63,6 +63,7 @@ from service.prompt_library import PromptLibrary
 from service.qa import api as qa_api  # noqa: F401 - registers its operations
 from service.qa import page as qa_page
 from service.receipts import api as receipts_api  # noqa: F401 - registers its operations
+from service.rehash import startup_ctx as rehash_ctx
 from service.storage.registry import StoreRegistry
 from service.tenants import policies as tenant_policies
 from service.workdir import remove_stale
@@ -284,6 +285,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     app.cleanup_ctx.append(http_client)
     app.cleanup_ctx.append(job_worker)
     app.cleanup_ctx.append(purge_schedule)
+    app.cleanup_ctx.append(rehash_ctx)  # numbers hashed before today's normalisation, once
     app[METRICS] = Metrics()
     app[FIGURES] = FiguresCache(settings.metrics_cache_s)
     app.add_routes(health.routes)

@@ -300,6 +300,28 @@ def cmd_calls_mark_outbound(args: argparse.Namespace) -> int:
     return asyncio.run(_with_connection(settings, work, tenant=args.tenant))
 
 
+def cmd_calls_rehash(args: argparse.Namespace) -> int:
+    from service.db import roles
+    from service.rehash import RehashReport, rehash_every_tenant
+
+    settings = _settings(database=True)
+
+    async def work(conn: Any) -> int:
+        # tenant by tenant, each confined by row-level security (as serve's pass is)
+        await roles.bind_to_rls(conn, allow_bypass=settings.allow_rls_bypass)
+        reports = await rehash_every_tenant(conn, _vault(settings), _actor())
+        total = RehashReport.total(reports.values())
+        print(
+            f"re-hashed {total.calls} calls, {total.do_not_record} do-not-record entries, "
+            f"{total.holds} holds and {total.requests} requests in {len(reports)} tenant(s)"
+        )
+        if total.unreadable:
+            print(f"{total.unreadable} numbers sealed under another key: left as they are")
+        return 0
+
+    return asyncio.run(_with_connection(settings, work, tenant="*"))
+
+
 def _actor() -> str:
     import getpass
 
@@ -940,6 +962,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="centre_number", required=True, help="the centre's number")
     _tenant_option(p)
     p.set_defaults(func=cmd_calls_mark_outbound)
+    p = calls_sub.add_parser(
+        "rehash",
+        help="recompute the lookup hashes of numbers stored before they were normalised to "
+        "E.164 (serve does it once by itself; idempotent)",
+    )
+    p.set_defaults(func=cmd_calls_rehash)
 
     jobs_p = sub.add_parser("jobs", help="the work queue: dead letters, retries")
     jobs_sub = jobs_p.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")

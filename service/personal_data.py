@@ -35,6 +35,7 @@ def _derive(secret: str, purpose: bytes) -> bytes:
 # named as 0901234567 would never be found by an erasure asked for +84901234567.
 DEFAULT_REGION = "VN"
 _DIALLABLE = re.compile(r"^(?:tel:)?\+?[0-9\s().\-]{1,40}$", re.IGNORECASE)
+_TEL = re.compile(r"^tel:", re.IGNORECASE)
 
 
 def _compact(text: str) -> str:
@@ -56,11 +57,24 @@ def _parse(text: str, region: str | None) -> str | None:
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
 
 
+def _e164_shaped(compact: str) -> str | None:
+    """``compact`` if it has the E.164 shape though phonenumbers finds it impossible (a range
+    newer than its metadata, a test number): intake keeps such a number in this form (and so
+    under this lookup hash) rather than as raw text, and holds and requests must reach it."""
+    return compact if E164_PATTERN.match(compact) else None
+
+
 def parse_e164(raw: str) -> str | None:
     """A number given in international form (``+84 90 123 4567``, ``0084...``) as E.164, or
-    None: what people type into holds and data-subject requests, which name E.164 numbers."""
+    None: what people type into holds and data-subject requests, which name E.164 numbers.
+    Whatever :func:`normalise_phone` stores as E.164 is accepted here as the same text, so a
+    caller intake recorded can always be held or erased."""
     compact = _compact(raw.strip())
-    return _parse(compact, None) if compact.startswith("+") else None
+    if not compact.startswith("+"):
+        return None
+    # read as intake reads it (phonenumbers answers some numbers differently without a region)
+    found = normalise_phone(compact)
+    return found if E164_PATTERN.match(found) else None
 
 
 def parse_platform_number(raw: str) -> str | None:
@@ -75,11 +89,12 @@ def normalise_phone(raw: str) -> str:
     text = raw.strip()
     found = parse_platform_number(text)
     if found is not None:
-        return found
-    compact = _compact(text)
-    # what phonenumbers finds impossible but has the E.164 shape keeps the form (and so the
-    # lookup hash) it was stored under before numbers were parsed with phonenumbers
-    return compact if E164_PATTERN.match(compact) else text
+        # once more from its own E.164: phonenumbers reads some spellings (tel:+31000000) to
+        # a number it reads differently again, and a hold typed as what was stored must match
+        return parse_platform_number(found) or found
+    # what phonenumbers finds impossible but has the E.164 shape is kept as E.164 (a tel: URI's
+    # too), the one form parse_e164 gives a hold or request for it
+    return _e164_shaped(_compact(_TEL.sub("", text))) or text
 
 
 def mask_phone(e164: str) -> str:

@@ -248,6 +248,56 @@ async def test_cursors_of_other_shapes_or_edge_dates_are_400(
     assert_refused(sent, 400, "bad_cursor")
 
 
+INT64_MAX = 2**63 - 1
+AT = "2026-01-01T00:00:00+00:00"
+# Every list that pages, with the parts of its cursor as the service writes them (a real key's
+# shape, so only the values decide), and values of each part's type the database cannot take.
+LIST_CURSORS: dict[str, list[tuple[str, str]]] = {
+    "/api/audit": [("timestamp", AT), ("bigint", "1")],
+    "/api/holds": [("flag", "0"), ("timestamp", AT), ("uuid", NOWHERE)],
+    "/api/dsar": [("flag", "0"), ("timestamp", AT), ("timestamp", AT), ("uuid", NOWHERE)],
+    "/api/calls": [("timestamp", AT), ("uuid", NOWHERE)],
+}
+BAD_PARTS = {
+    "timestamp": [*EDGE_DATES, "2026-01-01T00:00:00", "2026-13-01T00:00:00+00:00", "infinity"],
+    "bigint": [
+        "99999999999999999999",
+        str(INT64_MAX + 1),
+        str(-INT64_MAX - 2),
+        "9" * 5000,
+        "٣",
+        "1_000",
+        " 1",
+        "1.0",
+        "",
+    ],
+    "uuid": ["x", NOWHERE[:-1], NOWHERE + "0", "g" * 32, ""],
+    "flag": ["2", "true", ""],
+}
+GOOD_PARTS = {"bigint": [str(INT64_MAX), str(-INT64_MAX - 1)]}
+
+
+@pytest.mark.parametrize("path", list(LIST_CURSORS))
+async def test_cursors_whose_parts_the_database_cannot_take_are_400(
+    client: Client, admin: str, path: str
+) -> None:
+    """Issue: an audit cursor whose id is past int64 reached asyncpg and was a 500. Every part
+    of every list's cursor is checked for its type's range before the query."""
+    parts = LIST_CURSORS[path]
+    good = [value for _, value in parts]
+    sent = await client.send("GET", f"{path}?cursor={_cursor(good)}", token=admin)
+    assert sent.status == 200, sent.body[:500]  # the shape is right: only a bad value refuses
+    for i, (kind, _) in enumerate(parts):
+        for edge in GOOD_PARTS.get(kind, []):  # the type's own limits are still a key
+            cursor = _cursor([*good[:i], edge, *good[i + 1 :]])
+            sent = await client.send("GET", f"{path}?cursor={cursor}", token=admin)
+            assert sent.status == 200, (kind, edge, sent.body[:500])
+        for bad in BAD_PARTS[kind]:
+            cursor = _cursor([*good[:i], bad, *good[i + 1 :]])
+            sent = await client.send("GET", f"{path}?cursor={cursor}", token=admin)
+            assert_refused(sent, 400, "bad_cursor")
+
+
 @pytest.mark.parametrize(("path", "name"), TEXT_FILTERS)
 async def test_nul_in_query_parameters_is_400(
     client: Client, admin: str, path: str, name: str

@@ -385,6 +385,32 @@ async def test_withdrawal_stops_recording_and_erases(
     assert outcome == "not_asked"
 
 
+async def test_a_caller_intake_kept_as_e164_can_be_held_and_asked_for(
+    service: Service,
+    http: aiohttp.ClientSession,
+    tokens: dict[str, str],
+    db: Conn,
+    twilio: FakeTwilio,
+) -> None:
+    """A From phonenumbers finds impossible but E.164-shaped is stored as E.164 by intake;
+    holds and requests refused it (bad_phone), so the caller could not be held or erased."""
+    number = "+38012345678901"
+    trace = await twilio.place_call(number, "+842873001234", Caller.parse("stay"))
+    call_id = await db.fetchval("SELECT id FROM calls WHERE external_id = $1", trace.call_sid)
+    assert call_id is not None
+    typed = "+380 1234 5678 901"
+    status, hold = await call_api(
+        http, service, "POST", "/api/holds", tokens["compliance"], {"phone": typed, "reason": "r"}
+    )
+    assert status == 201, hold
+    status, req = await call_api(
+        http, service, "POST", "/api/dsar", tokens["compliance"], {"kind": "access", "phone": typed}
+    )
+    assert status == 201, req  # not 404 no_calls: the request found the call
+    events = await db.fetch("SELECT type, details FROM ledger_events WHERE call_id = $1", call_id)
+    assert {"hold_placed", "dsar_received"} <= {e["type"] for e in events}
+
+
 async def test_metrics_show_holds_and_requests(
     service: Service, http: aiohttp.ClientSession, tokens: dict[str, str], db: Conn
 ) -> None:

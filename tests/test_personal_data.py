@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 from cryptography.exceptions import InvalidTag
+from hypothesis import given
+from hypothesis import strategies as st
 
+from retention.holds import check_phone
 from service.personal_data import (
     PhoneVault,
     mask_phone,
@@ -93,3 +96,27 @@ def test_platform_spellings_of_one_number_normalise_alike() -> None:
     # Stringee: international without the "+", or national
     assert e164("84901234567") == e164("0901234567") == e164("+84901234567") == "+84901234567"
     assert e164("user-42") == "user-42"
+
+
+# E.164-shaped numbers phonenumbers finds impossible (no such range in its metadata)
+IMPOSSIBLE = ["+38012345678901", "+999123456789"]
+
+
+@pytest.mark.parametrize("number", IMPOSSIBLE)
+def test_numbers_intake_keeps_as_e164_are_numbers_holds_and_requests_take(number: str) -> None:
+    """Intake stores these as E.164 (the E.164-shape fallback); holds and requests refused
+    them as bad_phone, so such a caller could be neither held nor erased."""
+    assert parse_platform_number(number) is None  # not phonenumbers' doing
+    vault = PhoneVault(KEY)
+    for spelling in (number, f"tel:{number}", f"00{number[1:]}", f"{number[:4]} {number[4:]}"):
+        assert normalise_phone(spelling) == number, spelling
+    for typed in (number, f"00{number[1:]}", f"{number[:4]} {number[4:]}"):
+        assert check_phone(typed) == number, typed
+        assert vault.lookup_hash(check_phone(typed)) == vault.lookup_hash(number)
+
+
+@given(st.from_regex(r"(tel:)?\+[1-9][0-9]{6,14}", fullmatch=True))
+def test_whatever_intake_stores_as_e164_a_hold_or_request_names_alike(raw: str) -> None:
+    stored = normalise_phone(raw)
+    assert stored.startswith("+")
+    assert check_phone(stored) == stored

@@ -116,7 +116,7 @@ CURSOR = Param(
 )
 async def list_holds(request: web.Request) -> web.Response:
     q = request[QUERY]
-    after = cursor.decode(q["cursor"], cursor.flag, cursor.timestamp, uuid.UUID)
+    after = cursor.decode(q["cursor"], cursor.flag, cursor.timestamp, cursor.uuid_id)
     async with request.app[POOL].acquire() as conn:
         items = await holds.list_holds(
             conn,
@@ -249,7 +249,9 @@ async def list_requests(request: web.Request) -> web.Response:
             due_within = parse_duration("due_within", q["due_within"])
         except ConfigError as exc:
             raise BadRequest(exc.message, code="bad_due_within") from None
-    after = cursor.decode(q["cursor"], cursor.flag, cursor.timestamp, cursor.timestamp, uuid.UUID)
+    after = cursor.decode(
+        q["cursor"], cursor.flag, cursor.timestamp, cursor.timestamp, cursor.uuid_id
+    )
     async with request.app[POOL].acquire() as conn:
         rows = await requests.list_requests(
             conn,
@@ -432,7 +434,7 @@ async def bundle_link(request: web.Request) -> web.Response:
 )
 async def audit_trail(request: web.Request) -> web.Response:
     q = request[QUERY]
-    after = cursor.decode(q["cursor"], cursor.timestamp, int)
+    after = cursor.decode(q["cursor"], cursor.timestamp, cursor.bigint)
     async with request.app[POOL].acquire() as conn:
         items = await audit.query(
             conn,

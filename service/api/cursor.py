@@ -3,12 +3,17 @@ sort key (and its id, the tie-breaker), opaque to the client; the next page is t
 that key. Unlike an offset, a row added or closed meanwhile neither repeats a row nor skips
 one, and the database seeks to the key instead of counting rows past.
 
-The cursor is base64 of a JSON list of text; anything else is 400 bad_cursor."""
+The cursor is base64 of a JSON list of text; anything else is 400 bad_cursor, and so is a
+part outside its type's range (an id past int64, a timestamp off the calendar, a uuid that is
+not one): the client may send any bytes, and a value the driver cannot encode would be a 500.
+Parts are read only by the converters here, each of which checks what the database can take."""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -17,6 +22,9 @@ from service.errors import BadRequest
 from service.untrusted import parse_timestamp
 
 Part = Callable[[str], Any]
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_BIGINT = re.compile(r"-?[0-9]{1,19}", re.ASCII)  # int() alone takes '١٢', '1_0', ' 1'
 
 
 def encode(*parts: object) -> str:
@@ -41,9 +49,25 @@ def flag(text: str) -> bool:
     return text == "1"
 
 
+def bigint(text: str) -> int:
+    """A PostgreSQL bigint (a bigserial id) as ``encode`` writes it: ASCII digits in int64."""
+    if not _BIGINT.fullmatch(text):
+        raise ValueError(text)
+    value = int(text)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(text)
+    return value
+
+
+def uuid_id(text: str) -> uuid.UUID:
+    """A uuid primary key."""
+    return uuid.UUID(text)
+
+
 def decode(text: str | None, *parts: Part) -> Any:
-    """The sort key a cursor carries as a tuple, each part read by its converter
-    (``timestamp``, ``flag``, ``uuid.UUID``, ``int``); None for no cursor (the first page).
+    """The sort key a cursor carries as a tuple, each part read by its converter from this
+    module (``timestamp``, ``flag``, ``uuid_id``, ``bigint``: each refuses what the database
+    cannot take); None for no cursor (the first page).
     (Typed Any: the caller's converters decide the tuple's types.)"""
     if not text:
         return None
@@ -61,5 +85,5 @@ def decode(text: str | None, *parts: Part) -> Any:
         raise bad
     try:
         return tuple(read(p) for read, p in zip(parts, decoded, strict=True))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise bad from None

@@ -8,11 +8,8 @@ without leaving a record. The URL opens that recording only, and only until it e
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import uuid
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -20,16 +17,15 @@ from cryptography.exceptions import InvalidTag
 
 from retention import explain, requests
 from service import audit, ledger, pauses, recording_keys
-from service.api import schemas
+from service.api import cursor, schemas
 from service.api.spec import BODY, DATETIME, QUERY, Param, operation, path_id
 from service.auth.http import principal
 from service.context import POOL, VAULT
 from service.db import Conn, queries, tenancy
-from service.errors import BadRequest, Conflict, NotFound
+from service.errors import Conflict, NotFound
 from service.ledger import NewEvent, visibility
 from service.links import LINKS
 from service.personal_data import PhoneVault, mask_phone
-from service.untrusted import parse_timestamp
 
 log = logging.getLogger(__name__)
 Q = queries.load("service.qa")
@@ -42,37 +38,6 @@ PLAYBACK_BODY = {
         "reason": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": r"\S"},
     },
 }
-
-
-def _cursor(started_at: datetime, call_id: uuid.UUID) -> str:
-    raw = json.dumps([started_at.isoformat(), str(call_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _uncursor(text: str | None) -> tuple[datetime | None, uuid.UUID | None]:
-    if not text:
-        return None, None
-    bad = BadRequest("cursor is not one this API gave out", code="bad_cursor")
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        decoded = json.loads(raw)
-    except ValueError:  # not base64, not UTF-8, not JSON
-        raise bad from None
-    # only the shape _cursor writes: [zoned timestamp inside the calendar, uuid]
-    if not (
-        isinstance(decoded, list)
-        and len(decoded) == 2
-        and all(isinstance(part, str) for part in decoded)
-    ):
-        raise bad
-    started = parse_timestamp(decoded[0])
-    try:
-        call_id = uuid.UUID(decoded[1])
-    except ValueError:
-        raise bad from None
-    if started is None:
-        raise bad
-    return started, call_id
 
 
 def _caller(vault: PhoneVault, blob: bytes | None) -> str | None:
@@ -157,7 +122,8 @@ async def _items(conn: Conn, vault: PhoneVault, rows: list[Any]) -> list[dict[st
 )
 async def search_calls(request: web.Request) -> web.Response:
     q = request[QUERY]
-    after_at, after_id = _uncursor(q["cursor"])
+    after = cursor.decode(q["cursor"], cursor.timestamp, cursor.uuid_id)
+    after_at, after_id = after or (None, None)
     limit: int = q["limit"]
     async with request.app[POOL].acquire() as conn:
         rows = await conn.fetch(
@@ -174,7 +140,7 @@ async def search_calls(request: web.Request) -> web.Response:
         page = rows[:limit]
         items = await _items(conn, request.app[VAULT], page)
     more = len(rows) > limit
-    next_cursor = _cursor(page[-1]["started_at"], page[-1]["id"]) if more else None
+    next_cursor = cursor.encode(page[-1]["started_at"], page[-1]["id"]) if more else None
     return web.json_response({"items": items, "next_cursor": next_cursor})
 
 
