@@ -33,9 +33,9 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from aiohttp import web
@@ -382,6 +382,33 @@ class Directory:
 
 
 TENANT_DIRECTORY = web.AppKey("tenant_directory", Directory)
+
+V = TypeVar("V")
+
+
+def directory_view(
+    app: web.Application, view: Callable[[Snapshot], V]
+) -> Callable[[], Awaitable[V | None]]:
+    """Each lookup reads the replica's directory (kept fresh by NOTIFY), seen through ``view``
+    (a platform's own picture of its accounts); None when the tables cannot be read."""
+
+    async def latest() -> V | None:
+        read = await app[TENANT_DIRECTORY].latest()
+        return view(read) if read is not None else None
+
+    return latest
+
+
+def pool_view(
+    pool: Any, defaults: Policy, view: Callable[[Snapshot], V]
+) -> Callable[[], Awaitable[V | None]]:
+    """Each lookup reads the tables afresh through ``pool`` (the CLI and tests: no
+    application), seen through ``view``."""
+
+    async def fresh() -> V | None:
+        return view(await read_pool(pool, defaults))
+
+    return fresh
 
 
 async def directory_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -22,7 +22,6 @@ from service.platforms.stringee.accounts import Snapshot, api_key
 from service.platforms.stringee.media import StringeeMedia
 from service.platforms.stringee.rest_auth import TokenSource
 from service.tenants import policies
-from service.tenants.policies import TENANT_DIRECTORY
 
 SnapshotSource = Callable[[], Awaitable[Snapshot | None]]
 
@@ -55,23 +54,14 @@ class StringeeMediaSources:
     @classmethod
     def for_app(cls, app: web.Application, session: aiohttp.ClientSession) -> StringeeMediaSources:
         """Read through the replica's tenant directory (kept fresh by NOTIFY)."""
-
-        async def snapshot() -> Snapshot | None:
-            read = await app[TENANT_DIRECTORY].latest()
-            return Snapshot.of(read) if read is not None else None
-
-        return cls(app[SETTINGS], session, snapshot)
+        return cls(app[SETTINGS], session, policies.directory_view(app, Snapshot.of))
 
     @classmethod
     def for_pool(
         cls, settings: Settings, session: aiohttp.ClientSession, pool: Any
     ) -> StringeeMediaSources:
         """Read the tables afresh on each lookup (the CLI and tests: no application)."""
-
-        async def snapshot() -> Snapshot | None:
-            return Snapshot.of(await policies.read_pool(pool, settings.defaults))
-
-        return cls(settings, session, snapshot)
+        return cls(settings, session, policies.pool_view(pool, settings.defaults, Snapshot.of))
 
     async def source(self, tenant: str, account: str | None) -> StringeeSource:
         snapshot = await self._snapshot()

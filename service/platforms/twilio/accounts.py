@@ -182,23 +182,14 @@ class TwilioMediaSources:
     @classmethod
     def for_app(cls, app: web.Application, session: aiohttp.ClientSession) -> TwilioMediaSources:
         """Read through the replica's tenant directory (kept fresh by NOTIFY)."""
-
-        async def snapshot() -> Snapshot | None:
-            read = await app[TENANT_DIRECTORY].latest()
-            return Snapshot.of(read) if read is not None else None
-
-        return cls(app[SETTINGS], session, snapshot)
+        return cls(app[SETTINGS], session, policies.directory_view(app, Snapshot.of))
 
     @classmethod
     def for_pool(
         cls, settings: Settings, session: aiohttp.ClientSession, pool: Any
     ) -> TwilioMediaSources:
         """Read the tables afresh on each lookup (the CLI and tests: no application)."""
-
-        async def snapshot() -> Snapshot | None:
-            return Snapshot.of(await policies.read_pool(pool, settings.defaults))
-
-        return cls(settings, session, snapshot)
+        return cls(settings, session, policies.pool_view(pool, settings.defaults, Snapshot.of))
 
     async def source(self, tenant: str, account: str | None) -> TwilioMedia:
         snapshot = await self._snapshot()
