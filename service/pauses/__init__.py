@@ -26,8 +26,8 @@ A claim left by a replica that died mid-request stops counting after :data:`CLAI
 
 from __future__ import annotations
 
-import contextlib
 import enum
+import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -43,6 +43,7 @@ from service.db import Conn, queries
 from service.errors import BadRequest, CallvaultError, Conflict, NotFound
 from service.ledger import NewEvent
 
+log = logging.getLogger(__name__)
 Q = queries.load("service.pauses")
 MAX_REASON_CHARS = 500
 # callvault's id (a UUID) or a platform's call id: printable ASCII without spaces, bounded
@@ -227,9 +228,16 @@ async def change(
     except BaseException:
         # nothing happened at the platform: free the call for the next try (if this fails, the
         # claim goes stale and stops counting)
-        with contextlib.suppress(Exception):
+        try:
             async with connect() as conn:
                 await conn.execute(Q["release"], call_id, token)
+        except (CallvaultError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            log.warning(
+                "pause claim on call %s not released (%s): it stops counting after %s s",
+                call_id,
+                type(exc).__name__,
+                CLAIM_STALE_S,
+            )
         raise
     async with connect() as conn, conn.transaction():
         await conn.fetchrow(Q["lock_call"], call_id)  # beside a check's lock: claim or event
