@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from service import audit, ledger
+from service import ledger
 from service.db import Conn, queries
 from service.errors import BadRequest, NotFound
 from service.ledger import NewEvent
-from service.personal_data import PhoneVault, mask_phone, parse_e164
-from service.untrusted import check_text
+from service.observability import audit
+from service.personal.numbers import PhoneVault, mask_phone, parse_e164
+from service.web.untrusted import check_text
 
 Q = queries.load("retention")
 

@@ -27,10 +27,11 @@ from typing import Any
 import asyncpg
 
 from retention import explain
-from service import audit, ledger, recording_keys
+from service import ledger
 from service.db import queries, tenancy
 from service.ledger import NewEvent
-from service.storage import ObjectStore, StorageError
+from service.observability import audit
+from service.storage import ObjectStore, StorageError, recording_keys
 from service.storage.registry import StoreRegistry
 
 Q = queries.load("retention")

@@ -54,7 +54,7 @@ from typing import Any
 from retention import clock
 from retention.clock import CLOCK_STOPPED, CLOSED, ClockPolicy, Kind, Status
 from retention.holds import check_phone
-from service import audit, jobs, ledger, recording_keys
+from service import jobs, ledger
 from service.consent.gate import add_to_do_not_record
 from service.db import Conn, queries
 from service.errors import BadRequest, CallvaultError, Conflict, Forbidden, NotFound
@@ -63,11 +63,12 @@ from service.jobs import Defer
 from service.jobs.registry import job_kind
 from service.jobs.worker import JobContext
 from service.ledger import NewEvent, visibility
-from service.personal_data import PhoneVault, mask_phone
+from service.observability import audit
+from service.ops.workdir import sha256_of, work_dir
+from service.personal.numbers import PhoneVault, mask_phone
 from service.receipts import bundle as receipts
-from service.storage import ObjectStore, StorageError
+from service.storage import ObjectStore, StorageError, recording_keys
 from service.storage.registry import StoreRegistry, TenantStore
-from service.workdir import sha256_of, work_dir
 
 Q = queries.load("retention")
 KINDS = tuple(k.value for k in Kind)

@@ -17,7 +17,6 @@ from prompts.render import ensure_built
 from retention import requests  # noqa: F401 - registers its job kind
 from retention import scheduler as retention_scheduler
 from retention.purge import purge_once
-from service import files_http, health, metrics, prompts_http
 from service.api import admin as admin_api  # noqa: F401 - registers its operations
 from service.api import compliance as compliance_api  # noqa: F401 - registers its operations
 from service.api import spec as api_spec
@@ -26,7 +25,39 @@ from service.auth.http import BRAKE, FailureBrake
 from service.config import Settings
 from service.console import api as console_api  # noqa: F401 - registers its operations
 from service.console import page as console_page
-from service.context import (
+from service.db import roles, tenancy
+from service.db.migrations import migrate
+from service.db.pool import create_pool
+from service.errors import ConfigError
+from service.intake import job as intake_job  # noqa: F401 - registers its job kind
+from service.jobs import prune_done as prune_jobs
+from service.jobs.registry import Resources, registered
+from service.jobs.worker import Worker, WorkerConfig
+from service.ledger import seals as ledger_seals
+from service.links import http as files_http
+from service.links.signed import LINKS, LinkSigner
+from service.notices import http as prompts_http
+from service.notices.library import PromptLibrary
+from service.observability import metrics
+from service.observability.metrics import FIGURES, METRICS, METRICS_POOL, FiguresCache, Metrics
+from service.observability.observe import hide_server_software, observe_middleware
+from service.ops.workdir import remove_stale
+from service.pauses import api as pauses_api
+from service.personal.numbers import PhoneVault
+from service.personal.rehash import startup_ctx as rehash_ctx
+from service.platforms import installed as platforms
+from service.platforms.reconcile import ReconcileReport
+from service.platforms.stringee import reconcile as stringee_reconcile
+from service.platforms.stringee.sources import StringeeMediaSources
+from service.platforms.twilio import reconcile as twilio_reconcile
+from service.platforms.twilio.accounts import TwilioMediaSources
+from service.qa import api as qa_api  # noqa: F401 - registers its operations
+from service.qa import page as qa_page
+from service.receipts import api as receipts_api  # noqa: F401 - registers its operations
+from service.storage.registry import StoreRegistry
+from service.tenants import policies as tenant_policies
+from service.web import health
+from service.web.context import (
     HTTP_CLIENT,
     LIFECYCLE,
     POOL,
@@ -38,35 +69,7 @@ from service.context import (
     VAULT,
     Lifecycle,
 )
-from service.db import roles, tenancy
-from service.db.migrations import migrate
-from service.db.pool import create_pool
-from service.errors import ConfigError
-from service.http_errors import error_middleware
-from service.intake import job as intake_job  # noqa: F401 - registers its job kind
-from service.jobs import prune_done as prune_jobs
-from service.jobs.registry import Resources, registered
-from service.jobs.worker import Worker, WorkerConfig
-from service.ledger import seals as ledger_seals
-from service.links import LINKS, LinkSigner
-from service.metrics import FIGURES, METRICS, METRICS_POOL, FiguresCache, Metrics
-from service.observe import hide_server_software, observe_middleware
-from service.pauses import api as pauses_api
-from service.personal_data import PhoneVault
-from service.platforms import installed as platforms
-from service.platforms.reconcile import ReconcileReport
-from service.platforms.stringee import reconcile as stringee_reconcile
-from service.platforms.stringee.sources import StringeeMediaSources
-from service.platforms.twilio import reconcile as twilio_reconcile
-from service.platforms.twilio.accounts import TwilioMediaSources
-from service.prompt_library import PromptLibrary
-from service.qa import api as qa_api  # noqa: F401 - registers its operations
-from service.qa import page as qa_page
-from service.receipts import api as receipts_api  # noqa: F401 - registers its operations
-from service.rehash import startup_ctx as rehash_ctx
-from service.storage.registry import StoreRegistry
-from service.tenants import policies as tenant_policies
-from service.workdir import remove_stale
+from service.web.http_errors import error_middleware
 
 log = logging.getLogger(__name__)
 
@@ -299,9 +302,9 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     app.add_routes(qa_page.routes)
     app.add_routes(console_page.routes)
     if settings.twilio_standin:
-        from service import demo
+        from service.demo import laptop as demo
 
-        demo.mount_standin(app, settings)  # demo mode only: see service/demo.py
+        demo.mount_standin(app, settings)  # demo mode only: see service/demo/laptop.py
     if not settings.defaults.continue_url:
         log.warning("CALLVAULT_CONTINUE_URL is not set: calls end after the consent step")
     return app

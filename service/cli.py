@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from service.config import Settings, load_settings, with_generated_secrets
+from service.db.redact import redact_urls, url_without_password
 from service.errors import CallvaultError
-from service.redact import redact_urls, url_without_password
 
 
 def _settings(*, database: bool, secrets: bool = True) -> Settings:
@@ -34,9 +34,10 @@ def _settings(*, database: bool, secrets: bool = True) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from service import listener, logs
     from service.app import create_app
-    from service.demo import with_standin
+    from service.demo.laptop import with_standin
+    from service.observability import logs
+    from service.web import listener
 
     settings = load_settings()
     logs.setup(settings.log_level)
@@ -48,7 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         resolved = replace(
             resolved, database_url=asyncio.run(_embedded_service_url(resolved.database_url))
         )
-    settings = with_standin(settings, resolved)  # demo mode: service/demo.py
+    settings = with_standin(settings, resolved)  # demo mode: service/demo/laptop.py
     listener.run(
         create_app(settings, apply_migrations=not embedded),
         host=settings.host,
@@ -225,8 +226,8 @@ def cmd_jobs_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_secrets_rotate(args: argparse.Namespace) -> int:
-    from service.personal_data import PhoneVault
-    from service.rekey import rotate
+    from service.personal.numbers import PhoneVault
+    from service.personal.rekey import rotate
 
     settings = _settings(database=True)
     if not settings.previous_secret_key:
@@ -238,8 +239,8 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
     vault = PhoneVault(settings.secret_key, settings.previous_secret_key)
 
     async def work(conn: Any) -> int:
-        from service import recording_keys
         from service.receipts import keys
+        from service.storage import recording_keys
 
         report = await rotate(conn, vault)
         receipt_keys = await keys.rekey(conn, vault)
@@ -258,7 +259,7 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_recordings_encrypt(args: argparse.Namespace) -> int:
-    from service.reseal import encrypt_all
+    from service.storage.reseal import encrypt_all
 
     if not args.all:
         raise CallvaultError("--all: say that every stored recording is meant")
@@ -285,7 +286,7 @@ def cmd_recordings_encrypt(args: argparse.Namespace) -> int:
 
 def cmd_calls_mark_outbound(args: argparse.Namespace) -> int:
     from service.consent.legacy import mark_outbound
-    from service.personal_data import mask_phone, parse_e164
+    from service.personal.numbers import mask_phone, parse_e164
 
     # Anything else would match no call and report "marked 0" as if the repair were done.
     if parse_e164(args.centre_number) is None:
@@ -302,7 +303,7 @@ def cmd_calls_mark_outbound(args: argparse.Namespace) -> int:
 
 def cmd_calls_rehash(args: argparse.Namespace) -> int:
     from service.db import roles
-    from service.rehash import RehashReport, rehash_every_tenant
+    from service.personal.rehash import RehashReport, rehash_every_tenant
 
     settings = _settings(database=True)
 
@@ -332,7 +333,7 @@ def _actor() -> str:
 
 
 def _vault(settings: Settings) -> Any:
-    from service.personal_data import PhoneVault
+    from service.personal.numbers import PhoneVault
 
     assert settings.secret_key
     return PhoneVault(settings.secret_key, settings.previous_secret_key)
@@ -347,7 +348,8 @@ def _stores(settings: Settings, reader: Any = None) -> Any:
 
 async def issue_token(conn: Any, name: str, role: str) -> str:
     """A new token and its audit entry, in one transaction (``token create``, ``demo``)."""
-    from service import audit, auth
+    from service import auth
+    from service.observability import audit
 
     async with conn.transaction():
         token, row = await auth.create_token(conn, name, role, _actor())
@@ -397,7 +399,8 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    from service import audit, auth
+    from service import auth
+    from service.observability import audit
 
     token_id = _uuid_arg(args.id, "id")
 
@@ -521,7 +524,7 @@ def cmd_hold_list(args: argparse.Namespace) -> int:
 
 
 def _received_at(raw: str | None) -> Any:
-    from service.untrusted import parse_timestamp
+    from service.web.untrusted import parse_timestamp
 
     if raw is None:
         return None
@@ -687,7 +690,7 @@ def cmd_dsar_action(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     import aiohttp
 
-    from service.simulate import Caller, CallTrace, FakeTwilio, summary
+    from service.platforms.twilio.simulate import Caller, CallTrace, FakeTwilio, summary
 
     settings = _settings(database=False)
     try:
@@ -752,7 +755,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from service import demo
+    from service.demo import laptop as demo
 
     return demo.main(_settings(database=False), timeout_s=args.timeout, platform=args.platform)
 

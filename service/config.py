@@ -45,7 +45,7 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from service.errors import BadRequest, ConfigError
-from service.personal_data import E164_PATTERN
+from service.personal.numbers import E164_PATTERN
 
 ENV_PREFIX = "CALLVAULT_"
 ConsentMode = Literal["implied", "explicit"]
@@ -425,7 +425,7 @@ class Settings:
     stringee_api_key_secret: str | None = field(default=None, repr=False)
     stringee_api_urls: tuple[str, ...] = ("https://api.stringee.com",)
     stringee_continue_scco: tuple[dict[str, Any], ...] = ()
-    # set only by `serve` in demo mode (service/demo.py), never from the environment or file
+    # set only by `serve` in demo mode (service/demo/laptop.py), never from the environment or file
     twilio_standin: bool = False
     purge_interval_s: int = 300
     workers: int = 4

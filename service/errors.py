@@ -1,7 +1,7 @@
 """The one exception hierarchy of callvault.
 
 Every error a user can cause is a :class:`CallvaultError` subclass carrying the HTTP status and
-the machine-readable code it maps to; ``service.http_errors`` turns them into the one JSON error
+the machine-readable code it maps to; ``service.web.http_errors`` turns them into the one JSON error
 shape, and the CLI prints their message as a one-line reason.
 """
 

@@ -28,7 +28,7 @@ from service.db import tenancy
 from service.db.migrations import migrate
 from service.db.pool import connect
 from service.db.roles import SERVICE_ROLE, ensure_service_role, url_for_role
-from service.simulate import FakeTwilio
+from service.platforms.twilio.simulate import FakeTwilio
 from tests.moto_process import MotoProcess
 from tests.ports import free_port as free_port  # where the tests import it from
 

@@ -14,7 +14,7 @@ import asyncpg
 from service import ledger
 from service.db import tenancy
 from service.ledger import NewEvent
-from service.personal_data import PhoneVault
+from service.personal.numbers import PhoneVault
 from tests.conftest import SECRET_KEY
 
 VAULT = PhoneVault(SECRET_KEY)

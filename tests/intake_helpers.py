@@ -7,7 +7,7 @@ from typing import Any
 
 import boto3
 
-from service.simulate import FakeTwilio
+from service.platforms.twilio.simulate import FakeTwilio
 from tests.waiting import eventually
 
 
@@ -95,8 +95,7 @@ async def open_sealed(db: Any, recording_id: Any, sealed_bytes: bytes) -> bytes:
     import tempfile
     from pathlib import Path
 
-    from service import recording_keys
-    from service.storage import sealed
+    from service.storage import recording_keys, sealed
     from tests.conftest import SECRET_KEY
 
     keyset = await recording_keys.open_key(db, recording_keys.vault_of(SECRET_KEY), recording_id)

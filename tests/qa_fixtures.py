@@ -13,7 +13,7 @@ import pytest
 
 from service import auth
 from service.db import tenancy
-from service.simulate import Caller, FakeTwilio
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from tests.conftest import Service
 from tests.intake_helpers import send_recording, settle
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes

@@ -11,7 +11,7 @@ from typing import Any
 
 from service import ledger
 from service.ledger import NewEvent
-from service.personal_data import PhoneVault
+from service.personal.numbers import PhoneVault
 from service.storage import ObjectStore
 from service.storage import sealed as sealing
 

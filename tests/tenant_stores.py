@@ -19,7 +19,7 @@ import pytest
 from service import auth
 from service.config import Settings
 from service.db import tenancy
-from service.simulate import Caller, FakeTwilio
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_URL, Service
 from tests.intake_helpers import objects, send_recording
 from tests.moto_process import MotoProcess

@@ -5,7 +5,7 @@ Each test is named after the item of issue 12 ("Bad input that still gets a 500 
 in the log") it reproduces. Twilio webhooks are signed exactly as Twilio signs them (the test
 also proves the same request with good values is accepted), so a refusal is never just the
 signature check. The unit tests at the end are hypothesis properties of the one parser
-(``service.untrusted``) every route uses.
+(``service.web.untrusted``) every route uses.
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 from yarl import URL
 
-from service import logs
 from service.app import create_app
 from service.config import Settings
 from service.errors import BadRequest
-from service.files_http import RangeNotSatisfiable, _parse_range
-from service.links import LinkSigner
-from service.personal_data import PhoneVault
+from service.links.http import RangeNotSatisfiable, _parse_range
+from service.links.signed import LinkSigner
+from service.observability import logs
+from service.personal.numbers import PhoneVault
 from service.storage import create_store
-from service.untrusted import loads_json, parse_int, parse_timestamp, text_problem
+from service.web.untrusted import loads_json, parse_int, parse_timestamp, text_problem
 from tests.conftest import (
     ACCOUNT_SID,
     AUTH_TOKEN,

@@ -176,7 +176,7 @@ def test_an_unusable_home_folder_is_named(run_cli: Cli, tmp_path: Path) -> None:
 async def test_an_unreachable_store_is_named(run_cli: Cli, database_url: str) -> None:
     import asyncpg
 
-    from service.personal_data import PhoneVault
+    from service.personal.numbers import PhoneVault
 
     # a call of the number (a request for a number with no calls never reaches the store)
     vault, conn = PhoneVault(SECRET_KEY), await asyncpg.connect(database_url)
@@ -334,7 +334,7 @@ async def test_serve_names_an_address_already_in_use(
     ],
 )
 def test_urls_lose_their_password_and_nothing_else(url: str, shown: str) -> None:
-    from service.redact import redact_urls, url_without_password
+    from service.db.redact import redact_urls, url_without_password
 
     assert url_without_password(url) == shown
     assert redact_urls(f"cannot reach {url}: refused") == f"cannot reach {shown}: refused"

@@ -19,8 +19,8 @@ from cryptography.exceptions import InvalidTag
 from service import auth
 from service.config import Settings
 from service.db import tenancy
-from service.personal_data import PhoneVault
-from service.simulate import Caller, FakeTwilio
+from service.personal.numbers import PhoneVault
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from service.storage.s3 import S3Store
 from tests.conftest import SECRET_KEY, Service
 from tests.intake_helpers import objects, settle

@@ -1,4 +1,4 @@
-"""The connection cap's choice of whom to close (see ``service.listener``): a connection whose
+"""The connection cap's choice of whom to close (see ``service.web.listener``): a connection whose
 whole request head has arrived but not been read yet is never taken for a slow client. CI saw
 a webhook accepted in the same burst as a slow-loris attack reset before the loop read it."""
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.listener import ConnectionCap, _head_arrived
+from service.web.listener import ConnectionCap, _head_arrived
 
 HEAD = b"POST /telephony/twilio/voice HTTP/1.1\r\nHost: callvault\r\nContent-Length: 0\r\n\r\n"
 

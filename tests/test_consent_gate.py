@@ -15,8 +15,8 @@ import pytest
 from service import ledger
 from service.config import Policy
 from service.consent.gate import add_to_do_not_record
-from service.personal_data import PhoneVault
-from service.simulate import Caller, FakeTwilio
+from service.personal.numbers import PhoneVault
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from tests.conftest import CONTINUE_URL, PUBLIC_URL, SECRET_KEY, Service, new_sid
 
 CALLER = "+84901234678"
@@ -453,7 +453,7 @@ async def test_the_database_hashes_a_started_call_as_the_verifier_does(
     0021); each branch (notice played, do-not-record list, never record) with awkward text in
     the details must hash exactly as event_hash defines, and a retried start adds nothing."""
     from service.consent import gate
-    from service.prompt_library import PromptLibrary
+    from service.notices.library import PromptLibrary
 
     vault, prompts = PhoneVault(SECRET_KEY), PromptLibrary.load(built_prompts)
     await add_to_do_not_record(db, vault, "+84901111111", "withdrawn")
@@ -498,7 +498,7 @@ async def test_a_lent_connection_of_another_tenant_starts_the_call_in_the_webhoo
     from service.consent import gate
     from service.db import tenancy
     from service.db.pool import create_pool
-    from service.prompt_library import PromptLibrary
+    from service.notices.library import PromptLibrary
 
     await db.execute("INSERT INTO tenants (id, name) VALUES ('acme', 'ACME'), ('beta', 'Beta')")
     pool = await create_pool(service_url, min_size=1, max_size=1)

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from service.config import Settings
-from service.personal_data import mask_phone
+from service.personal.numbers import mask_phone
 from tests import console_seed
 from tests.conftest import Service
 from tests.intake_helpers import settle
@@ -158,7 +158,7 @@ async def test_lists_page_through_without_repeats_or_gaps(
     service: Service, http: aiohttp.ClientSession, tokens: dict[str, str], db: Conn
 ) -> None:
     from retention import holds, requests
-    from service import audit
+    from service.observability import audit
 
     # one transaction: one now(), so the rows tie on every sort key but their id
     async with db.transaction():

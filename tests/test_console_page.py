@@ -22,7 +22,7 @@ from playwright.async_api import Page
 
 from service.config import Settings
 from service.ledger import seals
-from service.personal_data import mask_phone
+from service.personal.numbers import mask_phone
 from tests import console_seed
 from tests import test_qa_page as qa
 from tests.conftest import Service

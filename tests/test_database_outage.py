@@ -19,7 +19,7 @@ import pytest
 
 from service.config import Settings
 from service.db.roles import SERVICE_ROLE
-from service.simulate import FakeTwilio
+from service.platforms.twilio.simulate import FakeTwilio
 from tests.conftest import CONTINUE_URL, Service, new_sid
 from tests.stringee_fake import FakeStringee, call_event
 from tests.tcp_proxy import TcpProxy

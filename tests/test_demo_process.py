@@ -20,7 +20,7 @@ import pytest
 
 from service.app import create_app
 from service.config import Settings
-from service.demo import STANDIN_PATH, with_standin
+from service.demo.laptop import STANDIN_PATH, with_standin
 from tests.conftest import free_port
 from tests.serve_process import ServeProcess
 

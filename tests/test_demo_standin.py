@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from service.config import Settings
-from service.demo import STANDIN_PATH, call_audio, mount_standin
+from service.demo.laptop import STANDIN_PATH, call_audio, mount_standin
 from service.platforms.twilio.media import TwilioMedia
 
 SID, TOKEN = "AC" + "a" * 32, "t" * 32

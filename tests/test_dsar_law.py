@@ -27,12 +27,12 @@ from retention import clock, requests
 from retention.purge import dry_run_report, purge_once
 from service.api import compliance
 from service.config import Settings
-from service.context import POOL
 from service.db import tenancy
 from service.db.pool import create_pool
 from service.errors import CallvaultError
-from service.personal_data import PhoneVault
+from service.personal.numbers import PhoneVault
 from service.storage.s3 import S3Store
+from service.web.context import POOL
 from tests.conftest import SECRET_KEY, Service, db_url, run_cli
 from tests.intake_helpers import settle
 from tests.qa_fixtures import call_api, tokens  # noqa: F401 (a fixture)
@@ -726,7 +726,7 @@ async def test_migration_0015_keeps_old_requests_as_promised(
 
 
 def test_the_request_metrics_name_the_labelled_tenants_and_sum_the_rest() -> None:
-    from service.metrics import DSAR_COUNTS, OTHER_TENANTS, TenantLabels, _dsar_counts
+    from service.observability.metrics import DSAR_COUNTS, OTHER_TENANTS, TenantLabels, _dsar_counts
 
     rows = [
         {"tenant_id": f"t{n:03d}", **dict.fromkeys(DSAR_COUNTS, 1), "open": n} for n in range(1, 61)
@@ -744,7 +744,7 @@ def test_the_request_metrics_name_the_labelled_tenants_and_sum_the_rest() -> Non
 async def test_a_key_rotation_reseals_statements_too(
     db: Conn, store: S3Store, tmp_path: Path
 ) -> None:
-    from service.rekey import rotate
+    from service.personal.rekey import rotate
 
     call = await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
     rid = await requests.create(

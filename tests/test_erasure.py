@@ -22,9 +22,9 @@ from service.config import Settings, load_settings
 from service.db import queries, tenancy
 from service.db.pool import connect, create_pool
 from service.errors import NotFound
-from service.personal_data import PhoneVault
-from service.rekey import rotate
-from service.simulate import Caller, FakeTwilio
+from service.personal.numbers import PhoneVault
+from service.personal.rekey import rotate
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from service.storage.s3 import S3Store
 from tests.conftest import SECRET_KEY, Service, make_bucket
 from tests.intake_helpers import objects, send_recording, settle

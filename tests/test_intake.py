@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from service import ledger
 from service.config import Policy, Settings
-from service.simulate import Caller, FakeTwilio
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from service.storage import sealed
 from tests.conftest import CONTINUE_URL, Service, new_sid, run_cli
 from tests.intake_helpers import get_object, objects, open_sealed, send_recording, settle
@@ -342,7 +342,7 @@ async def test_mp3_fetched_or_transcoded_is_stored_as_playable_mp3(
     transcode: str | None,
     stored_as: str,
 ) -> None:
-    from service.simulate import decode_audio
+    from service.platforms.twilio.simulate import decode_audio
     from tests.twilio_media import mp3_bytes
 
     await service.reconfigure(recording_format=fetch, recording_transcode=transcode)

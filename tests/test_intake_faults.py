@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from service.config import Settings
-from service.simulate import Caller, FakeTwilio
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from service.storage import sealed
 from tests.conftest import Service
 from tests.intake_helpers import objects, send_recording, settle

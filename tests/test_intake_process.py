@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from service import ledger
-from service.simulate import Caller, FakeTwilio
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from service.storage import sealed
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, make_bucket
 from tests.intake_helpers import get_object, objects, open_sealed, send_recording, settle

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
-from service import logs
+from service.observability import logs
 from tests.tcp_proxy import TcpProxy
 from tests.waiting import eventually
 

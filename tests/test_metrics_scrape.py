@@ -12,11 +12,12 @@ import aiohttp
 import asyncpg
 import pytest
 
-from service import jobs, metrics
-from service.context import POOL
+from service import jobs
 from service.db.pool import create_pool
 from service.errors import DatabaseUnavailable
-from service.metrics import DSAR_COUNTS, Figures, FiguresCache
+from service.observability import metrics
+from service.observability.metrics import DSAR_COUNTS, Figures, FiguresCache
+from service.web.context import POOL
 from tests.conftest import Service
 
 TOKEN = "scrape-" + "t" * 32

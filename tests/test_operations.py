@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from service.config import Settings
-from service.simulate import Caller, FakeTwilio
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from tests.conftest import Service
 from tests.intake_helpers import send_recording, settle
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
@@ -76,7 +76,7 @@ async def test_request_ids_are_echoed_or_made(service: Service, twilio: FakeTwil
 def test_stale_work_folders_are_removed_and_fresh_ones_kept(tmp_path: Path) -> None:
     import os
 
-    from service.workdir import STALE_S, remove_stale
+    from service.ops.workdir import STALE_S, remove_stale
 
     (tmp_path / "intake-old").mkdir()
     (tmp_path / "intake-old" / "media.wav").write_bytes(b"x")
@@ -100,7 +100,7 @@ async def test_a_dead_process_s_work_folders_go_at_start_up_whatever_their_age(
     import subprocess
     import sys
 
-    from service.workdir import OWNER, remove_stale, work_dir
+    from service.ops.workdir import OWNER, remove_stale, work_dir
 
     child = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],

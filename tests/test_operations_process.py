@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from service import ledger
-from service.simulate import Caller, FakeTwilio
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from service.storage import sealed
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, SECRET_KEY, make_bucket
 from tests.intake_helpers import objects, send_recording, settle

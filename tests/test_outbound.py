@@ -22,8 +22,8 @@ from service.config import Settings
 from service.consent.gate import add_to_do_not_record
 from service.db import migrations
 from service.db.pool import connect
-from service.personal_data import PhoneVault
-from service.simulate import Caller, FakeTwilio
+from service.personal.numbers import PhoneVault
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from tests.conftest import SECRET_KEY, Service, db_url, run_cli
 from tests.intake_helpers import objects, send_recording, settle
 from tests.qa_fixtures import access_bundle, call_api

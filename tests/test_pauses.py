@@ -22,7 +22,7 @@ import pytest
 from service import auth, ledger, pauses
 from service.config import Settings
 from service.db import tenancy
-from service.simulate import Caller, FakeTwilio
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from tests.conftest import ACCOUNT_SID, Service, free_port, run_cli
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid
 from tests.waiting import eventually

@@ -31,7 +31,7 @@ from service import auth, ledger
 from service.config import Settings
 from service.db import tenancy
 from service.db.pool import connect, create_pool
-from service.personal_data import PhoneVault
+from service.personal.numbers import PhoneVault
 from service.storage import sealed
 from service.storage.registry import StoreRegistry
 from service.tenants.offboard import offboard

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from retention.holds import check_phone
-from service.personal_data import (
+from service.personal.numbers import (
     PhoneVault,
     mask_phone,
     normalise_phone,

@@ -18,10 +18,10 @@ import pytest
 
 from service import auth, ledger
 from service.config import Settings
-from service.demo import DEMO_NUMBERS, DEMO_QUEUES
+from service.demo.laptop import DEMO_NUMBERS, DEMO_QUEUES
 from service.platforms.pbx.simulate import FakePbx
 from service.platforms.stringee.simulate import FakeStringee
-from service.simulate import Caller, CallTrace, FakeTwilio
+from service.platforms.twilio.simulate import Caller, CallTrace, FakeTwilio
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, Service
 
 SIGNING = "stringee-project-signing-secret"

@@ -11,7 +11,7 @@ import pytest
 
 from prompts.catalogue import catalogue, find
 from prompts.render import LEAD_IN_MS, TARGET_DBFS, build
-from service.simulate import decode_audio
+from service.platforms.twilio.simulate import decode_audio
 
 
 def test_catalogue_has_vietnamese_and_english_for_both_modes() -> None:
@@ -117,8 +117,8 @@ def test_say_fallback_names_a_voice_twilio_documents_for_the_language(
 ) -> None:
     import xml.etree.ElementTree as ET
 
+    from service.notices.library import Notice
     from service.platforms.twilio import twiml
-    from service.prompt_library import Notice
 
     prompt = find(mode, language)
     assert prompt.language == language

@@ -18,10 +18,10 @@ import aiohttp
 import asyncpg
 import pytest
 
-from service import logs
 from service.config import Settings
-from service.links import LinkSigner
-from service.personal_data import PhoneVault
+from service.links.signed import LinkSigner
+from service.observability import logs
+from service.personal.numbers import PhoneVault
 from tests.conftest import SECRET_KEY, Service
 from tests.qa_fixtures import call_api
 
@@ -291,7 +291,7 @@ async def test_sealed_recordings_play_with_range_by_their_segments_and_old_ones_
     """Issue 17: a recording sealed by callvault plays with Range (any range, across segment
     boundaries, decrypting only the segments it needs); one stored before (plaintext, no
     marker) plays as before; once the key is destroyed the link opens nothing."""
-    from service import recording_keys
+    from service.storage import recording_keys
     from service.storage.s3 import S3Store
     from tests.seed import seed_recording
 

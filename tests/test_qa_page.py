@@ -322,7 +322,7 @@ async def test_a_recording_says_why_it_is_still_here_in_both_languages(
     from retention import holds
     from service import ledger
     from service.ledger import NewEvent
-    from service.personal_data import PhoneVault
+    from service.personal.numbers import PhoneVault
     from tests.conftest import SECRET_KEY
 
     held_call, free_call = await db.fetch(

@@ -26,10 +26,10 @@ from service import auth, ledger
 from service.config import Settings
 from service.db import tenancy
 from service.ledger import NewEvent, seals
-from service.personal_data import PhoneVault
+from service.personal.numbers import PhoneVault
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from service.receipts import keys
 from service.receipts.verify import ReceiptInvalid, verify
-from service.simulate import Caller, FakeTwilio
 from tests.conftest import SECRET_KEY, Service, run_cli
 from tests.qa_fixtures import access_bundle, call_api
 

@@ -19,7 +19,7 @@ from retention import holds, requests
 from service.config import Settings
 from service.db import tenancy
 from service.errors import NotFound
-from service.personal_data import PhoneVault
+from service.personal.numbers import PhoneVault
 from tests.conftest import SECRET_KEY, Service, run_cli
 from tests.waiting import eventually
 

@@ -9,8 +9,8 @@ import asyncpg
 
 from retention import holds
 from service.consent.gate import add_to_do_not_record
-from service.personal_data import PhoneVault
-from service.simulate import Caller, FakeTwilio
+from service.personal.numbers import PhoneVault
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from tests.conftest import SECRET_KEY, Service, run_cli
 
 NEW_KEY = "a-brand-new-secret-key-" + "n" * 30

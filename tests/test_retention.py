@@ -17,7 +17,7 @@ from retention.purge import due, purge_once
 from service import ledger
 from service.db import tenancy
 from service.db.pool import create_pool
-from service.personal_data import PhoneVault
+from service.personal.numbers import PhoneVault
 from service.storage.s3 import S3Store
 from tests.conftest import SECRET_KEY, make_bucket
 from tests.intake_helpers import objects

@@ -13,7 +13,7 @@ import pytest
 from service import auth
 from service.db import roles
 from service.errors import ConfigError
-from service.personal_data import PhoneVault
+from service.personal.numbers import PhoneVault
 from service.storage.s3 import S3Store
 from tests.conftest import SECRET_KEY, run_cli
 from tests.seed import seed_recording

@@ -22,8 +22,8 @@ from service import auth
 from service.config import Settings
 from service.db import tenancy
 from service.db.pool import create_pool
-from service.personal_data import PhoneVault
-from service.simulate import Caller, FakeTwilio
+from service.personal.numbers import PhoneVault
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from service.storage.s3 import S3Store
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_URL, SECRET_KEY, Service, make_bucket
 from tests.intake_helpers import send_recording, settle

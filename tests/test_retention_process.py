@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 
 from retention import holds
-from service.personal_data import PhoneVault
-from service.simulate import Caller, FakeTwilio
+from service.personal.numbers import PhoneVault
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from service.storage.s3 import S3Store
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, SECRET_KEY, make_bucket
 from tests.intake_helpers import objects, send_recording

@@ -105,7 +105,7 @@ async def test_plain_range_reads_only_what_it_needs_with_or_without_the_header_m
 ) -> None:
     """``/files`` decrypts a Range from the segments holding it; the header comes from the
     object's metadata (intake writes it) or, for an object sealed without it, from the object."""
-    from service.files_http import SealedRecording, plain_range
+    from service.links.http import SealedRecording, plain_range
     from service.storage.local import LocalStore
 
     data = os.urandom(FIRST + 2 * OTHER + 999)
@@ -142,7 +142,7 @@ async def test_a_range_plays_while_whole_file_sealing_holds_every_thread_of_its_
     import asyncio
     import threading
 
-    from service.files_http import SealedRecording, plain_range
+    from service.links.http import SealedRecording, plain_range
     from service.storage.local import LocalStore
 
     data = os.urandom(FIRST + OTHER + 500)

@@ -21,11 +21,11 @@ from cryptography.hazmat.primitives import hashes
 
 from retention import requests
 from retention.purge import purge_once
-from service import ledger, recording_keys
+from service import ledger
 from service.config import Settings
 from service.db.pool import create_pool
-from service.personal_data import PhoneVault, _derive
-from service.storage import sealed
+from service.personal.numbers import PhoneVault, _derive
+from service.storage import recording_keys, sealed
 from service.storage.registry import StoreRegistry
 from service.storage.s3 import S3Store
 from service.tenants.export import export

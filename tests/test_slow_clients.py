@@ -17,8 +17,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from service.listener import RepeatBrake
-from service.simulate import FakeTwilio
+from service.platforms.twilio.simulate import FakeTwilio
+from service.web.listener import RepeatBrake
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, new_sid
 from tests.serve_process import ServeProcess, serve_env
 from tests.twilio_media import FakeTwilioMedia

@@ -144,7 +144,7 @@ def test_good_continue_scco_is_copied_not_shared() -> None:
 
 def test_the_gates_notice_as_stringee_plays_it() -> None:
     from prompts import catalogue
-    from service.prompt_library import Notice as PromptNotice
+    from service.notices.library import Notice as PromptNotice
 
     prompt = catalogue.find("explicit", "vi-VN")
     rendered = PromptNotice(prompt, SHA)

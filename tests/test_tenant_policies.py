@@ -21,14 +21,14 @@ from aiohttp.test_utils import TestServer
 
 from service.app import create_app
 from service.config import Policy, Settings
-from service.context import SETTINGS
 from service.db import tenancy
 from service.db.pool import create_pool
 from service.db.roles import SERVICE_ROLE
 from service.errors import ConfigError
-from service.simulate import FakeTwilio
+from service.platforms.twilio.simulate import FakeTwilio
 from service.tenants import apply, model, policies
 from service.tenants.policies import TENANT_DIRECTORY, Directory, TenantPolicies
+from service.web.context import SETTINGS
 from tests.conftest import CONTINUE_URL, PUBLIC_URL, Service
 from tests.qa_fixtures import call_api
 from tests.tcp_proxy import TcpProxy

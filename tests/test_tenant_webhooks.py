@@ -12,7 +12,7 @@ import pytest
 
 from service import auth
 from service.db import tenancy
-from service.simulate import Caller, FakeTwilio
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from tests.conftest import PUBLIC_URL, Service
 from tests.intake_helpers import send_recording
 from tests.qa_fixtures import call_api

@@ -19,7 +19,7 @@ from service.db import migrations, tenancy
 from service.db.pool import connect, create_pool
 from service.platforms.twilio.accounts import Snapshot, TwilioMediaSources, credentials
 from service.platforms.twilio.media import Credentials, MediaError, TwilioMedia
-from service.simulate import Caller, FakeTwilio
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_URL, Service, db_url, service_role
 from tests.intake_helpers import send_recording, settle
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes

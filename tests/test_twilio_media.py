@@ -14,7 +14,7 @@ from yarl import URL
 
 from service.config import Settings
 from service.platforms.twilio.media import redirect_allowed
-from service.simulate import Caller, FakeTwilio
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from service.storage import sealed
 from tests.conftest import AUTH_TOKEN, Service
 from tests.intake_helpers import objects, send_recording, settle

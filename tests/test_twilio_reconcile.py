@@ -19,7 +19,7 @@ from service.config import Policy, Settings, load_settings
 from service.db.pool import create_pool
 from service.platforms.twilio.accounts import TwilioMediaSources
 from service.platforms.twilio.reconcile import reconcile_once
-from service.simulate import Caller, FakeTwilio
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from service.storage import sealed
 from tests.conftest import CONTINUE_URL, Service
 from tests.intake_helpers import objects, send_recording, settle

@@ -11,7 +11,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from service.simulate import Caller, FakeTwilio
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from service.storage import sealed
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, make_bucket
 from tests.intake_helpers import objects

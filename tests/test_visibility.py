@@ -20,7 +20,7 @@ from service import ledger
 from service.config import Settings
 from service.ledger import Event
 from service.ledger.visibility import Audience, Viewer, view
-from service.personal_data import PhoneVault
+from service.personal.numbers import PhoneVault
 from service.storage.s3 import S3Store
 from tests.conftest import SECRET_KEY, Service
 from tests.intake_helpers import settle

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service import audit, auth
+from service import auth
 from service.api import schemas
 from service.api.spec import BODY, operation, path_id
 from service.auth.http import principal
-from service.context import POOL
 from service.errors import NotFound
+from service.observability import audit
+from service.web.context import POOL
 
 TOKEN_BODY = {
     "type": "object",

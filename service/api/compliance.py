@@ -8,16 +8,17 @@ import uuid
 from aiohttp import web
 
 from retention import clock, holds, requests
-from service import audit, ledger
+from service import ledger
 from service.api import cursor, schemas
 from service.api.spec import BODY, DATETIME, QUERY, UUID, Param, operation, path_id
 from service.auth.http import principal
 from service.config import parse_duration
-from service.context import POOL, SETTINGS, VAULT
 from service.db import Conn
 from service.errors import BadRequest, ConfigError
-from service.links import LINKS
-from service.untrusted import parse_timestamp
+from service.links.signed import LINKS
+from service.observability import audit
+from service.web.context import POOL, SETTINGS, VAULT
+from service.web.untrusted import parse_timestamp
 
 COMPLIANCE = ("compliance",)
 # Spaces, dots, dashes and brackets are allowed as people write numbers; the server then

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from service.errors import BadRequest
-from service.untrusted import parse_timestamp
+from service.web.untrusted import parse_timestamp
 
 Part = Callable[[str], Any]
 

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from service.auth.http import TENANT_HEADER, allowed_roles, requires
 from service.errors import BadRequest, NotFound
-from service.untrusted import check_text, loads_json, parse_int, parse_timestamp
+from service.web.untrusted import check_text, loads_json, parse_int, parse_timestamp
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 QUERY: web.RequestKey[dict[str, Any]] = web.RequestKey("query")

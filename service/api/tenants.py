@@ -8,14 +8,14 @@ from typing import Any
 
 from aiohttp import web
 
-from service import audit
 from service.api import schemas
 from service.api.spec import BODY, DATETIME, operation
 from service.auth.http import principal
-from service.context import POOL, SETTINGS, VAULT
 from service.errors import NotFound
+from service.observability import audit
 from service.receipts import keys as receipt_keys
 from service.tenants import apply, model, store
+from service.web.context import POOL, SETTINGS, VAULT
 
 SLUG = {"type": "string", "pattern": model.SLUG.pattern}
 SUMMARY = schemas.obj(

@@ -22,9 +22,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 
 from service.auth import PLATFORM_ROLE, Principal, authenticate
-from service.context import SETTINGS, database
 from service.db import tenancy
 from service.errors import BadRequest, CallvaultError, Forbidden, NotFound, Unauthorized
+from service.web.context import SETTINGS, database
 
 FAILURE_LIMIT = 10
 WINDOW_S = 60.0

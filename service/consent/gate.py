@@ -20,8 +20,8 @@ from service import ledger
 from service.config import Policy
 from service.db import Conn, queries, tenancy
 from service.ledger import NewEvent
-from service.personal_data import PhoneVault, mask_phone, normalise_phone
-from service.prompt_library import Notice, PromptLibrary
+from service.notices.library import Notice, PromptLibrary
+from service.personal.numbers import PhoneVault, mask_phone, normalise_phone
 
 Q = queries.load("service.consent")
 

@@ -16,10 +16,11 @@ compliance still does, until the ledger gains a way to redact an event while kee
 
 from __future__ import annotations
 
-from service import audit, ledger
+from service import ledger
 from service.db import Conn, queries
 from service.ledger import NewEvent
-from service.personal_data import PhoneVault, normalise_phone
+from service.observability import audit
+from service.personal.numbers import PhoneVault, normalise_phone
 
 Q = queries.load("service.consent")
 

@@ -19,11 +19,11 @@ from retention import clock, requests
 from service.api import schemas
 from service.api.spec import DATETIME, MEDIA_TYPE, QUERY, Param, operation
 from service.console import charts
-from service.context import POOL, SETTINGS
 from service.db import Conn, queries
 from service.errors import NotFound
 from service.qa.api import OUTCOMES
 from service.qa.page import SECURITY
+from service.web.context import POOL, SETTINGS
 
 Q = queries.load("service.console")
 COMPLIANCE = ("compliance",)

@@ -21,8 +21,8 @@ from typing import Any
 import asyncpg
 
 from service.db import tenancy
+from service.db.redact import url_without_password
 from service.errors import DatabaseUnavailable
-from service.redact import url_without_password
 
 # How long opening one connection may take (asyncpg's default is a minute).
 CONNECT_TIMEOUT_S = 10.0

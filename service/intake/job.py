@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service import failpoints, jobs, ledger, recording_keys
+from service import jobs, ledger
 from service.config import RetentionSource, Settings
 from service.consent.gate import CONSENTED, IN_PROGRESS
 from service.db import Conn, queries, tenancy
@@ -48,7 +48,9 @@ from service.jobs import Defer, LeaseLost
 from service.jobs.registry import job_kind
 from service.jobs.worker import JobContext
 from service.ledger import NewEvent
-from service.metrics import Metrics
+from service.observability.metrics import Metrics
+from service.ops import failpoints
+from service.ops.workdir import work_dir
 from service.platforms.port import (
     Downloaded,
     MediaSource,
@@ -56,9 +58,8 @@ from service.platforms.port import (
     PlatformKeepsCopy,
     media_source,
 )
-from service.storage import ObjectStore, StorageError, StoredObject, sealed
+from service.storage import ObjectStore, StorageError, StoredObject, recording_keys, sealed
 from service.storage.registry import StoreRegistry, TenantStore
-from service.workdir import work_dir
 
 log = logging.getLogger(__name__)
 Q = queries.load("service.intake")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prompts.audio import ffmpeg_path
 from service.jobs import Permanent
-from service.workdir import sha256_of
+from service.ops.workdir import sha256_of
 
 _ARGS = {
     "mp3": ["-codec:a", "libmp3lame", "-b:a", "32k", "-ac", "1", "-f", "mp3"],

@@ -21,8 +21,8 @@ from service.jobs.worker import Handler
 
 if TYPE_CHECKING:
     from service.config import Settings
-    from service.metrics import Metrics
-    from service.personal_data import PhoneVault
+    from service.observability.metrics import Metrics
+    from service.personal.numbers import PhoneVault
     from service.platforms.port import MediaSources
     from service.storage.registry import StoreRegistry
 

@@ -21,11 +21,11 @@ from service import pauses
 from service.api import schemas
 from service.api.spec import BODY, operation
 from service.auth.http import principal
-from service.context import database
 from service.db import tenancy
 from service.errors import CallvaultError, Conflict
 from service.pauses import Action, LockedCall, PlatformFailed, PlatformUnreachable, Source
 from service.platforms.port import PlatformUnavailable, RecordingControl, RecordingNotActive
+from service.web.context import database
 
 log = logging.getLogger(__name__)
 CONTROLS: web.AppKey[Mapping[str, RecordingControl]] = web.AppKey("recording_controls")

@@ -16,16 +16,18 @@ from aiohttp import web
 from cryptography.exceptions import InvalidTag
 
 from retention import explain, requests
-from service import audit, ledger, pauses, recording_keys
+from service import ledger, pauses
 from service.api import cursor, schemas
 from service.api.spec import BODY, DATETIME, QUERY, Param, operation, path_id
 from service.auth.http import principal
-from service.context import POOL, VAULT
 from service.db import Conn, queries, tenancy
 from service.errors import Conflict, NotFound
 from service.ledger import NewEvent, visibility
-from service.links import LINKS
-from service.personal_data import PhoneVault, mask_phone
+from service.links.signed import LINKS
+from service.observability import audit
+from service.personal.numbers import PhoneVault, mask_phone
+from service.storage import recording_keys
+from service.web.context import POOL, VAULT
 
 log = logging.getLogger(__name__)
 Q = queries.load("service.qa")

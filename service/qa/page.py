@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from service.api.spec import openapi
-from service.context import SETTINGS
 from service.errors import NotFound
+from service.web.context import SETTINGS
 
 _ASSETS = {"app.js": "text/javascript", "app.css": "text/css", "common.js": "text/javascript"}
 SECURITY = {

@@ -33,7 +33,7 @@ from service import ledger
 from service.db import Conn
 from service.errors import Conflict, NotFound
 from service.ledger import Event, seals, visibility
-from service.personal_data import PhoneVault, mask_phone
+from service.personal.numbers import PhoneVault, mask_phone
 from service.receipts import keys
 
 VERSION = 1

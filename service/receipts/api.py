@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service import audit
 from service.api import schemas
 from service.api.spec import QUERY, Param, operation, path_id
 from service.auth.http import principal
-from service.context import POOL, SETTINGS, VAULT
 from service.db import tenancy
+from service.observability import audit
 from service.receipts import build, canonical, html, keys
+from service.web.context import POOL, SETTINGS, VAULT
 
 RECEIPT = schemas.obj(
     [

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from service.db import Conn
 from service.ledger import seals
-from service.personal_data import PhoneVault
+from service.personal.numbers import PhoneVault
 from service.receipts import View, build, canonical, keys
 
 # The scheduler's default interval; a bundle's receipts say "the next seal is due by" with it.

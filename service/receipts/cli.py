@@ -50,8 +50,8 @@ def _verify(file: str, key: str | None) -> int:
 
 
 def _key(tenant: str, *, rotate: bool) -> int:
-    from service import audit
     from service.cli import _actor, _settings, _vault, _with_connection
+    from service.observability import audit
     from service.receipts import keys
 
     settings = _settings(database=True)
@@ -74,8 +74,8 @@ def _key(tenant: str, *, rotate: bool) -> int:
 
 
 def _receipt(call: str, tenant: str, out: str | None) -> int:
-    from service import audit
     from service.cli import _actor, _settings, _uuid_arg, _vault, _with_connection
+    from service.observability import audit
     from service.receipts import build, canonical
 
     call_id = _uuid_arg(call, "CALL_ID")

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from service.db import Conn, queries
-from service.personal_data import PhoneVault
+from service.personal.numbers import PhoneVault
 
 Q = queries.load("service.receipts")
 

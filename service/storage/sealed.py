@@ -16,7 +16,7 @@ HKDF and AES-GCM and the key's own parameters from the keyset: nothing is encryp
 tests check it against Tink's own decryption at every boundary.
 
 The data key is a Tink keyset (one key), serialised and then wrapped by the tenant's
-key-encryption key (:meth:`service.personal_data.PhoneVault.wrap_data_key`); only the wrapped
+key-encryption key (:meth:`service.personal.numbers.PhoneVault.wrap_data_key`); only the wrapped
 form is ever stored (``recording_keys``).
 """
 

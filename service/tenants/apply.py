@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from service import audit
 from service.db import Conn
+from service.observability import audit
 from service.tenants import store
 from service.tenants.model import (
     DEFAULT,

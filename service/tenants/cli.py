@@ -14,8 +14,8 @@ from service.db.tenancy import ALL  # tenants are the platform's: its actions au
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from service import audit
     from service.cli import _actor, _settings, _with_connection
+    from service.observability import audit
     from service.receipts import keys as receipt_keys
     from service.tenants import store
 

@@ -33,13 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service import failpoints, recording_keys
 from service.config import Settings
 from service.db import Conn, queries
 from service.errors import CallvaultError
+from service.ops import failpoints
+from service.ops.workdir import sha256_of, work_dir
+from service.storage import recording_keys
 from service.storage.local import fsync_dir
 from service.storage.registry import StoreRegistry
-from service.workdir import sha256_of, work_dir
 
 Q = queries.load("service.tenants", "export.sql")
 MANIFEST = "manifest.json"

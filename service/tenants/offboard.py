@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from retention import requests
-from service import audit, auth
+from service import auth
 from service.config import Settings
 from service.db import Conn, queries, tenancy
 from service.errors import CallvaultError, Conflict
 from service.intake import possible_keys
 from service.ledger import seals
+from service.observability import audit
 from service.storage.registry import StoreRegistry
 from service.tenants import store
 from service.tenants.export import ExportReport, Target, export

@@ -41,10 +41,10 @@ import asyncpg
 from aiohttp import web
 
 from service.config import Policy, Settings
-from service.context import POOL, SETTINGS
 from service.db import Conn, queries, tenancy
 from service.db.pool import connect, reach
 from service.errors import ConfigError, DatabaseUnavailable
+from service.web.context import POOL, SETTINGS
 
 log = logging.getLogger(__name__)
 Q = queries.load("service.tenants")

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from service.files_http import SealedRecording, plain_range
+from service.links.http import SealedRecording, plain_range
 from service.storage import ObjectStore, sealed
 from service.storage.local import LocalStore
 from service.storage.s3 import S3Store

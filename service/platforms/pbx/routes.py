@@ -23,13 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from service import pauses
 from service.auth.http import principal, requires
 from service.consent import gate
-from service.context import POOL, PROMPTS, SETTINGS, STORES, VAULT, database
 from service.db import queries, tenancy
 from service.errors import BadRequest, NotFound
 from service.intake import upload as intake_upload
 from service.intake.job import Received
-from service.metrics import METRICS
-from service.personal_data import parse_platform_number
+from service.observability.metrics import METRICS
+from service.ops.workdir import work_dir
+from service.personal.numbers import parse_platform_number
 from service.platforms.pbx.receive import (
     CONTENT_TYPES,
     expected_digest,
@@ -37,8 +37,8 @@ from service.platforms.pbx.receive import (
     upload_format,
 )
 from service.tenants import policies
-from service.untrusted import loads_json
-from service.workdir import work_dir
+from service.web.context import POOL, PROMPTS, SETTINGS, STORES, VAULT, database
+from service.web.untrusted import loads_json
 
 log = logging.getLogger(__name__)
 PLATFORM = "pbx"
@@ -88,7 +88,7 @@ M = TypeVar("M", bound=_Body)
 
 def party(raw: str, name: str) -> str | None:
     """A ``from``/``to`` as callvault keeps it: E.164 (a national number read as Vietnam's,
-    :func:`~service.personal_data.parse_platform_number`), an extension as it is, or None for a
+    :func:`~service.personal.numbers.parse_platform_number`), an extension as it is, or None for a
     withheld number; anything else is 400."""
     if raw.lower() in WITHHELD:
         return None

@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from service.personal_data import mask_phone
-from service.simulate import Caller, CallTrace, fetch_audio
+from service.personal.numbers import mask_phone
+from service.platforms.twilio.simulate import Caller, CallTrace, fetch_audio
 
 CALLS_PATH = "/telephony/pbx/calls"
 

@@ -34,14 +34,14 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from service.config import Settings
-from service.context import SETTINGS
 from service.db import tenancy
 from service.errors import DatabaseUnavailable, Forbidden
-from service.personal_data import normalise_phone
+from service.personal.numbers import normalise_phone
 from service.platforms.stringee.rest_auth import ApiKey
 from service.platforms.tables import read_secret
 from service.tenants import policies
 from service.tenants.policies import TENANT_DIRECTORY
+from service.web.context import SETTINGS
 
 PLATFORM = "stringee"
 

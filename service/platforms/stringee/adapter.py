@@ -13,10 +13,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.consent.gate import Decision
-from service.context import HTTP_CLIENT
 from service.platforms.port import Adapter, Inbound, Platform, RecordingControl
 from service.platforms.stringee import routes as stringee_routes
 from service.platforms.stringee.sources import StringeeMediaSources
+from service.web.context import HTTP_CLIENT
 
 
 class StringeeAdapter:

@@ -29,7 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 from service.errors import BadRequest
-from service.untrusted import check_text, loads_json, parse_int
+from service.web.untrusted import check_text, loads_json, parse_int
 
 CODE = "bad_stringee_request"
 # call-vn-1-ABCDWXKUQM-1542377678921, a uuid, a recording id: a path segment we may build a URL

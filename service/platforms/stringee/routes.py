@@ -30,11 +30,11 @@ from aiohttp import web
 
 from service.config import Policy, Settings
 from service.consent import gate
-from service.context import PROMPTS, SETTINGS, VAULT, database
 from service.db import queries, tenancy
 from service.errors import BadRequest, DatabaseUnavailable, Forbidden
 from service.intake.callbacks import recording_callback
-from service.metrics import METRICS
+from service.notices.library import Notice as PromptNotice
+from service.observability.metrics import METRICS
 from service.platforms.stringee import accounts, events, scco
 from service.platforms.stringee.accounts import Project, e164
 from service.platforms.stringee.scco import RecordFormat, Scco
@@ -43,9 +43,9 @@ from service.platforms.stringee.signature import (
     verify_body,
     verify_request_uri,
 )
-from service.prompt_library import Notice as PromptNotice
 from service.tenants import policies
-from service.untrusted import loads_json, parse_int
+from service.web.context import PROMPTS, SETTINGS, VAULT, database
+from service.web.untrusted import loads_json, parse_int
 
 log = logging.getLogger(__name__)
 PLATFORM = "stringee"

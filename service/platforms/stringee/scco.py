@@ -29,8 +29,8 @@ from typing import Any
 from yarl import URL
 
 from service.errors import BadRequest
+from service.notices.library import Notice as PromptNotice
 from service.platforms.stringee.hosts import safe_url
-from service.prompt_library import Notice as PromptNotice
 
 Scco = list[dict[str, Any]]
 

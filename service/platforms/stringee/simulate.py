@@ -19,9 +19,9 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from service.personal_data import mask_phone
+from service.personal.numbers import mask_phone
 from service.platforms.stringee.signature import SIGNATURE_HEADER, sign
-from service.simulate import Caller, CallTrace, fetch_audio
+from service.platforms.twilio.simulate import Caller, CallTrace, fetch_audio
 
 ANSWER_PATH = "/telephony/stringee/answer"
 EVENT_PATH = "/telephony/stringee/event"

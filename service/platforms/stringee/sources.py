@@ -16,12 +16,12 @@ import aiohttp
 from aiohttp import web
 
 from service.config import Settings
-from service.context import SETTINGS
 from service.platforms.port import Downloaded, PlatformKeepsCopy
 from service.platforms.stringee.accounts import Snapshot, api_key
 from service.platforms.stringee.media import StringeeMedia
 from service.platforms.stringee.rest_auth import TokenSource
 from service.tenants import policies
+from service.web.context import SETTINGS
 
 SnapshotSource = Callable[[], Awaitable[Snapshot | None]]
 

@@ -26,13 +26,13 @@ import aiohttp
 from aiohttp import web
 
 from service.config import Settings
-from service.context import SETTINGS
 from service.db import tenancy
 from service.errors import DatabaseUnavailable, Forbidden
 from service.platforms.tables import read_secret
 from service.platforms.twilio.media import Credentials, MediaError, TwilioMedia
 from service.tenants import policies
 from service.tenants.policies import TENANT_DIRECTORY
+from service.web.context import SETTINGS
 
 PLATFORM = "twilio"
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.consent.gate import Decision
-from service.context import HTTP_CLIENT
 from service.platforms.port import Adapter, Inbound, Platform, PlatformUnavailable
 from service.platforms.twilio import routes as twilio_routes
 from service.platforms.twilio.accounts import TwilioMediaSources
 from service.platforms.twilio.media import MediaError
 from service.platforms.twilio.signature import verified_form
+from service.web.context import HTTP_CLIENT
 
 
 class TwilioRecordingControl:

@@ -5,7 +5,7 @@ database transaction through :mod:`service.consent.gate`, and answers TwiML. Not
 touches the network on this path: a caller hears silence while we think.
 
 When the database cannot be reached within the short timeouts of
-:func:`service.context.database`, the voice and consent steps answer TwiML that continues the
+:func:`service.web.context.database`, the voice and consent steps answer TwiML that continues the
 call without recording: no consent can be proven, so none is assumed. They must not answer an
 error: Twilio answers a failed TwiML request by playing its "application error" message and
 ending the call (or by fetching the number's Fallback URL). The status and recording callbacks
@@ -23,17 +23,17 @@ from multidict import MultiDictProxy
 
 from service.config import Policy
 from service.consent import gate
-from service.context import PROMPTS, SETTINGS, VAULT, database
 from service.db import tenancy
 from service.errors import BadRequest, DatabaseUnavailable
 from service.intake.callbacks import recording_callback
-from service.metrics import METRICS
+from service.observability.metrics import METRICS
 from service.platforms.twilio import twiml
 from service.platforms.twilio.direction import centre_is_vouched_for, twilio_direction
 from service.platforms.twilio.media import check_recording_sid
 from service.platforms.twilio.signature import verified_form
 from service.tenants import policies
-from service.untrusted import parse_int
+from service.web.context import PROMPTS, SETTINGS, VAULT, database
+from service.web.untrusted import parse_int
 
 log = logging.getLogger(__name__)
 PLATFORM = "twilio"

@@ -15,11 +15,11 @@ from multidict import MultiDict, MultiDictProxy
 from twilio.request_validator import RequestValidator
 
 from service.consent import gate
-from service.context import SETTINGS
 from service.errors import BadRequest, Forbidden
 from service.platforms.twilio import accounts
 from service.platforms.twilio.direction import twilio_direction
-from service.untrusted import check_text
+from service.web.context import SETTINGS
+from service.web.untrusted import check_text
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 

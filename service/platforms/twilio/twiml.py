@@ -6,7 +6,7 @@ import functools
 
 from twilio.twiml.voice_response import Gather, Start, VoiceResponse
 
-from service.prompt_library import Notice
+from service.notices.library import Notice
 
 PATH_CONSENT = "/telephony/twilio/consent"
 PATH_RECORDING = "/telephony/twilio/recording"

@@ -1,7 +1,7 @@
 """Lookup hashes of stored phone numbers brought up to today's normalisation:
 ``callvault calls rehash``, and once per deployment in the background when ``serve`` starts.
 
-Numbers are hashed after :func:`~service.personal_data.normalise_phone`. Since that parses
+Numbers are hashed after :func:`~service.personal.numbers.normalise_phone`. Since that parses
 numbers with phonenumbers, a platform's ``0901234567``, ``84901234567``, ``+840901234567`` or
 ``tel:+84901234567`` is ``+84901234567`` before it is hashed; a row stored earlier carries the
 hash of the spelling the platform used, so a hold, an access or erasure request, or the
@@ -38,13 +38,13 @@ from typing import Any
 from aiohttp import web
 from cryptography.exceptions import InvalidTag
 
-from service import audit
-from service.context import POOL, SETTINGS, VAULT
 from service.db import Conn, queries, tenancy
-from service.personal_data import PhoneVault
+from service.observability import audit
+from service.personal.numbers import PhoneVault
+from service.web.context import POOL, SETTINGS, VAULT
 
 log = logging.getLogger(__name__)
-Q = queries.load("service", "rehash.sql")
+Q = queries.load("service.personal", "rehash.sql")
 
 # Bumped whenever normalise_phone changes what a stored spelling hashes as (1: separators
 # dropped; 2: parsed with phonenumbers, national numbers read as Vietnam's).

@@ -1,7 +1,7 @@
 """Each recording's data key (issue 17): issued before its object is sealed, read to play or
 export it, destroyed (shredded) by purge and erasure before its objects are deleted, re-wrapped
 by ``callvault secrets rotate``. Only the wrapped form is stored (``recording_keys``); the
-tenant's key-encryption key comes from :class:`~service.personal_data.PhoneVault`.
+tenant's key-encryption key comes from :class:`~service.personal.numbers.PhoneVault`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from service import ledger
 from service.db import Conn, queries
 from service.errors import CallvaultError
 from service.ledger import NewEvent
-from service.personal_data import PhoneVault
+from service.personal.numbers import PhoneVault
 from service.storage import ObjectStore, sealed
 
-Q = queries.load("service", "recording_keys.sql")
+Q = queries.load("service.storage", "recording_keys.sql")
 
 
 async def issue(

@@ -12,8 +12,8 @@ from asyncpg.pool import PoolConnectionProxy
 
 from service.config import Settings
 from service.db.pool import reach
-from service.personal_data import PhoneVault
-from service.prompt_library import PromptLibrary
+from service.notices.library import PromptLibrary
+from service.personal.numbers import PhoneVault
 from service.storage import ObjectStore
 from service.storage.registry import StoreRegistry
 

@@ -15,8 +15,8 @@ from contextvars import ContextVar
 
 from aiohttp import web, web_response
 
-from service.http_errors import Handler
-from service.metrics import METRICS
+from service.observability.metrics import METRICS
+from service.web.http_errors import Handler
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")

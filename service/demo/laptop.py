@@ -438,7 +438,7 @@ async def run(settings: Settings, *, timeout_s: float, platform: str = "twilio")
     purge --dry-run``."""
     from retention import purge
     from service.cli import issue_token
-    from service.simulate import Caller, FakeTwilio
+    from service.platforms.twilio.simulate import Caller, FakeTwilio
 
     public = settings.public_url.rstrip("/")
     assert settings.twilio_account_sid and settings.twilio_auth_token
@@ -528,7 +528,7 @@ async def _play_stringee(
     queue), SCCOs followed; each consented call's audio put on the stand-in as Stringee's
     recorder would, then the signed record eventUrl."""
     from service.platforms.stringee.simulate import FakeStringee
-    from service.simulate import Caller
+    from service.platforms.twilio.simulate import Caller
 
     assert settings.secret_key
     signing, key = stringee_demo_keys(settings.secret_key)
@@ -565,7 +565,7 @@ async def _play_pbx(session: aiohttp.ClientSession, public: str, token: str) -> 
     in the call start, as the Asterisk recipe does); each consented call's recording uploaded
     with a streamed ``PUT`` as MixMonitor's post-command does, answered once it is stored."""
     from service.platforms.pbx.simulate import FakePbx
-    from service.simulate import Caller
+    from service.platforms.twilio.simulate import Caller
 
     fake = FakePbx(session, public, token=token)
     played = []

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.db import Conn, queries
-from service.personal_data import PhoneVault
+from service.personal.numbers import PhoneVault
 
-Q = queries.load("service", "rekey.sql")
+Q = queries.load("service.personal", "rekey.sql")
 
 
 @dataclass

@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service import recording_keys
 from service.db import Conn
-from service.personal_data import PhoneVault
-from service.storage import StorageError, sealed
+from service.ops.workdir import sha256_of, work_dir
+from service.personal.numbers import PhoneVault
+from service.storage import StorageError, recording_keys, sealed
 from service.storage.registry import StoreRegistry
-from service.workdir import sha256_of, work_dir
 
 Q = recording_keys.Q
 _OURS = ("sha256", "content_type")  # metadata put_file writes itself

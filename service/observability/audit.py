@@ -7,7 +7,7 @@ from typing import Any
 
 from service.db import Conn, queries
 
-Q = queries.load("service", "audit.sql")
+Q = queries.load("service.observability", "audit.sql")
 
 
 async def record(

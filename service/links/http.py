@@ -12,13 +12,13 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 
 from retention import requests
-from service import audit, recording_keys
-from service.context import POOL, STORES, VAULT
 from service.db import tenancy
 from service.errors import CallvaultError, NotFound
-from service.http_errors import error_response
-from service.links import LINKS
-from service.storage import ObjectStore, StoredObject, sealed
+from service.links.signed import LINKS
+from service.observability import audit
+from service.storage import ObjectStore, StoredObject, recording_keys, sealed
+from service.web.context import POOL, STORES, VAULT
+from service.web.http_errors import error_response
 
 routes = web.RouteTableDef()
 _RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$", re.ASCII)

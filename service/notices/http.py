@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.context import PROMPTS
 from service.errors import NotFound
+from service.web.context import PROMPTS
 
 routes = web.RouteTableDef()
 

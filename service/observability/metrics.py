@@ -37,14 +37,14 @@ from prometheus_client import (
     generate_latest,
 )
 
-from service.context import SETTINGS
 from service.db import queries, tenancy
 from service.db.pool import reach
 from service.errors import DatabaseUnavailable, Unauthorized
+from service.web.context import SETTINGS
 
 log = logging.getLogger(__name__)
 RQ = queries.load("retention")
-MQ = queries.load("service", "metrics.sql")
+MQ = queries.load("service.observability", "metrics.sql")
 routes = web.RouteTableDef()
 JOB_STATES = ("queued", "running", "done", "dead")
 OTHER_TENANTS = "_other"  # the tenants beyond the bound, summed

@@ -7,10 +7,10 @@ import json
 
 from aiohttp import web
 
-from service.context import LIFECYCLE, RLS_BYPASS, STORE, database
 from service.errors import DatabaseUnavailable
-from service.http_errors import error_response
 from service.storage import StorageError
+from service.web.context import LIFECYCLE, RLS_BYPASS, STORE, database
+from service.web.http_errors import error_response
 
 routes = web.RouteTableDef()
 

@@ -24,7 +24,7 @@ import aiohttp
 from twilio.request_validator import RequestValidator
 
 from prompts.audio import pydub
-from service.personal_data import mask_phone
+from service.personal.numbers import mask_phone
 
 
 @dataclass(frozen=True)

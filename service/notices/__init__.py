@@ -1,0 +1,1 @@
+"""The rendered consent notices as the service serves them, and their HTTP route."""

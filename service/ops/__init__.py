@@ -1,0 +1,1 @@
+"""Process plumbing: temporary work folders and the crash points of the fault tests."""

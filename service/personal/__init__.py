@@ -1,0 +1,1 @@
+"""Personal data at rest: phone numbers sealed and hashed, their key rotation and re-hashing."""

@@ -1,0 +1,1 @@
+"""Web plumbing: typed application keys, health, the error mapping, the listener, input parsing."""
