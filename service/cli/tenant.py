@@ -1,5 +1,5 @@
 """``callvault tenant create|list|show|apply|export|offboard``: the operator's commands for
-tenants (registered from service/cli.py). Each change is written with its audit entry in one
+tenants (registered by service/cli). Each change is written with its audit entry in one
 transaction; export and offboard act as the tenant itself (its rows, its audit trail)."""
 
 from __future__ import annotations

@@ -1021,8 +1021,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo)
 
-    from service.receipts.cli import add_parser as add_receipt_parser
-    from service.tenants.cli import add_parser as add_tenant_parser
+    from service.cli.receipts import add_parser as add_receipt_parser
+    from service.cli.tenant import add_parser as add_tenant_parser
 
     add_tenant_parser(sub)
     add_receipt_parser(sub)

@@ -1,5 +1,5 @@
 """``callvault receipt CALL_ID | verify FILE --public-key KEY | key [rotate]`` (registered from
-service/cli.py). ``verify`` touches no database and reads no settings: it runs anywhere."""
+service/cli). ``verify`` touches no database and reads no settings: it runs anywhere."""
 
 from __future__ import annotations
 
