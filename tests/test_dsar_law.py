@@ -661,7 +661,7 @@ async def test_cli_logs_an_emailed_request_and_acts_on_it_with_one_line_errors(
 
 
 def test_the_clis_status_choices_are_the_requests_statuses() -> None:
-    from service import cli
+    from service.cli import dsar as cli
 
     assert cli.STATUS_CHOICES == requests.STATUSES
     assert cli.DSAR_CHANNELS == requests.CHANNELS

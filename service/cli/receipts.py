@@ -50,43 +50,43 @@ def _verify(file: str, key: str | None) -> int:
 
 
 def _key(tenant: str, *, rotate: bool) -> int:
-    from service.cli import _actor, _settings, _vault, _with_connection
+    from service.cli.common import actor, on_connection, phone_vault, settings_for
     from service.observability import audit
     from service.receipts import keys
 
-    settings = _settings(database=True)
+    settings = settings_for(database=True)
 
     async def work(conn: Any) -> int:
         await _known_tenant(conn, tenant)
-        vault = _vault(settings)
+        vault = phone_vault(settings)
         if rotate:
             async with conn.transaction():
                 signer = await keys.rotate(conn, vault, tenant)
                 await audit.record(
-                    conn, _actor(), "receipt_key_rotated", "receipt_key", str(signer.key_id), {}
+                    conn, actor(), "receipt_key_rotated", "receipt_key", str(signer.key_id), {}
                 )
         else:
             signer = await keys.signer(conn, vault, tenant)
         print(keys.public_b64(signer.public_key))  # alone on its line
         return 0
 
-    return asyncio.run(_with_connection(settings, work, tenant=tenant))
+    return on_connection(work, tenant=tenant, settings=settings)
 
 
 def _receipt(call: str, tenant: str, out: str | None) -> int:
-    from service.cli import _actor, _settings, _uuid_arg, _vault, _with_connection
+    from service.cli.common import actor, on_connection, phone_vault, settings_for, uuid_arg
     from service.observability import audit
     from service.receipts import build, canonical
 
-    call_id = _uuid_arg(call, "CALL_ID")
-    settings = _settings(database=True)
+    call_id = uuid_arg(call, "CALL_ID")
+    settings = settings_for(database=True)
 
     async def work(conn: Any) -> int:
         await _known_tenant(conn, tenant)
         receipt = await build(
-            conn, _vault(settings), tenant, call_id, seal_interval_s=settings.seal_interval_s
+            conn, phone_vault(settings), tenant, call_id, seal_interval_s=settings.seal_interval_s
         )
-        await audit.record(conn, _actor(), "receipt_issued", "call", str(call_id), {})
+        await audit.record(conn, actor(), "receipt_issued", "call", str(call_id), {})
         data = canonical(receipt) + b"\n"
         if out:
             await asyncio.to_thread(Path(out).write_bytes, data)
@@ -96,7 +96,7 @@ def _receipt(call: str, tenant: str, out: str | None) -> int:
             sys.stdout.flush()
         return 0
 
-    return asyncio.run(_with_connection(settings, work, tenant=tenant))
+    return on_connection(work, tenant=tenant, settings=settings)
 
 
 async def _known_tenant(conn: Any, tenant: str) -> None:

@@ -5,7 +5,6 @@ transaction; export and offboard act as the tenant itself (its rows, its audit t
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from service.db.tenancy import ALL  # tenants are the platform's: its actions au
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from service.cli import _actor, _settings, _with_connection
+    from service.cli.common import actor, on_connection
     from service.observability import audit
     from service.receipts import keys as receipt_keys
     from service.tenants import store
@@ -27,28 +26,28 @@ def cmd_create(args: argparse.Namespace) -> int:
             if vault is not None:  # its receipt signing key (else made on first use)
                 await receipt_keys.create(conn, vault, row["id"])
             await audit.record(
-                conn, _actor(), "tenant_created", "tenant", row["id"], {"name": row["name"]}
+                conn, actor(), "tenant_created", "tenant", row["id"], {"name": row["name"]}
             )
         print(f"created tenant {row['id']}")
         return 0
 
-    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work, tenant=ALL))
+    return on_connection(work, tenant=ALL)
 
 
 def _receipt_vault() -> Any:
     """The vault that encrypts receipt keys, when this command has the secret key; None when
     it does not (the tenant's key is then made on first use)."""
-    from service.cli import _settings, _vault
+    from service.cli.common import phone_vault, settings_for
     from service.errors import ConfigError
 
     try:
-        return _vault(_settings(database=True))
+        return phone_vault(settings_for(database=True))
     except ConfigError:
         return None
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from service.cli import _settings, _shown, _with_connection
+    from service.cli.common import on_connection, shown
     from service.tenants import store
 
     async def work(conn: Any) -> int:
@@ -56,27 +55,27 @@ def cmd_list(args: argparse.Namespace) -> int:
             storage = "own bucket" if t["own_storage"] else "shared bucket"
             print(
                 f"{t['id']:<40} {t['queues']:>3} queues {t['numbers']:>5} numbers "
-                f"{t['accounts']:>3} accounts  {storage:<13}  {_shown(t['name'])}"
+                f"{t['accounts']:>3} accounts  {storage:<13}  {shown(t['name'])}"
             )
         return 0
 
-    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work, tenant=ALL))
+    return on_connection(work, tenant=ALL)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from service.cli import _settings, _shown, _with_connection
+    from service.cli.common import on_connection, shown
     from service.errors import CallvaultError
     from service.tenants import store
 
     async def work(conn: Any) -> int:
         found = (await store.load(conn, [args.id])).get(args.id)
         if found is None:
-            raise CallvaultError(f"no tenant {_shown(args.id)!r}")
-        shown = store.as_json(found)
+            raise CallvaultError(f"no tenant {shown(args.id)!r}")
+        view = store.as_json(found)
         if args.json:
-            print(json.dumps(shown, indent=2, ensure_ascii=False))
+            print(json.dumps(view, indent=2, ensure_ascii=False))
             return 0
-        print(f"tenant {found.id}: {_shown(found.name)}")
+        print(f"tenant {found.id}: {shown(found.name)}")
         if found.id == "default":
             print("  policy: from the environment and CALLVAULT_CONFIG")
         for key, value in sorted(found.policy.items()):
@@ -86,14 +85,14 @@ def cmd_show(args: argparse.Namespace) -> int:
         for number, entry in sorted(found.numbers.items()):
             queue = f" queue={entry['queue']}" if entry["queue"] else ""
             print(f"  number {number}{queue} {json.dumps(entry['policy'], ensure_ascii=False)}")
-        for account in shown["accounts"]:
+        for account in view["accounts"]:
             print(f"  {account['platform']} {account['account_id']}")
             for key, value in account["settings"].items():
-                print(f"    {key} = {_shown(value)}")
+                print(f"    {key} = {shown(value)}")
             for key, ref in account["secrets"].items():
                 state = "resolves" if ref["resolves"] else "DOES NOT RESOLVE"
-                print(f"    {key} = {_shown(ref['ref'])} ({state})")
-        storage = shown["storage"]
+                print(f"    {key} = {shown(ref['ref'])} ({state})")
+        storage = view["storage"]
         if storage is None and found.id == "default":
             print("  storage: the shared bucket (CALLVAULT_S3_*), keys without a prefix")
         elif storage is None:
@@ -102,26 +101,26 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(f"  storage: bucket {storage['bucket']} sse {storage['sse']}")
             for key in ("endpoint_url", "region", "kms_key_id"):
                 if key in storage:
-                    print(f"    {key} = {_shown(storage[key])}")
+                    print(f"    {key} = {shown(storage[key])}")
             for key, ref in storage["credentials"].items():
                 state = "resolves" if ref["resolves"] else "DOES NOT RESOLVE"
-                print(f"    {key} = {_shown(ref['ref'])} ({state})")
+                print(f"    {key} = {shown(ref['ref'])} ({state})")
         return 0
 
-    return asyncio.run(_with_connection(_settings(database=True, secrets=False), work, tenant=ALL))
+    return on_connection(work, tenant=ALL)
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from service.cli import _actor, _settings, _with_connection
+    from service.cli.common import actor, on_connection, settings_for
     from service.tenants import apply, model
 
-    settings = _settings(database=True, secrets=False)
+    settings = settings_for(database=True, secrets=False)
     specs = model.parse_file(model.read_file(Path(args.file)))
 
     async def work(conn: Any) -> int:
         async with conn.transaction():
             plan = await apply.plan_and_apply(
-                conn, specs, _actor(), dry_run=args.dry_run, reserved_numbers=settings.numbers
+                conn, specs, actor(), dry_run=args.dry_run, reserved_numbers=settings.numbers
             )
         if plan.empty:
             print("no changes: the tenants are as the file says")
@@ -135,7 +134,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             print(f"applied: {count} tenant(s) changed")
         return 0
 
-    return asyncio.run(_with_connection(settings, work, tenant=ALL))
+    return on_connection(work, tenant=ALL, settings=settings)
 
 
 def _print_export(report: Any) -> None:
@@ -148,14 +147,14 @@ def _print_export(report: Any) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from service.cli import _settings, _stores, _with_connection
+    from service.cli.common import object_stores, on_connection, settings_for
     from service.tenants.export import export, target_of
 
-    settings = _settings(database=True, secrets=False)
+    settings = settings_for(database=True, secrets=False)
     out = target_of(args.out, settings)
 
     async def work(conn: Any) -> int:
-        stores = _stores(settings)
+        stores = object_stores(settings)
         try:
             report = await export(conn, stores, args.id, out, settings=settings)
         finally:
@@ -164,23 +163,23 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
 
     # as the tenant: row-level security shows exactly its rows
-    return asyncio.run(_with_connection(settings, work, tenant=args.id))
+    return on_connection(work, tenant=args.id, settings=settings)
 
 
 def cmd_offboard(args: argparse.Namespace) -> int:
-    from service.cli import _actor, _settings, _stores, _with_connection
+    from service.cli.common import actor, object_stores, on_connection, settings_for
     from service.tenants.export import target_of
     from service.tenants.offboard import check, offboard
 
-    settings = _settings(database=True, secrets=False)
+    settings = settings_for(database=True, secrets=False)
     out = None if args.skip_export else target_of(args.out, settings)
 
     async def work(conn: Any) -> int:
         await check(conn, args.id)  # refused before anything is exported or touched
-        stores = _stores(settings)
+        stores = object_stores(settings)
         try:
             report = await offboard(
-                conn, stores, args.id, actor=_actor(), out=out, settings=settings
+                conn, stores, args.id, actor=actor(), out=out, settings=settings
             )
         finally:
             await stores.close()
@@ -194,7 +193,7 @@ def cmd_offboard(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return asyncio.run(_with_connection(settings, work, tenant=args.id))
+    return on_connection(work, tenant=args.id, settings=settings)
 
 
 def add_parser(sub: Any) -> None:

@@ -437,7 +437,7 @@ async def run(settings: Settings, *, timeout_s: float, platform: str = "twilio")
     and the purge lines come from the same code as ``callvault token create`` and ``callvault
     purge --dry-run``."""
     from retention import purge
-    from service.cli import issue_token
+    from service.cli.token import issue_token
     from service.platforms.twilio.simulate import Caller, FakeTwilio
 
     public = settings.public_url.rstrip("/")
