@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from prompts.render import ensure_built
-from retention import requests  # noqa: F401 - registers its job kind
+from retention import dsar  # noqa: F401 - registers its job kind
 from retention import scheduler as retention_scheduler
 from retention.purge import purge_once
 from service.api import admin as admin_api  # noqa: F401 - registers its operations

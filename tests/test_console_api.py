@@ -157,7 +157,7 @@ async def test_charts_are_svg_drawn_from_the_aggregates(
 async def test_lists_page_through_without_repeats_or_gaps(
     service: Service, http: aiohttp.ClientSession, tokens: dict[str, str], db: Conn
 ) -> None:
-    from retention import holds, requests
+    from retention import dsar, holds
     from service.observability import audit
 
     # one transaction: one now(), so the rows tie on every sort key but their id
@@ -165,7 +165,7 @@ async def test_lists_page_through_without_repeats_or_gaps(
         placed = []
         for i in range(7):
             phone = f"+8490555{i:04d}"
-            await requests.create(db, console_seed.VAULT, kind="withdraw", phone=phone, actor="t")
+            await dsar.create(db, console_seed.VAULT, kind="withdraw", phone=phone, actor="t")
             # (another number: the withdrawal's erasure forgets a released hold's number)
             held = f"+8490666{i:04d}"
             hold = await holds.place(db, console_seed.VAULT, "t", phone=held, reason="court")

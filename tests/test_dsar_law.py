@@ -23,7 +23,7 @@ import asyncpg
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from retention import clock, requests
+from retention import clock, dsar
 from retention.purge import dry_run_report, purge_once
 from service.api import compliance
 from service.config import Settings
@@ -143,7 +143,7 @@ async def test_a_tenant_policy_sets_a_processors_20_days_and_its_own_days_off(
     # Fri 20 Nov 2026. Working days: Mon 23 is acme's day off, Tue 24 is Vietnam Cultural Day,
     # so Wed 25 (1st) and Thu 26 (2nd). 20 Nov + 20 (a processor) = Thu 10 Dec.
     received = dt.datetime(2026, 11, 20, 9, 0, tzinfo=HCM)
-    rid = await requests.create(
+    rid = await dsar.create(
         db, VAULT, kind="erase", phone=PERSON, actor="test", received_at=received
     )
     row = await db.fetchrow("SELECT * FROM dsar_requests WHERE id = $1", rid)
@@ -154,7 +154,7 @@ async def test_a_tenant_policy_sets_a_processors_20_days_and_its_own_days_off(
     # (20 Nov + 15 = Sat 5 Dec, rolled to Mon 7)
     await tenancy.set_tenant(db, tenancy.DEFAULT)
     await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
-    rid = await requests.create(
+    rid = await dsar.create(
         db, VAULT, kind="erase", phone=PERSON, actor="test", received_at=received
     )
     row = await db.fetchrow("SELECT * FROM dsar_requests WHERE id = $1", rid)
@@ -169,34 +169,34 @@ async def test_acknowledge_once_then_extend_once_with_a_reason(
     db: Conn, store: S3Store, tmp_path: Path
 ) -> None:
     await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
-    rid = await requests.create(db, VAULT, kind="erase", phone=PERSON, actor="test")
-    shown = requests.request_json(await requests.get(db, rid))
+    rid = await dsar.create(db, VAULT, kind="erase", phone=PERSON, actor="test")
+    shown = dsar.request_json(await dsar.get(db, rid))
     assert shown["status"] == "received" and shown["overdue"]["acknowledge"] is False
     assert 0 < shown["time_left"]["acknowledge_s"] <= shown["time_left"]["complete_s"]
-    await requests.acknowledge(db, rid, "dpo")
-    shown = requests.request_json(await requests.get(db, rid))
+    await dsar.acknowledge(db, rid, "dpo")
+    shown = dsar.request_json(await dsar.get(db, rid))
     assert shown["status"] == "acknowledged" and shown["acknowledged_at"] is not None
     assert shown["time_left"]["acknowledge_s"] is None  # that clock has stopped
     before = await _snapshot(db)
     with pytest.raises(CallvaultError) as again:
-        await requests.acknowledge(db, rid, "dpo")
+        await dsar.acknowledge(db, rid, "dpo")
     assert again.value.code == "already_acknowledged" and await _snapshot(db) == before
 
-    due = (await requests.get(db, rid))["due_at"]
-    new_due = await requests.extend(db, rid, "dpo", days=15, reason="restoring archive")
+    due = (await dsar.get(db, rid))["due_at"]
+    new_due = await dsar.extend(db, rid, "dpo", days=15, reason="restoring archive")
     assert new_due - due >= dt.timedelta(days=15)  # more if the 15th day is not a working day
-    shown = requests.request_json(await requests.get(db, rid))
+    shown = dsar.request_json(await dsar.get(db, rid))
     assert shown["extension"]["days"] == 15 and shown["extension"]["reason"] == "restoring archive"
     assert shown["extension"]["due_before"] == due.isoformat()
     assert shown["due_at"] == new_due.isoformat()
     before = await _snapshot(db)
     with pytest.raises(CallvaultError) as second:
-        await requests.extend(db, rid, "dpo", days=1, reason="once more")
+        await dsar.extend(db, rid, "dpo", days=1, reason="once more")
     assert second.value.code == "already_extended" and second.value.status == 409
     assert await _snapshot(db) == before
 
-    await requests.reject(db, rid, "dpo", reason="identity not verified")
-    shown = requests.request_json(await requests.get(db, rid))
+    await dsar.reject(db, rid, "dpo", reason="identity not verified")
+    shown = dsar.request_json(await dsar.get(db, rid))
     assert shown["status"] == "rejected" and shown["rejected_reason"] == "identity not verified"
     assert shown["time_left"] == {"acknowledge_s": None, "complete_s": None}
     actions = [r["action"] for r in await db.fetch("SELECT action FROM audit_log ORDER BY id")]
@@ -315,10 +315,10 @@ async def test_bad_extensions_and_requests_are_refused_and_change_nothing(
     )
     await tenancy.set_tenant(db, "acme")
     await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
-    rid = await requests.create(db, VAULT, kind="access", phone=PERSON, actor="test")
+    rid = await dsar.create(db, VAULT, kind="access", phone=PERSON, actor="test")
     before = await _snapshot(db)
     with pytest.raises(CallvaultError) as refused:
-        await requests.extend(db, rid, "dpo", days=12, reason="archive")
+        await dsar.extend(db, rid, "dpo", days=12, reason="archive")
     assert refused.value.code == "extension_too_long" and "1 to 10 days" in refused.value.message
     assert await _snapshot(db) == before
 
@@ -327,14 +327,14 @@ async def test_the_erased_numbers_second_request_is_told_where_its_calls_went(
     db: Conn, store: S3Store, tmp_path: Path
 ) -> None:
     await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
-    rid = await requests.create(db, VAULT, kind="erase", phone=PERSON, actor="test")
-    assert await requests.run(db, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
+    rid = await dsar.create(db, VAULT, kind="erase", phone=PERSON, actor="test")
+    assert await dsar.run(db, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
     with pytest.raises(CallvaultError) as gone:
-        await requests.create(db, VAULT, kind="access", phone=PERSON, actor="test")
+        await dsar.create(db, VAULT, kind="access", phone=PERSON, actor="test")
     assert gone.value.code == "no_calls" and str(rid) in gone.value.message
     # withdrawing needs no call: never being recorded again is the point
-    wid = await requests.create(db, VAULT, kind="withdraw", phone=OTHER, actor="test")
-    assert await requests.run(db, VAULT, store, wid, tmp_path, retry_s=1) == "completed"
+    wid = await dsar.create(db, VAULT, kind="withdraw", phone=OTHER, actor="test")
+    assert await dsar.run(db, VAULT, store, wid, tmp_path, retry_s=1) == "completed"
     assert await db.fetchval(
         "SELECT count(*) FROM do_not_record WHERE phone_hash = $1", VAULT.lookup_hash(OTHER)
     )
@@ -346,17 +346,17 @@ async def test_a_second_runner_of_an_access_request_keeps_the_bundle_the_first_c
     """The CLI runs an access request here and now while the dsar job runs it too: the one that
     read the request before the other completed it must not delete the bundle (same key)."""
     mine = await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
-    rid = await requests.create(db, VAULT, kind="access", phone=PERSON, actor="test")
-    before = dict(await requests.get(db, rid))  # what the slower runner read
-    assert await requests.run(db, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
+    rid = await dsar.create(db, VAULT, kind="access", phone=PERSON, actor="test")
+    before = dict(await dsar.get(db, rid))  # what the slower runner read
+    assert await dsar.run(db, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
 
     async def stale(conn: Any, request_id: Any) -> Any:
         return before
 
-    monkeypatch.setattr(requests, "get", stale)
-    assert await requests.run(db, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
+    monkeypatch.setattr(dsar, "get", stale)
+    assert await dsar.run(db, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
     monkeypatch.undo()
-    row = await requests.get(db, rid)
+    row = await dsar.get(db, rid)
     out = tmp_path / "bundle.zip"
     await store.download_to(row["bundle_key"], out)
     with zipfile.ZipFile(out) as zf:
@@ -547,7 +547,7 @@ async def test_a_statement_is_attached_encrypted_and_a_wrong_call_is_unlinked(
         second["call_id"],
     )
     # the unlinked call is no longer the subject's: an erasure leaves it (and its recording)
-    rid = await requests.create(db, VAULT, kind="erase", phone=PERSON, actor="test")
+    rid = await dsar.create(db, VAULT, kind="erase", phone=PERSON, actor="test")
     await settle(db)
     await eventually(lambda: _status_is(db, rid, "completed"), what="the erasure completes")
     assert await store.head(first["key"]) is None
@@ -583,7 +583,7 @@ async def test_dsar_list_due_within_shows_what_is_due_with_the_time_left(
     await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
     made = []
     for _ in range(3):  # (no job: a restriction is carried out as it is received)
-        made.append(await requests.create(db, VAULT, kind="restrict", phone=PERSON, actor="t"))
+        made.append(await dsar.create(db, VAULT, kind="restrict", phone=PERSON, actor="t"))
         await db.execute("UPDATE dsar_requests SET status = 'in_progress' WHERE id = $1", made[-1])
     soon, later, late = made
     # three open requests, their deadlines set by the database's clock
@@ -663,8 +663,8 @@ async def test_cli_logs_an_emailed_request_and_acts_on_it_with_one_line_errors(
 def test_the_clis_status_choices_are_the_requests_statuses() -> None:
     from service.cli import dsar as cli
 
-    assert cli.STATUS_CHOICES == requests.STATUSES
-    assert cli.DSAR_CHANNELS == requests.CHANNELS
+    assert cli.STATUS_CHOICES == dsar.STATUSES
+    assert cli.DSAR_CHANNELS == dsar.CHANNELS
 
 
 # --- migration 0015 --------------------------------------------------------------------------
@@ -747,7 +747,7 @@ async def test_a_key_rotation_reseals_statements_too(
     from service.personal.rekey import rotate
 
     call = await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
-    rid = await requests.create(
+    rid = await dsar.create(
         db,
         VAULT,
         kind="correct",
@@ -795,22 +795,22 @@ async def test_an_erasure_ends_the_subjects_restriction_and_forgets_closed_reque
     db: Conn, store: S3Store, tmp_path: Path
 ) -> None:
     held = await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
-    restriction = await requests.create(db, VAULT, kind="restrict", phone=PERSON, actor="t")
-    rejected = await requests.create(db, VAULT, kind="access", phone=PERSON, actor="t")
-    await requests.reject(db, rejected, "dpo", reason="duplicate of an earlier request")
+    restriction = await dsar.create(db, VAULT, kind="restrict", phone=PERSON, actor="t")
+    rejected = await dsar.create(db, VAULT, kind="access", phone=PERSON, actor="t")
+    await dsar.reject(db, rejected, "dpo", reason="duplicate of an earlier request")
     hold = await db.fetchval(
         "INSERT INTO holds (call_id, reason, placed_by) VALUES ($1, 'court', 't') RETURNING id",
         held["call_id"],
     )
-    erase = await requests.create(db, VAULT, kind="erase", phone=PERSON, actor="t")
+    erase = await dsar.create(db, VAULT, kind="erase", phone=PERSON, actor="t")
     with pytest.raises(Exception, match="legal hold"):
-        await requests.run(db, VAULT, store, erase, tmp_path, retry_s=1)
+        await dsar.run(db, VAULT, store, erase, tmp_path, retry_s=1)
     # while the erasure waits for the hold, the restriction still keeps the call from playback
     with pytest.raises(CallvaultError) as refused:
-        await requests.check_call_not_restricted(db, held["call_id"])
+        await dsar.check_call_not_restricted(db, held["call_id"])
     assert refused.value.code == "restricted"
     await db.execute("UPDATE holds SET released_at = now(), released_by = 't' WHERE id = $1", hold)
-    assert await requests.run(db, VAULT, store, erase, tmp_path, retry_s=1) == "completed"
+    assert await dsar.run(db, VAULT, store, erase, tmp_path, retry_s=1) == "completed"
     rows = {
         r["id"]: r
         for r in await db.fetch(
@@ -835,10 +835,7 @@ async def test_two_restrictions_received_at_once_make_one(
         for conn in conns:
             await tenancy.set_tenant(conn, tenancy.DEFAULT)
         outcomes = await asyncio.gather(
-            *(
-                requests.create(conn, VAULT, kind="restrict", phone=PERSON, actor="t")
-                for conn in conns
-            ),
+            *(dsar.create(conn, VAULT, kind="restrict", phone=PERSON, actor="t") for conn in conns),
             return_exceptions=True,
         )
     finally:

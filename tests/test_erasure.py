@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from retention import holds, requests
+from retention import dsar, holds
 from retention.purge import purge_once
 from service import ledger
 from service.config import Settings, load_settings
@@ -95,7 +95,7 @@ async def test_an_upload_in_flight_when_the_number_is_erased_never_stays(
         return state == "pending" and twilio_media.gets[rec_sid] == 1
 
     await eventually(downloading, what="the download is in flight")
-    request_id = await requests.create(db, VAULT, kind=kind, phone=CALLER, actor="test")
+    request_id = await dsar.create(db, VAULT, kind=kind, phone=CALLER, actor="test")
 
     async def erased_but_waiting() -> bool:
         return await _status(db, request_id) == "in_progress"
@@ -142,7 +142,7 @@ async def test_a_recording_arriving_after_the_erasure_is_discarded_at_the_platfo
 ) -> None:
     trace = await twilio.place_call(CALLER, HOTLINE, Caller.parse("stay"))
     assert trace.recording_started
-    request_id = await requests.create(db, VAULT, kind=kind, phone=CALLER, actor="test")
+    request_id = await dsar.create(db, VAULT, kind=kind, phone=CALLER, actor="test")
     await settle(db)
     assert await _status(db, request_id) == "completed"
     call = await db.fetchrow("SELECT erased_at, erased_by, caller_hash FROM calls")
@@ -177,7 +177,7 @@ async def test_a_recording_whose_intake_gave_up_is_discarded_at_the_platform_on_
         {"platform": "twilio", "recording_sid": rec_sid, "call_sid": trace.call_sid},
         f"recording:twilio:{rec_sid}",
     )
-    request_id = await requests.create(db, VAULT, kind="erase", phone=CALLER, actor="test")
+    request_id = await dsar.create(db, VAULT, kind="erase", phone=CALLER, actor="test")
     await settle(db)
     assert await _status(db, request_id) == "completed"
     assert twilio_media.gets[rec_sid] == 0
@@ -199,10 +199,8 @@ async def store(moto_url: str) -> AsyncIterator[S3Store]:
 
 
 async def _access(db: Conn, store: S3Store, tmp_path: Path, phone: str, ttl_s: int) -> uuid.UUID:
-    request_id = await requests.create(db, VAULT, kind="access", phone=phone, actor="test")
-    status = await requests.run(
-        db, VAULT, store, request_id, tmp_path, retry_s=1, bundle_ttl_s=ttl_s
-    )
+    request_id = await dsar.create(db, VAULT, kind="access", phone=phone, actor="test")
+    status = await dsar.run(db, VAULT, store, request_id, tmp_path, retry_s=1, bundle_ttl_s=ttl_s)
     assert status == "completed"
     return request_id
 
@@ -219,14 +217,14 @@ async def test_access_bundles_expire_by_the_database_clock_and_the_purge_removes
         old,
     )
     assert gap == pytest.approx(7 * 86400, abs=1)
-    assert await requests.bundle_for_link(db, old) == f"dsar/{old}.zip"
+    assert await dsar.bundle_for_link(db, old) == f"dsar/{old}.zip"
     # a week passes for the old bundle, by the database's clock
     await db.execute(
         "UPDATE dsar_requests SET bundle_expires_at = now() - interval '1 second' WHERE id = $1",
         old,
     )
-    with pytest.raises(requests.BundleGone) as refused:
-        await requests.bundle_for_link(db, old)
+    with pytest.raises(dsar.BundleGone) as refused:
+        await dsar.bundle_for_link(db, old)
     assert (refused.value.status, refused.value.code) == (410, "bundle_expired")
 
     pool = await create_pool(database_url, min_size=1, max_size=2)
@@ -238,11 +236,11 @@ async def test_access_bundles_expire_by_the_database_clock_and_the_purge_removes
         await pool.close()
     assert await store.head(f"dsar/{old}.zip") is None
     assert await store.head(f"dsar/{young}.zip") is not None
-    row = await requests.get(db, old)
+    row = await dsar.get(db, old)
     assert row["bundle_key"] is None and row["bundle_removed_reason"] == "expired"
-    assert requests.request_json(row)["bundle_removed"] == "expired"
-    with pytest.raises(requests.BundleGone) as still:
-        await requests.bundle_for_link(db, old)
+    assert dsar.request_json(row)["bundle_removed"] == "expired"
+    with pytest.raises(dsar.BundleGone) as still:
+        await dsar.bundle_for_link(db, old)
     assert still.value.code == "bundle_expired"
     assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'dsar_bundles_expired'")
 
@@ -251,17 +249,17 @@ async def test_an_access_request_still_open_when_the_number_is_erased_hands_out_
     db: Conn, store: S3Store, tmp_path: Path
 ) -> None:
     await seed_recording(db, store, VAULT, tmp_path, caller=CALLER, expired=False)
-    access = await requests.create(db, VAULT, kind="access", phone=CALLER, actor="test")
-    erase = await requests.create(db, VAULT, kind="erase", phone=CALLER, actor="test")
-    assert await requests.run(db, VAULT, store, erase, tmp_path, retry_s=1) == "completed"
+    access = await dsar.create(db, VAULT, kind="access", phone=CALLER, actor="test")
+    erase = await dsar.create(db, VAULT, kind="erase", phone=CALLER, actor="test")
+    assert await dsar.run(db, VAULT, store, erase, tmp_path, retry_s=1) == "completed"
     # the access job comes after: the request was closed by the erasure, and builds nothing
-    assert await requests.run(db, VAULT, store, access, tmp_path, retry_s=1) == "completed"
-    row = await requests.get(db, access)
+    assert await dsar.run(db, VAULT, store, access, tmp_path, retry_s=1) == "completed"
+    row = await dsar.get(db, access)
     assert row["phone_enc"] is None and row["phone_hash"] is None and row["bundle_key"] is None
     assert row["result"]["superseded_by_erasure"] == str(erase)
     assert await store.head(f"dsar/{access}.zip") is None
     with pytest.raises(NotFound):
-        await requests.bundle_for_link(db, access)
+        await dsar.bundle_for_link(db, access)
 
 
 class EraseAfterUpload:
@@ -286,22 +284,22 @@ async def test_a_bundle_uploaded_while_the_number_is_erased_is_deleted_at_its_co
     db: Conn, database_url: str, store: S3Store, tmp_path: Path
 ) -> None:
     await seed_recording(db, store, VAULT, tmp_path, caller=CALLER, expired=False)
-    access = await requests.create(db, VAULT, kind="access", phone=CALLER, actor="test")
+    access = await dsar.create(db, VAULT, kind="access", phone=CALLER, actor="test")
     other = await connect(database_url)
     await tenancy.set_tenant(other, tenancy.DEFAULT)
 
     async def erase() -> None:
-        rid = await requests.create(other, VAULT, kind="erase", phone=CALLER, actor="test")
-        assert await requests.run(other, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
+        rid = await dsar.create(other, VAULT, kind="erase", phone=CALLER, actor="test")
+        assert await dsar.run(other, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
 
     racing = EraseAfterUpload(store, erase)
     try:
-        status = await requests.run(db, VAULT, racing, access, tmp_path, retry_s=1)  # type: ignore[arg-type]
+        status = await dsar.run(db, VAULT, racing, access, tmp_path, retry_s=1)  # type: ignore[arg-type]
     finally:
         await other.close()
     assert status == "completed"
     assert await store.head(f"dsar/{access}.zip") is None
-    row = await requests.get(db, access)
+    row = await dsar.get(db, access)
     assert row["bundle_key"] is None and row["phone_enc"] is None
     assert "superseded_by_erasure" in row["result"]
     types = [r["type"] for r in await db.fetch("SELECT type FROM ledger_events")]
@@ -324,8 +322,8 @@ async def test_a_hold_placed_after_an_erasure_says_what_was_erased_and_when(
         for _ in range(2)
     ]
     other = await seed_recording(db, store, VAULT, tmp_path, caller="+84900000009")
-    request_id = await requests.create(db, VAULT, kind="erase", phone=CALLER, actor="test")
-    assert await requests.run(db, VAULT, store, request_id, tmp_path, retry_s=1) == "completed"
+    request_id = await dsar.create(db, VAULT, kind="erase", phone=CALLER, actor="test")
+    assert await dsar.run(db, VAULT, store, request_id, tmp_path, retry_s=1) == "completed"
 
     on_phone = await holds.place(db, VAULT, "test", phone=CALLER, reason="court order")
     assert on_phone.held_recordings == [] and on_phone.already_gone == []
@@ -397,10 +395,8 @@ async def test_key_rotation_never_writes_an_erased_number_back(
         for name, phone in list(pending.items()):
             if f"FROM {_TABLE[name]}" in query:
                 del pending[name]
-                rid = await requests.create(
-                    other, rotating, kind="erase", phone=phone, actor="test"
-                )
-                await requests.run(other, rotating, store, rid, tmp_path, retry_s=1)
+                rid = await dsar.create(other, rotating, kind="erase", phone=phone, actor="test")
+                await dsar.run(other, rotating, store, rid, tmp_path, retry_s=1)
 
     try:
         report = await rotate(Interleaved(db, erase_between), rotating)  # type: ignore[arg-type]

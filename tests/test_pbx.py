@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from retention import requests
+from retention import dsar
 from service import auth, ledger
 from service.config import Settings
 from service.db import tenancy
@@ -684,7 +684,7 @@ async def test_an_upload_for_an_erased_call_is_discarded(
     service: Service, http: aiohttp.ClientSession, db: Conn, token: str, moto_url: str
 ) -> None:
     await _consented(http, service, token, "e-1")
-    request_id = await requests.create(
+    request_id = await dsar.create(
         db, PhoneVault(SECRET_KEY), kind="erase", phone=CALLER, actor="test"
     )
     await settle(db)
@@ -705,7 +705,7 @@ async def test_consent_asked_after_the_number_was_erased_never_answers_record(
     after it, no longer says record (either would start a recorder whose file is refused)."""
     await _start(http, service, token, "x-asked")  # the notice is playing
     await _consented(http, service, token, "x-given")  # consented, the recorder running
-    request_id = await requests.create(
+    request_id = await dsar.create(
         db, PhoneVault(SECRET_KEY), kind="erase", phone=CALLER, actor="test"
     )
     await settle(db)
@@ -929,7 +929,7 @@ async def test_offboard_cuts_the_pbx_off_first_and_erases_a_call_that_lands_duri
     bucket = service.settings.s3_bucket
     assert bucket is not None and len(await objects(moto_url, bucket)) == 1
     landed: list[tuple[str, int]] = []
-    erase_call = requests.erase_call
+    erase_call = dsar.erase_call
 
     async def erase_while_the_pbx_uploads(*args: Any) -> str:
         if not landed:
@@ -943,7 +943,7 @@ async def test_offboard_cuts_the_pbx_off_first_and_erases_a_call_that_lands_duri
             assert len(await objects(moto_url, bucket)) == 2
         return await erase_call(*args)
 
-    monkeypatch.setattr(requests, "erase_call", erase_while_the_pbx_uploads)
+    monkeypatch.setattr(dsar, "erase_call", erase_while_the_pbx_uploads)
     pool = await create_pool(service_url, min_size=1, max_size=2)
     stores = StoreRegistry.from_settings(service.settings, reader=pool.acquire)
     conn = await connect(service_url)

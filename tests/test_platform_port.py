@@ -24,7 +24,7 @@ CORE_MODULES = (
     "service.storage",
     "service.jobs.registry",
     "retention.purge",
-    "retention.requests",
+    "retention.dsar",
     "retention.scheduler",
 )
 ALLOWED = {"service.platforms", "service.platforms.port"}  # the port itself, never an adapter
@@ -98,12 +98,12 @@ def test_the_port_imports_no_adapter() -> None:
 
 
 def test_job_kinds_are_registered_by_their_own_modules_not_app_py() -> None:
-    import retention.requests
+    import retention.dsar
     import service.intake.job
 
     kinds = registered()
     assert kinds["recording"] is service.intake.job.recording
-    assert kinds["dsar"] is retention.requests.run_job
+    assert kinds["dsar"] is retention.dsar.run_job
     app_py = (ROOT / "service/app.py").read_text(encoding="utf-8")
     assert "JOB_KIND" not in app_py and "async def recording" not in app_py
 

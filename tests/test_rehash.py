@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from retention import holds, requests
+from retention import dsar, holds
 from service.config import Settings
 from service.db import tenancy
 from service.errors import NotFound
@@ -77,7 +77,7 @@ async def test_calls_rehash_makes_old_calls_findable_tenant_by_tenant(
     theirs = await seed_old_call(db, "+840901234567")
     await tenancy.set_tenant(db, tenancy.DEFAULT)
     with pytest.raises(NotFound):  # the problem: the E.164 number misses the old call
-        await requests.create(db, VAULT, kind="access", phone=PERSON, actor="test")
+        await dsar.create(db, VAULT, kind="access", phone=PERSON, actor="test")
 
     result = await asyncio.to_thread(run_cli, database_url, "calls", "rehash")
     assert result.returncode == 0, result.stderr
@@ -85,7 +85,7 @@ async def test_calls_rehash_makes_old_calls_findable_tenant_by_tenant(
         "re-hashed 2 calls, 1 do-not-record entries, 0 holds and 0 requests in 2 tenant(s)"
     )
 
-    await requests.create(db, VAULT, kind="access", phone=PERSON, actor="test")
+    await dsar.create(db, VAULT, kind="access", phone=PERSON, actor="test")
     await holds.place(db, VAULT, "test", phone=PERSON, reason="court order")
     assert {"dsar_received", "hold_placed"} <= set(await events(db, mine))
     listed = await db.fetchval("SELECT phone_hash FROM do_not_record")
@@ -151,7 +151,7 @@ async def test_serve_rehashes_once_per_deployment_in_the_background(
         await eventually(
             lambda: _marked(db), what="the platform-wide audit entry marking the pass done"
         )
-        await requests.create(db, VAULT, kind="access", phone=PERSON, actor="test")
+        await dsar.create(db, VAULT, kind="access", phone=PERSON, actor="test")
         assert "dsar_received" in await events(db, first)
 
         # the marker stands: a later start-up does not walk every number again

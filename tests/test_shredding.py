@@ -19,7 +19,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 
-from retention import requests
+from retention import dsar
 from retention.purge import purge_once
 from service import ledger
 from service.config import Settings
@@ -139,8 +139,8 @@ async def test_a_backup_copy_of_an_erased_recording_cannot_be_decrypted(
     copy = await get_object(moto_url, backup, rec["key"])
     assert await open_sealed(db, rec["recording_id"], copy) == rec["body"]
 
-    rid = await requests.create(db, VAULT, kind="erase", phone=CALLER, actor="test")
-    assert await requests.run(db, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
+    rid = await dsar.create(db, VAULT, kind="erase", phone=CALLER, actor="test")
+    assert await dsar.run(db, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
 
     assert (
         await db.fetchval("SELECT state FROM recordings WHERE id = $1", rec["recording_id"])
@@ -220,8 +220,8 @@ async def test_a_shredded_recording_the_store_still_holds_is_gone_for_every_read
     assert (out / "recordings" / f"{kept['recording_id']}.wav").read_bytes() == kept["body"]
     assert sorted(p.name for p in (out / "recordings").iterdir()) == [f"{kept['recording_id']}.wav"]
 
-    rid = await requests.create(db, VAULT, kind="access", phone=CALLER, actor="test")
-    assert await requests.run(db, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
+    rid = await dsar.create(db, VAULT, kind="access", phone=CALLER, actor="test")
+    assert await dsar.run(db, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
     key = await db.fetchval("SELECT bundle_key FROM dsar_requests WHERE id = $1", rid)
     await store.download_to(key, tmp_path / "bundle.zip")
     with zipfile.ZipFile(tmp_path / "bundle.zip") as bundle:

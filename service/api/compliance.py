@@ -7,7 +7,7 @@ import uuid
 
 from aiohttp import web
 
-from retention import clock, holds, requests
+from retention import clock, dsar, holds
 from service import ledger
 from service.api import cursor, schemas
 from service.api.spec import BODY, DATETIME, QUERY, UUID, Param, operation, path_id
@@ -43,10 +43,10 @@ DSAR_BODY = {
     "type": "object",
     "required": ["kind", "phone"],
     "properties": {
-        "kind": {"enum": list(requests.KINDS)},
+        "kind": {"enum": list(dsar.KINDS)},
         "phone": PHONE,
         "channel": {
-            "enum": list(requests.CHANNELS),
+            "enum": list(dsar.CHANNELS),
             "description": "how the request came in (optional; not recorded when left out)",
         },
         "received_at": {
@@ -65,7 +65,7 @@ DSAR_BODY = {
         "statement": {
             "type": "string",
             "minLength": 1,
-            "maxLength": requests.MAX_STATEMENT_CHARS,
+            "maxLength": dsar.MAX_STATEMENT_CHARS,
             "pattern": r"\S",
             "description": "correct: the subject's statement, attached to the calls (stored "
             "encrypted)",
@@ -87,7 +87,7 @@ EXTEND_BODY = {
 }
 REJECT_BODY = {"type": "object", "required": ["reason"], "properties": {"reason": REASON}}
 DUE_WITHIN = {"type": "string", "pattern": r"^[0-9]{1,5}[smhdw]$"}
-STATUS_FILTER = ["open", "closed", "all", *requests.STATUSES]
+STATUS_FILTER = ["open", "closed", "all", *dsar.STATUSES]
 CURSOR = Param(
     "cursor", {"type": "string", "maxLength": 300}, description="next_cursor of the previous page"
 )
@@ -196,7 +196,7 @@ async def create_request(request: web.Request) -> web.Response:
             "received_at: not an ISO 8601 date-time with a zone", code="bad_received_at"
         )
     async with request.app[POOL].acquire() as conn:
-        request_id = await requests.create(
+        request_id = await dsar.create(
             conn,
             request.app[VAULT],
             kind=body["kind"],
@@ -209,8 +209,8 @@ async def create_request(request: web.Request) -> web.Response:
             unlink=bool(body.get("unlink", False)),
             channel=body.get("channel"),
         )
-        row = await requests.get(conn, request_id)
-    return web.json_response(requests.request_json(row), status=201)
+        row = await dsar.get(conn, request_id)
+    return web.json_response(dsar.request_json(row), status=201)
 
 
 @operation(
@@ -225,7 +225,7 @@ async def create_request(request: web.Request) -> web.Response:
             {"enum": STATUS_FILTER, "default": "open"},
             description="open (default), closed, all, or one status",
         ),
-        Param("kind", {"enum": list(requests.KINDS)}, description="one kind"),
+        Param("kind", {"enum": list(dsar.KINDS)}, description="one kind"),
         Param(
             "due_within",
             DUE_WITHIN,
@@ -254,7 +254,7 @@ async def list_requests(request: web.Request) -> web.Response:
         q["cursor"], cursor.flag, cursor.timestamp, cursor.timestamp, cursor.uuid_id
     )
     async with request.app[POOL].acquire() as conn:
-        rows = await requests.list_requests(
+        rows = await dsar.list_requests(
             conn,
             statuses=_statuses(q["status"]),
             due_within_s=due_within,
@@ -270,7 +270,7 @@ async def list_requests(request: web.Request) -> web.Response:
             last["sort_closed"], last["sort_deadline"], last["received_at"], last["id"]
         )
     return web.json_response(
-        {"items": [requests.request_json(r) for r in page], "next_cursor": next_cursor}
+        {"items": [dsar.request_json(r) for r in page], "next_cursor": next_cursor}
     )
 
 
@@ -278,7 +278,7 @@ def _statuses(wanted: str) -> list[str] | None:
     if wanted == "all":
         return None
     if wanted == "open":
-        return [s for s in requests.STATUSES if s not in clock.CLOSED]
+        return [s for s in dsar.STATUSES if s not in clock.CLOSED]
     if wanted == "closed":
         return [s.value for s in clock.CLOSED]
     return [wanted]
@@ -300,7 +300,7 @@ async def get_request(request: web.Request) -> web.Response:
 async def _answer(conn: Conn, request_id: uuid.UUID) -> web.Response:
     """The request as the action left it, read on the action's own connection: one pool
     connection a request, not a second one while the pool may be at its limit."""
-    return web.json_response(requests.request_json(await requests.get(conn, request_id)))
+    return web.json_response(dsar.request_json(await dsar.get(conn, request_id)))
 
 
 @operation(
@@ -314,7 +314,7 @@ async def _answer(conn: Conn, request_id: uuid.UUID) -> web.Response:
 async def acknowledge_request(request: web.Request) -> web.Response:
     request_id = path_id(request)
     async with request.app[POOL].acquire() as conn:
-        await requests.acknowledge(conn, request_id, principal(request).actor)
+        await dsar.acknowledge(conn, request_id, principal(request).actor)
         return await _answer(conn, request_id)
 
 
@@ -337,7 +337,7 @@ async def extend_request(request: web.Request) -> web.Response:
     request_id = path_id(request)
     body = request[BODY]
     async with request.app[POOL].acquire() as conn:
-        await requests.extend(
+        await dsar.extend(
             conn,
             request_id,
             principal(request).actor,
@@ -360,7 +360,7 @@ async def extend_request(request: web.Request) -> web.Response:
 async def reject_request(request: web.Request) -> web.Response:
     request_id = path_id(request)
     async with request.app[POOL].acquire() as conn:
-        await requests.reject(
+        await dsar.reject(
             conn, request_id, principal(request).actor, reason=request[BODY]["reason"]
         )
         return await _answer(conn, request_id)
@@ -377,7 +377,7 @@ async def reject_request(request: web.Request) -> web.Response:
 async def lift_restriction(request: web.Request) -> web.Response:
     request_id = path_id(request)
     async with request.app[POOL].acquire() as conn:
-        await requests.lift(conn, request_id, principal(request).actor)
+        await dsar.lift(conn, request_id, principal(request).actor)
         return await _answer(conn, request_id)
 
 
@@ -399,7 +399,7 @@ async def lift_restriction(request: web.Request) -> web.Response:
 async def bundle_link(request: web.Request) -> web.Response:
     request_id = path_id(request)
     async with request.app[POOL].acquire() as conn:
-        key, store = await requests.bundle_location(conn, request_id)
+        key, store = await dsar.bundle_location(conn, request_id)
         await audit.record(
             conn, principal(request).actor, "dsar_bundle_link", "dsar", str(request_id), {}
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from retention.clock import Kind, Status
-from retention.requests import CHANNELS
+from retention.dsar import CHANNELS
 from service.api.spec import DATETIME, ERROR, UUID
 
 NULLABLE_DATETIME: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}

@@ -17,7 +17,7 @@ from service.cli.common import (
 )
 from service.errors import CallvaultError
 
-# how a data-subject request came in (retention/requests.py: Channel), for `dsar KIND --channel`
+# how a data-subject request came in (retention/dsar.py: Channel), for `dsar KIND --channel`
 # (spelled out: the CLI imports the service's modules only when a command runs)
 DSAR_CHANNELS = ("phone", "email", "letter", "in_person", "web")
 
@@ -49,7 +49,7 @@ def _received_at(raw: str | None) -> Any:
 
 
 def cmd_dsar(args: argparse.Namespace) -> int:
-    from retention import clock, requests
+    from retention import clock, dsar
     from service.jobs import Defer
 
     settings = settings_for(database=True)
@@ -65,7 +65,7 @@ def cmd_dsar(args: argparse.Namespace) -> int:
     call_ids = [uuid_arg(c, "--call") for c in getattr(args, "call", None) or []]
 
     async def work(conn: Any) -> int:
-        request_id = await requests.create(
+        request_id = await dsar.create(
             conn,
             vault,
             kind=args.kind,
@@ -79,14 +79,14 @@ def cmd_dsar(args: argparse.Namespace) -> int:
             channel=args.channel,
         )
         if args.kind == "restrict":
-            row = await requests.get(conn, request_id)
+            row = await dsar.get(conn, request_id)
             print(f"request {request_id}: {row['status']} (until lifted: dsar lift {request_id})")
             return 0
         stores = object_stores(settings)
         try:
             try:
                 # carried out here and now; the queued job makes sure it finishes even if not
-                await requests.run(
+                await dsar.run(
                     conn,
                     vault,
                     stores,
@@ -98,11 +98,11 @@ def cmd_dsar(args: argparse.Namespace) -> int:
             except Defer as exc:
                 print(f"request {request_id}: waiting: {exc.reason}")
                 return 0
-            row = await requests.get(conn, request_id)
+            row = await dsar.get(conn, request_id)
             print(f"request {request_id}: {row['status']} (due {row['due_at'].isoformat()})")
             if args.kind == "access":
                 # writing the bundle out is an export: a restriction in force forbids it
-                await requests.check_subject_not_restricted(conn, request_id)
+                await dsar.check_subject_not_restricted(conn, request_id)
                 target = out or Path(f"callvault-access-{request_id}.zip")
                 store = await stores.for_object(row["tenant_id"], row["bundle_store"], conn)
                 await store.download_to(row["bundle_key"], target)
@@ -146,39 +146,39 @@ def _request_line(item: dict[str, Any]) -> str:
 
 
 def cmd_dsar_list(args: argparse.Namespace) -> int:
-    from retention import clock, requests
+    from retention import clock, dsar
     from service.config import parse_duration
 
     due_within = parse_duration("--due-within", args.due_within) if args.due_within else None
-    if due_within is not None and due_within > requests.MAX_DUE_WITHIN_S:
+    if due_within is not None and due_within > dsar.MAX_DUE_WITHIN_S:
         raise CallvaultError(f"--due-within: at most 99999w, got {args.due_within!r}")
     if args.status == "open":
-        statuses: list[str] | None = [s for s in requests.STATUSES if s not in clock.CLOSED]
+        statuses: list[str] | None = [s for s in dsar.STATUSES if s not in clock.CLOSED]
     else:
         statuses = None if args.status == "all" else [args.status]
 
     async def work(conn: Any) -> int:
-        rows = await requests.list_requests(
+        rows = await dsar.list_requests(
             conn, statuses=statuses, due_within_s=due_within, limit=args.limit
         )
         for row in rows:
-            print(_request_line(requests.request_json(row)))
+            print(_request_line(dsar.request_json(row)))
         return 0
 
     return on_connection(work, tenant=args.tenant)
 
 
 def cmd_dsar_action(args: argparse.Namespace) -> int:
-    from retention import clock, requests
+    from retention import clock, dsar
 
     settings = settings_for(database=True, secrets=False)
     request_id = uuid_arg(args.id, "id")
 
     async def work(conn: Any) -> int:
         if args.action == "acknowledge":
-            await requests.acknowledge(conn, request_id, actor())
+            await dsar.acknowledge(conn, request_id, actor())
         elif args.action == "extend":
-            await requests.extend(
+            await dsar.extend(
                 conn,
                 request_id,
                 actor(),
@@ -187,10 +187,10 @@ def cmd_dsar_action(args: argparse.Namespace) -> int:
                 clock_defaults=clock.for_settings(settings),
             )
         elif args.action == "reject":
-            await requests.reject(conn, request_id, actor(), reason=args.reason)
+            await dsar.reject(conn, request_id, actor(), reason=args.reason)
         elif args.action == "lift":
-            await requests.lift(conn, request_id, actor())
-        print(_request_line(requests.request_json(await requests.get(conn, request_id))))
+            await dsar.lift(conn, request_id, actor())
+        print(_request_line(dsar.request_json(await dsar.get(conn, request_id))))
         return 0
 
     return on_connection(work, tenant=args.tenant, settings=settings)

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from retention import clock, requests
+from retention import clock, dsar
 from service.api import schemas
 from service.api.spec import DATETIME, MEDIA_TYPE, QUERY, Param, operation
 from service.console import charts
@@ -69,7 +69,7 @@ RECORDING_STATS = schemas.obj(
 )
 REQUEST_STATS = schemas.obj(
     ["by_status", "open", "overdue"],
-    by_status=schemas.obj(list(requests.STATUSES), **{s: COUNT for s in requests.STATUSES}),
+    by_status=schemas.obj(list(dsar.STATUSES), **{s: COUNT for s in dsar.STATUSES}),
     open=COUNT,
     overdue={**COUNT, "description": "open requests past a deadline (acknowledge or complete)"},
 )
@@ -86,7 +86,7 @@ SEAL = schemas.obj(
 
 
 async def _window(request: web.Request, conn: Conn, days: int) -> tuple[str, Any]:
-    policy = await requests.clock_policy(conn, clock.for_settings(request.app[SETTINGS]))
+    policy = await dsar.clock_policy(conn, clock.for_settings(request.app[SETTINGS]))
     return policy.time_zone, await conn.fetchrow(Q["window"], policy.time_zone, days)
 
 
@@ -195,7 +195,7 @@ async def _requests(request: web.Request) -> dict[str, Any]:
     stopped = [s.value for s in clock.CLOCK_STOPPED]
     async with request.app[POOL].acquire() as conn:
         rows = await conn.fetch(Q["requests_by_status"], stopped)
-    by_status = dict.fromkeys(requests.STATUSES, 0)
+    by_status = dict.fromkeys(dsar.STATUSES, 0)
     for row in rows:
         by_status[row["status"]] = row["n"]
     closed = {s.value for s in clock.CLOSED}

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
-from retention import requests
+from retention import dsar
 from service.db import tenancy
 from service.errors import CallvaultError, NotFound
 from service.links.signed import LINKS
@@ -64,7 +64,7 @@ async def file(request: web.Request) -> web.StreamResponse:
         # a link handed out before the subject's restriction came into force opens nothing
         with tenancy.as_tenant(link.tenant):
             async with request.app[POOL].acquire() as conn:
-                await requests.check_link_not_restricted(conn, link.purpose)
+                await dsar.check_link_not_restricted(conn, link.purpose)
     # the store the object's row named when the link was made, as the link's tenant resolves it
     with tenancy.as_tenant(link.tenant):
         store = await request.app[STORES].for_object(link.tenant, link.store)

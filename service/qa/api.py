@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from cryptography.exceptions import InvalidTag
 
-from retention import explain, requests
+from retention import dsar, explain
 from service import ledger, pauses
 from service.api import cursor, schemas
 from service.api.spec import BODY, DATETIME, QUERY, Param, operation, path_id
@@ -203,7 +203,7 @@ async def playback(request: web.Request) -> web.Response:
                 "the recording's data key is destroyed: it can no longer be played"
             )
         # kept, but not played: the subject's restriction (issue 15) until it is lifted
-        await requests.check_call_not_restricted(conn, rec["call_id"])
+        await dsar.check_call_not_restricted(conn, rec["call_id"])
         await audit.record(
             conn,
             who.actor,

@@ -7,7 +7,7 @@ exported and erased next is all there is: its API tokens revoked (a PBX's token 
 tenant without any account) and its platform accounts and numbers removed, announced to every
 replica's directory (no webhook lands in it any more). Then the export
 (:mod:`service.tenants.export`, unless the operator says ``--skip-export``); every call erased
-through the erasure a data-subject request uses (:func:`retention.requests.erase_call`: objects
+through the erasure a data-subject request uses (:func:`retention.dsar.erase_call`: objects
 deleted from the store each row names, the number destroyed, an ``erased`` ledger event), and
 again until no call is left un-erased (one a request already past authentication started); every
 access bundle deleted from its store; every object a recording row still names deleted; then the
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retention import requests
+from retention import dsar
 from service import auth
 from service.config import Settings
 from service.db import Conn, queries, tenancy
@@ -106,9 +106,9 @@ async def offboard(
             located.append((r["bundle_store"], r["bundle_key"]))
             report.bundles += 1
         if r["kind"] == "access":
-            located.append((where.ref, where.key(requests.bundle_key_of(r["id"]))))
+            located.append((where.ref, where.key(dsar.bundle_key_of(r["id"]))))
     if located:
-        await requests.delete_located(conn, stores, tenant, located)
+        await dsar.delete_located(conn, stores, tenant, located)
     async with conn.transaction():
         # a hold placed after the check, on a call already erased, still wins
         if int(await conn.fetchval(Q["active_holds"], tenant)):
@@ -127,7 +127,7 @@ async def offboard(
             if r["state"] != "stored":
                 left += [(where.ref, where.key(k)) for k in possible_keys(r["id"])]
         if left:
-            await requests.delete_located(conn, stores, tenant, left)
+            await dsar.delete_located(conn, stores, tenant, left)
         deleted = await conn.fetchrow(Q["delete_call_data"], tenant)
         assert deleted is not None
         report.deleted = {k: int(v) for k, v in dict(deleted).items()}
@@ -168,7 +168,7 @@ async def _erase_calls(
     """Erase the calls ``query`` lists; how many."""
     erased = 0
     for row in await conn.fetch(query, tenant):
-        outcome = await requests.erase_call(conn, stores, tenant, row["id"], report.offboard_id)
+        outcome = await dsar.erase_call(conn, stores, tenant, row["id"], report.offboard_id)
         if outcome == "held":
             raise OffboardRefused(
                 f"call {row['id']} was put under a hold while offboarding; release it and "
