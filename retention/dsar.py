@@ -58,6 +58,7 @@ from service import jobs, ledger
 from service.consent.gate import add_to_do_not_record
 from service.db import Conn, queries
 from service.errors import BadRequest, CallvaultError, Conflict, Forbidden, NotFound
+from service.errors import BundleGone as BundleGone
 from service.intake import possible_keys
 from service.jobs import Defer
 from service.jobs.registry import job_kind
@@ -113,13 +114,6 @@ class BundleRemoved(StrEnum):
 
     EXPIRED = "expired"
     ERASED = "erased"
-
-
-class BundleGone(CallvaultError):
-    """The bundle existed but is no longer handed out."""
-
-    status = 410
-    code = "bundle_gone"
 
 
 class Restricted(Forbidden):

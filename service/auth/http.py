@@ -23,7 +23,8 @@ from aiohttp import web
 
 from service.auth import PLATFORM_ROLE, Principal, authenticate
 from service.db import tenancy
-from service.errors import BadRequest, CallvaultError, Forbidden, NotFound, Unauthorized
+from service.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from service.errors import TooManyAttempts as TooManyAttempts
 from service.web.context import SETTINGS, database
 
 FAILURE_LIMIT = 10
@@ -31,11 +32,6 @@ WINDOW_S = 60.0
 PRINCIPAL = web.RequestKey("principal", Principal)
 TENANT_HEADER = "Callvault-Tenant"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class TooManyAttempts(CallvaultError):
-    status = 429
-    code = "too_many_requests"
 
 
 class FailureBrake:

@@ -28,7 +28,7 @@ from service.cli import (
 )
 from service.config import load_settings
 from service.db.redact import redact_urls, url_without_password
-from service.errors import CallvaultError
+from service.errors import CallvaultError, InternalError
 
 # in the order `callvault --help` lists them
 GROUPS = (
@@ -107,7 +107,7 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, StorageError):
         where = _store_named()
         return exc.message if where in exc.message else f"{where}: {exc.message}"
-    if isinstance(exc, CallvaultError):
+    if isinstance(exc, CallvaultError) and not isinstance(exc, InternalError):
         return exc.message
     if isinstance(exc, OSError) and exc.filename is not None:
         what = os.fsdecode(exc.filename) if not isinstance(exc.filename, int) else "a file"

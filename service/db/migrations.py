@@ -13,15 +13,11 @@ from dataclasses import dataclass
 from importlib import resources
 
 from service.db import Conn, tenancy
-from service.errors import CallvaultError
+from service.errors import MigrationError as MigrationError
 
 # Arbitrary but fixed: "callvault" in ASCII, folded into a bigint.
 _LOCK_KEY = int.from_bytes(b"cvmigr01", "big") & 0x7FFFFFFFFFFFFFFF
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-
-
-class MigrationError(CallvaultError):
-    code = "migration_error"
 
 
 @dataclass(frozen=True)

@@ -20,32 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.db import Conn, queries
-from service.errors import CallvaultError
+from service.errors import Defer as Defer
+from service.errors import LeaseLost as LeaseLost
+from service.errors import Permanent as Permanent
 
 Q = queries.load("service.jobs")
 CHANNEL = "callvault_jobs"
-
-
-class LeaseLost(CallvaultError):
-    """This worker's lease ended; another worker owns the job now. Commit nothing."""
-
-    code = "lease_lost"
-
-
-class Defer(Exception):
-    """The job cannot run yet (e.g. waiting for the call's consent outcome); try again later
-    without counting an attempt."""
-
-    def __init__(self, reason: str, delay_s: float = 5.0) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.delay_s = delay_s
-
-
-class Permanent(CallvaultError):
-    """Retrying cannot help (the media is not audio, too large, ...): dead-letter at once."""
-
-    code = "permanent_failure"
 
 
 @dataclass(frozen=True)

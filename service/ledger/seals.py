@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service.db import Conn, queries
+from service.errors import SealBroken as SealBroken
 from service.ledger import merkle
 
 Q = queries.load("service.ledger")
@@ -338,10 +339,6 @@ class Inclusion:
             "tree_size": self.tree_size,
             "path": [p.hex() for p in self.path],
         }
-
-
-class SealBroken(Exception):
-    """The ledger no longer gives the seal's root: no proof can be made from it."""
 
 
 async def inclusion(

@@ -13,7 +13,8 @@ from aiohttp import web
 
 from retention import dsar
 from service.db import tenancy
-from service.errors import CallvaultError, NotFound
+from service.errors import NotFound
+from service.errors import RangeNotSatisfiable as RangeNotSatisfiable
 from service.links.signed import LINKS
 from service.observability import audit
 from service.storage import ObjectStore, StoredObject, recording_keys, sealed
@@ -23,11 +24,6 @@ from service.web.http_errors import error_response
 routes = web.RouteTableDef()
 _RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$", re.ASCII)
 _HUGE = 10**18  # beyond any object; stands in for positions too long for int()
-
-
-class RangeNotSatisfiable(CallvaultError):
-    status = 416
-    code = "range_not_satisfiable"
 
 
 def _position(digits: str) -> int:

@@ -21,17 +21,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from service.db import tenancy
-from service.errors import CallvaultError
-
-
-class LinkExpired(CallvaultError):
-    status = 410
-    code = "link_expired"
-
-
-class BadLink(CallvaultError):
-    status = 404
-    code = "not_found"
+from service.errors import BadLink as BadLink
+from service.errors import LinkExpired as LinkExpired
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ import asyncpg
 from service import ledger
 from service.db import Conn, queries
 from service.errors import BadRequest, CallvaultError, Conflict, NotFound
+from service.errors import PlatformFailed as PlatformFailed
+from service.errors import PlatformUnreachable as PlatformUnreachable
 from service.ledger import NewEvent
 
 log = logging.getLogger(__name__)
@@ -67,22 +69,6 @@ class Source(enum.Enum):
 
     API = "api"
     PBX = "pbx"
-
-
-class PlatformFailed(CallvaultError):
-    """The platform answered, but not with success: nothing was paused or resumed."""
-
-    status = 502
-    code = "platform_error"
-
-
-class PlatformUnreachable(CallvaultError):
-    """The platform could not be reached or did not answer in time: nothing is recorded as
-    paused (the platform may still be recording)."""
-
-    status = 503
-    code = "platform_unavailable"
-    retry_after_s = 2
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from service.api import schemas
 from service.api.spec import BODY, operation
 from service.auth.http import principal
 from service.db import tenancy
-from service.errors import CallvaultError, Conflict
+from service.errors import Busy as Busy
+from service.errors import Conflict
 from service.pauses import Action, LockedCall, PlatformFailed, PlatformUnreachable, Source
 from service.platforms.port import PlatformUnavailable, RecordingControl, RecordingNotActive
 from service.web.context import database
@@ -76,15 +77,6 @@ CONFLICTS = (
     "platform failed (nothing is recorded as paused: the recording may still run), 503 busy "
     "when too many are waiting on the platform"
 )
-
-
-class Busy(CallvaultError):
-    """Too many pauses and resumes are waiting on the platform in this process: nothing was
-    asked or recorded."""
-
-    status = 503
-    code = "busy"
-    retry_after_s = 2
 
 
 def _at_platform(request: web.Request, action: Action) -> pauses.AtPlatform:

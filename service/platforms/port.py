@@ -28,6 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from service.errors import NoMediaSource as NoMediaSource
+from service.errors import PlatformKeepsCopy as PlatformKeepsCopy
+from service.errors import PlatformUnavailable as PlatformUnavailable
+from service.errors import RecordingNotActive as RecordingNotActive
 from service.tenants.model import Platform
 
 if TYPE_CHECKING:
@@ -94,17 +98,6 @@ class MediaSources(Protocol):
         ...
 
 
-class PlatformKeepsCopy(Exception):
-    """The platform offers no delete: its copy stays, under the retention set there, and the
-    ledger says ``platform_copy_retained`` instead of ``platform_copy_deleted``."""
-
-    event = "platform_copy_retained"
-
-
-class NoMediaSource(Exception):
-    """No media source for a platform (it uploads, or is not installed)."""
-
-
 async def media_source(
     sources: Mapping[str, MediaSources], platform: str, tenant: str, account: str | None
 ) -> MediaSource:
@@ -112,19 +105,6 @@ async def media_source(
     if found is None:
         raise NoMediaSource(f"platform {platform!r} has no media source to fetch from")
     return await found.source(tenant, account)
-
-
-class RecordingNotActive(Exception):
-    """The platform has no recording in progress (or paused) on the call to pause or resume."""
-
-
-class PlatformUnavailable(Exception):
-    """The platform did not carry out the request: unreachable, timed out (``unreachable``), or
-    an answer that is not a success (5xx, refused credentials). The message names no secret."""
-
-    def __init__(self, message: str, *, unreachable: bool = False) -> None:
-        super().__init__(message)
-        self.unreachable = unreachable
 
 
 class RecordingControl(Protocol):

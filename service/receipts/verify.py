@@ -18,6 +18,7 @@ import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from service.errors import ReceiptInvalid as ReceiptInvalid
 from service.ledger import GENESIS, event_hash, merkle
 from service.ledger.seals import leaf_data, seal_hash_v2
 
@@ -26,10 +27,6 @@ TOP_LEVEL = ("version", "tenant", "call", "notice", "events", "seal", "proof", "
 # Python error from reading a field of a string)
 OBJECTS = ("tenant", "call", "signature")
 OPTIONAL_OBJECTS = ("key", "notice", "seal", "proof")
-
-
-class ReceiptInvalid(Exception):
-    """The receipt does not verify; the message says which check failed and why."""
 
 
 def _b64(text: object, what: str, size: int) -> bytes:

@@ -14,14 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from service.config import Settings
-from service.errors import CallvaultError
-
-
-class StorageError(CallvaultError):
-    """The store failed or is unreachable; the operation may be retried."""
-
-    status = 503
-    code = "storage_unavailable"
+from service.errors import StorageError as StorageError
 
 
 @dataclass(frozen=True)

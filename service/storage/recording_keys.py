@@ -14,7 +14,7 @@ from typing import Any
 
 from service import ledger
 from service.db import Conn, queries
-from service.errors import CallvaultError
+from service.errors import KeyDestroyed as KeyDestroyed
 from service.ledger import NewEvent
 from service.personal.numbers import PhoneVault
 from service.storage import ObjectStore, sealed
@@ -114,14 +114,6 @@ def vault_of(secret_key: str | None, previous_secret_key: str | None = None) -> 
             secret_key, previous_secret_key
         )
     return found
-
-
-class KeyDestroyed(CallvaultError):
-    """The recording is sealed and its data key is gone: nothing can open it (410: it will
-    not come back, whatever the store still holds)."""
-
-    status = 410
-    code = "recording_shredded"
 
 
 async def download_plain(

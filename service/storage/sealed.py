@@ -37,6 +37,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from tink import cleartext_keyset_handle, streaming_aead
 from tink.proto import aes_gcm_hkdf_streaming_pb2, common_pb2, tink_pb2  # type: ignore[import-untyped]
 
+from service.errors import Undecryptable as Undecryptable
+
 streaming_aead.register()
 
 FORMAT = "tink-streaming-v1"
@@ -131,10 +133,6 @@ def decrypt_file(keyset: bytes, src: Path, dst: Path, aad: bytes) -> int:
     ):
         shutil.copyfileobj(opening, out, _CHUNK)
     return dst.stat().st_size
-
-
-class Undecryptable(Exception):
-    """A segment failed authentication: wrong key, wrong recording, or altered bytes."""
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from typing import Any
 
 from service.config import Settings
 from service.db import Conn, queries
-from service.errors import CallvaultError
+from service.errors import ExportError as ExportError
 from service.ops import failpoints
 from service.ops.workdir import sha256_of, work_dir
 from service.storage import recording_keys
@@ -46,10 +46,6 @@ Q = queries.load("service.tenants", "export.sql")
 MANIFEST = "manifest.json"
 LEDGER = "ledger.jsonl"
 SEALS = "seals.jsonl"
-
-
-class ExportError(CallvaultError):
-    code = "export_failed"
 
 
 @dataclass

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from service.errors import CallvaultError
+from service.errors import CallvaultError, InternalError
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,14 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except InternalError:
+        # between callvault's own parts: as unexpected as any other escape, and not for clients
+        log.exception("unhandled error", extra={"path": request.path})
+        return error_response(500, "internal", "internal error; it has been logged")
     except CallvaultError as exc:
         response = error_response(exc.status, exc.code, exc.message)
         if exc.retry_after_s is not None:
-            response.headers["Retry-After"] = str(exc.retry_after_s)
+            response.headers["Retry-After"] = str(math.ceil(exc.retry_after_s))
         return response
     except web.RequestPayloadError:
         # the body could not be read as sent: a Content-Encoding it does not match, a broken

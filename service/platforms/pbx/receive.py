@@ -20,7 +20,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from service.errors import BadRequest, CallvaultError
+from service.errors import BadRequest
+from service.errors import TooLarge as TooLarge
+from service.errors import UnsupportedMediaType as UnsupportedMediaType
 
 # Content-Type → the stored format (and what its first bytes must look like)
 FORMATS = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/wave": "wav", "audio/mpeg": "mp3"}
@@ -28,16 +30,6 @@ CONTENT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 WRITE_BYTES = 4 * 1024 * 1024  # memory held per upload, and the size of each disk write
 READ_BYTES = 1 << 20
 _DIGEST = re.compile(r"^\s*sha-256\s*=\s*:?([A-Za-z0-9+/=]{40,48}):?\s*$", re.IGNORECASE)
-
-
-class TooLarge(CallvaultError):
-    status = 413
-    code = "payload_too_large"
-
-
-class UnsupportedMediaType(CallvaultError):
-    status = 415
-    code = "unsupported_media_type"
 
 
 def upload_format(content_type: str) -> str:

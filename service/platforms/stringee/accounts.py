@@ -36,6 +36,7 @@ from aiohttp import web
 from service.config import Settings
 from service.db import tenancy
 from service.errors import DatabaseUnavailable, Forbidden
+from service.errors import NoApiKey as NoApiKey
 from service.personal.numbers import normalise_phone
 from service.platforms.stringee.rest_auth import ApiKey
 from service.platforms.tables import read_secret
@@ -186,10 +187,6 @@ async def continue_scco(
     read = await app[TENANT_DIRECTORY].latest()
     found = Snapshot.of(read).continue_scco(tenant, e164(number)) if read is not None else None
     return found if found is not None else [dict(a) for a in app[SETTINGS].stringee_continue_scco]
-
-
-class NoApiKey(Exception):
-    """No usable API key for a project (the message names what to set, never a secret)."""
 
 
 def api_key(

@@ -35,10 +35,17 @@ from pathlib import Path
 import aiohttp
 from yarl import URL
 
+from service import errors as _errors
+from service.errors import RateLimited as RateLimited
 from service.jobs import Permanent
 from service.platforms.stringee.events import EXTERNAL_ID
 from service.platforms.stringee.hosts import parse_hosts, safe_url, where
 from service.platforms.stringee.rest_auth import TokenSource
+
+# the exception classes live in service/errors.py (under platform-named names there)
+MediaError = _errors.StringeeMediaError
+MediaNotFound = _errors.StringeeMediaNotFound
+MediaNotReady = _errors.StringeeMediaNotReady
 
 PLATFORM_COPY_RETAINED = "platform_copy_retained"
 RECORDING_PATH = "/v1/call/recording/"
@@ -48,26 +55,6 @@ MAX_REDIRECTS = 2
 WRITE_BYTES = 4 * 1024 * 1024  # memory held per download, and the size of each disk write
 HEAD_BYTES = 16  # enough to tell MP3, WAV and MP4 apart
 DEFAULT_RETRY_AFTER_S = 5.0  # a 429 without a usable Retry-After
-
-
-class MediaError(Exception):
-    """The download failed in a way that may pass (5xx, network, auth, not ready)."""
-
-
-class MediaNotFound(MediaError):
-    """Every configured host answered 404 for the recording."""
-
-
-class MediaNotReady(MediaError):
-    """Stringee answered with something other than audio where the recording should be."""
-
-
-class RateLimited(MediaError):
-    """Stringee asked us to wait longer than we wait in place; retry after ``retry_after_s``."""
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 class _TooMany(Exception):

@@ -23,10 +23,15 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from service import errors as _errors
 from service.config import Settings
 from service.errors import BadRequest
 from service.jobs import Permanent
 from service.platforms.port import Downloaded, PlatformUnavailable, RecordingNotActive
+
+# the exception classes live in service/errors.py (under platform-named names there)
+MediaNotFound = _errors.TwilioMediaNotFound
+MediaError = _errors.TwilioMediaError
 
 RECORDING_SID = re.compile(r"^RE[0-9a-fA-F]{32}$")
 CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
@@ -41,14 +46,6 @@ MAX_REDIRECTS = 2  # hops after the API's own answer, e.g. API -> CDN -> CDN's s
 NOT_FOUND_ATTEMPTS = 3  # GETs answered 404 before a recording is dead-lettered
 LIST_PAGE_SIZE = 50  # Twilio's default page size; one call rarely has more than one recording
 LIST_MAX_PAGES = 20
-
-
-class MediaNotFound(Exception):
-    """Twilio answered 404 for a recording's media."""
-
-
-class MediaError(Exception):
-    """Twilio's media API failed in a way that may pass (5xx, auth, network)."""
 
 
 @dataclass(frozen=True)
