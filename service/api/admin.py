@@ -10,6 +10,7 @@ from service.api.spec import BODY, operation, path_id
 from service.auth.http import principal
 from service.errors import NotFound
 from service.observability import audit
+from service.vocabulary import Role
 from service.web.context import POOL
 
 TOKEN_BODY = {
@@ -25,7 +26,7 @@ TOKEN_BODY = {
 @operation(
     "POST",
     "/api/tokens",
-    roles=("admin", "operator"),
+    roles=(Role.ADMIN, Role.OPERATOR),
     summary="Create a token (shown once)",
     body=TOKEN_BODY,
     responses={201: schemas.TOKEN_CREATED, 409: schemas.ERROR_SCHEMA},
@@ -53,7 +54,7 @@ async def create_token(request: web.Request) -> web.Response:
 @operation(
     "GET",
     "/api/tokens",
-    roles=("admin", "operator"),
+    roles=(Role.ADMIN, Role.OPERATOR),
     summary="List tokens (never their values)",
     responses={200: schemas.items(schemas.TOKEN)},
     tag="admin",
@@ -66,7 +67,7 @@ async def list_tokens(request: web.Request) -> web.Response:
 @operation(
     "DELETE",
     "/api/tokens/{id}",
-    roles=("admin", "operator"),
+    roles=(Role.ADMIN, Role.OPERATOR),
     summary="Revoke a token",
     responses={204: None, 404: None},
     tag="admin",

@@ -17,10 +17,11 @@ from service.db import Conn
 from service.errors import BadRequest, ConfigError
 from service.links.signed import LINKS
 from service.observability import audit
+from service.vocabulary import Role
 from service.web.context import POOL, SETTINGS, VAULT
 from service.web.untrusted import parse_timestamp
 
-COMPLIANCE = ("compliance",)
+COMPLIANCE = (Role.COMPLIANCE,)
 # Spaces, dots, dashes and brackets are allowed as people write numbers; the server then
 # requires a valid E.164 number (400 bad_phone otherwise).
 PHONE = {

@@ -7,6 +7,7 @@ from typing import Any
 from retention.clock import Kind, Status
 from retention.dsar import CHANNELS
 from service.api.spec import DATETIME, ERROR, UUID
+from service.vocabulary import Outcome
 
 NULLABLE_DATETIME: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
 
@@ -191,16 +192,7 @@ CALL = obj(
     caller={"type": ["string", "null"]},
     called={"type": ["string", "null"]},
     queue={"type": ["string", "null"]},
-    outcome={
-        "enum": [
-            "consented",
-            "refused",
-            "hung_up_during_notice",
-            "no_input",
-            "not_asked",
-            "in_progress",
-        ]
-    },
+    outcome={"enum": [outcome.value for outcome in Outcome]},
     recordings={"type": "array", "items": RECORDING},
 )
 EVENT = obj(

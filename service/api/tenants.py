@@ -15,6 +15,7 @@ from service.errors import NotFound
 from service.observability import audit
 from service.receipts import keys as receipt_keys
 from service.tenants import apply, model, store
+from service.vocabulary import Role
 from service.web.context import POOL, SETTINGS, VAULT
 
 SLUG = {"type": "string", "pattern": model.SLUG.pattern}
@@ -65,7 +66,7 @@ SPEC_BODY = {
 @operation(
     "GET",
     "/api/tenants",
-    roles=("operator",),
+    roles=(Role.OPERATOR,),
     summary="List tenants",
     responses={200: schemas.items(SUMMARY)},
     tag="operator",
@@ -78,7 +79,7 @@ async def list_tenants(request: web.Request) -> web.Response:
 @operation(
     "POST",
     "/api/tenants",
-    roles=("operator",),
+    roles=(Role.OPERATOR,),
     summary="Create an empty tenant",
     body=CREATE_BODY,
     responses={201: TENANT, 409: schemas.ERROR_SCHEMA},
@@ -112,7 +113,7 @@ def _tenant_id(request: web.Request) -> str:
 @operation(
     "GET",
     "/api/tenants/{id}",
-    roles=("operator",),
+    roles=(Role.OPERATOR,),
     summary="A tenant's configuration (secrets as references, and whether they resolve)",
     responses={200: TENANT, 404: None},
     tag="operator",
@@ -130,7 +131,7 @@ async def show_tenant(request: web.Request) -> web.Response:
 @operation(
     "PUT",
     "/api/tenants/{id}",
-    roles=("operator",),
+    roles=(Role.OPERATOR,),
     summary="Apply one tenant's configuration (the [tenants.ID] table as JSON); idempotent",
     body=SPEC_BODY,
     responses={200: APPLIED},

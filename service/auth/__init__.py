@@ -25,11 +25,12 @@ import asyncpg
 
 from service.db import Conn, queries, tenancy
 from service.errors import BadRequest, Conflict
+from service.vocabulary import Role
 
 Q = queries.load("service.auth")
-ROLES = ("telephony", "qa_trainer", "compliance", "admin", "operator")
+ROLES = tuple(role.value for role in Role)
 # the platform's own role (tokens created with --tenant '*'): tenants, tokens, health
-PLATFORM_ROLE = "operator"
+PLATFORM_ROLE = Role.OPERATOR
 PREFIX = "cv_"
 
 
@@ -60,7 +61,7 @@ async def create_token(conn: Conn, name: str, role: str, created_by: str) -> tup
     if role not in ROLES:
         raise BadRequest(f"role must be one of {', '.join(ROLES)}", code="bad_role")
     tenant = await conn.fetchval("SELECT current_setting('callvault.tenant', true)")
-    if tenant == tenancy.ALL and role == "telephony":
+    if tenant == tenancy.ALL and role == Role.TELEPHONY:
         raise BadRequest("a platform token's role is operator or a tenant role", code="bad_role")
     if tenant != tenancy.ALL and role == PLATFORM_ROLE:
         raise BadRequest(

@@ -25,6 +25,7 @@ from service.auth import PLATFORM_ROLE, Principal, authenticate
 from service.db import tenancy
 from service.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from service.errors import TooManyAttempts as TooManyAttempts
+from service.vocabulary import Role
 from service.web.context import SETTINGS, database
 
 FAILURE_LIMIT = 10
@@ -95,7 +96,7 @@ BRAKE = web.AppKey("auth_brake", FailureBrake)
 def allowed_roles(roles: tuple[str, ...]) -> tuple[str, ...]:
     """The roles a route is open to: those named, and ``admin`` unless the route is the
     platform's (``operator``): a tenant's admin never manages tenants."""
-    return roles if "operator" in roles or "admin" in roles else (*roles, "admin")
+    return roles if Role.OPERATOR in roles or Role.ADMIN in roles else (*roles, Role.ADMIN)
 
 
 def requires(*roles: str, tenant_optional: bool = False) -> Callable[[Handler], Handler]:

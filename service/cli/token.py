@@ -7,6 +7,7 @@ from typing import Any
 
 from service.cli.common import actor, on_connection, shown, tenant_option, uuid_arg
 from service.errors import CallvaultError
+from service.vocabulary import Role
 
 
 async def issue_token(conn: Any, name: str, role: str) -> str:
@@ -73,7 +74,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--role",
         required=True,
-        choices=["telephony", "qa_trainer", "compliance", "admin", "operator"],
+        choices=[role.value for role in Role],
     )
     p.add_argument(
         "--tenant",

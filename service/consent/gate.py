@@ -22,15 +22,16 @@ from service.db import Conn, queries, tenancy
 from service.ledger import NewEvent
 from service.notices.library import Notice, PromptLibrary
 from service.personal.numbers import PhoneVault, mask_phone, normalise_phone
+from service.vocabulary import Outcome
 
 Q = queries.load("service.consent")
 
-IN_PROGRESS = "in_progress"
-CONSENTED = "consented"
-REFUSED = "refused"
-HUNG_UP = "hung_up_during_notice"
-NO_INPUT = "no_input"
-NOT_ASKED = "not_asked"
+IN_PROGRESS = Outcome.IN_PROGRESS
+CONSENTED = Outcome.CONSENTED
+REFUSED = Outcome.REFUSED
+HUNG_UP = Outcome.HUNG_UP_DURING_NOTICE
+NO_INPUT = Outcome.NO_INPUT
+NOT_ASKED = Outcome.NOT_ASKED
 
 # Call statuses after which nothing more happens on the call (Twilio's names; others map onto them).
 # Twilio's final CallStatus values, and Stringee's `ended` (its event_url's call_status)

@@ -23,10 +23,11 @@ from service.db import Conn, queries
 from service.errors import NotFound
 from service.qa.api import OUTCOMES
 from service.qa.page import SECURITY
+from service.vocabulary import Role
 from service.web.context import POOL, SETTINGS
 
 Q = queries.load("service.console")
-COMPLIANCE = ("compliance",)
+COMPLIANCE = (Role.COMPLIANCE,)
 DAYS = Param(
     "days",
     {"type": "integer", "minimum": 1, "maximum": 366, "default": 30},

@@ -15,6 +15,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from service.vocabulary import Outcome
+
 SVG_NS = "http://www.w3.org/2000/svg"
 WIDTH, PLOT_H = 760, 200
 LEFT, TOP, BOTTOM = 34, 8, 22
@@ -36,7 +38,7 @@ class Lang(enum.StrEnum):
 
 
 # The consent outcomes a chart shows (a call still in progress has none yet).
-OUTCOMES = ("consented", "refused", "hung_up_during_notice", "no_input", "not_asked")
+OUTCOMES = tuple(outcome.value for outcome in Outcome if outcome is not Outcome.IN_PROGRESS)
 COLOURS = {
     "consented": "#0b6e4f",
     "refused": "#b44d12",

@@ -48,6 +48,7 @@ from service.errors import CallvaultError
 from service.platforms.stringee.events import EXTERNAL_ID
 from service.platforms.stringee.rest_auth import AUTH_HEADER, ApiKey, TokenSource
 from service.platforms.twilio.media import check_recording_sid
+from service.vocabulary import Outcome, Role
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -355,20 +356,20 @@ class DemoCall:
     label: str
     behaviour: str
     queue: str
-    outcome: str  # what callvault must decide
+    outcome: Outcome  # what callvault must decide
     seconds: int  # how long the recorded part lasts, when there is one
 
     @property
     def recorded(self) -> bool:
-        return self.outcome == "consented"
+        return self.outcome == Outcome.CONSENTED
 
 
 CALLS = (
-    DemoCall("stayed on the line", "stay", "demo", "consented", 4),
-    DemoCall("hung up during the notice", "hang-up", "demo", "hung_up_during_notice", 0),
-    DemoCall("pressed 1 (allow)", "press-1", "demo-explicit", "consented", 3),
-    DemoCall("pressed 2 (refuse)", "press-2", "demo-explicit", "refused", 0),
-    DemoCall("pressed nothing", "silent", "demo-explicit", "no_input", 0),
+    DemoCall("stayed on the line", "stay", "demo", Outcome.CONSENTED, 4),
+    DemoCall("hung up during the notice", "hang-up", "demo", Outcome.HUNG_UP_DURING_NOTICE, 0),
+    DemoCall("pressed 1 (allow)", "press-1", "demo-explicit", Outcome.CONSENTED, 3),
+    DemoCall("pressed 2 (refuse)", "press-2", "demo-explicit", Outcome.REFUSED, 0),
+    DemoCall("pressed nothing", "silent", "demo-explicit", Outcome.NO_INPUT, 0),
 )
 
 
@@ -461,7 +462,7 @@ async def run(settings: Settings, *, timeout_s: float, platform: str = "twilio")
             played = await _play_stringee(session, settings, public)
         elif platform == "pbx":
             pbx_token = await db.run(
-                lambda conn: issue_token(conn, f"demo-pbx-{secrets.token_hex(4)}", "telephony")
+                lambda conn: issue_token(conn, f"demo-pbx-{secrets.token_hex(4)}", Role.TELEPHONY)
             )
             played = await _play_pbx(session, public, pbx_token)
         for n, call in enumerate(calls):
@@ -491,7 +492,7 @@ async def run(settings: Settings, *, timeout_s: float, platform: str = "twilio")
                     raise CallvaultError(f"recording callback: HTTP {status}: {body[:200]}")
             played.append(item)
         token = await db.run(
-            lambda conn: issue_token(conn, f"demo-{secrets.token_hex(4)}", "qa_trainer")
+            lambda conn: issue_token(conn, f"demo-{secrets.token_hex(4)}", Role.QA_TRAINER)
         )
         await _wait_until_settled(session, public, token, played, timeout_s)
         purge_lines = await db.run(lambda conn: purge.dry_run_report(conn, upcoming=50))

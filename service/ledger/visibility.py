@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.ledger import Event
+from service.vocabulary import Role
 
 
 class Audience(enum.Enum):
@@ -100,9 +101,9 @@ _PLAYBACK_PRIVATE = ("actor", "reason")
 _CASE_LINKS = ("request_id",)
 
 _ROLES: Mapping[str, Audience] = {
-    "compliance": Audience.COMPLIANCE,
-    "admin": Audience.COMPLIANCE,
-    "qa_trainer": Audience.QA_TRAINER,
+    Role.COMPLIANCE: Audience.COMPLIANCE,
+    Role.ADMIN: Audience.COMPLIANCE,
+    Role.QA_TRAINER: Audience.QA_TRAINER,
 }
 
 

@@ -44,6 +44,7 @@ from service.errors import BadRequest, CallvaultError, Conflict, NotFound
 from service.errors import PlatformFailed as PlatformFailed
 from service.errors import PlatformUnreachable as PlatformUnreachable
 from service.ledger import NewEvent
+from service.vocabulary import Outcome
 
 log = logging.getLogger(__name__)
 Q = queries.load("service.pauses")
@@ -129,8 +130,8 @@ async def find_call(conn: Conn, ref: str, tenant: str) -> uuid.UUID:
 
 
 def _check(row: asyncpg.Record, action: Action, paused_at: datetime | None) -> None:
-    if row["outcome"] != "consented":
-        state = "undecided" if row["outcome"] == "in_progress" else row["outcome"]
+    if row["outcome"] != Outcome.CONSENTED:
+        state = "undecided" if row["outcome"] == Outcome.IN_PROGRESS else row["outcome"]
         raise Conflict(f"the call is not being recorded (consent: {state})", code="not_recording")
     if row["ended_at"] is not None:
         raise Conflict("the call has ended: its recording cannot change", code="call_ended")

@@ -26,6 +26,7 @@ from service.errors import Busy as Busy
 from service.errors import Conflict
 from service.pauses import Action, LockedCall, PlatformFailed, PlatformUnreachable, Source
 from service.platforms.port import PlatformUnavailable, RecordingControl, RecordingNotActive
+from service.vocabulary import Role
 from service.web.context import database
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ CONTROLS: web.AppKey[Mapping[str, RecordingControl]] = web.AppKey("recording_con
 SLOTS: web.AppKey[asyncio.Semaphore] = web.AppKey("pause_slots")
 PLATFORM_SLOTS = 4
 SLOT_WAIT_S = 3.0
-TELEPHONY = ("telephony",)
+TELEPHONY = (Role.TELEPHONY,)
 BODY_SCHEMA = {
     "type": "object",
     "required": ["reason"],

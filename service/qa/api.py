@@ -27,12 +27,13 @@ from service.links.signed import LINKS
 from service.observability import audit
 from service.personal.numbers import PhoneVault, mask_phone
 from service.storage import recording_keys
+from service.vocabulary import Outcome, Role
 from service.web.context import POOL, VAULT
 
 log = logging.getLogger(__name__)
 Q = queries.load("service.qa")
-READERS = ("qa_trainer", "compliance")
-OUTCOMES = ["consented", "refused", "hung_up_during_notice", "no_input", "not_asked", "in_progress"]
+READERS = (Role.QA_TRAINER, Role.COMPLIANCE)
+OUTCOMES = [outcome.value for outcome in Outcome]
 PLAYBACK_BODY = {
     "type": "object",
     "required": ["reason"],
@@ -276,7 +277,7 @@ WHOAMI = schemas.obj(
 @operation(
     "GET",
     "/api/whoami",
-    roles=("telephony", "qa_trainer", "compliance", "operator"),
+    roles=(Role.TELEPHONY, Role.QA_TRAINER, Role.COMPLIANCE, Role.OPERATOR),
     summary="The token's name, role and the tenant the request acts for",
     responses={200: WHOAMI},
     tenant_optional=True,

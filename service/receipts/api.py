@@ -10,6 +10,7 @@ from service.auth.http import principal
 from service.db import tenancy
 from service.observability import audit
 from service.receipts import build, canonical, html, keys
+from service.vocabulary import Role
 from service.web.context import POOL, SETTINGS, VAULT
 
 RECEIPT = schemas.obj(
@@ -56,7 +57,7 @@ def _tenant() -> str:
 @operation(
     "GET",
     "/api/calls/{id}/receipt",
-    roles=("compliance",),
+    roles=(Role.COMPLIANCE,),
     summary="The call's consent receipt: signed JSON (RFC 8785, Ed25519), checkable offline "
     "with `callvault receipt verify`; format=html for a printable page",
     query=[Param("format", {"enum": ["json", "html"], "default": "json"}, description="json|html")],
@@ -85,7 +86,7 @@ async def call_receipt(request: web.Request) -> web.Response:
 @operation(
     "GET",
     "/api/receipt-keys",
-    roles=("telephony", "qa_trainer", "compliance"),
+    roles=(Role.TELEPHONY, Role.QA_TRAINER, Role.COMPLIANCE),
     summary="The tenant's receipt signing keys (public), the current one and every retired one",
     responses={200: schemas.items(RECEIPT_KEY)},
     tag="compliance",
