@@ -1,8 +1,10 @@
-"""The one exception hierarchy of callvault.
+"""The one exception hierarchy of callvault: every exception class it defines is here.
 
 Every error a user can cause is a :class:`CallvaultError` subclass carrying the HTTP status and
-the machine-readable code it maps to; ``service.web.http_errors`` turns them into the one JSON error
-shape, and the CLI prints their message as a one-line reason.
+the machine-readable code it maps to; ``service.web.http_errors`` turns them into the one JSON
+error shape, and the CLI prints their message as a one-line reason. Errors callvault's parts
+raise to one another derive from :class:`InternalError`. The modules that raise a class keep its
+name importable (``service.jobs.Defer``), grouped below by that module.
 """
 
 from __future__ import annotations
