@@ -22,7 +22,6 @@ from service.api import schemas
 from service.api.spec import BODY, operation
 from service.auth.http import principal
 from service.context import database
-from service.db import tenancy
 from service.errors import CallvaultError, Conflict
 from service.pauses import Action, LockedCall, PlatformFailed, PlatformUnreachable, Source
 from service.platforms.port import PlatformUnavailable, RecordingControl, RecordingNotActive
@@ -135,10 +134,8 @@ def _at_platform(request: web.Request, action: Action) -> pauses.AtPlatform:
 
 async def _change(request: web.Request, action: Action) -> web.Response:
     who = principal(request)
-    tenant = tenancy.current()
-    assert tenant is not None
     async with database(request.app) as conn:
-        call_id = await pauses.find_call(conn, request.match_info["id"], tenant)
+        call_id = await pauses.find_call(conn, request.match_info["id"])
     # each step takes a pooled connection only for its own short transaction: none is held
     # while the platform answers (the pool is every call's webhooks' too)
     changed = await pauses.change(
