@@ -61,6 +61,7 @@ class Driver:
     folder: Path | None = None  # where a PBX keeps the recordings it could not upload yet
     recording_ids: dict[str, str] = field(default_factory=dict)  # call id -> platform's
     kept: dict[str, Path] = field(default_factory=dict)  # a PBX's files, by call id
+    sent: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # call id -> where, what
 
     @property
     def pushes(self) -> bool:
@@ -102,10 +103,7 @@ class Driver:
             assert self.twilio_media is not None
             rec_sid = self.recording_ids[cid] = new_recording_sid()
             self.twilio_media.add(rec_sid, body)
-            twilio = FakeTwilio(
-                self.http, self.base_url, account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN
-            )
-            return Handed((await send_recording(twilio, cid, rec_sid))[0])
+            return await self.repeat(trace)
         if self.platform == "stringee":
             assert self.stringee_media is not None
             self.recording_ids[cid] = cid  # Stringee's recordId is the call's id
@@ -115,22 +113,41 @@ class Driver:
             url = trace.recording_callback or (
                 self.base_url + "/telephony/stringee/recording?tenant=default"
             )
+            self.sent[cid] = (url, body)
+            return await self.repeat(trace)
+        assert self.folder is not None
+        self.sent[cid] = ("", body)
+        path = self.folder / f"{cid}.wav"
+        path.write_bytes(body)
+        handed = await self.repeat(trace)
+        if handed.status in (201, 409):
+            path.unlink()
+        else:
+            self.kept[cid] = path
+        return handed
+
+    async def repeat(self, trace: CallTrace) -> Handed:
+        """The announcement or upload of :meth:`hand_over` sent (again: a duplicated webhook, a
+        PBX uploading the same file twice)."""
+        cid = trace.call_sid
+        if self.platform == "twilio":
+            twilio = FakeTwilio(
+                self.http, self.base_url, account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN
+            )
+            return Handed((await send_recording(twilio, cid, self.recording_ids[cid]))[0])
+        url, body = self.sent[cid]
+        if self.platform == "stringee":
+            assert self.stringee_media is not None
             status, _ = await self.stringee_media.post(
                 self.http, url, {"call_id": cid, "recordId": cid}
             )
             return Handed(status)
-        assert self.folder is not None
-        path = self.folder / f"{cid}.wav"
-        path.write_bytes(body)
-        pbx = FakePbx(self.http, self.base_url, token=self.token)
         try:
-            status, answer = await pbx.upload(cid, body)
+            status, answer = await FakePbx(self.http, self.base_url, token=self.token).upload(
+                cid, body
+            )
         except aiohttp.ClientError:  # the server went away under the upload
             status, answer = 0, None
-        if status in (201, 409):
-            path.unlink()
-        else:
-            self.kept[cid] = path
         return Handed(status, answer)
 
     async def retry(self, base_url: str) -> list[int]:

@@ -188,6 +188,7 @@ async def test_bucket_down_for_a_while_loses_nothing(
     # nothing kept half-way, and the platform still holds the only copy
     assert drive.holds(consented)
     assert await db.fetchval("SELECT count(*) FROM recordings WHERE state <> 'pending'") == 0
+    assert await objects(moto_url, bucket) == []
     assert (
         await db.fetchval("SELECT count(*) FROM ledger_events WHERE type = 'recording_stored'") == 0
     )
@@ -195,6 +196,11 @@ async def test_bucket_down_for_a_while_loses_nothing(
 
     proxy.come_back()
     assert await drive.retry(service.base_url) == ([0] if drive.pushes else [])
+    assert set(await settle(db)) <= {"done"}
+    # and it all comes again (a duplicated webhook, a PBX uploading its file twice): the same
+    # answers, nothing more kept
+    again = [await drive.repeat(refused), await drive.repeat(consented)]
+    assert [h.status for h in again] == ([409, 201] if drive.pushes else [204, 204]), again
     assert set(await settle(db)) <= {"done"}
     await assert_kept_once_and_refused_never(db, drive, moto_url, bucket, consented, body, refused)
 
