@@ -1,11 +1,10 @@
-"""Intake in a real ``callvault serve`` process: killed with SIGKILL at the worst moments, then
-restarted, it converges to one object, one row, one ledger entry and no platform copy; and a
-recording far larger than the memory it may use streams through with flat peak memory."""
+"""Intake in a real ``callvault serve`` process: a recording far larger than the memory it may use
+streams through with flat peak memory. (Killed with SIGKILL at the worst moments, for every
+platform: tests/test_platforms_faults.py.)"""
 
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from service import ledger
 from service.platforms.twilio.simulate import Caller, FakeTwilio
-from service.storage import sealed
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, make_bucket
-from tests.intake_helpers import get_object, objects, open_sealed, send_recording, settle
+from tests.intake_helpers import send_recording, settle
 from tests.serve_process import ServeProcess, serve_env
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
 
@@ -55,53 +52,6 @@ async def _recorded_call(platform: FakeTwilio, media: FakeTwilioMedia, body: byt
     status, _ = await send_recording(platform, trace.call_sid, rec_sid)
     assert status == 204
     return rec_sid
-
-
-@pytest.mark.parametrize(
-    ("failpoint", "object_before_restart", "state_before_restart"),
-    [
-        ("intake.after_download", False, "pending"),
-        ("intake.after_upload", True, "pending"),
-        ("intake.after_commit", True, "stored"),
-    ],
-)
-async def test_killed_mid_intake_converges_after_restart(
-    serve: ServeProcess,
-    platform: FakeTwilio,
-    twilio_media: FakeTwilioMedia,
-    db: asyncpg.Connection,
-    moto_url: str,
-    failpoint: str,
-    object_before_restart: bool,
-    state_before_restart: str,
-) -> None:
-    bucket: str = serve.bucket  # type: ignore[attr-defined]
-    await serve.start(CALLVAULT_FAILPOINTS=failpoint)
-    body = wav_bytes(2)
-    rec_sid = await _recorded_call(platform, twilio_media, body)
-    assert await serve.wait_killed() == -signal.SIGKILL
-    # what the crash left behind
-    assert bool(await objects(moto_url, bucket)) is object_before_restart
-    assert await db.fetchval("SELECT state FROM recordings") == state_before_restart
-    assert twilio_media.deletes[rec_sid] == 0, "platform copy deleted before ours was safe"
-    assert await db.fetchval("SELECT state FROM jobs") == "running"  # its lease will expire
-
-    await serve.start()  # no failpoint: the new process reclaims the job after the lease
-    assert await settle(db, timeout_s=90) == {"done": 1}
-    found = await objects(moto_url, bucket)
-    assert len(found) == 1, [o["key"] for o in found]  # one object, one version
-    rec = await db.fetchrow("SELECT * FROM recordings")
-    assert rec["state"] == "stored" and rec["platform_deleted_at"] is not None
-    assert found[0]["key"] == rec["object_key"]
-    assert found[0]["size"] == sealed.sealed_size(len(body))
-    # nothing lost: the sealed object opens with the key the first run committed
-    stored = await get_object(moto_url, bucket, rec["object_key"])
-    assert await open_sealed(db, rec["id"], stored) == body
-    assert twilio_media.deletes[rec_sid] == 1 and rec_sid not in twilio_media.recordings
-    events = [e.type for e in await ledger.events_of(db, rec["call_id"])]
-    assert events.count("recording_stored") == 1
-    assert events.count("platform_copy_deleted") == 1
-    assert (await ledger.verify(db)).ok
 
 
 async def test_a_recording_much_larger_than_memory_streams_through(

@@ -175,3 +175,54 @@ async def write_digest_seal(conn: Any) -> None:
         prev,
         seals.seal_hash(prev, upto, len(heads), digest.digest()),
     )
+
+
+async def test_pbx_call_ids_kept_with_a_tenant_prefix_are_rewritten_once(
+    db: Any, service_url: str
+) -> None:
+    """0023: a PBX call and its recording kept as ``{tenant}/{id}`` (before 0018 made platform
+    ids unique per tenant) get the PBX's own id, in every tenant even when the migration's
+    connection names one (row-level security binds its role), once; a bare id that is taken
+    already leaves the old row as it is, and other platforms' ids are not touched."""
+    (sql,) = [m.sql for m in migrations.available() if m.version == 23]
+    await db.execute("INSERT INTO tenants (id, name) VALUES ('beta', 'Beta')")
+    rows = [
+        ("default", "pbx", "default/1733.1"),
+        ("beta", "pbx", "beta/1733.1"),  # the same PBX id in another tenant
+        ("beta", "pbx", "beta/1733.2"),
+        ("beta", "pbx", "1733.2"),  # written by a newer replica meanwhile: no collision
+        ("beta", "twilio", "beta/CAnotapbx"),
+    ]
+    for tenant, platform, external_id in rows:
+        call = await db.fetchval(
+            "INSERT INTO calls (tenant_id, platform, external_id, policy) "
+            "VALUES ($1, $2, $3, '{}') RETURNING id",
+            tenant,
+            platform,
+            external_id,
+        )
+        await db.execute(
+            "INSERT INTO recordings (call_id, platform, external_id) VALUES ($1, $2, $3)",
+            call,
+            platform,
+            external_id,
+        )
+    conn = await asyncpg.connect(service_url)
+    try:
+        await conn.execute("SELECT set_config('callvault.tenant', 'default', false)")
+        for _ in range(2):  # a rerun changes nothing
+            async with conn.transaction():
+                await conn.execute(sql)
+    finally:
+        await conn.close()
+    found = await db.fetch(
+        "SELECT c.tenant_id, c.platform, c.external_id, r.external_id AS rec FROM calls c "
+        "JOIN recordings r ON r.call_id = c.id ORDER BY 1, 2, 3"
+    )
+    assert [tuple(r) for r in found] == [
+        ("beta", "pbx", "1733.1", "1733.1"),
+        ("beta", "pbx", "1733.2", "1733.2"),
+        ("beta", "pbx", "beta/1733.2", "beta/1733.2"),
+        ("beta", "twilio", "beta/CAnotapbx", "beta/CAnotapbx"),
+        ("default", "pbx", "1733.1", "1733.1"),
+    ]

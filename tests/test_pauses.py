@@ -465,7 +465,7 @@ async def test_a_pbx_reports_its_own_pause_and_the_api_cannot_pause_it(
     status, body = await _api(http, service, "/telephony/pbx/calls/nope/pause", desk)
     assert (status, body["error"]["code"]) == (404, "unknown_call")
 
-    events = await _pause_events(db, f"{tenancy.DEFAULT}/{call}")
+    events = await _pause_events(db, call)
     assert [(e.type, e.details["source"], e.details["reason"]) for e in events] == [
         ("recording_paused", "pbx", "PauseMonitor"),
         ("recording_resumed", "pbx", "UnpauseMonitor"),
@@ -493,7 +493,7 @@ async def test_the_asterisk_recipe_reports_a_pause_and_its_resume(
     assert asterisk.variables == {"CALLVAULT_PAUSED": "1"}
     assert await asterisk.run(call, "resume", "card taken") == 0
     assert asterisk.variables == {"CALLVAULT_PAUSED": "0"}
-    events = await _pause_events(db, f"{tenancy.DEFAULT}/{call}")
+    events = await _pause_events(db, call)
     assert [(e.type, e.details["reason"]) for e in events] == [
         ("recording_paused", "card payment"),
         ("recording_resumed", "card taken"),

@@ -195,7 +195,11 @@ async def run_upload(env: dict[str, str], call_id: str, path: Path) -> tuple[int
 
 
 async def _events(db: Conn, call_id: str, tenant: str = tenancy.DEFAULT) -> list[str]:
-    call = await db.fetchval("SELECT id FROM calls WHERE external_id = $1", f"{tenant}/{call_id}")
+    call = await db.fetchval(
+        "SELECT id FROM calls WHERE platform = 'pbx' AND external_id = $1 AND tenant_id = $2",
+        call_id,
+        tenant,
+    )
     return [e.type for e in await ledger.events_of(db, call)]
 
 
@@ -437,7 +441,7 @@ async def test_another_tenants_call_is_404_and_the_same_id_is_theirs_alone(
 ) -> None:
     await db.execute("INSERT INTO tenants (id, name) VALUES ($1, 'Beta')", OTHER)
     theirs = await _token(db, OTHER)
-    await _start(http, service, token, "shared-1")
+    mine = await _start(http, service, token, "shared-1")
     for method, path, body in [
         ("POST", "/telephony/pbx/calls/shared-1/consent", {"stayed": True}),
         ("POST", "/telephony/pbx/calls/shared-1/ended", {"during_notice": True}),
@@ -455,9 +459,43 @@ async def test_another_tenants_call_is_404_and_the_same_id_is_theirs_alone(
     )
     assert status == 404
     assert await db.fetchval("SELECT outcome FROM calls") == "in_progress"
-    # their PBX may use the same id for a call of its own: a separate call
-    await _start(http, service, theirs, "shared-1")
-    assert await db.fetchval("SELECT count(*) FROM calls") == 2
+    # their PBX may use the same id for a call of its own: a separate call, and each tenant
+    # finds its own by the PBX's id as sent (consent, upload, search, pause)
+    bodies: dict[str, bytes] = {}
+    for n, (tenant, own) in enumerate(((OTHER, theirs), (tenancy.DEFAULT, token))):
+        started = await _start(http, service, own, "shared-1") if tenant == OTHER else mine
+        said = {"stayed": True} if started["mode"] == "implied" else {"digit": "1"}
+        path = "/telephony/pbx/calls/shared-1/"
+        status, answer = await _api(http, service, "POST", path + "consent", own, said)
+        assert (status, answer["record"]) == (200, True), answer
+        bodies[tenant] = wav_bytes(0.2 + n / 10)
+        status, answer = await _api(
+            http,
+            service,
+            "PUT",
+            path + "recording",
+            own,
+            data=bodies[tenant],
+            headers={"Content-Type": "audio/wav"},
+        )
+        assert status == 201, answer
+        reader = await _token(db, tenant, "qa_trainer")
+        status, found = await _api(http, service, "GET", "/api/calls?external_id=shared-1", reader)
+        assert status == 200
+        assert [(c["platform"], c["external_id"]) for c in found["items"]] == [("pbx", "shared-1")]
+        status, answer = await _api(
+            http, service, "POST", "/api/calls/shared-1/recording/pause", own, {"reason": "card"}
+        )
+        # found, and only theirs (another tenant's would make it ambiguous, 409 too)
+        assert (status, answer["error"]["code"]) == (409, "platform_cannot_pause"), answer
+    rows = await db.fetch(
+        "SELECT c.tenant_id, c.external_id, r.external_id AS rec, r.state, r.sha256 "
+        "FROM calls c JOIN recordings r ON r.call_id = c.id ORDER BY c.tenant_id"
+    )
+    assert [tuple(r) for r in rows] == [
+        (t, "shared-1", "shared-1", "stored", hashlib.sha256(bodies[t]).hexdigest())
+        for t in sorted(bodies)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -514,7 +552,7 @@ async def test_numbers_are_kept_as_e164_with_national_ones_read_as_vietnams(
     )
     assert status == 200 and answer["mode"] == "explicit", answer  # the hotline's policy
     row = await db.fetchrow(
-        "SELECT caller_enc, caller_hash, called FROM calls WHERE external_id = 'default/n-1'"
+        "SELECT caller_enc, caller_hash, called FROM calls WHERE external_id = 'n-1'"
     )
     assert vault.decrypt(row["caller_enc"]) == CALLER
     assert bytes(row["caller_hash"]) == vault.lookup_hash(CALLER)
@@ -532,7 +570,7 @@ async def test_numbers_are_kept_as_e164_with_national_ones_read_as_vietnams(
         assert status == 200
     assert (
         await db.fetchval(
-            "SELECT count(*) FROM calls WHERE external_id LIKE 'default/w-%' AND caller_enc IS NULL"
+            "SELECT count(*) FROM calls WHERE external_id LIKE 'w-%' AND caller_enc IS NULL"
         )
         == 2
     )
@@ -730,7 +768,7 @@ async def test_consent_asked_after_the_number_was_erased_never_answers_record(
     assert (status, body["record"], body["outcome"]) == (200, False, "not_asked")
     events = await _events(db, "x-asked")
     assert events[-2:] == ["erased", "not_asked"] and "consent_given" not in events
-    call_id = await db.fetchval("SELECT id FROM calls WHERE external_id = 'default/x-asked'")
+    call_id = await db.fetchval("SELECT id FROM calls WHERE external_id = 'x-asked'")
     reasons = [e.details.get("reason") for e in await ledger.events_of(db, call_id)]
     assert reasons[-1] == "call_erased"
     # a replayed call start is not asked again either
@@ -869,7 +907,7 @@ async def test_freeswitch_explicit_refusal_and_silence(
     assert await freeswitch.call("fs-silent") is False
     assert freeswitch.variables == {"callvault_record": "0"}
     outcomes = dict(await db.fetch("SELECT external_id, outcome FROM calls"))
-    assert outcomes == {"default/fs-refused": "refused", "default/fs-silent": "no_input"}
+    assert outcomes == {"fs-refused": "refused", "fs-silent": "no_input"}
     freeswitch.caller, freeswitch.variables = ["1"], {}
     assert await freeswitch.call("fs-yes") is False
     assert freeswitch.variables == {"callvault_record": "1"}

@@ -1,30 +1,29 @@
 """The consent gate's acceptance, one parametrised test run for each platform (issue 14 item 4):
 Twilio (signed webhooks, TwiML followed), Stringee (signed answer_url and eventUrls, SCCOs
-followed) and a PBX (the JSON API with a telephony token), each played by the same stand-in
-that ``callvault simulate --platform`` uses, against the real application and PostgreSQL as the
-service role. The called number picks the consent mode on every platform; each caller
-behaviour must end in the same outcome, the same ledger and the same answer (record or not),
-whoever carries the call. Recording storage per platform is proven in each platform's own
-tests (test_intake*, test_stringee_acceptance, test_pbx*)."""
+followed) and a PBX (the JSON API with a telephony token), each played by its driver
+(tests/platform_drivers.py: the stand-in ``callvault simulate --platform`` uses), against the
+real application and PostgreSQL as the service role. The called number picks the consent mode
+on every platform; each caller behaviour must end in the same outcome, the same ledger and the
+same answer (record or not), whoever carries the call. The same drivers hand recordings over
+under faults in tests/test_platforms_faults.py; storage details per platform are in each
+platform's own tests (test_intake*, test_stringee_acceptance, test_pbx*)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 import aiohttp
 import asyncpg
 import pytest
 
-from service import auth, ledger
+from service import ledger
 from service.config import Settings
 from service.demo.laptop import DEMO_NUMBERS, DEMO_QUEUES
-from service.platforms.pbx.simulate import FakePbx
-from service.platforms.stringee.simulate import FakeStringee
-from service.platforms.twilio.simulate import Caller, CallTrace, FakeTwilio
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, Service
+from tests.conftest import Service
+from tests.platform_drivers import PLATFORMS, STRINGEE_SIGNING, driver
 
-SIGNING = "stringee-project-signing-secret"
 IMPLIED, EXPLICIT = "+842873009000", "+842873009001"  # queues demo, demo-explicit
 CASES = [  # called number, what the caller does, the outcome, recorded
     (IMPLIED, "stay", "consented", True),
@@ -33,7 +32,6 @@ CASES = [  # called number, what the caller does, the outcome, recorded
     (EXPLICIT, "press-9,2", "refused", False),
     (EXPLICIT, "silent", "no_input", False),
 ]
-Place = Callable[[str, str, Caller], Awaitable[CallTrace]]
 
 
 @pytest.fixture
@@ -43,7 +41,7 @@ async def service(settings: Settings) -> AsyncIterator[Service]:
             settings,
             queues=DEMO_QUEUES,
             numbers=DEMO_NUMBERS,
-            stringee_signing_secret=SIGNING,
+            stringee_signing_secret=STRINGEE_SIGNING,
         )
     )
     await svc.start()
@@ -53,32 +51,23 @@ async def service(settings: Settings) -> AsyncIterator[Service]:
     await svc.stop()
 
 
-async def platform_caller(
-    platform: str, http: aiohttp.ClientSession, service: Service, db: asyncpg.Connection[object]
-) -> tuple[Place, Callable[[str], str]]:
-    """How the platform places a call, and how its call id is kept as ``external_id``."""
-    if platform == "twilio":
-        twilio = FakeTwilio(http, service.base_url, account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN)
-        return twilio.place_call, str
-    if platform == "stringee":
-        return FakeStringee(http, service.base_url, signing_secret=SIGNING).place_call, str
-    token, _ = await auth.create_token(db, "asterisk-1", "telephony", "test")
-    return FakePbx(http, service.base_url, token=token).place_call, lambda c: f"default/{c}"
-
-
-@pytest.mark.parametrize("platform", ["twilio", "stringee", "pbx"])
+@pytest.mark.parametrize("platform", PLATFORMS)
 async def test_every_platform_gets_the_same_outcome_ledger_and_answer(
-    platform: str, service: Service, http: aiohttp.ClientSession, db: asyncpg.Connection[object]
+    platform: str,
+    service: Service,
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection[object],
+    tmp_path: Path,
 ) -> None:
-    place, external_id = await platform_caller(platform, http, service, db)
+    drive = await driver(platform, http, service.base_url, db, tmp_path)
     for n, (called, behaviour, outcome, recorded) in enumerate(CASES):
-        trace = await place(f"+8490555{n:04d}", called, Caller.parse(behaviour))
+        trace = await drive.call(f"+8490555{n:04d}", called, behaviour)
         assert trace.errors == [], (behaviour, trace.steps)
         assert trace.recording_started is recorded, (behaviour, trace.steps)
         assert len(trace.played) >= 1  # the rendered notice, fetched and decoded as audio
         row = await db.fetchrow(
             "SELECT id, outcome, platform, ended_at FROM calls WHERE external_id = $1",
-            external_id(trace.call_sid),
+            trace.call_sid,
         )
         assert row is not None, behaviour
         assert (row["platform"], row["outcome"]) == (platform, outcome), behaviour

@@ -12,7 +12,6 @@ import tomllib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -31,7 +30,6 @@ from service.tenants.model import parse_file
 from tests.conftest import Service
 from tests.intake_helpers import objects, settle
 from tests.stringee_fake import Caller, FakeStringee, PlayedCall, call_event, call_id
-from tests.tcp_proxy import TcpProxy
 from tests.twilio_media import wav_bytes
 from tests.waiting import eventually
 
@@ -560,54 +558,3 @@ async def test_rate_limited_download_waits_as_long_as_stringee_says(
     )
     assert row["later"] and "429" in row["last_error"]
     assert fake.rate_limited == 1
-
-
-@pytest.fixture
-async def proxy(moto_url: str) -> AsyncIterator[TcpProxy]:
-    target = urlsplit(moto_url)
-    assert target.hostname and target.port
-    p = TcpProxy(target.hostname, target.port)
-    await p.start()
-    yield p
-    await p.close()
-
-
-async def test_bucket_outage_loses_nothing(
-    intake_settings: Settings,
-    fakes: dict[str, FakeStringee],
-    acme: None,
-    proxy: TcpProxy,
-    projects: dict[str, Project],
-    http: aiohttp.ClientSession,
-    db: asyncpg.Connection[Any],
-    moto_url: str,
-    bucket: str,
-) -> None:
-    settings = replace(
-        stringee_settings(intake_settings, fakes),
-        s3_endpoint_url=f"http://127.0.0.1:{proxy.port}",
-        job_max_attempts=50,
-    )
-    svc = await start(settings)
-    try:
-        proxy.go_down()
-        body = wav_bytes(1)
-        played = await play(http, svc, projects["acme"], Caller(digits="1", recording=body))
-        assert played.recorded
-
-        async def retried() -> bool:
-            return int(await db.fetchval("SELECT max(attempts) FROM jobs") or 0) >= 3
-
-        await eventually(retried, what="intake retried three times")
-        assert await db.fetchval("SELECT state FROM recordings") == "pending"
-        # calls are still answered while the bucket is away
-        other = await play(
-            http, svc, projects["default"], Caller(digits="1", recording=wav_bytes(1))
-        )
-        assert other.recorded
-        proxy.come_back()
-        assert await settle(db) == {"done": 2}
-        assert len(await objects(moto_url, bucket)) == 2
-        assert await db.fetchval("SELECT count(*) FROM recordings WHERE state = 'stored'") == 2
-    finally:
-        await svc.stop()

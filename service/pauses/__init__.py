@@ -106,7 +106,7 @@ AtPlatform = Callable[[LockedCall], Awaitable[None]]
 Connect = Callable[[], AbstractAsyncContextManager[Conn]]
 
 
-async def find_call(conn: Conn, ref: str, tenant: str) -> uuid.UUID:
+async def find_call(conn: Conn, ref: str) -> uuid.UUID:
     """The id of the tenant's call named by ``ref`` (callvault's id or the platform's), or
     :class:`NotFound`; another tenant's call is not found (row-level security). A reference
     that cannot be a call id (a platform's id is printable ASCII: a NUL byte would reach
@@ -117,7 +117,7 @@ async def find_call(conn: Conn, ref: str, tenant: str) -> uuid.UUID:
         as_uuid: uuid.UUID | None = uuid.UUID(ref)
     except ValueError:
         as_uuid = None
-    rows = await conn.fetch(Q["find_call"], as_uuid, ref, f"{tenant}/{ref}")
+    rows = await conn.fetch(Q["find_call"], as_uuid, ref)
     if not rows:
         raise NotFound("no such call", code="unknown_call")
     if len(rows) > 1:

@@ -21,7 +21,6 @@ from service import pauses
 from service.api import schemas
 from service.api.spec import BODY, operation
 from service.auth.http import principal
-from service.db import tenancy
 from service.errors import Busy as Busy
 from service.errors import Conflict
 from service.pauses import Action, LockedCall, PlatformFailed, PlatformUnreachable, Source
@@ -128,10 +127,8 @@ def _at_platform(request: web.Request, action: Action) -> pauses.AtPlatform:
 
 async def _change(request: web.Request, action: Action) -> web.Response:
     who = principal(request)
-    tenant = tenancy.current()
-    assert tenant is not None
     async with database(request.app) as conn:
-        call_id = await pauses.find_call(conn, request.match_info["id"], tenant)
+        call_id = await pauses.find_call(conn, request.match_info["id"])
     # each step takes a pooled connection only for its own short transaction: none is held
     # while the platform answers (the pool is every call's webhooks' too)
     changed = await pauses.change(

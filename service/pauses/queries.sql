@@ -1,10 +1,10 @@
 -- name: find_call
 -- A call of the connection's tenant (row-level security) by callvault's id or by the platform's
--- call id: a Twilio CallSid, a Stringee callId, a PBX's own id (kept as "{tenant}/{id}").
+-- call id: a Twilio CallSid, a Stringee callId, a PBX's own id (an Asterisk UNIQUEID).
 -- Listed per platform so that the (platform, external_id, tenant_id) key serves the lookup.
 SELECT id FROM calls
 WHERE id = $1::uuid
-   OR (platform, external_id) IN (('twilio', $2::text), ('stringee', $2::text), ('pbx', $3::text))
+   OR (platform, external_id) IN (('twilio', $2::text), ('stringee', $2::text), ('pbx', $2::text))
 LIMIT 2;
 
 -- name: lock_call

@@ -6,9 +6,9 @@ not), ``POST /calls/{id}/pause`` and ``/resume`` when it paused or resumed its o
 card payment), ``POST /calls/{id}/ended`` when the call ends, and ``PUT /calls/{id}/recording``
 with the audio. Each maps onto one step of :mod:`service.consent.gate` or of the intake, so
 replays and duplicates are answered from what was already decided. The tenant is the token's;
-the call id is the PBX's own (an Asterisk ``UNIQUEID``, a FreeSWITCH ``uuid``), kept as
-``{tenant}/{call id}`` so that two tenants' PBXes may use the same ids. Any error answer (or no
-answer) means, for the PBX: continue the call without recording.
+the call id is the PBX's own (an Asterisk ``UNIQUEID``, a FreeSWITCH ``uuid``), kept as it is:
+platform ids are unique per tenant, so two tenants' PBXes may use the same ids. Any error answer
+(or no answer) means, for the PBX: continue the call without recording.
 """
 
 from __future__ import annotations
@@ -115,12 +115,13 @@ async def _body(request: web.Request, model: type[M]) -> M:
 
 
 def _external_id(call_id: str) -> str:
-    """The PBX's call id in the tenant's namespace (calls are unique per platform and id)."""
+    """The PBX's call id as callvault keeps it: as it is, within the token's tenant (calls are
+    unique per platform, id and tenant, and row-level security shows only the tenant's)."""
     if not CALL_ID.match(call_id):
         raise NotFound("no such call", code="unknown_call")
     tenant = tenancy.current()
     assert tenant is not None and tenant != tenancy.ALL
-    return f"{tenant}/{call_id}"
+    return call_id
 
 
 def _count(request: web.Request, call: gate.CallState) -> None:
