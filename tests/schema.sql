@@ -436,9 +436,13 @@ CREATE TABLE public.recording_keys (
     key_version integer DEFAULT 1 NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     rewrapped_at timestamp with time zone,
+    wrapper text DEFAULT 'derived'::text NOT NULL,
+    kms_key_arn text,
     CONSTRAINT recording_keys_format_check CHECK ((format = 'tink-streaming-v1'::text)),
     CONSTRAINT recording_keys_kek_id_check CHECK ((length(kek_id) = 8)),
-    CONSTRAINT recording_keys_key_version_check CHECK ((key_version >= 1))
+    CONSTRAINT recording_keys_key_version_check CHECK ((key_version >= 1)),
+    CONSTRAINT recording_keys_kms_arn_check CHECK (((wrapper = 'kms'::text) = (kms_key_arn IS NOT NULL))),
+    CONSTRAINT recording_keys_wrapper_check CHECK ((wrapper = ANY (ARRAY['derived'::text, 'kms'::text])))
 );
 ALTER TABLE ONLY public.recording_keys FORCE ROW LEVEL SECURITY;
 CREATE TABLE public.recording_reconciliations (
@@ -490,6 +494,16 @@ CREATE TABLE public.tenant_accounts (
     CONSTRAINT tenant_accounts_platform_check CHECK ((platform = ANY (ARRAY['twilio'::text, 'stringee'::text, 'pbx'::text]))),
     CONSTRAINT tenant_accounts_secrets_check CHECK ((jsonb_typeof(secrets) = 'object'::text)),
     CONSTRAINT tenant_accounts_settings_check CHECK ((jsonb_typeof(settings) = 'object'::text))
+);
+CREATE TABLE public.tenant_data_keys (
+    tenant_id text NOT NULL,
+    kms_key_id text NOT NULL,
+    endpoint_url text,
+    region text,
+    credentials jsonb DEFAULT '{}'::jsonb NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT tenant_data_keys_credentials_check CHECK ((jsonb_typeof(credentials) = 'object'::text)),
+    CONSTRAINT tenant_data_keys_kms_key_id_check CHECK ((kms_key_id <> ''::text))
 );
 CREATE TABLE public.tenant_numbers (
     number text NOT NULL,
@@ -579,6 +593,8 @@ ALTER TABLE ONLY public.recordings
     ADD CONSTRAINT recordings_platform_external_id_tenant_key UNIQUE (platform, external_id, tenant_id);
 ALTER TABLE ONLY public.tenant_accounts
     ADD CONSTRAINT tenant_accounts_pkey PRIMARY KEY (platform, account_id, tenant_id);
+ALTER TABLE ONLY public.tenant_data_keys
+    ADD CONSTRAINT tenant_data_keys_pkey PRIMARY KEY (tenant_id);
 ALTER TABLE ONLY public.tenant_numbers
     ADD CONSTRAINT tenant_numbers_pkey PRIMARY KEY (number);
 ALTER TABLE ONLY public.tenant_queues
@@ -677,6 +693,8 @@ ALTER TABLE ONLY public.recordings
     ADD CONSTRAINT recordings_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
 ALTER TABLE ONLY public.tenant_accounts
     ADD CONSTRAINT tenant_accounts_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+ALTER TABLE ONLY public.tenant_data_keys
+    ADD CONSTRAINT tenant_data_keys_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 ALTER TABLE ONLY public.tenant_numbers
     ADD CONSTRAINT tenant_numbers_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 ALTER TABLE ONLY public.tenant_numbers

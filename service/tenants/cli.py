@@ -106,6 +106,17 @@ def cmd_show(args: argparse.Namespace) -> int:
             for key, ref in storage["credentials"].items():
                 state = "resolves" if ref["resolves"] else "DOES NOT RESOLVE"
                 print(f"    {key} = {_shown(ref['ref'])} ({state})")
+        data_keys = shown["data_keys"]
+        if data_keys is None:
+            print("  data keys: wrapped by the key derived from CALLVAULT_SECRET_KEY")
+        else:
+            print(f"  data keys: wrapped by KMS key {_shown(data_keys['kms_key_id'])}")
+            for key in ("endpoint_url", "region"):
+                if key in data_keys:
+                    print(f"    {key} = {_shown(data_keys[key])}")
+            for key, ref in data_keys["credentials"].items():
+                state = "resolves" if ref["resolves"] else "DOES NOT RESOLVE"
+                print(f"    {key} = {_shown(ref['ref'])} ({state})")
         return 0
 
     return asyncio.run(_with_connection(_settings(database=True, secrets=False), work, tenant=ALL))

@@ -1,0 +1,172 @@
+"""A tenant's own KMS key wraps its recordings' data keys (issue 17 item 2): against moto's
+server over HTTP (the same process that serves the tests' S3 serves KMS), two tenants side by
+side, ``kms-co`` configured with a KMS key and ``plain-co`` on the key derived from the secret.
+A data key wrapped by KMS is bound to its tenant and recording (encryption context): another
+tenant's context or another KMS key does not open it. ``secrets rotate --data-keys`` re-wraps
+when a tenant names another key (KMS ReEncrypt) or drops KMS."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import boto3
+import pytest
+from cryptography.exceptions import InvalidTag
+
+from service import recording_keys
+from service.db import tenancy
+from service.db.pool import connect
+from service.personal_data import PhoneVault
+from service.storage import wrapping
+from service.storage.s3 import S3Store
+from service.tenants import model
+from service.tenants import store as tenant_store
+from tests.conftest import SECRET_KEY, run_cli
+from tests.seed import seed_recording
+
+VAULT = PhoneVault(SECRET_KEY)
+Conn = asyncpg.Connection
+
+
+def new_kms_key(endpoint: str) -> str:
+    client = boto3.client("kms", endpoint_url=endpoint, region_name="us-east-1")
+    return str(client.create_key(Description="a tenant's data-key wrapper")["KeyMetadata"]["Arn"])
+
+
+async def configure(db: Conn, tenant: str, data_keys: dict[str, Any] | None) -> None:
+    """The tenant's configuration as ``tenant apply`` writes it."""
+    body: dict[str, Any] = {"name": tenant}
+    if data_keys is not None:
+        body["data_keys"] = data_keys
+    spec = model.parse_tenant(tenant, body)
+    await tenancy.set_tenant(db, tenancy.ALL)
+    async with db.transaction():
+        if not await db.fetchval("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)", tenant):
+            await tenant_store.create(db, tenant, tenant)
+        await tenant_store.write(db, [spec])
+
+
+async def recording_of(db: Conn, tenant: str, s3: S3Store, tmp_path: Path) -> uuid.UUID:
+    """A stored recording of ``tenant`` given its data key by the same path as intake's."""
+    await tenancy.set_tenant(db, tenant)
+    rec = await seed_recording(db, s3, VAULT, tmp_path, expired=False)
+    async with db.transaction():
+        assert await recording_keys.issue(db, VAULT, rec["recording_id"], state="stored")
+    await tenancy.set_tenant(db, tenancy.ALL)
+    rid: uuid.UUID = rec["recording_id"]
+    return rid
+
+
+async def key_row(db: Conn, rid: uuid.UUID) -> Any:
+    return await db.fetchrow(
+        "SELECT tenant_id, wrapped_key, wrapper, kms_key_arn, kek_id, key_version "
+        "FROM recording_keys WHERE recording_id = $1",
+        rid,
+    )
+
+
+@pytest.fixture
+async def s3(moto_url: str, bucket: str) -> Any:
+    s = S3Store(bucket, endpoint_url=moto_url, region="us-east-1")
+    yield s
+    await s.close()
+
+
+async def test_a_kms_tenant_s_data_keys_are_wrapped_by_its_key_and_bound_to_it(
+    db: Conn, s3: S3Store, moto_url: str, tmp_path: Path, service_url: str
+) -> None:
+    key_a, other = (
+        await asyncio.to_thread(new_kms_key, moto_url),
+        await asyncio.to_thread(new_kms_key, moto_url),
+    )
+    await configure(db, "kms-co", {"kms_key_id": key_a, "endpoint_url": moto_url})
+    await configure(db, "plain-co", None)
+    kms_rec = await recording_of(db, "kms-co", s3, tmp_path)
+    plain_rec = await recording_of(db, "plain-co", s3, tmp_path)
+
+    kms_row, plain_row = await key_row(db, kms_rec), await key_row(db, plain_rec)
+    assert (kms_row["wrapper"], kms_row["kms_key_arn"]) == ("kms", key_a)
+    assert kms_row["kek_id"] == wrapping.arn_fingerprint(key_a)
+    assert (plain_row["wrapper"], plain_row["kms_key_arn"]) == ("derived", None)
+    assert plain_row["kek_id"] == VAULT.current_kek_id("plain-co")
+    # the secret callvault holds does not open the KMS tenant's key: only its KMS key does
+    with pytest.raises((InvalidTag, ValueError)):
+        VAULT.unwrap_data_key("kms-co", str(kms_rec), kms_row["wrapped_key"])
+    keyset = await recording_keys.open_key(db, VAULT, kms_rec)
+    assert keyset is not None and recording_keys.sealed.Layout.of(keyset).key_value
+    assert await recording_keys.open_key(db, VAULT, plain_rec) is not None
+
+    # bound to its tenant and recording, and to its own KMS key
+    blob, settings = kms_row["wrapped_key"], wrapping.KmsKey(key_a, moto_url)
+    for tenant, rid in (("plain-co", str(kms_rec)), ("kms-co", str(plain_rec))):
+        with pytest.raises(wrapping.KeyWrappingError):
+            await wrapping.kms_decrypt(settings, key_a, tenant, rid, blob)
+    with pytest.raises(wrapping.KeyWrappingError):  # another tenant's KMS key
+        await wrapping.kms_decrypt(
+            wrapping.KmsKey(other, moto_url), other, "kms-co", str(kms_rec), blob
+        )
+    assert await wrapping.kms_decrypt(settings, key_a, "kms-co", str(kms_rec), blob) == keyset
+
+    # row-level security: as the other tenant (the service's role), the KMS tenant's key is
+    # not there to open; as its own, it is
+    service = await connect(service_url)
+    try:
+        await tenancy.set_tenant(service, "plain-co")
+        assert await recording_keys.open_key(service, VAULT, kms_rec) is None
+        await tenancy.set_tenant(service, "kms-co")
+        assert await recording_keys.open_key(service, VAULT, kms_rec) == keyset
+    finally:
+        await service.close()
+
+    # shredding destroys the wrapped key whoever wrapped it: the KMS key alone opens nothing
+    async with db.transaction():
+        assert await recording_keys.destroy(db, [kms_rec], "erased") == [kms_rec]
+    assert await key_row(db, kms_rec) is None
+    assert await recording_keys.open_key(db, VAULT, kms_rec) is None
+
+
+async def test_rotate_re_wraps_when_a_tenant_names_another_kms_key_or_drops_it(
+    db: Conn,
+    s3: S3Store,
+    moto_url: str,
+    tmp_path: Path,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key_a = await asyncio.to_thread(new_kms_key, moto_url)
+    key_b = await asyncio.to_thread(new_kms_key, moto_url)
+    await configure(db, "kms-co", {"kms_key_id": key_a, "endpoint_url": moto_url})
+    await configure(db, "plain-co", None)
+    kms_rec = await recording_of(db, "kms-co", s3, tmp_path)
+    plain_rec = await recording_of(db, "plain-co", s3, tmp_path)
+    keyset = await recording_keys.open_key(db, VAULT, kms_rec)
+    plain_before = await key_row(db, plain_rec)
+
+    # the tenant names another KMS key: the operator re-wraps without touching the secret
+    await configure(db, "kms-co", {"kms_key_id": key_b, "endpoint_url": moto_url})
+    result = await asyncio.to_thread(run_cli, database_url, "secrets", "rotate", "--data-keys")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "re-wrapped 1 recording data keys"
+    row = await key_row(db, kms_rec)
+    assert (row["wrapper"], row["kms_key_arn"], row["key_version"]) == ("kms", key_b, 2)
+    assert await recording_keys.open_key(db, VAULT, kms_rec) == keyset
+    with pytest.raises(wrapping.KeyWrappingError):  # the old key no longer opens it
+        await wrapping.kms_decrypt(
+            wrapping.KmsKey(key_a, moto_url), key_a, "kms-co", str(kms_rec), row["wrapped_key"]
+        )
+    assert await key_row(db, plain_rec) == plain_before  # the derived tenant's key: untouched
+    # nothing left to do: a second run changes nothing
+    assert await recording_keys.rewrap(db, VAULT) == 0
+
+    # the tenant drops KMS: its keys come back under the key derived from the secret (the
+    # key that wrapped them is reached as boto3 reaches KMS by default: here, moto)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", moto_url)
+    await configure(db, "kms-co", None)
+    assert await recording_keys.rewrap(db, VAULT) == 1
+    row = await key_row(db, kms_rec)
+    assert (row["wrapper"], row["kms_key_arn"]) == ("derived", None)
+    assert VAULT.unwrap_data_key("kms-co", str(kms_rec), row["wrapped_key"]) == keyset
