@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from cryptography.exceptions import InvalidTag
 
 from service import recording_keys
@@ -170,3 +171,94 @@ async def test_rotate_re_wraps_when_a_tenant_names_another_kms_key_or_drops_it(
     row = await key_row(db, kms_rec)
     assert (row["wrapper"], row["kms_key_arn"]) == ("derived", None)
     assert VAULT.unwrap_data_key("kms-co", str(kms_rec), row["wrapped_key"]) == keyset
+
+
+def client_opens(out: Path, item: dict[str, Any], kms_endpoint: str) -> bytes:
+    """The recipe the client follows (README, "Sealed exports"), with its own KMS key and Tink
+    alone: nothing of callvault's code or secrets."""
+    import base64
+
+    import tink  # type: ignore[import-untyped]
+    from tink import cleartext_keyset_handle, streaming_aead
+
+    streaming_aead.register()
+    seal = item["sealed"]
+    kms = boto3.client("kms", endpoint_url=kms_endpoint, region_name="us-east-1")
+    keyset = kms.decrypt(
+        CiphertextBlob=base64.b64decode(seal["wrapped_key"]),
+        KeyId=seal["kms_key_arn"],
+        EncryptionContext=seal["encryption_context"],
+    )["Plaintext"]
+    handle = cleartext_keyset_handle.read(tink.BinaryKeysetReader(keyset))
+    primitive = handle.primitive(streaming_aead.StreamingAead)
+    with (
+        (out / seal["file"]).open("rb") as ciphertext,
+        primitive.new_decrypting_stream(ciphertext, seal["associated_data"].encode()) as plain,
+    ):
+        return bytes(plain.read())
+
+
+async def test_a_sealed_export_opens_with_the_client_s_kms_key_alone(
+    db: Conn, s3: S3Store, moto_url: str, tmp_path: Path, settings: Any
+) -> None:
+    import hashlib
+    import json
+
+    from service.reseal import encrypt_all
+    from service.storage.registry import StoreRegistry
+    from service.tenants.export import ExportError, export
+
+    key_a = await asyncio.to_thread(new_kms_key, moto_url)
+    await configure(db, "kms-co", {"kms_key_id": key_a, "endpoint_url": moto_url})
+    await configure(db, "plain-co", None)
+    recs = {}
+    for tenant in ("kms-co", "kms-co", "plain-co"):
+        await tenancy.set_tenant(db, tenant)
+        rec = await seed_recording(db, s3, VAULT, tmp_path, expired=False)
+        recs.setdefault(tenant, []).append(rec)
+    registry = StoreRegistry.wrapping(s3)
+    await tenancy.set_tenant(db, "kms-co")
+    # stored before issue 17: a sealed export refuses until they are sealed under the KMS key
+    with pytest.raises(ExportError) as refused:
+        await export(db, registry, "kms-co", tmp_path / "early", settings=settings, sealed_out=True)
+    assert refused.value.code == "export_not_sealed"
+    await tenancy.set_tenant(db, tenancy.ALL)
+    assert (await encrypt_all(db, VAULT, registry, tmp_path)).sealed == 3
+
+    # the derived key is callvault's own: nothing of it is handed out
+    await tenancy.set_tenant(db, "plain-co")
+    with pytest.raises(ExportError) as refused:
+        await export(db, registry, "plain-co", tmp_path / "p", settings=settings, sealed_out=True)
+    assert refused.value.code == "export_sealed_needs_kms"
+    assert not (tmp_path / "p").exists()
+
+    # one of kms-co's is shredded (a purge the store refused): listed, not handed out
+    shredded, kept = recs["kms-co"]
+    async with db.transaction():
+        await recording_keys.destroy(db, [shredded["recording_id"]], "retention ended")
+    await tenancy.set_tenant(db, "kms-co")
+    out = tmp_path / "export"
+    report = await export(db, registry, "kms-co", out, settings=settings, sealed_out=True)
+    assert (report.recordings, report.shredded) == (1, 1)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["sealed"] is True
+    assert [i["id"] for i in manifest["shredded"]] == [str(shredded["recording_id"])]
+    (item,) = manifest["recordings"]
+    assert item["id"] == str(kept["recording_id"])
+    cipher = (out / item["sealed"]["file"]).read_bytes()
+    assert kept["body"] not in cipher  # ciphertext, not audio
+    assert hashlib.sha256(cipher).hexdigest() == item["sealed"]["sha256"]
+    assert sorted(p.name for p in (out / "recordings").iterdir()) == [
+        f"{kept['recording_id']}.wav.sealed"
+    ]
+    opened = await asyncio.to_thread(client_opens, out, item, moto_url)
+    assert opened == kept["body"]
+    assert hashlib.sha256(opened).hexdigest() == item["sha256"]
+    # moved under another recording's name, the client's KMS key refuses it
+    moved = {**item, "sealed": {**item["sealed"]}}
+    moved["sealed"]["encryption_context"] = {
+        **item["sealed"]["encryption_context"],
+        "callvault:recording": str(shredded["recording_id"]),
+    }
+    with pytest.raises(ClientError):
+        await asyncio.to_thread(client_opens, out, moved, moto_url)

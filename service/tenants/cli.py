@@ -168,7 +168,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     async def work(conn: Any) -> int:
         stores = _stores(settings)
         try:
-            report = await export(conn, stores, args.id, out, settings=settings)
+            report = await export(
+                conn, stores, args.id, out, settings=settings, sealed_out=args.sealed
+            )
         finally:
             await stores.close()
         _print_export(report)
@@ -236,6 +238,12 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("id")
     p.add_argument("--out", required=True, metavar="DIR|s3://BUCKET/PREFIX")
+    p.add_argument(
+        "--sealed",
+        action="store_true",
+        help="recordings as stored (encrypted) with each one's data key wrapped by the "
+        "tenant's own KMS key, instead of plaintext audio (tenants with a KMS key only)",
+    )
     p.set_defaults(func=cmd_export)
     p = tenant_sub.add_parser(
         "offboard",

@@ -14,6 +14,18 @@ store that refused the object leaves the row ``stored`` until its next pass) can
 by anyone: it is not exported, and the manifest lists it under ``shredded``. It never aborts
 the export (an offboarding must not wait on a bucket's next purge pass).
 
+``--sealed`` (issue 17, for a tenant whose data keys are wrapped by its own KMS key,
+``[tenants.ID.data_keys]``): each recording leaves as it is stored, sealed
+(``recordings/{id}.{ext}.sealed``: Tink streaming AEAD, ``AES256_GCM_HKDF_1MB``), and its
+manifest entry carries the wrapped data key (base64), the KMS key ARN, the encryption context
+and the associated data: the client opens it with its own KMS key and Tink, nothing of
+callvault's (README, "Sealed exports"). Every file is checked before it is published by
+opening it (through KMS, as the client will). Refused for a tenant on the derived key: that key
+is callvault's own secret, and a data key wrapped by it is of no use to anyone else (and must
+not leave unwrapped). Refused too while any of the tenant's recordings is not sealed under its
+KMS key (``recordings encrypt --all``, ``secrets rotate --data-keys`` first). A sealed export is
+not resumable file by file: a rerun fetches and checks every recording again.
+
 Resumable: each file is written under a temporary name (``.NAME.part``), checked against the
 SHA-256 its row recorded at intake, then renamed into place. A rerun after a crash skips every
 file already there whose size and SHA-256 match, and fetches the rest again. To an ``s3://``
@@ -25,6 +37,7 @@ HEAD; a rerun skips the objects whose size and SHA-256 match.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -37,6 +50,8 @@ from service import failpoints, recording_keys
 from service.config import Settings
 from service.db import Conn, queries
 from service.errors import CallvaultError
+from service.personal_data import PhoneVault
+from service.storage import ObjectStore, sealed, wrapping
 from service.storage.local import fsync_dir
 from service.storage.registry import StoreRegistry
 from service.workdir import sha256_of, work_dir
@@ -251,20 +266,108 @@ async def export(
     out: Path | Target,
     *,
     settings: Settings | None = None,
+    sealed_out: bool = False,
 ) -> ExportReport:
-    """Export the tenant into ``out`` (a folder or a target; ``conn`` acts for the tenant)."""
+    """Export the tenant into ``out`` (a folder or a target; ``conn`` acts for the tenant);
+    ``sealed_out``: ciphertext and wrapped keys, for a tenant on its own KMS key."""
     target = FolderTarget(out) if isinstance(out, Path) else out
     if await conn.fetchval(Q["tenant_exists"], tenant) is None:
         raise ExportError(f"no tenant {tenant!r}", code="no_tenant")
+    keys = await _sealed_keys(conn, tenant) if sealed_out else None
     await target.prepare()
     try:
-        return await _export(conn, stores, tenant, target, settings)
+        return await _export(conn, stores, tenant, target, settings, keys)
     finally:
         await target.close()
 
 
+async def _sealed_keys(conn: Conn, tenant: str) -> dict[Any, Any]:
+    """The wrapped key of every recording a sealed export hands out, checked before anything
+    is written: the tenant is on its own KMS key, and every recording is sealed under it."""
+    if await wrapping.tenant_kms(conn, tenant) is None:
+        raise ExportError(
+            f"--sealed: tenant {tenant!r} has no KMS key of its own ([tenants.{tenant}.data_keys] "
+            "kms_key_id): its data keys are wrapped by a key derived from callvault's secret, "
+            "which never leaves callvault; export plaintext, or configure a KMS key and run "
+            "'callvault secrets rotate --data-keys' first",
+            code="export_sealed_needs_kms",
+        )
+    rows = await conn.fetch(Q["stored_recordings"], tenant)
+    ids = [r["id"] for r in rows]
+    keys = {k["recording_id"]: k for k in await conn.fetch(Q["data_keys_of"], ids)}
+    shredded = await recording_keys.shredded_among(conn, ids)
+    unsealed = [
+        i for i in ids if i not in shredded and (i not in keys or keys[i]["wrapper"] != "kms")
+    ]
+    if unsealed:
+        raise ExportError(
+            f"--sealed: {len(unsealed)} recording(s) of tenant {tenant!r} are not sealed under "
+            f"its KMS key (the first: {unsealed[0]}); run 'callvault recordings encrypt --all' "
+            "and 'callvault secrets rotate --data-keys' first",
+            code="export_not_sealed",
+        )
+    return keys
+
+
+async def _fetch_sealed(
+    conn: Conn, vault: PhoneVault, store: ObjectStore, row: Any, staged: Path
+) -> str:
+    """The sealed object as stored into ``staged``, checked by opening it as the client
+    will (its key from KMS, Tink) against the SHA-256 recorded at intake. Returns the
+    ciphertext's SHA-256. Raises :class:`recording_keys.KeyDestroyed` if shredded meanwhile."""
+    head = await store.head(row["object_key"])
+    if head is None or not sealed.is_sealed(head.metadata):
+        raise ExportError(
+            f"recording {row['id']}: the stored object is not sealed; run "
+            "'callvault recordings encrypt --all' first",
+            code="export_not_sealed",
+        )
+    keyset = await recording_keys.open_key(conn, vault, row["id"])
+    if keyset is None:
+        raise recording_keys.KeyDestroyed(f"recording {row['id']}: its data key is destroyed")
+    await store.download_to(row["object_key"], staged)
+    opened = staged.with_name(staged.name + ".check")
+    try:
+        await asyncio.get_running_loop().run_in_executor(
+            sealed.EXECUTOR,
+            sealed.decrypt_file,
+            keyset,
+            staged,
+            opened,
+            sealed.associated_data(row["id"]),
+        )
+        if await asyncio.to_thread(sha256_of, opened) != row["sha256"]:
+            raise ExportError(
+                f"recording {row['id']}: opened, it is not what was stored",
+                code="export_checksum",
+            )
+    finally:
+        await asyncio.to_thread(opened.unlink, True)
+    return await asyncio.to_thread(sha256_of, staged)
+
+
+def _sealed_entry(tenant: str, row: Any, key: Any, rel: str, sha256: str, size: int) -> Any:
+    """What the client needs, besides its KMS key, to open one sealed recording."""
+    return {
+        "file": rel,
+        "sha256": sha256,
+        "size_bytes": size,
+        "format": sealed.FORMAT,
+        "tink_key_template": "AES256_GCM_HKDF_1MB",
+        "associated_data": sealed.associated_data(row["id"]).decode(),
+        "wrapped_key": base64.b64encode(bytes(key["wrapped_key"])).decode("ascii"),
+        "kms_key_arn": key["kms_key_arn"],
+        "encryption_context": wrapping.encryption_context(tenant, str(row["id"])),
+    }
+
+
 async def _export(
-    conn: Conn, stores: StoreRegistry, tenant: str, target: Target, settings: Settings | None
+    conn: Conn,
+    stores: StoreRegistry,
+    tenant: str,
+    target: Target,
+    settings: Settings | None,
+    keys: dict[Any, Any] | None = None,
 ) -> ExportReport:
     report = ExportReport()
     items: list[dict[str, Any]] = []
@@ -275,7 +378,33 @@ async def _export(
         rel = f"recordings/{row['id']}{Path(row['object_key']).suffix}"
         size, sha256 = int(row["size_bytes"]), str(row["sha256"])
         content_type = row["content_type"] or "application/octet-stream"
-        if await target.complete(rel, size, sha256):
+        seal: dict[str, Any] | None = None
+        if keys is not None:
+            if row["id"] in shredded or row["id"] not in keys:
+                gone.append(_shredded(row))
+                continue
+            if settings is None or not settings.secret_key:
+                raise ExportError("--sealed: CALLVAULT_SECRET_KEY is not set")
+            rel += ".sealed"
+            staged = target.staging(rel)
+            store = await stores.for_object(tenant, row["object_store"], conn)
+            try:
+                cipher_sha = await _fetch_sealed(
+                    conn,
+                    recording_keys.vault_of(settings.secret_key, settings.previous_secret_key),
+                    store,
+                    row,
+                    staged,
+                )
+            except recording_keys.KeyDestroyed:
+                await asyncio.to_thread(staged.unlink, True)
+                gone.append(_shredded(row))
+                continue
+            cipher_size = (await asyncio.to_thread(staged.stat)).st_size
+            seal = _sealed_entry(tenant, row, keys[row["id"]], rel, cipher_sha, cipher_size)
+            await target.publish(rel, staged, cipher_sha, "application/octet-stream")
+            report.fetched += 1
+        elif await target.complete(rel, size, sha256):
             report.skipped += 1  # exported by an earlier run, even if shredded since
         elif row["id"] in shredded:
             gone.append(_shredded(row))
@@ -323,6 +452,8 @@ async def _export(
                 "size_bytes": size,
                 "content_type": row["content_type"],
                 "stored_at": row["stored_at"].isoformat(),
+                # file, sha256, size_bytes: the audio as recorded (once opened, if sealed)
+                **({"sealed": seal} if seal is not None else {}),
             }
         )
     report.ledger_events, ledger_sha = await _put_jsonl(
@@ -337,6 +468,7 @@ async def _export(
         "exported_at": (await conn.fetchval("SELECT now()")).isoformat(),
         "recordings": items,
         "shredded": gone,
+        "sealed": keys is not None,
         "ledger": {"file": LEDGER, "events": report.ledger_events, "sha256": ledger_sha},
         "seals": {"file": SEALS, "seals": report.seals, "sha256": seals_sha},
     }
