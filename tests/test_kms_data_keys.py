@@ -221,7 +221,7 @@ async def test_a_sealed_export_opens_with_the_client_s_kms_key_alone(
     # stored before issue 17: a sealed export refuses until they are sealed under the KMS key
     with pytest.raises(ExportError) as refused:
         await export(db, registry, "kms-co", tmp_path / "early", settings=settings, sealed_out=True)
-    assert refused.value.code == "export_not_sealed"
+    assert refused.value.code == "not_sealed"
     await tenancy.set_tenant(db, tenancy.ALL)
     assert (await encrypt_all(db, VAULT, registry, tmp_path)).sealed == 3
 
@@ -229,7 +229,7 @@ async def test_a_sealed_export_opens_with_the_client_s_kms_key_alone(
     await tenancy.set_tenant(db, "plain-co")
     with pytest.raises(ExportError) as refused:
         await export(db, registry, "plain-co", tmp_path / "p", settings=settings, sealed_out=True)
-    assert refused.value.code == "export_sealed_needs_kms"
+    assert refused.value.code == "sealed_needs_kms"
     assert not (tmp_path / "p").exists()
 
     # one of kms-co's is shredded (a purge the store refused): listed, not handed out

@@ -37,7 +37,6 @@ HEAD; a rerun skips the objects whose size and SHA-256 match.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import os
@@ -50,8 +49,7 @@ from service import failpoints, recording_keys
 from service.config import Settings
 from service.db import Conn, queries
 from service.errors import CallvaultError
-from service.personal_data import PhoneVault
-from service.storage import ObjectStore, sealed, wrapping
+from service.storage import handout, sealed
 from service.storage.local import fsync_dir
 from service.storage.registry import StoreRegistry
 from service.workdir import sha256_of, work_dir
@@ -284,81 +282,11 @@ async def export(
 async def _sealed_keys(conn: Conn, tenant: str) -> dict[Any, Any]:
     """The wrapped key of every recording a sealed export hands out, checked before anything
     is written: the tenant is on its own KMS key, and every recording is sealed under it."""
-    if await wrapping.tenant_kms(conn, tenant) is None:
-        raise ExportError(
-            f"--sealed: tenant {tenant!r} has no KMS key of its own ([tenants.{tenant}.data_keys] "
-            "kms_key_id): its data keys are wrapped by a key derived from callvault's secret, "
-            "which never leaves callvault; export plaintext, or configure a KMS key and run "
-            "'callvault secrets rotate --data-keys' first",
-            code="export_sealed_needs_kms",
-        )
     rows = await conn.fetch(Q["stored_recordings"], tenant)
-    ids = [r["id"] for r in rows]
-    keys = {k["recording_id"]: k for k in await conn.fetch(Q["data_keys_of"], ids)}
-    shredded = await recording_keys.shredded_among(conn, ids)
-    unsealed = [
-        i for i in ids if i not in shredded and (i not in keys or keys[i]["wrapper"] != "kms")
-    ]
-    if unsealed:
-        raise ExportError(
-            f"--sealed: {len(unsealed)} recording(s) of tenant {tenant!r} are not sealed under "
-            f"its KMS key (the first: {unsealed[0]}); run 'callvault recordings encrypt --all' "
-            "and 'callvault secrets rotate --data-keys' first",
-            code="export_not_sealed",
-        )
-    return keys
-
-
-async def _fetch_sealed(
-    conn: Conn, vault: PhoneVault, store: ObjectStore, row: Any, staged: Path
-) -> str:
-    """The sealed object as stored into ``staged``, checked by opening it as the client
-    will (its key from KMS, Tink) against the SHA-256 recorded at intake. Returns the
-    ciphertext's SHA-256. Raises :class:`recording_keys.KeyDestroyed` if shredded meanwhile."""
-    head = await store.head(row["object_key"])
-    if head is None or not sealed.is_sealed(head.metadata):
-        raise ExportError(
-            f"recording {row['id']}: the stored object is not sealed; run "
-            "'callvault recordings encrypt --all' first",
-            code="export_not_sealed",
-        )
-    keyset = await recording_keys.open_key(conn, vault, row["id"])
-    if keyset is None:
-        raise recording_keys.KeyDestroyed(f"recording {row['id']}: its data key is destroyed")
-    await store.download_to(row["object_key"], staged)
-    opened = staged.with_name(staged.name + ".check")
     try:
-        await asyncio.get_running_loop().run_in_executor(
-            sealed.EXECUTOR,
-            sealed.decrypt_file,
-            keyset,
-            staged,
-            opened,
-            sealed.associated_data(row["id"]),
-        )
-        if await asyncio.to_thread(sha256_of, opened) != row["sha256"]:
-            raise ExportError(
-                f"recording {row['id']}: opened, it is not what was stored",
-                code="export_checksum",
-            )
-    finally:
-        await asyncio.to_thread(opened.unlink, True)
-    return await asyncio.to_thread(sha256_of, staged)
-
-
-def _sealed_entry(tenant: str, row: Any, key: Any, rel: str, sha256: str, size: int) -> Any:
-    """What the client needs, besides its KMS key, to open one sealed recording."""
-    return {
-        "file": rel,
-        "sha256": sha256,
-        "size_bytes": size,
-        "format": sealed.FORMAT,
-        "tink_key_template": "AES256_GCM_HKDF_1MB",
-        "associated_data": sealed.associated_data(row["id"]).decode(),
-        "wrapped_key": base64.b64encode(bytes(key["wrapped_key"])).decode("ascii"),
-        "kms_key_arn": key["kms_key_arn"],
-        "encryption_context": wrapping.encryption_context(tenant, str(row["id"])),
-    }
+        return await handout.sealed_keys(conn, tenant, [r["id"] for r in rows])
+    except handout.NotSealable as exc:
+        raise ExportError(f"--sealed: {exc}", code=exc.code) from exc
 
 
 async def _export(
@@ -389,7 +317,7 @@ async def _export(
             staged = target.staging(rel)
             store = await stores.for_object(tenant, row["object_store"], conn)
             try:
-                cipher_sha = await _fetch_sealed(
+                cipher_sha = await handout.fetch_sealed(
                     conn,
                     recording_keys.vault_of(settings.secret_key, settings.previous_secret_key),
                     store,
@@ -400,8 +328,13 @@ async def _export(
                 await asyncio.to_thread(staged.unlink, True)
                 gone.append(_shredded(row))
                 continue
+            except sealed.Undecryptable as exc:
+                await asyncio.to_thread(staged.unlink, True)
+                raise ExportError(str(exc), code="export_checksum") from exc
             cipher_size = (await asyncio.to_thread(staged.stat)).st_size
-            seal = _sealed_entry(tenant, row, keys[row["id"]], rel, cipher_sha, cipher_size)
+            seal = handout.sealed_entry(
+                tenant, row["id"], keys[row["id"]], rel, cipher_sha, cipher_size
+            )
             await target.publish(rel, staged, cipher_sha, "application/octet-stream")
             report.fetched += 1
         elif await target.complete(rel, size, sha256):

@@ -17,9 +17,3 @@ FROM ledger_events WHERE tenant_id = $1 ORDER BY call_id, seq;
 -- name: ledger_seals
 SELECT id, at, max_event_id, calls, heads_sha256, prev_hash, hash
 FROM ledger_seals WHERE tenant_id = $1 ORDER BY id;
-
--- name: data_keys_of
--- The wrapped data keys of these recordings and what wrapped them (a sealed export hands them
--- out with the ciphertext).
-SELECT recording_id, wrapper, kms_key_arn, wrapped_key
-FROM recording_keys WHERE recording_id = ANY($1::uuid[]);
