@@ -262,3 +262,59 @@ async def test_a_sealed_export_opens_with_the_client_s_kms_key_alone(
     }
     with pytest.raises(ClientError):
         await asyncio.to_thread(client_opens, out, moved, moto_url)
+
+
+async def test_a_sealed_access_bundle_opens_with_the_client_s_kms_key_alone(
+    db: Conn, s3: S3Store, moto_url: str, tmp_path: Path
+) -> None:
+    import json
+    import zipfile
+
+    from retention import requests
+    from service.errors import BadRequest
+    from service.reseal import encrypt_all
+    from service.storage.handout import NotSealable
+    from service.storage.registry import StoreRegistry
+
+    key_a = await asyncio.to_thread(new_kms_key, moto_url)
+    await configure(db, "kms-co", {"kms_key_id": key_a, "endpoint_url": moto_url})
+    await configure(db, "plain-co", None)
+    callers = {"kms-co": "+84901110001", "plain-co": "+84901110002"}
+    recs = {}
+    for tenant, caller in callers.items():
+        await tenancy.set_tenant(db, tenant)
+        recs[tenant] = await seed_recording(db, s3, VAULT, tmp_path, caller=caller, expired=False)
+    await tenancy.set_tenant(db, tenancy.ALL)
+    assert (await encrypt_all(db, VAULT, StoreRegistry.wrapping(s3), tmp_path)).sealed == 2
+
+    await tenancy.set_tenant(db, "plain-co")
+    with pytest.raises(NotSealable) as refused:
+        await requests.create(
+            db, VAULT, kind="access", phone=callers["plain-co"], actor="test", sealed=True
+        )
+    assert (refused.value.status, refused.value.code) == (409, "sealed_needs_kms")
+    await tenancy.set_tenant(db, "kms-co")
+    with pytest.raises(BadRequest):  # only an access bundle is handed out
+        await requests.create(
+            db, VAULT, kind="erase", phone=callers["kms-co"], actor="test", sealed=True
+        )
+    assert await db.fetchval("SELECT count(*) FROM dsar_requests") == 0
+
+    rid = await requests.create(
+        db, VAULT, kind="access", phone=callers["kms-co"], actor="test", sealed=True
+    )
+    assert await requests.run(db, VAULT, s3, rid, tmp_path, retry_s=1) == "completed"
+    key = await db.fetchval("SELECT bundle_key FROM dsar_requests WHERE id = $1", rid)
+    await s3.download_to(key, tmp_path / "bundle.zip")
+    out = tmp_path / "bundle"
+    with zipfile.ZipFile(tmp_path / "bundle.zip") as bundle:
+        bundle.extractall(out)
+    assert json.loads((out / "request.json").read_text())["sealed"] is True
+    (call,) = json.loads((out / "calls.json").read_text())
+    (item,) = call["recordings"]
+    body = recs["kms-co"]["body"]
+    assert item["audio_file"] == item["sealed"]["file"]
+    assert item["audio_file"].endswith(".wav.sealed")
+    # no plaintext audio anywhere in the bundle
+    assert not [p for p in out.rglob("*") if p.is_file() and body in p.read_bytes()]
+    assert await asyncio.to_thread(client_opens, out, item, moto_url) == body

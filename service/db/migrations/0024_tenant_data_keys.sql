@@ -18,3 +18,9 @@ ALTER TABLE recording_keys
         CONSTRAINT recording_keys_wrapper_check CHECK (wrapper IN ('derived', 'kms')),
     ADD COLUMN kms_key_arn text,
     ADD CONSTRAINT recording_keys_kms_arn_check CHECK ((wrapper = 'kms') = (kms_key_arn IS NOT NULL));
+
+-- An access bundle asked for sealed: its audio as stored (ciphertext) with each data key
+-- wrapped by the tenant's own KMS key, instead of plaintext audio (only a tenant on a KMS key).
+ALTER TABLE dsar_requests
+    ADD COLUMN bundle_sealed boolean NOT NULL DEFAULT false,
+    ADD CONSTRAINT dsar_requests_bundle_sealed_check CHECK (NOT bundle_sealed OR kind = 'access');
