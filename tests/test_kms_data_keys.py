@@ -28,6 +28,12 @@ from service.tenants import model
 from service.tenants import store as tenant_store
 from tests.conftest import SECRET_KEY, run_cli
 from tests.seed import seed_recording
+from tests.tenant_stores import (  # noqa: F401 - the *_fixture names are fixtures
+    own_s3_fixture,
+    service_fixture,
+    storage_settings_fixture,
+    tenants_fixture,
+)
 
 VAULT = PhoneVault(SECRET_KEY)
 Conn = asyncpg.Connection
@@ -318,3 +324,48 @@ async def test_a_sealed_access_bundle_opens_with_the_client_s_kms_key_alone(
     # no plaintext audio anywhere in the bundle
     assert not [p for p in out.rglob("*") if p.is_file() and body in p.read_bytes()]
     assert await asyncio.to_thread(client_opens, out, item, moto_url) == body
+
+
+async def test_intake_and_playback_of_a_kms_tenant_go_through_its_key(
+    service: Any,
+    http: Any,
+    twilio_media: Any,
+    db: Conn,
+    tenants: Any,
+    moto_url: str,
+) -> None:
+    """The service as deployed (its own role, row-level security): tenant-a on its KMS key,
+    tenant-b on the derived key; each intake seals under its tenant's wrapper, and each plays."""
+    from tests.intake_helpers import settle
+    from tests.qa_fixtures import call_api
+    from tests.tenant_stores import download, record, row_of, token_for
+
+    key_a = await asyncio.to_thread(new_kms_key, moto_url)
+    await db.execute(
+        "INSERT INTO tenant_data_keys (tenant_id, kms_key_id, endpoint_url) "
+        "VALUES ('tenant-a', $1, $2)",
+        key_a,
+        moto_url,
+    )
+    made = [
+        await record(t, http, service, twilio_media, f"+8490555100{i}")
+        for i, t in enumerate(("tenant-a", "tenant-b"))
+    ]
+    assert await settle(db) == {"done": 2}
+    rows = [await row_of(db, r) for r in made]
+    assert [row["state"] for row in rows] == ["stored", "stored"]
+    wrappers = [
+        tuple(
+            await db.fetchrow(
+                "SELECT wrapper, kms_key_arn FROM recording_keys WHERE recording_id = $1", row["id"]
+            )
+        )
+        for row in rows
+    ]
+    assert wrappers == [("kms", key_a), ("derived", None)]
+    for rec, row in zip(made, rows, strict=True):
+        qa = await token_for(db, rec.tenant, "qa_trainer")
+        path = f"/api/recordings/{row['id']}/playback"
+        status, link = await call_api(http, service, "POST", path, qa, {"reason": "coaching"})
+        assert status == 200
+        assert await download(http, service, link["url"]) == rec.body, rec.tenant
