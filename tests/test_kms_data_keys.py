@@ -369,3 +369,30 @@ async def test_intake_and_playback_of_a_kms_tenant_go_through_its_key(
         status, link = await call_api(http, service, "POST", path, qa, {"reason": "coaching"})
         assert status == 200
         assert await download(http, service, link["url"]) == rec.body, rec.tenant
+
+
+async def test_a_tenant_s_data_keys_table_is_checked_and_stored_as_written(db: Conn) -> None:
+    good = {
+        "kms_key_id": "alias/acme-recordings",
+        "region": "ap-southeast-1",
+        "access_key_id_env": "ACME_KMS_KEY_ID",
+        "secret_access_key_file": "/etc/callvault/acme-kms.secret",
+    }
+    await configure(db, "acme", good)
+    spec = model.parse_tenant("acme", {"name": "acme", "data_keys": good})
+    stored = (await tenant_store.load(db, ["acme"]))["acme"]
+    assert stored.data_keys == spec.data_keys
+    assert stored.flat() == spec.flat()
+    assert spec.flat()["tenants.acme.data_keys.kms_key_id"] == "alias/acme-recordings"
+    for bad, message in (
+        ({"region": "eu-west-1"}, "tenants.acme.data_keys.kms_key_id: required"),
+        ({**good, "colour": "red"}, "tenants.acme.data_keys.colour: unknown key"),
+        ({**good, "secret_access_key": "x"}, "tenants.acme.data_keys.secret_access_key: secrets"),
+        ({"kms_key_id": "k", "access_key_id_env": "A"}, "tenants.acme.data_keys: give both"),
+    ):
+        with pytest.raises(model.TenantSpecError) as refused:
+            model.parse_tenant("acme", {"name": "acme", "data_keys": bad})
+        assert str(refused.value).startswith(message), refused.value
+    # dropped from the file: the tenant is back on the derived key
+    await configure(db, "acme", None)
+    assert (await tenant_store.load(db, ["acme"]))["acme"].data_keys is None
