@@ -1,2 +1,0 @@
--- local placeholder (not committed): 0023 belongs to another branch
-SELECT 1;
