@@ -68,7 +68,7 @@ from service.observability import audit
 from service.ops.workdir import sha256_of, work_dir
 from service.personal.numbers import PhoneVault, mask_phone
 from service.receipts import bundle as receipts
-from service.storage import ObjectStore, StorageError, recording_keys
+from service.storage import ObjectStore, StorageError, handout, recording_keys
 from service.storage.registry import StoreRegistry, TenantStore
 
 Q = queries.load("retention")
@@ -225,13 +225,18 @@ async def create(
     statement: str | None = None,
     unlink: bool = False,
     channel: str | None = None,
+    sealed: bool = False,
 ) -> uuid.UUID:
     """Receive a request: its deadlines set, a ``dsar_received`` event on each of the number's
     calls, and its job queued (a restriction is in force at once). Everything is checked
     before anything is written: an unknown kind, a number with no calls (a withdrawal excepted:
     never being recorded needs no call), a ``received_at`` in the future, a ``channel`` (how it
-    came in) not a :class:`Channel`."""
+    came in) not a :class:`Channel`. ``sealed`` (access only): the bundle hands out the
+    recordings as stored with their data keys wrapped by the tenant's own KMS key (refused,
+    409, for a tenant without one or while a recording is not sealed under it)."""
     kind = _kind(kind)
+    if sealed and kind is not Kind.ACCESS:
+        raise BadRequest("sealed: only an access request's bundle can be sealed", code="bad_sealed")
     number = check_phone(phone)
     if channel is not None and channel not in CHANNELS:
         raise BadRequest(f"channel: one of {', '.join(CHANNELS)}", code="bad_channel")
@@ -244,6 +249,10 @@ async def create(
         if not calls and kind is not Kind.WITHDRAW:
             raise await _no_calls(conn, vault, number)
         correction, named = _correction(kind, call_ids, statement, unlink, calls)
+        if sealed:
+            tenant = await conn.fetchval("SELECT current_setting('callvault.tenant', true)")
+            recs = [r["id"] for r in await conn.fetch(Q["stored_recordings_of_calls"], calls)]
+            await handout.sealed_keys(conn, str(tenant), recs)
         if kind is Kind.RESTRICT:
             # two restrictions of one number would need two lifts: the second is refused (two
             # received at once are taken one after the other)
@@ -273,6 +282,7 @@ async def create(
             correction.value if correction else None,
             vault.encrypt(statement) if statement is not None else None,
             channel,
+            sealed,
         )
         events = [
             NewEvent(
@@ -635,7 +645,15 @@ async def run(
     where = await registry.for_tenant(tenant, conn)
     if row["kind"] == "access":
         key = await _access_bundle(
-            conn, vault, registry, tenant, where, request_id, call_ids, tmp_root
+            conn,
+            vault,
+            registry,
+            tenant,
+            where,
+            request_id,
+            call_ids,
+            tmp_root,
+            sealed_out=bool(row["bundle_sealed"]),
         )
         async with conn.transaction():
             # An erasure of the number that committed while the bundle was built closed this
@@ -926,9 +944,12 @@ async def _access_bundle(
     request_id: uuid.UUID,
     call_ids: list[uuid.UUID],
     tmp_root: Path,
+    *,
+    sealed_out: bool = False,
 ) -> str:
     """Gather the person's data into a folder (audio streamed from the store to disk), zip it
-    off the event loop, and store the zip."""
+    off the event loop, and store the zip. ``sealed_out``: the audio as stored, each with its
+    data key wrapped by the tenant's KMS key (:mod:`service.storage.handout`)."""
     async with work_dir(tmp_root, "dsar-") as folder:
         await asyncio.to_thread((folder / "content" / "audio").mkdir, parents=True)
         calls: list[dict[str, Any]] = []
@@ -969,6 +990,21 @@ async def _access_bundle(
                 }
                 if r["id"] in shredded:
                     _as_shredded(item)
+                elif r["state"] == "stored" and r["object_key"] and sealed_out:
+                    name = f"audio/{r['id']}{Path(r['object_key']).suffix}.sealed"
+                    store = await registry.for_object(tenant, r["object_store"], conn)
+                    (key,) = (await handout.sealed_keys(conn, tenant, [r["id"]])).values()
+                    path = folder / "content" / name
+                    try:
+                        digest = await handout.fetch_sealed(conn, vault, store, r, path)
+                    except recording_keys.KeyDestroyed:
+                        _as_shredded(item)
+                    else:
+                        size = (await asyncio.to_thread(path.stat)).st_size
+                        item["audio_file"] = name
+                        item["sealed"] = handout.sealed_entry(
+                            tenant, r["id"], key, name, digest, size
+                        )
                 elif r["state"] == "stored" and r["object_key"]:
                     name = f"audio/{r['id']}{Path(r['object_key']).suffix}"
                     store = await registry.for_object(tenant, r["object_store"], conn)
@@ -991,7 +1027,13 @@ async def _access_bundle(
         await receipts.write_for_bundle(
             conn, vault, call_ids, str(request_id), folder / "content" / "receipts"
         )
-        request = {"request_id": str(request_id), "kind": "access", "calls": len(calls)}
+        request = {
+            "request_id": str(request_id),
+            "kind": "access",
+            "calls": len(calls),
+            # the audio as stored, to be opened with the contact centre's own KMS key
+            "sealed": sealed_out,
+        }
         bundle = folder / "bundle.zip"
         digest = await asyncio.to_thread(_zip, folder / "content", bundle, request, calls)
         key = where.key(bundle_key_of(request_id))

@@ -93,8 +93,8 @@ SELECT id, policy FROM tenants WHERE id = current_setting('callvault.tenant', tr
 -- name: insert_request
 INSERT INTO dsar_requests (kind, phone_hash, phone_enc, requested_by, received_at,
                            acknowledge_by, due_at, subject_digest, clock, status, call_ids,
-                           correction, statement_enc, channel)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                           correction, statement_enc, channel, bundle_sealed)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 RETURNING id;
 
 -- name: request_by_id
@@ -358,3 +358,8 @@ WITH again AS (
     RETURNING j.id
 )
 SELECT count(*) AS n, pg_notify('callvault_jobs', 'recording') FROM again;
+
+-- name: stored_recordings_of_calls
+-- What a sealed access bundle would hand out (checked when the request is received).
+SELECT id FROM recordings
+WHERE call_id = ANY($1::uuid[]) AND state = 'stored' AND object_key IS NOT NULL;

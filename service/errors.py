@@ -328,3 +328,32 @@ class Permanent(CallvaultError):
     """Retrying cannot help (the media is not audio, too large, ...): dead-letter at once."""
 
     code = "permanent_failure"
+
+
+# raised by service/storage/wrapping.py
+
+
+class KeyWrappingError(CallvaultError):
+    """KMS refused or could not be reached: nothing is sealed or opened without it."""
+
+    status = 503
+    code = "key_service_unavailable"
+
+
+# raised by service/storage/handout.py
+
+
+class NotSealable(Conflict):
+    """A sealed hand-out that cannot be made: the tenant has no KMS key of its own, or a
+    recording is not sealed under it."""
+
+    code = "not_sealable"
+
+
+# raised by service/tenants/model.py
+
+
+class TenantSpecError(BadRequest):
+    """An invalid tenant file or body; the message starts with the bad key's path."""
+
+    code = "invalid_tenant_spec"

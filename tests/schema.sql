@@ -292,7 +292,9 @@ CREATE TABLE public.dsar_requests (
     correction text,
     statement_enc bytea,
     channel text,
+    bundle_sealed boolean DEFAULT false NOT NULL,
     CONSTRAINT dsar_requests_bundle_removed_reason_check CHECK ((bundle_removed_reason = ANY (ARRAY['expired'::text, 'erased'::text]))),
+    CONSTRAINT dsar_requests_bundle_sealed_check CHECK (((NOT bundle_sealed) OR (kind = 'access'::text))),
     CONSTRAINT dsar_requests_bundle_store_check CHECK (((bundle_store = 'shared'::text) OR (bundle_store ~ '^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$'::text))),
     CONSTRAINT dsar_requests_channel_check CHECK ((channel = ANY (ARRAY['phone'::text, 'email'::text, 'letter'::text, 'in_person'::text, 'web'::text]))),
     CONSTRAINT dsar_requests_correct_says_what CHECK (((kind = 'correct'::text) = (correction IS NOT NULL))),
@@ -436,9 +438,13 @@ CREATE TABLE public.recording_keys (
     key_version integer DEFAULT 1 NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     rewrapped_at timestamp with time zone,
+    wrapper text DEFAULT 'derived'::text NOT NULL,
+    kms_key_arn text,
     CONSTRAINT recording_keys_format_check CHECK ((format = 'tink-streaming-v1'::text)),
     CONSTRAINT recording_keys_kek_id_check CHECK ((length(kek_id) = 8)),
-    CONSTRAINT recording_keys_key_version_check CHECK ((key_version >= 1))
+    CONSTRAINT recording_keys_key_version_check CHECK ((key_version >= 1)),
+    CONSTRAINT recording_keys_kms_arn_check CHECK (((wrapper = 'kms'::text) = (kms_key_arn IS NOT NULL))),
+    CONSTRAINT recording_keys_wrapper_check CHECK ((wrapper = ANY (ARRAY['derived'::text, 'kms'::text])))
 );
 ALTER TABLE ONLY public.recording_keys FORCE ROW LEVEL SECURITY;
 CREATE TABLE public.recording_reconciliations (
@@ -490,6 +496,16 @@ CREATE TABLE public.tenant_accounts (
     CONSTRAINT tenant_accounts_platform_check CHECK ((platform = ANY (ARRAY['twilio'::text, 'stringee'::text, 'pbx'::text]))),
     CONSTRAINT tenant_accounts_secrets_check CHECK ((jsonb_typeof(secrets) = 'object'::text)),
     CONSTRAINT tenant_accounts_settings_check CHECK ((jsonb_typeof(settings) = 'object'::text))
+);
+CREATE TABLE public.tenant_data_keys (
+    tenant_id text NOT NULL,
+    kms_key_id text NOT NULL,
+    endpoint_url text,
+    region text,
+    credentials jsonb DEFAULT '{}'::jsonb NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT tenant_data_keys_credentials_check CHECK ((jsonb_typeof(credentials) = 'object'::text)),
+    CONSTRAINT tenant_data_keys_kms_key_id_check CHECK ((kms_key_id <> ''::text))
 );
 CREATE TABLE public.tenant_numbers (
     number text NOT NULL,
@@ -579,6 +595,8 @@ ALTER TABLE ONLY public.recordings
     ADD CONSTRAINT recordings_platform_external_id_tenant_key UNIQUE (platform, external_id, tenant_id);
 ALTER TABLE ONLY public.tenant_accounts
     ADD CONSTRAINT tenant_accounts_pkey PRIMARY KEY (platform, account_id, tenant_id);
+ALTER TABLE ONLY public.tenant_data_keys
+    ADD CONSTRAINT tenant_data_keys_pkey PRIMARY KEY (tenant_id);
 ALTER TABLE ONLY public.tenant_numbers
     ADD CONSTRAINT tenant_numbers_pkey PRIMARY KEY (number);
 ALTER TABLE ONLY public.tenant_queues
@@ -677,6 +695,8 @@ ALTER TABLE ONLY public.recordings
     ADD CONSTRAINT recordings_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
 ALTER TABLE ONLY public.tenant_accounts
     ADD CONSTRAINT tenant_accounts_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+ALTER TABLE ONLY public.tenant_data_keys
+    ADD CONSTRAINT tenant_data_keys_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 ALTER TABLE ONLY public.tenant_numbers
     ADD CONSTRAINT tenant_numbers_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 ALTER TABLE ONLY public.tenant_numbers

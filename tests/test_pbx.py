@@ -840,6 +840,15 @@ class FakeFreeSwitch:
                 if what != "stay" and tag.find("bind") is not None:
                     once = {tag.attrib["name"]: what, "input_type": "dtmf"}
 
+    async def run(self, uuid: str, data: dict[str, str]) -> None:
+        """A later ``httapi`` action on the channel (``{httapi_profile=callvault,...}``): its
+        data as params, ``<variables>`` applied, up to ``<break/>``."""
+        doc = await self._hit({"session_id": uuid, "hostname": "fs1", "url": self.url, **data})
+        for tag in doc.findall("variables/*"):
+            self.variables[tag.tag] = tag.text or ""
+        work = doc.find("work")
+        assert work is not None and [t.tag for t in work] == ["break"]
+
     async def hang_up(self, uuid: str) -> None:
         """The channel ends after the dialplan went on: the reporting-state request."""
         await self._hit(
@@ -893,6 +902,62 @@ async def test_freeswitch_consent_record_upload(
         "consent_given",
         "recording_stored",
         "call_ended",
+    ]
+
+
+async def test_freeswitch_card_payment_mask_is_reported_as_a_pause(
+    service: Service, freeswitch: FakeFreeSwitch, db: Conn, token_file: Path, tmp_path: Path
+) -> None:
+    """dialplan.xml's callvault-pause / callvault-resume (the agent's *5 / *6): the recording is
+    masked, then httapi runs with {callvault_action=pause,callvault_reason=card payment}; an
+    agent desktop on the event socket reports with the script's command line instead."""
+    uuid = "6f1c0d2e-0000-4000-8000-0000000000c4"
+    assert await freeswitch.call(uuid) is False
+    assert freeswitch.variables == {"callvault_record": "1"}
+    pause = {"callvault_action": "pause", "callvault_reason": "card payment"}
+    await freeswitch.run(uuid, pause)
+    assert freeswitch.variables["callvault_paused"] == "1"
+    # pressed twice: callvault's record disagrees (409 already paused); the variable stays
+    # unset and the mask holds
+    del freeswitch.variables["callvault_paused"]
+    await freeswitch.run(uuid, pause)
+    assert "callvault_paused" not in freeswitch.variables
+
+    env = _script_env(service.base_url, token_file, tmp_path)
+    env.update(CALLVAULT_HTTAPI_CONFIG=str(tmp_path / "none.ini"))
+
+    async def desktop(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(FREESWITCH / "callvault_httapi.py"),
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode is not None
+        return proc.returncode, out.decode().strip()
+
+    # the desktop unmasked over the event socket (uuid_record UUID unmask FILE), then reports
+    assert await desktop("resume", uuid, "card", "taken") == (0, "paused=0")
+    assert await desktop("resume", uuid) == (1, "")  # not paused: callvault says so
+    assert await _events(db, uuid) == [
+        "call_started",
+        "notice_played",
+        "consent_given",
+        "recording_paused",
+        "recording_resumed",
+    ]
+    call = await db.fetchval("SELECT id FROM calls WHERE external_id = $1", f"default/{uuid}")
+    reasons = [
+        (e.type, e.details.get("reason"), e.details.get("source"))
+        for e in await ledger.events_of(db, call)
+        if e.type.startswith("recording_")
+    ]
+    assert reasons == [
+        ("recording_paused", "card payment", "pbx"),
+        ("recording_resumed", "card taken", "pbx"),
     ]
 
 

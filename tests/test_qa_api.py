@@ -352,3 +352,19 @@ async def test_sealed_recordings_play_with_range_by_their_segments_and_old_ones_
     assert status == 410 and refused["error"]["code"] == "recording_shredded"
     # no link, and no playback audited for what cannot be played
     assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'playback'") == accessed
+    # the search and the call say what it is: purged (its key is gone), not `stored`, though
+    # its row and object wait for the next purge pass; the unshredded one is still stored
+    row_state = "SELECT state FROM recordings WHERE id = $1"
+    assert await db.fetchval(row_state, sealed_rec["recording_id"]) == "stored"
+    for rec, state in ((sealed_rec, "purged"), (old_rec, "stored")):
+        status, call = await call_api(http, service, "GET", f"/api/calls/{rec['call_id']}", qa)
+        assert status == 200
+        assert [(r["id"], r["state"]) for r in call["recordings"]] == [
+            (str(rec["recording_id"]), state)
+        ]
+        external = call["external_id"]
+        status, found = await call_api(
+            http, service, "GET", f"/api/calls?external_id={external}", qa
+        )
+        assert status == 200
+        assert [r["state"] for r in found["items"][0]["recordings"]] == [state]

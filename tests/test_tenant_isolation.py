@@ -19,7 +19,13 @@ from service.errors import ConfigError
 from tests.conftest import Service
 
 OTHER = "beta"
-PLATFORM_CONFIG_TABLES = {"tenant_accounts", "tenant_numbers", "tenant_queues", "tenant_storage"}
+PLATFORM_CONFIG_TABLES = {
+    "tenant_accounts",
+    "tenant_data_keys",  # which KMS key wraps the tenant's data keys: a reference, no secret
+    "tenant_numbers",
+    "tenant_queues",
+    "tenant_storage",
+}
 TENANT_TABLES = {
     "api_tokens",
     "audit_log",

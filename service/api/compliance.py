@@ -75,6 +75,12 @@ DSAR_BODY = {
             "type": "boolean",
             "description": "correct: the calls are not the subject's; take their number off",
         },
+        "sealed": {
+            "type": "boolean",
+            "description": "access: the bundle's audio as stored (encrypted), each recording's "
+            "data key wrapped by the tenant's own KMS key, to be opened with that key "
+            "(README, Sealed exports); 409 for a tenant without one",
+        },
     },
 }
 REASON = {"type": "string", "minLength": 1, "maxLength": 2000, "pattern": r"\S"}
@@ -209,6 +215,7 @@ async def create_request(request: web.Request) -> web.Response:
             statement=body.get("statement"),
             unlink=bool(body.get("unlink", False)),
             channel=body.get("channel"),
+            sealed=bool(body.get("sealed", False)),
         )
         row = await dsar.get(conn, request_id)
     return web.json_response(dsar.request_json(row), status=201)

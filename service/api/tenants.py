@@ -39,6 +39,7 @@ TENANT = schemas.obj(
     numbers={"type": "object"},
     accounts={"type": "array", "items": {"type": "object"}},
     storage={"type": ["object", "null"]},
+    data_keys={"type": ["object", "null"]},
 )
 APPLIED = schemas.obj(
     ["changed", "changes", "tenant"],

@@ -77,6 +77,7 @@ def cmd_dsar(args: argparse.Namespace) -> int:
             statement=getattr(args, "statement", None),
             unlink=bool(getattr(args, "unlink", False)),
             channel=args.channel,
+            sealed=bool(getattr(args, "sealed", False)),
         )
         if args.kind == "restrict":
             row = await dsar.get(conn, request_id)
@@ -219,6 +220,12 @@ def add_parser(sub: Any) -> None:
         )
         if kind == "access":
             p.add_argument("--out", help="where to write the bundle (zip)")
+            p.add_argument(
+                "--sealed",
+                action="store_true",
+                help="the audio as stored (encrypted), each data key wrapped by the tenant's "
+                "own KMS key (tenants with a KMS key only)",
+            )
         if kind == "correct":
             p.add_argument(
                 "--call", action="append", required=True, help="a call of the person (repeat)"

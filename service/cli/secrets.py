@@ -14,6 +14,19 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
     from service.personal.rekey import rotate
 
     settings = settings_for(database=True)
+    if args.data_keys:
+        # a tenant that named another KMS key, or gained or dropped one: only the recordings'
+        # data keys move; the secret stays
+        assert settings.secret_key
+        only = PhoneVault(settings.secret_key, settings.previous_secret_key)
+
+        async def data_keys_only(conn: Any) -> int:
+            from service.storage import recording_keys
+
+            print(f"re-wrapped {await recording_keys.rewrap(conn, only)} recording data keys")
+            return 0
+
+        return on_connection(data_keys_only, tenant="*", settings=settings)
     if not settings.previous_secret_key:
         raise CallvaultError(
             "CALLVAULT_PREVIOUS_SECRET_KEY: set it to the old key (and CALLVAULT_SECRET_KEY to "
@@ -48,6 +61,12 @@ def add_parser(sub: Any) -> None:
     p = secrets_sub.add_parser(
         "rotate",
         help="re-encrypt stored numbers under CALLVAULT_SECRET_KEY (the previous key "
-        "in CALLVAULT_PREVIOUS_SECRET_KEY)",
+        "in CALLVAULT_PREVIOUS_SECRET_KEY), and re-wrap recording data keys",
+    )
+    p.add_argument(
+        "--data-keys",
+        action="store_true",
+        help="only re-wrap recording data keys under what each tenant configures now (its KMS "
+        "key, or the key derived from the secret); no previous key needed",
     )
     p.set_defaults(func=cmd_secrets_rotate)

@@ -105,6 +105,17 @@ def cmd_show(args: argparse.Namespace) -> int:
             for key, ref in storage["credentials"].items():
                 state = "resolves" if ref["resolves"] else "DOES NOT RESOLVE"
                 print(f"    {key} = {shown(ref['ref'])} ({state})")
+        data_keys = view["data_keys"]
+        if data_keys is None:
+            print("  data keys: wrapped by the key derived from CALLVAULT_SECRET_KEY")
+        else:
+            print(f"  data keys: wrapped by KMS key {shown(data_keys['kms_key_id'])}")
+            for key in ("endpoint_url", "region"):
+                if key in data_keys:
+                    print(f"    {key} = {shown(data_keys[key])}")
+            for key, ref in data_keys["credentials"].items():
+                state = "resolves" if ref["resolves"] else "DOES NOT RESOLVE"
+                print(f"    {key} = {shown(ref['ref'])} ({state})")
         return 0
 
     return on_connection(work, tenant=ALL)
@@ -156,7 +167,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     async def work(conn: Any) -> int:
         stores = object_stores(settings)
         try:
-            report = await export(conn, stores, args.id, out, settings=settings)
+            report = await export(
+                conn, stores, args.id, out, settings=settings, sealed_out=args.sealed
+            )
         finally:
             await stores.close()
         _print_export(report)
@@ -224,6 +237,12 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("id")
     p.add_argument("--out", required=True, metavar="DIR|s3://BUCKET/PREFIX")
+    p.add_argument(
+        "--sealed",
+        action="store_true",
+        help="recordings as stored (encrypted) with each one's data key wrapped by the "
+        "tenant's own KMS key, instead of plaintext audio (tenants with a KMS key only)",
+    )
     p.set_defaults(func=cmd_export)
     p = tenant_sub.add_parser(
         "offboard",

@@ -18,13 +18,26 @@ SELECT c.id, c.platform, c.external_id, c.started_at, c.caller_enc, c.called, c.
 FROM calls c WHERE c.id = $1;
 
 -- name: recordings_of_calls
-SELECT r.id, r.call_id, r.state, r.duration_s, r.retain_until,
+-- A recording whose data key is destroyed is gone whatever its row says: a purge whose store
+-- refused the object leaves the row `stored` (the next pass deletes the object), but nothing
+-- can read it any more. Its state is then what destroyed the key: `erased` for an erasure,
+-- `purged` for retention (the reason its `key_destroyed` ledger event gives).
+SELECT r.id, r.call_id, coalesce(s.state, r.state) AS state, r.duration_s, r.retain_until,
        -- a hold keeps what exists: a purged or erased recording is not "held"
-       r.state IN ('stored', 'pending') AND EXISTS (SELECT 1 FROM holds h
+       coalesce(s.state, r.state) IN ('stored', 'pending') AND EXISTS (SELECT 1 FROM holds h
                WHERE h.released_at IS NULL
                  AND (h.call_id = r.call_id
                       OR (h.phone_hash IS NOT NULL AND h.phone_hash = c.caller_hash))) AS held
 FROM recordings r JOIN calls c ON c.id = r.call_id
+LEFT JOIN LATERAL (
+    SELECT CASE WHEN e.details->>'reason' LIKE 'erased%' THEN 'erased' ELSE 'purged' END
+           AS state
+    FROM ledger_events e
+    WHERE r.state = 'stored'
+      AND e.call_id = r.call_id AND e.dedupe_key = 'key_destroyed:' || r.id::text
+      AND NOT EXISTS (SELECT 1 FROM recording_keys k WHERE k.recording_id = r.id)
+    LIMIT 1
+) s ON true
 WHERE r.call_id = ANY($1::uuid[])
 ORDER BY r.created_at, r.id;
 

@@ -1,7 +1,9 @@
 """Each recording's data key (issue 17): issued before its object is sealed, read to play or
 export it, destroyed (shredded) by purge and erasure before its objects are deleted, re-wrapped
-by ``callvault secrets rotate``. Only the wrapped form is stored (``recording_keys``); the
-tenant's key-encryption key comes from :class:`~service.personal.numbers.PhoneVault`.
+by ``callvault secrets rotate``. Only the wrapped form is stored (``recording_keys``), with
+what wrapped it: the tenant's key derived from the secret
+(:class:`~service.personal.numbers.PhoneVault`) or the tenant's own KMS key
+(:mod:`service.storage.wrapping`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from service.db import Conn, queries
 from service.errors import KeyDestroyed as KeyDestroyed
 from service.ledger import NewEvent
 from service.personal.numbers import PhoneVault
-from service.storage import ObjectStore, sealed
+from service.storage import ObjectStore, sealed, wrapping
 
 Q = queries.load("service.storage", "recording_keys.sql")
 
@@ -37,8 +39,12 @@ async def issue(
     if found is not None:
         return found  # a run cut short after issuing it: its object may already be sealed
     keyset = sealed.new_data_key()
-    wrapped, kek_id = vault.wrap_data_key(row["tenant_id"], str(recording_id), keyset)
-    await conn.execute(Q["insert_key"], recording_id, sealed.FORMAT, wrapped, kek_id)
+    tenant = row["tenant_id"]
+    kms = await wrapping.tenant_kms(conn, tenant)
+    w = await wrapping.wrap(kms, vault, tenant, str(recording_id), keyset)
+    await conn.execute(
+        Q["insert_key"], recording_id, sealed.FORMAT, w.blob, w.kek_id, w.wrapper, w.kms_key_arn
+    )
     return keyset
 
 
@@ -47,7 +53,19 @@ async def open_key(conn: Conn, vault: PhoneVault, recording_id: uuid.UUID) -> by
     row = await conn.fetchrow(Q["wrapped_key"], recording_id)
     if row is None:
         return None
-    return vault.unwrap_data_key(row["tenant_id"], str(recording_id), row["wrapped_key"])
+    tenant = row["tenant_id"]
+    kms = (
+        await wrapping.tenant_kms(conn, tenant) if row["wrapper"] == wrapping.Wrapper.KMS else None
+    )
+    return await wrapping.unwrap(
+        kms,
+        vault,
+        tenant,
+        str(recording_id),
+        row["wrapped_key"],
+        row["wrapper"],
+        row["kms_key_arn"],
+    )
 
 
 async def destroy(conn: Conn, recording_ids: Sequence[Any], reason: str) -> list[uuid.UUID]:
@@ -81,24 +99,53 @@ async def shredded_among(conn: Conn, recording_ids: Sequence[Any]) -> set[uuid.U
 
 
 async def rewrap(conn: Conn, vault: PhoneVault, *, page: int = 500) -> int:
-    """Re-wrap every data key still under the previous secret under the current one (the
-    objects are untouched). Page by page, each in its own transaction; interruptible and
-    repeatable; a key destroyed between read and write stays destroyed (compare-and-set)."""
+    """Re-wrap every data key not wrapped by what its tenant configures now: one under the
+    previous secret under the current one; under another KMS key than the tenant names, by
+    KMS ``ReEncrypt``; between the derived key and KMS (a tenant that gained or dropped its
+    KMS key), unwrapped and wrapped again. The objects are untouched. Page by page, each in
+    its own transaction; interruptible and repeatable; a key destroyed between read and write
+    stays destroyed (compare-and-set). A KMS key's own rotation of its material is the KMS's
+    job: its id stays, and nothing here changes."""
+    kms_of = await wrapping.every_tenant_kms(conn)
+    arns = {tenant: await wrapping.kms_arn(key) for tenant, key in kms_of.items()}
     done = 0
     after = uuid.UUID(int=0)
     while rows := await conn.fetch(Q["keys_page"], after, page):
         async with conn.transaction():
             for row in rows:
-                tenant, rid = row["tenant_id"], str(row["key"])
-                keyset, old = vault.unwrap_data_key_with_age(tenant, rid, row["wrapped_key"])
-                if old:
-                    wrapped, kek_id = vault.wrap_data_key(tenant, rid, keyset)
+                w = await _rewrapped(row, vault, kms_of.get(row["tenant_id"]), arns)
+                if w is not None:
                     status = await conn.execute(
-                        Q["rewrap_key"], row["key"], row["wrapped_key"], wrapped, kek_id
+                        Q["rewrap_key"],
+                        row["key"],
+                        row["wrapped_key"],
+                        w.blob,
+                        w.kek_id,
+                        w.wrapper,
+                        w.kms_key_arn,
                     )
                     done += status.endswith(" 1")
         after = rows[-1]["key"]
     return done
+
+
+async def _rewrapped(
+    row: Any, vault: PhoneVault, kms: wrapping.KmsKey | None, arns: dict[str, str]
+) -> wrapping.Wrapped | None:
+    """The key ``row`` wrapped as its tenant wants it now, or None if it already is."""
+    tenant, rid = row["tenant_id"], str(row["key"])
+    blob, arn = row["wrapped_key"], row["kms_key_arn"]
+    if row["wrapper"] == wrapping.Wrapper.KMS:
+        if kms is not None and arns[tenant] == arn:
+            return None
+        if kms is not None:
+            return await wrapping.kms_reencrypt(kms, arn, tenant, rid, blob)
+        keyset = await wrapping.kms_decrypt(wrapping.KmsKey(arn), arn, tenant, rid, blob)
+        return await wrapping.wrap(None, vault, tenant, rid, keyset)
+    keyset, old = vault.unwrap_data_key_with_age(tenant, rid, blob)
+    if kms is None and not old:
+        return None
+    return await wrapping.wrap(kms, vault, tenant, rid, keyset)
 
 
 _vaults: dict[tuple[str, str | None], PhoneVault] = {}

@@ -3,11 +3,11 @@
 SELECT tenant_id, state FROM recordings WHERE id = $1 FOR SHARE;
 
 -- name: wrapped_key
-SELECT tenant_id, wrapped_key FROM recording_keys WHERE recording_id = $1;
+SELECT tenant_id, wrapped_key, wrapper, kms_key_arn FROM recording_keys WHERE recording_id = $1;
 
 -- name: insert_key
-INSERT INTO recording_keys (recording_id, format, wrapped_key, kek_id)
-VALUES ($1, $2, $3, $4)
+INSERT INTO recording_keys (recording_id, format, wrapped_key, kek_id, wrapper, kms_key_arn)
+VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (recording_id) DO NOTHING;
 
 -- name: destroy_keys
@@ -31,7 +31,7 @@ WHERE r.id = ANY($1::uuid[])
 
 -- name: keys_page
 -- A page of data keys in key order, after $1.
-SELECT recording_id AS key, tenant_id, wrapped_key
+SELECT recording_id AS key, tenant_id, wrapped_key, wrapper, kms_key_arn
 FROM recording_keys
 WHERE recording_id > $1
 ORDER BY recording_id
@@ -40,7 +40,8 @@ LIMIT $2;
 -- name: rewrap_key
 -- Compare-and-set on the wrapped key that was read: a key shredded meanwhile stays shredded.
 UPDATE recording_keys
-SET wrapped_key = $3, kek_id = $4, key_version = key_version + 1, rewrapped_at = now()
+SET wrapped_key = $3, kek_id = $4, wrapper = $5, kms_key_arn = $6,
+    key_version = key_version + 1, rewrapped_at = now()
 WHERE recording_id = $1 AND wrapped_key = $2;
 
 -- name: stored_page

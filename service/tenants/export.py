@@ -14,6 +14,18 @@ store that refused the object leaves the row ``stored`` until its next pass) can
 by anyone: it is not exported, and the manifest lists it under ``shredded``. It never aborts
 the export (an offboarding must not wait on a bucket's next purge pass).
 
+``--sealed`` (issue 17, for a tenant whose data keys are wrapped by its own KMS key,
+``[tenants.ID.data_keys]``): each recording leaves as it is stored, sealed
+(``recordings/{id}.{ext}.sealed``: Tink streaming AEAD, ``AES256_GCM_HKDF_1MB``), and its
+manifest entry carries the wrapped data key (base64), the KMS key ARN, the encryption context
+and the associated data: the client opens it with its own KMS key and Tink, nothing of
+callvault's (README, "Sealed exports"). Every file is checked before it is published by
+opening it (through KMS, as the client will). Refused for a tenant on the derived key: that key
+is callvault's own secret, and a data key wrapped by it is of no use to anyone else (and must
+not leave unwrapped). Refused too while any of the tenant's recordings is not sealed under its
+KMS key (``recordings encrypt --all``, ``secrets rotate --data-keys`` first). A sealed export is
+not resumable file by file: a rerun fetches and checks every recording again.
+
 Resumable: each file is written under a temporary name (``.NAME.part``), checked against the
 SHA-256 its row recorded at intake, then renamed into place. A rerun after a crash skips every
 file already there whose size and SHA-256 match, and fetches the rest again. To an ``s3://``
@@ -38,7 +50,7 @@ from service.db import Conn, queries
 from service.errors import ExportError as ExportError
 from service.ops import failpoints
 from service.ops.workdir import sha256_of, work_dir
-from service.storage import recording_keys
+from service.storage import handout, recording_keys, sealed
 from service.storage.local import fsync_dir
 from service.storage.registry import StoreRegistry
 
@@ -248,20 +260,38 @@ async def export(
     out: Path | Target,
     *,
     settings: Settings | None = None,
+    sealed_out: bool = False,
 ) -> ExportReport:
-    """Export the tenant into ``out`` (a folder or a target; ``conn`` acts for the tenant)."""
+    """Export the tenant into ``out`` (a folder or a target; ``conn`` acts for the tenant);
+    ``sealed_out``: ciphertext and wrapped keys, for a tenant on its own KMS key."""
     target = FolderTarget(out) if isinstance(out, Path) else out
     if await conn.fetchval(Q["tenant_exists"], tenant) is None:
         raise ExportError(f"no tenant {tenant!r}", code="no_tenant")
+    keys = await _sealed_keys(conn, tenant) if sealed_out else None
     await target.prepare()
     try:
-        return await _export(conn, stores, tenant, target, settings)
+        return await _export(conn, stores, tenant, target, settings, keys)
     finally:
         await target.close()
 
 
+async def _sealed_keys(conn: Conn, tenant: str) -> dict[Any, Any]:
+    """The wrapped key of every recording a sealed export hands out, checked before anything
+    is written: the tenant is on its own KMS key, and every recording is sealed under it."""
+    rows = await conn.fetch(Q["stored_recordings"], tenant)
+    try:
+        return await handout.sealed_keys(conn, tenant, [r["id"] for r in rows])
+    except handout.NotSealable as exc:
+        raise ExportError(f"--sealed: {exc}", code=exc.code) from exc
+
+
 async def _export(
-    conn: Conn, stores: StoreRegistry, tenant: str, target: Target, settings: Settings | None
+    conn: Conn,
+    stores: StoreRegistry,
+    tenant: str,
+    target: Target,
+    settings: Settings | None,
+    keys: dict[Any, Any] | None = None,
 ) -> ExportReport:
     report = ExportReport()
     items: list[dict[str, Any]] = []
@@ -272,7 +302,38 @@ async def _export(
         rel = f"recordings/{row['id']}{Path(row['object_key']).suffix}"
         size, sha256 = int(row["size_bytes"]), str(row["sha256"])
         content_type = row["content_type"] or "application/octet-stream"
-        if await target.complete(rel, size, sha256):
+        seal: dict[str, Any] | None = None
+        if keys is not None:
+            if row["id"] in shredded or row["id"] not in keys:
+                gone.append(_shredded(row))
+                continue
+            if settings is None or not settings.secret_key:
+                raise ExportError("--sealed: CALLVAULT_SECRET_KEY is not set")
+            rel += ".sealed"
+            staged = target.staging(rel)
+            store = await stores.for_object(tenant, row["object_store"], conn)
+            try:
+                cipher_sha = await handout.fetch_sealed(
+                    conn,
+                    recording_keys.vault_of(settings.secret_key, settings.previous_secret_key),
+                    store,
+                    row,
+                    staged,
+                )
+            except recording_keys.KeyDestroyed:
+                await asyncio.to_thread(staged.unlink, True)
+                gone.append(_shredded(row))
+                continue
+            except sealed.Undecryptable as exc:
+                await asyncio.to_thread(staged.unlink, True)
+                raise ExportError(str(exc), code="export_checksum") from exc
+            cipher_size = (await asyncio.to_thread(staged.stat)).st_size
+            seal = handout.sealed_entry(
+                tenant, row["id"], keys[row["id"]], rel, cipher_sha, cipher_size
+            )
+            await target.publish(rel, staged, cipher_sha, "application/octet-stream")
+            report.fetched += 1
+        elif await target.complete(rel, size, sha256):
             report.skipped += 1  # exported by an earlier run, even if shredded since
         elif row["id"] in shredded:
             gone.append(_shredded(row))
@@ -320,6 +381,8 @@ async def _export(
                 "size_bytes": size,
                 "content_type": row["content_type"],
                 "stored_at": row["stored_at"].isoformat(),
+                # file, sha256, size_bytes: the audio as recorded (once opened, if sealed)
+                **({"sealed": seal} if seal is not None else {}),
             }
         )
     report.ledger_events, ledger_sha = await _put_jsonl(
@@ -334,6 +397,7 @@ async def _export(
         "exported_at": (await conn.fetchval("SELECT now()")).isoformat(),
         "recordings": items,
         "shredded": gone,
+        "sealed": keys is not None,
         "ledger": {"file": LEDGER, "events": report.ledger_events, "sha256": ledger_sha},
         "seals": {"file": SEALS, "seals": report.seals, "sha256": seals_sha},
     }

@@ -24,7 +24,8 @@ from typing import Any
 import phonenumbers
 
 from service.config import CONSENT_MODES, LANGUAGES, parse_duration
-from service.errors import BadRequest, ConfigError
+from service.errors import ConfigError
+from service.errors import TenantSpecError as TenantSpecError
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
 DEFAULT = "default"
@@ -38,12 +39,6 @@ class Platform(StrEnum):
     TWILIO = "twilio"
     STRINGEE = "stringee"
     PBX = "pbx"
-
-
-class TenantSpecError(BadRequest):
-    """An invalid tenant file or body; the message starts with the bad key's path."""
-
-    code = "invalid_tenant_spec"
 
 
 def key_path(*parts: str) -> str:
@@ -85,7 +80,7 @@ DEADLINE_KEYS = (
     "extension",
 )
 MAX_EXTENSION_S = 15 * 86400
-TENANT_TABLES = {"queues", "numbers", "twilio", "stringee", "pbx", "storage"}
+TENANT_TABLES = {"queues", "numbers", "twilio", "stringee", "pbx", "storage", "data_keys"}
 
 # Per platform: the key naming the account, its other plain settings, and its secrets (each
 # given as NAME_env or NAME_file); the first secret listed is required.
@@ -96,6 +91,9 @@ ACCOUNT_SHAPES: dict[Platform, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 }
 STORAGE_KEYS = {"bucket", "endpoint_url", "region", "sse", "kms_key_id"}
 STORAGE_SECRETS = ("access_key_id", "secret_access_key")
+# The tenant's own KMS key, wrapping each recording's data key (issue 17) instead of the key
+# derived from CALLVAULT_SECRET_KEY; credentials as for storage (or the default chain).
+DATA_KEYS_KEYS = {"kms_key_id", "endpoint_url", "region"}
 _SECRET_WORDS = ("token", "secret", "password", "secret_access_key", "private_key")
 
 
@@ -136,6 +134,8 @@ class TenantSpec:
     # (platform, account id) -> {"settings": {...}, "secrets": {"auth_token_env": "NAME"}}
     accounts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     storage: dict[str, Any] | None = None
+    # {"kms_key_id", "endpoint_url"?, "region"?, "credentials": {...}}; None: derived key
+    data_keys: dict[str, Any] | None = None
 
     def flat(self) -> dict[str, Any]:
         """Every setting by its TOML path (an entity by itself maps to None): what plans diff."""
@@ -170,6 +170,12 @@ class TenantSpec:
             storage.pop("credentials")
             for key, value in storage.items():
                 out[key_path(*base, "storage", key)] = value
+        if self.data_keys is not None:
+            out[key_path(*base, "data_keys")] = None
+            data_keys = {**self.data_keys, **self.data_keys["credentials"]}
+            data_keys.pop("credentials")
+            for key, value in data_keys.items():
+                out[key_path(*base, "data_keys", key)] = value
         return out
 
 
@@ -296,6 +302,8 @@ def parse_tenant(tenant_id: str, body: Any) -> TenantSpec:
             spec.accounts[(platform.value, account_id)] = entry
     if "storage" in body:
         spec.storage = _storage(body["storage"], (*base, "storage"))
+    if "data_keys" in body:
+        spec.data_keys = _data_keys(body["data_keys"], (*base, "data_keys"))
     return spec
 
 
@@ -578,5 +586,39 @@ def _storage(raw: Any, where: tuple[str, ...]) -> dict[str, Any]:
     if sse not in ("AES256", "aws:kms"):
         raise TenantSpecError(f"{key_path(*where, 'sse')}: must be AES256 or aws:kms, got {sse!r}")
     out["sse"] = sse
+    out["credentials"] = secrets
+    return out
+
+
+def _data_keys(raw: Any, where: tuple[str, ...]) -> dict[str, Any]:
+    from service import config
+
+    if not isinstance(raw, Mapping):
+        raise TenantSpecError(f"{key_path(*where)}: expected a table")
+    secrets, used = _secret_refs(raw, STORAGE_SECRETS, where, None)
+    if bool(secrets) and len(secrets) != 2:
+        raise TenantSpecError(
+            f"{key_path(*where)}: give both access_key_id_env/_file and "
+            "secret_access_key_env/_file, or neither (the default credential chain)"
+        )
+    for key in raw:
+        if key not in DATA_KEYS_KEYS and key not in used:
+            raise TenantSpecError(f"{key_path(*where, str(key))}: unknown key")
+    out: dict[str, Any] = {}
+    for key in ("kms_key_id", "region"):
+        if key in raw:
+            value = raw[key]
+            if not isinstance(value, str) or not value.strip() or not value.isprintable():
+                raise TenantSpecError(f"{key_path(*where, key)}: must be printable text")
+            out[key] = value
+    if "kms_key_id" not in out:
+        raise TenantSpecError(
+            f"{key_path(*where, 'kms_key_id')}: required, the KMS key (id, ARN or alias) that "
+            "wraps this tenant's recording data keys"
+        )
+    if "endpoint_url" in raw:
+        out["endpoint_url"] = _config(
+            (*where, "endpoint_url"), config.check_url, raw["endpoint_url"]
+        )
     out["credentials"] = secrets
     return out

@@ -32,6 +32,10 @@ FROM tenant_accounts WHERE tenant_id = ANY($1::text[]);
 SELECT tenant_id, bucket, endpoint_url, region, sse, kms_key_id, credentials
 FROM tenant_storage WHERE tenant_id = ANY($1::text[]);
 
+-- name: data_keys
+SELECT tenant_id, kms_key_id, endpoint_url, region, credentials
+FROM tenant_data_keys WHERE tenant_id = ANY($1::text[]);
+
 -- name: number_owners
 SELECT number, tenant_id FROM tenant_numbers WHERE number = ANY($1::text[]);
 
@@ -81,6 +85,16 @@ SET bucket = EXCLUDED.bucket, endpoint_url = EXCLUDED.endpoint_url, region = EXC
 
 -- name: delete_storage
 DELETE FROM tenant_storage WHERE tenant_id = $1;
+
+-- name: upsert_data_keys
+INSERT INTO tenant_data_keys (tenant_id, kms_key_id, endpoint_url, region, credentials)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (tenant_id) DO UPDATE
+SET kms_key_id = EXCLUDED.kms_key_id, endpoint_url = EXCLUDED.endpoint_url,
+    region = EXCLUDED.region, credentials = EXCLUDED.credentials, updated_at = now();
+
+-- name: delete_data_keys
+DELETE FROM tenant_data_keys WHERE tenant_id = $1;
 
 -- name: announce
 -- Every replica's tenant directory (service/tenants/policies.py) listens on this channel and

@@ -84,6 +84,12 @@ async def load(conn: Conn, ids: list[str]) -> dict[str, TenantSpec]:
             "sse": r["sse"],
             "credentials": dict(r["credentials"]),
         }
+    for r in await conn.fetch(Q["data_keys"], ids):
+        data_keys = {"kms_key_id": r["kms_key_id"]}
+        for key in ("endpoint_url", "region"):
+            if r[key] is not None:
+                data_keys[key] = r[key]
+        specs[r["tenant_id"]].data_keys = {**data_keys, "credentials": dict(r["credentials"])}
     return specs
 
 
@@ -133,6 +139,18 @@ async def write(conn: Conn, specs: list[TenantSpec]) -> None:
                 s.get("kms_key_id"),
                 s["credentials"],
             )
+        if spec.data_keys is None:
+            await conn.execute(Q["delete_data_keys"], spec.id)
+        elif spec.data_keys != stored[spec.id].data_keys:
+            k = spec.data_keys
+            await conn.execute(
+                Q["upsert_data_keys"],
+                spec.id,
+                k["kms_key_id"],
+                k.get("endpoint_url"),
+                k.get("region"),
+                k["credentials"],
+            )
     # every replica re-reads its tenant directory when this transaction commits
     await announce(conn)
 
@@ -168,4 +186,7 @@ def as_json(spec: TenantSpec) -> dict[str, Any]:
         "storage": None
         if spec.storage is None
         else {**spec.storage, "credentials": _refs(spec.storage["credentials"])},
+        "data_keys": None
+        if spec.data_keys is None
+        else {**spec.data_keys, "credentials": _refs(spec.data_keys["credentials"])},
     }

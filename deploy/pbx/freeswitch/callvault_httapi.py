@@ -19,6 +19,15 @@ dialplan, and translates:
 3. the request mod_httapi makes when the channel hangs up (``exiting=true``): ``POST
    .../ended`` with ``during_notice`` true if the notice was still playing or waiting for a key.
 
+4. card payments (PCI DSS: no card security code in a recording): the dialplan masks the
+   recording first (``record_session_mask``; see ``dialplan.xml``), then runs httapi with
+   ``{callvault_action=pause,callvault_reason=...}``: ``POST .../pause`` (``resume`` likewise,
+   after ``record_session_unmask``), and ``callvault_paused`` is set to ``1`` or ``0`` once
+   callvault has it in the call's ledger (left unset if callvault could not be told: the mask
+   holds all the same). An agent desktop that masks over the event socket (``uuid_record UUID
+   mask FILE``) reports with ``callvault_httapi.py pause UUID [REASON]`` on the FreeSWITCH host
+   (the same configuration and token; exit 0 once callvault has it, 1 otherwise).
+
 Any failure answers ``callvault_record=0`` and ``<break/>``: the call goes on unrecorded.
 Configuration: as for the Asterisk scripts (``CALLVAULT_URL``, ``CALLVAULT_TOKEN_FILE``,
 ``CALLVAULT_SOUNDS_DIR`` (default ``/var/lib/freeswitch/sounds/callvault``),
@@ -53,6 +62,7 @@ DEFAULTS = {
 }
 MAX_FORM_BYTES = 256 * 1024
 ASKING = ("notice", "ask")  # steps during which a hang-up is a hang-up during the notice
+PAUSE_ACTIONS = {"pause": "card payment", "resume": "resumed"}  # and their default reasons
 
 
 def config() -> dict[str, str]:
@@ -66,7 +76,12 @@ def config() -> dict[str, str]:
     return found
 
 
-def document(work: str, params: dict[str, str] | None = None, record: bool | None = None) -> str:
+def document(
+    work: str,
+    params: dict[str, str] | None = None,
+    record: bool | None = None,
+    paused: bool | None = None,
+) -> str:
     parts = ['<document type="xml/freeswitch-httapi">']
     if params:
         parts.append(
@@ -74,6 +89,8 @@ def document(work: str, params: dict[str, str] | None = None, record: bool | Non
         )
     if record is not None:
         parts.append(f"<variables><callvault_record>{int(record)}</callvault_record></variables>")
+    if paused is not None:
+        parts.append(f"<variables><callvault_paused>{int(paused)}</callvault_paused></variables>")
     parts.append(f"<work>{work}</work></document>")
     return "".join(parts)
 
@@ -141,6 +158,19 @@ class Bridge:
             },
         )
 
+    def log(self, line: str) -> None:
+        sys.stderr.write(f"callvault_httapi: {line}\n")
+
+    def paused(self, call_id: str, action: str, reason: str) -> bool:
+        """Tell callvault the PBX paused (masked) or resumed the call's recording; whether it
+        is now paused in callvault's record. Raises (HTTPError 409: callvault's record
+        disagrees, e.g. already paused) for the caller to log; the PBX's state stands."""
+        if action not in PAUSE_ACTIONS:
+            raise ValueError("pause or resume")
+        path = f"/telephony/pbx/calls/{urllib.parse.quote(call_id, safe='')}/{action}"
+        said = self.post(path, {"reason": reason.strip() or PAUSE_ACTIONS[action]})
+        return bool(said.get("paused"))
+
     def step(self, form: dict[str, str]) -> str:
         call_id = form.get("session_id", "")
         path = f"/telephony/pbx/calls/{urllib.parse.quote(call_id, safe='')}"
@@ -148,6 +178,15 @@ class Bridge:
         if form.get("exiting") == "true":
             self.post(path + "/ended", {"during_notice": step in ASKING})
             return document("<break/>")
+        action = form.get("callvault_action", "")
+        if action:
+            try:
+                paused = self.paused(call_id, action, form.get("callvault_reason", ""))
+            except (OSError, ValueError, KeyError, urllib.error.URLError) as exc:
+                code = getattr(exc, "code", None)
+                self.log(f"callvault was not told of the {action} ({type(exc).__name__} {code})")
+                return document("<break/>")  # callvault_paused stays unset
+            return document("<break/>", paused=paused)
         if step == "":
             body = {
                 "call_id": call_id,
@@ -215,7 +254,26 @@ class Handler(BaseHTTPRequestHandler):
         sys.stderr.write("callvault_httapi: " + (format % args) + "\n")
 
 
+def report(args: list[str]) -> int:
+    """``callvault_httapi.py pause|resume UUID [REASON]``: for an agent desktop that masked the
+    recording over the event socket. Prints ``paused=1`` or ``paused=0``; exit 1 if callvault
+    could not be told (the kind of failure on stderr, never the token or a number)."""
+    action, call_id, reason = args[0], args[1], " ".join(args[2:])
+    try:
+        paused = Bridge(config()).paused(call_id, action, reason)
+    except (OSError, ValueError, KeyError, urllib.error.URLError) as exc:
+        code = getattr(exc, "code", None)
+        sys.stderr.write(
+            f"callvault_httapi: callvault was not told ({type(exc).__name__} {code})\n"
+        )
+        return 1
+    print(f"paused={int(paused)}")
+    return 0
+
+
 def main() -> int:
+    if len(sys.argv) >= 3 and sys.argv[1] in PAUSE_ACTIONS:
+        return report(sys.argv[1:])
     cfg = config()
     host, _, port = cfg["listen"].rpartition(":")
     Handler.bridge = Bridge(cfg)
