@@ -88,6 +88,8 @@ def normalise_phone(raw: str) -> str:
     platform sends (``anonymous``, ``client:alice``, an extension) is kept as it is."""
     text = raw.strip()
     found = parse_platform_number(text)
+    if found == text:
+        return found  # already its own E.164: reading it again reads the same (a platform's usual)
     if found is not None:
         # once more from its own E.164: phonenumbers reads some spellings (tel:+31000000) to
         # a number it reads differently again, and a hold typed as what was stored must match
