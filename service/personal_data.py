@@ -211,9 +211,14 @@ class PhoneVault:
 
     def lookup_hashes(self, phone: str) -> list[bytes]:
         """Every hash a stored row of this number may carry (current key first)."""
+        return self.lookup_hashes_of_normal(normalise_phone(phone))
+
+    def lookup_hashes_of_normal(self, normal: str) -> list[bytes]:
+        """:meth:`lookup_hashes` of a number the caller has just read with
+        :func:`normalise_phone` (which reads its own output unchanged): not read a third time."""
         keys = [self._current] + ([self._previous] if self._previous else [])
-        normal = normalise_phone(phone).encode("utf-8")
-        return [hmac.new(k.mac_key, normal, hashlib.sha256).digest() for k in keys]
+        text = normal.encode("utf-8")
+        return [hmac.new(k.mac_key, text, hashlib.sha256).digest() for k in keys]
 
     def lookup_hash(self, phone: str) -> bytes:
         """Keyed hash of the normalised number: equal numbers match, nothing can be read back."""

@@ -191,7 +191,7 @@ async def start_call(
             dedupe_key="notice_played:1",
         )
     )
-    hashes = vault.lookup_hashes(subject_norm) if subject_norm else []
+    hashes = vault.lookup_hashes_of_normal(subject_norm) if subject_norm else []
     # One statement, one round trip: the call, its first two events and their chain
     # (migration 0021), atomic on its own.
     row = await conn.fetchrow(
