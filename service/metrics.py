@@ -160,14 +160,17 @@ class Metrics:
 
     def http_children(self, route: str, method: str, status: int) -> tuple[Any, Any]:
         """The request counter's and latency histogram's children for one route, method and
-        status: looked up once (``labels`` takes a lock and builds its key every time)."""
+        status: looked up once (``labels`` takes a lock and builds its key every time). Only a
+        route's own methods are kept: an unmatched request may say any method it likes."""
         key = (route, method, status)
         found = self._http.get(key)
         if found is None:
-            found = self._http[key] = (
+            found = (
                 self.http_requests.labels(route, method, str(status)),
                 self.http_latency.labels(route),
             )
+            if route != "unmatched":
+                self._http[key] = found
         return found
 
 
