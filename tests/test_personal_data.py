@@ -120,3 +120,15 @@ def test_whatever_intake_stores_as_e164_a_hold_or_request_names_alike(raw: str) 
     stored = normalise_phone(raw)
     assert stored.startswith("+")
     assert check_phone(stored) == stored
+
+
+@given(st.from_regex(r"(tel:)?(\+|00|0)?[1-9][0-9 ]{3,15}", fullmatch=True))
+def test_normalising_reads_its_own_result_unchanged(raw: str) -> None:
+    """The voice webhook hashes the number it normalised without reading it again
+    (``lookup_hashes_of_normal``); a hold names it by what ``lookup_hash`` reads from it. Both
+    agree only if a normalised number reads as itself."""
+    once = normalise_phone(raw)
+    assert normalise_phone(once) == once
+    vault = PhoneVault(KEY)
+    assert vault.lookup_hashes_of_normal(once) == vault.lookup_hashes(raw)
+    assert vault.lookup_hashes_of_normal(once)[0] == vault.lookup_hash(once)

@@ -9,6 +9,7 @@ in the same transaction, with dedupe keys so that a retried callback adds no eve
 from __future__ import annotations
 
 import enum
+import functools
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -105,9 +106,18 @@ class Decision:
     attempt: int = 1
 
 
+@functools.lru_cache(maxsize=256)
+def _policy(items: tuple[tuple[str, Any], ...]) -> Policy:
+    # a call's policy as stored: the same few for every call of a number, and Policy is frozen
+    return Policy(**dict(items))
+
+
 def _state(row: asyncpg.Record) -> CallState:
     raw: dict[str, Any] = row["policy"]
-    policy = Policy(**raw)
+    try:
+        policy = _policy(tuple(raw.items()))
+    except TypeError:  # a value that cannot be a cache key: Policy says what is wrong with it
+        policy = Policy(**raw)
     erased = row.get("erased_at") is not None
     return CallState(row["id"], row["outcome"], policy, row["ended_at"] is not None, erased=erased)
 
@@ -182,6 +192,7 @@ async def start_call(
             dedupe_key="notice_played:1",
         )
     )
+    hashes = vault.lookup_hashes_of_normal(subject_norm) if subject_norm else []
     # One statement, one round trip: the call, its first two events and their chain
     # (migration 0021), atomic on its own.
     row = await conn.fetchrow(
@@ -190,11 +201,11 @@ async def start_call(
         platform,
         external_id,
         vault.encrypt(subject_norm) if subject_norm else None,
-        vault.lookup_hash(subject_norm) if subject_norm else None,
+        hashes[0] if hashes else None,  # lookup_hash: the current key's, first
         _centre_as_stored(direction, caller, called, centre_known),
         policy.as_json(),
         policy.never_record,
-        vault.lookup_hashes(subject_norm) if subject_norm else [],
+        hashes,
         direction.value,
         platform_account,
         *ledger.opening_pieces([started, played, *not_asked]),

@@ -53,6 +53,7 @@ OTHER_TENANTS = "_other"  # the tenants beyond the bound, summed
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.jobs = Gauge(
             "callvault_jobs", "Jobs by state", ["state", "tenant"], registry=self.registry
         )
@@ -156,6 +157,21 @@ class Metrics:
             "Age of the database figures shown (jobs, holds, requests, at platform)",
             registry=self.registry,
         )
+
+    def http_children(self, route: str, method: str, status: int) -> tuple[Any, Any]:
+        """The request counter's and latency histogram's children for one route, method and
+        status: looked up once (``labels`` takes a lock and builds its key every time). Only a
+        route's own methods are kept: an unmatched request may say any method it likes."""
+        key = (route, method, status)
+        found = self._http.get(key)
+        if found is None:
+            found = (
+                self.http_requests.labels(route, method, str(status)),
+                self.http_latency.labels(route),
+            )
+            if route != "unmatched":
+                self._http[key] = found
+        return found
 
 
 METRICS = web.AppKey("metrics", Metrics)

@@ -8,9 +8,9 @@ path, which could carry ids) and the status code.
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 from contextvars import ContextVar
 
 from aiohttp import web, web_response
@@ -44,7 +44,7 @@ def _route(request: web.Request) -> str:
 @web.middleware
 async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     given = request.headers.get("X-Request-Id", "")
-    request_id = given if _SANE_ID.match(given) else uuid.uuid4().hex
+    request_id = given if _SANE_ID.match(given) else os.urandom(16).hex()
     token = REQUEST_ID.set(request_id)
     started = time.perf_counter()
     status = 500
@@ -57,8 +57,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = exc.status
         raise
     finally:
-        metrics = request.app[METRICS]
-        route = _route(request)
-        metrics.http_requests.labels(route, request.method, str(status)).inc()
-        metrics.http_latency.labels(route).observe(time.perf_counter() - started)
+        count, latency = request.app[METRICS].http_children(_route(request), request.method, status)
+        count.inc()
+        latency.observe(time.perf_counter() - started)
         REQUEST_ID.reset(token)

@@ -88,6 +88,8 @@ def normalise_phone(raw: str) -> str:
     platform sends (``anonymous``, ``client:alice``, an extension) is kept as it is."""
     text = raw.strip()
     found = parse_platform_number(text)
+    if found == text:
+        return found  # already its own E.164: reading it again reads the same (a platform's usual)
     if found is not None:
         # once more from its own E.164: phonenumbers reads some spellings (tel:+31000000) to
         # a number it reads differently again, and a hold typed as what was stored must match
@@ -209,9 +211,14 @@ class PhoneVault:
 
     def lookup_hashes(self, phone: str) -> list[bytes]:
         """Every hash a stored row of this number may carry (current key first)."""
+        return self.lookup_hashes_of_normal(normalise_phone(phone))
+
+    def lookup_hashes_of_normal(self, normal: str) -> list[bytes]:
+        """:meth:`lookup_hashes` of a number the caller has just read with
+        :func:`normalise_phone` (which reads its own output unchanged): not read a third time."""
         keys = [self._current] + ([self._previous] if self._previous else [])
-        normal = normalise_phone(phone).encode("utf-8")
-        return [hmac.new(k.mac_key, normal, hashlib.sha256).digest() for k in keys]
+        text = normal.encode("utf-8")
+        return [hmac.new(k.mac_key, text, hashlib.sha256).digest() for k in keys]
 
     def lookup_hash(self, phone: str) -> bytes:
         """Keyed hash of the normalised number: equal numbers match, nothing can be read back."""

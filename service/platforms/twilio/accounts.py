@@ -49,11 +49,22 @@ class Snapshot:
 
     @classmethod
     def of(cls, directory: policies.Snapshot) -> Snapshot:
-        return cls(
+        # every webhook asks, and the directory changes only when a tenant is applied: the
+        # last one's view is kept (directories are immutable, so identity says it is current)
+        global _LAST_VIEW
+        last = _LAST_VIEW
+        if last is not None and last[0] is directory:
+            return last[1]
+        view = cls(
             directory.accounts.get(PLATFORM, {}),
             directory.numbers,
             directory.account_settings.get(PLATFORM, {}),
         )
+        _LAST_VIEW = (directory, view)
+        return view
+
+
+_LAST_VIEW: tuple[policies.Snapshot, Snapshot] | None = None
 
 
 @dataclass(frozen=True)

@@ -56,12 +56,16 @@ async def verified_form(request: web.Request) -> tuple[MultiDictProxy[str], str]
     signature = request.headers.get(SIGNATURE_HEADER)
     if not signature:
         raise Forbidden("missing or invalid X-Twilio-Signature", code="bad_signature")
-    try:
-        # a body trickled byte by byte must not hold the connection (and the cap's slot) for ever
-        async with asyncio.timeout(settings.header_timeout_s):
-            params = await _form(request)
-    except TimeoutError:
-        raise web.HTTPRequestTimeout(reason="the request body did not arrive in time") from None
+    if request.content.is_eof():
+        params = await _form(request)  # the whole body has arrived: nothing to wait for
+    else:
+        try:
+            # a body trickled byte by byte must not hold the connection (and the cap's slot)
+            # for ever
+            async with asyncio.timeout(settings.header_timeout_s):
+                params = await _form(request)
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(reason="the request body did not arrive in time") from None
     centre = gate.contact_centre_number(
         twilio_direction(params.get("Direction")),
         params.get("From") or None,

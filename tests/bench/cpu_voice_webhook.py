@@ -1,0 +1,120 @@
+"""Where the voice webhook's CPU goes, beside the baseline's: CPU milliseconds per request of the
+server process, of PostgreSQL (postmaster and backends) and of this load generator, under the
+same load as ``bench_voice_webhook``. On 2 cores the three share one budget, so the bench's
+ratio follows their summed cost per request, whichever process spends it.
+
+Not a benchmark of its own (no results file); a diagnostic:
+``python -m tests.bench.cpu_voice_webhook``. With ``PYSPY=/path/to/py-spy`` it also samples the
+callvault server during its first measured round (``py-spy record --native``, attached by pid)
+into ``voice-webhook.pyspy.txt`` (raw collapsed stacks)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+from tests.bench.bench_voice_webhook import CONNECTIONS, signed_requests
+from tests.bench.harness import free_port, load, postgres, serve, serve_env
+
+SECONDS = 6.0
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:  # a backend that has exited
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+
+
+def _postgres_cpu_s(postmaster: int) -> float:
+    total = _cpu_s(postmaster)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            if ppid == postmaster:
+                total += _cpu_s(int(entry))
+    return total
+
+
+async def run(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    data_dir = await conn.fetchval("SHOW data_directory")
+    await conn.close()
+    postmaster = int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
+    env = serve_env(Path(tempfile.mkdtemp(prefix="cpu-voice-")), url, CALLVAULT_WORKERS="0")
+    port = free_port()
+    base = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.bench.baseline_server", url, str(port)
+    )
+    try:
+        async with serve(env) as (cv_url, cv_pid):
+            await asyncio.sleep(0.5)  # the baseline process binds its port
+            pool = signed_requests(env["CALLVAULT_PUBLIC_URL"], 60_000)
+            cursor = iter(range(len(pool)))
+
+            async def callvault(session: aiohttp.ClientSession, _: int) -> int:
+                params, sig = pool[next(cursor) % len(pool)]
+                async with session.post(
+                    cv_url + "/telephony/twilio/voice",
+                    data=params,
+                    headers={"X-Twilio-Signature": sig},
+                ) as resp:
+                    await resp.read()
+                    return resp.status
+
+            async def baseline(session: aiohttp.ClientSession, i: int) -> int:
+                async with session.post(
+                    f"http://127.0.0.1:{port}/hook", data={"CallSid": f"CA{i}"}
+                ) as resp:
+                    await resp.read()
+                    return resp.status
+
+            sides = (("callvault", callvault, cv_pid), ("baseline", baseline, base.pid))
+            spy = os.environ.get("PYSPY")
+            for round_ in range(2):
+                for name, request, pid in sides:
+                    await load(request, connections=CONNECTIONS, seconds=1)  # warm up
+                    sampler = None
+                    if spy and round_ == 0 and name == "callvault":
+                        sampler = await asyncio.create_subprocess_exec(
+                            spy, "record", "--native", "-r", "200", "-f", "raw",
+                            "-o", "voice-webhook.pyspy.txt", "--pid", str(pid),
+                            "--duration", str(int(SECONDS)),
+                        )  # fmt: skip
+                    server, database = _cpu_s(pid), _postgres_cpu_s(postmaster)
+                    ours = sum(os.times()[:2])
+                    result = await load(request, connections=CONNECTIONS, seconds=SECONDS)
+                    server = _cpu_s(pid) - server
+                    database = _postgres_cpu_s(postmaster) - database
+                    ours = sum(os.times()[:2]) - ours
+                    if sampler is not None:
+                        await sampler.wait()
+                    n = result.requests
+                    print(
+                        f"{name}: {result.rps:.0f} req/s, p99 {result.p99_ms:.1f} ms, "
+                        f"errors {result.errors}; CPU ms per request: server "
+                        f"{1000 * server / n:.2f}, postgres {1000 * database / n:.2f}, "
+                        f"load generator {1000 * ours / n:.2f}",
+                        flush=True,
+                    )
+    finally:
+        base.terminate()
+        await base.wait()
+
+
+if __name__ == "__main__":
+    with postgres() as database_url:
+        asyncio.run(run(database_url))
