@@ -1,6 +1,8 @@
-"""The segment reader that serves Range playback reads Tink's AES-GCM-HKDF streaming format:
-it must agree with Tink's own encryption and decryption at every segment boundary, and refuse
-what Tink would refuse (another key, another recording, altered or truncated bytes)."""
+"""callvault writes and reads Tink's AES-GCM-HKDF streaming format itself (with
+``cryptography``): what it seals, Tink's own decrypting stream must open, and what Tink's own
+encrypting stream seals, the segment reader that serves Range playback must read, at every
+segment boundary; and both must refuse what Tink would refuse (another key, another recording,
+altered or truncated bytes)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,22 @@ def _seal(tmp_path: Path, data: bytes, key: bytes = KEY) -> bytes:
     return blob
 
 
+def _tink_seal(tmp_path: Path, data: bytes, key: bytes = KEY) -> bytes:
+    """Sealed by Tink's own encrypting stream."""
+    dst = tmp_path / "sealed"
+    with dst.open("wb") as out, sealed._primitive(key).new_encrypting_stream(out, AAD) as s:
+        s.write(data)
+    return dst.read_bytes()
+
+
+def _tink_open(blob: bytes, key: bytes = KEY, aad: bytes = AAD) -> bytes:
+    """Opened by Tink's own decrypting stream."""
+    import io
+
+    with sealed._primitive(key).new_decrypting_stream(io.BytesIO(blob), aad) as s:
+        return bytes(s.read())
+
+
 def _read(
     blob: bytes, start: int, end: int, aad: bytes = AAD, layout: sealed.Layout = LAYOUT
 ) -> bytes:
@@ -54,10 +72,47 @@ def test_keys_are_tink_aes256_gcm_hkdf_with_1mib_segments() -> None:
     assert sealed.new_data_key() != KEY
 
 
-@pytest.mark.parametrize(
-    "size",
-    [0, 1, FIRST - 1, FIRST, FIRST + 1, FIRST + OTHER, FIRST + OTHER + 1, FIRST + 2 * OTHER + 5],
-)
+SIZES = [0, 1, FIRST - 1, FIRST, FIRST + 1, FIRST + OTHER, FIRST + OTHER + 1, FIRST + 2 * OTHER + 5]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_what_callvault_seals_tink_opens_and_what_tink_seals_callvault_reads(
+    tmp_path: Path, size: int
+) -> None:
+    data = os.urandom(size)
+    ours = _seal(tmp_path, data)
+    assert _tink_open(ours) == data
+    theirs = _tink_seal(tmp_path, data)
+    assert len(ours) == len(theirs) == sealed.sealed_size(size)
+    assert ours[0] == theirs[0] == LAYOUT.header_size
+    if size:
+        assert _read(theirs, 0, size - 1) == data
+    with pytest.raises(Exception):  # noqa: B017 - Tink raises its own error type
+        _tink_open(ours, aad=sealed.associated_data("r-2"))
+    with pytest.raises(Exception):  # noqa: B017
+        _tink_open(ours, key=sealed.new_data_key())
+
+
+@pytest.mark.parametrize("size", [0, FIRST, FIRST + OTHER + 7])
+def test_the_sealer_writes_the_same_format_whatever_pieces_it_is_given(size: int) -> None:
+    """Intake hands the sealer chunks as they come: one byte, a segment and a byte, odd sizes;
+    each way Tink opens the result, and it is as long as Tink's."""
+    import io
+
+    data = os.urandom(size)
+    for piece in (1 if size < 5000 else 997, FIRST, FIRST + 1, OTHER + 3, max(size, 1)):
+        out = io.BytesIO()
+        sealer = sealed.Sealer(LAYOUT, AAD, out)
+        for i in range(0, size, piece):
+            sealer.write(data[i : i + piece])
+        sealer.close()
+        blob = out.getvalue()
+        assert sealer.written == len(blob) == sealed.sealed_size(size)
+        assert blob[: LAYOUT.header_size] == sealer.header
+        assert _tink_open(blob) == data, piece
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_sizes_and_ranges_agree_with_tink_at_every_boundary(tmp_path: Path, size: int) -> None:
     data = os.urandom(size)
     blob = _seal(tmp_path, data)

@@ -28,6 +28,7 @@ either seen by the erasure or never created.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -204,12 +205,23 @@ async def _store(
     where = await deps.stores.for_tenant(_tenant(ctx))
     key = where.key(recording_key(recording["id"], target))
     async with work_dir(settings.home / "tmp", "intake-") as tmp:
-        # A 404 is asked again a few times quickly, then dead-lettered (Permanent, platform
-        # copy kept, visible) with what to check: after `completed`, the file is available.
-        got = await media.download(sid, tmp / f"media.{fetch}", fetch)
-        if target != fetch:
-            path, size, digest = await transcode(got.path, fetch, target)
-            got = Downloaded(path, size, digest, TRANSCODED_TYPES[target])
+        # The data key is issued (a transaction of its own) while the download runs: it is
+        # committed before any byte leaves either way, and the job is not kept waiting for it.
+        issuing = asyncio.create_task(_issue_key(lambda: _fenced(ctx), settings, recording))
+        try:
+            # A 404 is asked again a few times quickly, then dead-lettered (Permanent, platform
+            # copy kept, visible) with what to check: after `completed`, the file is available.
+            got = await media.download(sid, tmp / f"media.{fetch}", fetch)
+            if target != fetch:
+                path, size, digest = await transcode(got.path, fetch, target)
+                got = Downloaded(path, size, digest, TRANSCODED_TYPES[target])
+        except BaseException:
+            issuing.cancel()
+            await asyncio.wait({issuing})
+            if not issuing.cancelled():
+                issuing.exception()  # the download's failure is the one to report
+            raise
+        issued = await issuing
         failpoints.hit(settings, "intake.after_download")
         try:
             state = await store_received(
@@ -221,6 +233,7 @@ async def _store(
                 Received(key, got.path, got.size, got.sha256, got.content_type),
                 retention_s,
                 source,
+                issued=issued,
             )
         except LeaseLost:
             # Another worker owns the job now. If the recording was erased meanwhile, nobody
@@ -258,6 +271,25 @@ class Received:
 Transaction = Callable[[], AbstractAsyncContextManager[Conn]]
 
 
+class _NotYet(enum.Enum):
+    NOT_YET = "not yet"
+
+
+_NOT_YET = _NotYet.NOT_YET  # store_received issues the data key itself
+
+
+async def _issue_key(
+    transaction: Transaction, settings: Settings, recording: Any
+) -> recording_keys.Issued | None:
+    """The recording's data key, made and committed on first use (None: no longer pending)."""
+    async with transaction() as conn:
+        return await recording_keys.issue_key(
+            conn,
+            recording_keys.vault_of(settings.secret_key, settings.previous_secret_key),
+            recording["id"],
+        )
+
+
 async def store_received(
     transaction: Transaction,
     where: TenantStore,
@@ -267,38 +299,37 @@ async def store_received(
     got: Received,
     retention_s: int,
     source: RetentionSource,
+    *,
+    issued: recording_keys.Issued | _NotYet | None = _NOT_YET,
 ) -> str:
-    """The steps every kept recording goes through, however it arrived: upload to the tenant's
+    """The steps every kept recording goes through, however it arrived: issue its data key
+    (unless ``issued`` already, by :func:`_issue_key`), seal it, upload it to the tenant's
     store (unless this exact object is there already), verify with a HEAD, commit ``stored``
     (with the store it went to and the policy level that set its retention) and
     ``recording_stored``; if the row is no longer ``pending`` (erased meanwhile), delete the
     upload and write ``recording_discarded``. Returns the recording's state."""
     store = where.store
     key = got.key
-    existing = await store.head(key)
-    # held: a run that crashed after uploading left exactly this object (sealed with the key
-    # it committed); a second PUT would only add a version on a versioned bucket
-    held = existing is not None and _holds(existing, got)
-    if not held:
-        # Sealed with the recording's own key, issued (wrapped, committed) before any byte
-        # leaves: an erasure from now on destroys it, and one before leaves none to seal with.
+    # Sealed with the recording's own key, issued (wrapped, committed) before any byte leaves:
+    # an erasure from now on destroys it, and one before leaves none to seal with.
+    if issued is _NOT_YET:
+        issued = await _issue_key(transaction, settings, recording)
+    if issued is None:
         async with transaction() as conn:
-            keyset = await recording_keys.issue(
-                conn,
-                recording_keys.vault_of(settings.secret_key, settings.previous_secret_key),
-                recording["id"],
-            )
-        if keyset is None:
-            async with transaction() as conn:
-                now = await conn.fetchval(Q["recording_state"], recording["id"])
-            return await _discard_upload(transaction, store, recording, sid, key, now)
+            now = await conn.fetchval(Q["recording_state"], recording["id"])
+        return await _discard_upload(transaction, store, recording, sid, key, now)
+    # A run that crashed after uploading left exactly this object, sealed with the key it
+    # committed: a second PUT would only add a version on a versioned bucket. A key made just
+    # now has sealed nothing yet, so then there is nothing to look for.
+    existing = None if issued.fresh else await store.head(key)
+    if existing is None or not _holds(existing, got):
         path = got.path.with_name(got.path.name + ".sealed")
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(
+            made = await loop.run_in_executor(
                 sealed.EXECUTOR,
-                sealed.encrypt_file,
-                keyset,
+                sealed.seal_file,
+                issued.keyset,
                 got.path,
                 path,
                 sealed.associated_data(recording["id"]),
@@ -311,7 +342,7 @@ async def store_received(
                 metadata={
                     "recording-id": str(recording["id"]),
                     "call-id": str(recording["call_id"]),
-                    **await asyncio.to_thread(sealed.object_metadata, path, got.size),
+                    **sealed.metadata_of(made.header, got.size),
                 },
             )
         finally:

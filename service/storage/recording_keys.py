@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,14 @@ from service.storage import ObjectStore, sealed, wrapping
 Q = queries.load("service.storage", "recording_keys.sql")
 
 
+@dataclass(frozen=True)
+class Issued:
+    keyset: bytes = field(repr=False)
+    # made by this call: nothing can have been sealed with it yet (else an earlier run's,
+    # whose object may already be stored)
+    fresh: bool
+
+
 async def issue(
     conn: Conn, vault: PhoneVault, recording_id: uuid.UUID, *, state: str = "pending"
 ) -> bytes | None:
@@ -32,20 +41,32 @@ async def issue(
     way, nothing may be sealed for it; ``stored`` for one sealed after the fact). Run in a
     transaction: the recording row is share-locked, so an erasure either comes after (and
     destroys this key) or before (and no key is made)."""
+    issued = await issue_key(conn, vault, recording_id, state=state)
+    return None if issued is None else issued.keyset
+
+
+async def issue_key(
+    conn: Conn, vault: PhoneVault, recording_id: uuid.UUID, *, state: str = "pending"
+) -> Issued | None:
+    """:func:`issue`, saying whether the key was made now."""
     row = await conn.fetchrow(Q["recording_for_key"], recording_id)
     if row is None or row["state"] != state:
         return None
     found = await open_key(conn, vault, recording_id)
     if found is not None:
-        return found  # a run cut short after issuing it: its object may already be sealed
+        return Issued(found, fresh=False)  # a run cut short after issuing it
     keyset = sealed.new_data_key()
     tenant = row["tenant_id"]
     kms = await wrapping.tenant_kms(conn, tenant)
     w = await wrapping.wrap(kms, vault, tenant, str(recording_id), keyset)
-    await conn.execute(
+    if await conn.fetchval(
         Q["insert_key"], recording_id, sealed.FORMAT, w.blob, w.kek_id, w.wrapper, w.kms_key_arn
-    )
-    return keyset
+    ):
+        return Issued(keyset, fresh=True)
+    # issued by a transaction that committed while this one waited on it: that key it is,
+    # never one that is not stored
+    found = await open_key(conn, vault, recording_id)
+    return None if found is None else Issued(found, fresh=False)
 
 
 async def open_key(conn: Conn, vault: PhoneVault, recording_id: uuid.UUID) -> bytes | None:

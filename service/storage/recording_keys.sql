@@ -6,9 +6,11 @@ SELECT tenant_id, state FROM recordings WHERE id = $1 FOR SHARE;
 SELECT tenant_id, wrapped_key, wrapper, kms_key_arn FROM recording_keys WHERE recording_id = $1;
 
 -- name: insert_key
+-- No row back: another transaction issued this recording's key first, and that one is its key.
 INSERT INTO recording_keys (recording_id, format, wrapped_key, kek_id, wrapper, kms_key_arn)
 VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (recording_id) DO NOTHING;
+ON CONFLICT (recording_id) DO NOTHING
+RETURNING recording_id;
 
 -- name: destroy_keys
 -- Shredding: the wrapped data keys of these recordings, gone (with the call each belongs to,

@@ -1,6 +1,7 @@
 """Sealing's cost at intake (issue 17): 40 recordings of 5 MB stored in the bucket by the
-store step intake runs (4 at once), sealed with their own data keys (Tink streaming AEAD, file
-to file in the sealing pool, then ``put_file``) beside the same files stored unsealed.
+store step intake runs (4 at once), sealed with their own data keys (Tink's streaming AEAD
+format, written with ``cryptography``'s AES-GCM, file to file in the sealing pool, then
+``put_file``) beside the same files stored unsealed.
 
 Only the step that differs is timed: the download, the database work and the platform's
 delete are the same either way, so this ratio is stricter than the whole intake's.
