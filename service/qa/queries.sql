@@ -1,9 +1,12 @@
 -- name: search_calls
 -- Newest first, keyset-paginated on (started_at, id) so pages stay stable while calls arrive.
+-- A request acts for one tenant, named again here in a form the indexes of migration 0026 can
+-- use (row-level security's own predicate, tenant = setting OR setting = '*', cannot).
 SELECT c.id, c.platform, c.external_id, c.started_at, c.caller_enc, c.called, c.direction,
        c.outcome, c.policy->>'queue' AS queue
 FROM calls c
-WHERE ($1::timestamptz IS NULL OR c.started_at >= $1)
+WHERE c.tenant_id = current_setting('callvault.tenant', true)
+  AND ($1::timestamptz IS NULL OR c.started_at >= $1)
   AND ($2::timestamptz IS NULL OR c.started_at < $2)
   AND ($3::text IS NULL OR c.outcome = $3)
   AND ($4::text IS NULL OR c.external_id = $4)
