@@ -217,7 +217,7 @@ async def run(url: str) -> None:
         t = time.perf_counter()
         sample = await seed_calls(conn, now)
         seed_s = time.perf_counter() - t
-        await conn.execute("ANALYZE calls")
+        await conn.execute("VACUUM (ANALYZE) calls")  # as after any bulk load
         tokens = {}
         for i in (0, 37, 99):
             await tenancy.set_tenant(conn, _tenant(i))
