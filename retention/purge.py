@@ -14,12 +14,20 @@ Each tenant's objects are deleted from the store its rows name (``object_store``
 ``bundle_store``; see :mod:`service.storage.registry`), so a tenant whose bucket is down only
 leaves its own rows for the next pass.
 
+A tenant's pass runs ``workers`` batches at once (each its own transaction and connection,
+claiming with ``SKIP LOCKED`` exactly as replicas do), so one batch's ``DeleteObjects`` call
+overlaps another's database work. A batch takes the database a fixed number of statements
+whatever its size: claim, second look, shred the keys, mark purged, and one ledger append for
+every ``key_destroyed`` and ``purged`` event of the batch (its calls locked once, in id order:
+batches of one pass or of several replicas never deadlock on them).
+
 The same pass removes access bundles whose ``bundle_expires_at`` (``CALLVAULT_BUNDLE_TTL`` after
 they were built) has passed by the database's clock, claimed the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +44,7 @@ from service.storage.registry import StoreRegistry
 
 Q = queries.load("retention")
 ACTOR = "system:purge"
+REASON = "retention ended"
 
 
 @dataclass
@@ -118,16 +127,28 @@ async def purge_once(
     *,
     batch: int = 1000,
     max_batches: int = 1000,
+    workers: int = 2,
 ) -> PurgeReport:
+    """One pass over every tenant. ``batch``: recordings a transaction takes (1000, what one
+    ``DeleteObjects`` call takes); ``workers``: batches of a tenant under way at once (each
+    holds a pooled connection while its objects are deleted)."""
     report = PurgeReport()
     registry = stores if isinstance(stores, StoreRegistry) else StoreRegistry.wrapping(stores)
 
     async def one_tenant(tenant: str) -> None:
         # each tenant's pass writes its ledger events and audit entries in its own trail
-        for _ in range(max_batches):
-            taken = await _purge_batch(pool, registry, tenant, batch, report)
-            if taken < batch:
-                break
+        left = max_batches
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                if await _purge_batch(pool, registry, tenant, batch, report) < batch:
+                    return
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(max(workers, 1)):
+                group.create_task(worker())
         for _ in range(max_batches):
             taken = await _purge_bundles(pool, registry, tenant, batch, report)
             if taken < batch:
@@ -206,8 +227,9 @@ async def _purge_batch(
         # Shredding first (issue 17): the data keys go before the objects, so every copy the
         # store cannot reach (old versions, replicas, backups) is unreadable from now on. A key
         # goes even if the store then refuses the object: retention has ended either way, and
-        # the next pass deletes the object (its ``key_destroyed`` is written once).
-        await recording_keys.destroy(conn, [r["id"] for r in targets], "retention ended")
+        # the next pass deletes the object (its ``key_destroyed`` is written once). Its ledger
+        # event is written below with the ``purged`` ones, in this same transaction.
+        shredded = await recording_keys.shred(conn, [r["id"] for r in targets])
         refused = await _delete_by_store(
             conn, registry, tenant, [(r["object_store"], r["object_key"]) for r in targets]
         )
@@ -215,9 +237,13 @@ async def _purge_batch(
         for r in targets:
             if r["object_key"] in refused:
                 report.failed[str(r["id"])] = refused[r["object_key"]]
+        per_call: dict[Any, list[NewEvent]] = {}
+        for k in shredded:
+            per_call.setdefault(k["call_id"], []).append(
+                recording_keys.destroyed_event(k["recording_id"], REASON)
+            )
         if done:
             await conn.execute(Q["mark_purged"], [r["id"] for r in done])
-            per_call: dict[Any, list[NewEvent]] = {}
             for r in done:
                 per_call.setdefault(r["call_id"], []).append(
                     NewEvent(
@@ -225,12 +251,14 @@ async def _purge_batch(
                         {
                             "recording_id": str(r["id"]),
                             "retain_until": r["retain_until"].isoformat(),
-                            "reason": "retention ended",
+                            "reason": REASON,
                         },
                         dedupe_key=f"purged:{r['id']}",
                     )
                 )
+        if per_call:  # one append for the batch: each call's key_destroyed, then its purged
             await ledger.append_many(conn, per_call)
+        if done:
             await audit.record(
                 conn,
                 ACTOR,
@@ -249,4 +277,5 @@ async def _purge_batch(
                 {"count": len(refused)},
             )
         report.purged += len(done)
-        return len(rows)
+        # a batch the store refused entirely is not taken again in this pass
+        return len(rows) if done or not refused else 0

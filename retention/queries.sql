@@ -3,10 +3,14 @@
 -- purge_at <= now(): stored, expired, and kept by nothing in recording_keepers() (no active hold,
 -- no open access, correct or restrict request), written so that PostgreSQL anti-joins the
 -- keepers instead of asking about each recording. Rows are locked until the purge commits;
--- another replica's purge skips them.
+-- another replica's purge skips them. The pass runs as one tenant (for_each_tenant), said here
+-- again in a form an index can use (recordings_purge_claim_idx, migration 0026): row-level
+-- security's own predicate (tenant = setting OR setting = '*') cannot, and without it each
+-- batch would sort every expired recording of every tenant.
 SELECT r.id, r.call_id, r.object_key, r.object_store, r.retain_until
 FROM recordings r
 WHERE r.state = 'stored' AND r.retain_until <= now()
+  AND r.tenant_id = current_setting('callvault.tenant', true)
   AND NOT EXISTS (SELECT 1 FROM recording_keepers() k WHERE k.recording_id = r.id)
 ORDER BY r.retain_until, r.id
 LIMIT $1

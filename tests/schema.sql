@@ -611,7 +611,9 @@ CREATE INDEX audit_log_tenant_at_idx ON public.audit_log USING btree (tenant_id,
 CREATE INDEX calls_caller_hash_idx ON public.calls USING btree (caller_hash);
 CREATE INDEX calls_erased_by_idx ON public.calls USING btree (erased_by) WHERE (erased_by IS NOT NULL);
 CREATE INDEX calls_started_at_idx ON public.calls USING btree (started_at);
-CREATE INDEX calls_tenant_started_at_idx ON public.calls USING btree (tenant_id, started_at);
+CREATE INDEX calls_tenant_external_id_idx ON public.calls USING btree (tenant_id, external_id);
+CREATE INDEX calls_tenant_outcome_started_idx ON public.calls USING btree (tenant_id, outcome, started_at, id);
+CREATE INDEX calls_tenant_started_id_idx ON public.calls USING btree (tenant_id, started_at, id);
 CREATE INDEX calls_tenant_started_outcome_idx ON public.calls USING btree (tenant_id, started_at) INCLUDE (outcome, queue);
 CREATE INDEX dsar_requests_bundle_expiry_idx ON public.dsar_requests USING btree (bundle_expires_at) WHERE (bundle_key IS NOT NULL);
 CREATE INDEX dsar_requests_open_idx ON public.dsar_requests USING btree (due_at) WHERE (status <> ALL (ARRAY['completed'::text, 'rejected'::text, 'in_force'::text]));
@@ -632,9 +634,9 @@ CREATE INDEX recording_callbacks_call_idx ON public.recording_callbacks USING bt
 CREATE INDEX recording_keys_tenant_kek_idx ON public.recording_keys USING btree (tenant_id, kek_id);
 CREATE INDEX recording_reconciliations_open_idx ON public.recording_reconciliations USING btree (last_attempt_at) WHERE (settled_at IS NULL);
 CREATE INDEX recordings_call_id_idx ON public.recordings USING btree (call_id);
+CREATE INDEX recordings_purge_claim_idx ON public.recordings USING btree (tenant_id, retain_until, id) WHERE (state = 'stored'::text);
 CREATE INDEX recordings_retain_until_idx ON public.recordings USING btree (retain_until) WHERE (state = 'stored'::text);
 CREATE INDEX recordings_tenant_purged_at_idx ON public.recordings USING btree (tenant_id, purged_at) WHERE (purged_at IS NOT NULL);
-CREATE INDEX recordings_tenant_retain_until_idx ON public.recordings USING btree (tenant_id, retain_until) INCLUDE (id) WHERE (state = 'stored'::text);
 CREATE INDEX recordings_tenant_stored_at_idx ON public.recordings USING btree (tenant_id, stored_at) WHERE (stored_at IS NOT NULL);
 CREATE INDEX tenant_accounts_tenant ON public.tenant_accounts USING btree (tenant_id);
 CREATE INDEX tenant_numbers_tenant ON public.tenant_numbers USING btree (tenant_id);

@@ -1,16 +1,24 @@
 -- name: search_calls
 -- Newest first, keyset-paginated on (started_at, id) so pages stay stable while calls arrive.
+-- The page's ids first, from an index alone (migration 0026: a request acts for one tenant,
+-- named again in a form the index can use, since row-level security's own predicate, tenant =
+-- setting OR setting = '*', cannot), then those rows: with the whole query in one SELECT the
+-- planner, misled by that predicate's estimate, fetched every matching row to sort them.
 SELECT c.id, c.platform, c.external_id, c.started_at, c.caller_enc, c.called, c.direction,
        c.outcome, c.policy->>'queue' AS queue
 FROM calls c
-WHERE ($1::timestamptz IS NULL OR c.started_at >= $1)
-  AND ($2::timestamptz IS NULL OR c.started_at < $2)
-  AND ($3::text IS NULL OR c.outcome = $3)
-  AND ($4::text IS NULL OR c.external_id = $4)
-  AND ($5::text IS NULL OR c.policy->>'queue' = $5)
-  AND ($6::timestamptz IS NULL OR (c.started_at, c.id) < ($6, $7::uuid))
-ORDER BY c.started_at DESC, c.id DESC
-LIMIT $8;
+WHERE c.id IN (
+    SELECT p.id FROM calls p
+    WHERE p.tenant_id = current_setting('callvault.tenant', true)
+      AND ($1::timestamptz IS NULL OR p.started_at >= $1)
+      AND ($2::timestamptz IS NULL OR p.started_at < $2)
+      AND ($3::text IS NULL OR p.outcome = $3)
+      AND ($4::text IS NULL OR p.external_id = $4)
+      AND ($5::text IS NULL OR p.queue = $5)
+      AND ($6::timestamptz IS NULL OR (p.started_at, p.id) < ($6, $7::uuid))
+    ORDER BY p.started_at DESC, p.id DESC
+    LIMIT $8)
+ORDER BY c.started_at DESC, c.id DESC;
 
 -- name: call_by_id
 SELECT c.id, c.platform, c.external_id, c.started_at, c.caller_enc, c.called, c.direction,

@@ -93,21 +93,32 @@ async def destroy(conn: Conn, recording_ids: Sequence[Any], reason: str) -> list
     """Shred: delete the wrapped keys of these recordings and write ``key_destroyed`` to each
     call's ledger, in the caller's transaction (before its objects are deleted). Returns the
     recordings whose key was destroyed now (one already gone, or never made, is not)."""
-    if not recording_ids:
-        return []
-    rows = await conn.fetch(Q["destroy_keys"], list(recording_ids))
+    rows = await shred(conn, recording_ids)
     per_call: dict[Any, list[NewEvent]] = {}
     for r in rows:
-        per_call.setdefault(r["call_id"], []).append(
-            NewEvent(
-                "key_destroyed",
-                {"recording_id": str(r["recording_id"]), "reason": reason},
-                dedupe_key=f"key_destroyed:{r['recording_id']}",
-            )
-        )
+        per_call.setdefault(r["call_id"], []).append(destroyed_event(r["recording_id"], reason))
     if per_call:
         await ledger.append_many(conn, per_call)
     return [r["recording_id"] for r in rows]
+
+
+async def shred(conn: Conn, recording_ids: Sequence[Any]) -> list[Any]:
+    """The first half of :func:`destroy`: the wrapped keys deleted, one statement; rows of
+    (recording_id, call_id) for the keys destroyed now. The caller writes
+    :func:`destroyed_event` for each to the call's ledger in the same transaction (the purge
+    writes them with its ``purged`` events, one ledger append a batch)."""
+    if not recording_ids:
+        return []
+    return list(await conn.fetch(Q["destroy_keys"], list(recording_ids)))
+
+
+def destroyed_event(recording_id: Any, reason: str) -> NewEvent:
+    """The ledger's record of a shredded key."""
+    return NewEvent(
+        "key_destroyed",
+        {"recording_id": str(recording_id), "reason": reason},
+        dedupe_key=f"key_destroyed:{recording_id}",
+    )
 
 
 async def shredded_among(conn: Conn, recording_ids: Sequence[Any]) -> set[uuid.UUID]:

@@ -20,6 +20,7 @@ BENCHMARKS = [
     "seal_range",
     "memory",
     "purge",
+    "scale",
     "ledger_verify",
     "startup",
 ]
