@@ -28,6 +28,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from service.personal_data import PhoneVault
 
 from retention.purge import purge_once
 from service import ledger
@@ -36,7 +37,6 @@ from service.db import tenancy
 from service.db.pool import create_pool
 from service.db.roles import url_for_role
 from service.ledger import NewEvent
-from service.personal_data import PhoneVault
 from service.storage.local import LocalStore
 from tests.bench.harness import SECRET_KEY, SEEDING_TENANT, postgres, report, serve, serve_env
 
