@@ -949,7 +949,7 @@ async def test_freeswitch_card_payment_mask_is_reported_as_a_pause(
         "recording_paused",
         "recording_resumed",
     ]
-    call = await db.fetchval("SELECT id FROM calls WHERE external_id = $1", f"default/{uuid}")
+    call = await db.fetchval("SELECT id FROM calls WHERE external_id = $1", uuid)
     reasons = [
         (e.type, e.details.get("reason"), e.details.get("source"))
         for e in await ledger.events_of(db, call)

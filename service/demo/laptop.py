@@ -576,8 +576,8 @@ async def _play_pbx(session: aiohttp.ClientSession, public: str, token: str) -> 
         )
         if trace.errors:
             raise CallvaultError(f"call '{call.label}': {'; '.join(trace.errors)}")
-        # the PBX's call id in the tenant's namespace, as /api/calls knows it
-        item = Played(call, f"default/{trace.call_sid}")
+        # the PBX's call id as it sent it, as /api/calls knows it
+        item = Played(call, trace.call_sid)
         if trace.recording_callback:
             audio = await asyncio.to_thread(call_audio, call.seconds, n)
             status, body = await fake.upload(trace.call_sid, audio)
