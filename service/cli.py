@@ -37,10 +37,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service import listener, logs
     from service.app import create_app
     from service.demo import with_standin
+    from service.worker_cli import with_role
 
-    settings = load_settings()
+    settings = with_role(load_settings(), args)
     logs.setup(settings.log_level)
-    resolved = _settings(database=True)
+    resolved = with_role(_settings(database=True), args)
     embedded = not settings.database_url
     if embedded:
         # migrations as the embedded superuser; the service as a role row-level security binds
@@ -63,6 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "url": f"http://{settings.host}:{settings.port}",
                 "public_url": settings.public_url,
                 "max_connections": limit,
+                "role": settings.role.value,
             },
         ),
     )
@@ -796,6 +798,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the HTTP service (migrates and builds prompts first)")
     p.set_defaults(func=cmd_serve)
+    from service.worker_cli import add_parsers as add_role_parsers
+
+    add_role_parsers(sub, p, cmd_serve)
 
     p = sub.add_parser("migrate", help="apply pending database migrations")
     p.set_defaults(func=cmd_migrate)

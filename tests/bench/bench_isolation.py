@@ -157,7 +157,8 @@ async def loaded_phase(
     """The load while the intakes and the purge run; and how long they took."""
     calls = await prepare_calls(session, cv)
     gen = await Generator.start(cv, public)
-    await gen.go()
+    # the background work starts, then the load at once (within milliseconds: the requests are
+    # signed already); the work lasts many seconds
     started = time.perf_counter()
     recordings = []
     for call_sid in calls:
@@ -176,6 +177,7 @@ async def loaded_phase(
         " WHERE external_id LIKE $1 AND state = 'stored'",
         "R" + prefix + "%",
     )
+    await gen.go()
     while True:
         stored = await conn.fetchval(
             "SELECT count(*) FROM recordings WHERE external_id = ANY($1) AND state = 'stored'",
@@ -240,6 +242,12 @@ async def run(db_url: str, endpoint: str) -> None:
         for layout in LAYOUTS:
             idle, loaded, busy_s = await measure(db_url, endpoint, media_url, layout)
             ratio = loaded.p99_ms / idle.p99_ms
+            print(
+                f"{layout}: idle p99 {idle.p99_ms:.1f} ms ({len(idle.latencies)} requests), "
+                f"loaded p99 {loaded.p99_ms:.1f} ms ({len(loaded.latencies)} requests in "
+                f"{busy_s:.1f} s), errors {idle.errors} + {loaded.errors}",
+                flush=True,
+            )
             name = "all-in-one" if layout == "all" else "web + worker"
             parts.append(
                 f"{name} {idle.p99_ms:.1f} -> {loaded.p99_ms:.1f} ms = {ratio:.2f} "
