@@ -40,7 +40,8 @@ from tests.bench.harness import (
     serve,
 )
 
-RATE = 200.0
+# the goal's rate; ISOLATION_RATE=50 on a machine too busy to answer 200 req/s even when idle
+RATE = float(os.environ.get("ISOLATION_RATE", "200"))
 IDLE_S = 15.0
 WARM_UP_S = 2.0
 INTAKES = 4
