@@ -48,6 +48,7 @@ INTAKES = 4
 INTAKE_BYTES = 200 * 1000 * 1000
 PURGE_N = 20_000
 GOAL = 2.0
+BUSY_LIMIT_S = 280.0  # the intakes and the purge must be done by then (the load's signed span)
 # ISOLATION_LAYOUTS=all to measure only the all-in-one replica
 LAYOUTS = os.environ.get("ISOLATION_LAYOUTS", "all,split").split(",")
 
@@ -179,7 +180,7 @@ async def loaded_phase(
         "R" + prefix + "%",
     )
     await gen.go()
-    while True:
+    while time.perf_counter() - started < BUSY_LIMIT_S:
         stored = await conn.fetchval(
             "SELECT count(*) FROM recordings WHERE external_id = ANY($1) AND state = 'stored'",
             recordings,
@@ -191,6 +192,8 @@ async def loaded_phase(
         if stored == INTAKES and left == 0:
             break
         await asyncio.sleep(0.2)
+    else:
+        raise RuntimeError(f"intake and purge unfinished after {BUSY_LIMIT_S:.0f} s")
     busy_s = time.perf_counter() - started
     sizes = await conn.fetch(
         "SELECT size_bytes FROM recordings WHERE external_id = ANY($1)", recordings
