@@ -22,7 +22,7 @@ from service.api import compliance as compliance_api  # noqa: F401 - registers i
 from service.api import spec as api_spec
 from service.api import tenants as tenants_api  # noqa: F401 - registers its operations
 from service.auth.http import BRAKE, FailureBrake
-from service.config import Settings
+from service.config import ProcessRole, Settings
 from service.console import api as console_api  # noqa: F401 - registers its operations
 from service.console import page as console_page
 from service.db import roles, tenancy
@@ -32,7 +32,7 @@ from service.errors import ConfigError
 from service.intake import job as intake_job  # noqa: F401 - registers its job kind
 from service.jobs import prune_done as prune_jobs
 from service.jobs.registry import Resources, registered
-from service.jobs.worker import Worker, WorkerConfig
+from service.jobs.worker import JOB_WORKER, Worker, WorkerConfig
 from service.ledger import seals as ledger_seals
 from service.links import http as files_http
 from service.links.signed import LINKS, LinkSigner
@@ -79,6 +79,8 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
         raise ConfigError("CALLVAULT_DATABASE_URL: not resolved (the CLI starts the embedded one)")
     if not settings.secret_key:
         raise ConfigError("CALLVAULT_SECRET_KEY: not set")
+    if settings.role is ProcessRole.WORKER and not settings.runs_jobs:
+        raise ConfigError("CALLVAULT_WORKERS: 0 leaves a worker process nothing to do")
     app = web.Application(
         middlewares=[observe_middleware, error_middleware], client_max_size=settings.max_body_bytes
     )
@@ -147,7 +149,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
             yield
 
     async def job_worker(app: web.Application) -> AsyncIterator[None]:
-        if settings.workers == 0:
+        if not settings.runs_jobs:  # a web replica (CALLVAULT_ROLE=web) or CALLVAULT_WORKERS=0
             yield
             return
         # job kinds come from their own modules (service.jobs.registry.job_kind)
@@ -165,6 +167,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
             ),
         )
         worker.start()
+        app[JOB_WORKER] = worker  # /healthz fails if its loop has died
         yield
         await worker.stop()
 
@@ -175,7 +178,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
         log.info("draining: no new work is taken")
 
     async def purge_schedule(app: web.Application) -> AsyncIterator[None]:
-        if settings.purge_interval_s <= 0 or settings.workers == 0:
+        if settings.purge_interval_s <= 0 or not settings.runs_jobs:
             yield
             return
         metrics_ = app[METRICS]
@@ -283,7 +286,8 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     app.cleanup_ctx.append(stale_work_files)
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(tenant_policies.directory_ctx)  # tenants' policies and accounts
-    app.cleanup_ctx.append(prompt_library)
+    if settings.serves_web:  # only the webhooks play notices
+        app.cleanup_ctx.append(prompt_library)
     app.cleanup_ctx.append(storage)
     app.cleanup_ctx.append(http_client)
     app.cleanup_ctx.append(job_worker)
@@ -293,6 +297,20 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     app[FIGURES] = FiguresCache(settings.metrics_cache_s)
     app.add_routes(health.routes)
     app.add_routes(metrics.routes)
+    if settings.twilio_standin:
+        from service.demo import laptop as demo
+
+        demo.mount_standin(app, settings)  # demo mode only: see service/demo/laptop.py
+    if settings.serves_web:
+        _add_web_routes(app)
+    if not settings.defaults.continue_url and settings.serves_web:
+        log.warning("CALLVAULT_CONTINUE_URL is not set: calls end after the consent step")
+    return app
+
+
+def _add_web_routes(app: web.Application) -> None:
+    """Webhooks, API and pages; a worker process (CALLVAULT_ROLE=worker) answers only the
+    probes and /metrics."""
     app.add_routes(prompts_http.routes)
     platforms.add_routes(app)
     app[pauses_api.CONTROLS] = platforms.recording_controls(app)  # pause/resume at the platform
@@ -301,10 +319,3 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     api_spec.add_routes(app)  # admin, compliance and QA operations, validated by their spec
     app.add_routes(qa_page.routes)
     app.add_routes(console_page.routes)
-    if settings.twilio_standin:
-        from service.demo import laptop as demo
-
-        demo.mount_standin(app, settings)  # demo mode only: see service/demo/laptop.py
-    if not settings.defaults.continue_url:
-        log.warning("CALLVAULT_CONTINUE_URL is not set: calls end after the consent step")
-    return app

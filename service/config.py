@@ -394,6 +394,15 @@ def _resolve_policies(
 # --- the settings the service reads ----------------------------------------------------------
 
 
+class ProcessRole(StrEnum):
+    """What one callvault process runs (``CALLVAULT_ROLE``, ``serve --role``): everything, the
+    HTTP service alone, or the job queue and the scheduled passes alone (``callvault worker``)."""
+
+    ALL = "all"
+    WEB = "web"
+    WORKER = "worker"
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path = Path("./var")
@@ -428,6 +437,7 @@ class Settings:
     # set only by `serve` in demo mode (service/demo/laptop.py), never from the environment or file
     twilio_standin: bool = False
     purge_interval_s: int = 300
+    role: ProcessRole = ProcessRole.ALL
     workers: int = 4
     job_max_attempts: int = 12
     job_lease_s: float = 30.0
@@ -489,6 +499,17 @@ class Settings:
     def pg_dir(self) -> Path:
         return self.home / "pg"
 
+    @property
+    def serves_web(self) -> bool:
+        """Whether this process answers webhooks, the API and the pages."""
+        return self.role is not ProcessRole.WORKER
+
+    @property
+    def runs_jobs(self) -> bool:
+        """Whether this process claims jobs and runs the scheduled passes (purge, seals,
+        reconcile, the start-up re-hash): role all or worker, with at least one worker."""
+        return self.role is not ProcessRole.WEB and self.workers > 0
+
     def policy_for(self, called: str | None, queue: str | None = None) -> Policy:
         """The policy for a call to ``called``; an explicit ``queue`` (from the webhook URL) wins
         over the number's own queue, and the number's own keys win over both."""
@@ -547,6 +568,7 @@ class _Source(BaseSettings):
         Annotated[tuple[dict[str, Any], ...], NoDecode, BeforeValidator(_stringee_scco)] | None
     ) = None
     purge_interval: Duration | None = None
+    role: Annotated[ProcessRole, _one_of(*ProcessRole, transform=str.lower)] | None = None
     workers: Annotated[int, _between(0, 64)] | None = None
     job_max_attempts: Annotated[int, _between(1, 100)] | None = None
     job_lease: Duration | None = None

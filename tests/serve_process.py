@@ -54,8 +54,10 @@ class ServeProcess:
         log: Path,
         command: Sequence[str] = (sys.executable, "-m", "service"),
         cwd: Path | None = None,
+        args: Sequence[str] = ("serve",),
     ) -> None:
         self.env = env
+        self.args = args  # ("worker",), ("serve", "--role", "web")
         self.log = log
         self.command = command  # the installed ``callvault`` script in the wheel test
         self.cwd = cwd
@@ -70,7 +72,7 @@ class ServeProcess:
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.command,
-                "serve",
+                *self.args,
                 env={**self.env, **extra_env},
                 cwd=self.cwd,
                 stdout=log,
@@ -79,7 +81,7 @@ class ServeProcess:
         async with aiohttp.ClientSession() as session:
             for _ in range(600):
                 if self.proc.returncode is not None:
-                    raise AssertionError(f"serve exited: {self.log.read_text()[-2000:]}")
+                    raise AssertionError(f"{self.args[0]} exited: {self.log.read_text()[-2000:]}")
                 try:
                     async with session.get(self.url + "/readyz") as resp:
                         if resp.status == 200:
@@ -87,7 +89,7 @@ class ServeProcess:
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.1)  # waiting for the process to come up
-        raise AssertionError("serve did not become ready")
+        raise AssertionError(f"{self.args[0]} did not become ready")
 
     async def wait_killed(self, timeout_s: float = 60) -> int:
         assert self.proc is not None

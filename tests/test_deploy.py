@@ -47,11 +47,12 @@ def test_compose_brings_up_the_whole_system() -> None:
         "migrate",
         "callvault-1",
         "callvault-2",
+        "callvault-worker",
         "lb",
     } <= set(services)
     init = " ".join(services["minio-init"]["command"])
     assert "mc mb" in init and "callvault-recordings" in init and "encrypt set sse-s3" in init
-    for name in ("callvault-1", "callvault-2"):
+    for name in ("callvault-1", "callvault-2", "callvault-worker"):
         svc = services[name]
         env = svc["environment"]
         assert env["CALLVAULT_S3_BUCKET"] == "callvault-recordings"
@@ -59,8 +60,13 @@ def test_compose_brings_up_the_whole_system() -> None:
         assert svc["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert "/readyz" in " ".join(svc["healthcheck"]["test"])
     assert services["migrate"]["command"] == ["migrate"]
+    # webhooks on the web replicas; intake and the scheduled passes in the worker (issue 18)
+    assert services["callvault-1"]["command"] == services["callvault-2"]["command"]
+    assert services["callvault-1"]["command"] == ["serve", "--role", "web"]
+    assert services["callvault-worker"]["command"] == ["worker"]
     nginx = (DEPLOY / "nginx.conf").read_text()
     assert "server callvault-1:8080" in nginx and "server callvault-2:8080" in nginx
+    assert "callvault-worker" not in nginx
 
 
 def _manifests() -> list[dict[str, Any]]:
@@ -80,16 +86,34 @@ def test_kubernetes_manifest_is_valid(doc: dict[str, Any]) -> None:
 def test_kubernetes_deployment_is_production_shaped() -> None:
     kinds = {d["kind"]: d for d in _manifests()}
     assert {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "Job"} <= set(kinds)
-    pod = kinds["Deployment"]["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["resources"]["limits"]["memory"]
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    secret_refs = {e["name"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})}
-    assert {"CALLVAULT_SECRET_KEY", "CALLVAULT_DATABASE_URL", "CALLVAULT_TWILIO_AUTH_TOKEN"} <= (
-        secret_refs
-    )
+    deployments = {d["metadata"]["name"]: d for d in _manifests() if d["kind"] == "Deployment"}
+    assert set(deployments) == {"callvault", "callvault-worker"}
+    for deployment in deployments.values():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["resources"]["limits"]["memory"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        secret_refs = {
+            e["name"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        assert {
+            "CALLVAULT_SECRET_KEY",
+            "CALLVAULT_DATABASE_URL",
+            "CALLVAULT_TWILIO_AUTH_TOKEN",
+        } <= secret_refs
+    web, worker = deployments["callvault"], deployments["callvault-worker"]
+    assert web["spec"]["template"]["spec"]["containers"][0]["args"] == ["serve", "--role", "web"]
+    assert worker["spec"]["template"]["spec"]["containers"][0]["args"] == ["worker"]
+    # the Service and the disruption budget are the web replicas': no request reaches a worker
+    worker_labels = worker["spec"]["template"]["metadata"]["labels"].items()
+    for selector in (
+        kinds["Service"]["spec"]["selector"],
+        kinds["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+    ):
+        assert selector.items() <= web["spec"]["template"]["metadata"]["labels"].items()
+        assert not selector.items() <= worker_labels
     assert kinds["Job"]["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
     listed = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())["resources"]
     assert sorted(listed) == sorted(

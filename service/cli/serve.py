@@ -1,4 +1,5 @@
-"""``callvault serve`` and ``callvault migrate``: the service and its database schema."""
+"""``callvault serve`` and ``callvault migrate``: the service and its database schema (the
+process roles, ``serve --role`` and ``callvault worker``, in :mod:`service.cli.worker`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from dataclasses import replace
 from typing import Any
 
 from service.cli.common import on_connection, settings_for
+from service.cli.worker import add_parsers as add_role_parsers
+from service.cli.worker import with_role
 from service.config import load_settings
 
 
@@ -18,9 +21,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.observability import logs
     from service.web import listener
 
-    settings = load_settings()
+    settings = with_role(load_settings(), args)
     logs.setup(settings.log_level)
-    resolved = settings_for(database=True)
+    resolved = with_role(settings_for(database=True), args)
     embedded = not settings.database_url
     if embedded:
         # migrations as the embedded superuser; the service as a role row-level security binds
@@ -43,6 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "url": f"http://{settings.host}:{settings.port}",
                 "public_url": settings.public_url,
                 "max_connections": limit,
+                "role": settings.role.value,
             },
         ),
     )
@@ -86,6 +90,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="run the HTTP service (migrates and builds prompts first)")
     p.set_defaults(func=cmd_serve)
+    add_role_parsers(sub, p, cmd_serve)  # serve --role, and callvault worker
 
     p = sub.add_parser("migrate", help="apply pending database migrations")
     p.set_defaults(func=cmd_migrate)

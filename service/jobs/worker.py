@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+from aiohttp import web
 
 from service import jobs
 from service.db import tenancy
@@ -79,6 +80,13 @@ class Worker:
         # its job's tenant (see _run)
         with tenancy.as_tenant(tenancy.ALL):
             self._loop_task = asyncio.create_task(self._loop(), name="callvault-worker")
+
+    @property
+    def alive(self) -> bool:
+        """Whether the claim loop runs (or has not started yet, or was stopped on purpose): a
+        loop that ended by itself claims nothing more, and the process should be restarted."""
+        task = self._loop_task
+        return self._stopping or task is None or not task.done()
 
     def wake(self) -> None:
         self._wake.set()
@@ -252,3 +260,7 @@ class Worker:
             if not alive:
                 work.cancel()
                 return
+
+
+# the application's worker, when its process runs jobs (service.app; /healthz asks it)
+JOB_WORKER = web.AppKey("job_worker", Worker)

@@ -172,7 +172,7 @@ async def startup_ctx(app: web.Application) -> AsyncIterator[None]:
     whether a pass is due (so nothing runs where nothing is stored), then runs it in the
     background; shutdown cancels it (the next start-up carries on: it is idempotent)."""
     task: asyncio.Task[None] | None = None
-    if app[SETTINGS].workers > 0 and await _due(app):
+    if app[SETTINGS].runs_jobs and await _due(app):
         task = asyncio.create_task(_run(app), name="phone-rehash")
     yield
     if task is not None:

@@ -1,4 +1,9 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (the database answers)."""
+"""``/healthz`` (the process answers, and its job worker, if it runs one, still claims) and
+``/readyz`` (the database and the object store answer).
+
+A worker process (``callvault worker``) answers both on ``CALLVAULT_PORT`` too, so it is probed
+like a web replica: liveness fails when its claim loop has ended, readiness when it cannot reach
+what its jobs need."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import json
 from aiohttp import web
 
 from service.errors import DatabaseUnavailable
+from service.jobs.worker import JOB_WORKER
 from service.storage import StorageError
 from service.web.context import LIFECYCLE, RLS_BYPASS, STORE, database
 from service.web.http_errors import error_response
@@ -17,6 +23,10 @@ routes = web.RouteTableDef()
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
+    worker = request.app.get(JOB_WORKER)
+    if worker is not None and not worker.alive:
+        # nothing else brings the loop back: a restart does
+        return error_response(503, "worker_stopped", "the job worker has stopped claiming jobs")
     return web.json_response({"status": "ok"})
 
 

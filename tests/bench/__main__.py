@@ -19,6 +19,7 @@ BENCHMARKS = [
     "seal_intake",
     "seal_range",
     "memory",
+    "isolation",
     "purge",
     "scale",
     "ledger_verify",

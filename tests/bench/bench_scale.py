@@ -28,7 +28,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from service.personal_data import PhoneVault
+from service.personal.numbers import PhoneVault
 
 from retention.purge import purge_once
 from service import ledger

@@ -127,13 +127,16 @@ def serve_env(home: Path, database_url: str, **extra: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def serve(env: dict[str, str]) -> AsyncIterator[tuple[str, int]]:
-    """``callvault serve``; yields (base URL, pid) once /readyz answers 200."""
+async def serve(
+    env: dict[str, str], command: tuple[str, ...] = ("serve",)
+) -> AsyncIterator[tuple[str, int]]:
+    """``callvault serve`` (or another long-running ``command``, such as ``worker``); yields
+    (base URL, pid) once /readyz answers 200."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "service",
-        "serve",
+        *command,
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
