@@ -14,12 +14,12 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import pytest
-from service.platforms.twilio.simulate import Caller, FakeTwilio
 
 from service.app import create_app
 from service.config import ProcessRole, Settings
 from service.errors import ConfigError
 from service.jobs.worker import JOB_WORKER
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, Service, free_port
 from tests.intake_helpers import objects, send_recording, settle
 from tests.serve_process import ServeProcess, serve_env

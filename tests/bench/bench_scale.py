@@ -28,7 +28,6 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from service.personal.numbers import PhoneVault
 
 from retention.purge import purge_once
 from service import ledger
@@ -37,6 +36,7 @@ from service.db import tenancy
 from service.db.pool import create_pool
 from service.db.roles import url_for_role
 from service.ledger import NewEvent
+from service.personal.numbers import PhoneVault
 from service.storage.local import LocalStore
 from tests.bench.harness import SECRET_KEY, SEEDING_TENANT, postgres, report, serve, serve_env
 
