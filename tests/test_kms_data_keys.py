@@ -275,7 +275,7 @@ async def test_a_sealed_access_bundle_opens_with_the_client_s_kms_key_alone(
     import json
     import zipfile
 
-    from retention import requests
+    from retention import dsar
     from service.errors import BadRequest
     from service.storage.handout import NotSealable
     from service.storage.registry import StoreRegistry
@@ -294,21 +294,21 @@ async def test_a_sealed_access_bundle_opens_with_the_client_s_kms_key_alone(
 
     await tenancy.set_tenant(db, "plain-co")
     with pytest.raises(NotSealable) as refused:
-        await requests.create(
+        await dsar.create(
             db, VAULT, kind="access", phone=callers["plain-co"], actor="test", sealed=True
         )
     assert (refused.value.status, refused.value.code) == (409, "sealed_needs_kms")
     await tenancy.set_tenant(db, "kms-co")
     with pytest.raises(BadRequest):  # only an access bundle is handed out
-        await requests.create(
+        await dsar.create(
             db, VAULT, kind="erase", phone=callers["kms-co"], actor="test", sealed=True
         )
     assert await db.fetchval("SELECT count(*) FROM dsar_requests") == 0
 
-    rid = await requests.create(
+    rid = await dsar.create(
         db, VAULT, kind="access", phone=callers["kms-co"], actor="test", sealed=True
     )
-    assert await requests.run(db, VAULT, s3, rid, tmp_path, retry_s=1) == "completed"
+    assert await dsar.run(db, VAULT, s3, rid, tmp_path, retry_s=1) == "completed"
     key = await db.fetchval("SELECT bundle_key FROM dsar_requests WHERE id = $1", rid)
     await s3.download_to(key, tmp_path / "bundle.zip")
     out = tmp_path / "bundle"
