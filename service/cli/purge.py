@@ -48,7 +48,13 @@ def cmd_purge(args: argparse.Namespace) -> int:
                     f"expired access bundles removed {report.bundles}, "
                     f"refused by the store {len(report.bundles_failed)}"
                 )
-            return 1 if report.failed or report.bundles_failed else 0
+            if report.batch_errors:
+                print(
+                    f"{report.batch_errors} purge batch(es) failed with an error and were "
+                    "rolled back; run purge again",
+                    file=sys.stderr,
+                )
+            return 1 if report.failed or report.bundles_failed or report.batch_errors else 0
         finally:
             await pool.close()
 
