@@ -21,6 +21,10 @@ whatever its size: claim, second look, shred the keys, mark purged, and one ledg
 every ``key_destroyed`` and ``purged`` event of the batch (its calls locked once, in id order:
 batches of one pass or of several replicas never deadlock on them).
 
+A batch that raises (a bug, a lost connection) rolls back alone: it is counted in the pass's
+report (``batch_errors``, the ``callvault_purge_batch_errors`` metric) and its rows are taken
+again by the next pass; the batches beside it commit and the other tenants' passes go on.
+
 The same pass removes access bundles whose ``bundle_expires_at`` (``CALLVAULT_BUNDLE_TTL`` after
 they were built) has passed by the database's clock, claimed the same way.
 """
@@ -28,6 +32,7 @@ they were built) has passed by the database's clock, claimed the same way.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,6 +47,7 @@ from service.observability import audit
 from service.storage import ObjectStore, StorageError, recording_keys
 from service.storage.registry import StoreRegistry
 
+log = logging.getLogger(__name__)
 Q = queries.load("retention")
 ACTOR = "system:purge"
 REASON = "retention ended"
@@ -54,6 +60,7 @@ class PurgeReport:
     failed: dict[str, str] = field(default_factory=dict)  # recording id -> why
     bundles: int = 0  # expired access bundles removed
     bundles_failed: dict[str, str] = field(default_factory=dict)  # request id -> why
+    batch_errors: int = 0  # batches that raised (rolled back, taken again by the next pass)
 
 
 @dataclass(frozen=True)
@@ -143,19 +150,41 @@ async def purge_once(
             nonlocal left
             while left > 0:
                 left -= 1
-                if await _purge_batch(pool, registry, tenant, batch, report) < batch:
+                try:
+                    taken = await _purge_batch(pool, registry, tenant, batch, report)
+                except Exception as exc:  # its transaction rolled back: rows stay for next pass
+                    _batch_failed(report, tenant, "recordings", exc)
+                    return
+                if taken < batch:
                     return
 
+        # A failing batch ends only its own worker: its siblings run to their commits (a
+        # cancelled one could have deleted its objects and not yet marked its rows), and the
+        # other tenants' passes go on.
         async with asyncio.TaskGroup() as group:
             for _ in range(max(workers, 1)):
                 group.create_task(worker())
         for _ in range(max_batches):
-            taken = await _purge_bundles(pool, registry, tenant, batch, report)
+            try:
+                taken = await _purge_bundles(pool, registry, tenant, batch, report)
+            except Exception as exc:
+                _batch_failed(report, tenant, "bundles", exc)
+                break
             if taken < batch:
                 break
 
     await tenancy.for_each_tenant(pool, one_tenant)
     return report
+
+
+def _batch_failed(report: PurgeReport, tenant: str, kind: str, exc: Exception) -> None:
+    """Count and log a batch that raised. Only the error's type is logged: a database error's
+    message can quote the values of a row."""
+    report.batch_errors += 1
+    log.error(
+        "purge batch failed; its rows are left for the next pass",
+        extra={"tenant": tenant, "batch_of": kind, "error": type(exc).__name__},
+    )
 
 
 async def _delete_by_store(

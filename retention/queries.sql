@@ -317,8 +317,13 @@ SELECT bundle_key, bundle_store, bundle_removed_reason,
 FROM dsar_requests WHERE id = $1;
 
 -- name: claim_expired_bundles
+-- The acting tenant's only (the pass runs as one tenant, for_each_tenant), said here as
+-- claim_expired says it: a connection row-level security does not bind (a superuser) would
+-- otherwise take every tenant's bundles in the first tenant's pass, and delete them with that
+-- tenant's store and audit them in its trail.
 SELECT id, bundle_key, bundle_store, bundle_expires_at FROM dsar_requests
 WHERE bundle_key IS NOT NULL AND bundle_expires_at <= now()
+  AND tenant_id = current_setting('callvault.tenant', true)
 ORDER BY bundle_expires_at, id
 LIMIT $1
 FOR UPDATE SKIP LOCKED;

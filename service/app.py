@@ -191,7 +191,14 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
                 return
             metrics_.purged.inc(report.purged)
             metrics_.purge_failures.inc(len(report.failed))
-            if report.purged or report.failed or report.bundles or report.bundles_failed:
+            metrics_.purge_batch_errors.inc(report.batch_errors)
+            if (
+                report.purged
+                or report.failed
+                or report.bundles
+                or report.bundles_failed
+                or report.batch_errors
+            ):
                 log.info(
                     "purge pass",
                     extra={
@@ -200,6 +207,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
                         "refused": len(report.failed),
                         "bundles_removed": report.bundles,
                         "bundles_refused": len(report.bundles_failed),
+                        "batch_errors": report.batch_errors,
                     },
                 )
 

@@ -18,6 +18,7 @@ from service import ledger
 from service.db import tenancy
 from service.db.pool import create_pool
 from service.personal.numbers import PhoneVault
+from service.storage import recording_keys
 from service.storage.s3 import S3Store
 from tests.conftest import SECRET_KEY, make_bucket
 from tests.intake_helpers import objects
@@ -133,6 +134,66 @@ async def test_a_store_that_refuses_is_retried_and_never_marked_purged(
     finally:
         await store.close()
         await proxy.close()
+
+
+class _FailsOneBatch(S3Store):
+    """A store whose first ``DeleteObjects`` call raises (a bug, not a refusal), once a second
+    batch has had its objects deleted and is on its way to its commit."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+        self.sibling_deleted = asyncio.Event()
+
+    async def delete_many(self, keys: list[str]) -> dict[str, str]:
+        self.calls += 1
+        if self.calls == 1:
+            async with asyncio.timeout(60):  # a guard against a hang, not a timing assertion
+                await self.sibling_deleted.wait()
+            raise RuntimeError("the store's client broke")
+        refused = await super().delete_many(keys)
+        self.sibling_deleted.set()
+        return refused
+
+
+async def test_a_batch_that_raises_leaves_its_sibling_and_the_other_tenants_purged(
+    db: Conn, pool: Any, tmp_path: Path, moto_url: str, versioned: str
+) -> None:
+    """Two batches of a tenant run at once; one raises after the other has deleted its
+    objects. The other commits (nothing is left deleted but still ``stored``), the failing one
+    rolls back whole (rows, objects and keys all still there), the next tenant's pass runs, and
+    the next pass takes what was left."""
+    store = _FailsOneBatch(versioned, endpoint_url=moto_url, region="us-east-1")
+    try:
+        mine = [await seed_recording(db, store, VAULT, tmp_path, sealed=True) for _ in range(4)]
+        await db.execute("INSERT INTO tenants (id, name) VALUES ('zeta', 'Zeta')")  # after default
+        await tenancy.set_tenant(db, "zeta")
+        theirs = [await seed_recording(db, store, VAULT, tmp_path, sealed=True) for _ in range(2)]
+        await tenancy.set_tenant(db, tenancy.ALL)
+
+        report = await purge_once(pool, store, batch=2, max_batches=2, workers=2)
+        assert (report.batch_errors, report.purged, report.failed) == (1, 4, {})
+        for rec in theirs:
+            assert await _state(db, rec) == "purged"
+            assert await store.head(rec["key"]) is None
+        ids = [r["recording_id"] for r in mine]
+        shredded = await recording_keys.shredded_among(db, ids)
+        for rec in mine:
+            state, head = await _state(db, rec), await store.head(rec["key"])
+            # every recording is wholly purged or wholly as it was
+            if state == "purged":
+                assert head is None and rec["recording_id"] in shredded
+                types = [e.type for e in await ledger.events_of(db, rec["call_id"])]
+                assert types[-2:] == ["key_destroyed", "purged"]
+            else:
+                assert state == "stored" and head is not None
+                assert rec["recording_id"] not in shredded
+        assert len(shredded) == 2
+        assert (await purge_once(pool, store)).purged == 2  # what the failed batch left
+        assert await objects(moto_url, versioned) == []
+        assert (await ledger.verify(db)).ok
+    finally:
+        await store.close()
 
 
 async def test_replicas_purging_at_once_purge_each_recording_exactly_once(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -20,7 +21,7 @@ from service.config import Settings
 from service.db import tenancy
 from service.db.pool import create_pool
 from service.storage.registry import SHARED, StoreRegistry
-from tests.conftest import Service, make_bucket
+from tests.conftest import Service, make_bucket, run_cli
 from tests.intake_helpers import objects, settle
 from tests.qa_fixtures import access_bundle, call_api
 from tests.tenant_stores import (  # noqa: F401 - the *_fixture names are fixtures
@@ -266,3 +267,63 @@ async def test_objects_stored_before_0012_are_found_in_the_shared_store(
         admin = await asyncpg.connect(pg_base_url)
         await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
         await admin.close()
+
+
+def _put(endpoint: str, bucket: str, key: str) -> None:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client.put_object(Bucket=bucket, Key=key, Body=b"a sealed bundle")
+
+
+async def test_cli_purge_removes_each_tenant_s_expired_bundle_from_its_own_store(
+    db: Conn, database_url: str, tenants: Tenants, tmp_path: Path
+) -> None:
+    """``callvault purge`` as the embedded database's superuser URL runs it: each tenant's pass
+    takes only that tenant's expired bundles, deletes each from the store its row names (with
+    that tenant's endpoint and credentials) and audits it in that tenant's own trail."""
+    bundles = {}
+    for tenant, store, key in (
+        ("tenant-a", SHARED, "tenants/tenant-a/dsar/a.zip"),
+        ("tenant-b", f"s3://{tenants.own_bucket}", "dsar/b.zip"),
+    ):
+        bundles[tenant] = await db.fetchval(
+            "INSERT INTO dsar_requests (tenant_id, kind, status, requested_by, due_at, "
+            "completed_at, bundle_key, bundle_store, bundle_expires_at) VALUES ($1, 'access', "
+            "'completed', 'test', now(), now(), $2, $3, now() - interval '1 second') RETURNING id",
+            tenant,
+            key,
+            store,
+        )
+    await asyncio.to_thread(_put, tenants.moto, tenants.shared, "tenants/tenant-a/dsar/a.zip")
+    await asyncio.to_thread(_put, tenants.own.url, tenants.own_bucket, "dsar/b.zip")
+
+    env = {
+        "CALLVAULT_DATABASE_URL": database_url,  # the superuser, as embedded mode resolves it
+        "CALLVAULT_S3_BUCKET": tenants.shared,
+        "CALLVAULT_S3_ENDPOINT_URL": tenants.moto,
+        "CALLVAULT_S3_REGION": "us-east-1",
+        "CALLVAULT_HOME": str(tmp_path / "home"),
+    }
+    done = await asyncio.to_thread(run_cli, database_url, "purge", env_overrides=env)
+    assert done.returncode == 0, done.stderr
+    assert "expired access bundles removed 2, refused by the store 0" in done.stdout
+
+    assert await keys(tenants.moto, tenants.shared) == set()
+    assert await keys(tenants.own.url, tenants.own_bucket) == set()
+    await tenancy.set_tenant(db, tenancy.ALL)
+    removed = await db.fetch(
+        "SELECT tenant_id, bundle_key, bundle_removed_reason FROM dsar_requests ORDER BY tenant_id"
+    )
+    assert [tuple(r) for r in removed] == [
+        ("tenant-a", None, "expired"),
+        ("tenant-b", None, "expired"),
+    ]
+    trail = await db.fetch(
+        "SELECT tenant_id, details FROM audit_log WHERE action = 'dsar_bundles_expired' "
+        "ORDER BY tenant_id"
+    )
+    assert [(r["tenant_id"], r["details"]["requests"]) for r in trail] == [
+        ("tenant-a", [str(bundles["tenant-a"])]),
+        ("tenant-b", [str(bundles["tenant-b"])]),
+    ]

@@ -12,14 +12,19 @@ from service.cli.common import object_stores, settings_for
 
 def cmd_purge(args: argparse.Namespace) -> int:
     from retention import purge
-    from service.db import tenancy
+    from service.db import roles, tenancy
     from service.db.pool import create_pool
 
     settings = settings_for(database=True, secrets=False)
 
+    async def bind(conn: Any) -> None:
+        await roles.bind_to_rls(conn, allow_bypass=settings.allow_rls_bypass)
+
     async def run() -> int:
         assert settings.database_url
-        pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+        # each tenant's pass confined by row-level security, as serve's is: the embedded URL is
+        # a superuser, which callvault.tenant alone confines to nothing
+        pool = await create_pool(settings.database_url, min_size=1, max_size=2, bind=bind)
         try:
             if args.dry_run:
                 with tenancy.as_tenant(tenancy.ALL):  # what any tenant's purge would take
@@ -43,7 +48,13 @@ def cmd_purge(args: argparse.Namespace) -> int:
                     f"expired access bundles removed {report.bundles}, "
                     f"refused by the store {len(report.bundles_failed)}"
                 )
-            return 1 if report.failed or report.bundles_failed else 0
+            if report.batch_errors:
+                print(
+                    f"{report.batch_errors} purge batch(es) failed with an error and were "
+                    "rolled back; run purge again",
+                    file=sys.stderr,
+                )
+            return 1 if report.failed or report.bundles_failed or report.batch_errors else 0
         finally:
             await pool.close()
 

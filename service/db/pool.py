@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -75,13 +75,28 @@ async def _reset(conn: asyncpg.Connection[Any]) -> None:
         await conn.execute("ROLLBACK")
 
 
-async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool[Any]:
+async def create_pool(
+    url: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    bind: Callable[[asyncpg.Connection[Any]], Awaitable[None]] | None = None,
+) -> asyncpg.Pool[Any]:
+    """``bind``: run on every new connection after the codecs (the CLI's
+    :func:`~service.db.roles.bind_to_rls`: a pool on a superuser URL acts as the service's role,
+    so row-level security confines each tenant's work as it does serve's)."""
+
+    async def init(conn: asyncpg.Connection[Any]) -> None:
+        await _init_connection(conn)
+        if bind is not None:
+            await bind(conn)
+
     try:
         pool = await asyncpg.create_pool(
             url,
             min_size=min_size,
             max_size=max_size,
-            init=_init_connection,
+            init=init,
             reset=_reset,
             setup=tenancy.apply,  # the tenant of the task that acquires (row-level security)
             timeout=CONNECT_TIMEOUT_S,

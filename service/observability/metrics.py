@@ -110,6 +110,11 @@ class Metrics:
             "Recordings whose deletion the store refused (retried next pass)",
             registry=self.registry,
         )
+        self.purge_batch_errors = Counter(
+            "callvault_purge_batch_errors",
+            "Purge batches that failed with an error and rolled back (retried next pass)",
+            registry=self.registry,
+        )
         self.holds = Gauge(
             "callvault_holds_active", "Legal holds in force", ["tenant"], registry=self.registry
         )
