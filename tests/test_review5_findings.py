@@ -1,0 +1,73 @@
+"""REVIEW5 evidence (outside review of the integration candidate): failing tests that show
+bugs found. Not a fix; each test says what it expects and why."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from service.db import tenancy
+from service.storage import recording_keys
+from service.storage.s3 import S3Store
+from service.tenants import export as export_mod
+from tests.seed import seed_recording
+from tests.test_kms_data_keys import (
+    VAULT,
+    configure,
+    new_kms_key,
+)
+
+Conn = asyncpg.Connection
+
+
+@pytest.fixture
+async def s3(moto_url: str, bucket: str) -> Any:
+    s = S3Store(bucket, endpoint_url=moto_url, region="us-east-1")
+    yield s
+    await s.close()
+
+
+async def test_review5_sealed_export_never_calls_a_live_recording_shredded(
+    db: Conn, s3: S3Store, moto_url: str, tmp_path: Path, settings: Any, monkeypatch: Any
+) -> None:
+    """A recording stored between the sealed export's key check (_sealed_keys) and its
+    listing (stored_recordings in _export) is not in ``keys`` and is then written to the
+    manifest under "shredded" ("its data key is destroyed"): a live recording left out of an
+    offboarding export and declared destroyed."""
+    from service.storage.registry import StoreRegistry
+    from service.storage.reseal import encrypt_all
+
+    key_a = await asyncio.to_thread(new_kms_key, moto_url)
+    await configure(db, "kms-co", {"kms_key_id": key_a, "endpoint_url": moto_url})
+    await tenancy.set_tenant(db, "kms-co")
+    await seed_recording(db, s3, VAULT, tmp_path, expired=False)
+    registry = StoreRegistry.wrapping(s3)
+    await tenancy.set_tenant(db, tenancy.ALL)
+    assert (await encrypt_all(db, VAULT, registry, tmp_path)).sealed == 1
+
+    real = export_mod._sealed_keys
+    late: dict[str, Any] = {}
+
+    async def checked_then_an_intake_commits(conn: Any, tenant: str) -> Any:
+        keys = await real(conn, tenant)
+        # an intake of the same tenant commits a sealed, KMS-wrapped recording meanwhile
+        rec = await seed_recording(conn, s3, VAULT, tmp_path, expired=False)
+        late["id"] = rec["recording_id"]
+        await tenancy.set_tenant(conn, tenancy.ALL)
+        await encrypt_all(conn, VAULT, registry, tmp_path)
+        await tenancy.set_tenant(conn, tenant)
+        assert await recording_keys.open_key(conn, VAULT, rec["recording_id"]) is not None
+        return keys
+
+    monkeypatch.setattr(export_mod, "_sealed_keys", checked_then_an_intake_commits)
+    await tenancy.set_tenant(db, "kms-co")
+    out = tmp_path / "export"
+    await export_mod.export(db, registry, "kms-co", out, settings=settings, sealed_out=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    shredded = [i["id"] for i in manifest["shredded"]]
+    assert str(late["id"]) not in shredded, "a live recording is declared shredded"
