@@ -71,3 +71,39 @@ async def test_review5_sealed_export_never_calls_a_live_recording_shredded(
     manifest = json.loads((out / "manifest.json").read_text())
     shredded = [i["id"] for i in manifest["shredded"]]
     assert str(late["id"]) not in shredded, "a live recording is declared shredded"
+
+
+async def test_review5_sealed_export_never_writes_plaintext_into_the_export(
+    db: Conn, s3: S3Store, moto_url: str, tmp_path: Path, settings: Any, monkeypatch: Any
+) -> None:
+    """handout.fetch_sealed checks each sealed file by decrypting it to ``staged + '.check'``,
+    and a folder target stages beside the file's place: the recording's plaintext is written
+    inside the sealed export's folder (left there by a kill -9 or a full disk). A sealed
+    hand-out is asked for so that no plaintext audio sits where it is handed out; hashing the
+    decrypting stream would check the same without writing it."""
+    from service.storage import sealed
+    from service.storage.registry import StoreRegistry
+    from service.storage.reseal import encrypt_all
+
+    key_a = await asyncio.to_thread(new_kms_key, moto_url)
+    await configure(db, "kms-co", {"kms_key_id": key_a, "endpoint_url": moto_url})
+    await tenancy.set_tenant(db, "kms-co")
+    await seed_recording(db, s3, VAULT, tmp_path, expired=False)
+    registry = StoreRegistry.wrapping(s3)
+    await tenancy.set_tenant(db, tenancy.ALL)
+    assert (await encrypt_all(db, VAULT, registry, tmp_path)).sealed == 1
+
+    written: list[Path] = []
+    real = sealed.decrypt_file
+
+    def recording_where(keyset: bytes, src: Path, dst: Path, aad: bytes) -> int:
+        written.append(dst)
+        return real(keyset, src, dst, aad)
+
+    monkeypatch.setattr(sealed, "decrypt_file", recording_where)
+    await tenancy.set_tenant(db, "kms-co")
+    out = tmp_path / "export"
+    await export_mod.export(db, registry, "kms-co", out, settings=settings, sealed_out=True)
+    assert written, "the check decrypts every file"
+    inside = [p for p in written if out in p.parents]
+    assert not inside, f"plaintext audio written inside the sealed export: {inside}"
