@@ -107,3 +107,46 @@ async def test_review5_sealed_export_never_writes_plaintext_into_the_export(
     assert written, "the check decrypts every file"
     inside = [p for p in written if out in p.parents]
     assert not inside, f"plaintext audio written inside the sealed export: {inside}"
+
+
+async def test_review5_sealed_bundle_of_a_recording_shredded_meanwhile_says_shredded(
+    db: Conn, s3: S3Store, moto_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """retention/dsar.py (bundle build, sealed branch): ``(key,) = (await
+    handout.sealed_keys(conn, tenant, [r["id"]])).values()``. A purge that shreds the key after
+    the build's ``shredded_among`` read makes sealed_keys answer {} (shredded ones are left
+    out), and the unpacking raises ValueError instead of listing the recording as shredded,
+    as the plaintext branch does (KeyDestroyed)."""
+    import zipfile
+
+    from retention import dsar
+    from service.storage.registry import StoreRegistry
+    from service.storage.reseal import encrypt_all
+
+    key_a = await asyncio.to_thread(new_kms_key, moto_url)
+    await configure(db, "kms-co", {"kms_key_id": key_a, "endpoint_url": moto_url})
+    caller = "+84901110001"
+    await tenancy.set_tenant(db, "kms-co")
+    rec = await seed_recording(db, s3, VAULT, tmp_path, caller=caller, expired=False)
+    await tenancy.set_tenant(db, tenancy.ALL)
+    assert (await encrypt_all(db, VAULT, StoreRegistry.wrapping(s3), tmp_path)).sealed == 1
+    await tenancy.set_tenant(db, "kms-co")
+    rid = await dsar.create(db, VAULT, kind="access", phone=caller, actor="test", sealed=True)
+
+    real = recording_keys.shredded_among
+
+    async def then_a_purge_shreds(conn: Any, ids: Any) -> Any:
+        found = await real(conn, ids)
+        if rec["recording_id"] in list(ids):
+            async with conn.transaction():
+                await recording_keys.destroy(conn, [rec["recording_id"]], "retention ended")
+        return found
+
+    monkeypatch.setattr(recording_keys, "shredded_among", then_a_purge_shreds)
+    assert await dsar.run(db, VAULT, s3, rid, tmp_path, retry_s=1) == "completed"
+    key = await db.fetchval("SELECT bundle_key FROM dsar_requests WHERE id = $1", rid)
+    await s3.download_to(key, tmp_path / "bundle.zip")
+    with zipfile.ZipFile(tmp_path / "bundle.zip") as bundle:
+        (call,) = json.loads(bundle.read("calls.json"))
+    (item,) = call["recordings"]
+    assert item["shredded"] is True
