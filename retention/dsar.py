@@ -993,9 +993,12 @@ async def _access_bundle(
                 elif r["state"] == "stored" and r["object_key"] and sealed_out:
                     name = f"audio/{r['id']}{Path(r['object_key']).suffix}.sealed"
                     store = await registry.for_object(tenant, r["object_store"], conn)
-                    (key,) = (await handout.sealed_keys(conn, tenant, [r["id"]])).values()
+                    # sealed_keys leaves out a key a purge shredded since `shredded` was read
+                    key = (await handout.sealed_keys(conn, tenant, [r["id"]])).get(r["id"])
                     path = folder / "content" / name
                     try:
+                        if key is None:
+                            raise recording_keys.KeyDestroyed(f"recording {r['id']}")
                         digest = await handout.fetch_sealed(conn, vault, store, r, path)
                     except recording_keys.KeyDestroyed:
                         _as_shredded(item)

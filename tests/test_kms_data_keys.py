@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from cryptography.exceptions import InvalidTag
 from service.db import tenancy
 from service.db.pool import connect
 from service.personal.numbers import PhoneVault
-from service.storage import recording_keys, wrapping
+from service.storage import recording_keys, sealed, wrapping
 from service.storage.s3 import S3Store
 from service.tenants import model
 from service.tenants import store as tenant_store
@@ -203,8 +204,12 @@ def client_opens(out: Path, item: dict[str, Any], kms_endpoint: str) -> bytes:
         return bytes(plain.read())
 
 
+def _no_plaintext_file(keyset: bytes, src: Path, dst: Path, aad: bytes) -> int:
+    raise AssertionError(f"a sealed hand-out wrote a recording's plaintext to {dst}")
+
+
 async def test_a_sealed_export_opens_with_the_client_s_kms_key_alone(
-    db: Conn, s3: S3Store, moto_url: str, tmp_path: Path, settings: Any
+    db: Conn, s3: S3Store, moto_url: str, tmp_path: Path, settings: Any, monkeypatch: Any
 ) -> None:
     import hashlib
     import json
@@ -243,6 +248,9 @@ async def test_a_sealed_export_opens_with_the_client_s_kms_key_alone(
         await recording_keys.destroy(db, [shredded["recording_id"]], "retention ended")
     await tenancy.set_tenant(db, "kms-co")
     out = tmp_path / "export"
+    # checked by hashing as it is opened: no plaintext file is written, not even to check it
+    # (beside its place in the export, a kill -9 would have left it there)
+    monkeypatch.setattr(sealed, "decrypt_file", _no_plaintext_file)
     report = await export(db, registry, "kms-co", out, settings=settings, sealed_out=True)
     assert (report.recordings, report.shredded) == (1, 1)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -270,7 +278,7 @@ async def test_a_sealed_export_opens_with_the_client_s_kms_key_alone(
 
 
 async def test_a_sealed_access_bundle_opens_with_the_client_s_kms_key_alone(
-    db: Conn, s3: S3Store, moto_url: str, tmp_path: Path
+    db: Conn, s3: S3Store, moto_url: str, tmp_path: Path, monkeypatch: Any
 ) -> None:
     import json
     import zipfile
@@ -308,6 +316,7 @@ async def test_a_sealed_access_bundle_opens_with_the_client_s_kms_key_alone(
     rid = await dsar.create(
         db, VAULT, kind="access", phone=callers["kms-co"], actor="test", sealed=True
     )
+    monkeypatch.setattr(sealed, "decrypt_file", _no_plaintext_file)  # not even in its work dir
     assert await dsar.run(db, VAULT, s3, rid, tmp_path, retry_s=1) == "completed"
     key = await db.fetchval("SELECT bundle_key FROM dsar_requests WHERE id = $1", rid)
     await s3.download_to(key, tmp_path / "bundle.zip")
@@ -323,6 +332,89 @@ async def test_a_sealed_access_bundle_opens_with_the_client_s_kms_key_alone(
     # no plaintext audio anywhere in the bundle
     assert not [p for p in out.rglob("*") if p.is_file() and body in p.read_bytes()]
     assert await asyncio.to_thread(client_opens, out, item, moto_url) == body
+
+
+async def test_a_recording_stored_as_a_sealed_export_starts_is_exported_not_called_shredded(
+    db: Conn, s3: S3Store, moto_url: str, tmp_path: Path, settings: Any, monkeypatch: Any
+) -> None:
+    """An intake commits between the export's key check and its listing: the recording is
+    handed out with its key, not declared destroyed in the manifest."""
+    import json
+
+    from service.storage.registry import StoreRegistry
+    from service.storage.reseal import encrypt_all
+    from service.tenants import export as export_mod
+
+    key_a = await asyncio.to_thread(new_kms_key, moto_url)
+    await configure(db, "kms-co", {"kms_key_id": key_a, "endpoint_url": moto_url})
+    await tenancy.set_tenant(db, "kms-co")
+    await seed_recording(db, s3, VAULT, tmp_path, expired=False)
+    registry = StoreRegistry.wrapping(s3)
+    await tenancy.set_tenant(db, tenancy.ALL)
+    assert (await encrypt_all(db, VAULT, registry, tmp_path)).sealed == 1
+
+    real = export_mod._sealed_keys
+    late: dict[str, Any] = {}
+
+    async def checked_then_an_intake_commits(conn: Any, tenant: str) -> Any:
+        keys = await real(conn, tenant)
+        rec = await seed_recording(conn, s3, VAULT, tmp_path, expired=False)
+        late["id"] = str(rec["recording_id"])
+        await tenancy.set_tenant(conn, tenancy.ALL)
+        await encrypt_all(conn, VAULT, registry, tmp_path)
+        await tenancy.set_tenant(conn, tenant)
+        return keys
+
+    monkeypatch.setattr(export_mod, "_sealed_keys", checked_then_an_intake_commits)
+    await tenancy.set_tenant(db, "kms-co")
+    out = tmp_path / "export"
+    report = await export_mod.export(
+        db, registry, "kms-co", out, settings=settings, sealed_out=True
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["shredded"] == [] and report.recordings == 2
+    assert late["id"] in [i["id"] for i in manifest["recordings"]]
+
+
+async def test_a_sealed_access_bundle_lists_a_recording_shredded_during_its_build_as_shredded(
+    db: Conn, s3: S3Store, moto_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A purge shreds the key after the build read which are shredded: the bundle lists the
+    recording as shredded, as it does unsealed, rather than failing."""
+    import json
+    import zipfile
+
+    from retention import dsar
+    from service.storage.registry import StoreRegistry
+    from service.storage.reseal import encrypt_all
+
+    key_a = await asyncio.to_thread(new_kms_key, moto_url)
+    await configure(db, "kms-co", {"kms_key_id": key_a, "endpoint_url": moto_url})
+    caller = "+84901110001"
+    await tenancy.set_tenant(db, "kms-co")
+    rec = await seed_recording(db, s3, VAULT, tmp_path, caller=caller, expired=False)
+    await tenancy.set_tenant(db, tenancy.ALL)
+    assert (await encrypt_all(db, VAULT, StoreRegistry.wrapping(s3), tmp_path)).sealed == 1
+    await tenancy.set_tenant(db, "kms-co")
+    rid = await dsar.create(db, VAULT, kind="access", phone=caller, actor="test", sealed=True)
+
+    real = recording_keys.shredded_among
+
+    async def then_a_purge_shreds(conn: Any, ids: Any) -> Any:
+        found = await real(conn, ids)
+        if rec["recording_id"] in list(ids):
+            async with conn.transaction():
+                await recording_keys.destroy(conn, [rec["recording_id"]], "retention ended")
+        return found
+
+    monkeypatch.setattr(recording_keys, "shredded_among", then_a_purge_shreds)
+    assert await dsar.run(db, VAULT, s3, rid, tmp_path, retry_s=1) == "completed"
+    key = await db.fetchval("SELECT bundle_key FROM dsar_requests WHERE id = $1", rid)
+    await s3.download_to(key, tmp_path / "bundle.zip")
+    with zipfile.ZipFile(tmp_path / "bundle.zip") as bundle:
+        (call,) = json.loads(bundle.read("calls.json"))
+    (item,) = call["recordings"]
+    assert (item["shredded"], item["audio_file"]) == (True, None)
 
 
 async def test_intake_and_playback_of_a_kms_tenant_go_through_its_key(
@@ -388,6 +480,8 @@ async def test_a_tenant_s_data_keys_table_is_checked_and_stored_as_written(db: C
         ({**good, "colour": "red"}, "tenants.acme.data_keys.colour: unknown key"),
         ({**good, "secret_access_key": "x"}, "tenants.acme.data_keys.secret_access_key: secrets"),
         ({"kms_key_id": "k", "access_key_id_env": "A"}, "tenants.acme.data_keys: give both"),
+        # botocore refuses it when a client is made: at apply, not on every intake after
+        ({**good, "region": "bad region!"}, "tenants.acme.data_keys.region: not an AWS region"),
     ):
         with pytest.raises(model.TenantSpecError) as refused:
             model.parse_tenant("acme", {"name": "acme", "data_keys": bad})
@@ -395,3 +489,20 @@ async def test_a_tenant_s_data_keys_table_is_checked_and_stored_as_written(db: C
     # dropped from the file: the tenant is back on the derived key
     await configure(db, "acme", None)
     assert (await tenant_store.load(db, ["acme"]))["acme"].data_keys is None
+
+
+async def test_a_kms_setting_botocore_refuses_is_key_service_unavailable_not_a_crash() -> None:
+    """A region stored before apply checked it: every KMS call answers 503 (an intake is
+    retried), never a 500 with botocore's traceback."""
+    typo = wrapping.KmsKey("alias/k", "http://127.0.0.1:9", "bad region!")
+    arn = "arn:aws:kms:bad region!:123456789012:key/k"
+    calls: list[Callable[[], Awaitable[Any]]] = [
+        lambda: wrapping.kms_encrypt(typo, "t", "r", b"keyset"),
+        lambda: wrapping.kms_decrypt(typo, arn, "t", "r", b"blob"),
+        lambda: wrapping.kms_reencrypt(typo, arn, "t", "r", b"blob"),
+        lambda: wrapping.kms_arn(typo),
+    ]
+    for call in calls:
+        with pytest.raises(wrapping.KeyWrappingError) as refused:
+            await call()
+        assert refused.value.status == 503

@@ -153,6 +153,11 @@ BAD_FILES = {
         '[tenants.acme]\nname = "x"\n[tenants.acme.storage]\nbucket = "b-1"\ndb_password = "s"\n',
         "tenants.acme.storage.db_password: secrets are never written",
     ),
+    "storage region typo": (
+        '[tenants.acme]\nname = "x"\n[tenants.acme.storage]\nbucket = "b-1"\n'
+        'region = "eu west 1"\n',
+        "tenants.acme.storage.region: not an AWS region name",
+    ),
     "default's policy": (
         '[tenants.default]\nname = "Default"\nretention = "30d"\n',
         "tenants.default.retention: the default tenant's policy",

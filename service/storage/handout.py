@@ -78,20 +78,17 @@ async def fetch_sealed(
     if keyset is None:
         raise recording_keys.KeyDestroyed(f"recording {row['id']}: its data key is destroyed")
     await store.download_to(row["object_key"], staged)
-    opened = staged.with_name(staged.name + ".check")
-    try:
-        await asyncio.get_running_loop().run_in_executor(
-            sealed.EXECUTOR,
-            sealed.decrypt_file,
-            keyset,
-            staged,
-            opened,
-            sealed.associated_data(row["id"]),
-        )
-        if await asyncio.to_thread(sha256_of, opened) != row["sha256"]:
-            raise sealed.Undecryptable(f"recording {row['id']}: opened, it is not what was stored")
-    finally:
-        await asyncio.to_thread(opened.unlink, True)
+    # hashed as it is opened, never written: a sealed hand-out holds no plaintext audio, not
+    # even for a moment beside the file (a kill -9 or a full disk would leave it there)
+    opened = await asyncio.get_running_loop().run_in_executor(
+        sealed.EXECUTOR,
+        sealed.plain_sha256,
+        keyset,
+        staged,
+        sealed.associated_data(row["id"]),
+    )
+    if opened != row["sha256"]:
+        raise sealed.Undecryptable(f"recording {row['id']}: opened, it is not what was stored")
     return await asyncio.to_thread(sha256_of, staged)
 
 

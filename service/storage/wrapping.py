@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 import boto3
+from boto3.exceptions import Boto3Error
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -145,22 +146,24 @@ def _client(key: KmsKey) -> Any:
         return found
 
 
-async def _run(what: str, fn: Callable[[], T]) -> T:
+async def _run(what: str, key: KmsKey, call: Callable[[Any], T]) -> T:
+    """``call`` with a KMS client for ``key``, off the loop. The client is made inside, so a
+    setting botocore refuses (a region it cannot use) is a 503 like KMS being down, not a 500."""
     loop = asyncio.get_running_loop()
     try:
-        return await loop.run_in_executor(EXECUTOR, fn)
+        return await loop.run_in_executor(EXECUTOR, lambda: call(_client(key)))
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "error")
         raise KeyWrappingError(f"KMS {what}: {code}") from exc
-    except BotoCoreError as exc:
+    except (BotoCoreError, Boto3Error) as exc:
         raise KeyWrappingError(f"KMS {what}: {type(exc).__name__}") from exc
 
 
 async def kms_encrypt(key: KmsKey, tenant: str, recording_id: str, keyset: bytes) -> Wrapped:
-    client = _client(key)
     answer = await _run(
         "Encrypt",
-        lambda: client.encrypt(
+        key,
+        lambda client: client.encrypt(
             KeyId=key.key_id,
             Plaintext=keyset,
             EncryptionContext=encryption_context(tenant, recording_id),
@@ -173,11 +176,10 @@ async def kms_encrypt(key: KmsKey, tenant: str, recording_id: str, keyset: bytes
 async def kms_decrypt(key: KmsKey, arn: str, tenant: str, recording_id: str, blob: bytes) -> bytes:
     """The data key; KMS is told which key must have wrapped it (``arn``), so a blob another
     key made is refused rather than opened by whatever key it names."""
-    asking = key.asking(arn)
-    client = _client(asking)
     answer = await _run(
         "Decrypt",
-        lambda: client.decrypt(
+        key.asking(arn),
+        lambda client: client.decrypt(
             CiphertextBlob=blob,
             KeyId=arn,
             EncryptionContext=encryption_context(tenant, recording_id),
@@ -190,11 +192,11 @@ async def kms_reencrypt(
     key: KmsKey, arn: str, tenant: str, recording_id: str, blob: bytes
 ) -> Wrapped:
     """From the key ``arn`` to ``key``, inside KMS (the data key is never in the clear here)."""
-    client = _client(key.asking(arn))
     context = encryption_context(tenant, recording_id)
     answer = await _run(
         "ReEncrypt",
-        lambda: client.re_encrypt(
+        key.asking(arn),
+        lambda client: client.re_encrypt(
             CiphertextBlob=blob,
             SourceKeyId=arn,
             SourceEncryptionContext=context,
@@ -209,8 +211,7 @@ async def kms_reencrypt(
 async def kms_arn(key: KmsKey) -> str:
     """The ARN of the configured key (an alias or key id resolved), to compare with the ARN
     each data key was wrapped by."""
-    client = _client(key)
-    answer = await _run("DescribeKey", lambda: client.describe_key(KeyId=key.key_id))
+    answer = await _run("DescribeKey", key, lambda client: client.describe_key(KeyId=key.key_id))
     return str(answer["KeyMetadata"]["Arn"])
 
 

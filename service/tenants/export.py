@@ -279,8 +279,12 @@ async def _sealed_keys(conn: Conn, tenant: str) -> dict[Any, Any]:
     """The wrapped key of every recording a sealed export hands out, checked before anything
     is written: the tenant is on its own KMS key, and every recording is sealed under it."""
     rows = await conn.fetch(Q["stored_recordings"], tenant)
+    return await _keys_of(conn, tenant, [r["id"] for r in rows])
+
+
+async def _keys_of(conn: Conn, tenant: str, ids: list[Any]) -> dict[Any, Any]:
     try:
-        return await handout.sealed_keys(conn, tenant, [r["id"] for r in rows])
+        return await handout.sealed_keys(conn, tenant, ids)
     except handout.NotSealable as exc:
         raise ExportError(f"--sealed: {exc}", code=exc.code) from exc
 
@@ -298,6 +302,13 @@ async def _export(
     gone: list[dict[str, Any]] = []
     rows = await conn.fetch(Q["stored_recordings"], tenant)
     shredded = await recording_keys.shredded_among(conn, [r["id"] for r in rows])
+    if keys is not None:
+        # a recording stored since the keys were checked: its key now, checked as the others
+        # were (a refusal if it is not sealed under the tenant's KMS key); sealed_keys leaves
+        # out only shredded ones, so below "not in keys" means shredded, never merely new
+        late = [r["id"] for r in rows if r["id"] not in keys and r["id"] not in shredded]
+        if late:
+            keys = {**keys, **await _keys_of(conn, tenant, late)}
     for row in rows:
         rel = f"recordings/{row['id']}{Path(row['object_key']).suffix}"
         size, sha256 = int(row["size_bytes"]), str(row["sha256"])

@@ -582,12 +582,28 @@ def _storage(raw: Any, where: tuple[str, ...]) -> dict[str, Any]:
             if not isinstance(value, str) or not value.strip() or not value.isprintable():
                 raise TenantSpecError(f"{key_path(*where, key)}: must be printable text")
             out[key] = value
+    if "region" in out:
+        _check_region(out["region"], (*where, "region"))
     sse = raw.get("sse", "aws:kms" if "kms_key_id" in raw else "AES256")
     if sse not in ("AES256", "aws:kms"):
         raise TenantSpecError(f"{key_path(*where, 'sse')}: must be AES256 or aws:kms, got {sse!r}")
     out["sse"] = sse
     out["credentials"] = secrets
     return out
+
+
+def _check_region(region: str, path: tuple[str, ...]) -> None:
+    """The region as botocore will check it when a client is made: refused here, at apply,
+    rather than as an error on every intake afterwards."""
+    from botocore.exceptions import InvalidRegionError
+    from botocore.utils import validate_region_name
+
+    try:
+        validate_region_name(region)
+    except InvalidRegionError:
+        raise TenantSpecError(
+            f"{key_path(*path)}: not an AWS region name (like eu-west-1), got {region!r}"
+        ) from None
 
 
 def _data_keys(raw: Any, where: tuple[str, ...]) -> dict[str, Any]:
@@ -611,6 +627,8 @@ def _data_keys(raw: Any, where: tuple[str, ...]) -> dict[str, Any]:
             if not isinstance(value, str) or not value.strip() or not value.isprintable():
                 raise TenantSpecError(f"{key_path(*where, key)}: must be printable text")
             out[key] = value
+    if "region" in out:
+        _check_region(out["region"], (*where, "region"))
     if "kms_key_id" not in out:
         raise TenantSpecError(
             f"{key_path(*where, 'kms_key_id')}: required, the KMS key (id, ARN or alias) that "
