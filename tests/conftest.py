@@ -146,6 +146,11 @@ def settings(tmp_path: Path, service_url: str, built_prompts: Path) -> Settings:
         twilio_auth_token=AUTH_TOKEN,
         defaults=Policy(continue_url=CONTINUE_URL),
         workers=0,  # no job worker unless a test asks for one (intake tests do)
+        # the database deadlines of webhooks and authentication widened: on a loaded CI machine
+        # the default 2 s wait for a connection can run out and turn any request into 503
+        # database_unavailable; the tests of those deadlines set their own (test_database_outage)
+        db_acquire_timeout_s=15.0,
+        db_statement_timeout_s=15.0,
     )
 
 

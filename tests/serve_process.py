@@ -42,6 +42,10 @@ def serve_env(
         CALLVAULT_JOB_LEASE="2s",
         CALLVAULT_JOB_BACKOFF="1s",
         CALLVAULT_JOB_BACKOFF_CAP="2s",
+        # a loaded CI machine must not turn requests into 503 database_unavailable (2 s by
+        # default); the deadlines themselves are tested in test_database_outage
+        CALLVAULT_DB_ACQUIRE_TIMEOUT="15s",
+        CALLVAULT_DB_STATEMENT_TIMEOUT="15s",
     )
     env.update(extra)
     return env
