@@ -6,11 +6,13 @@ operator relies on: multi-stage, non-root, healthcheck, ffmpeg, the README's ins
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
@@ -18,6 +20,7 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
+from service.db import roles
 from tests.wheel_build import BUILD_INPUTS, WHEEL_BUILD
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +70,45 @@ def test_compose_brings_up_the_whole_system() -> None:
     nginx = (DEPLOY / "nginx.conf").read_text()
     assert "server callvault-1:8080" in nginx and "server callvault-2:8080" in nginx
     assert "callvault-worker" not in nginx
+
+
+def test_compose_serves_as_a_role_that_row_level_security_binds() -> None:
+    """The postgres image makes POSTGRES_USER a superuser, which `serve` and `worker` refuse
+    (service/db/roles.py): only `migrate` connects as it; the others use the login role the
+    mounted init script creates, with the grants embedded mode gives it."""
+    services = _compose()["services"]
+    postgres = services["postgres"]
+    superuser = postgres["environment"]["POSTGRES_USER"]
+
+    def user(service: str) -> str:
+        # ${VAR:?message} interpolated as compose would (its "?" is no query string)
+        raw = services[service]["environment"]["CALLVAULT_DATABASE_URL"]
+        url = urlsplit(re.sub(r"\$\{[^}]*\}", "secret", raw))
+        assert (
+            url.hostname == "postgres" and url.path == "/" + postgres["environment"]["POSTGRES_DB"]
+        )
+        assert url.username is not None
+        return url.username
+
+    assert user("migrate") == superuser
+    init_dir = next(
+        v.split(":")[0] for v in postgres["volumes"] if ":/docker-entrypoint-initdb.d" in v
+    )
+    scripts = sorted((DEPLOY / init_dir).glob("*.sh"))
+    assert scripts and all(os.access(p, os.X_OK) for p in scripts)
+    init_sql = "\n".join(p.read_text() for p in scripts)
+    for name in ("callvault-1", "callvault-2", "callvault-worker"):
+        role = user(name)
+        assert role != superuser and role == roles.SERVICE_ROLE
+        created = re.search(rf"CREATE ROLE {role} LOGIN ([A-Z ]+) PASSWORD", init_sql)
+        assert created and {"NOSUPERUSER", "NOBYPASSRLS"} <= set(created.group(1).split())
+        for kind in ("TABLES", "SEQUENCES", "FUNCTIONS"):
+            assert re.search(
+                rf"ALTER DEFAULT PRIVILEGES IN SCHEMA public\s+GRANT [A-Z, ]+ ON {kind} TO {role};",
+                init_sql,
+            )
+    password_var = re.search(r"pw=\"\$(\w+)\"", init_sql)
+    assert password_var and password_var.group(1) in postgres["environment"]
 
 
 def _manifests() -> list[dict[str, Any]]:
