@@ -20,6 +20,8 @@ from service.config import ProcessRole, Settings
 from service.errors import ConfigError
 from service.jobs.worker import JOB_WORKER
 from service.platforms.twilio.simulate import Caller, FakeTwilio
+from service.web import listener
+from service.web.listener import EXIT_REQUESTED
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, Service, free_port
 from tests.intake_helpers import objects, send_recording, settle
 from tests.serve_process import ServeProcess, serve_env
@@ -114,6 +116,7 @@ async def test_each_role_builds_its_part_of_the_application(settings: Settings) 
     try:
         assert web.server is not None
         assert JOB_WORKER not in web.server.app
+        assert not web.server.app[EXIT_REQUESTED].is_set()
         paths = {r.resource.canonical for r in web.server.app.router.routes() if r.resource}
         assert "/telephony/twilio/voice" in paths
     finally:
@@ -137,5 +140,31 @@ async def test_each_role_builds_its_part_of_the_application(settings: Settings) 
             async with http.get(worker.base_url + "/healthz") as resp:
                 assert resp.status == 503
                 assert (await resp.json())["error"]["code"] == "worker_stopped"
+            # and the process exits non-zero, so compose's restart policy acts too
+            assert app[EXIT_REQUESTED].is_set()
     finally:
         await worker.stop()
+
+
+def test_the_listener_exits_non_zero_when_the_application_asks_it_to() -> None:
+    """What ``serve`` returns (its exit status) once the claim loop has died: the app's
+    EXIT_REQUESTED, set here as soon as it listens, shuts it down gracefully with status 1."""
+    app = aiohttp.web.Application()
+    app[EXIT_REQUESTED] = asyncio.Event()
+    stopped: list[str] = []
+
+    async def cleanup(app: aiohttp.web.Application) -> None:
+        stopped.append("cleaned up")
+
+    app.on_cleanup.append(cleanup)
+    code = listener.run(
+        app,
+        host="127.0.0.1",
+        port=free_port(),
+        header_timeout_s=5,
+        max_connections=64,
+        shutdown_timeout_s=1,
+        access_log_class=aiohttp.web_log.AccessLogger,
+        on_listening=lambda _limit: app[EXIT_REQUESTED].set(),
+    )
+    assert code == 1 and stopped == ["cleaned up"]
