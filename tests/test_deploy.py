@@ -5,6 +5,7 @@ operator relies on: multi-stage, non-root, healthcheck, ffmpeg, the README's ins
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
+from service.config import Settings
 from service.db import roles
 from tests.wheel_build import BUILD_INPUTS, WHEEL_BUILD
 
@@ -146,6 +148,14 @@ def test_kubernetes_deployment_is_production_shaped() -> None:
             "CALLVAULT_TWILIO_AUTH_TOKEN",
         } <= secret_refs
     web, worker = deployments["callvault"], deployments["callvault-worker"]
+    # a PBX's PUT recording is spooled on a web replica: room for two at the default cap
+    max_recording = next(
+        f.default for f in dataclasses.fields(Settings) if f.name == "max_recording_bytes"
+    )
+    for deployment in (web, worker):
+        (work,) = deployment["spec"]["template"]["spec"]["volumes"]
+        size = work["emptyDir"]["sizeLimit"]
+        assert size.endswith("Gi") and int(size[:-2]) * 1024**3 >= 2 * max_recording
     assert web["spec"]["template"]["spec"]["containers"][0]["args"] == ["serve", "--role", "web"]
     assert worker["spec"]["template"]["spec"]["containers"][0]["args"] == ["worker"]
     # the Service and the disruption budget are the web replicas': no request reaches a worker
