@@ -74,6 +74,9 @@ from service.web.listener import EXIT_REQUESTED
 
 log = logging.getLogger(__name__)
 
+# purge, seals and reconcile: only in a process that runs jobs (not a web replica)
+SCHEDULED_PASSES = web.AppKey("scheduled_passes", retention_scheduler.Schedule)
+
 
 def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Application:
     if not settings.database_url:
@@ -291,7 +294,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
             await purge()
             await prune()
 
-        schedule = retention_scheduler.start(
+        schedule = app[SCHEDULED_PASSES] = retention_scheduler.start(
             purge_and_prune,
             settings.purge_interval_s,
             seal=seal,

@@ -15,10 +15,11 @@ import aiohttp
 import asyncpg
 import pytest
 
-from service.app import create_app
+from service.app import SCHEDULED_PASSES, create_app
 from service.config import ProcessRole, Settings
 from service.errors import ConfigError
 from service.jobs.worker import JOB_WORKER
+from service.personal.rehash import REHASH
 from service.platforms.twilio.simulate import Caller, FakeTwilio
 from service.web import listener
 from service.web.listener import EXIT_REQUESTED
@@ -117,16 +118,20 @@ async def test_each_role_builds_its_part_of_the_application(settings: Settings) 
         assert web.server is not None
         assert JOB_WORKER not in web.server.app
         assert not web.server.app[EXIT_REQUESTED].is_set()
+        # purge is due every second, yet no scheduled pass and no re-hash is even considered
+        assert SCHEDULED_PASSES not in web.server.app
+        assert REHASH not in web.server.app
         paths = {r.resource.canonical for r in web.server.app.router.routes() if r.resource}
         assert "/telephony/twilio/voice" in paths
     finally:
         await web.stop()
 
-    worker = Service(replace(settings, role=ProcessRole.WORKER, workers=1))
+    worker = Service(replace(settings, role=ProcessRole.WORKER, workers=1, purge_interval_s=3600))
     await worker.start()
     try:
         assert worker.server is not None
         app = worker.server.app
+        assert SCHEDULED_PASSES in app and REHASH in app  # (None: nothing to re-hash here)
         paths = {r.resource.canonical for r in app.router.routes() if r.resource}
         assert paths == {"/healthz", "/readyz", "/metrics"}
         async with aiohttp.ClientSession() as http:
