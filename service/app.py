@@ -70,8 +70,12 @@ from service.web.context import (
     Lifecycle,
 )
 from service.web.http_errors import error_middleware
+from service.web.listener import EXIT_REQUESTED
 
 log = logging.getLogger(__name__)
+
+# purge, seals and reconcile: only in a process that runs jobs (not a web replica)
+SCHEDULED_PASSES = web.AppKey("scheduled_passes", retention_scheduler.Schedule)
 
 
 def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Application:
@@ -91,6 +95,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     )
     app[BRAKE] = FailureBrake()
     app[SETTINGS] = settings
+    app[EXIT_REQUESTED] = asyncio.Event()  # the listener exits non-zero once it is set
     app[VAULT] = PhoneVault(settings.secret_key, settings.previous_secret_key)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
@@ -166,7 +171,17 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
                 settings, app[STORES], app[VAULT], platforms.media_sources(app), app[METRICS]
             ),
         )
-        worker.start()
+
+        def died(cause: BaseException | None) -> None:
+            # nothing in the process brings the loop back: exit non-zero so the supervisor
+            # restarts it (/healthz says 503 worker_stopped meanwhile)
+            log.error(
+                "the job worker's claim loop ended by itself (%s); exiting to be restarted",
+                "no exception" if cause is None else type(cause).__name__,
+            )
+            app[EXIT_REQUESTED].set()
+
+        worker.start(on_died=died)
         app[JOB_WORKER] = worker  # /healthz fails if its loop has died
         yield
         await worker.stop()
@@ -279,7 +294,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
             await purge()
             await prune()
 
-        schedule = retention_scheduler.start(
+        schedule = app[SCHEDULED_PASSES] = retention_scheduler.start(
             purge_and_prune,
             settings.purge_interval_s,
             seal=seal,

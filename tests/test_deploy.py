@@ -5,12 +5,15 @@ operator relies on: multi-stage, non-root, healthcheck, ffmpeg, the README's ins
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import re
 import shlex
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
@@ -18,6 +21,8 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
+from service.config import Settings
+from service.db import roles
 from tests.wheel_build import BUILD_INPUTS, WHEEL_BUILD
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +74,45 @@ def test_compose_brings_up_the_whole_system() -> None:
     assert "callvault-worker" not in nginx
 
 
+def test_compose_serves_as_a_role_that_row_level_security_binds() -> None:
+    """The postgres image makes POSTGRES_USER a superuser, which `serve` and `worker` refuse
+    (service/db/roles.py): only `migrate` connects as it; the others use the login role the
+    mounted init script creates, with the grants embedded mode gives it."""
+    services = _compose()["services"]
+    postgres = services["postgres"]
+    superuser = postgres["environment"]["POSTGRES_USER"]
+
+    def user(service: str) -> str:
+        # ${VAR:?message} interpolated as compose would (its "?" is no query string)
+        raw = services[service]["environment"]["CALLVAULT_DATABASE_URL"]
+        url = urlsplit(re.sub(r"\$\{[^}]*\}", "secret", raw))
+        assert (
+            url.hostname == "postgres" and url.path == "/" + postgres["environment"]["POSTGRES_DB"]
+        )
+        assert url.username is not None
+        return url.username
+
+    assert user("migrate") == superuser
+    init_dir = next(
+        v.split(":")[0] for v in postgres["volumes"] if ":/docker-entrypoint-initdb.d" in v
+    )
+    scripts = sorted((DEPLOY / init_dir).glob("*.sh"))
+    assert scripts and all(os.access(p, os.X_OK) for p in scripts)
+    init_sql = "\n".join(p.read_text() for p in scripts)
+    for name in ("callvault-1", "callvault-2", "callvault-worker"):
+        role = user(name)
+        assert role != superuser and role == roles.SERVICE_ROLE
+        created = re.search(rf"CREATE ROLE {role} LOGIN ([A-Z ]+) PASSWORD", init_sql)
+        assert created and {"NOSUPERUSER", "NOBYPASSRLS"} <= set(created.group(1).split())
+        for kind in ("TABLES", "SEQUENCES", "FUNCTIONS"):
+            assert re.search(
+                rf"ALTER DEFAULT PRIVILEGES IN SCHEMA public\s+GRANT [A-Z, ]+ ON {kind} TO {role};",
+                init_sql,
+            )
+    password_var = re.search(r"pw=\"\$(\w+)\"", init_sql)
+    assert password_var and password_var.group(1) in postgres["environment"]
+
+
 def _manifests() -> list[dict[str, Any]]:
     docs = []
     for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
@@ -104,6 +148,14 @@ def test_kubernetes_deployment_is_production_shaped() -> None:
             "CALLVAULT_TWILIO_AUTH_TOKEN",
         } <= secret_refs
     web, worker = deployments["callvault"], deployments["callvault-worker"]
+    # a PBX's PUT recording is spooled on a web replica: room for two at the default cap
+    max_recording = next(
+        f.default for f in dataclasses.fields(Settings) if f.name == "max_recording_bytes"
+    )
+    for deployment in (web, worker):
+        (work,) = deployment["spec"]["template"]["spec"]["volumes"]
+        size = work["emptyDir"]["sizeLimit"]
+        assert size.endswith("Gi") and int(size[:-2]) * 1024**3 >= 2 * max_recording
     assert web["spec"]["template"]["spec"]["containers"][0]["args"] == ["serve", "--role", "web"]
     assert worker["spec"]["template"]["spec"]["containers"][0]["args"] == ["worker"]
     # the Service and the disruption budget are the web replicas': no request reaches a worker

@@ -15,11 +15,14 @@ import aiohttp
 import asyncpg
 import pytest
 
-from service.app import create_app
+from service.app import SCHEDULED_PASSES, create_app
 from service.config import ProcessRole, Settings
 from service.errors import ConfigError
 from service.jobs.worker import JOB_WORKER
+from service.personal.rehash import REHASH
 from service.platforms.twilio.simulate import Caller, FakeTwilio
+from service.web import listener
+from service.web.listener import EXIT_REQUESTED
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, Service, free_port
 from tests.intake_helpers import objects, send_recording, settle
 from tests.serve_process import ServeProcess, serve_env
@@ -114,16 +117,21 @@ async def test_each_role_builds_its_part_of_the_application(settings: Settings) 
     try:
         assert web.server is not None
         assert JOB_WORKER not in web.server.app
+        assert not web.server.app[EXIT_REQUESTED].is_set()
+        # purge is due every second, yet no scheduled pass and no re-hash is even considered
+        assert SCHEDULED_PASSES not in web.server.app
+        assert REHASH not in web.server.app
         paths = {r.resource.canonical for r in web.server.app.router.routes() if r.resource}
         assert "/telephony/twilio/voice" in paths
     finally:
         await web.stop()
 
-    worker = Service(replace(settings, role=ProcessRole.WORKER, workers=1))
+    worker = Service(replace(settings, role=ProcessRole.WORKER, workers=1, purge_interval_s=3600))
     await worker.start()
     try:
         assert worker.server is not None
         app = worker.server.app
+        assert SCHEDULED_PASSES in app and REHASH in app  # (None: nothing to re-hash here)
         paths = {r.resource.canonical for r in app.router.routes() if r.resource}
         assert paths == {"/healthz", "/readyz", "/metrics"}
         async with aiohttp.ClientSession() as http:
@@ -137,5 +145,31 @@ async def test_each_role_builds_its_part_of_the_application(settings: Settings) 
             async with http.get(worker.base_url + "/healthz") as resp:
                 assert resp.status == 503
                 assert (await resp.json())["error"]["code"] == "worker_stopped"
+            # and the process exits non-zero, so compose's restart policy acts too
+            assert app[EXIT_REQUESTED].is_set()
     finally:
         await worker.stop()
+
+
+def test_the_listener_exits_non_zero_when_the_application_asks_it_to() -> None:
+    """What ``serve`` returns (its exit status) once the claim loop has died: the app's
+    EXIT_REQUESTED, set here as soon as it listens, shuts it down gracefully with status 1."""
+    app = aiohttp.web.Application()
+    app[EXIT_REQUESTED] = asyncio.Event()
+    stopped: list[str] = []
+
+    async def cleanup(app: aiohttp.web.Application) -> None:
+        stopped.append("cleaned up")
+
+    app.on_cleanup.append(cleanup)
+    code = listener.run(
+        app,
+        host="127.0.0.1",
+        port=free_port(),
+        header_timeout_s=5,
+        max_connections=64,
+        shutdown_timeout_s=1,
+        access_log_class=aiohttp.web_log.AccessLogger,
+        on_listening=lambda _limit: app[EXIT_REQUESTED].set(),
+    )
+    assert code == 1 and stopped == ["cleaned up"]

@@ -32,7 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             resolved, database_url=asyncio.run(_embedded_service_url(resolved.database_url))
         )
     settings = with_standin(settings, resolved)  # demo mode: service/demo/laptop.py
-    listener.run(
+    return listener.run(
         create_app(settings, apply_migrations=not embedded),
         host=settings.host,
         port=settings.port,
@@ -50,7 +50,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             },
         ),
     )
-    return 0
 
 
 async def _embedded_service_url(superuser_url: str) -> str:

@@ -75,11 +75,22 @@ class Worker:
         self._loop_task: asyncio.Task[None] | None = None
         self._claims_failing = False  # logged once per outage, not once per poll
 
-    def start(self) -> None:
+    def start(self, on_died: Callable[[BaseException | None], None] | None = None) -> None:
+        """Start the claim loop; ``on_died`` is called (with what ended it, if anything was
+        raised) should it end by itself rather than by :meth:`stop`."""
         # claiming and the queue's bookkeeping see every tenant's jobs; each handler runs as
         # its job's tenant (see _run)
         with tenancy.as_tenant(tenancy.ALL):
             self._loop_task = asyncio.create_task(self._loop(), name="callvault-worker")
+        if on_died is not None:
+            report = on_died
+
+            def ended(task: asyncio.Task[None]) -> None:
+                if self._stopping:
+                    return
+                report(None if task.cancelled() else task.exception())
+
+            self._loop_task.add_done_callback(ended)
 
     @property
     def alive(self) -> bool:

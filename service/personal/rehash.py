@@ -167,13 +167,19 @@ async def _once(app: web.Application) -> None:
     )
 
 
+# the start-up pass (None when none was due); set only in a process that runs jobs
+REHASH: web.AppKey[asyncio.Task[None] | None] = web.AppKey("phone_rehash")
+
+
 async def startup_ctx(app: web.Application) -> AsyncIterator[None]:
     """``cleanup_ctx`` (after the pool, on replicas that run workers): decides before serving
     whether a pass is due (so nothing runs where nothing is stored), then runs it in the
     background; shutdown cancels it (the next start-up carries on: it is idempotent)."""
     task: asyncio.Task[None] | None = None
-    if app[SETTINGS].runs_jobs and await _due(app):
-        task = asyncio.create_task(_run(app), name="phone-rehash")
+    if app[SETTINGS].runs_jobs:
+        if await _due(app):
+            task = asyncio.create_task(_run(app), name="phone-rehash")
+        app[REHASH] = task
     yield
     if task is not None:
         task.cancel()

@@ -34,6 +34,11 @@ from aiohttp.web_protocol import RequestHandler
 
 log = logging.getLogger(__name__)
 
+# Set by a part of the application that cannot go on (the job worker's claim loop ended by
+# itself): :func:`run` then shuts down as on SIGTERM but returns 1, so a supervisor (compose's
+# restart policy, Kubernetes) starts the process again; health checks alone move neither.
+EXIT_REQUESTED = web.AppKey("exit_requested", asyncio.Event)
+
 # File descriptors kept for everything but client connections: database pools, the object
 # store's threads, recordings being written, the embedded server's pipes, logs.
 FD_RESERVE = 128
@@ -203,8 +208,9 @@ def run(
     shutdown_timeout_s: float,
     access_log_class: type[AbstractAccessLogger],
     on_listening: Callable[[int], None],
-) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, then shut down as ``web.run_app`` does."""
+) -> int:
+    """Serve ``app`` until SIGINT or SIGTERM (returns 0) or until its :data:`EXIT_REQUESTED`
+    is set (returns 1), then shut down as ``web.run_app`` does."""
     brake = RepeatBrake()
     for handler in logging.getLogger().handlers:
         handler.addFilter(brake)
@@ -212,7 +218,11 @@ def run(
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
 
+    exit_requested = app.get(EXIT_REQUESTED) or asyncio.Event()
+    code = 0
+
     async def serve() -> None:
+        nonlocal code
         runner = web.AppRunner(
             app,
             handle_signals=True,
@@ -225,7 +235,8 @@ def run(
             grace_s = min(1.0, header_timeout_s / 2)
             await CappedSite(runner, host, port, limit=limit, grace_s=grace_s).start()
             on_listening(limit)
-            await asyncio.Event().wait()  # until a signal raises GracefulExit
+            await exit_requested.wait()  # or until a signal raises GracefulExit
+            code = 1
         finally:
             await runner.cleanup()
 
@@ -242,6 +253,7 @@ def run(
         _cancel_all(loop)
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+    return code
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
