@@ -253,6 +253,7 @@ def run(
         _cancel_all(loop)
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+        asyncio.set_event_loop(None)  # as asyncio.run leaves it: no closed loop left current
     return code
 
 
