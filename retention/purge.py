@@ -43,7 +43,7 @@ from typing import Any
 
 import asyncpg
 
-from retention import explain
+from retention import explain, scheduler
 from service import ledger
 from service.db import queries, tenancy
 from service.errors import DatabaseUnavailable
@@ -171,12 +171,15 @@ async def purge_once(
 
     async def one_tenant(tenant: str) -> None:
         # each tenant's pass writes its ledger events and audit entries in its own trail
+        if scheduler.stopping():
+            return
         left = max_batches
         outage: list[BaseException] = []
 
         async def worker() -> None:
             nonlocal left
-            while left > 0 and not outage:
+            # at shutdown no new batch is claimed; the one in flight goes on to its commit
+            while left > 0 and not outage and not scheduler.stopping():
                 left -= 1
                 part = PurgeReport()
                 try:
@@ -200,6 +203,8 @@ async def purge_once(
         if outage:
             raise outage[0]
         for _ in range(max_batches):
+            if scheduler.stopping():
+                break
             part = PurgeReport()
             try:
                 taken = await _purge_bundles(pool, registry, tenant, batch, part)

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -14,8 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import pytest
 
-from retention import holds
-from retention.purge import due, purge_once
+from retention import holds, scheduler
+from retention.purge import PurgeReport, due, purge_once
 from service import ledger
 from service.db import tenancy
 from service.db.pool import create_pool
@@ -26,6 +27,7 @@ from tests.conftest import SECRET_KEY, make_bucket
 from tests.intake_helpers import objects
 from tests.seed import seed_recording
 from tests.tcp_proxy import TcpProxy
+from tests.waiting import eventually
 
 VAULT = PhoneVault(SECRET_KEY)
 Conn = asyncpg.Connection
@@ -267,6 +269,50 @@ async def test_a_lost_database_stops_the_pass_instead_of_waiting_on_every_tenant
         await pool.close()
         await store.close()
         await proxy.close()
+
+
+class _StopsTheSchedule(S3Store):
+    """A store whose ``DeleteObjects`` call comes as the service shuts down."""
+
+    schedule: scheduler.Schedule
+    stop: asyncio.Future[None]
+
+    async def delete_many(self, keys: list[str]) -> dict[str, str]:
+        self.stop = asyncio.ensure_future(self.schedule.stop())
+        while not scheduler.stopping():  # stop() has begun: it would cancel the pass now
+            await asyncio.sleep(0)
+        return await super().delete_many(keys)
+
+
+async def test_a_shutdown_lets_the_batch_in_flight_commit_and_claims_no_more(
+    db: Conn, pool: Any, tmp_path: Path, moto_url: str, versioned: str
+) -> None:
+    """Cancelled during its ``DeleteObjects``, a batch rolled back with its objects gone: rows
+    ``stored`` whose objects no longer exist until the next pass."""
+    store = _StopsTheSchedule(versioned, endpoint_url=moto_url, region="us-east-1")
+    try:
+        recs = [await seed_recording(db, store, VAULT, tmp_path) for _ in range(4)]
+        reports: list[PurgeReport] = []
+
+        async def purge() -> None:
+            reports.append(await purge_once(pool, store, batch=2, workers=1))
+
+        store.schedule = scheduler.start(purge, 3600.0)
+        store.schedule.scheduler.modify_job("purge", next_run_time=datetime.now(UTC))
+
+        async def stop_begun() -> bool:
+            return hasattr(store, "stop")
+
+        await eventually(stop_begun, what="the pass's DeleteObjects call")
+        await store.stop  # returns once the pass has let go
+
+        assert [r.purged for r in reports] == [2]  # the batch in flight, and no other
+        states = {rec["key"]: await _state(db, rec) for rec in recs}
+        assert sorted(states.values()) == ["purged", "purged", "stored", "stored"]
+        for key, state in states.items():  # purged exactly where the object is gone
+            assert (await store.head(key) is None) == (state == "purged")
+    finally:
+        await store.close()
 
 
 async def test_replicas_purging_at_once_purge_each_recording_exactly_once(
