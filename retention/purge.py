@@ -21,9 +21,12 @@ whatever its size: claim, second look, shred the keys, mark purged, and one ledg
 every ``key_destroyed`` and ``purged`` event of the batch (its calls locked once, in id order:
 batches of one pass or of several replicas never deadlock on them).
 
-A batch that raises (a bug, a lost connection) rolls back alone: it is counted in the pass's
-report (``batch_errors``, the ``callvault_purge_batch_errors`` metric) and its rows are taken
-again by the next pass; the batches beside it commit and the other tenants' passes go on.
+A batch that raises (a bug, a constraint) rolls back alone: it is counted in the pass's report
+(``batch_errors``, the ``callvault_purge_batch_errors`` metric) and its rows are taken again by
+the next pass; the batches beside it commit and the other tenants' passes go on. A batch's
+counts reach the report only once its transaction has committed. A lost database (a connection
+refused, cut or timed out) is not a batch's fault: once the batches beside it have finished, the
+pass stops and raises, as it did before, rather than wait on every remaining tenant.
 
 The same pass removes access bundles whose ``bundle_expires_at`` (``CALLVAULT_BUNDLE_TTL`` after
 they were built) has passed by the database's clock, claimed the same way.
@@ -33,15 +36,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from retention import explain
+from retention import explain, scheduler
 from service import ledger
 from service.db import queries, tenancy
+from service.errors import DatabaseUnavailable
 from service.ledger import NewEvent
 from service.observability import audit
 from service.storage import ObjectStore, StorageError, recording_keys
@@ -61,6 +66,28 @@ class PurgeReport:
     bundles: int = 0  # expired access bundles removed
     bundles_failed: dict[str, str] = field(default_factory=dict)  # request id -> why
     batch_errors: int = 0  # batches that raised (rolled back, taken again by the next pass)
+
+    def add(self, part: PurgeReport) -> None:
+        """Add a committed batch's counts."""
+        self.purged += part.purged
+        self.held += part.held
+        self.failed.update(part.failed)
+        self.bundles += part.bundles
+        self.bundles_failed.update(part.bundles_failed)
+        self.batch_errors += part.batch_errors
+
+
+# The database is out of reach (not one batch's fault): the pass stops rather than wait on
+# every remaining tenant. Builtin TimeoutError (asyncio's, since 3.11) is an OSError.
+_OUTAGE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.InterfaceError,  # ConnectionDoesNotExistError and the like
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    DatabaseUnavailable,
+)
 
 
 @dataclass(frozen=True)
@@ -144,17 +171,26 @@ async def purge_once(
 
     async def one_tenant(tenant: str) -> None:
         # each tenant's pass writes its ledger events and audit entries in its own trail
+        if scheduler.stopping():
+            return
         left = max_batches
+        outage: list[BaseException] = []
 
         async def worker() -> None:
             nonlocal left
-            while left > 0:
+            # at shutdown no new batch is claimed; the one in flight goes on to its commit
+            while left > 0 and not outage and not scheduler.stopping():
                 left -= 1
+                part = PurgeReport()
                 try:
-                    taken = await _purge_batch(pool, registry, tenant, batch, report)
+                    taken = await _purge_batch(pool, registry, tenant, batch, part)
+                except _OUTAGE as exc:
+                    outage.append(exc)  # raised once the siblings have finished
+                    return
                 except Exception as exc:  # its transaction rolled back: rows stay for next pass
                     _batch_failed(report, tenant, "recordings", exc)
                     return
+                report.add(part)  # committed: only now do its counts stand
                 if taken < batch:
                     return
 
@@ -164,12 +200,20 @@ async def purge_once(
         async with asyncio.TaskGroup() as group:
             for _ in range(max(workers, 1)):
                 group.create_task(worker())
+        if outage:
+            raise outage[0]
         for _ in range(max_batches):
+            if scheduler.stopping():
+                break
+            part = PurgeReport()
             try:
-                taken = await _purge_bundles(pool, registry, tenant, batch, report)
+                taken = await _purge_bundles(pool, registry, tenant, batch, part)
+            except _OUTAGE:
+                raise
             except Exception as exc:
                 _batch_failed(report, tenant, "bundles", exc)
                 break
+            report.add(part)
             if taken < batch:
                 break
 
@@ -178,13 +222,29 @@ async def purge_once(
 
 
 def _batch_failed(report: PurgeReport, tenant: str, kind: str, exc: Exception) -> None:
-    """Count and log a batch that raised. Only the error's type is logged: a database error's
-    message can quote the values of a row."""
+    """Count and log a batch that raised: the error's type, its SQLSTATE (a database error's)
+    and where it was raised, never its message (a database error's can quote a row's values)."""
     report.batch_errors += 1
     log.error(
         "purge batch failed; its rows are left for the next pass",
-        extra={"tenant": tenant, "batch_of": kind, "error": type(exc).__name__},
+        extra={
+            "tenant": tenant,
+            "batch_of": kind,
+            "error": type(exc).__name__,
+            "sqlstate": getattr(exc, "sqlstate", None),
+            "raised_at": _raised_at(exc),
+        },
     )
+
+
+def _raised_at(exc: BaseException) -> str | None:
+    """``package/module.py:line`` of the innermost frame the error passed through."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return None
+    last = frames[-1]
+    where = "/".join(last.filename.replace("\\", "/").split("/")[-2:])
+    return f"{where}:{last.lineno}"
 
 
 async def _delete_by_store(

@@ -6,15 +6,18 @@ Every replica runs the schedule; that is safe because a purge pass claims rows w
 ``FOR UPDATE SKIP LOCKED`` (see ``retention.purge``), and so does a reconcile pass.
 ``max_instances=1`` and ``coalesce`` keep one replica from stacking passes when one runs long.
 
-At shutdown a pass still running is cancelled and awaited before the pool it uses closes, as the
-job worker does with its jobs: every pass is a transaction per batch, so the next start redoes
-what was cut short. Left to the event loop's final cancel, APScheduler logged the cancel as a
-job that raised.
+At shutdown a pass still running is first asked to stop (:func:`stopping`: the purge claims no
+new batch, so the one in flight, whose objects may already be deleted, reaches its commit) and
+given ``STOP_GRACE_S`` to finish; one still running then is cancelled and awaited before the pool
+it uses closes, as the job worker does with its jobs: every pass is a transaction per batch, so
+the next start redoes what was cut short. Left to the event loop's final cancel, APScheduler
+logged the cancel as a job that raised.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -25,6 +28,17 @@ from apscheduler.triggers.interval import IntervalTrigger
 log = logging.getLogger(__name__)
 
 Pass = Callable[[], Awaitable[None]]
+STOP_GRACE_S = 10.0  # a purge batch in flight commits within this; then it is cancelled
+_schedule: contextvars.ContextVar[Schedule | None] = contextvars.ContextVar(
+    "callvault_schedule", default=None
+)
+
+
+def stopping() -> bool:
+    """Whether the schedule running the current pass is shutting down (false outside one): a
+    pass checks it between its transactions and takes no new work."""
+    schedule = _schedule.get()
+    return schedule is not None and schedule._stopping
 
 
 class Schedule:
@@ -39,6 +53,7 @@ class Schedule:
         async def pass_() -> None:
             task = asyncio.current_task()
             assert task is not None
+            _schedule.set(self)  # the task's own context: seen by stopping() in this pass
             self._running.add(task)
             try:
                 await run()
@@ -52,13 +67,18 @@ class Schedule:
 
         return pass_
 
-    async def stop(self) -> None:
-        """No new passes; cancel those running and wait until they have let go."""
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """No new passes; let those running finish what they are doing for ``grace_s`` (see
+        :func:`stopping`), then cancel them and wait until they have let go."""
         self._stopping = True
-        self.scheduler.shutdown(wait=False)
+        # paused, not yet shut down: APScheduler's shutdown cancels the passes it is running
+        self.scheduler.pause()
         running = list(self._running)
-        for task in running:
-            task.cancel()
+        if running:
+            _, late = await asyncio.wait(running, timeout=grace_s)
+            for task in late:
+                task.cancel()
+        self.scheduler.shutdown(wait=False)
         await asyncio.gather(*running, return_exceptions=True)
 
 

@@ -4,16 +4,19 @@ test makes a recording expired by setting its retain_until in the past, never by
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
 
-from retention import holds
-from retention.purge import due, purge_once
+from retention import holds, scheduler
+from retention.purge import PurgeReport, due, purge_once
 from service import ledger
 from service.db import tenancy
 from service.db.pool import create_pool
@@ -24,6 +27,7 @@ from tests.conftest import SECRET_KEY, make_bucket
 from tests.intake_helpers import objects
 from tests.seed import seed_recording
 from tests.tcp_proxy import TcpProxy
+from tests.waiting import eventually
 
 VAULT = PhoneVault(SECRET_KEY)
 Conn = asyncpg.Connection
@@ -192,6 +196,121 @@ async def test_a_batch_that_raises_leaves_its_sibling_and_the_other_tenants_purg
         assert (await purge_once(pool, store)).purged == 2  # what the failed batch left
         assert await objects(moto_url, versioned) == []
         assert (await ledger.verify(db)).ok
+    finally:
+        await store.close()
+
+
+async def test_a_batch_whose_commit_fails_counts_nothing_and_logs_no_row_values(
+    db: Conn, pool: Any, store: S3Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch's counts stand only once it has committed; its error is logged by type, SQLSTATE
+    and place, never by its message (which here quotes a row)."""
+    recs = [await seed_recording(db, store, VAULT, tmp_path) for _ in range(2)]
+    await db.execute(
+        """
+        CREATE FUNCTION refuse_purge() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'row-value-%', NEW.id USING ERRCODE = '23514'; END $$;
+        CREATE CONSTRAINT TRIGGER refuse_purge AFTER UPDATE ON recordings
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_purge();
+        """
+    )
+    caplog.set_level(logging.ERROR, logger="retention.purge")
+    report = await purge_once(pool, store)
+    assert (report.batch_errors, report.purged, report.failed) == (1, 0, {})
+    for rec in recs:
+        assert await _state(db, rec) == "stored"
+    [logged] = [r for r in caplog.records if r.name == "retention.purge"]
+    assert (logged.error, logged.sqlstate) == ("CheckViolationError", "23514")  # type: ignore[attr-defined]
+    assert re.fullmatch(r"[\w./-]+\.py[x]?:\d+", logged.raised_at)  # type: ignore[attr-defined]
+    assert "row-value" not in caplog.text and "row-value" not in repr(vars(logged))
+
+
+class _CutsTheDatabase(S3Store):
+    """A store whose first ``DeleteObjects`` call comes as the database goes away."""
+
+    def __init__(self, proxy: TcpProxy, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.proxy = proxy
+        self.tenants: list[str | None] = []
+
+    async def delete_many(self, keys: list[str]) -> dict[str, str]:
+        self.tenants.append(tenancy.current())
+        self.proxy.go_down()
+        return await super().delete_many(keys)
+
+
+async def test_a_lost_database_stops_the_pass_instead_of_waiting_on_every_tenant(
+    db: Conn, database_url: str, tmp_path: Path, moto_url: str, versioned: str
+) -> None:
+    socket_dir = parse_qs(urlsplit(database_url).query)["host"][0]
+    socket = next(p for p in Path(socket_dir).glob(".s.PGSQL.*") if p.suffix != ".lock")
+    proxy = TcpProxy("", 0, unix_path=str(socket))
+    await proxy.start()
+    parts = urlsplit(database_url)
+    via_proxy = f"postgresql://{parts.username}@127.0.0.1:{proxy.port}{parts.path}"
+    pool = await create_pool(via_proxy, min_size=1, max_size=4)
+    store = _CutsTheDatabase(proxy, versioned, endpoint_url=moto_url, region="us-east-1")
+    try:
+        for _ in range(4):
+            await seed_recording(db, store, VAULT, tmp_path)
+        await db.execute("INSERT INTO tenants (id, name) VALUES ('zeta', 'Zeta')")  # after default
+        await tenancy.set_tenant(db, "zeta")
+        for _ in range(2):
+            await seed_recording(db, store, VAULT, tmp_path)
+        await tenancy.set_tenant(db, tenancy.ALL)
+
+        with pytest.raises((OSError, asyncpg.InterfaceError)):  # the outage, as before b2af4eb
+            await purge_once(pool, store, batch=2, max_batches=2, workers=2)
+        assert set(store.tenants) == {tenancy.DEFAULT}  # zeta was not waited on
+        proxy.come_back()
+        store.proxy = TcpProxy("", 0)  # no more cuts
+        assert (await purge_once(pool, store)).purged == 6
+    finally:
+        await pool.close()
+        await store.close()
+        await proxy.close()
+
+
+class _StopsTheSchedule(S3Store):
+    """A store whose ``DeleteObjects`` call comes as the service shuts down."""
+
+    schedule: scheduler.Schedule
+    stop: asyncio.Future[None]
+
+    async def delete_many(self, keys: list[str]) -> dict[str, str]:
+        self.stop = asyncio.ensure_future(self.schedule.stop())
+        while not scheduler.stopping():  # stop() has begun: it would cancel the pass now
+            await asyncio.sleep(0)
+        return await super().delete_many(keys)
+
+
+async def test_a_shutdown_lets_the_batch_in_flight_commit_and_claims_no_more(
+    db: Conn, pool: Any, tmp_path: Path, moto_url: str, versioned: str
+) -> None:
+    """Cancelled during its ``DeleteObjects``, a batch rolled back with its objects gone: rows
+    ``stored`` whose objects no longer exist until the next pass."""
+    store = _StopsTheSchedule(versioned, endpoint_url=moto_url, region="us-east-1")
+    try:
+        recs = [await seed_recording(db, store, VAULT, tmp_path) for _ in range(4)]
+        reports: list[PurgeReport] = []
+
+        async def purge() -> None:
+            reports.append(await purge_once(pool, store, batch=2, workers=1))
+
+        store.schedule = scheduler.start(purge, 3600.0)
+        store.schedule.scheduler.modify_job("purge", next_run_time=datetime.now(UTC))
+
+        async def stop_begun() -> bool:
+            return hasattr(store, "stop")
+
+        await eventually(stop_begun, what="the pass's DeleteObjects call")
+        await store.stop  # returns once the pass has let go
+
+        assert [r.purged for r in reports] == [2]  # the batch in flight, and no other
+        states = {rec["key"]: await _state(db, rec) for rec in recs}
+        assert sorted(states.values()) == ["purged", "purged", "stored", "stored"]
+        for key, state in states.items():  # purged exactly where the object is gone
+            assert (await store.head(key) is None) == (state == "purged")
     finally:
         await store.close()
 
