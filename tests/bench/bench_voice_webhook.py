@@ -4,9 +4,12 @@ row, ledger events, TwiML) against a bare aiohttp handler doing one INSERT, alte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import sys
 import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +24,7 @@ from tests.bench.harness import (
     report,
     serve,
     serve_env,
+    wait_listening,
 )
 
 CONNECTIONS = 32
@@ -46,46 +50,65 @@ def signed_requests(base: str, n: int) -> list[tuple[dict[str, str], str]]:
     return out
 
 
+Request = Callable[[aiohttp.ClientSession, int], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class Sides:
+    """One signed voice webhook to callvault, one POST to the baseline, and their processes."""
+
+    callvault: Request
+    baseline: Request
+    callvault_pid: int
+    baseline_pid: int
+
+
+@contextlib.asynccontextmanager
+async def sides(url: str, prefix: str) -> AsyncIterator[Sides]:
+    """``callvault serve`` (no job workers) and the one-INSERT baseline on the same PostgreSQL,
+    both listening; the requests this bench and ``cpu_voice_webhook`` load them with."""
+    env = serve_env(Path(tempfile.mkdtemp(prefix=prefix)), url, CALLVAULT_WORKERS="0")
+    port = free_port()
+    base = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.bench.baseline_server", url, str(port)
+    )
+    try:
+        async with serve(env) as (cv_url, cv_pid):
+            await wait_listening(port, base)
+            pool = signed_requests(env["CALLVAULT_PUBLIC_URL"], 60_000)
+            cursor = iter(range(len(pool)))
+
+            async def callvault(session: aiohttp.ClientSession, _: int) -> int:
+                params, sig = pool[next(cursor) % len(pool)]
+                async with session.post(
+                    cv_url + "/telephony/twilio/voice",
+                    data=params,
+                    headers={"X-Twilio-Signature": sig},
+                ) as resp:
+                    await resp.read()
+                    return resp.status
+
+            async def baseline(session: aiohttp.ClientSession, i: int) -> int:
+                async with session.post(
+                    f"http://127.0.0.1:{port}/hook", data={"CallSid": f"CA{i}"}
+                ) as resp:
+                    await resp.read()
+                    return resp.status
+
+            yield Sides(callvault, baseline, cv_pid, base.pid)
+    finally:
+        base.terminate()
+        await base.wait()
+
+
 async def run(url: str) -> None:
-    if True:
-        home = Path(tempfile.mkdtemp(prefix="bench-voice-"))
-        env = serve_env(home, url, CALLVAULT_WORKERS="0")
-        port = free_port()
-        base = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.bench.baseline_server", url, str(port)
-        )
-        try:
-            async with serve(env) as (cv_url, _):
-                await asyncio.sleep(0.5)  # the baseline process binds its port
-                pool = signed_requests(env["CALLVAULT_PUBLIC_URL"], 60_000)
-                cursor = iter(range(len(pool)))
-
-                async def callvault(session: aiohttp.ClientSession, _: int) -> int:
-                    params, sig = pool[next(cursor) % len(pool)]
-                    async with session.post(
-                        cv_url + "/telephony/twilio/voice",
-                        data=params,
-                        headers={"X-Twilio-Signature": sig},
-                    ) as resp:
-                        await resp.read()
-                        return resp.status
-
-                async def baseline(session: aiohttp.ClientSession, i: int) -> int:
-                    async with session.post(
-                        f"http://127.0.0.1:{port}/hook", data={"CallSid": f"CA{i}"}
-                    ) as resp:
-                        await resp.read()
-                        return resp.status
-
-                await load(callvault, connections=CONNECTIONS, seconds=1)  # warm up both
-                await load(baseline, connections=CONNECTIONS, seconds=1)
-                ours, theirs = [], []
-                for _ in range(ROUNDS):  # A B A B ...
-                    ours.append(await load(callvault, connections=CONNECTIONS, seconds=SECONDS))
-                    theirs.append(await load(baseline, connections=CONNECTIONS, seconds=SECONDS))
-        finally:
-            base.terminate()
-            await base.wait()
+    async with sides(url, "bench-voice-") as both:
+        await load(both.callvault, connections=CONNECTIONS, seconds=1)  # warm up both
+        await load(both.baseline, connections=CONNECTIONS, seconds=1)
+        ours, theirs = [], []
+        for _ in range(ROUNDS):  # A B A B ...
+            ours.append(await load(both.callvault, connections=CONNECTIONS, seconds=SECONDS))
+            theirs.append(await load(both.baseline, connections=CONNECTIONS, seconds=SECONDS))
     rps = sum(r.requests for r in ours) / sum(r.seconds for r in ours)
     base_rps = sum(r.requests for r in theirs) / sum(r.seconds for r in theirs)
     p99 = max(r.p99_ms for r in ours)

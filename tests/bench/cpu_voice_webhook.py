@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
-import tempfile
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 
-from tests.bench.bench_voice_webhook import CONNECTIONS, signed_requests
-from tests.bench.harness import free_port, load, postgres, serve, serve_env
+from tests.bench.bench_voice_webhook import CONNECTIONS, sides
+from tests.bench.harness import load, postgres
 
 SECONDS = 6.0
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -54,65 +51,38 @@ async def run(url: str) -> None:
     data_dir = await conn.fetchval("SHOW data_directory")
     await conn.close()
     postmaster = int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
-    env = serve_env(Path(tempfile.mkdtemp(prefix="cpu-voice-")), url, CALLVAULT_WORKERS="0")
-    port = free_port()
-    base = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.bench.baseline_server", url, str(port)
-    )
-    try:
-        async with serve(env) as (cv_url, cv_pid):
-            await asyncio.sleep(0.5)  # the baseline process binds its port
-            pool = signed_requests(env["CALLVAULT_PUBLIC_URL"], 60_000)
-            cursor = iter(range(len(pool)))
-
-            async def callvault(session: aiohttp.ClientSession, _: int) -> int:
-                params, sig = pool[next(cursor) % len(pool)]
-                async with session.post(
-                    cv_url + "/telephony/twilio/voice",
-                    data=params,
-                    headers={"X-Twilio-Signature": sig},
-                ) as resp:
-                    await resp.read()
-                    return resp.status
-
-            async def baseline(session: aiohttp.ClientSession, i: int) -> int:
-                async with session.post(
-                    f"http://127.0.0.1:{port}/hook", data={"CallSid": f"CA{i}"}
-                ) as resp:
-                    await resp.read()
-                    return resp.status
-
-            sides = (("callvault", callvault, cv_pid), ("baseline", baseline, base.pid))
-            spy = os.environ.get("PYSPY")
-            for round_ in range(2):
-                for name, request, pid in sides:
-                    await load(request, connections=CONNECTIONS, seconds=1)  # warm up
-                    sampler = None
-                    if spy and round_ == 0 and name == "callvault":
-                        sampler = await asyncio.create_subprocess_exec(
-                            spy, "record", "--native", "-r", "200", "-f", "raw",
-                            "-o", "voice-webhook.pyspy.txt", "--pid", str(pid),
-                            "--duration", str(int(SECONDS)),
-                        )  # fmt: skip
-                    server, database = _cpu_s(pid), _postgres_cpu_s(postmaster)
-                    ours = sum(os.times()[:2])
-                    result = await load(request, connections=CONNECTIONS, seconds=SECONDS)
-                    server = _cpu_s(pid) - server
-                    database = _postgres_cpu_s(postmaster) - database
-                    ours = sum(os.times()[:2]) - ours
-                    if sampler is not None:
-                        await sampler.wait()
-                    n = result.requests
-                    print(
-                        f"{name}: {result.rps:.0f} req/s, p99 {result.p99_ms:.1f} ms, "
-                        f"errors {result.errors}; CPU ms per request: server "
-                        f"{1000 * server / n:.2f}, postgres {1000 * database / n:.2f}, "
-                        f"load generator {1000 * ours / n:.2f}",
-                        flush=True,
-                    )
-    finally:
-        base.terminate()
-        await base.wait()
+    async with sides(url, "cpu-voice-") as both:
+        loaded = (
+            ("callvault", both.callvault, both.callvault_pid),
+            ("baseline", both.baseline, both.baseline_pid),
+        )
+        spy = os.environ.get("PYSPY")
+        for round_ in range(2):
+            for name, request, pid in loaded:
+                await load(request, connections=CONNECTIONS, seconds=1)  # warm up
+                sampler = None
+                if spy and round_ == 0 and name == "callvault":
+                    sampler = await asyncio.create_subprocess_exec(
+                        spy, "record", "--native", "-r", "200", "-f", "raw",
+                        "-o", "voice-webhook.pyspy.txt", "--pid", str(pid),
+                        "--duration", str(int(SECONDS)),
+                    )  # fmt: skip
+                server, database = _cpu_s(pid), _postgres_cpu_s(postmaster)
+                ours = sum(os.times()[:2])
+                result = await load(request, connections=CONNECTIONS, seconds=SECONDS)
+                server = _cpu_s(pid) - server
+                database = _postgres_cpu_s(postmaster) - database
+                ours = sum(os.times()[:2]) - ours
+                if sampler is not None:
+                    await sampler.wait()
+                n = result.requests
+                print(
+                    f"{name}: {result.rps:.0f} req/s, p99 {result.p99_ms:.1f} ms, "
+                    f"errors {result.errors}; CPU ms per request: server "
+                    f"{1000 * server / n:.2f}, postgres {1000 * database / n:.2f}, "
+                    f"load generator {1000 * ours / n:.2f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

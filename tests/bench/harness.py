@@ -165,6 +165,21 @@ async def wait_ready(url: str, proc: Any, limit_s: float = 60) -> float:
     raise RuntimeError(f"{url} not ready")
 
 
+async def wait_listening(port: int, proc: Any, limit_s: float = 30) -> None:
+    """Until ``proc`` accepts connections on ``port`` (a server without a readiness route)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit_s:
+        if proc.returncode is not None:
+            raise RuntimeError("the process exited before it listened")
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            await writer.wait_closed()
+            return
+        await asyncio.sleep(0.02)
+    raise RuntimeError(f"nothing listening on port {port}")
+
+
 @dataclass
 class Load:
     requests: int
