@@ -15,7 +15,7 @@ import json
 import re
 import tomllib
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -554,9 +554,9 @@ def _account(
     return account_id, {"settings": settings, "secrets": secrets}
 
 
-def _storage(raw: Any, where: tuple[str, ...]) -> dict[str, Any]:
-    from service import config
-
+def _aws_table(raw: Any, where: tuple[str, ...], allowed: Iterable[str]) -> dict[str, str]:
+    """A table naming an AWS service (``storage``, ``data_keys``): only ``allowed`` keys and
+    the credential references, given as a pair or not at all; the references."""
     if not isinstance(raw, Mapping):
         raise TenantSpecError(f"{key_path(*where)}: expected a table")
     secrets, used = _secret_refs(raw, STORAGE_SECRETS, where, None)
@@ -566,8 +566,27 @@ def _storage(raw: Any, where: tuple[str, ...]) -> dict[str, Any]:
             "secret_access_key_env/_file, or neither (the default credential chain)"
         )
     for key in raw:
-        if key not in STORAGE_KEYS and key not in used:
+        if key not in allowed and key not in used:
             raise TenantSpecError(f"{key_path(*where, str(key))}: unknown key")
+    return secrets
+
+
+def _texts(raw: Mapping[str, Any], keys: Iterable[str], where: tuple[str, ...]) -> dict[str, str]:
+    """Those of ``keys`` present in ``raw``, each checked to be printable text."""
+    out = {}
+    for key in keys:
+        if key in raw:
+            value = raw[key]
+            if not isinstance(value, str) or not value.strip() or not value.isprintable():
+                raise TenantSpecError(f"{key_path(*where, key)}: must be printable text")
+            out[key] = value
+    return out
+
+
+def _storage(raw: Any, where: tuple[str, ...]) -> dict[str, Any]:
+    from service import config
+
+    secrets = _aws_table(raw, where, STORAGE_KEYS)
     bucket = raw.get("bucket")
     if not isinstance(bucket, str) or not _BUCKET.match(bucket):
         raise TenantSpecError(f"{key_path(*where, 'bucket')}: required, an S3 bucket name")
@@ -576,12 +595,7 @@ def _storage(raw: Any, where: tuple[str, ...]) -> dict[str, Any]:
         out["endpoint_url"] = _config(
             (*where, "endpoint_url"), config.check_url, raw["endpoint_url"]
         )
-    for key in ("region", "kms_key_id"):
-        if key in raw:
-            value = raw[key]
-            if not isinstance(value, str) or not value.strip() or not value.isprintable():
-                raise TenantSpecError(f"{key_path(*where, key)}: must be printable text")
-            out[key] = value
+    out.update(_texts(raw, ("region", "kms_key_id"), where))
     if "region" in out:
         _check_region(out["region"], (*where, "region"))
     sse = raw.get("sse", "aws:kms" if "kms_key_id" in raw else "AES256")
@@ -609,24 +623,8 @@ def _check_region(region: str, path: tuple[str, ...]) -> None:
 def _data_keys(raw: Any, where: tuple[str, ...]) -> dict[str, Any]:
     from service import config
 
-    if not isinstance(raw, Mapping):
-        raise TenantSpecError(f"{key_path(*where)}: expected a table")
-    secrets, used = _secret_refs(raw, STORAGE_SECRETS, where, None)
-    if bool(secrets) and len(secrets) != 2:
-        raise TenantSpecError(
-            f"{key_path(*where)}: give both access_key_id_env/_file and "
-            "secret_access_key_env/_file, or neither (the default credential chain)"
-        )
-    for key in raw:
-        if key not in DATA_KEYS_KEYS and key not in used:
-            raise TenantSpecError(f"{key_path(*where, str(key))}: unknown key")
-    out: dict[str, Any] = {}
-    for key in ("kms_key_id", "region"):
-        if key in raw:
-            value = raw[key]
-            if not isinstance(value, str) or not value.strip() or not value.isprintable():
-                raise TenantSpecError(f"{key_path(*where, key)}: must be printable text")
-            out[key] = value
+    secrets = _aws_table(raw, where, DATA_KEYS_KEYS)
+    out: dict[str, Any] = _texts(raw, ("kms_key_id", "region"), where)
     if "region" in out:
         _check_region(out["region"], (*where, "region"))
     if "kms_key_id" not in out:
