@@ -101,7 +101,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
     async def database(app: web.Application) -> AsyncIterator[None]:
         url = settings.database_url
         assert url is not None
-        pool = await create_pool(url)
+        pool = await create_pool(url, application_name=settings.application_name)
         try:
             async with pool.acquire() as conn:
                 if apply_migrations:
@@ -115,7 +115,9 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
             raise
         app[POOL] = pool
         # scrapes get one connection of their own, opened on the first scrape
-        app[METRICS_POOL] = await create_pool(url, min_size=0, max_size=1)
+        app[METRICS_POOL] = await create_pool(
+            url, min_size=0, max_size=1, application_name=settings.application_name
+        )
         yield
         await app[METRICS_POOL].close()
         await pool.close()

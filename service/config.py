@@ -439,6 +439,9 @@ class Settings:
     purge_interval_s: int = 300
     role: ProcessRole = ProcessRole.ALL
     workers: int = 4
+    # a worker process (role worker only) lowers its own CPU priority to this niceness, so on a
+    # shared node the web replicas' webhooks are scheduled first; 0 leaves it as started
+    worker_nice: int = 10
     job_max_attempts: int = 12
     job_lease_s: float = 30.0
     job_backoff_base_s: float = 2.0
@@ -510,6 +513,12 @@ class Settings:
         reconcile, the start-up re-hash): role all or worker, with at least one worker."""
         return self.role is not ProcessRole.WEB and self.workers > 0
 
+    @property
+    def application_name(self) -> str:
+        """What this process's database sessions call themselves (``pg_stat_activity``), so an
+        operator tells a web replica's from a worker's; ``callvault`` when it runs both."""
+        return "callvault" if self.role is ProcessRole.ALL else f"callvault-{self.role.value}"
+
     def policy_for(self, called: str | None, queue: str | None = None) -> Policy:
         """The policy for a call to ``called``; an explicit ``queue`` (from the webhook URL) wins
         over the number's own queue, and the number's own keys win over both."""
@@ -570,6 +579,7 @@ class _Source(BaseSettings):
     purge_interval: Duration | None = None
     role: Annotated[ProcessRole, _one_of(*ProcessRole, transform=str.lower)] | None = None
     workers: Annotated[int, _between(0, 64)] | None = None
+    worker_nice: Annotated[int, _between(0, 19)] | None = None
     job_max_attempts: Annotated[int, _between(1, 100)] | None = None
     job_lease: Duration | None = None
     job_backoff: Duration | None = None

@@ -142,6 +142,7 @@ def test_every_setting_can_be_given_in_the_environment(tmp_path: Path) -> None:
         "CALLVAULT_GATHER_RETRIES": "2",
         "CALLVAULT_MAX_BODY_BYTES": "2048",
         "CALLVAULT_WORKERS": "3",
+        "CALLVAULT_WORKER_NICE": "0",
         "CALLVAULT_JOB_MAX_ATTEMPTS": "5",
         "CALLVAULT_JOB_LEASE": "20s",
         "CALLVAULT_JOB_BACKOFF": "3s",
@@ -157,7 +158,7 @@ def test_every_setting_can_be_given_in_the_environment(tmp_path: Path) -> None:
         "DEBUG",
     )
     assert (s.s3_bucket, s.s3_sse, s.s3_kms_key_id, s.s3_threads) == ("b", "aws:kms", "k1", 4)
-    assert (s.workers, s.job_max_attempts, s.job_lease_s) == (3, 5, 20)
+    assert (s.workers, s.worker_nice, s.job_max_attempts, s.job_lease_s) == (3, 0, 5, 20)
     assert (s.job_backoff_base_s, s.job_backoff_cap_s, s.download_timeout_s) == (3, 300, 3600)
     assert (s.max_body_bytes, s.max_recording_bytes, s.purge_interval_s) == (2048, 1048576, 60)
     d = s.defaults
@@ -301,6 +302,13 @@ def test_metrics_tenants_is_a_bounded_whole_number() -> None:
     assert load_settings({"CALLVAULT_METRICS_TENANTS": "3"}).metrics_tenants == 3
     with pytest.raises(ConfigError, match=r"^CALLVAULT_METRICS_TENANTS: must be a whole number"):
         load_settings({"CALLVAULT_METRICS_TENANTS": "0"})
+
+
+def test_worker_nice_is_a_niceness_a_process_may_take() -> None:
+    assert load_settings({}).worker_nice == 10
+    assert load_settings({"CALLVAULT_WORKER_NICE": "19"}).worker_nice == 19
+    with pytest.raises(ConfigError, match=r"^CALLVAULT_WORKER_NICE: must be a whole number"):
+        load_settings({"CALLVAULT_WORKER_NICE": "-5"})  # raising priority needs privilege
 
 
 def test_stringee_settings_are_read_from_the_environment_and_checked() -> None:

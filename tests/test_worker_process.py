@@ -5,6 +5,8 @@ the job back on SIGTERM without a traceback, and its liveness fails when its cla
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import socket
 from collections.abc import AsyncIterator
@@ -30,6 +32,16 @@ from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
 from tests.waiting import eventually
 
 PUBLIC = "https://callvault.example.vn"
+
+
+def thread_niceness(pid: int) -> set[int]:
+    """The nice values of the threads of process ``pid`` (Linux keeps one per thread)."""
+    values = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that has just ended
+            # the fields after the command name's closing parenthesis; nice is the 19th field
+            values.add(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
+    return values
 
 
 @pytest.fixture
@@ -80,6 +92,18 @@ async def test_a_worker_takes_in_what_a_web_replica_queued_and_stops_cleanly(
 
         await eventually(downloading, what="the worker is mid-download")
         assert await db.fetchval("SELECT locked_by FROM jobs") == first_worker
+        # the worker is background work: every one of its threads (the loop's, the executors')
+        # runs at CALLVAULT_WORKER_NICE's default; the web replica's at the niceness it got
+        assert web.proc is not None
+        started_at = os.getpriority(os.PRIO_PROCESS, 0)
+        assert thread_niceness(worker.proc.pid) == {max(started_at, 10)}
+        assert thread_niceness(web.proc.pid) == {started_at}
+        # and an operator tells their database sessions apart
+        names = await db.fetch(
+            "SELECT DISTINCT application_name FROM pg_stat_activity "
+            "WHERE application_name LIKE 'callvault-%' AND application_name <> 'callvault-listener'"
+        )
+        assert {r["application_name"] for r in names} == {"callvault-web", "callvault-worker"}
         async with session.get(worker.url + "/healthz") as resp:
             assert resp.status == 200
         async with session.get(worker.url + "/metrics") as resp:

@@ -11,7 +11,7 @@ from typing import Any
 
 from service.cli.common import on_connection, settings_for
 from service.cli.worker import add_parsers as add_role_parsers
-from service.cli.worker import with_role
+from service.cli.worker import lower_priority, with_role
 from service.config import load_settings
 
 
@@ -32,6 +32,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             resolved, database_url=asyncio.run(_embedded_service_url(resolved.database_url))
         )
     settings = with_standin(settings, resolved)  # demo mode: service/demo/laptop.py
+    # (after the embedded database, if any, has started: it serves web replicas too)
+    lower_priority(settings)
     return listener.run(
         create_app(settings, apply_migrations=not embedded),
         host=settings.host,

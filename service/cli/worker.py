@@ -11,6 +11,12 @@ must keep the webhooks quick while recordings are taken in and purged runs two k
   re-hash). It answers only ``/healthz``, ``/readyz`` and ``/metrics``, on ``CALLVAULT_PORT``,
   so it is probed and scraped like a web replica; SIGTERM hands its jobs' leases back.
 
+A worker is background work: it lowers its own CPU priority to ``CALLVAULT_WORKER_NICE``
+(default 10; 0 leaves it) before it starts a thread, so on a node it shares with web replicas the
+scheduler runs their webhooks first, and it waits for CPU only that nobody else wants. Its
+database sessions are named ``callvault-worker`` (a web replica's ``callvault-web``) in
+``pg_stat_activity``.
+
 Jobs are PostgreSQL rows claimed with ``FOR UPDATE SKIP LOCKED`` and every pass claims its rows
 the same way, so any number of either kind may run against one database. The command line's
 ``--role`` wins over ``CALLVAULT_ROLE``."""
@@ -18,6 +24,8 @@ the same way, so any number of either kind may run against one database. The com
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -49,3 +57,17 @@ def with_role(settings: Settings, args: argparse.Namespace) -> Settings:
     """``settings`` with the command line's role, when it gave one."""
     role = getattr(args, "role", None)
     return settings if role is None else replace(settings, role=ProcessRole(role))
+
+
+def lower_priority(settings: Settings) -> None:
+    """A worker's niceness raised to ``settings.worker_nice`` (never lowered: an unprivileged
+    process may not, and one started nicer stays so). Linux keeps a niceness per thread and a
+    new thread inherits its creator's, so this runs before the process starts any thread."""
+    if settings.role is not ProcessRole.WORKER or settings.worker_nice <= 0:
+        return
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if current < settings.worker_nice:
+        os.setpriority(os.PRIO_PROCESS, 0, settings.worker_nice)
+    logging.getLogger("service").info(
+        "worker CPU priority lowered", extra={"nice": max(current, settings.worker_nice)}
+    )

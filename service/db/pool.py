@@ -81,8 +81,10 @@ async def create_pool(
     min_size: int = 2,
     max_size: int = 10,
     bind: Callable[[asyncpg.Connection[Any]], Awaitable[None]] | None = None,
+    application_name: str = "callvault",
 ) -> asyncpg.Pool[Any]:
-    """``bind``: run on every new connection after the codecs (the CLI's
+    """``application_name``: what its sessions are called in ``pg_stat_activity``.
+    ``bind``: run on every new connection after the codecs (the CLI's
     :func:`~service.db.roles.bind_to_rls`: a pool on a superuser URL acts as the service's role,
     so row-level security confines each tenant's work as it does serve's)."""
 
@@ -100,7 +102,7 @@ async def create_pool(
             reset=_reset,
             setup=tenancy.apply,  # the tenant of the task that acquires (row-level security)
             timeout=CONNECT_TIMEOUT_S,
-            server_settings={"application_name": "callvault"},
+            server_settings={"application_name": application_name},
         )
     except _CONNECT_ERRORS as exc:
         raise DatabaseUnavailable.of(_named(url), exc) from exc
