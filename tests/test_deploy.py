@@ -69,6 +69,9 @@ def test_compose_brings_up_the_whole_system() -> None:
     assert services["callvault-1"]["command"] == services["callvault-2"]["command"]
     assert services["callvault-1"]["command"] == ["serve", "--role", "web"]
     assert services["callvault-worker"]["command"] == ["worker"]
+    # when CPU is short the webhooks come first: the worker's share is below each web replica's
+    assert services["callvault-worker"]["cpu_shares"] < services["callvault-1"]["cpu_shares"]
+    assert services["callvault-1"]["cpu_shares"] == services["callvault-2"]["cpu_shares"]
     nginx = (DEPLOY / "nginx.conf").read_text()
     assert "server callvault-1:8080" in nginx and "server callvault-2:8080" in nginx
     assert "callvault-worker" not in nginx
@@ -158,6 +161,16 @@ def test_kubernetes_deployment_is_production_shaped() -> None:
         assert size.endswith("Gi") and int(size[:-2]) * 1024**3 >= 2 * max_recording
     assert web["spec"]["template"]["spec"]["containers"][0]["args"] == ["serve", "--role", "web"]
     assert worker["spec"]["template"]["spec"]["containers"][0]["args"] == ["worker"]
+    # CPU under contention is shared by requests: a web replica's outweighs a worker's
+
+    def cpu(deployment: dict[str, Any], kind: str) -> float:
+        value = str(
+            deployment["spec"]["template"]["spec"]["containers"][0]["resources"][kind]["cpu"]
+        )
+        return float(value[:-1]) / 1000 if value.endswith("m") else float(value)
+
+    assert cpu(web, "requests") > cpu(worker, "requests")
+    assert cpu(worker, "limits") <= cpu(web, "requests")
     # the Service and the disruption budget are the web replicas': no request reaches a worker
     worker_labels = worker["spec"]["template"]["metadata"]["labels"].items()
     for selector in (
