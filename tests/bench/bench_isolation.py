@@ -11,11 +11,34 @@ second, so the pass begins within one. Their objects are not put in the bucket f
 PUTs would double the run): ``DeleteObjects`` of a key that is not there succeeds as for one
 that is, so the replica does the same work; the S3 server does a little less. The loaded phase
 lasts exactly as long as the intakes and the purge, and its requests are the ones sent while
-they ran."""
+they ran.
+
+On the machine it runs on, every process competes for the same cores: the replica, PostgreSQL,
+the load generator, the stand-ins for services that are elsewhere in production (moto, for S3,
+receiving 800 MB; the media server, for Twilio's cloud, sending it), and whatever else runs on
+the machine. So each layout is measured under several placements (``ISOLATION_PLACEMENTS``,
+default ``shared,pods,pods-db``, in this order: a nice value raised here cannot be lowered):
+
+* ``shared``: every process as started, competing as if all were on this machine (the worker
+  at its own ``CALLVAULT_WORKER_NICE``, as the product sets it);
+* ``pods``: the stand-ins for remote services at nice 19 (they get only CPU nobody else here
+  wants), and the cores split as separate pods would have them: the replica under test and the
+  load generator on core 0; the worker, PostgreSQL and the stand-ins on core 1 (``taskset -a``,
+  thread by thread);
+* ``pods-db``: the same, but PostgreSQL on core 0 with the replica: in production the database
+  is a server of its own that the worker's sessions share with the web replica's, not a process
+  beside the worker (``remote``: the nice 19 alone, no pinning).
+
+Processes of other users are not placed: they use both cores, and the CPU table says how much.
+Each measurement prints where each phase's CPU went, process by process (PostgreSQL's by
+``application_name``), and the goal line names the placement it is judged in (the last; the
+others' figures follow it in the same line, so none is hidden). ``ISOLATION_WORKER_NICE`` sets
+the worker's ``CALLVAULT_WORKER_NICE`` (0: as before the worker lowered its priority)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -28,6 +51,7 @@ import aiohttp
 import asyncpg
 from twilio.request_validator import RequestValidator
 
+from tests.bench import procs
 from tests.bench.harness import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -51,6 +75,105 @@ GOAL = 2.0
 BUSY_LIMIT_S = 280.0  # the intakes and the purge must be done by then (the load's signed span)
 # ISOLATION_LAYOUTS=all to measure only the all-in-one replica
 LAYOUTS = os.environ.get("ISOLATION_LAYOUTS", "all,split").split(",")
+PLACEMENTS = os.environ.get("ISOLATION_PLACEMENTS", "shared,pods,pods-db").split(",")
+PLACEMENT_NAMES = {
+    "shared": "all processes sharing both cores",
+    "remote": "S3 and Twilio stand-ins at nice 19",
+    "pods": "S3 and Twilio stand-ins at nice 19; replica + load on core 0, the rest on core 1",
+    "pods-db": "S3 and Twilio stand-ins at nice 19; replica + load + PostgreSQL on core 0, "
+    "worker + stand-ins on core 1",
+}
+WEB_CORE, OTHER_CORE = {0}, {1}
+MACHINE = "the whole machine"
+OTHERS = "everything else on the machine (not this bench)"
+
+
+@dataclass
+class Machine:
+    """The processes of one measurement, by role, and where they are placed."""
+
+    placement: str
+    db_url: str
+    replica: int  # the serve process the load is aimed at (all-in-one or web)
+    worker: int | None
+    s3: int
+    media: int
+    postmaster: int
+
+    def place_services(self) -> None:
+        postgres = [self.postmaster] + [pid for pid, _ in procs.children(self.postmaster)]
+        worker = [self.worker] if self.worker else []
+        if self.placement != "shared":
+            procs.place([self.s3, self.media], nice=19)
+        if self.placement == "pods":
+            procs.place([self.replica], cpus=WEB_CORE)
+            procs.place([self.s3, self.media, *postgres, *worker], cpus=OTHER_CORE)
+        elif self.placement == "pods-db":
+            # the database serves the web replica and the worker alike, as one server would
+            procs.place([self.replica, *postgres], cpus=WEB_CORE)
+            procs.place([self.s3, self.media, *worker], cpus=OTHER_CORE)
+        else:
+            procs.place([self.s3, self.media, self.replica, *postgres, *worker], cpus={0, 1})
+
+    def waits(self) -> Waits:
+        # (an all-in-one replica's sessions are its worker's too)
+        return Waits(self.db_url, ["callvault-web" if self.worker else "callvault"])
+
+    def place_generator(self, pid: int) -> None:
+        if self.placement.startswith("pods"):
+            procs.place([pid], cpus=WEB_CORE)
+
+    async def cpu(self, conn: asyncpg.Connection) -> dict[int, tuple[str, float]]:
+        """Each process's (role, CPU seconds so far), the load generator's aside (it reports its
+        own: it has exited by the end of a phase); PostgreSQL's by session name."""
+        named = {
+            self.replica: "web" if self.worker else "all-in-one",
+            self.s3: "moto (S3 stand-in)",
+            self.media: "media server (Twilio stand-in)",
+            self.postmaster: "postgres: background",
+        }
+        if self.worker:
+            named[self.worker] = "worker"
+        sessions = {
+            r["pid"]: (r["backend_type"], r["application_name"])
+            for r in await conn.fetch(
+                "SELECT pid, backend_type, application_name FROM pg_stat_activity"
+            )
+        }
+        for pid, _ in procs.children(self.postmaster):
+            kind, app = sessions.get(pid, ("background", ""))
+            if kind != "client backend":
+                named[pid] = "postgres: background"
+            elif app.startswith("callvault"):
+                named[pid] = f"postgres: {app} sessions"
+            else:
+                named[pid] = "postgres: the bench's own session"
+        spent = {pid: (role, procs.cpu_seconds(pid)) for pid, role in named.items()}
+        spent[0] = (MACHINE, procs.machine_cpu_seconds())
+        return spent
+
+
+def cpu_table(
+    before: dict[int, tuple[str, float]],
+    after: dict[int, tuple[str, float]],
+    seconds: float,
+    generator_cpu_s: float,
+) -> str:
+    """CPU seconds by role between two snapshots (a process started meanwhile counts whole)."""
+    by_role: dict[str, float] = {"load generator": generator_cpu_s}
+    for pid, (role, spent) in after.items():
+        by_role[role] = by_role.get(role, 0.0) + spent - before.get(pid, (role, 0.0))[1]
+    # what else ran on the machine meanwhile (other users' work: it competes as much)
+    total = by_role.pop(MACHINE)
+    by_role[OTHERS] = max(0.0, total - sum(by_role.values()))
+    lines = [f"    {'process':<48} {'CPU s':>7} {'cores':>6}"]
+    for role, spent in sorted(by_role.items(), key=lambda kv: -kv[1]):
+        lines.append(f"    {role:<48} {spent:7.1f} {spent / seconds:6.2f}")
+    lines.append(
+        f"    {'whole machine (2 cores = ' + format(2 * seconds, '.0f') + ' s)':<48} "
+        f"{total:7.1f} {total / seconds:6.2f}"
+    )
+    return "\n".join(lines)
 
 
 @dataclass
@@ -58,6 +181,7 @@ class Phase:
     latencies: list[float]
     errors: int
     seconds: float
+    generator_cpu_s: float  # the load generator's own CPU time over the phase
 
     @property
     def p99_ms(self) -> float:
@@ -72,7 +196,7 @@ class Generator:
         self.started = 0.0
 
     @classmethod
-    async def start(cls, base: str, public: str) -> Generator:
+    async def start(cls, base: str, public: str, machine: Machine) -> Generator:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -87,6 +211,7 @@ class Generator:
         line = await proc.stdout.readline()
         if line.strip() != b"ready":
             raise RuntimeError(f"load generator: {line!r}")
+        machine.place_generator(proc.pid)
         return cls(proc)
 
     async def go(self, seconds: float | None = None) -> None:
@@ -100,10 +225,10 @@ class Generator:
         if stop:
             self.proc.stdin.write(b"stop\n")
             await self.proc.stdin.drain()
-        seconds = time.perf_counter() - self.started
         out = json.loads((await self.proc.stdout.read()).splitlines()[-1])
         await self.proc.wait()
-        return Phase(out["latencies"], out["errors"], seconds)
+        seconds = time.perf_counter() - self.started
+        return Phase(out["latencies"], out["errors"], seconds, out["cpu_s"])
 
 
 async def webhook(
@@ -115,10 +240,68 @@ async def webhook(
             raise RuntimeError(f"{path}: {r.status} {await r.text()}")
 
 
-async def run_phase(base: str, public: str, seconds: float) -> Phase:
-    gen = await Generator.start(base, public)
+class Waits:
+    """What the replica's busy PostgreSQL sessions are waiting on, sampled every 50 ms on a
+    connection of its own (``None``: running on a CPU, or wanting one): tells a wait for a lock
+    or for the WAL's flush to disk from one for CPU."""
+
+    def __init__(self, db_url: str, names: list[str]) -> None:
+        self.db_url, self.names = db_url, names
+        self.counts: dict[str, int] = {}
+        self.samples = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        conn = await asyncpg.connect(self.db_url)
+        try:
+            while True:
+                rows = await conn.fetch(
+                    "SELECT wait_event_type, wait_event FROM pg_stat_activity"
+                    " WHERE application_name = ANY($1) AND state = 'active'",
+                    self.names,
+                )
+                self.samples += 1
+                for r in rows:
+                    key = f"{r['wait_event_type']}:{r['wait_event']}" if r[0] else "CPU"
+                    self.counts[key] = self.counts.get(key, 0) + 1
+                await asyncio.sleep(0.05)
+        finally:
+            await conn.close()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> str:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        top = sorted(self.counts.items(), key=lambda kv: -kv[1])[:6]
+        seen = ", ".join(f"{k} {v / self.samples:.2f}" for k, v in top) or "none"
+        return f"    replica's active sessions per sample ({self.samples} samples): {seen}"
+
+
+@dataclass
+class Measured:
+    idle: Phase
+    loaded: Phase
+    busy_s: float
+    idle_cpu: str
+    loaded_cpu: str
+
+
+async def run_phase(
+    conn: asyncpg.Connection, base: str, public: str, seconds: float, machine: Machine
+) -> tuple[Phase, str]:
+    gen = await Generator.start(base, public, machine)
+    waits = machine.waits()
+    before = await machine.cpu(conn)
+    waits.start()
     await gen.go(seconds)
-    return await gen.result()
+    phase = await gen.result()
+    after = await machine.cpu(conn)
+    table = cpu_table(before, after, phase.seconds, phase.generator_cpu_s)
+    return phase, table + "\n" + await waits.stop()
 
 
 async def seed_purge(conn: asyncpg.Connection, prefix: str) -> None:
@@ -154,11 +337,19 @@ async def prepare_calls(session: aiohttp.ClientSession, cv: str) -> list[str]:
 
 
 async def loaded_phase(
-    conn: asyncpg.Connection, session: aiohttp.ClientSession, cv: str, public: str, prefix: str
-) -> tuple[Phase, float]:
-    """The load while the intakes and the purge run; and how long they took."""
+    conn: asyncpg.Connection,
+    session: aiohttp.ClientSession,
+    cv: str,
+    public: str,
+    prefix: str,
+    machine: Machine,
+) -> tuple[Phase, float, str]:
+    """The load while the intakes and the purge run; how long they took; where the CPU went."""
     calls = await prepare_calls(session, cv)
-    gen = await Generator.start(cv, public)
+    gen = await Generator.start(cv, public, machine)
+    waits = machine.waits()
+    before = await machine.cpu(conn)
+    waits.start()
     # the background work starts, then the load at once (within milliseconds: the requests are
     # signed already); the work lasts many seconds
     started = time.perf_counter()
@@ -191,20 +382,24 @@ async def loaded_phase(
         )
         if stored == INTAKES and left == 0:
             break
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)  # (each poll is a scan of the 20,000: not too often)
     else:
         raise RuntimeError(f"intake and purge unfinished after {BUSY_LIMIT_S:.0f} s")
     busy_s = time.perf_counter() - started
+    after = await machine.cpu(conn)
+    waited = await waits.stop()
     sizes = await conn.fetch(
         "SELECT size_bytes FROM recordings WHERE external_id = ANY($1)", recordings
     )
     assert [r["size_bytes"] for r in sizes] == [INTAKE_BYTES] * INTAKES, sizes
-    return await gen.result(stop=True), busy_s
+    phase = await gen.result(stop=True)
+    # (the generator's CPU is over its whole run: the busy span and the few polls after it)
+    return phase, busy_s, cpu_table(before, after, busy_s, phase.generator_cpu_s) + "\n" + waited
 
 
 async def measure(
-    db_url: str, endpoint: str, media_url: str, layout: str
-) -> tuple[Phase, Phase, float]:
+    db_url: str, endpoint: str, media_url: str, layout: str, placement: str
+) -> Measured:
     env = intake_env(
         "bench-isolation-",
         db_url,
@@ -216,64 +411,82 @@ async def measure(
         **({"CALLVAULT_ROLE": "web"} if layout == "split" else {}),
     )
     public = env["CALLVAULT_PUBLIC_URL"]
-    prefix = f"CAiso{layout}"
+    prefix = f"CAiso{layout}{placement}"
     conn = await asyncpg.connect(db_url)
+    here = os.getpid()
     try:
         await seed_purge(conn, prefix)
-        async with serve(env) as (cv, _), aiohttp.ClientSession() as session:
-            if layout == "split":
-                worker_env = {**env, "CALLVAULT_ROLE": "worker", "CALLVAULT_PORT": str(free_port())}
-                async with serve(worker_env, ("worker",)):
-                    return await phases(conn, session, cv, public, prefix)
-            return await phases(conn, session, cv, public, prefix)
+        postmaster = procs.parent(await conn.fetchval("SELECT pg_backend_pid()"))
+        s3 = procs.child_running(here, "moto.server")
+        media = procs.child_running(here, "tests.bench.media_server")
+        async with serve(env) as (cv, replica), aiohttp.ClientSession() as session:
+            worker_env = {**env, "CALLVAULT_ROLE": "worker", "CALLVAULT_PORT": str(free_port())}
+            if "ISOLATION_WORKER_NICE" in os.environ:  # (0: as before the worker lowered it)
+                worker_env["CALLVAULT_WORKER_NICE"] = os.environ["ISOLATION_WORKER_NICE"]
+            async with contextlib.AsyncExitStack() as stack:
+                worker = None
+                if layout == "split":
+                    _, worker = await stack.enter_async_context(serve(worker_env, ("worker",)))
+                machine = Machine(placement, db_url, replica, worker, s3, media, postmaster)
+                machine.place_services()
+                await run_phase(conn, cv, public, WARM_UP_S, machine)
+                idle, idle_cpu = await run_phase(conn, cv, public, IDLE_S, machine)
+                loaded, busy_s, loaded_cpu = await loaded_phase(
+                    conn, session, cv, public, prefix, machine
+                )
+                return Measured(idle, loaded, busy_s, idle_cpu, loaded_cpu)
     finally:
         await conn.close()
 
 
-async def phases(
-    conn: asyncpg.Connection, session: aiohttp.ClientSession, cv: str, public: str, prefix: str
-) -> tuple[Phase, Phase, float]:
-    await run_phase(cv, public, WARM_UP_S)
-    idle = await run_phase(cv, public, IDLE_S)
-    loaded, busy_s = await loaded_phase(conn, session, cv, public, prefix)
-    return idle, loaded, busy_s
-
-
 async def run(db_url: str, endpoint: str) -> None:
     figures: dict[str, float] = {}
-    parts = []
+    parts: dict[str, list[str]] = {}
     async with media_api(INTAKE_BYTES) as media_url:
-        for layout in LAYOUTS:
-            idle, loaded, busy_s = await measure(db_url, endpoint, media_url, layout)
-            ratio = loaded.p99_ms / idle.p99_ms
-            print(
-                f"{layout}: idle p99 {idle.p99_ms:.1f} ms ({len(idle.latencies)} requests), "
-                f"loaded p99 {loaded.p99_ms:.1f} ms ({len(loaded.latencies)} requests in "
-                f"{busy_s:.1f} s), errors {idle.errors} + {loaded.errors}",
-                flush=True,
-            )
-            name = "all-in-one" if layout == "all" else "web + worker"
-            parts.append(
-                f"{name} {idle.p99_ms:.1f} -> {loaded.p99_ms:.1f} ms = {ratio:.2f} "
-                f"(busy {busy_s:.1f} s, errors {idle.errors + loaded.errors})"
-            )
-            figures.update(
-                {
-                    f"{layout}_idle_p99_ms": idle.p99_ms,
-                    f"{layout}_loaded_p99_ms": loaded.p99_ms,
-                    f"{layout}_ratio": ratio,
-                    f"{layout}_busy_s": busy_s,
-                    f"{layout}_requests": len(idle.latencies) + len(loaded.latencies),
-                    f"{layout}_errors": idle.errors + loaded.errors,
-                }
-            )
-    # the deployment's layout is the one the goal is about (the last measured)
-    ratio = figures[f"{LAYOUTS[-1]}_ratio"]
+        for placement in PLACEMENTS:
+            for layout in LAYOUTS:
+                m = await measure(db_url, endpoint, media_url, layout, placement)
+                idle, loaded = m.idle, m.loaded
+                ratio = loaded.p99_ms / idle.p99_ms
+                print(
+                    f"{layout}, {placement} ({PLACEMENT_NAMES[placement]}): idle p99 "
+                    f"{idle.p99_ms:.1f} ms ({len(idle.latencies)} requests), loaded p99 "
+                    f"{loaded.p99_ms:.1f} ms ({len(loaded.latencies)} requests in "
+                    f"{m.busy_s:.1f} s), errors {idle.errors} + {loaded.errors}\n"
+                    f"  CPU while idle ({idle.seconds:.1f} s):\n{m.idle_cpu}\n"
+                    f"  CPU while loaded ({m.busy_s:.1f} s):\n{m.loaded_cpu}",
+                    flush=True,
+                )
+                name = "all-in-one" if layout == "all" else "web + worker"
+                parts.setdefault(placement, []).append(
+                    f"{name} {idle.p99_ms:.1f} -> {loaded.p99_ms:.1f} ms = {ratio:.2f} "
+                    f"(busy {m.busy_s:.1f} s, errors {idle.errors + loaded.errors})"
+                )
+                key = layout if placement == "shared" else f"{placement}_{layout}"
+                figures.update(
+                    {
+                        f"{key}_idle_p99_ms": idle.p99_ms,
+                        f"{key}_loaded_p99_ms": loaded.p99_ms,
+                        f"{key}_ratio": ratio,
+                        f"{key}_busy_s": m.busy_s,
+                        f"{key}_requests": len(idle.latencies) + len(loaded.latencies),
+                        f"{key}_errors": idle.errors + loaded.errors,
+                    }
+                )
+    # the goal is judged on the deployment's layout (the last measured) in the last placement,
+    # named in the line; the other placements' figures follow it, so none is hidden
+    judged, layout = PLACEMENTS[-1], LAYOUTS[-1]
+    ratio = figures[(layout if judged == "shared" else f"{judged}_{layout}") + "_ratio"]
+    others = [f"{p}: " + "; ".join(parts[p]) for p in PLACEMENTS if p != judged]
     report(
         "isolation",
         f"isolation: voice webhook p99 at {RATE:.0f} req/s, idle -> during {INTAKES} x 200 MB "
-        f"intake + {PURGE_N:,} purge: " + "; ".join(parts) + f" (goal <= {GOAL:g})",
+        f"intake + {PURGE_N:,} purge, {judged} ({PLACEMENT_NAMES[judged]}): "
+        + "; ".join(parts[judged])
+        + f" (goal <= {GOAL:g})"
+        + "".join(f"; {o}" for o in others),
         **figures,
+        placement=judged,
         ratio=ratio,
         goal_ratio=GOAL,
     )

@@ -7,14 +7,15 @@ omission).
 ``python -m tests.bench.open_loop BASE_URL PUBLIC_URL RATE`` signs its requests first, prints
 ``ready``, then reads commands from stdin: ``go SECONDS`` (a fixed run) or ``go`` (until a
 ``stop`` line). At the end it prints one JSON line: ``{"latencies": [...], "errors": n,
-"late_ms": worst lateness of a send}``. Its own process, so the bench's seeding and polling
-never delay a send."""
+"late_ms": worst lateness of a send, "cpu_s": its own CPU time from go to the end}``. Its own
+process, so the bench's seeding and polling never delay a send."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
+import time
 
 import aiohttp
 
@@ -28,6 +29,7 @@ async def run(base: str, public: str, rate: float) -> None:
     pool = signed_requests(public, int(rate * MAX_SECONDS))
     print("ready", flush=True)
     command = (await asyncio.to_thread(sys.stdin.readline)).split()
+    cpu_at_go = time.process_time()
     fixed = float(command[1]) if len(command) > 1 else None
     stop = asyncio.Event()
     if fixed is None:
@@ -77,7 +79,12 @@ async def run(base: str, public: str, rate: float) -> None:
         await asyncio.gather(*tasks)
     if fixed is None:
         await stopper
-    print(json.dumps({"latencies": latencies, "errors": errors, "late_ms": late * 1000}))
+    cpu_s = time.process_time() - cpu_at_go
+    print(
+        json.dumps(
+            {"latencies": latencies, "errors": errors, "late_ms": late * 1000, "cpu_s": cpu_s}
+        )
+    )
 
 
 if __name__ == "__main__":
