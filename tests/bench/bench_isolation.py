@@ -21,13 +21,17 @@ default ``shared,pods,pods-db``, in this order: a nice value raised here cannot 
 
 * ``shared``: every process as started, competing as if all were on this machine (the worker
   at its own ``CALLVAULT_WORKER_NICE``, as the product sets it);
-* ``pods``: the stand-ins for remote services at nice 19 (they get only CPU nobody else here
-  wants), and the cores split as separate pods would have them: the replica under test and the
-  load generator on core 0; the worker, PostgreSQL and the stand-ins on core 1 (``taskset -a``,
-  thread by thread);
-* ``pods-db``: the same, but PostgreSQL on core 0 with the replica: in production the database
-  is a server of its own that the worker's sessions share with the web replica's, not a process
-  beside the worker (``remote``: the nice 19 alone, no pinning).
+* ``remote``: the stand-ins for remote services at nice 19 (they get only CPU nobody else here
+  wants), and off the disk PostgreSQL's WAL is on: moto keeps what it receives in tmpfs
+  (``/dev/shm``), and so does the replicas' scratch space (intake's spool, ``CALLVAULT_HOME``),
+  which in production is on their own node's disk, not the database server's. Without this,
+  every webhook's commit waits for its WAL flush behind 1.6 GB of other writes to the same disk;
+* ``pods``: ``remote``, and the cores split as separate pods would have them: the replica under
+  test and the load generator on core 0; the worker, PostgreSQL and the stand-ins on core 1
+  (``taskset -a``, thread by thread);
+* ``pods-db``: ``remote``, with PostgreSQL on core 0 beside the replica: in production the
+  database is a server of its own that the worker's sessions share with the web replica's, not
+  a process beside the worker.
 
 Processes of other users are not placed: they use both cores, and the CPU table says how much.
 Each measurement prints where each phase's CPU went, process by process (PostgreSQL's by
@@ -42,9 +46,12 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -78,12 +85,12 @@ LAYOUTS = os.environ.get("ISOLATION_LAYOUTS", "all,split").split(",")
 PLACEMENTS = os.environ.get("ISOLATION_PLACEMENTS", "shared,pods,pods-db").split(",")
 PLACEMENT_NAMES = {
     "shared": "all processes sharing both cores",
-    "remote": "S3 and Twilio stand-ins at nice 19",
-    "pods": "S3 and Twilio stand-ins at nice 19; replica + load on core 0, the rest on core 1",
-    "pods-db": "S3 and Twilio stand-ins at nice 19; replica + load + PostgreSQL on core 0, "
-    "worker + stand-ins on core 1",
+    "remote": "S3 and Twilio stand-ins at nice 19, S3's objects and the spool on tmpfs",
+    "pods": "remote, and replica + load on core 0, the rest on core 1",
+    "pods-db": "remote, and replica + load + PostgreSQL on core 0, worker + stand-ins on core 1",
 }
 WEB_CORE, OTHER_CORE = {0}, {1}
+SCRATCH = "/dev/shm"  # tmpfs
 MACHINE = "the whole machine"
 OTHERS = "everything else on the machine (not this bench)"
 
@@ -410,6 +417,12 @@ async def measure(
         # (the all-in-one layout is serve's default)
         **({"CALLVAULT_ROLE": "web"} if layout == "split" else {}),
     )
+    scratch = None
+    if placement != "shared":
+        # the replicas' scratch space (intake's spool) on tmpfs: in production it is on their
+        # own node's disk, not on the database server's
+        scratch = tempfile.mkdtemp(prefix="bench-isolation-", dir=SCRATCH)
+        env["CALLVAULT_HOME"] = scratch
     public = env["CALLVAULT_PUBLIC_URL"]
     prefix = f"CAiso{layout}{placement}"
     conn = await asyncpg.connect(db_url)
@@ -437,15 +450,35 @@ async def measure(
                 return Measured(idle, loaded, busy_s, idle_cpu, loaded_cpu)
     finally:
         await conn.close()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
-async def run(db_url: str, endpoint: str) -> None:
+@contextlib.contextmanager
+def s3_standin(placement: str) -> Iterator[str]:
+    """moto, for this placement: beyond ``shared`` it keeps the objects it receives in tmpfs
+    (``TMPDIR``), as S3 keeps them on its own disks, not on the one PostgreSQL's WAL is on."""
+    saved = os.environ.get("TMPDIR")
+    if placement != "shared":
+        os.environ["TMPDIR"] = SCRATCH
+    try:
+        with moto() as url:  # (its process takes TMPDIR as it starts)
+            yield url
+    finally:
+        if saved is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved
+
+
+async def run(db_url: str) -> None:
     figures: dict[str, float] = {}
     parts: dict[str, list[str]] = {}
     async with media_api(INTAKE_BYTES) as media_url:
         for placement in PLACEMENTS:
             for layout in LAYOUTS:
-                m = await measure(db_url, endpoint, media_url, layout, placement)
+                with s3_standin(placement) as endpoint:
+                    m = await measure(db_url, endpoint, media_url, layout, placement)
                 idle, loaded = m.idle, m.loaded
                 ratio = loaded.p99_ms / idle.p99_ms
                 print(
@@ -493,5 +526,5 @@ async def run(db_url: str, endpoint: str) -> None:
 
 
 if __name__ == "__main__":
-    with postgres() as database_url, moto() as s3:
-        asyncio.run(run(database_url, s3))
+    with postgres() as database_url:
+        asyncio.run(run(database_url))
