@@ -12,10 +12,9 @@ CREATE FUNCTION public.callvault_start_call(p_tenant text, p_platform text, p_ex
 DECLARE
     on_list boolean;
     pick int;
-    stamp text;
-    prev bytea := '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea;
-    digest bytea;
-    i int;
+    head text;
+    first bytea;
+    second bytea;
 BEGIN
     IF p_tenant IS NOT NULL THEN
         -- the caller's tenant for this transaction only: the webhook's connection was lent
@@ -37,38 +36,54 @@ BEGIN
     END IF;
     listed := on_list;
     pick := CASE WHEN outcome = 'in_progress' THEN 2 WHEN on_list THEN 3 ELSE 4 END;
-    -- Python's datetime.isoformat(timespec="microseconds") of the time in UTC
-    stamp := to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"');
+    -- the canonical body's start: Python's datetime.isoformat(timespec="microseconds") of the
+    -- time in UTC, then the call id
+    head := E'callvault-ledger-v1\n{"at":"'
+        || to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+        || '","call_id":"' || id::text;
+    first := sha256(convert_to(
+        head || p_mids[1] || '0000000000000000000000000000000000000000000000000000000000000000'
+        || p_tails[1], 'UTF8'));
+    second := sha256(convert_to(head || p_mids[pick] || encode(first, 'hex') || p_tails[pick],
+                                'UTF8'));
     PERFORM pg_advisory_xact_lock_shared(7061627);
-    FOREACH i IN ARRAY ARRAY[1, pick] LOOP
-        digest := sha256(convert_to(
-            E'callvault-ledger-v1\n{"at":"' || stamp || '","call_id":"' || id::text
-            || p_mids[i] || encode(prev, 'hex') || p_tails[i], 'UTF8'));
-        INSERT INTO ledger_events (call_id, seq, type, at, details, dedupe_key, prev_hash, hash)
-        VALUES (id, CASE WHEN i = 1 THEN 1 ELSE 2 END, p_types[i], at, p_details[i]::jsonb,
-                p_keys[i], prev, digest);
-        prev := digest;
-    END LOOP;
+    INSERT INTO ledger_events (call_id, seq, type, at, details, dedupe_key, prev_hash, hash)
+    VALUES (id, 1, p_types[1], at, p_details[1]::jsonb, p_keys[1],
+            '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea, first),
+           (id, 2, p_types[pick], at, p_details[pick]::jsonb, p_keys[pick], first, second);
     RETURN NEXT;
 END
 $$;
-CREATE FUNCTION public.ledger_events_check_link() RETURNS trigger
+CREATE FUNCTION public.ledger_events_before_insert() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 DECLARE
     previous bytea;
+    owner text;
 BEGIN
     IF NEW.seq = 1 THEN
         IF NEW.prev_hash <> '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea THEN
             RAISE EXCEPTION 'ledger: first event of call % must start from the genesis hash', NEW.call_id
                 USING ERRCODE = 'integrity_constraint_violation';
         END IF;
-        RETURN NEW;
+        owner := (SELECT c.tenant_id FROM calls AS c WHERE c.id = NEW.call_id);
+    ELSE
+        SELECT (SELECT e.hash FROM ledger_events AS e
+                WHERE e.call_id = NEW.call_id AND e.seq = NEW.seq - 1),
+               (SELECT c.tenant_id FROM calls AS c WHERE c.id = NEW.call_id)
+        INTO previous, owner;
+        IF previous IS NULL OR previous <> NEW.prev_hash THEN
+            RAISE EXCEPTION 'ledger: event % of call % does not follow its predecessor', NEW.seq, NEW.call_id
+                USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
     END IF;
-    SELECT hash INTO previous FROM ledger_events WHERE call_id = NEW.call_id AND seq = NEW.seq - 1;
-    IF previous IS NULL OR previous <> NEW.prev_hash THEN
-        RAISE EXCEPTION 'ledger: event % of call % does not follow its predecessor', NEW.seq, NEW.call_id
-            USING ERRCODE = 'integrity_constraint_violation';
+    IF NEW.call_id IS NOT NULL THEN  -- a NULL call_id is left to the NOT NULL constraint
+        NEW.tenant_id := owner;
+        IF owner IS NULL THEN
+            RAISE EXCEPTION 'call % is not visible to tenant %', NEW.call_id,
+                coalesce(current_setting('callvault.tenant', true), '(unset)')
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
     END IF;
     RETURN NEW;
 END
@@ -643,10 +658,9 @@ CREATE INDEX tenant_numbers_tenant ON public.tenant_numbers USING btree (tenant_
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse_change();
 CREATE TRIGGER audit_log_no_update_delete BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse_change();
 CREATE TRIGGER holds_tenant BEFORE INSERT ON public.holds FOR EACH ROW EXECUTE FUNCTION public.tenant_of_call();
-CREATE TRIGGER ledger_events_link BEFORE INSERT ON public.ledger_events FOR EACH ROW EXECUTE FUNCTION public.ledger_events_check_link();
+CREATE TRIGGER ledger_events_link_tenant BEFORE INSERT ON public.ledger_events FOR EACH ROW EXECUTE FUNCTION public.ledger_events_before_insert();
 CREATE TRIGGER ledger_events_no_truncate BEFORE TRUNCATE ON public.ledger_events FOR EACH STATEMENT EXECUTE FUNCTION public.ledger_events_refuse_change();
 CREATE TRIGGER ledger_events_no_update_delete BEFORE DELETE OR UPDATE ON public.ledger_events FOR EACH ROW EXECUTE FUNCTION public.ledger_events_refuse_change();
-CREATE TRIGGER ledger_events_tenant BEFORE INSERT ON public.ledger_events FOR EACH ROW EXECUTE FUNCTION public.tenant_of_call();
 CREATE TRIGGER ledger_seals_no_truncate BEFORE TRUNCATE ON public.ledger_seals FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse_change();
 CREATE TRIGGER ledger_seals_no_update_delete BEFORE DELETE OR UPDATE ON public.ledger_seals FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse_change();
 CREATE TRIGGER receipt_keys_only_retire BEFORE DELETE OR UPDATE ON public.receipt_keys FOR EACH ROW EXECUTE FUNCTION public.receipt_keys_only_retire();
