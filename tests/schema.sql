@@ -10,32 +10,38 @@ CREATE FUNCTION public.callvault_start_call(p_tenant text, p_platform text, p_ex
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    on_list boolean;
     pick int;
     head text;
     first bytea;
     second bytea;
+    done text;
 BEGIN
+    -- set_config and the lock by assignment, not PERFORM: an assignment of a plain function
+    -- call is evaluated directly, PERFORM runs a whole SELECT through the executor
     IF p_tenant IS NOT NULL THEN
         -- the caller's tenant for this transaction only: the webhook's connection was lent
         -- without a round trip to set it (service.db.tenancy.named_in_statement)
-        PERFORM set_config('callvault.tenant', p_tenant, true);
+        done := set_config('callvault.tenant', p_tenant, true);
     END IF;
-    on_list := EXISTS (SELECT 1 FROM do_not_record d WHERE d.phone_hash = ANY(p_hashes));
+    -- the do-not-record check inside the insert, as the insert_call query does: one
+    -- statement, not two
+    WITH dnr AS (
+        SELECT EXISTS (SELECT 1 FROM do_not_record d WHERE d.phone_hash = ANY(p_hashes)) AS hit
+    )
     INSERT INTO calls AS c (platform, external_id, caller_enc, caller_hash, called, policy,
                             outcome, outcome_at, direction, platform_account)
-    VALUES (p_platform, p_external_id, p_caller_enc, p_caller_hash, p_called, p_policy,
-            CASE WHEN p_never_record OR on_list THEN 'not_asked' ELSE 'in_progress' END,
-            CASE WHEN p_never_record OR on_list THEN now() END,
-            p_direction, p_platform_account)
+    SELECT p_platform, p_external_id, p_caller_enc, p_caller_hash, p_called, p_policy,
+           CASE WHEN p_never_record OR dnr.hit THEN 'not_asked' ELSE 'in_progress' END,
+           CASE WHEN p_never_record OR dnr.hit THEN now() END,
+           p_direction, p_platform_account
+    FROM dnr
     ON CONFLICT (platform, external_id, tenant_id) DO NOTHING
-    RETURNING c.id, c.outcome, c.policy, c.ended_at, clock_timestamp()
-    INTO id, outcome, policy, ended_at, at;
+    RETURNING c.id, c.outcome, c.policy, c.ended_at, clock_timestamp(), (SELECT hit FROM dnr)
+    INTO id, outcome, policy, ended_at, at, listed;
     IF NOT FOUND THEN
         RETURN;  -- the platform retried the start: the caller answers from the existing row
     END IF;
-    listed := on_list;
-    pick := CASE WHEN outcome = 'in_progress' THEN 2 WHEN on_list THEN 3 ELSE 4 END;
+    pick := CASE WHEN outcome = 'in_progress' THEN 2 WHEN listed THEN 3 ELSE 4 END;
     -- the canonical body's start: Python's datetime.isoformat(timespec="microseconds") of the
     -- time in UTC, then the call id
     head := E'callvault-ledger-v1\n{"at":"'
@@ -46,7 +52,7 @@ BEGIN
         || p_tails[1], 'UTF8'));
     second := sha256(convert_to(head || p_mids[pick] || encode(first, 'hex') || p_tails[pick],
                                 'UTF8'));
-    PERFORM pg_advisory_xact_lock_shared(7061627);
+    done := pg_advisory_xact_lock_shared(7061627);
     INSERT INTO ledger_events (call_id, seq, type, at, details, dedupe_key, prev_hash, hash)
     VALUES (id, 1, p_types[1], at, p_details[1]::jsonb, p_keys[1],
             '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea, first),
