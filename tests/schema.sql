@@ -10,65 +10,86 @@ CREATE FUNCTION public.callvault_start_call(p_tenant text, p_platform text, p_ex
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    on_list boolean;
     pick int;
-    stamp text;
-    prev bytea := '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea;
-    digest bytea;
-    i int;
+    head text;
+    first bytea;
+    second bytea;
+    done text;
 BEGIN
+    -- set_config and the lock by assignment, not PERFORM: an assignment of a plain function
+    -- call is evaluated directly, PERFORM runs a whole SELECT through the executor
     IF p_tenant IS NOT NULL THEN
         -- the caller's tenant for this transaction only: the webhook's connection was lent
         -- without a round trip to set it (service.db.tenancy.named_in_statement)
-        PERFORM set_config('callvault.tenant', p_tenant, true);
+        done := set_config('callvault.tenant', p_tenant, true);
     END IF;
-    on_list := EXISTS (SELECT 1 FROM do_not_record d WHERE d.phone_hash = ANY(p_hashes));
+    -- the do-not-record check inside the insert, as the insert_call query does: one
+    -- statement, not two
+    WITH dnr AS (
+        SELECT EXISTS (SELECT 1 FROM do_not_record d WHERE d.phone_hash = ANY(p_hashes)) AS hit
+    )
     INSERT INTO calls AS c (platform, external_id, caller_enc, caller_hash, called, policy,
                             outcome, outcome_at, direction, platform_account)
-    VALUES (p_platform, p_external_id, p_caller_enc, p_caller_hash, p_called, p_policy,
-            CASE WHEN p_never_record OR on_list THEN 'not_asked' ELSE 'in_progress' END,
-            CASE WHEN p_never_record OR on_list THEN now() END,
-            p_direction, p_platform_account)
+    SELECT p_platform, p_external_id, p_caller_enc, p_caller_hash, p_called, p_policy,
+           CASE WHEN p_never_record OR dnr.hit THEN 'not_asked' ELSE 'in_progress' END,
+           CASE WHEN p_never_record OR dnr.hit THEN now() END,
+           p_direction, p_platform_account
+    FROM dnr
     ON CONFLICT (platform, external_id, tenant_id) DO NOTHING
-    RETURNING c.id, c.outcome, c.policy, c.ended_at, clock_timestamp()
-    INTO id, outcome, policy, ended_at, at;
+    RETURNING c.id, c.outcome, c.policy, c.ended_at, clock_timestamp(), (SELECT hit FROM dnr)
+    INTO id, outcome, policy, ended_at, at, listed;
     IF NOT FOUND THEN
         RETURN;  -- the platform retried the start: the caller answers from the existing row
     END IF;
-    listed := on_list;
-    pick := CASE WHEN outcome = 'in_progress' THEN 2 WHEN on_list THEN 3 ELSE 4 END;
-    -- Python's datetime.isoformat(timespec="microseconds") of the time in UTC
-    stamp := to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"');
-    PERFORM pg_advisory_xact_lock_shared(7061627);
-    FOREACH i IN ARRAY ARRAY[1, pick] LOOP
-        digest := sha256(convert_to(
-            E'callvault-ledger-v1\n{"at":"' || stamp || '","call_id":"' || id::text
-            || p_mids[i] || encode(prev, 'hex') || p_tails[i], 'UTF8'));
-        INSERT INTO ledger_events (call_id, seq, type, at, details, dedupe_key, prev_hash, hash)
-        VALUES (id, CASE WHEN i = 1 THEN 1 ELSE 2 END, p_types[i], at, p_details[i]::jsonb,
-                p_keys[i], prev, digest);
-        prev := digest;
-    END LOOP;
+    pick := CASE WHEN outcome = 'in_progress' THEN 2 WHEN listed THEN 3 ELSE 4 END;
+    -- the canonical body's start: Python's datetime.isoformat(timespec="microseconds") of the
+    -- time in UTC, then the call id
+    head := E'callvault-ledger-v1\n{"at":"'
+        || to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+        || '","call_id":"' || id::text;
+    first := sha256(convert_to(
+        head || p_mids[1] || '0000000000000000000000000000000000000000000000000000000000000000'
+        || p_tails[1], 'UTF8'));
+    second := sha256(convert_to(head || p_mids[pick] || encode(first, 'hex') || p_tails[pick],
+                                'UTF8'));
+    done := pg_advisory_xact_lock_shared(7061627);
+    INSERT INTO ledger_events (call_id, seq, type, at, details, dedupe_key, prev_hash, hash)
+    VALUES (id, 1, p_types[1], at, p_details[1]::jsonb, p_keys[1],
+            '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea, first),
+           (id, 2, p_types[pick], at, p_details[pick]::jsonb, p_keys[pick], first, second);
     RETURN NEXT;
 END
 $$;
-CREATE FUNCTION public.ledger_events_check_link() RETURNS trigger
+CREATE FUNCTION public.ledger_events_before_insert() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 DECLARE
     previous bytea;
+    owner text;
 BEGIN
     IF NEW.seq = 1 THEN
         IF NEW.prev_hash <> '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea THEN
             RAISE EXCEPTION 'ledger: first event of call % must start from the genesis hash', NEW.call_id
                 USING ERRCODE = 'integrity_constraint_violation';
         END IF;
-        RETURN NEW;
+        owner := (SELECT c.tenant_id FROM calls AS c WHERE c.id = NEW.call_id);
+    ELSE
+        SELECT (SELECT e.hash FROM ledger_events AS e
+                WHERE e.call_id = NEW.call_id AND e.seq = NEW.seq - 1),
+               (SELECT c.tenant_id FROM calls AS c WHERE c.id = NEW.call_id)
+        INTO previous, owner;
+        IF previous IS NULL OR previous <> NEW.prev_hash THEN
+            RAISE EXCEPTION 'ledger: event % of call % does not follow its predecessor', NEW.seq, NEW.call_id
+                USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
     END IF;
-    SELECT hash INTO previous FROM ledger_events WHERE call_id = NEW.call_id AND seq = NEW.seq - 1;
-    IF previous IS NULL OR previous <> NEW.prev_hash THEN
-        RAISE EXCEPTION 'ledger: event % of call % does not follow its predecessor', NEW.seq, NEW.call_id
-            USING ERRCODE = 'integrity_constraint_violation';
+    IF NEW.call_id IS NOT NULL THEN  -- a NULL call_id is left to the NOT NULL constraint
+        NEW.tenant_id := owner;
+        IF owner IS NULL THEN
+            RAISE EXCEPTION 'call % is not visible to tenant %', NEW.call_id,
+                coalesce(current_setting('callvault.tenant', true), '(unset)')
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
     END IF;
     RETURN NEW;
 END
@@ -643,10 +664,9 @@ CREATE INDEX tenant_numbers_tenant ON public.tenant_numbers USING btree (tenant_
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse_change();
 CREATE TRIGGER audit_log_no_update_delete BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse_change();
 CREATE TRIGGER holds_tenant BEFORE INSERT ON public.holds FOR EACH ROW EXECUTE FUNCTION public.tenant_of_call();
-CREATE TRIGGER ledger_events_link BEFORE INSERT ON public.ledger_events FOR EACH ROW EXECUTE FUNCTION public.ledger_events_check_link();
+CREATE TRIGGER ledger_events_link_tenant BEFORE INSERT ON public.ledger_events FOR EACH ROW EXECUTE FUNCTION public.ledger_events_before_insert();
 CREATE TRIGGER ledger_events_no_truncate BEFORE TRUNCATE ON public.ledger_events FOR EACH STATEMENT EXECUTE FUNCTION public.ledger_events_refuse_change();
 CREATE TRIGGER ledger_events_no_update_delete BEFORE DELETE OR UPDATE ON public.ledger_events FOR EACH ROW EXECUTE FUNCTION public.ledger_events_refuse_change();
-CREATE TRIGGER ledger_events_tenant BEFORE INSERT ON public.ledger_events FOR EACH ROW EXECUTE FUNCTION public.tenant_of_call();
 CREATE TRIGGER ledger_seals_no_truncate BEFORE TRUNCATE ON public.ledger_seals FOR EACH STATEMENT EXECUTE FUNCTION public.append_only_refuse_change();
 CREATE TRIGGER ledger_seals_no_update_delete BEFORE DELETE OR UPDATE ON public.ledger_seals FOR EACH ROW EXECUTE FUNCTION public.append_only_refuse_change();
 CREATE TRIGGER receipt_keys_only_retire BEFORE DELETE OR UPDATE ON public.receipt_keys FOR EACH ROW EXECUTE FUNCTION public.receipt_keys_only_retire();
