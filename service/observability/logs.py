@@ -90,6 +90,13 @@ class AccessLogger(AbstractAccessLogger):
     """One line per request: method, route pattern, status, time, request id. No query string,
     no user agent, no body: nothing that could carry a phone number or a token."""
 
+    @property
+    def enabled(self) -> bool:
+        # as aiohttp's own access logger: below INFO (CALLVAULT_LOG_LEVEL=WARNING) aiohttp
+        # neither times the request nor calls log() at all, instead of building a record that
+        # the logger then drops
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         self.logger.info(
             "request",

@@ -24,7 +24,7 @@ async def make_app(url: str) -> web.Application:
             await conn.execute("INSERT INTO bench_baseline (sid) VALUES ($1)", form.get("CallSid"))
         return web.Response(text="<Response/>", content_type="text/xml")
 
-    app.router.add_post("/hook", handle)
+    app.router.add_post("/telephony/twilio/voice", handle)
     return app
 
 
