@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -328,11 +329,14 @@ async def store_received(
         try:
             made = await loop.run_in_executor(
                 sealed.EXECUTOR,
-                sealed.seal_file,
-                issued.keyset,
-                got.path,
-                path,
-                sealed.associated_data(recording["id"]),
+                functools.partial(
+                    sealed.seal_file,
+                    issued.keyset,
+                    got.path,
+                    path,
+                    sealed.associated_data(recording["id"]),
+                    hashed=True,
+                ),
             )
             proof = await store.put_file(
                 key,

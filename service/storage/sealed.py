@@ -137,21 +137,24 @@ def _primitive(keyset: bytes) -> Any:
 class SealedFile:
     size: int  # of the sealed file
     header: bytes  # its first bytes (not secret), for the object's metadata
-    sha256: str  # hex, of the sealed file's bytes as written: what the store must receive
+    sha256: str | None  # hex, of the sealed bytes as written (if asked): what the store gets
 
 
-def seal_file(keyset: bytes, src: Path, dst: Path, aad: bytes) -> SealedFile:
+def seal_file(
+    keyset: bytes, src: Path, dst: Path, aad: bytes, *, hashed: bool = False
+) -> SealedFile:
     """Seal ``src`` into ``dst`` (blocking: run it in :data:`EXECUTOR`; two segments in
-    memory). Reads a segment ahead, so each is sealed straight from what was read."""
+    memory). Reads a segment ahead, so each is sealed straight from what was read. ``hashed``:
+    with the SHA-256 of what it wrote, for an upload to send as its checksum."""
     with src.open("rb") as plain, dst.open("wb") as out:
-        digest = hashlib.sha256()
+        digest = hashlib.sha256() if hashed else None
         sealer = Sealer(Layout.of(keyset), aad, out, digest=digest)
         segment = plain.read(sealer.room)
         while following := plain.read(sealer.full):
             sealer.seal_segment(segment, last=False)
             segment = following
         sealer.seal_segment(segment, last=True)
-    return SealedFile(sealer.written, sealer.header, digest.hexdigest())
+    return SealedFile(sealer.written, sealer.header, None if digest is None else digest.hexdigest())
 
 
 def encrypt_file(keyset: bytes, src: Path, dst: Path, aad: bytes) -> int:
