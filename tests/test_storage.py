@@ -58,6 +58,30 @@ async def test_put_then_head(store: ObjectStore, tmp_path: Path, size: int) -> N
         assert head.encrypted
 
 
+@pytest.mark.parametrize("size", [64 * 1024, 12 * 1024 * 1024])
+async def test_a_put_with_the_content_checksum_proves_what_head_says(
+    store: ObjectStore, tmp_path: Path, size: int
+) -> None:
+    """Below the multipart threshold S3's answer (its checksum of the bytes it received, and
+    the encryption) stands for the HEAD and says the same; above it, and for the local
+    store, nothing is claimed and the caller asks HEAD."""
+    path, digest = _file(tmp_path, size)
+    proof = await store.put_file(
+        "recordings/p.wav",
+        path,
+        sha256="of-the-plaintext",
+        content_type="audio/wav",
+        metadata={"recording-id": "p"},
+        content_sha256=digest,
+    )
+    head = await store.head("recordings/p.wav")
+    assert head is not None and (head.size, head.sha256) == (size, "of-the-plaintext")
+    if isinstance(store, S3Store) and size < store.multipart_threshold:
+        assert proof == head
+    else:
+        assert proof is None
+
+
 async def test_put_again_replaces(store: ObjectStore, tmp_path: Path) -> None:
     first, _ = _file(tmp_path, 10)
     second, digest = _file(tmp_path, 20)

@@ -30,9 +30,21 @@ class StoredObject:
 
 class ObjectStore(Protocol):
     async def put_file(
-        self, key: str, path: Path, *, sha256: str, content_type: str, metadata: dict[str, str]
-    ) -> None:
-        """Store the file at ``key`` (replacing any object there), encrypted at rest."""
+        self,
+        key: str,
+        path: Path,
+        *,
+        sha256: str,
+        content_type: str,
+        metadata: dict[str, str],
+        content_sha256: str | None = None,
+    ) -> StoredObject | None:
+        """Store the file at ``key`` (replacing any object there), encrypted at rest.
+
+        ``content_sha256`` (hex, of the file's bytes) is sent for the store to check on
+        receipt where it can; then what is returned (if anything) is what the store's answer
+        proves it holds, as a :meth:`head` would say it, and no HEAD is needed. None: ask
+        :meth:`head`."""
 
     async def head(self, key: str) -> StoredObject | None:
         """What is stored at ``key``, or None."""

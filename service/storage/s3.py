@@ -11,7 +11,10 @@ checksum is a checksum of part checksums, not of the file.
 from __future__ import annotations
 
 import asyncio
+import base64
+import enum
 import functools
+import os
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +30,13 @@ from service.storage import StorageError, StoredObject
 
 T = TypeVar("T")
 MIB = 1024 * 1024
+
+
+class _Multipart(enum.Enum):
+    MULTIPART = "too large for one PutObject"
+
+
+_MULTIPART = _Multipart.MULTIPART
 
 
 class S3Store:
@@ -60,6 +70,7 @@ class S3Store:
             aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key
         )
         self.client = session.client("s3", endpoint_url=endpoint_url, config=config)
+        self.multipart_threshold = multipart_threshold
         self.transfer = TransferConfig(
             multipart_threshold=multipart_threshold,
             multipart_chunksize=part_size,
@@ -98,21 +109,68 @@ class S3Store:
         return args
 
     async def put_file(
-        self, key: str, path: Path, *, sha256: str, content_type: str, metadata: dict[str, str]
-    ) -> None:
-        extra = {
+        self,
+        key: str,
+        path: Path,
+        *,
+        sha256: str,
+        content_type: str,
+        metadata: dict[str, str],
+        content_sha256: str | None = None,
+    ) -> StoredObject | None:
+        extra: dict[str, Any] = {
             **self._encryption(),
             "ContentType": content_type,
             "Metadata": {**metadata, "sha256": sha256},
-            "ChecksumAlgorithm": "SHA256",
         }
+        if content_sha256 is not None:
+            # Below the multipart threshold (a recording of up to about 16 minutes): one
+            # PutObject, without s3transfer's futures and threads, carrying the checksum the
+            # sealer computed as it wrote, so the file is not read once more to compute it.
+            proof = await self._call(self._put_small, key, path, extra, content_sha256)
+            if proof is not _MULTIPART:
+                return proof
         await self._call(
             self.client.upload_file,
             str(path),
             self.bucket,
             key,
-            ExtraArgs=extra,
+            ExtraArgs={**extra, "ChecksumAlgorithm": "SHA256"},
             Config=self.transfer,
+        )
+        return None
+
+    def _put_small(
+        self, key: str, path: Path, extra: dict[str, Any], content_sha256: str
+    ) -> StoredObject | _Multipart | None:
+        """One PutObject with the file's SHA-256 for the store to check (it refuses the
+        request with BadDigest if the bytes it received differ): what it answers proves what it
+        holds, as a HEAD would. None: stored, but unproven (an S3-compatible service that does
+        not echo the checksum or the encryption): HEAD it. _MULTIPART: too large for one request."""
+        checksum = base64.b64encode(bytes.fromhex(content_sha256)).decode("ascii")
+        with path.open("rb") as body:
+            size = os.fstat(body.fileno()).st_size
+            if size >= self.multipart_threshold:
+                return _MULTIPART
+            # the algorithm named as well: some S3-compatible services echo the checksum only then
+            resp = self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=checksum,
+                **extra,
+            )
+        if resp.get("ChecksumSHA256") != checksum or not resp.get("ServerSideEncryption"):
+            return None
+        return StoredObject(
+            key,
+            size,
+            extra["Metadata"]["sha256"],
+            extra["ContentType"],
+            encrypted=bool(resp.get("ServerSideEncryption")),
+            metadata={k.lower(): v for k, v in extra["Metadata"].items()},
+            version=resp.get("VersionId"),
         )
 
     def _head(self, key: str) -> StoredObject | None:

@@ -137,19 +137,24 @@ def _primitive(keyset: bytes) -> Any:
 class SealedFile:
     size: int  # of the sealed file
     header: bytes  # its first bytes (not secret), for the object's metadata
+    sha256: str | None  # hex, of the sealed bytes as written (if asked): what the store gets
 
 
-def seal_file(keyset: bytes, src: Path, dst: Path, aad: bytes) -> SealedFile:
+def seal_file(
+    keyset: bytes, src: Path, dst: Path, aad: bytes, *, hashed: bool = False
+) -> SealedFile:
     """Seal ``src`` into ``dst`` (blocking: run it in :data:`EXECUTOR`; two segments in
-    memory). Reads a segment ahead, so each is sealed straight from what was read."""
+    memory). Reads a segment ahead, so each is sealed straight from what was read. ``hashed``:
+    with the SHA-256 of what it wrote, for an upload to send as its checksum."""
     with src.open("rb") as plain, dst.open("wb") as out:
-        sealer = Sealer(Layout.of(keyset), aad, out)
+        digest = hashlib.sha256() if hashed else None
+        sealer = Sealer(Layout.of(keyset), aad, out, digest=digest)
         segment = plain.read(sealer.room)
         while following := plain.read(sealer.full):
             sealer.seal_segment(segment, last=False)
             segment = following
         sealer.seal_segment(segment, last=True)
-    return SealedFile(sealer.written, sealer.header)
+    return SealedFile(sealer.written, sealer.header, None if digest is None else digest.hexdigest())
 
 
 def encrypt_file(keyset: bytes, src: Path, dst: Path, aad: bytes) -> int:
@@ -339,7 +344,9 @@ class Sealer:
     :meth:`write` seals a segment only once a byte beyond it arrives, so the last one is known
     when it is sealed and, as Tink writes, is never empty unless it is the only one."""
 
-    def __init__(self, layout: Layout, aad: bytes, out: BinaryIO) -> None:
+    def __init__(
+        self, layout: Layout, aad: bytes, out: BinaryIO, *, digest: Any | None = None
+    ) -> None:
         salt = os.urandom(layout.derived_key_size)
         self._prefix = os.urandom(_NONCE_PREFIX)
         self.header = bytes([layout.header_size]) + salt + self._prefix
@@ -350,7 +357,12 @@ class Sealer:
         self._pending = bytearray()
         self._segment = 0
         self._closed = False
+        # hashed as written, off the loop (hashlib releases the GIL), so that the upload sends
+        # this checksum for the store to verify instead of reading the file again for one
+        self._digest = digest
         out.write(self.header)
+        if digest is not None:
+            digest.update(self.header)
         self.written = len(self.header)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -390,6 +402,8 @@ class Sealer:
         nonce = _nonce(self._prefix, self._segment, last)
         sealed = self._aead.encrypt(nonce, plain, None)
         self._out.write(sealed)
+        if self._digest is not None:
+            self._digest.update(sealed)
         self.written += len(sealed)
         self._segment += 1
         self.room = self.full

@@ -74,10 +74,11 @@ def check_recording_sid(sid: str) -> str:
     return sid
 
 
-def _hash_and_write(digest: Any, out: BinaryIO, data: bytes) -> None:
+def _hash_and_write(digest: Any, out: BinaryIO, chunks: list[bytes]) -> None:
     """One piece of a download, in order (each awaited before the next is handed over)."""
-    digest.update(data)
-    out.write(data)
+    for data in chunks:
+        digest.update(data)
+    out.writelines(chunks)
 
 
 def _looks_like(fmt: str, head: bytes) -> bool:
@@ -187,7 +188,10 @@ class TwilioMedia:
                 # opened and closed on the loop (one syscall each): a file opened in a thread whose
                 # awaiting task is cancelled meanwhile would be left open
                 out = dest.open("wb")
-                pending = bytearray()  # written off the loop in pieces of WRITE_BYTES
+                # written off the loop in pieces of WRITE_BYTES; the chunks as received, not
+                # copied into one buffer on the loop (two copies of every byte under the GIL)
+                pending: list[bytes] = []
+                held = 0
                 try:
                     async for chunk in resp.content.iter_chunked(1 << 20):
                         if size == 0 and not _looks_like(fmt, chunk[:16]):
@@ -195,14 +199,15 @@ class TwilioMedia:
                         size += len(chunk)
                         if size > self.max_bytes:
                             raise Permanent(f"recording {sid}: larger than the cap")
-                        pending += chunk
-                        if len(pending) >= WRITE_BYTES:
+                        pending.append(chunk)
+                        held += len(chunk)
+                        if held >= WRITE_BYTES:
                             # hashed in the writing thread, not on the loop: hashing a
                             # recording is milliseconds per MiB the loop owes every other task
-                            await asyncio.to_thread(_hash_and_write, digest, out, bytes(pending))
-                            pending.clear()
+                            await asyncio.to_thread(_hash_and_write, digest, out, pending)
+                            pending, held = [], 0
                     if pending:
-                        await asyncio.to_thread(_hash_and_write, digest, out, bytes(pending))
+                        await asyncio.to_thread(_hash_and_write, digest, out, pending)
                 finally:
                     out.close()
                 if size == 0:
