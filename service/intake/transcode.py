@@ -47,10 +47,11 @@ async def transcode(src: Path, src_format: str, target: str) -> tuple[Path, int,
         _, err = await proc.communicate()
     except BaseException:
         # cancelled (the job's lease handed back at SIGTERM, a drain): ffmpeg must not go on
-        # writing beside the download, nor outlive the loop that holds its process handle
+        # writing beside the download, nor outlive the loop that holds its process handle;
+        # read to the end of its stderr too, so uvloop closes the pipe and process transports
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-        await proc.wait()
+        await proc.communicate()
         raise
     if proc.returncode != 0:
         raise Permanent(f"transcoding to {target} failed: {err.decode(errors='replace')[-300:]}")
