@@ -9,6 +9,7 @@ and a recording must never be held in memory. Formats and codecs are always name
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from prompts.audio import ffmpeg_path
@@ -42,7 +43,16 @@ async def transcode(src: Path, src_format: str, target: str) -> tuple[Path, int,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await proc.communicate()
+    try:
+        _, err = await proc.communicate()
+    except BaseException:
+        # cancelled (the job's lease handed back at SIGTERM, a drain): ffmpeg must not go on
+        # writing beside the download, nor outlive the loop that holds its process handle;
+        # read to the end of its stderr too, so uvloop closes the pipe and process transports
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.communicate()
+        raise
     if proc.returncode != 0:
         raise Permanent(f"transcoding to {target} failed: {err.decode(errors='replace')[-300:]}")
     digest = await asyncio.to_thread(sha256_of, out)

@@ -54,13 +54,15 @@ async def _seed(conn: object) -> None:
     await conn.copy_records_to_table(  # type: ignore[attr-defined]
         "calls", records=call_rows, columns=["id", "platform", "external_id", "policy"]
     )
-    await conn.execute("ALTER TABLE ledger_events DISABLE TRIGGER ledger_events_link")  # type: ignore[attr-defined]
+    # the chain check is skipped for the seed (migration 0026 merged it with the tenant stamp):
+    # each event then takes tenant_id's default, the tenant its call just took from the same one
+    await conn.execute("ALTER TABLE ledger_events DISABLE TRIGGER ledger_events_link_tenant")  # type: ignore[attr-defined]
     await conn.copy_records_to_table(  # type: ignore[attr-defined]
         "ledger_events",
         records=event_rows,
         columns=["call_id", "seq", "type", "at", "details", "dedupe_key", "prev_hash", "hash"],
     )
-    await conn.execute("ALTER TABLE ledger_events ENABLE TRIGGER ledger_events_link")  # type: ignore[attr-defined]
+    await conn.execute("ALTER TABLE ledger_events ENABLE TRIGGER ledger_events_link_tenant")  # type: ignore[attr-defined]
     await conn.execute("ANALYZE ledger_events")  # type: ignore[attr-defined]
 
 
