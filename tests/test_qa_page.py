@@ -171,9 +171,19 @@ async def _open_first(page: Page, outcome: str) -> None:
         f" return rows.length > 0 && [...rows].every((r) => r.querySelector('.badge.{outcome}'));"
         " })()"
     )
+    # the detail may still show this call from an earlier opening: mark what is on screen and
+    # wait for the events this opening renders (its recording cards are rendered before them),
+    # or a reason typed now lands in a card that is about to be replaced
+    await page.evaluate(
+        "document.querySelectorAll('[data-testid=events] li')"
+        ".forEach((li) => { li.dataset.stale = '1'; })"
+    )
     await page.get_by_test_id("call-row").first.click()
     await page.get_by_test_id("detail").wait_for()
-    await page.wait_for_function("document.querySelectorAll('[data-testid=events] li').length > 0")
+    await page.wait_for_function(
+        "(() => { const li = document.querySelectorAll('[data-testid=events] li');"
+        " return li.length > 0 && [...li].every((l) => !l.dataset.stale); })()"
+    )
 
 
 async def _play(page: Page, reason: str) -> None:
