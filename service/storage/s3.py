@@ -168,7 +168,7 @@ class S3Store:
             size,
             extra["Metadata"]["sha256"],
             extra["ContentType"],
-            encrypted=bool(resp.get("ServerSideEncryption")),
+            encrypted=True,  # (checked above)
             metadata={k.lower(): v for k, v in extra["Metadata"].items()},
             version=resp.get("VersionId"),
         )

@@ -16,34 +16,18 @@ from pathlib import Path
 
 import asyncpg
 
+from tests.bench import procs
 from tests.bench.bench_voice_webhook import CONNECTIONS, sides
 from tests.bench.harness import load, postgres
 
 SECONDS = 6.0
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:  # a backend that has exited
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
 
 
 def _postgres_cpu_s(postmaster: int) -> float:
-    total = _cpu_s(postmaster)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            if ppid == postmaster:
-                total += _cpu_s(int(entry))
-    return total
+    """The postmaster's CPU and that of each living child (backends, background processes)."""
+    return procs.cpu_seconds(postmaster) + sum(
+        procs.cpu_seconds(pid) for pid, _ in procs.children(postmaster)
+    )
 
 
 async def run(url: str) -> None:
@@ -67,10 +51,10 @@ async def run(url: str) -> None:
                         "-o", "voice-webhook.pyspy.txt", "--pid", str(pid),
                         "--duration", str(int(SECONDS)),
                     )  # fmt: skip
-                server, database = _cpu_s(pid), _postgres_cpu_s(postmaster)
+                server, database = procs.cpu_seconds(pid), _postgres_cpu_s(postmaster)
                 ours = sum(os.times()[:2])
                 result = await load(request, connections=CONNECTIONS, seconds=SECONDS)
-                server = _cpu_s(pid) - server
+                server = procs.cpu_seconds(pid) - server
                 database = _postgres_cpu_s(postmaster) - database
                 ours = sum(os.times()[:2]) - ours
                 if sampler is not None:
