@@ -279,8 +279,11 @@ class _StopsTheSchedule(S3Store):
 
     async def delete_many(self, keys: list[str]) -> dict[str, str]:
         self.stop = asyncio.ensure_future(self.schedule.stop())
-        while not scheduler.stopping():  # stop() has begun: it would cancel the pass now
-            await asyncio.sleep(0)
+
+        async def stop_has_begun() -> bool:  # it would cancel the pass now
+            return scheduler.stopping()
+
+        await eventually(stop_has_begun, what="the schedule's stop() to begin")
         return await super().delete_many(keys)
 
 
