@@ -5,6 +5,8 @@ required; finished jobs are pruned after their retention by the database's clock
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -213,3 +215,20 @@ async def test_figures_are_per_tenant_and_the_labels_are_bounded(
     }
     assert _series(text, "callvault_jobs")['state="queued",tenant="_other"'] == 1.0
     assert not any('tenant="gamma"' in line for line in text.splitlines())
+
+
+async def test_a_scrape_shows_the_descriptors_open_against_the_limit(
+    service: Service, http: aiohttp.ClientSession
+) -> None:
+    # on uvloop a replica out of descriptors drops connections unlogged: this is the warning
+    status, text = await _scrape(http, service)
+    assert status == 200
+    figures = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line.startswith(("process_open_fds ", "process_max_fds "))
+    }
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert figures["process_max_fds"] == soft
+    # the service runs in this process; sockets come and go between the scrape and the count
+    assert abs(figures["process_open_fds"] - len(os.listdir("/proc/self/fd"))) <= 10

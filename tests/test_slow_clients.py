@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -178,3 +179,84 @@ def test_running_out_of_descriptors_is_logged_once_per_interval() -> None:
     assert getattr(passed[1], "suppressed_repeats", 0) == 9_999
     other = logging.LogRecord("service", logging.INFO, __file__, 1, "call start", None, None)
     assert brake.filter(other)
+
+
+# Runs in its own process: it lowers that process's descriptor limit and uses them all up.
+_OUT_OF_DESCRIPTORS = r"""
+import asyncio, json, resource, subprocess, sys
+from aiohttp import web
+from service.web import listener
+
+CLIENT = '''
+import socket, sys, urllib.request
+port, n = int(sys.argv[1]), int(sys.argv[2])
+sys.stdin.readline()
+held = []
+for _ in range(n):
+    try:
+        held.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+    except OSError:
+        pass
+print(len(held), flush=True)
+sys.stdin.readline()
+print(urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).status, flush=True)
+'''
+
+
+async def main():
+    app = web.Application()
+    app.router.add_get("/", lambda request: web.Response(text="ok"))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = listener.CappedSite(runner, "127.0.0.1", 0, limit=1000, grace_s=1.0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    client = subprocess.Popen(
+        [sys.executable, "-c", CLIENT, str(port), "40"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    files = []
+    try:
+        while True:
+            files.append(open("/dev/null"))
+    except OSError:
+        pass
+    for f in files[-4:]:
+        f.close()
+    del files[-4:]
+    loop = asyncio.get_running_loop()
+    client.stdin.write("connect\n"); client.stdin.flush()
+    # the loop accepts while the client connects: 4 fit, the other 36 find no descriptor
+    connected = await loop.run_in_executor(None, client.stdout.readline)
+    held = len(site._runner.server.connections)
+    for f in files:
+        f.close()
+    client.stdin.write("request\n"); client.stdin.flush()
+    status = await loop.run_in_executor(None, client.stdout.readline)
+    print(json.dumps({
+        "connected": int(connected), "held": held,
+        "status": status.strip(), "serving": site._server.is_serving(),
+    }))
+    await runner.cleanup()
+
+
+loop = listener.run.__kwdefaults__["loop_factory"]()
+loop.run_until_complete(main())
+"""
+
+
+def test_a_listener_out_of_descriptors_goes_on_serving_once_they_are_free(
+    tmp_path: Path,
+) -> None:
+    # serve's loop (uvloop) accepts and closes what it has no descriptor for; what matters is
+    # that the listening socket survives and answers once descriptors are free again
+    script = tmp_path / "out_of_descriptors.py"
+    script.write_text(_OUT_OF_DESCRIPTORS)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["connected"] == 40 and seen["held"] <= 4  # it did run out
+    assert (seen["status"], seen["serving"]) == ("200", True)

@@ -34,6 +34,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -53,6 +54,10 @@ OTHER_TENANTS = "_other"  # the tenants beyond the bound, summed
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # process_open_fds beside process_max_fds: on uvloop a replica out of descriptors
+        # closes the connections it cannot take without logging them (libuv's EMFILE trick),
+        # so this is where an operator sees it coming
+        ProcessCollector(registry=self.registry)
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.jobs = Gauge(
             "callvault_jobs", "Jobs by state", ["state", "tenant"], registry=self.registry

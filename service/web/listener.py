@@ -1,5 +1,5 @@
 """The HTTP listener of ``callvault serve``: aiohttp's runner with a deadline for request heads,
-a cap on open connections, and accept errors logged at most once per interval.
+a cap on open connections, and out-of-descriptor errors logged at most once per interval.
 
 Slow clients (a header line every few seconds, from thousands of sockets) must not hold the
 process: every connection must send a whole request head within ``CALLVAULT_HEADER_TIMEOUT`` of
@@ -15,7 +15,10 @@ this is the last line, not the first.
 aiohttp offers no hook for the protocol factory in ``web.run_app``, so :func:`run` is
 ``run_app``'s loop with :class:`CappedSite` in place of ``TCPSite``. The loop is uvloop's: the
 same asyncio API with its transports, timers and polling in C, so less of the webhook's CPU
-goes to the loop itself (issue 18).
+goes to the loop itself (issue 18). Out of descriptors, libuv accepts and closes at once the
+connections it has no descriptor for and keeps the server listening, without telling the
+loop (asyncio's loop would log each failed accept): ``process_open_fds`` on ``/metrics`` shows
+it instead.
 """
 
 from __future__ import annotations
