@@ -1,6 +1,8 @@
 """The ``recording`` job: keep a consented recording, discard any other, converge on rerun.
 
-Keep: download from the platform to a temporary file (hashing as it streams), upload with
+Keep: download from the platform into a temporary file, sealed with the recording's data key
+as it streams (hashing the plaintext as it arrives; only a recording to be transcoded is written
+in plaintext, for ffmpeg, and sealed after), upload with
 server-side encryption under ``recordings/{recording id}.wav`` in the store of the job's tenant
 (the shared one under ``tenants/{id}/``, or the tenant's own bucket: see
 :mod:`service.storage.registry`), verify with a HEAD (size and
