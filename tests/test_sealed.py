@@ -112,6 +112,42 @@ def test_the_sealer_writes_the_same_format_whatever_pieces_it_is_given(size: int
         assert _tink_open(blob) == data, piece
 
 
+@pytest.mark.parametrize("size", [0, FIRST + 1, FIRST + OTHER + 7])
+def test_a_download_sealed_as_it_is_written_is_what_seal_file_makes_of_it(
+    tmp_path: Path, size: int
+) -> None:
+    """Intake's download writes into a SealingFile (chunks as they come, closed by the
+    downloader, then finished): Tink opens it, and its size and SHA-256 are those of the file
+    written, as seal_file would say them."""
+    import hashlib
+
+    data = os.urandom(size)
+    sink = sealed.SealingFile(KEY, tmp_path / "sealed", AAD)
+    try:
+        sink.write(data[:3])
+        sink.writelines([data[i : i + 65536] for i in range(3, size, 65536)])
+        sink.close()  # the downloader's: not the end of the object
+        made = sink.finish()
+    finally:
+        sink.abandon()
+    blob = (tmp_path / "sealed").read_bytes()
+    assert _tink_open(blob) == data
+    assert made.size == len(blob) == sealed.sealed_size(size)
+    assert made.header == blob[: LAYOUT.header_size]
+    assert made.sha256 == hashlib.sha256(blob).hexdigest()
+
+
+def test_an_abandoned_sealing_file_is_refused_not_read_short(tmp_path: Path) -> None:
+    """A download that failed part way leaves its sealed file unfinished: the last segment
+    is never sealed, so what is there does not open as a (shorter) recording."""
+    sink = sealed.SealingFile(KEY, tmp_path / "sealed", AAD)
+    sink.write(os.urandom(FIRST + OTHER + 7))
+    sink.close()
+    sink.abandon()
+    with pytest.raises(Exception):  # noqa: B017 - Tink raises its own error type
+        _tink_open((tmp_path / "sealed").read_bytes())
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_sizes_and_ranges_agree_with_tink_at_every_boundary(tmp_path: Path, size: int) -> None:
     data = os.urandom(size)

@@ -1,6 +1,8 @@
 """The ``recording`` job: keep a consented recording, discard any other, converge on rerun.
 
-Keep: download from the platform to a temporary file (hashing as it streams), upload with
+Keep: download from the platform into a temporary file, sealed with the recording's data key
+as it streams (hashing the plaintext as it arrives; only a recording to be transcoded is written
+in plaintext, for ffmpeg, and sealed after), upload with
 server-side encryption under ``recordings/{recording id}.wav`` in the store of the job's tenant
 (the shared one under ``tenants/{id}/``, or the tenant's own bucket: see
 :mod:`service.storage.registry`), verify with a HEAD (size and
@@ -58,6 +60,7 @@ from service.platforms.port import (
     MediaSource,
     MediaSources,
     PlatformKeepsCopy,
+    Writable,
     media_source,
 )
 from service.storage import ObjectStore, StorageError, StoredObject, recording_keys, sealed
@@ -206,22 +209,47 @@ async def _store(
     where = await deps.stores.for_tenant(_tenant(ctx))
     key = where.key(recording_key(recording["id"], target))
     async with work_dir(settings.home / "tmp", "intake-") as tmp:
-        # The data key is issued (a transaction of its own) while the download runs: it is
+        # The data key is issued (a transaction of its own) while the download starts: it is
         # committed before any byte leaves either way, and the job is not kept waiting for it.
         issuing = asyncio.create_task(_issue_key(lambda: _fenced(ctx), settings, recording))
+        sink: sealed.SealingFile | None = None
+        made: sealed.SealedFile | None = None
+
+        async def sealing(path: Path) -> Writable:
+            """Opens the download's file (each attempt): sealing as it is written, once the key
+            is there, so the plaintext is never written to disk and read back to be sealed."""
+            nonlocal sink
+            if sink is not None:  # an attempt that failed part way (another host, say)
+                sink.abandon()
+                sink = None
+            issued = await issuing
+            if issued is None:  # no longer pending: store_received discards it
+                return path.open("wb")
+            sink = sealed.SealingFile(issued.keyset, path, sealed.associated_data(recording["id"]))
+            return sink
+
         try:
             # A 404 is asked again a few times quickly, then dead-lettered (Permanent, platform
             # copy kept, visible) with what to check: after `completed`, the file is available.
-            got = await media.download(sid, tmp / f"media.{fetch}", fetch)
-            if target != fetch:
+            if target != fetch:  # ffmpeg reads the plaintext; the transcoded file is sealed
+                got = await media.download(sid, tmp / f"media.{fetch}", fetch)
                 path, size, digest = await transcode(got.path, fetch, target)
                 got = Downloaded(path, size, digest, TRANSCODED_TYPES[target])
+            else:
+                got = await media.download(
+                    sid, tmp / f"media.{fetch}.sealed", fetch, opener=sealing
+                )
+                if sink is not None:
+                    made = await asyncio.to_thread(sink.finish)
         except BaseException:
             issuing.cancel()
             await asyncio.wait({issuing})
             if not issuing.cancelled():
                 issuing.exception()  # the download's failure is the one to report
             raise
+        finally:
+            if sink is not None:
+                sink.abandon()  # (closed already once finished)
         issued = await issuing
         failpoints.hit(settings, "intake.after_download")
         try:
@@ -231,7 +259,14 @@ async def _store(
                 settings,
                 recording,
                 sid,
-                Received(key, got.path, got.size, got.sha256, got.content_type),
+                Received(
+                    key,
+                    got.path,
+                    got.size,
+                    got.sha256,
+                    got.content_type,
+                    made,
+                ),
                 retention_s,
                 source,
                 issued=issued,
@@ -264,8 +299,11 @@ class Received:
     key: str
     path: Path
     size: int
-    sha256: str
+    sha256: str  # of the recording itself
     content_type: str
+    # set when ``path`` holds the recording sealed already (as it was downloaded), with the
+    # data key store_received is given: what the sealing said of it
+    sealed: sealed.SealedFile | None = None
 
 
 # A transaction to commit in: the job's fenced one, or a plain one for an upload.
@@ -324,20 +362,22 @@ async def store_received(
     # now has sealed nothing yet, so then there is nothing to look for.
     existing = None if issued.fresh else await store.head(key)
     if existing is None or not _holds(existing, got):
-        path = got.path.with_name(got.path.name + ".sealed")
+        made = got.sealed
+        path = got.path if made is not None else got.path.with_name(got.path.name + ".sealed")
         loop = asyncio.get_running_loop()
         try:
-            made = await loop.run_in_executor(
-                sealed.EXECUTOR,
-                functools.partial(
-                    sealed.seal_file,
-                    issued.keyset,
-                    got.path,
-                    path,
-                    sealed.associated_data(recording["id"]),
-                    hashed=True,
-                ),
-            )
+            if made is None:
+                made = await loop.run_in_executor(
+                    sealed.EXECUTOR,
+                    functools.partial(
+                        sealed.seal_file,
+                        issued.keyset,
+                        got.path,
+                        path,
+                        sealed.associated_data(recording["id"]),
+                        hashed=True,
+                    ),
+                )
             proof = await store.put_file(
                 key,
                 path,
@@ -351,7 +391,8 @@ async def store_received(
                 content_sha256=made.sha256,  # of the sealed bytes: the store checks them
             )
         finally:
-            await asyncio.to_thread(path.unlink, True)
+            if path != got.path:
+                await asyncio.to_thread(path.unlink, True)
     else:
         proof = existing
     failpoints.hit(settings, "intake.after_upload")

@@ -23,7 +23,7 @@ the recording job asks for a :class:`MediaSource` by platform name, tenant and a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -46,11 +46,13 @@ __all__ = [
     "MediaSource",
     "MediaSources",
     "NoMediaSource",
+    "Opener",
     "Platform",
     "PlatformKeepsCopy",
     "PlatformUnavailable",
     "RecordingControl",
     "RecordingNotActive",
+    "Writable",
     "media_source",
 ]
 
@@ -76,11 +78,31 @@ class Downloaded:
     content_type: str
 
 
+class Writable(Protocol):
+    """Where a download's bytes go, in order: a file opened for writing, or one that seals
+    what it is given (:class:`service.storage.sealed.SealingFile`). Written off the event loop,
+    closed on it."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+    def writelines(self, chunks: Iterable[bytes], /) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# How a download opens ``dest`` (on the loop, once per attempt); plain ``open(dest, "wb")``
+# when none is given.
+Opener = Callable[[Path], Awaitable[Writable]]
+
+
 class MediaSource(Protocol):
     """One platform account's recordings, by the platform's recording id."""
 
-    async def download(self, ref: str, dest: Path, fmt: str = "wav") -> Downloaded:
-        """Stream the media to ``dest`` (size-capped, checked to be audio)."""
+    async def download(
+        self, ref: str, dest: Path, fmt: str = "wav", *, opener: Opener | None = None
+    ) -> Downloaded:
+        """Stream the media to ``dest`` (size-capped, checked to be audio), opened with
+        ``opener`` if given, once per attempt; the SHA-256 and size are those of the media."""
         ...
 
     async def delete(self, ref: str) -> None:

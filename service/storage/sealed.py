@@ -41,6 +41,7 @@ import hashlib
 import io
 import os
 import shutil
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,48 @@ def seal_file(
             segment = following
         sealer.seal_segment(segment, last=True)
     return SealedFile(sealer.written, sealer.header, None if digest is None else digest.hexdigest())
+
+
+class SealingFile:
+    """A file that seals what is written to it, as it arrives: a download streams straight
+    into ``dst`` sealed (the plaintext never reaches the disk, nor is it written and read back),
+    hashing the sealed bytes as they are written, as :func:`seal_file` with ``hashed``.
+
+    Written off the event loop in order (:meth:`write`, :meth:`writelines`); :meth:`close` (the
+    downloader's, on the loop) does not end the object, since a download that failed closes it
+    too: :meth:`finish` (blocking: seals the last segment) ends it once the download has
+    succeeded, and :meth:`abandon` closes the file without ending it (idempotent; then the file
+    is a truncated sealed object, which fails authentication and is deleted with its folder)."""
+
+    def __init__(self, keyset: bytes, dst: Path, aad: bytes) -> None:
+        self.path = dst
+        self._out = dst.open("wb")
+        try:
+            self._digest = hashlib.sha256()
+            self._sealer = Sealer(Layout.of(keyset), aad, self._out, digest=self._digest)
+        except BaseException:
+            self._out.close()
+            raise
+
+    def write(self, data: bytes, /) -> int:
+        self._sealer.write(data)
+        return len(data)
+
+    def writelines(self, chunks: Iterable[bytes], /) -> None:
+        for chunk in chunks:
+            self._sealer.write(chunk)
+
+    def close(self) -> None:
+        """The downloader is done writing (successfully or not): see :meth:`finish`."""
+
+    def finish(self) -> SealedFile:
+        """Seal the last segment and close the file (blocking)."""
+        with self._out:
+            self._sealer.close()
+        return SealedFile(self._sealer.written, self._sealer.header, self._digest.hexdigest())
+
+    def abandon(self) -> None:
+        self._out.close()
 
 
 def encrypt_file(keyset: bytes, src: Path, dst: Path, aad: bytes) -> int:

@@ -38,6 +38,7 @@ from yarl import URL
 from service import errors as _errors
 from service.errors import RateLimited as RateLimited
 from service.jobs import Permanent
+from service.platforms.port import Opener, Writable
 from service.platforms.stringee.events import EXTERNAL_ID
 from service.platforms.stringee.hosts import parse_hosts, safe_url, where
 from service.platforms.stringee.rest_auth import TokenSource
@@ -171,14 +172,16 @@ class StringeeMedia:
     def media_url(self, host: str, media_id: str) -> URL:
         return URL(host).with_path(RECORDING_PATH + check_media_id(media_id))
 
-    async def download(self, media_id: str, dest: Path) -> Downloaded:
+    async def download(
+        self, media_id: str, dest: Path, *, opener: Opener | None = None
+    ) -> Downloaded:
         """The recording, written to ``dest``, from the first host that has it."""
         check_media_id(media_id)
         not_found: list[str] = []
         failure: MediaError | None = None
         for host in self.hosts:
             try:
-                return await self._from_host(host, media_id, dest)
+                return await self._from_host(host, media_id, dest, opener)
             except RateLimited:
                 raise  # Stringee said when to come back; asking another region is not that
             except MediaNotFound:
@@ -232,12 +235,14 @@ class StringeeMedia:
             raise failure
         return []
 
-    async def _from_host(self, host: str, media_id: str, dest: Path) -> Downloaded:
+    async def _from_host(
+        self, host: str, media_id: str, dest: Path, opener: Opener | None
+    ) -> Downloaded:
         url = self.media_url(host, media_id)
         waits = 0
         while True:
             try:
-                return await self._fetch(host, media_id, url, dest)
+                return await self._fetch(host, media_id, url, dest, opener)
             except _TooMany as too_many:
                 wait = too_many.retry_after_s
                 if waits >= self.max_waits or wait > self.max_wait_s:
@@ -248,7 +253,9 @@ class StringeeMedia:
                 waits += 1
                 await self.sleep(wait)
 
-    async def _fetch(self, host: str, media_id: str, url: URL, dest: Path) -> Downloaded:
+    async def _fetch(
+        self, host: str, media_id: str, url: URL, dest: Path, opener: Opener | None
+    ) -> Downloaded:
         digest = hashlib.sha256()
         size = 0
         content_type: str | None = None
@@ -260,7 +267,7 @@ class StringeeMedia:
                 json_body = "json" in (resp.content_type or "")
                 # opened and closed on the loop (one syscall each): a file opened in a thread whose
                 # awaiting task is cancelled meanwhile would be left open
-                out = dest.open("wb")
+                out: Writable = dest.open("wb") if opener is None else await opener(dest)
                 pending = bytearray()  # written off the loop in pieces of WRITE_BYTES
                 try:
                     async for chunk in resp.content.iter_chunked(1 << 20):

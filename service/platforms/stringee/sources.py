@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from service.config import Settings
-from service.platforms.port import Downloaded, PlatformKeepsCopy
+from service.platforms.port import Downloaded, Opener, PlatformKeepsCopy
 from service.platforms.stringee.accounts import Snapshot, api_key
 from service.platforms.stringee.media import StringeeMedia
 from service.platforms.stringee.rest_auth import TokenSource
@@ -32,9 +32,11 @@ class StringeeSource:
     def __init__(self, media: StringeeMedia) -> None:
         self.media = media
 
-    async def download(self, ref: str, dest: Path, fmt: str = "wav") -> Downloaded:
+    async def download(
+        self, ref: str, dest: Path, fmt: str = "wav", *, opener: Opener | None = None
+    ) -> Downloaded:
         # the record action asked Stringee for `fmt`; the audio's own bytes say what came
-        got = await self.media.download(ref, dest)
+        got = await self.media.download(ref, dest, opener=opener)
         return Downloaded(got.path, got.size, got.sha256, got.content_type)
 
     async def delete(self, ref: str) -> None:

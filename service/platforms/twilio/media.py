@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -27,7 +27,13 @@ from service import errors as _errors
 from service.config import Settings
 from service.errors import BadRequest
 from service.jobs import Permanent
-from service.platforms.port import Downloaded, PlatformUnavailable, RecordingNotActive
+from service.platforms.port import (
+    Downloaded,
+    Opener,
+    PlatformUnavailable,
+    RecordingNotActive,
+    Writable,
+)
 
 # the exception classes live in service/errors.py (under platform-named names there)
 MediaNotFound = _errors.TwilioMediaNotFound
@@ -74,7 +80,7 @@ def check_recording_sid(sid: str) -> str:
     return sid
 
 
-def _hash_and_write(digest: Any, out: BinaryIO, chunks: list[bytes]) -> None:
+def _hash_and_write(digest: Any, out: Writable, chunks: list[bytes]) -> None:
     """One piece of a download, in order (each awaited before the next is handed over)."""
     for data in chunks:
         digest.update(data)
@@ -154,14 +160,16 @@ class TwilioMedia:
     def media_url(self, sid: str, fmt: str = "wav") -> str:
         return f"{self.base}/Recordings/{check_recording_sid(sid)}.{fmt}"
 
-    async def download(self, sid: str, dest: Path, fmt: str = "wav") -> Downloaded:
+    async def download(
+        self, sid: str, dest: Path, fmt: str = "wav", *, opener: Opener | None = None
+    ) -> Downloaded:
         """Fetch the media. Twilio sends ``completed`` when the file is available, so a 404 is
         not "not ready yet": it is asked again a few times quickly (a replica's view may lag),
         then the job is dead-lettered with what to check (:class:`Permanent`)."""
         url = self.media_url(sid, fmt)
         for attempt in range(1, NOT_FOUND_ATTEMPTS + 1):
             try:
-                return await self._download_once(sid, url, dest, fmt)
+                return await self._download_once(sid, url, dest, fmt, opener)
             except MediaNotFound:
                 if attempt == NOT_FOUND_ATTEMPTS:
                     raise Permanent(
@@ -177,7 +185,9 @@ class TwilioMedia:
                 await asyncio.sleep(self.not_found_backoff_s * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 
-    async def _download_once(self, sid: str, url: str, dest: Path, fmt: str) -> Downloaded:
+    async def _download_once(
+        self, sid: str, url: str, dest: Path, fmt: str, opener: Opener | None
+    ) -> Downloaded:
         digest = hashlib.sha256()
         size = 0
         try:
@@ -187,7 +197,7 @@ class TwilioMedia:
                     raise Permanent(f"recording {sid}: {declared} bytes exceeds the cap")
                 # opened and closed on the loop (one syscall each): a file opened in a thread whose
                 # awaiting task is cancelled meanwhile would be left open
-                out = dest.open("wb")
+                out: Writable = dest.open("wb") if opener is None else await opener(dest)
                 # written off the loop in pieces of WRITE_BYTES; the chunks as received, not
                 # copied into one buffer on the loop (two copies of every byte under the GIL)
                 pending: list[bytes] = []
