@@ -3,22 +3,29 @@ own bucket at an ``http://`` endpoint) must make the PUT fail, never be kept as 
 
 The store here checks what SigV4 makes every S3-compatible store check, the signed payload
 hash (``x-amz-content-sha256``), and ignores the newer ``x-amz-checksum-*`` headers, as stores
-that predate them do; one byte of every PUT body is flipped on the way in."""
+that predate them do; one byte of a PUT body is flipped on the way in."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import boto3
 import pytest
 from aiohttp import web
 
+from service.config import Settings
+from service.platforms.twilio.simulate import Caller, FakeTwilio
 from service.storage import StorageError
 from service.storage.s3 import S3Store
+from tests.conftest import Service
+from tests.intake_helpers import get_object, objects, open_sealed, send_recording, settle
+from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
 
 _HOP = {"host", "content-length", "transfer-encoding", "connection", "expect"}
 _MISMATCH = (
@@ -30,7 +37,7 @@ _MISMATCH = (
 
 class _SignatureOnlyStore:
     """moto behind a front that verifies the signed payload hash and knows no checksum
-    headers; ``alter`` flips the first byte of each PUT body before it is checked and kept."""
+    headers; ``alter`` flips a byte in the middle of each PUT body before it is checked and kept."""
 
     def __init__(self, backend: str) -> None:
         self.backend = backend
@@ -56,7 +63,8 @@ class _SignatureOnlyStore:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         if request.method == "PUT" and body and self.alter:
-            body = bytes([body[0] ^ 1]) + body[1:]
+            middle = len(body) // 2
+            body = body[:middle] + bytes([body[middle] ^ 1]) + body[middle + 1 :]
         claimed = request.headers.get("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
         if claimed != "UNSIGNED-PAYLOAD" and claimed != hashlib.sha256(body).hexdigest():
             return web.Response(status=400, body=_MISMATCH, content_type="application/xml")
@@ -76,6 +84,9 @@ class _SignatureOnlyStore:
                 for k, v in resp.headers.items()
                 if k.lower() not in _HOP and k.lower() != "content-encoding"
             }
+            if request.method == "HEAD":  # the object's size, as the store says it
+                back["Content-Length"] = resp.headers.get("Content-Length", "0")
+                return web.Response(status=resp.status, headers=back)
             return web.Response(status=resp.status, body=answer, headers=back)
 
 
@@ -131,3 +142,50 @@ async def test_a_recording_altered_on_its_way_to_an_http_store_is_refused_not_ke
         assert kept == data, "the PUT succeeded and the store keeps bytes that were not sent"
     finally:
         await store.close()
+
+
+@pytest.fixture
+async def service_via_front(
+    intake_settings: Settings, front: _SignatureOnlyStore
+) -> AsyncIterator[Service]:
+    svc = Service(replace(intake_settings, s3_endpoint_url=front.url, job_max_attempts=2))
+    await svc.start()
+    yield svc
+    await svc.stop()
+
+
+async def test_a_consented_recording_altered_on_its_way_to_the_store_keeps_twilio_s_copy(
+    service_via_front: Service,
+    front: _SignatureOnlyStore,
+    twilio: FakeTwilio,
+    twilio_media: FakeTwilioMedia,
+    db: asyncpg.Connection,
+    moto_url: str,
+    bucket: str,
+) -> None:
+    """No consented recording lost: when the store did not get the sealed bytes intact, the
+    job does not commit ``stored`` nor delete Twilio's copy, the only intact one."""
+    front.alter = True
+    trace = await twilio.place_call("+84901234678", "+842873001234", Caller.parse("stay"))
+    assert trace.recording_started
+    rec_sid, body = new_recording_sid(), wav_bytes(3)
+    twilio_media.add(rec_sid, body)
+    status, _ = await send_recording(twilio, trace.call_sid, rec_sid)
+    assert status == 204
+    await settle(db)
+    rec = await db.fetchrow("SELECT * FROM recordings WHERE external_id = $1", rec_sid)
+    assert rec is not None
+    if rec_sid in twilio_media.recordings:
+        return  # Twilio's copy kept: nothing lost
+    # Twilio's copy is gone: ours must be the recording
+    assert rec["state"] == "stored"
+    found = await objects(moto_url, bucket)
+    assert [o["key"] for o in found] == [f"recordings/{rec['id']}.wav"]
+    stored = await get_object(moto_url, bucket, found[0]["key"])
+    try:
+        opened = await open_sealed(db, rec["id"], stored)
+    except Exception as exc:
+        raise AssertionError(
+            f"committed as stored and Twilio's copy deleted, but the object does not open: {exc!r}"
+        ) from None
+    assert opened == body
