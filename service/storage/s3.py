@@ -70,18 +70,6 @@ class S3Store:
             aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key
         )
         self.client = session.client("s3", endpoint_url=endpoint_url, config=config)
-        # For the one PutObject below the multipart threshold, which always carries the
-        # x-amz-checksum-sha256 of its body: over plain http botocore would otherwise sign the
-        # payload too, reading the whole file once more to hash it again (a third SHA-256 pass
-        # over every recording, the sealer's and the store's being the others). The checksum
-        # header is itself signed and the store refuses a body that does not match it, so the
-        # body is exactly as protected as a signed payload would make it; over https this is
-        # what botocore does already whenever a checksum header is present.
-        self._checked_put_client = session.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            config=config.merge(Config(s3={"payload_signing_enabled": False})),
-        )
         self.multipart_threshold = multipart_threshold
         self.transfer = TransferConfig(
             multipart_threshold=multipart_threshold,
@@ -165,7 +153,7 @@ class S3Store:
             if size >= self.multipart_threshold:
                 return _MULTIPART
             # the algorithm named as well: some S3-compatible services echo the checksum only then
-            resp = self._checked_put_client.put_object(
+            resp = self.client.put_object(
                 Bucket=self.bucket,
                 Key=key,
                 Body=body,
