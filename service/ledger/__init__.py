@@ -241,10 +241,11 @@ async def append_many(conn: Conn, events: Mapping[uuid.UUID, Sequence[NewEvent]]
         r["call_id"]: (r["seq"], bytes(r["hash"])) for r in await conn.fetch(Q["chain_heads"], ids)
     }
     at: datetime = await conn.fetchval(Q["clock"])
+    at_text = _at_text(at)
     written: list[Written] = []
     for call_id in ids:
         seq, prev = heads.get(call_id, (0, GENESIS))
-        written.extend(_chain(call_id, seq, prev, at, events[call_id]))
+        written.extend(_chain(call_id, seq, prev, at, events[call_id], at_text))
     await _insert(conn, written)
     return len(written)
 
@@ -263,15 +264,22 @@ async def start_chain(
 
 
 def _chain(
-    call_id: uuid.UUID, seq: int, prev: bytes, at: datetime, events: Sequence[NewEvent]
+    call_id: uuid.UUID,
+    seq: int,
+    prev: bytes,
+    at: datetime,
+    events: Sequence[NewEvent],
+    at_text: str | None = None,
 ) -> list[Written]:
     """Number and hash ``events`` after the head (``seq``, ``prev``); a dedupe key given twice
     in one batch is written once. The call id and the time are written out once for all of
-    them (a purge batch hashes a thousand events at one time)."""
+    them; ``at_text``: the time already written out (a purge batch appends to a thousand
+    calls at one time)."""
     written: list[Written] = []
     seen: set[str] = set()
     call_text = str(call_id)
-    at_text = _at_text(at)
+    if at_text is None:
+        at_text = _at_text(at)
     for new in events:
         if new.dedupe_key is not None:
             if new.dedupe_key in seen:
