@@ -57,6 +57,15 @@ class Event:
         }
 
 
+@dataclass(frozen=True)
+class Written:
+    """An event about to be inserted, with its details as the canonical JSON it was hashed
+    over."""
+
+    event: Event
+    details_text: str
+
+
 # The canonical body is ``json.dumps`` of a dict of seven keys with ``sort_keys=True``,
 # ``separators=(",", ":")`` and ``ensure_ascii=False``. Those keys' order is fixed and all but
 # ``details`` and the two strings are ASCII without escapes, so the body is assembled around the
@@ -112,11 +121,27 @@ def _digest(
     NULL), the call id already written out (once a call, not once an event). The body is
     ``{"at":"…","call_id":"…`` + :func:`_mid` + previous hash + :func:`_tail`, inlined here
     (a million events); ``callvault_start_call`` (migration 0021) builds the same."""
+    return _digest_text(
+        call_text, seq, type_, at_text, _details_json(details), dedupe_key, prev_hash
+    )
+
+
+def _digest_text(
+    call_text: str,
+    seq: int,
+    type_: str,
+    at_text: str,
+    details_text: str,
+    dedupe_key: str | None,
+    prev_hash: bytes,
+) -> bytes:
+    """:func:`_digest` with the details already written as canonical JSON (a writer that also
+    stores that text, :func:`_chain`, encodes them once)."""
     key = "null" if dedupe_key is None else _STRING(dedupe_key)
     # one f-string (one allocation), not a chain of concatenations: a third of the time
     body = (
         f'{{"at":"{at_text}","call_id":"{call_text}","dedupe_key":{key},'
-        f'"details":{_details_json(details)},"prev_hash":"{prev_hash.hex()}",'
+        f'"details":{details_text},"prev_hash":"{prev_hash.hex()}",'
         f'"seq":{int.__repr__(seq)},"type":{_STRING(type_)}}}'
     )
     return hashlib.sha256(_DOMAIN + body.encode("utf-8")).digest()
@@ -199,7 +224,7 @@ async def append(conn: Conn, call_id: uuid.UUID, events: Sequence[NewEvent]) -> 
         [e for e in events if e.dedupe_key is None or e.dedupe_key not in seen],
     )
     await _insert(conn, written)
-    return written
+    return [w.event for w in written]
 
 
 async def append_many(conn: Conn, events: Mapping[uuid.UUID, Sequence[NewEvent]]) -> int:
@@ -210,17 +235,17 @@ async def append_many(conn: Conn, events: Mapping[uuid.UUID, Sequence[NewEvent]]
     if not conn.is_in_transaction():
         raise RuntimeError("ledger.append_many must run inside a transaction")
     ids = sorted(events)
-    locked = await conn.fetch(Q["lock_calls"], ids)
-    if len(locked) != len(ids):
+    if await conn.fetchval(Q["lock_calls"], ids) != len(ids):
         raise NotFound("some calls do not exist")
     heads = {
         r["call_id"]: (r["seq"], bytes(r["hash"])) for r in await conn.fetch(Q["chain_heads"], ids)
     }
     at: datetime = await conn.fetchval(Q["clock"])
-    written: list[Event] = []
+    at_text = _at_text(at)
+    written: list[Written] = []
     for call_id in ids:
         seq, prev = heads.get(call_id, (0, GENESIS))
-        written.extend(_chain(call_id, seq, prev, at, events[call_id]))
+        written.extend(_chain(call_id, seq, prev, at, events[call_id], at_text))
     await _insert(conn, written)
     return len(written)
 
@@ -235,16 +260,26 @@ async def start_chain(
         raise RuntimeError("ledger.start_chain must run inside a transaction")
     written = _chain(call_id, 0, GENESIS, at, events)
     await _insert(conn, written)
-    return written
+    return [w.event for w in written]
 
 
 def _chain(
-    call_id: uuid.UUID, seq: int, prev: bytes, at: datetime, events: Sequence[NewEvent]
-) -> list[Event]:
+    call_id: uuid.UUID,
+    seq: int,
+    prev: bytes,
+    at: datetime,
+    events: Sequence[NewEvent],
+    at_text: str | None = None,
+) -> list[Written]:
     """Number and hash ``events`` after the head (``seq``, ``prev``); a dedupe key given twice
-    in one batch is written once."""
-    written: list[Event] = []
+    in one batch is written once. The call id and the time are written out once for all of
+    them; ``at_text``: the time already written out (a purge batch appends to a thousand
+    calls at one time)."""
+    written: list[Written] = []
     seen: set[str] = set()
+    call_text = str(call_id)
+    if at_text is None:
+        at_text = _at_text(at)
     for new in events:
         if new.dedupe_key is not None:
             if new.dedupe_key in seen:
@@ -252,25 +287,32 @@ def _chain(
             seen.add(new.dedupe_key)
         seq += 1
         details = dict(new.details)
-        digest = event_hash(call_id, seq, new.type, at, details, new.dedupe_key, prev)
-        written.append(Event(call_id, seq, new.type, at, details, new.dedupe_key, prev, digest))
+        text = _details_json(details)
+        if type(new.type) is str and type(new.dedupe_key) in _KEY_TYPES:
+            digest = _digest_text(call_text, seq, new.type, at_text, text, new.dedupe_key, prev)
+        else:  # what only a malformed caller passes: the definition says what it hashes to
+            digest = event_hash(call_id, seq, new.type, at, details, new.dedupe_key, prev)
+        event = Event(call_id, seq, new.type, at, details, new.dedupe_key, prev, digest)
+        written.append(Written(event, text))
         prev = digest
     return written
 
 
-async def _insert(conn: Conn, written: Sequence[Event]) -> None:
-    """One statement for the batch, rows in chain order (the link trigger checks each)."""
+async def _insert(conn: Conn, written: Sequence[Written]) -> None:
+    """One statement for the batch, rows in chain order (the link trigger checks each). The
+    details go as the canonical JSON text the hash was computed over (the database parses it
+    into jsonb), not encoded a second time."""
     if written:
         await conn.execute(
             Q["insert_events"],
-            [e.call_id for e in written],
-            [e.seq for e in written],
-            [e.type for e in written],
-            [e.at for e in written],
-            [dict(e.details) for e in written],
-            [e.dedupe_key for e in written],
-            [e.prev_hash for e in written],
-            [e.hash for e in written],
+            [w.event.call_id for w in written],
+            [w.event.seq for w in written],
+            [w.event.type for w in written],
+            [w.event.at for w in written],
+            [w.details_text for w in written],
+            [w.event.dedupe_key for w in written],
+            [w.event.prev_hash for w in written],
+            [w.event.hash for w in written],
         )
 
 

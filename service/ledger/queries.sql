@@ -19,10 +19,14 @@ LEFT JOIN LATERAL (
 -- before it). The shared advisory lock is taken before any id is drawn (the sort below reads
 -- every joined row, and so the lock, before the first row reaches the insert) and held until
 -- commit: a seal's bound never passes an id still to be committed (service.ledger.seals).
+-- The details come as the canonical JSON text their hash covers, parsed here (asyncpg would
+-- otherwise encode each dict again with json.dumps).
 WITH writer AS (SELECT pg_advisory_xact_lock_shared(7061627))
 INSERT INTO ledger_events (call_id, seq, type, at, details, dedupe_key, prev_hash, hash)
-SELECT e.* FROM writer, unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[],
-                               $5::jsonb[], $6::text[], $7::bytea[], $8::bytea[]) AS e
+SELECT e.call_id, e.seq, e.type, e.at, e.details::jsonb, e.dedupe_key, e.prev_hash, e.hash
+FROM writer, unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[],
+                    $5::text[], $6::text[], $7::bytea[], $8::bytea[])
+    AS e (call_id, seq, type, at, details, dedupe_key, prev_hash, hash)
 ORDER BY 1, 2;
 
 -- name: call_events
@@ -42,7 +46,9 @@ ORDER BY c.id;
 SELECT EXISTS (SELECT 1 FROM calls WHERE id = $1);
 
 -- name: lock_calls
-SELECT id FROM calls WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
+-- Locks the calls in id order and counts them: the rows themselves are not needed (a purge
+-- batch locks a thousand).
+SELECT count(*) FROM (SELECT id FROM calls WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE) c;
 
 -- name: chain_heads
 SELECT DISTINCT ON (call_id) call_id, seq, hash FROM ledger_events
