@@ -11,10 +11,8 @@ sha-256=:<base64>:`` (RFC 9530), must match what arrived.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import hashlib
 import re
 from pathlib import Path
 
@@ -23,11 +21,11 @@ from aiohttp import web
 from service.errors import BadRequest
 from service.errors import TooLarge as TooLarge
 from service.errors import UnsupportedMediaType as UnsupportedMediaType
+from service.platforms.pieces import Pieces
 
 # Content-Type → the stored format (and what its first bytes must look like)
 FORMATS = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/wave": "wav", "audio/mpeg": "mp3"}
 CONTENT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
-WRITE_BYTES = 4 * 1024 * 1024  # memory held per upload, and the size of each disk write
 READ_BYTES = 1 << 20
 _DIGEST = re.compile(r"^\s*sha-256\s*=\s*:?([A-Za-z0-9+/=]{40,48}):?\s*$", re.IGNORECASE)
 
@@ -75,13 +73,12 @@ async def receive(request: web.Request, dest: Path, fmt: str, max_bytes: int) ->
     declared = request.content_length
     if declared is not None and declared > max_bytes:
         raise TooLarge(f"the recording is larger than the cap of {max_bytes} bytes")
-    digest = hashlib.sha256()
     size = 0
     head = b""
     # opened and closed on the loop (one syscall each): a file opened in a thread whose
     # awaiting task is cancelled meanwhile would be left open
     out = dest.open("wb")
-    pending = bytearray()
+    pieces = Pieces(out)
     try:
         async for chunk in request.content.iter_chunked(READ_BYTES):
             if len(head) < 12:
@@ -91,13 +88,8 @@ async def receive(request: web.Request, dest: Path, fmt: str, max_bytes: int) ->
             size += len(chunk)
             if size > max_bytes:
                 raise TooLarge(f"the recording is larger than the cap of {max_bytes} bytes")
-            digest.update(chunk)
-            pending += chunk
-            if len(pending) >= WRITE_BYTES:
-                await asyncio.to_thread(out.write, bytes(pending))
-                pending.clear()
-        if pending:
-            await asyncio.to_thread(out.write, bytes(pending))
+            await pieces.add(chunk)
+        await pieces.flush()
     finally:
         out.close()
     if size == 0:
@@ -106,4 +98,4 @@ async def receive(request: web.Request, dest: Path, fmt: str, max_bytes: int) ->
         raise BadRequest(f"the body is not {fmt} audio", code="not_audio")
     if declared is not None and size != declared:
         raise BadRequest(f"got {size} of {declared} bytes", code="truncated_body")
-    return size, digest.hexdigest()
+    return size, pieces.digest.hexdigest()

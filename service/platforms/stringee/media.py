@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -38,6 +37,7 @@ from yarl import URL
 from service import errors as _errors
 from service.errors import RateLimited as RateLimited
 from service.jobs import Permanent
+from service.platforms.pieces import Pieces
 from service.platforms.port import Opener, Writable
 from service.platforms.stringee.events import EXTERNAL_ID
 from service.platforms.stringee.hosts import parse_hosts, safe_url, where
@@ -53,7 +53,6 @@ RECORDING_PATH = "/v1/call/recording/"
 CALL_LOG_PATH = "/v1/call/log"  # docs /docs/call-rest-api/call-rest-api-call-log
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 2
-WRITE_BYTES = 4 * 1024 * 1024  # memory held per download, and the size of each disk write
 HEAD_BYTES = 16  # enough to tell MP3, WAV and MP4 apart
 DEFAULT_RETRY_AFTER_S = 5.0  # a 429 without a usable Retry-After
 
@@ -256,9 +255,9 @@ class StringeeMedia:
     async def _fetch(
         self, host: str, media_id: str, url: URL, dest: Path, opener: Opener | None
     ) -> Downloaded:
-        digest = hashlib.sha256()
         size = 0
         content_type: str | None = None
+        head = b""
         try:
             async with self._get_following(media_id, url) as resp:
                 declared = resp.content_length
@@ -268,23 +267,20 @@ class StringeeMedia:
                 # opened and closed on the loop (one syscall each): a file opened in a thread whose
                 # awaiting task is cancelled meanwhile would be left open
                 out: Writable = dest.open("wb") if opener is None else await opener(dest)
-                pending = bytearray()  # written off the loop in pieces of WRITE_BYTES
+                pieces = Pieces(out)
                 try:
                     async for chunk in resp.content.iter_chunked(1 << 20):
                         size += len(chunk)
                         if size > self.max_bytes:
                             raise Permanent(f"recording {media_id}: larger than the cap")
-                        digest.update(chunk)
-                        pending += chunk
-                        if content_type is None and len(pending) >= HEAD_BYTES:
-                            content_type = self._audio_or_raise(media_id, pending, json_body)
-                        if len(pending) >= WRITE_BYTES:
-                            await asyncio.to_thread(out.write, bytes(pending))
-                            pending.clear()
+                        if content_type is None:
+                            head += chunk[: HEAD_BYTES - len(head)]
+                            if len(head) >= HEAD_BYTES:
+                                content_type = self._audio_or_raise(media_id, head, json_body)
+                        await pieces.add(chunk)
                     if content_type is None:  # a body shorter than HEAD_BYTES
-                        content_type = self._audio_or_raise(media_id, pending, json_body)
-                    if pending:
-                        await asyncio.to_thread(out.write, bytes(pending))
+                        content_type = self._audio_or_raise(media_id, head, json_body)
+                    await pieces.flush()
                 finally:
                     out.close()
                 if declared is not None and size != declared:
@@ -293,7 +289,7 @@ class StringeeMedia:
             raise MediaError(f"recording {media_id}: {type(exc).__name__} from {host}") from exc
         except TimeoutError as exc:
             raise MediaError(f"recording {media_id}: download from {host} timed out") from exc
-        return Downloaded(dest, size, digest.hexdigest(), content_type, host)
+        return Downloaded(dest, size, pieces.digest.hexdigest(), content_type, host)
 
     @staticmethod
     def _audio_or_raise(media_id: str, head: bytes | bytearray, json_body: bool) -> str:

@@ -11,7 +11,6 @@ on the way, capped in size and checked to be audio.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ipaddress
 import re
 from collections.abc import AsyncIterator
@@ -27,6 +26,7 @@ from service import errors as _errors
 from service.config import Settings
 from service.errors import BadRequest
 from service.jobs import Permanent
+from service.platforms.pieces import Pieces
 from service.platforms.port import (
     Downloaded,
     Opener,
@@ -46,7 +46,6 @@ CURRENT_RECORDING = "Twilio.CURRENT"
 # A pause is asked for while an agent waits to take a card: answer (either way) within this
 PAUSE_TIMEOUT_S = 10.0
 CONTENT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
-WRITE_BYTES = 4 * 1024 * 1024  # memory held per download, and the size of each disk write
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 2  # hops after the API's own answer, e.g. API -> CDN -> CDN's storage
 NOT_FOUND_ATTEMPTS = 3  # GETs answered 404 before a recording is dead-lettered
@@ -78,13 +77,6 @@ def check_recording_sid(sid: str) -> str:
     if not RECORDING_SID.match(sid):
         raise BadRequest("RecordingSid is not a Twilio recording id", code="bad_recording_sid")
     return sid
-
-
-def _hash_and_write(digest: Any, out: Writable, chunks: list[bytes]) -> None:
-    """One piece of a download, in order (each awaited before the next is handed over)."""
-    for data in chunks:
-        digest.update(data)
-    out.writelines(chunks)
 
 
 def _looks_like(fmt: str, head: bytes) -> bool:
@@ -188,7 +180,6 @@ class TwilioMedia:
     async def _download_once(
         self, sid: str, url: str, dest: Path, fmt: str, opener: Opener | None
     ) -> Downloaded:
-        digest = hashlib.sha256()
         size = 0
         try:
             async with self._get_following(sid, URL(url)) as resp:
@@ -198,10 +189,7 @@ class TwilioMedia:
                 # opened and closed on the loop (one syscall each): a file opened in a thread whose
                 # awaiting task is cancelled meanwhile would be left open
                 out: Writable = dest.open("wb") if opener is None else await opener(dest)
-                # written off the loop in pieces of WRITE_BYTES; the chunks as received, not
-                # copied into one buffer on the loop (two copies of every byte under the GIL)
-                pending: list[bytes] = []
-                held = 0
+                pieces = Pieces(out)
                 try:
                     async for chunk in resp.content.iter_chunked(1 << 20):
                         if size == 0 and not _looks_like(fmt, chunk[:16]):
@@ -209,15 +197,8 @@ class TwilioMedia:
                         size += len(chunk)
                         if size > self.max_bytes:
                             raise Permanent(f"recording {sid}: larger than the cap")
-                        pending.append(chunk)
-                        held += len(chunk)
-                        if held >= WRITE_BYTES:
-                            # hashed in the writing thread, not on the loop: hashing a
-                            # recording is milliseconds per MiB the loop owes every other task
-                            await asyncio.to_thread(_hash_and_write, digest, out, pending)
-                            pending, held = [], 0
-                    if pending:
-                        await asyncio.to_thread(_hash_and_write, digest, out, pending)
+                        await pieces.add(chunk)
+                    await pieces.flush()
                 finally:
                     out.close()
                 if size == 0:
@@ -228,7 +209,7 @@ class TwilioMedia:
             raise MediaError(f"recording {sid}: {type(exc).__name__}: {exc}") from exc
         except TimeoutError as exc:
             raise MediaError(f"recording {sid}: download timed out") from exc
-        return Downloaded(dest, size, digest.hexdigest(), CONTENT_TYPES[fmt])
+        return Downloaded(dest, size, pieces.digest.hexdigest(), CONTENT_TYPES[fmt])
 
     @asynccontextmanager
     async def _get_following(self, sid: str, url: URL) -> AsyncIterator[aiohttp.ClientResponse]:
