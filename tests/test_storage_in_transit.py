@@ -1,17 +1,26 @@
-"""A recording's bytes altered on their way to an S3-compatible store over plain http (a tenant's
-own bucket at an ``http://`` endpoint) must make the PUT fail, never be kept as if stored.
+"""A recording's bytes altered on their way to an S3-compatible store must make the PUT fail,
+never be kept as if stored.
 
-The store here checks what SigV4 makes every S3-compatible store check, the signed payload
-hash (``x-amz-content-sha256``), and ignores the newer ``x-amz-checksum-*`` headers, as stores
-that predate them do; one byte of a PUT body is flipped on the way in."""
+moto (the tests' S3) checks neither signatures nor checksums, so the store here is moto behind a
+front that checks what the store it stands for would check: the signed payload hash
+(``x-amz-content-sha256``), which SigV4 makes every S3-compatible store check over plain http
+(a tenant's own bucket at an ``http://`` endpoint); and ``x-amz-checksum-sha256`` as AWS
+documents it for PutObject (S3 computes the checksum of what it received, refuses a mismatch with
+``400 BadDigest`` and keeps nothing; accepted, it answers the checksum in
+``x-amz-checksum-sha256``), or as a store that reports the checksum of what it received without
+refusing a mismatch. One byte of a PUT body can be flipped on the way in."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import os
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, Literal
 
 import aiohttp
 import asyncpg
@@ -21,26 +30,38 @@ from aiohttp import web
 
 from service.config import Settings
 from service.platforms.twilio.simulate import Caller, FakeTwilio
-from service.storage import StorageError
+from service.storage import StorageError, StoredObject
 from service.storage.s3 import S3Store
-from tests.conftest import Service
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_URL, Service
 from tests.intake_helpers import get_object, objects, open_sealed, send_recording, settle
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
 
 _HOP = {"host", "content-length", "transfer-encoding", "connection", "expect"}
-_MISMATCH = (
-    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>XAmzContentSHA256Mismatch</Code>'
-    b"<Message>The provided 'x-amz-content-sha256' header does not match what was computed."
-    b"</Message></Error>"
-)
 
 
-class _SignatureOnlyStore:
-    """moto behind a front that verifies the signed payload hash and knows no checksum
-    headers; ``alter`` flips a byte in the middle of each PUT body before it is checked and kept."""
+def _error(code: str, message: str) -> web.Response:
+    body = (
+        f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+        f"<Message>{message}</Message></Error>"
+    )
+    return web.Response(status=400, text=body, content_type="application/xml")
 
-    def __init__(self, backend: str) -> None:
+
+# What the store does with x-amz-checksum-sha256: "ignore" (a store that predates the
+# x-amz-checksum-* headers: it neither checks nor answers them), "verify" (S3), "report" (it
+# answers the checksum of what it received and keeps it, whatever was claimed).
+Checksums = Literal["ignore", "verify", "report"]
+
+
+class _StoreFront:
+    """moto behind a front that checks the signed payload hash if ``signature``, and
+    ``checksums`` as above; ``alter`` flips a byte in the middle of each PUT body before it is
+    checked and kept."""
+
+    def __init__(self, backend: str, *, signature: bool, checksums: Checksums) -> None:
         self.backend = backend
+        self.signature = signature
+        self.checksums = checksums
         self.alter = False
         self.runner: web.AppRunner | None = None
         self.url = ""
@@ -60,14 +81,46 @@ class _SignatureOnlyStore:
         if self.runner is not None:
             await self.runner.cleanup()
 
+    def _refusal(self, request: web.Request, body: bytes) -> web.Response | None:
+        claimed = request.headers.get("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+        if self.signature and claimed not in ("UNSIGNED-PAYLOAD", hashlib.sha256(body).hexdigest()):
+            return _error(
+                "XAmzContentSHA256Mismatch",
+                "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            )
+        if self.checksums != "verify" or request.method != "PUT":
+            return None
+        if "aws-chunked" in request.headers.get("content-encoding", ""):
+            # a trailing checksum (https only, in botocore): not what this front checks
+            return _error("NotImplemented", "aws-chunked bodies are not checked here")
+        sent = request.headers.get("x-amz-checksum-sha256")
+        if sent is None:
+            return None  # nothing to check: S3 computes and keeps its own
+        named = request.headers.get("x-amz-sdk-checksum-algorithm", "SHA256")
+        try:
+            valid = len(base64.b64decode(sent, validate=True)) == 32
+        except binascii.Error:
+            valid = False
+        if not valid:
+            return _error("InvalidRequest", "Value for x-amz-checksum-sha256 header is invalid.")
+        if named.upper() != "SHA256" or sent != _sha256_b64(body):
+            return _error(
+                "BadDigest",
+                "The Content-MD5 or checksum value that you specified did not match what the "
+                "server received.",
+            )
+        return None
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         if request.method == "PUT" and body and self.alter:
             middle = len(body) // 2
             body = body[:middle] + bytes([body[middle] ^ 1]) + body[middle + 1 :]
-        claimed = request.headers.get("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
-        if claimed != "UNSIGNED-PAYLOAD" and claimed != hashlib.sha256(body).hexdigest():
-            return web.Response(status=400, body=_MISMATCH, content_type="application/xml")
+        refused = self._refusal(request, body)
+        if refused is not None:
+            return refused
+        # moto neither sees the checksum headers nor answers them: the front is the store's
+        # checksum logic
         headers = {
             k: v
             for k, v in request.headers.items()
@@ -87,20 +140,69 @@ class _SignatureOnlyStore:
             if request.method == "HEAD":  # the object's size, as the store says it
                 back["Content-Length"] = resp.headers.get("Content-Length", "0")
                 return web.Response(status=resp.status, headers=back)
+            if (
+                request.method == "PUT"
+                and resp.status == 200
+                and self.checksums != "ignore"
+                and "x-amz-checksum-sha256" in request.headers
+            ):
+                # the checksum of the object as received (S3: the one sent, since it matched)
+                back["x-amz-checksum-sha256"] = _sha256_b64(body)
+                back["x-amz-checksum-type"] = "FULL_OBJECT"
             return web.Response(status=resp.status, body=answer, headers=back)
 
 
+def _sha256_b64(body: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
+
+
+# the store the front stands for, unless a test asks for another (indirect parametrize)
+_SIGNATURE_ONLY: dict[str, Any] = {"signature": True, "checksums": "ignore"}
+# S3's own check of the sealed bytes' SHA-256, alone: what protects the body where the payload
+# is not signed (botocore leaves it unsigned over https when a checksum goes with it)
+_CHECKSUM_ONLY: dict[str, Any] = {"signature": False, "checksums": "verify"}
+# a store that answers the SHA-256 of what it received, and keeps it, whatever was claimed
+_REPORTS_ONLY: dict[str, Any] = {"signature": False, "checksums": "report"}
+_IDS = ["s3-checks", "store-reports"]
+
+
 @pytest.fixture
-async def front(moto_url: str) -> AsyncIterator[_SignatureOnlyStore]:
+async def front(moto_url: str, request: pytest.FixtureRequest) -> AsyncIterator[_StoreFront]:
     async with aiohttp.ClientSession(auto_decompress=False) as session:
-        made = _SignatureOnlyStore(moto_url)
+        made = _StoreFront(moto_url, **getattr(request, "param", _SIGNATURE_ONLY))
         await made.start(session)
         yield made
         await made.close()
 
 
+async def _put(front: _StoreFront, bucket: str, key: str, data: bytes) -> StoredObject | None:
+    """``data`` as intake uploads a sealed file below the multipart threshold (one PutObject
+    carrying its SHA-256), through the front."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "recording.sealed"
+        path.write_bytes(data)
+        store = S3Store(bucket, endpoint_url=front.url, region="us-east-1")
+        try:
+            return await store.put_file(
+                key,
+                path,
+                sha256="of-the-plaintext",
+                content_type="audio/wav",
+                metadata={},
+                content_sha256=hashlib.sha256(data).hexdigest(),
+            )
+        finally:
+            await store.close()
+
+
+def _kept(moto_url: str, bucket: str, key: str) -> bytes:
+    direct = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
+    body: bytes = direct.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return body
+
+
 async def test_a_recording_altered_on_its_way_to_an_http_store_is_refused_not_kept(
-    front: _SignatureOnlyStore, moto_url: str, bucket: str, tmp_path: Path
+    front: _StoreFront, moto_url: str, bucket: str
 ) -> None:
     """Below the multipart threshold (one PutObject carrying the sealed bytes' SHA-256): the
     bytes the store keeps are the bytes sent, or put_file fails (and intake retries, keeping
@@ -108,45 +210,22 @@ async def test_a_recording_altered_on_its_way_to_an_http_store_is_refused_not_ke
     (the HEAD it then asks checks metadata and size, not content) and delete the only intact
     copy at the platform."""
     data = os.urandom(64 * 1024)
-    path = tmp_path / "recording.sealed"
-    path.write_bytes(data)
-    digest = hashlib.sha256(data).hexdigest()
-    store = S3Store(bucket, endpoint_url=front.url, region="us-east-1")
-    direct = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
-    try:
-        # the front is an ordinary store as long as nothing alters the bytes
-        await store.put_file(
-            "recordings/intact.wav",
-            path,
-            sha256="of-the-plaintext",
-            content_type="audio/wav",
-            metadata={},
-            content_sha256=digest,
-        )
-        kept = direct.get_object(Bucket=bucket, Key="recordings/intact.wav")["Body"].read()
-        assert kept == data
+    # the front is an ordinary store as long as nothing alters the bytes
+    await _put(front, bucket, "recordings/intact.wav", data)
+    assert _kept(moto_url, bucket, "recordings/intact.wav") == data
 
-        front.alter = True
-        try:
-            await store.put_file(
-                "recordings/altered.wav",
-                path,
-                sha256="of-the-plaintext",
-                content_type="audio/wav",
-                metadata={},
-                content_sha256=digest,
-            )
-        except StorageError:
-            return  # refused: nothing is taken as stored
-        kept = direct.get_object(Bucket=bucket, Key="recordings/altered.wav")["Body"].read()
-        assert kept == data, "the PUT succeeded and the store keeps bytes that were not sent"
-    finally:
-        await store.close()
+    front.alter = True
+    try:
+        await _put(front, bucket, "recordings/altered.wav", data)
+    except StorageError:
+        return  # refused: nothing is taken as stored
+    kept = _kept(moto_url, bucket, "recordings/altered.wav")
+    assert kept == data, "the PUT succeeded and the store keeps bytes that were not sent"
 
 
 @pytest.fixture
 async def service_via_front(
-    intake_settings: Settings, front: _SignatureOnlyStore
+    intake_settings: Settings, front: _StoreFront
 ) -> AsyncIterator[Service]:
     svc = Service(replace(intake_settings, s3_endpoint_url=front.url, job_max_attempts=2))
     await svc.start()
@@ -154,9 +233,22 @@ async def service_via_front(
     await svc.stop()
 
 
+@pytest.fixture
+def twilio(http: aiohttp.ClientSession, service_via_front: Service) -> FakeTwilio:
+    """Twilio's requests reach the service that stores through the front, so that the job is
+    made with its settings (two attempts, not twelve)."""
+    return FakeTwilio(
+        http,
+        PUBLIC_URL,
+        account_sid=ACCOUNT_SID,
+        auth_token=AUTH_TOKEN,
+        send_to=service_via_front.base_url,
+    )
+
+
 async def test_a_consented_recording_altered_on_its_way_to_the_store_keeps_twilio_s_copy(
     service_via_front: Service,
-    front: _SignatureOnlyStore,
+    front: _StoreFront,
     twilio: FakeTwilio,
     twilio_media: FakeTwilioMedia,
     db: asyncpg.Connection,
@@ -166,15 +258,7 @@ async def test_a_consented_recording_altered_on_its_way_to_the_store_keeps_twili
     """No consented recording lost: when the store did not get the sealed bytes intact, the
     job does not commit ``stored`` nor delete Twilio's copy, the only intact one."""
     front.alter = True
-    trace = await twilio.place_call("+84901234678", "+842873001234", Caller.parse("stay"))
-    assert trace.recording_started
-    rec_sid, body = new_recording_sid(), wav_bytes(3)
-    twilio_media.add(rec_sid, body)
-    status, _ = await send_recording(twilio, trace.call_sid, rec_sid)
-    assert status == 204
-    await settle(db)
-    rec = await db.fetchrow("SELECT * FROM recordings WHERE external_id = $1", rec_sid)
-    assert rec is not None
+    rec, rec_sid, body = await _record_a_consented_call(twilio, twilio_media, db)
     if rec_sid in twilio_media.recordings:
         return  # Twilio's copy kept: nothing lost
     # Twilio's copy is gone: ours must be the recording
@@ -189,3 +273,82 @@ async def test_a_consented_recording_altered_on_its_way_to_the_store_keeps_twili
             f"committed as stored and Twilio's copy deleted, but the object does not open: {exc!r}"
         ) from None
     assert opened == body
+
+
+async def _record_a_consented_call(
+    twilio: FakeTwilio, twilio_media: FakeTwilioMedia, db: asyncpg.Connection
+) -> tuple[Any, str, bytes]:
+    """A consented call's recording taken in, its jobs run out: its row, sid and body."""
+    trace = await twilio.place_call("+84901234678", "+842873001234", Caller.parse("stay"))
+    assert trace.recording_started
+    rec_sid, body = new_recording_sid(), wav_bytes(3)
+    twilio_media.add(rec_sid, body)
+    status, _ = await send_recording(twilio, trace.call_sid, rec_sid)
+    assert status == 204
+    await settle(db)
+    rec = await db.fetchrow("SELECT * FROM recordings WHERE external_id = $1", rec_sid)
+    assert rec is not None
+    return rec, rec_sid, body
+
+
+def _keys(endpoint: str, bucket: str) -> list[str]:
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    versions = client.list_object_versions(Bucket=bucket)
+    return [v["Key"] for v in versions.get("Versions", []) + versions.get("DeleteMarkers", [])]
+
+
+@pytest.mark.parametrize("front", [_CHECKSUM_ONLY, _REPORTS_ONLY], indirect=True, ids=_IDS)
+async def test_the_store_s_answer_proves_an_intact_upload(
+    front: _StoreFront, moto_url: str, bucket: str
+) -> None:
+    """The control for the tests below: a store that checks or reports the checksum answers
+    the file's own for intact bytes, and put_file takes that answer as the proof (no HEAD)."""
+    data = os.urandom(64 * 1024)
+    proof = await _put(front, bucket, "recordings/intact.wav", data)
+    assert proof is not None, "the store's answer was not taken as the proof"
+    assert (proof.size, proof.sha256, proof.encrypted) == (len(data), "of-the-plaintext", True)
+    assert _kept(moto_url, bucket, "recordings/intact.wav") == data
+
+
+@pytest.mark.parametrize(
+    ("front", "said"),
+    [(_CHECKSUM_ONLY, "S3 BadDigest"), (_REPORTS_ONLY, "other bytes than were sent")],
+    indirect=["front"],
+    ids=_IDS,
+)
+async def test_a_body_the_store_did_not_receive_intact_fails_the_put_and_is_not_kept(
+    front: _StoreFront, said: str, moto_url: str, bucket: str
+) -> None:
+    """With no payload signature to check (the front checks none), the sealed bytes' SHA-256
+    alone fails the upload of a body altered on its way: S3 refuses it (400 BadDigest) and
+    keeps nothing; a store that keeps it and answers its SHA-256 of what it received, not
+    ours, has it taken back, since a retry's HEAD (the metadata and the size, the same) would
+    take it for the recording."""
+    front.alter = True
+    with pytest.raises(StorageError, match=said):
+        await _put(front, bucket, "recordings/altered.wav", os.urandom(64 * 1024))
+    assert _keys(moto_url, bucket) == []
+
+
+@pytest.mark.parametrize("front", [_CHECKSUM_ONLY, _REPORTS_ONLY], indirect=True, ids=_IDS)
+async def test_a_recording_the_store_did_not_receive_intact_is_not_stored_and_twilio_keeps_it(
+    service_via_front: Service,
+    front: _StoreFront,
+    twilio: FakeTwilio,
+    twilio_media: FakeTwilioMedia,
+    db: asyncpg.Connection,
+    moto_url: str,
+    bucket: str,
+) -> None:
+    """No consented recording lost, whether the store refuses the altered body (S3's
+    BadDigest) or keeps it and answers its checksum: intake does not commit ``stored``, nor
+    delete Twilio's copy, the only intact one, on any attempt."""
+    front.alter = True
+    rec, rec_sid, _ = await _record_a_consented_call(twilio, twilio_media, db)
+    assert rec["state"] != "stored"
+    assert rec_sid in twilio_media.recordings, "Twilio's copy was deleted"
+    assert _keys(moto_url, bucket) == []
+    # every attempt failed on the upload (the second, too: it found nothing to take as stored)
+    errors = await db.fetch("SELECT attempts, last_error FROM jobs WHERE state = 'dead'")
+    said = "BadDigest" if front.checksums == "verify" else "other bytes than were sent"
+    assert [(e["attempts"], said in e["last_error"]) for e in errors] == [(2, True)], errors

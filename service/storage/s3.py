@@ -146,7 +146,8 @@ class S3Store:
         """One PutObject with the file's SHA-256 for the store to check (it refuses the
         request with BadDigest if the bytes it received differ): what it answers proves what it
         holds, as a HEAD would. None: stored, but unproven (an S3-compatible service that does
-        not echo the checksum or the encryption): HEAD it. _MULTIPART: too large for one request."""
+        not answer the checksum or the encryption): HEAD it. _MULTIPART: too large for one
+        request. A checksum answered that is not the file's: :class:`StorageError`."""
         checksum = base64.b64encode(bytes.fromhex(content_sha256)).decode("ascii")
         with path.open("rb") as body:
             size = os.fstat(body.fileno()).st_size
@@ -161,7 +162,18 @@ class S3Store:
                 ChecksumSHA256=checksum,
                 **extra,
             )
-        if resp.get("ChecksumSHA256") != checksum or not resp.get("ServerSideEncryption"):
+        answered = resp.get("ChecksumSHA256")
+        if answered is not None and answered != checksum:
+            # The store's SHA-256 of what it received is not the file's: it holds other bytes
+            # (a store that reports the checksum but does not refuse a mismatch, as S3 does).
+            # Taken back, so that a retry's HEAD, which sees the metadata and the size but not
+            # the content, does not find it and take it as stored.
+            self._delete_version(key, resp.get("VersionId"))
+            raise StorageError(
+                f"the store received other bytes than were sent for {key}: its SHA-256 "
+                f"{answered}, ours {checksum}"
+            )
+        if answered is None or not resp.get("ServerSideEncryption"):
             return None
         return StoredObject(
             key,
@@ -172,6 +184,12 @@ class S3Store:
             metadata={k.lower(): v for k, v in extra["Metadata"].items()},
             version=resp.get("VersionId"),
         )
+
+    def _delete_version(self, key: str, version: str | None) -> None:
+        if version is None:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        else:
+            self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version)
 
     def _head(self, key: str) -> StoredObject | None:
         try:
