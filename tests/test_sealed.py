@@ -137,6 +137,41 @@ def test_a_download_sealed_as_it_is_written_is_what_seal_file_makes_of_it(
     assert made.sha256 == hashlib.sha256(blob).hexdigest()
 
 
+async def test_a_download_s_sealing_writes_run_in_the_sealing_pool_a_plain_file_s_do_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sealing as a download is written is CPU work like sealing a whole file: its pieces run
+    in the bounded ``sealed.EXECUTOR``, not the loop's default executor; a plain file's
+    (a transcoded download, a PBX upload) stay in the default one."""
+    import threading
+
+    from service.platforms import pieces
+
+    threads: list[str] = []
+    write = pieces._hash_and_write
+
+    def noting(*args: Any) -> None:
+        threads.append(threading.current_thread().name)
+        write(*args)
+
+    monkeypatch.setattr(pieces, "_hash_and_write", noting)
+    data = os.urandom(pieces.WRITE_BYTES + 5)
+    sink = sealed.SealingFile(KEY, tmp_path / "sealed", AAD)
+    try:
+        writer = pieces.Pieces(sink)
+        await writer.add(data[: pieces.WRITE_BYTES])  # a whole piece: written now
+        await writer.add(data[pieces.WRITE_BYTES :])
+        await writer.flush()
+        sink.finish()
+    finally:
+        sink.abandon()
+    assert _tink_open((tmp_path / "sealed").read_bytes()) == data
+    with (tmp_path / "plain").open("wb") as out:
+        plain = pieces.Pieces(out)
+        await plain.add(data)
+    assert [name.rpartition("_")[0] for name in threads] == ["seal", "seal", "asyncio"]
+
+
 def test_an_abandoned_sealing_file_is_refused_not_read_short(tmp_path: Path) -> None:
     """A download that failed part way leaves its sealed file unfinished: the last segment
     is never sealed, so what is there does not open as a (shorter) recording."""

@@ -240,7 +240,9 @@ async def _store(
                     sid, tmp / f"media.{fetch}.sealed", fetch, opener=sealing
                 )
                 if sink is not None:
-                    made = await asyncio.to_thread(sink.finish)
+                    made = await asyncio.get_running_loop().run_in_executor(
+                        sink.executor, sink.finish
+                    )
         except BaseException:
             issuing.cancel()
             await asyncio.wait({issuing})

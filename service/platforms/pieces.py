@@ -4,12 +4,18 @@ off the event loop in pieces of :data:`WRITE_BYTES` and hashed in the same threa
 The loop only collects the chunks as received: copying them into one buffer on the loop (and
 copying that again to hand it over) costs two copies of every byte under the GIL, and hashing a
 recording is milliseconds per MiB the loop owes every other task. Each piece is awaited before
-the next is handed over, so the bytes reach the file, and the hash, in order."""
+the next is handed over, so the bytes reach the file, and the hash, in order.
+
+A file that names an ``executor`` (:class:`service.storage.sealed.SealingFile`: its writes are
+AES-GCM sealing, CPU work like sealing a whole file) is written in that bounded pool; a plain
+file in the loop's default executor."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+from concurrent.futures import Executor
 from typing import Any
 
 from service.platforms.port import Writable
@@ -32,6 +38,7 @@ class Pieces:
         self.digest = hashlib.sha256()
         self._pending: list[bytes] = []
         self._held = 0
+        self._executor: Executor | None = getattr(out, "executor", None)
 
     async def add(self, chunk: bytes) -> None:
         self._pending.append(chunk)
@@ -42,4 +49,6 @@ class Pieces:
     async def flush(self) -> None:
         if self._pending:
             pending, self._pending, self._held = self._pending, [], 0
-            await asyncio.to_thread(_hash_and_write, self.digest, self.out, pending)
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, functools.partial(_hash_and_write, self.digest, self.out, pending)
+            )

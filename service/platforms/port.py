@@ -80,8 +80,8 @@ class Downloaded:
 
 class Writable(Protocol):
     """Where a download's bytes go, in order: a file opened for writing, or one that seals
-    what it is given (:class:`service.storage.sealed.SealingFile`). Written off the event loop,
-    closed on it."""
+    what it is given (:class:`service.storage.sealed.SealingFile`). Written off the event loop
+    (in the pool its ``executor`` attribute names, if it has one), closed on it."""
 
     def write(self, data: bytes, /) -> int: ...
 

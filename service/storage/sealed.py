@@ -42,10 +42,10 @@ import io
 import os
 import shutil
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 import tink  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives import hashes
@@ -168,6 +168,13 @@ class SealingFile:
     too: :meth:`finish` (blocking: seals the last segment) ends it once the download has
     succeeded, and :meth:`abandon` closes the file without ending it (idempotent; then the file
     is a truncated sealed object, which fails authentication and is deleted with its folder)."""
+
+    # Where its writes and :meth:`finish` run (:class:`service.platforms.pieces.Pieces` looks
+    # for it): sealing is CPU work, in the pool bounded for it, so that a burst of downloads
+    # does not take every thread of the loop's default executor. Nothing run in EXECUTOR waits
+    # on another task, the loop or another pool (it seals, opens or hashes files), and a writer
+    # awaits its piece on the loop, holding no thread: queueing, no deadlock.
+    executor: ClassVar[Executor] = EXECUTOR
 
     def __init__(self, keyset: bytes, dst: Path, aad: bytes) -> None:
         self.path = dst
