@@ -289,6 +289,90 @@ class Waits:
         return f"    replica's active sessions per sample ({self.samples} samples): {seen}"
 
 
+class WalMeter:
+    """The WAL written over a phase (PostgreSQL 18): its bytes by LSN (exact), the server's
+    ``pg_stat_wal`` (records, full-page images, bytes, buffers full) and ``pg_stat_io``'s WAL
+    writes and fsyncs, and each session's own (``pg_stat_get_backend_wal``, by
+    ``application_name``): how much of it the worker's intake and purge write, how much of that
+    is full-page images, and how many flushes the web replica's commits wait behind. (Backends
+    report their counters at most once a second: the by-source figures are approximate.)"""
+
+    _LSN = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
+    _WAL = "SELECT wal_records, wal_fpi, wal_bytes::bigint, wal_buffers_full FROM pg_stat_wal"
+    _IO = (
+        "SELECT coalesce(sum(writes), 0)::bigint AS writes,"
+        " coalesce(sum(fsyncs), 0)::bigint AS fsyncs FROM pg_stat_io WHERE object = 'wal'"
+    )
+    _BY_SESSION = (
+        "SELECT a.pid, CASE WHEN a.backend_type <> 'client backend' THEN a.backend_type"
+        " WHEN a.application_name LIKE 'callvault%' THEN a.application_name"
+        " ELSE 'bench' END AS who, coalesce(w.wal_records, 0) AS wal_records,"
+        " coalesce(w.wal_fpi, 0) AS wal_fpi, coalesce(w.wal_bytes, 0)::bigint AS wal_bytes"
+        " FROM pg_stat_activity a, pg_stat_get_backend_wal(a.pid) w"
+    )
+
+    def __init__(self) -> None:
+        self.start: dict[str, object] = {}
+
+    @classmethod
+    async def snapshot(cls, conn: asyncpg.Connection) -> dict[str, object]:
+        with contextlib.suppress(asyncpg.PostgresError):
+            await conn.execute("SELECT pg_stat_force_next_flush()")
+        sessions = {
+            r["pid"]: (r["who"], r["wal_records"], r["wal_fpi"], r["wal_bytes"])
+            for r in await conn.fetch(cls._BY_SESSION)
+        }
+        return {
+            "lsn": await conn.fetchval(cls._LSN),
+            "wal": dict(await conn.fetchrow(cls._WAL) or {}),
+            "io": dict(await conn.fetchrow(cls._IO) or {}),
+            "sessions": sessions,
+        }
+
+    async def begin(self, conn: asyncpg.Connection) -> None:
+        try:
+            self.start = await self.snapshot(conn)
+        except asyncpg.PostgresError:  # before PostgreSQL 18: no per-session WAL
+            self.start = {}
+
+    async def end(self, conn: asyncpg.Connection, seconds: float) -> str:
+        if not self.start:
+            return "    WAL: (needs PostgreSQL 18)"
+        end = await self.snapshot(conn)
+        lsn0, lsn1 = self.start["lsn"], end["lsn"]
+        assert isinstance(lsn0, int) and isinstance(lsn1, int)
+        written = lsn1 - lsn0
+        w0, w1 = self.start["wal"], end["wal"]
+        io0, io1 = self.start["io"], end["io"]
+        assert isinstance(w0, dict) and isinstance(w1, dict)
+        assert isinstance(io0, dict) and isinstance(io1, dict)
+        d = {k: w1[k] - w0[k] for k in w1}
+        fpi_share = f"{d['wal_fpi'] / d['wal_records']:.1%}" if d["wal_records"] else "-"
+        lines = [
+            f"    WAL: {written / 1e6:.1f} MB by LSN ({written / 1e6 / seconds:.2f} MB/s);"
+            f" pg_stat_wal: {d['wal_records']} records, {d['wal_fpi']} full-page images"
+            f" ({fpi_share} of records), {d['wal_bytes'] / 1e6:.1f} MB,"
+            f" {d['wal_buffers_full']} buffers full; pg_stat_io WAL: "
+            f"{io1['writes'] - io0['writes']} writes, {io1['fsyncs'] - io0['fsyncs']} fsyncs"
+        ]
+        s0, s1 = self.start["sessions"], end["sessions"]
+        assert isinstance(s0, dict) and isinstance(s1, dict)
+        by: dict[str, list[int]] = {}
+        for pid, (who, rec, fpi, nbytes) in s1.items():
+            _, rec0, fpi0, bytes0 = s0.get(pid, (who, 0, 0, 0))
+            acc = by.setdefault(who, [0, 0, 0])
+            acc[0] += rec - rec0
+            acc[1] += fpi - fpi0
+            acc[2] += nbytes - bytes0
+        for who, (rec, fpi, nbytes) in sorted(by.items(), key=lambda kv: -kv[1][2]):
+            if rec:
+                lines.append(
+                    f"      {who:<40} {nbytes / 1e6:8.1f} MB {rec:8d} records"
+                    f" {fpi:7d} FPI ({fpi / rec:.1%})"
+                )
+        return "\n".join(lines)
+
+
 @dataclass
 class Measured:
     idle: Phase
@@ -304,12 +388,15 @@ async def run_phase(
     gen = await Generator.start(base, public, machine)
     waits = machine.waits()
     before = await machine.cpu(conn)
+    wal = WalMeter()
+    await wal.begin(conn)
     waits.start()
     await gen.go(seconds)
     phase = await gen.result()
     after = await machine.cpu(conn)
+    walled = await wal.end(conn, phase.seconds)
     table = cpu_table(before, after, phase.seconds, phase.generator_cpu_s)
-    return phase, table + "\n" + await waits.stop()
+    return phase, table + "\n" + await waits.stop() + "\n" + walled
 
 
 async def seed_purge(conn: asyncpg.Connection, prefix: str) -> None:
@@ -357,6 +444,8 @@ async def loaded_phase(
     gen = await Generator.start(cv, public, machine)
     waits = machine.waits()
     before = await machine.cpu(conn)
+    wal = WalMeter()
+    await wal.begin(conn)
     waits.start()
     # the background work starts, then the load at once (within milliseconds: the requests are
     # signed already); the work lasts many seconds
@@ -395,7 +484,7 @@ async def loaded_phase(
         raise RuntimeError(f"intake and purge unfinished after {BUSY_LIMIT_S:.0f} s")
     busy_s = time.perf_counter() - started
     after = await machine.cpu(conn)
-    waited = await waits.stop()
+    waited = await waits.stop() + "\n" + await wal.end(conn, busy_s)
     sizes = await conn.fetch(
         "SELECT size_bytes FROM recordings WHERE external_id = ANY($1)", recordings
     )
