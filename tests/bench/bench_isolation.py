@@ -196,6 +196,16 @@ class Phase:
         return statistics.quantiles(self.latencies, n=100)[98] * 1000
 
 
+def timeline(phase: Phase) -> str:
+    """The slowest request of each second of the phase (its requests in the order they ended,
+    ``RATE`` a second), in ms: tells a tail spread over the phase from one stall."""
+    per = max(int(RATE), 1)
+    worst = [max(phase.latencies[i : i + per]) * 1000 for i in range(0, len(phase.latencies), per)]
+    return "  slowest request of each second while loaded (ms): " + " ".join(
+        f"{w:.0f}" for w in worst
+    )
+
+
 class Generator:
     """The open-loop load process, signed for ``public`` and aimed at ``base``."""
 
@@ -577,7 +587,8 @@ async def run(db_url: str) -> None:
                     f"{loaded.p99_ms:.1f} ms ({len(loaded.latencies)} requests in "
                     f"{m.busy_s:.1f} s), errors {idle.errors} + {loaded.errors}\n"
                     f"  CPU while idle ({idle.seconds:.1f} s):\n{m.idle_cpu}\n"
-                    f"  CPU while loaded ({m.busy_s:.1f} s):\n{m.loaded_cpu}",
+                    f"  CPU while loaded ({m.busy_s:.1f} s):\n{m.loaded_cpu}\n"
+                    f"{timeline(loaded)}",
                     flush=True,
                 )
                 name = "all-in-one" if layout == "all" else "web + worker"
