@@ -84,6 +84,9 @@ BUSY_LIMIT_S = 280.0  # the intakes and the purge must be done by then (the load
 # ISOLATION_LAYOUTS=all to measure only the all-in-one replica
 LAYOUTS = os.environ.get("ISOLATION_LAYOUTS", "all,split").split(",")
 PLACEMENTS = os.environ.get("ISOLATION_PLACEMENTS", "shared,remote,pods-db,pods").split(",")
+# ISOLATION_CHECKPOINT=1: a checkpoint as the loaded phase starts (as one every
+# checkpoint_timeout would, in production), so the purge's WAL carries its full-page images
+CHECKPOINT = os.environ.get("ISOLATION_CHECKPOINT") == "1"
 PLACEMENT_NAMES = {
     "shared": "all processes sharing both cores",
     "remote": "S3 and Twilio stand-ins at nice 19, S3's objects and the spool on tmpfs",
@@ -317,7 +320,9 @@ class WalMeter:
         "SELECT a.pid, CASE WHEN a.backend_type <> 'client backend' THEN a.backend_type"
         " WHEN a.application_name LIKE 'callvault%' THEN a.application_name"
         " ELSE 'bench' END AS who, coalesce(w.wal_records, 0) AS wal_records,"
-        " coalesce(w.wal_fpi, 0) AS wal_fpi, coalesce(w.wal_bytes, 0)::bigint AS wal_bytes"
+        " coalesce(w.wal_fpi, 0) AS wal_fpi, coalesce(w.wal_bytes, 0)::bigint AS wal_bytes,"
+        " (SELECT coalesce(sum(i.fsyncs), 0)::bigint FROM pg_stat_get_backend_io(a.pid) i"
+        "  WHERE i.object = 'wal') AS wal_fsyncs"
         " FROM pg_stat_activity a, pg_stat_get_backend_wal(a.pid) w"
     )
 
@@ -329,7 +334,7 @@ class WalMeter:
         with contextlib.suppress(asyncpg.PostgresError):
             await conn.execute("SELECT pg_stat_force_next_flush()")
         sessions = {
-            r["pid"]: (r["who"], r["wal_records"], r["wal_fpi"], r["wal_bytes"])
+            r["pid"]: (r["who"], r["wal_records"], r["wal_fpi"], r["wal_bytes"], r["wal_fsyncs"])
             for r in await conn.fetch(cls._BY_SESSION)
         }
         return {
@@ -368,17 +373,16 @@ class WalMeter:
         s0, s1 = self.start["sessions"], end["sessions"]
         assert isinstance(s0, dict) and isinstance(s1, dict)
         by: dict[str, list[int]] = {}
-        for pid, (who, rec, fpi, nbytes) in s1.items():
-            _, rec0, fpi0, bytes0 = s0.get(pid, (who, 0, 0, 0))
-            acc = by.setdefault(who, [0, 0, 0])
-            acc[0] += rec - rec0
-            acc[1] += fpi - fpi0
-            acc[2] += nbytes - bytes0
-        for who, (rec, fpi, nbytes) in sorted(by.items(), key=lambda kv: -kv[1][2]):
-            if rec:
+        for pid, (who, *counts) in s1.items():
+            _, *counts0 = s0.get(pid, (who, 0, 0, 0, 0))
+            acc = by.setdefault(who, [0, 0, 0, 0])
+            for i, (now, then) in enumerate(zip(counts, counts0, strict=True)):
+                acc[i] += now - then
+        for who, (rec, fpi, nbytes, fsyncs) in sorted(by.items(), key=lambda kv: -kv[1][2]):
+            if rec or fsyncs:
                 lines.append(
                     f"      {who:<40} {nbytes / 1e6:8.1f} MB {rec:8d} records"
-                    f" {fpi:7d} FPI ({fpi / rec:.1%})"
+                    f" {fpi:7d} FPI ({fpi / max(rec, 1):.1%}) {fsyncs:6d} WAL fsyncs"
                 )
         return "\n".join(lines)
 
@@ -477,6 +481,8 @@ async def loaded_phase(
         " WHERE external_id LIKE $1 AND state = 'stored'",
         "R" + prefix + "%",
     )
+    if CHECKPOINT:  # the purge's first touch of each page since: a full-page image
+        await conn.execute("CHECKPOINT")
     await gen.go()
     while time.perf_counter() - started < BUSY_LIMIT_S:
         stored = await conn.fetchval(
