@@ -484,6 +484,7 @@ async def loaded_phase(
     if CHECKPOINT:  # the purge's first touch of each page since: a full-page image
         await conn.execute("CHECKPOINT")
     await gen.go()
+    done_at: dict[str, float] = {}  # seconds into the load when each part was seen finished
     while time.perf_counter() - started < BUSY_LIMIT_S:
         stored = await conn.fetchval(
             "SELECT count(*) FROM recordings WHERE external_id = ANY($1) AND state = 'stored'",
@@ -493,6 +494,9 @@ async def loaded_phase(
             "SELECT count(*) FROM recordings WHERE external_id LIKE $1 AND state = 'stored'",
             "R" + prefix + "%",
         )
+        for part, finished in (("intakes", stored == INTAKES), ("purge", left == 0)):
+            if finished:
+                done_at.setdefault(part, time.perf_counter() - gen.started)
         if stored == INTAKES and left == 0:
             break
         await asyncio.sleep(0.5)  # (each poll is a scan of the 20,000: not too often)
@@ -501,6 +505,9 @@ async def loaded_phase(
     busy_s = time.perf_counter() - started
     after = await machine.cpu(conn)
     waited = await waits.stop() + "\n" + await wal.end(conn, busy_s)
+    waited += "\n    finished, seconds into the load (to 0.5 s): " + ", ".join(
+        f"{part} {at:.1f}" for part, at in sorted(done_at.items(), key=lambda kv: kv[1])
+    )
     sizes = await conn.fetch(
         "SELECT size_bytes FROM recordings WHERE external_id = ANY($1)", recordings
     )
