@@ -225,6 +225,46 @@ async def test_a_batch_whose_commit_fails_counts_nothing_and_logs_no_row_values(
     assert "row-value" not in caplog.text and "row-value" not in repr(vars(logged))
 
 
+async def test_a_lost_commit_after_the_objects_went_is_redone_by_the_next_pass(
+    db: Conn, pool: Any, store: S3Store, tmp_path: Path, moto_url: str, versioned: str
+) -> None:
+    """A batch's commit that never reaches the disk (the database crashes after
+    ``DeleteObjects``, before the commit record is flushed) leaves its objects gone and its rows
+    as they were: ``stored``, expired, their keys whole, no ledger event. Here the commit fails
+    instead (a deferred trigger raising the crash's SQLSTATE), which leaves exactly that. The
+    next pass takes the rows again: deleting objects already gone succeeds, the keys are
+    shredded, and each call's ledger gets its ``key_destroyed`` and ``purged`` once, in order."""
+    recs = [await seed_recording(db, store, VAULT, tmp_path, sealed=True) for _ in range(3)]
+    ids = [r["recording_id"] for r in recs]
+    await db.execute(
+        """
+        CREATE FUNCTION lose_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'commit lost' USING ERRCODE = '57P02'; END $$;
+        CREATE CONSTRAINT TRIGGER lose_commit AFTER UPDATE ON recordings
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION lose_commit();
+        """
+    )
+    with pytest.raises(asyncpg.exceptions.CrashShutdownError):  # an outage: the pass stops
+        await purge_once(pool, store)
+    assert await objects(moto_url, versioned) == []  # the store did its part
+    for rec in recs:
+        assert await _state(db, rec) == "stored"
+        assert [e.type for e in await ledger.events_of(db, rec["call_id"])][-1] != "purged"
+    assert await recording_keys.shredded_among(db, ids) == set()
+    await db.execute("DROP TRIGGER lose_commit ON recordings; DROP FUNCTION lose_commit()")
+
+    report = await purge_once(pool, store)
+    assert (report.batch_errors, report.purged, report.failed) == (0, 3, {})
+    assert await recording_keys.shredded_among(db, ids) == set(ids)
+    for rec in recs:
+        assert await _state(db, rec) == "purged"
+        types = [e.type for e in await ledger.events_of(db, rec["call_id"])]
+        assert types.count("key_destroyed") == types.count("purged") == 1
+        assert types[-2:] == ["key_destroyed", "purged"]
+    assert (await purge_once(pool, store)).purged == 0
+    assert (await ledger.verify(db)).ok
+
+
 class _CutsTheDatabase(S3Store):
     """A store whose first ``DeleteObjects`` call comes as the database goes away."""
 

@@ -84,6 +84,9 @@ BUSY_LIMIT_S = 280.0  # the intakes and the purge must be done by then (the load
 # ISOLATION_LAYOUTS=all to measure only the all-in-one replica
 LAYOUTS = os.environ.get("ISOLATION_LAYOUTS", "all,split").split(",")
 PLACEMENTS = os.environ.get("ISOLATION_PLACEMENTS", "shared,remote,pods-db,pods").split(",")
+# ISOLATION_CHECKPOINT=1: a checkpoint as the loaded phase starts (as one every
+# checkpoint_timeout would, in production), so the purge's WAL carries its full-page images
+CHECKPOINT = os.environ.get("ISOLATION_CHECKPOINT") == "1"
 PLACEMENT_NAMES = {
     "shared": "all processes sharing both cores",
     "remote": "S3 and Twilio stand-ins at nice 19, S3's objects and the spool on tmpfs",
@@ -196,6 +199,16 @@ class Phase:
         return statistics.quantiles(self.latencies, n=100)[98] * 1000
 
 
+def timeline(phase: Phase) -> str:
+    """The slowest request of each second of the phase (its requests in the order they ended,
+    ``RATE`` a second), in ms: tells a tail spread over the phase from one stall."""
+    per = max(int(RATE), 1)
+    worst = [max(phase.latencies[i : i + per]) * 1000 for i in range(0, len(phase.latencies), per)]
+    return "  slowest request of each second while loaded (ms): " + " ".join(
+        f"{w:.0f}" for w in worst
+    )
+
+
 class Generator:
     """The open-loop load process, signed for ``public`` and aimed at ``base``."""
 
@@ -289,6 +302,91 @@ class Waits:
         return f"    replica's active sessions per sample ({self.samples} samples): {seen}"
 
 
+class WalMeter:
+    """The WAL written over a phase (PostgreSQL 18): its bytes by LSN (exact), the server's
+    ``pg_stat_wal`` (records, full-page images, bytes, buffers full) and ``pg_stat_io``'s WAL
+    writes and fsyncs, and each session's own (``pg_stat_get_backend_wal``, by
+    ``application_name``): how much of it the worker's intake and purge write, how much of that
+    is full-page images, and how many flushes the web replica's commits wait behind. (Backends
+    report their counters at most once a second: the by-source figures are approximate.)"""
+
+    _LSN = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
+    _WAL = "SELECT wal_records, wal_fpi, wal_bytes::bigint, wal_buffers_full FROM pg_stat_wal"
+    _IO = (
+        "SELECT coalesce(sum(writes), 0)::bigint AS writes,"
+        " coalesce(sum(fsyncs), 0)::bigint AS fsyncs FROM pg_stat_io WHERE object = 'wal'"
+    )
+    _BY_SESSION = (
+        "SELECT a.pid, CASE WHEN a.backend_type <> 'client backend' THEN a.backend_type"
+        " WHEN a.application_name LIKE 'callvault%' THEN a.application_name"
+        " ELSE 'bench' END AS who, coalesce(w.wal_records, 0) AS wal_records,"
+        " coalesce(w.wal_fpi, 0) AS wal_fpi, coalesce(w.wal_bytes, 0)::bigint AS wal_bytes,"
+        " (SELECT coalesce(sum(i.fsyncs), 0)::bigint FROM pg_stat_get_backend_io(a.pid) i"
+        "  WHERE i.object = 'wal') AS wal_fsyncs"
+        " FROM pg_stat_activity a, pg_stat_get_backend_wal(a.pid) w"
+    )
+
+    def __init__(self) -> None:
+        self.start: dict[str, object] = {}
+
+    @classmethod
+    async def snapshot(cls, conn: asyncpg.Connection) -> dict[str, object]:
+        with contextlib.suppress(asyncpg.PostgresError):
+            await conn.execute("SELECT pg_stat_force_next_flush()")
+        sessions = {
+            r["pid"]: (r["who"], r["wal_records"], r["wal_fpi"], r["wal_bytes"], r["wal_fsyncs"])
+            for r in await conn.fetch(cls._BY_SESSION)
+        }
+        return {
+            "lsn": await conn.fetchval(cls._LSN),
+            "wal": dict(await conn.fetchrow(cls._WAL) or {}),
+            "io": dict(await conn.fetchrow(cls._IO) or {}),
+            "sessions": sessions,
+        }
+
+    async def begin(self, conn: asyncpg.Connection) -> None:
+        try:
+            self.start = await self.snapshot(conn)
+        except asyncpg.PostgresError:  # before PostgreSQL 18: no per-session WAL
+            self.start = {}
+
+    async def end(self, conn: asyncpg.Connection, seconds: float) -> str:
+        if not self.start:
+            return "    WAL: (needs PostgreSQL 18)"
+        end = await self.snapshot(conn)
+        lsn0, lsn1 = self.start["lsn"], end["lsn"]
+        assert isinstance(lsn0, int) and isinstance(lsn1, int)
+        written = lsn1 - lsn0
+        w0, w1 = self.start["wal"], end["wal"]
+        io0, io1 = self.start["io"], end["io"]
+        assert isinstance(w0, dict) and isinstance(w1, dict)
+        assert isinstance(io0, dict) and isinstance(io1, dict)
+        d = {k: w1[k] - w0[k] for k in w1}
+        fpi_share = f"{d['wal_fpi'] / d['wal_records']:.1%}" if d["wal_records"] else "-"
+        lines = [
+            f"    WAL: {written / 1e6:.1f} MB by LSN ({written / 1e6 / seconds:.2f} MB/s);"
+            f" pg_stat_wal: {d['wal_records']} records, {d['wal_fpi']} full-page images"
+            f" ({fpi_share} of records), {d['wal_bytes'] / 1e6:.1f} MB,"
+            f" {d['wal_buffers_full']} buffers full; pg_stat_io WAL: "
+            f"{io1['writes'] - io0['writes']} writes, {io1['fsyncs'] - io0['fsyncs']} fsyncs"
+        ]
+        s0, s1 = self.start["sessions"], end["sessions"]
+        assert isinstance(s0, dict) and isinstance(s1, dict)
+        by: dict[str, list[int]] = {}
+        for pid, (who, *counts) in s1.items():
+            _, *counts0 = s0.get(pid, (who, 0, 0, 0, 0))
+            acc = by.setdefault(who, [0, 0, 0, 0])
+            for i, (now, then) in enumerate(zip(counts, counts0, strict=True)):
+                acc[i] += now - then
+        for who, (rec, fpi, nbytes, fsyncs) in sorted(by.items(), key=lambda kv: -kv[1][2]):
+            if rec or fsyncs:
+                lines.append(
+                    f"      {who:<40} {nbytes / 1e6:8.1f} MB {rec:8d} records"
+                    f" {fpi:7d} FPI ({fpi / max(rec, 1):.1%}) {fsyncs:6d} WAL fsyncs"
+                )
+        return "\n".join(lines)
+
+
 @dataclass
 class Measured:
     idle: Phase
@@ -304,12 +402,15 @@ async def run_phase(
     gen = await Generator.start(base, public, machine)
     waits = machine.waits()
     before = await machine.cpu(conn)
+    wal = WalMeter()
+    await wal.begin(conn)
     waits.start()
     await gen.go(seconds)
     phase = await gen.result()
     after = await machine.cpu(conn)
+    walled = await wal.end(conn, phase.seconds)
     table = cpu_table(before, after, phase.seconds, phase.generator_cpu_s)
-    return phase, table + "\n" + await waits.stop()
+    return phase, table + "\n" + await waits.stop() + "\n" + walled
 
 
 async def seed_purge(conn: asyncpg.Connection, prefix: str) -> None:
@@ -357,6 +458,8 @@ async def loaded_phase(
     gen = await Generator.start(cv, public, machine)
     waits = machine.waits()
     before = await machine.cpu(conn)
+    wal = WalMeter()
+    await wal.begin(conn)
     waits.start()
     # the background work starts, then the load at once (within milliseconds: the requests are
     # signed already); the work lasts many seconds
@@ -378,7 +481,10 @@ async def loaded_phase(
         " WHERE external_id LIKE $1 AND state = 'stored'",
         "R" + prefix + "%",
     )
+    if CHECKPOINT:  # the purge's first touch of each page since: a full-page image
+        await conn.execute("CHECKPOINT")
     await gen.go()
+    done_at: dict[str, float] = {}  # seconds into the load when each part was seen finished
     while time.perf_counter() - started < BUSY_LIMIT_S:
         stored = await conn.fetchval(
             "SELECT count(*) FROM recordings WHERE external_id = ANY($1) AND state = 'stored'",
@@ -388,6 +494,9 @@ async def loaded_phase(
             "SELECT count(*) FROM recordings WHERE external_id LIKE $1 AND state = 'stored'",
             "R" + prefix + "%",
         )
+        for part, finished in (("intakes", stored == INTAKES), ("purge", left == 0)):
+            if finished:
+                done_at.setdefault(part, time.perf_counter() - gen.started)
         if stored == INTAKES and left == 0:
             break
         await asyncio.sleep(0.5)  # (each poll is a scan of the 20,000: not too often)
@@ -395,7 +504,10 @@ async def loaded_phase(
         raise RuntimeError(f"intake and purge unfinished after {BUSY_LIMIT_S:.0f} s")
     busy_s = time.perf_counter() - started
     after = await machine.cpu(conn)
-    waited = await waits.stop()
+    waited = await waits.stop() + "\n" + await wal.end(conn, busy_s)
+    waited += "\n    finished, seconds into the load (to 0.5 s): " + ", ".join(
+        f"{part} {at:.1f}" for part, at in sorted(done_at.items(), key=lambda kv: kv[1])
+    )
     sizes = await conn.fetch(
         "SELECT size_bytes FROM recordings WHERE external_id = ANY($1)", recordings
     )
@@ -488,7 +600,8 @@ async def run(db_url: str) -> None:
                     f"{loaded.p99_ms:.1f} ms ({len(loaded.latencies)} requests in "
                     f"{m.busy_s:.1f} s), errors {idle.errors} + {loaded.errors}\n"
                     f"  CPU while idle ({idle.seconds:.1f} s):\n{m.idle_cpu}\n"
-                    f"  CPU while loaded ({m.busy_s:.1f} s):\n{m.loaded_cpu}",
+                    f"  CPU while loaded ({m.busy_s:.1f} s):\n{m.loaded_cpu}\n"
+                    f"{timeline(loaded)}",
                     flush=True,
                 )
                 name = "all-in-one" if layout == "all" else "web + worker"
