@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -20,6 +21,7 @@ import asyncpg
 from service import ledger
 from service.config import Policy
 from service.db import Conn, queries, tenancy
+from service.db.pool import JsonText
 from service.ledger import NewEvent
 from service.notices.library import Notice, PromptLibrary
 from service.personal.numbers import PhoneVault, mask_phone, normalise_phone
@@ -112,6 +114,24 @@ def _policy(items: tuple[tuple[str, Any], ...]) -> Policy:
     return Policy(**dict(items))
 
 
+_POLICY_JSON: dict[int, tuple[Policy, JsonText]] = {}
+
+
+def _policy_json(policy: Policy) -> JsonText:
+    """``policy.as_json()`` as the jsonb codec would write it, once per policy object (the
+    in-process policy cache hands out the same few) rather than once per call. Keyed by
+    identity, not equality: equal policies whose fields differ in type (8 and 8.0) would write
+    different JSON. An entry holds its policy, so the id is not reused while it is kept."""
+    entry = _POLICY_JSON.get(id(policy))
+    if entry is not None and entry[0] is policy:
+        return entry[1]
+    if len(_POLICY_JSON) >= 256:
+        _POLICY_JSON.clear()
+    text = JsonText(json.dumps(policy.as_json()))
+    _POLICY_JSON[id(policy)] = (policy, text)
+    return text
+
+
 def _state(row: asyncpg.Record) -> CallState:
     raw: dict[str, Any] = row["policy"]
     try:
@@ -143,6 +163,21 @@ Heard = Callable[[Notice], Mapping[str, Any]]
 def _played(notice: Notice, attempt: int, heard: Heard | None) -> dict[str, Any]:
     details = notice.ledger_details(attempt)
     return details if heard is None else {**details, **heard(notice)}
+
+
+# the two ways a call is not asked, as the second event of every call that is not
+_NOT_ASKED = tuple(
+    ledger.opening_piece(NewEvent("not_asked", {"reason": reason}, dedupe_key="outcome"), 2)
+    for reason in ("do_not_record_list", "policy_never_record")
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _first_notice(notice: Notice) -> ledger.Piece:
+    """The first ``notice_played`` of a call, the same for every call hearing ``notice``."""
+    return ledger.opening_piece(
+        NewEvent("notice_played", _played(notice, 1, None), dedupe_key="notice_played:1"), 2
+    )
 
 
 async def start_call(
@@ -178,20 +213,17 @@ async def start_call(
         dedupe_key="call_started",
     )
     # every second event the outcome may call for, the database picks (never_record: never
-    # asked, so no notice is looked up)
-    not_asked = [
-        NewEvent("not_asked", {"reason": reason}, dedupe_key="outcome")
-        for reason in ("do_not_record_list", "policy_never_record")
-    ]
-    played = (
-        not_asked[1]
-        if policy.never_record
-        else NewEvent(
+    # asked, so no notice is looked up); what is the same for every call is built once
+    if policy.never_record:
+        played: NewEvent | ledger.Piece = _NOT_ASKED[1]
+    elif heard is None:
+        played = _first_notice(prompts.notice(policy.consent_mode, policy.language))
+    else:
+        played = NewEvent(
             "notice_played",
             _played(prompts.notice(policy.consent_mode, policy.language), 1, heard),
             dedupe_key="notice_played:1",
         )
-    )
     hashes = vault.lookup_hashes_of_normal(subject_norm) if subject_norm else []
     # One statement, one round trip: the call, its first two events and their chain
     # (migration 0021), atomic on its own.
@@ -203,12 +235,12 @@ async def start_call(
         vault.encrypt(subject_norm) if subject_norm else None,
         hashes[0] if hashes else None,  # lookup_hash: the current key's, first
         _centre_as_stored(direction, caller, called, centre_known),
-        policy.as_json(),
+        _policy_json(policy),
         policy.never_record,
         hashes,
         direction.value,
         platform_account,
-        *ledger.opening_pieces([started, played, *not_asked]),
+        *ledger.opening_pieces([started, played, *_NOT_ASKED]),
     )
     if row is not None:
         call = _state(row)

@@ -63,8 +63,22 @@ def json_loads(text: str) -> Any:
     return value if end == len(text) else json.loads(text)
 
 
+class JsonText(str):
+    """A value already written as JSON: sent to a jsonb parameter as it is, not encoded again
+    (as a plain ``str`` would be, into a JSON string). For what every webhook sends unchanged
+    (a policy shared by every call of a number), written once instead of once a call."""
+
+    __slots__ = ()
+
+
+def json_dumps(value: Any) -> str:
+    """The jsonb encoder: ``json.dumps``, except for :class:`JsonText`, which already is JSON
+    (PostgreSQL parses it as it would the encoded value)."""
+    return value if type(value) is JsonText else json.dumps(value)
+
+
 async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json_loads, schema="pg_catalog")
+    await conn.set_type_codec("jsonb", encoder=json_dumps, decoder=json_loads, schema="pg_catalog")
 
 
 async def _reset(conn: asyncpg.Connection[Any]) -> None:

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -147,22 +147,49 @@ def _digest_text(
     return hashlib.sha256(_DOMAIN + body.encode("utf-8")).digest()
 
 
+class Piece(NamedTuple):
+    """One event's part of :func:`opening_pieces`, for the position (``seq``) it takes."""
+
+    seq: int
+    type: str
+    dedupe_key: str | None
+    details_text: str
+    mid: str
+    tail: str
+
+
+def opening_piece(new: NewEvent, seq: int) -> Piece:
+    """``new`` as :func:`opening_pieces` sends it as event ``seq`` (1 or 2). The same for every
+    call when the event is (the reasons for not asking, a notice played): a caller may keep
+    it and pass it in place of the event, saving its JSON and string work per call."""
+    text = _details_json(dict(new.details))
+    return Piece(
+        seq, new.type, new.dedupe_key, text, _mid(new.dedupe_key, text), _tail(seq, new.type)
+    )
+
+
 def opening_pieces(
-    events: Sequence[NewEvent],
+    events: Sequence[NewEvent | Piece],
 ) -> tuple[list[str], list[str | None], list[str], list[str], list[str]]:
     """What the database's ``callvault_start_call`` needs to write and hash a call's first
     events (event 1 is ``events[0]``, event 2 one of the others, chosen there by outcome): for
     each, its type, dedupe key, details as canonical JSON, and the canonical body's pieces
     around the previous hash, as :func:`_digest` assembles them. The database adds the time,
-    the call id and the previous hash."""
+    the call id and the previous hash. A :class:`Piece` is taken as it is (made by
+    :func:`opening_piece` for the same position)."""
     types, keys, details, mids, tails = [], [], [], [], []
     for n, new in enumerate(events):
-        text = _details_json(dict(new.details))
-        types.append(new.type)
-        keys.append(new.dedupe_key)
-        details.append(text)
-        mids.append(_mid(new.dedupe_key, text))
-        tails.append(_tail(1 if n == 0 else 2, new.type))
+        seq = 1 if n == 0 else 2
+        if isinstance(new, Piece):
+            assert new.seq == seq, f"a piece made for event {new.seq} given as event {seq}"
+            piece = new
+        else:
+            piece = opening_piece(new, seq)
+        types.append(piece.type)
+        keys.append(piece.dedupe_key)
+        details.append(piece.details_text)
+        mids.append(piece.mid)
+        tails.append(piece.tail)
     return types, keys, details, mids, tails
 
 

@@ -53,6 +53,8 @@ def _text_sha256(text: str) -> str:
 class PromptLibrary:
     def __init__(self, files: dict[tuple[str, int, str], Audio]) -> None:
         self._files = files
+        # the catalogue and the files are fixed once loaded: every webhook asks for the same few
+        self._notices: dict[tuple[str, str], Notice] = {}
 
     @classmethod
     def load(cls, folder: Path) -> PromptLibrary:
@@ -74,6 +76,9 @@ class PromptLibrary:
         return self._files.get((prompt_id, version, fmt))
 
     def notice(self, mode: str, language: str) -> Notice:
-        prompt = catalogue.find(mode, language)
-        wav = self.audio(prompt.id, prompt.version, "wav")
-        return Notice(prompt, wav.sha256 if wav else None)
+        found = self._notices.get((mode, language))
+        if found is None:
+            prompt = catalogue.find(mode, language)
+            wav = self.audio(prompt.id, prompt.version, "wav")
+            found = self._notices[(mode, language)] = Notice(prompt, wav.sha256 if wav else None)
+        return found
