@@ -368,3 +368,15 @@ async def test_sealed_recordings_play_with_range_by_their_segments_and_old_ones_
         )
         assert status == 200
         assert [r["state"] for r in found["items"][0]["recordings"]] == [state]
+
+
+def test_the_external_id_filter_names_every_platform() -> None:
+    """The list's external-id filter reaches the call through the unique (platform, external_id,
+    tenant_id) key by naming the platforms (migration 0027): a platform left out of that list
+    would have its calls silently missing from the filter."""
+    from service.qa.api import Q
+    from service.tenants.model import Platform
+
+    named = re.search(r"p\.platform IN \(([^)]*)\)", Q["search_calls"])
+    assert named is not None
+    assert {word.strip(" '") for word in named.group(1).split(",")} == {p.value for p in Platform}

@@ -1,11 +1,14 @@
 -- name: enroll
 -- Calls that ended at least $1 seconds ago (the grace period), within the horizon ($2 seconds),
 -- with a consent outcome and no terminal recording callback: the reconciler takes them up once.
--- `started_at` bounds the scan by its index (no call lasts a day).
+-- `started_at` bounds the scan (no call lasts a day). The pass runs per tenant, named again in a
+-- form an index can use (calls_tenant_started_id_idx; row-level security's predicate cannot):
+-- without it each tenant's pass read every tenant's calls of the horizon.
 INSERT INTO recording_reconciliations (call_id)
 SELECT c.id
 FROM calls c
-WHERE c.platform = $3
+WHERE c.tenant_id = current_setting('callvault.tenant', true)
+  AND c.platform = $3
   AND c.started_at > now() - make_interval(secs => $2) - interval '1 day'
   AND c.ended_at IS NOT NULL
   AND c.ended_at <= now() - make_interval(secs => $1)

@@ -13,7 +13,10 @@ WHERE c.id IN (
       AND ($1::timestamptz IS NULL OR p.started_at >= $1)
       AND ($2::timestamptz IS NULL OR p.started_at < $2)
       AND ($3::text IS NULL OR p.outcome = $3)
-      AND ($4::text IS NULL OR p.external_id = $4)
+      -- the platforms named so that the unique (platform, external_id, tenant_id) key finds
+      -- the call (migration 0027), as pauses' find_call does
+      AND ($4::text IS NULL
+           OR (p.external_id = $4 AND p.platform IN ('twilio', 'stringee', 'pbx')))
       AND ($5::text IS NULL OR p.queue = $5)
       AND ($6::timestamptz IS NULL OR (p.started_at, p.id) < ($6, $7::uuid))
     ORDER BY p.started_at DESC, p.id DESC
