@@ -9,11 +9,14 @@
 -- (tenant_id, started_at, id) served GET /api/calls' pages and the (tenant_id, started_at)
 -- INCLUDE (outcome, queue) one the console's per-day and per-queue counts; this one answers
 -- both from the index alone, and the list's queue filter too (it read every row of the tenant
--- before).
+-- before). Built before the old ones go: CREATE INDEX holds a SHARE lock (reads go on while it
+-- builds), whereas a DROP first would hold ACCESS EXCLUSIVE on calls for the whole build, every
+-- webhook and console query waiting behind it; the drops and the rename are then brief.
+CREATE INDEX calls_tenant_started_id_carrying_idx ON calls (tenant_id, started_at, id)
+    INCLUDE (outcome, queue);
 DROP INDEX calls_tenant_started_id_idx;
 DROP INDEX calls_tenant_started_outcome_idx;
-CREATE INDEX calls_tenant_started_id_idx ON calls (tenant_id, started_at, id)
-    INCLUDE (outcome, queue);
+ALTER INDEX calls_tenant_started_id_carrying_idx RENAME TO calls_tenant_started_id_idx;
 
 -- A call id within a tenant: the unique (platform, external_id, tenant_id) key answers it once
 -- the list's external-id filter names the platforms too (service/qa/queries.sql search_calls).
