@@ -632,7 +632,8 @@ CREATE INDEX audit_log_tenant_at_idx ON public.audit_log USING btree (tenant_id,
 CREATE INDEX calls_caller_hash_idx ON public.calls USING btree (caller_hash);
 CREATE INDEX calls_erased_by_idx ON public.calls USING btree (erased_by) WHERE (erased_by IS NOT NULL);
 CREATE INDEX calls_tenant_outcome_started_idx ON public.calls USING btree (tenant_id, outcome, started_at, id);
-CREATE INDEX calls_tenant_started_id_idx ON public.calls USING btree (tenant_id, started_at, id) INCLUDE (outcome, queue);
+CREATE INDEX calls_tenant_started_id_idx ON public.calls USING btree (tenant_id, started_at, id);
+CREATE INDEX calls_tenant_started_outcome_idx ON public.calls USING btree (tenant_id, started_at) INCLUDE (outcome, queue);
 CREATE INDEX dsar_requests_bundle_expiry_idx ON public.dsar_requests USING btree (bundle_expires_at) WHERE (bundle_key IS NOT NULL);
 CREATE INDEX dsar_requests_open_idx ON public.dsar_requests USING btree (due_at) WHERE (status <> ALL (ARRAY['completed'::text, 'rejected'::text, 'in_force'::text]));
 CREATE INDEX dsar_requests_phone_hash_idx ON public.dsar_requests USING btree (phone_hash) WHERE (phone_hash IS NOT NULL);

@@ -9,7 +9,7 @@ SELECT now() AS db_now,
 
 -- name: consent_per_day
 -- The acting tenant named outright (beside its row policy) so the planner can range-scan
--- calls_tenant_started_id_idx (it carries outcome and queue) and answer from the index alone.
+-- calls_tenant_started_outcome_idx and answer from the index alone.
 SELECT (c.started_at AT TIME ZONE $3)::date AS day, c.outcome, count(*) AS n
 FROM calls c
 WHERE c.tenant_id = current_setting('callvault.tenant', true)
