@@ -30,6 +30,9 @@ from service.storage import StorageError, StoredObject
 
 T = TypeVar("T")
 MIB = 1024 * 1024
+# read when a store is made (a test makes a few MiB take the multipart path)
+MULTIPART_THRESHOLD = 16 * MIB
+PART_SIZE = 8 * MIB
 
 
 class _Multipart(enum.Enum):
@@ -49,8 +52,8 @@ class S3Store:
         sse: str = "AES256",
         kms_key_id: str | None = None,
         threads: int = 8,
-        part_size: int = 8 * MIB,
-        multipart_threshold: int = 16 * MIB,
+        part_size: int | None = None,
+        multipart_threshold: int | None = None,
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
     ) -> None:
@@ -70,10 +73,11 @@ class S3Store:
             aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key
         )
         self.client = session.client("s3", endpoint_url=endpoint_url, config=config)
-        self.multipart_threshold = multipart_threshold
+        self.multipart_threshold = multipart_threshold or MULTIPART_THRESHOLD
+        self.part_size = part_size or PART_SIZE
         self.transfer = TransferConfig(
-            multipart_threshold=multipart_threshold,
-            multipart_chunksize=part_size,
+            multipart_threshold=self.multipart_threshold,
+            multipart_chunksize=self.part_size,
             max_concurrency=4,
             use_threads=True,
         )
