@@ -15,8 +15,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
 import os
 import tempfile
+import wave
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -30,8 +32,8 @@ from aiohttp import web
 
 from service.config import Settings
 from service.platforms.twilio.simulate import Caller, FakeTwilio
-from service.storage import StorageError, StoredObject
-from service.storage.s3 import S3Store
+from service.storage import StorageError, StoredObject, s3
+from service.storage.s3 import MIB, S3Store
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_URL, Service
 from tests.intake_helpers import get_object, objects, open_sealed, send_recording, settle
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
@@ -55,16 +57,29 @@ Checksums = Literal["ignore", "verify", "report"]
 
 class _StoreFront:
     """moto behind a front that checks the signed payload hash if ``signature``, and
-    ``checksums`` as above; ``alter`` flips a byte in the middle of each PUT body before it is
-    checked and kept."""
+    ``checksums`` as above; ``alter`` flips a byte in the middle of each PUT body (a whole
+    object's or a part's) before it is checked and kept, or of the first ``alter_puts`` only.
+
+    Unless ``checksums`` is "ignore", the front keeps its own SHA-256 of what it stored and
+    answers it to a HEAD that asks (``x-amz-checksum-mode: ENABLED``), as S3 does: of the whole
+    object for a PutObject (``FULL_OBJECT``), and for a multipart upload the SHA-256 of its
+    parts' SHA-256s, with ``-N`` for N parts (``COMPOSITE``: S3 has no whole-object SHA-256 of
+    a multipart object). ``refuse_delete``: every delete is refused (403), as for a role
+    without ``s3:DeleteObject``."""
 
     def __init__(self, backend: str, *, signature: bool, checksums: Checksums) -> None:
         self.backend = backend
         self.signature = signature
         self.checksums = checksums
         self.alter = False
+        self.alter_puts: int | None = None
+        self.refuse_delete = False
         self.runner: web.AppRunner | None = None
         self.url = ""
+        # path -> the checksum a HEAD is answered, as the store computed it from what it holds
+        self.held: dict[str, str] = {}
+        # (upload id, part number) -> the part's SHA-256 as received
+        self.parts: dict[tuple[str, int], bytes] = {}
 
     async def start(self, session: aiohttp.ClientSession) -> None:
         self.session = session
@@ -111,11 +126,27 @@ class _StoreFront:
             )
         return None
 
+    def _altering(self) -> bool:
+        if not self.alter:
+            return False
+        if self.alter_puts is None:
+            return True
+        self.alter_puts -= 1
+        return self.alter_puts >= 0
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        if request.method == "PUT" and body and self.alter:
+        if request.method == "PUT" and body and self._altering():
             middle = len(body) // 2
             body = body[:middle] + bytes([body[middle] ^ 1]) + body[middle + 1 :]
+        if self.refuse_delete and (
+            request.method == "DELETE" or (request.method == "POST" and "delete" in request.query)
+        ):
+            body = (
+                '<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+                "<Message>Access Denied</Message></Error>"
+            )
+            return web.Response(status=403, text=body, content_type="application/xml")
         refused = self._refusal(request, body)
         if refused is not None:
             return refused
@@ -129,31 +160,63 @@ class _StoreFront:
             and k.lower() != "x-amz-sdk-checksum-algorithm"
         }
         async with self.session.request(
-            request.method, self.backend + request.path_qs, headers=headers, data=body
+            request.method,
+            self.backend + request.path_qs,
+            headers=headers,
+            data=io.BytesIO(body) if body else None,
         ) as resp:
             answer = await resp.read()
             back = {
                 k: v
                 for k, v in resp.headers.items()
-                if k.lower() not in _HOP and k.lower() != "content-encoding"
+                if k.lower() not in _HOP
+                and k.lower() != "content-encoding"
+                and not k.lower().startswith("x-amz-checksum")
             }
+            if resp.status // 100 == 2:
+                self._keep(request, body, back)
             if request.method == "HEAD":  # the object's size, as the store says it
                 back["Content-Length"] = resp.headers.get("Content-Length", "0")
                 return web.Response(status=resp.status, headers=back)
-            if (
-                request.method == "PUT"
-                and resp.status == 200
-                and self.checksums != "ignore"
-                and "x-amz-checksum-sha256" in request.headers
-            ):
-                # the checksum of the object as received (S3: the one sent, since it matched)
-                back["x-amz-checksum-sha256"] = _sha256_b64(body)
-                back["x-amz-checksum-type"] = "FULL_OBJECT"
             return web.Response(status=resp.status, body=answer, headers=back)
+
+    def _keep(self, request: web.Request, body: bytes, back: dict[str, str]) -> None:
+        """The store's own checksums of what it holds (computed, never the one claimed), kept
+        and answered where S3 answers them."""
+        path, upload = request.path, request.query.get("uploadId")
+        if request.method == "DELETE" and upload is None:
+            self.held.pop(path, None)
+        if self.checksums == "ignore":
+            return
+        if request.method == "PUT" and "x-amz-checksum-sha256" in request.headers:
+            digest = hashlib.sha256(body).digest()
+            if upload is not None:  # UploadPart
+                self.parts[upload, int(request.query["partNumber"])] = digest
+            else:
+                self.held[path] = _b64(digest)
+            # the checksum of what was received (S3: the one sent, since it matched)
+            back["x-amz-checksum-sha256"] = _b64(digest)
+            back["x-amz-checksum-type"] = "FULL_OBJECT"
+        elif request.method == "POST" and upload is not None:  # CompleteMultipartUpload
+            numbers = sorted(n for u, n in self.parts if u == upload)
+            if numbers:
+                parts = b"".join(self.parts.pop((upload, n)) for n in numbers)
+                self.held[path] = f"{_b64(hashlib.sha256(parts).digest())}-{len(numbers)}"
+        elif (
+            request.method == "HEAD"
+            and request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
+            and path in self.held
+        ):
+            back["x-amz-checksum-sha256"] = self.held[path]
+            back["x-amz-checksum-type"] = "COMPOSITE" if "-" in self.held[path] else "FULL_OBJECT"
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
 
 
 def _sha256_b64(body: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
+    return _b64(hashlib.sha256(body).digest())
 
 
 # the store the front stands for, unless a test asks for another (indirect parametrize)
@@ -276,12 +339,17 @@ async def test_a_consented_recording_altered_on_its_way_to_the_store_keeps_twili
 
 
 async def _record_a_consented_call(
-    twilio: FakeTwilio, twilio_media: FakeTwilioMedia, db: asyncpg.Connection
+    twilio: FakeTwilio,
+    twilio_media: FakeTwilioMedia,
+    db: asyncpg.Connection,
+    *,
+    body: bytes | None = None,
 ) -> tuple[Any, str, bytes]:
-    """A consented call's recording taken in, its jobs run out: its row, sid and body."""
+    """A consented call's recording (``body``, or three seconds) taken in, its jobs run out:
+    its row, sid and body."""
     trace = await twilio.place_call("+84901234678", "+842873001234", Caller.parse("stay"))
     assert trace.recording_started
-    rec_sid, body = new_recording_sid(), wav_bytes(3)
+    rec_sid, body = new_recording_sid(), body or wav_bytes(3)
     twilio_media.add(rec_sid, body)
     status, _ = await send_recording(twilio, trace.call_sid, rec_sid)
     assert status == 204
@@ -352,3 +420,90 @@ async def test_a_recording_the_store_did_not_receive_intact_is_not_stored_and_tw
     errors = await db.fetch("SELECT attempts, last_error FROM jobs WHERE state = 'dead'")
     said = "BadDigest" if front.checksums == "verify" else "other bytes than were sent"
     assert [(e["attempts"], said in e["last_error"]) for e in errors] == [(2, True)], errors
+
+
+@pytest.fixture
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Multipart from 5 MiB (S3's smallest part) in 5 MiB parts, not from 16 MiB in 8 MiB
+    parts, so that a recording of a few MiB takes the multipart path (``upload_file``)."""
+    monkeypatch.setattr(s3, "MULTIPART_THRESHOLD", 5 * MIB)
+    monkeypatch.setattr(s3, "PART_SIZE", 5 * MIB)
+    return 5 * MIB
+
+
+def _long_wav(size: int) -> bytes:
+    """A PCM WAV of at least ``size`` bytes (a tone, one second repeated: quick to make)."""
+    second = wav_bytes(1.0)[44:]
+    frames = second * (size // len(second) + 1)
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(frames)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("front", [_REPORTS_ONLY], indirect=True, ids=["store-reports"])
+@pytest.mark.parametrize("size", ["one-put", "multipart"])
+async def test_a_corrupt_object_the_store_could_not_take_back_is_not_taken_as_stored(
+    size: str,
+    request: pytest.FixtureRequest,
+    service_via_front: Service,
+    front: _StoreFront,
+    twilio: FakeTwilio,
+    twilio_media: FakeTwilioMedia,
+    db: asyncpg.Connection,
+) -> None:
+    """A store that answers its checksum of what it received but keeps a mismatch, where the
+    take-back fails too (403 to every delete: a role without ``s3:DeleteObject``): the altered
+    object stays, with the metadata and the size of the recording. Every attempt's upload is
+    altered, so no attempt may commit ``stored`` nor delete Twilio's copy; the second, finding
+    the object, must not take it for the recording (its HEAD's metadata and size say yes, the
+    store's checksum of what it holds says no)."""
+    if size == "multipart":
+        request.getfixturevalue("small_parts")
+    front.alter = True
+    front.refuse_delete = True
+    rec, rec_sid, _ = await _record_a_consented_call(
+        twilio, twilio_media, db, body=_long_wav(6 * MIB) if size == "multipart" else None
+    )
+    assert rec_sid in twilio_media.recordings, "Twilio's copy was deleted"
+    assert rec["state"] != "stored"
+    errors = await db.fetch("SELECT attempts FROM jobs WHERE state = 'dead'")
+    assert [e["attempts"] for e in errors] == [2]
+
+
+@pytest.mark.parametrize("front", [_REPORTS_ONLY], indirect=True, ids=["store-reports"])
+@pytest.mark.parametrize("size", ["one-put", "multipart"])
+async def test_a_corrupt_object_left_by_a_failed_attempt_is_replaced_by_the_next(
+    size: str,
+    request: pytest.FixtureRequest,
+    service_via_front: Service,
+    front: _StoreFront,
+    twilio: FakeTwilio,
+    twilio_media: FakeTwilioMedia,
+    db: asyncpg.Connection,
+    moto_url: str,
+    bucket: str,
+) -> None:
+    """As above, but only the first attempt's upload is altered: the second finds the altered
+    object, uploads the recording again, and stores it intact; Twilio's copy is deleted only
+    once the object opens to the recording."""
+    if size == "multipart":
+        request.getfixturevalue("small_parts")
+    front.alter, front.alter_puts = True, 1
+    front.refuse_delete = True
+    body = _long_wav(6 * MIB) if size == "multipart" else None
+    rec, rec_sid, body = await _record_a_consented_call(twilio, twilio_media, db, body=body)
+    if rec_sid in twilio_media.recordings:
+        raise AssertionError(f"not stored on the second attempt: {rec['state']}")
+    assert rec["state"] == "stored"
+    stored = await get_object(moto_url, bucket, rec["object_key"])
+    try:
+        opened = await open_sealed(db, rec["id"], stored)
+    except Exception as exc:
+        raise AssertionError(
+            f"committed as stored and Twilio's copy deleted, but the object does not open: {exc!r}"
+        ) from None
+    assert opened == body
