@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -9,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from service.storage import ObjectStore, StorageError
+from service.storage import (
+    CONTENT_PARTS_SHA256,
+    CONTENT_SHA256,
+    ObjectStore,
+    StorageError,
+    StoredObject,
+)
 from service.storage.local import LocalStore
 from service.storage.s3 import S3Store
 
@@ -80,6 +87,37 @@ async def test_a_put_with_the_content_checksum_proves_what_head_says(
         assert proof == head
     else:
         assert proof is None
+    # the store's own SHA-256 of what it holds (moto's: the one sent, whole or composite) is
+    # the one uploaded, whether one PutObject or parts
+    if isinstance(store, S3Store):
+        assert head.checksum_sha256 is not None
+    assert not head.content_differs()
+
+
+def _sha(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
+def test_the_store_s_checksum_is_compared_with_the_one_uploaded() -> None:
+    """What the store answers, as S3 (and moto) write it, against what the metadata says was
+    uploaded; no answer leaves the metadata and the size to say it, as before."""
+    parts = [b"a" * 10, b"b" * 3]
+    whole = _sha(b"".join(parts))
+    composite = _sha(b"".join(hashlib.sha256(p).digest() for p in parts))
+    one = {CONTENT_SHA256: whole}
+    multi = {CONTENT_SHA256: whole, CONTENT_PARTS_SHA256: f"{composite}-2"}
+
+    def differs(answered: str | None, metadata: dict[str, str]) -> bool:
+        return StoredObject(
+            "k", 13, "x", metadata=metadata, checksum_sha256=answered
+        ).content_differs()
+
+    assert not differs(None, {}) and not differs(None, one)
+    assert not differs(whole, one) and not differs(whole, multi)
+    assert not differs(f"{composite}-2", multi) and not differs(composite, multi)  # moto: no -N
+    assert differs(_sha(b"other"), one) and differs(f"{_sha(b'other')}-2", multi)
+    assert differs(composite, one)  # a composite where one PutObject was sent
+    assert differs(whole, {}) and differs("", one)  # nothing to match it with
 
 
 async def test_put_again_replaces(store: ObjectStore, tmp_path: Path) -> None:

@@ -6,13 +6,13 @@ in plaintext, for ffmpeg, and sealed after), upload with
 server-side encryption under ``recordings/{recording id}.wav`` in the store of the job's tenant
 (the shared one under ``tenants/{id}/``, or the tenant's own bucket: see
 :mod:`service.storage.registry`), verify with a HEAD (size and
-SHA-256), then commit the ``stored`` row and ``recording_stored`` event, then delete the
-platform's copy and commit ``platform_copy_deleted`` (``platform_copy_retained`` where the platform
-has no delete: Stringee). The platform's copy is kept until ours is
-verified and committed. Every commit is fenced by the job's lease, and every step can run again:
-the object key is fixed per recording, rows move forward only from the state they expect, and
-ledger events carry dedupe keys. So a crash anywhere, and the rerun after it, ends with one
-object and no platform copy.
+SHA-256, and the store's own SHA-256 of the sealed bytes where it answers one), then commit the
+``stored`` row and ``recording_stored`` event, then delete the platform's copy and commit
+``platform_copy_deleted`` (``platform_copy_retained`` where the platform has no delete:
+Stringee). The platform's copy is kept until ours is verified and committed. Every commit is
+fenced by the job's lease, and every step can run again: the object key is fixed per recording,
+rows move forward only from the state they expect, and ledger events carry dedupe keys. So a
+crash anywhere, and the rerun after it, ends with one object and no platform copy.
 
 Discard (the call was refused, hung up, had no input, was not asked, or is unknown, or a
 data-subject request erased it — ``erase`` or ``withdraw``, however late the recording arrives):
@@ -451,8 +451,15 @@ async def store_received(
 
 def _holds(stored: StoredObject, got: Received) -> bool:
     """Whether the stored object is this recording as it is to be kept: same content (the
-    SHA-256 and size of the recording itself), sealed, and of the size that sealing gives."""
+    SHA-256 and size of the recording itself), sealed, of the size that sealing gives, and,
+    where the store answers its own SHA-256 of the bytes it holds, the one of the sealed bytes
+    that were sent."""
     if stored.sha256 != got.sha256 or not sealed.is_sealed(stored.metadata):
+        return False
+    if stored.content_differs():
+        # Metadata and size are what the request said, whatever bytes arrived: an upload
+        # altered on its way, kept by a store that reports a mismatch without refusing it and
+        # not taken back (no delete permission, Object Lock, a crash), has them right.
         return False
     return stored.metadata.get(sealed.PLAIN_SIZE) == str(got.size) and stored.size == (
         sealed.sealed_size(got.size)

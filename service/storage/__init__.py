@@ -4,6 +4,11 @@
 Viettel/FPT/CMC clouds) and :class:`~service.storage.local.LocalStore`, a folder under
 ``$CALLVAULT_HOME/objects``, the embedded default. Both keep the object's SHA-256 (hex) as
 metadata so that a HEAD can verify what was stored, and both pass the same contract tests.
+
+A store that answers its own checksum of the bytes it holds (S3, with checksum mode) has it in
+:attr:`StoredObject.checksum_sha256`, and what was uploaded has its SHA-256 in the metadata
+(:data:`CONTENT_SHA256`): :meth:`StoredObject.content_differs` compares the two, since the
+metadata and the size, which the request sets, say nothing of the bytes themselves.
 """
 
 from __future__ import annotations
@@ -16,6 +21,12 @@ from typing import Protocol
 from service.config import Settings
 from service.errors import StorageError as StorageError
 
+# Object metadata: the SHA-256 of the object's bytes as uploaded (base64, as S3 answers a
+# checksum), and for a multipart upload the one S3 answers for it (SHA-256 has no whole-object
+# form there: the SHA-256 of the parts' SHA-256s, base64, then "-" and the number of parts).
+CONTENT_SHA256 = "content-sha256"
+CONTENT_PARTS_SHA256 = "content-parts-sha256"
+
 
 @dataclass(frozen=True)
 class StoredObject:
@@ -26,6 +37,24 @@ class StoredObject:
     encrypted: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
     version: str | None = None  # the store's version id, on a versioned bucket
+    # the store's own SHA-256 of the bytes it holds, as it answers it (base64; "-N" after it:
+    # of N parts' SHA-256s), or None where it answers none
+    checksum_sha256: str | None = None
+
+    def content_differs(self) -> bool:
+        """Whether the store's own SHA-256 of what it holds says that it is not what was
+        uploaded: it answers one, and it is neither of those the metadata gives (an object
+        uploaded without them, which cannot be matched, differs). A store that answers none
+        (one that predates checksums, the local store) leaves metadata and size to say it."""
+        if self.checksum_sha256 is None:
+            return False
+        # (base64 has no "-"; moto answers a multipart object's composite without its "-N")
+        answered = self.checksum_sha256.split("-", 1)[0]
+        uploaded = {
+            self.metadata.get(CONTENT_SHA256, ""),
+            self.metadata.get(CONTENT_PARTS_SHA256, "").split("-", 1)[0],
+        }
+        return not answered or answered not in uploaded
 
 
 class ObjectStore(Protocol):

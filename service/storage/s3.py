@@ -6,6 +6,15 @@ use multipart above 16 MiB with bounded part concurrency (so memory stays flat w
 recording's size), and send a SHA-256 checksum. Our own SHA-256 of the whole file goes into the
 object's metadata, which is what :meth:`head` returns for verification: a multipart object's S3
 checksum is a checksum of part checksums, not of the file.
+
+Given the SHA-256 of the bytes to upload (intake's sealed file), the metadata carries it too
+(:data:`~service.storage.CONTENT_SHA256`, base64) and, for a multipart upload, the checksum S3
+answers for one (:data:`~service.storage.CONTENT_PARTS_SHA256`: S3 has full-object checksums of
+a multipart upload for the CRCs only; SHA-256 is composite, the SHA-256 of the parts' SHA-256s,
+computed here with the part size s3transfer will use). :meth:`head` asks with checksum mode on,
+so that a store that answers its own SHA-256 of what it holds has it compared with them
+(:meth:`~service.storage.StoredObject.content_differs`): metadata and size come from the request
+and match whatever bytes arrived; only the store's checksum speaks for the bytes.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import asyncio
 import base64
 import enum
 import functools
+import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,9 +34,10 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from s3transfer.utils import ChunksizeAdjuster
 
 from service.config import Settings
-from service.storage import StorageError, StoredObject
+from service.storage import CONTENT_PARTS_SHA256, CONTENT_SHA256, StorageError, StoredObject
 
 T = TypeVar("T")
 MIB = 1024 * 1024
@@ -122,18 +133,28 @@ class S3Store:
         metadata: dict[str, str],
         content_sha256: str | None = None,
     ) -> StoredObject | None:
+        # (a caller's copy of an older object's metadata must not speak for these bytes)
+        kept = {
+            k: v for k, v in metadata.items() if k not in (CONTENT_SHA256, CONTENT_PARTS_SHA256)
+        }
         extra: dict[str, Any] = {
             **self._encryption(),
             "ContentType": content_type,
-            "Metadata": {**metadata, "sha256": sha256},
+            "Metadata": {**kept, "sha256": sha256},
         }
         if content_sha256 is not None:
+            extra["Metadata"][CONTENT_SHA256] = _b64(bytes.fromhex(content_sha256))
             # Below the multipart threshold (a recording of up to about 16 minutes): one
             # PutObject, without s3transfer's futures and threads, carrying the checksum the
             # sealer computed as it wrote, so the file is not read once more to compute it.
             proof = await self._call(self._put_small, key, path, extra, content_sha256)
             if proof is not _MULTIPART:
                 return proof
+            # Above it the store checks each part's SHA-256 (S3 refuses a mismatch) and answers
+            # the composite: computed here (the file read once more, in the pool), so that a
+            # HEAD can be checked against it.
+            parts = await self._call(self._parts_sha256, path)
+            extra["Metadata"][CONTENT_PARTS_SHA256] = parts
         await self._call(
             self.client.upload_file,
             str(path),
@@ -144,6 +165,20 @@ class S3Store:
         )
         return None
 
+    def _parts_sha256(self, path: Path) -> str:
+        """The SHA-256 S3 answers for ``path`` uploaded by :meth:`put_file` in parts: of the
+        parts' SHA-256s, with the part size s3transfer uses for this size (it adjusts the one
+        configured to S3's limits: 5 MiB to 5 GiB, at most 10,000 parts)."""
+        size = path.stat().st_size
+        part = ChunksizeAdjuster().adjust_chunksize(self.part_size, size)
+        digests = hashlib.sha256()
+        count = 0
+        with path.open("rb") as f:
+            while chunk := f.read(part):
+                digests.update(hashlib.sha256(chunk).digest())
+                count += 1
+        return f"{_b64(digests.digest())}-{count}"
+
     def _put_small(
         self, key: str, path: Path, extra: dict[str, Any], content_sha256: str
     ) -> StoredObject | _Multipart | None:
@@ -152,7 +187,7 @@ class S3Store:
         holds, as a HEAD would. None: stored, but unproven (an S3-compatible service that does
         not answer the checksum or the encryption): HEAD it. _MULTIPART: too large for one
         request. A checksum answered that is not the file's: :class:`StorageError`."""
-        checksum = base64.b64encode(bytes.fromhex(content_sha256)).decode("ascii")
+        checksum = _b64(bytes.fromhex(content_sha256))
         with path.open("rb") as body:
             size = os.fstat(body.fileno()).st_size
             if size >= self.multipart_threshold:
@@ -170,12 +205,18 @@ class S3Store:
         if answered is not None and answered != checksum:
             # The store's SHA-256 of what it received is not the file's: it holds other bytes
             # (a store that reports the checksum but does not refuse a mismatch, as S3 does).
-            # Taken back, so that a retry's HEAD, which sees the metadata and the size but not
-            # the content, does not find it and take it as stored.
-            self._delete_version(key, resp.get("VersionId"))
+            # Taken back where the store lets us. Where it does not (no s3:DeleteObject, Object
+            # Lock, an outage), it stays, and a retry's HEAD finds it with the metadata and the
+            # size of the recording: what refuses it then is the store's checksum, again.
+            try:
+                self._delete_version(key, resp.get("VersionId"))
+            except (ClientError, BotoCoreError) as exc:
+                left = f"; left there, the store refused to delete it: {exc}"
+            else:
+                left = ""
             raise StorageError(
                 f"the store received other bytes than were sent for {key}: its SHA-256 "
-                f"{answered}, ours {checksum}"
+                f"{answered}, ours {checksum}{left}"
             )
         if answered is None or not resp.get("ServerSideEncryption"):
             return None
@@ -187,6 +228,7 @@ class S3Store:
             encrypted=True,  # (checked above)
             metadata={k.lower(): v for k, v in extra["Metadata"].items()},
             version=resp.get("VersionId"),
+            checksum_sha256=answered,
         )
 
     def _delete_version(self, key: str, version: str | None) -> None:
@@ -197,7 +239,8 @@ class S3Store:
 
     def _head(self, key: str) -> StoredObject | None:
         try:
-            resp = self.client.head_object(Bucket=self.bucket, Key=key)
+            # checksum mode: the store's own checksum of what it holds, where it keeps one
+            resp = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -211,6 +254,7 @@ class S3Store:
             encrypted=bool(resp.get("ServerSideEncryption")),
             metadata=metadata,
             version=resp.get("VersionId"),
+            checksum_sha256=resp.get("ChecksumSHA256"),
         )
 
     async def head(self, key: str) -> StoredObject | None:
@@ -291,3 +335,7 @@ class S3Store:
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
