@@ -80,6 +80,7 @@ class _StoreFront:
         self.held: dict[str, str] = {}
         # (upload id, part number) -> the part's SHA-256 as received
         self.parts: dict[tuple[str, int], bytes] = {}
+        self.multipart_uploads = 0  # completed
 
     async def start(self, session: aiohttp.ClientSession) -> None:
         self.session = session
@@ -186,6 +187,8 @@ class _StoreFront:
         path, upload = request.path, request.query.get("uploadId")
         if request.method == "DELETE" and upload is None:
             self.held.pop(path, None)
+        if request.method == "POST" and upload is not None:  # CompleteMultipartUpload
+            self.multipart_uploads += 1
         if self.checksums == "ignore":
             return
         if request.method == "PUT" and "x-amz-checksum-sha256" in request.headers:
@@ -463,11 +466,13 @@ async def test_a_corrupt_object_the_store_could_not_take_back_is_not_taken_as_st
     store's checksum of what it holds says no)."""
     if size == "multipart":
         request.getfixturevalue("small_parts")
+        await service_via_front.reconfigure()  # its stores made again, with the small parts
     front.alter = True
     front.refuse_delete = True
     rec, rec_sid, _ = await _record_a_consented_call(
         twilio, twilio_media, db, body=_long_wav(6 * MIB) if size == "multipart" else None
     )
+    assert (front.multipart_uploads > 0) == (size == "multipart")
     assert rec_sid in twilio_media.recordings, "Twilio's copy was deleted"
     assert rec["state"] != "stored"
     errors = await db.fetch("SELECT attempts FROM jobs WHERE state = 'dead'")
@@ -492,10 +497,12 @@ async def test_a_corrupt_object_left_by_a_failed_attempt_is_replaced_by_the_next
     once the object opens to the recording."""
     if size == "multipart":
         request.getfixturevalue("small_parts")
+        await service_via_front.reconfigure()  # its stores made again, with the small parts
     front.alter, front.alter_puts = True, 1
     front.refuse_delete = True
     body = _long_wav(6 * MIB) if size == "multipart" else None
     rec, rec_sid, body = await _record_a_consented_call(twilio, twilio_media, db, body=body)
+    assert (front.multipart_uploads > 0) == (size == "multipart")
     if rec_sid in twilio_media.recordings:
         raise AssertionError(f"not stored on the second attempt: {rec['state']}")
     assert rec["state"] == "stored"
