@@ -12,6 +12,7 @@ refusing a mismatch. One byte of a PUT body can be flipped on the way in."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -31,11 +32,15 @@ import pytest
 from aiohttp import web
 
 from service.config import Settings
+from service.personal.numbers import PhoneVault
 from service.platforms.twilio.simulate import Caller, FakeTwilio
 from service.storage import StorageError, StoredObject, s3
+from service.storage.registry import StoreRegistry
+from service.storage.reseal import encrypt_all
 from service.storage.s3 import MIB, S3Store
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_URL, Service
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_URL, SECRET_KEY, Service, make_bucket
 from tests.intake_helpers import get_object, objects, open_sealed, send_recording, settle
+from tests.seed import seed_recording
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
 
 _HOP = {"host", "content-length", "transfer-encoding", "connection", "expect"}
@@ -514,3 +519,92 @@ async def test_a_corrupt_object_left_by_a_failed_attempt_is_replaced_by_the_next
             f"committed as stored and Twilio's copy deleted, but the object does not open: {exc!r}"
         ) from None
     assert opened == body
+
+
+def _versions(endpoint: str, bucket: str, key: str) -> list[bytes]:
+    """What every version of ``key`` holds, newest first."""
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    listed = client.list_object_versions(Bucket=bucket, Prefix=key).get("Versions", [])
+    return [
+        client.get_object(Bucket=bucket, Key=key, VersionId=v["VersionId"])["Body"].read()
+        for v in listed
+        if v["Key"] == key
+    ]
+
+
+@pytest.mark.parametrize("front", [_REPORTS_ONLY], indirect=True, ids=["store-reports"])
+@pytest.mark.parametrize("case", ["one-put", "one-put-not-taken-back", "multipart"])
+async def test_a_re_sealed_object_the_store_did_not_receive_intact_keeps_the_plaintext(
+    case: str,
+    request: pytest.FixtureRequest,
+    front: _StoreFront,
+    db: asyncpg.Connection,
+    moto_url: str,
+    tmp_path: Path,
+) -> None:
+    """``recordings encrypt --all`` on a versioned bucket, the re-sealed upload altered on its
+    way to a store that answers its checksum of what it received but keeps a mismatch: the
+    altered object has the metadata and the size of the sealed recording, and deleting the
+    older (plaintext) versions after it would leave no intact copy. The recording is reported
+    failed and its plaintext kept, whether put_file takes the altered object back (one PUT:
+    the next run seals it intact), the store refuses that (403) and the next run finds the
+    altered object as the current version, or the upload was multipart (checked by the HEAD,
+    nothing taken back)."""
+    if case == "multipart":
+        request.getfixturevalue("small_parts")  # before the store is made
+    bucket = await asyncio.to_thread(make_bucket, moto_url, True)
+    store = S3Store(bucket, endpoint_url=front.url, region="us-east-1")
+    vault = PhoneVault(SECRET_KEY)
+    body = _long_wav(6 * MIB) if case == "multipart" else None
+    rec = await seed_recording(db, store, vault, tmp_path, body=body, expired=False)
+    seeded = await db.fetchval(
+        "SELECT object_version FROM recordings WHERE id = $1", rec["recording_id"]
+    )
+    assert seeded is not None
+    registry = StoreRegistry.wrapping(store)
+    front.alter, front.alter_puts = True, 1  # the re-sealed upload of the first run
+    front.refuse_delete = case == "one-put-not-taken-back"
+    try:
+        first = await encrypt_all(db, vault, registry, tmp_path)
+        front.refuse_delete = False
+        second = await encrypt_all(db, vault, registry, tmp_path)
+    finally:
+        await store.close()
+    assert front.multipart_uploads == (2 if case == "multipart" else 0)  # seeded, re-sealed
+    rid = str(rec["recording_id"])
+    assert (first.sealed, list(first.failed)) == (0, [rid])
+    kept = _versions(moto_url, bucket, rec["key"])
+    version = await db.fetchval(
+        "SELECT object_version FROM recordings WHERE id = $1", rec["recording_id"]
+    )
+    if case == "one-put":
+        # taken back: the plaintext was the current version again, and sealed intact since
+        assert (second.sealed, second.failed) == (1, {})
+        (only,) = kept
+        assert await open_sealed(db, rec["recording_id"], only) == rec["body"]
+        return
+    # the altered object stays the current version: every run refuses it
+    assert (second.sealed, second.already, list(second.failed)) == (0, 0, [rid])
+    assert "older versions kept" in second.failed[rid]
+    assert len(kept) == 2 and kept[1] == rec["body"], "the plaintext version was deleted"
+    assert version == seeded, "the row names another version than the plaintext's"
+
+
+@pytest.mark.parametrize("front", [_REPORTS_ONLY], indirect=True, ids=["store-reports"])
+async def test_an_object_sealed_before_its_checksum_was_kept_stays_already_sealed(
+    front: _StoreFront, db: asyncpg.Connection, moto_url: str, tmp_path: Path
+) -> None:
+    """An object sealed (by intake) before the SHA-256 of the bytes sent went into its
+    metadata: the store answers its checksum, with nothing to match it with. ``encrypt --all``
+    counts it as sealed, as before, rather than failing every recording stored until then."""
+    bucket = await asyncio.to_thread(make_bucket, moto_url, True)
+    store = S3Store(bucket, endpoint_url=front.url, region="us-east-1")
+    vault = PhoneVault(SECRET_KEY)
+    try:
+        rec = await seed_recording(db, store, vault, tmp_path, sealed=True, expired=False)
+        head = await store.head(rec["key"])
+        assert head is not None and head.checksum_sha256 is not None  # the store answers one
+        report = await encrypt_all(db, vault, StoreRegistry.wrapping(store), tmp_path)
+    finally:
+        await store.close()
+    assert (report.already, report.sealed, report.failed) == (1, 0, {})
