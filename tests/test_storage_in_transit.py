@@ -38,6 +38,7 @@ from service.storage import StorageError, StoredObject, s3
 from service.storage.registry import StoreRegistry
 from service.storage.reseal import encrypt_all
 from service.storage.s3 import MIB, S3Store
+from service.tenants.export import ExportError, S3Target, export
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_URL, SECRET_KEY, Service, make_bucket
 from tests.intake_helpers import get_object, objects, open_sealed, send_recording, settle
 from tests.seed import seed_recording
@@ -608,3 +609,50 @@ async def test_an_object_sealed_before_its_checksum_was_kept_stays_already_seale
     finally:
         await store.close()
     assert (report.already, report.sealed, report.failed) == (1, 0, {})
+
+
+@pytest.mark.parametrize("front", [_REPORTS_ONLY], indirect=True, ids=["store-reports"])
+@pytest.mark.parametrize("size", ["one-put", "multipart"])
+async def test_an_export_file_the_store_did_not_receive_intact_is_not_taken_as_exported(
+    size: str,
+    request: pytest.FixtureRequest,
+    front: _StoreFront,
+    db: asyncpg.Connection,
+    settings: Settings,
+    moto_url: str,
+    bucket: str,
+    tmp_path: Path,
+) -> None:
+    """``tenant export --out s3://``, whose completion lets an offboarding erase the tenant:
+    the first upload (a recording) altered on its way to a store that answers its checksum of
+    what it received but keeps a mismatch, and the take-back refused (403; a multipart upload
+    is checked by the HEAD after it, and nothing is taken back). That run fails; the next does
+    not take the altered object, with its metadata and size right, as already exported, but
+    uploads the recording again."""
+    if size == "multipart":
+        request.getfixturevalue("small_parts")  # before the target's store is made
+    source = S3Store(bucket, endpoint_url=moto_url, region="us-east-1")
+    handover = await asyncio.to_thread(make_bucket, moto_url)
+    via_front = replace(settings, s3_endpoint_url=front.url, s3_region="us-east-1")
+    try:
+        body = _long_wav(6 * MIB) if size == "multipart" else None
+        vault = PhoneVault(SECRET_KEY)
+        rec = await seed_recording(db, source, vault, tmp_path, body=body, expired=False)
+        stores = StoreRegistry.wrapping(source)
+        front.alter, front.alter_puts = True, 1
+        front.refuse_delete = True
+        refused = "other bytes than were sent" if size == "one-put" else "did not arrive whole"
+        with pytest.raises((StorageError, ExportError), match=refused):
+            await export(
+                db, stores, "default", S3Target(f"s3://{handover}/out", tmp_path, via_front)
+            )
+        front.refuse_delete = False
+        again = await export(
+            db, stores, "default", S3Target(f"s3://{handover}/out", tmp_path, via_front)
+        )
+    finally:
+        await source.close()
+    assert front.multipart_uploads == (2 if size == "multipart" else 0)  # both runs'
+    assert (again.fetched, again.skipped) == (1, 0)
+    key = f"out/recordings/{rec['recording_id']}.wav"
+    assert _kept(moto_url, handover, key) == rec["body"], "the altered file was kept as exported"

@@ -31,7 +31,11 @@ SHA-256 its row recorded at intake, then renamed into place. A rerun after a cra
 file already there whose size and SHA-256 match, and fetches the rest again. To an ``s3://``
 target (the deployment's endpoint and credential chain), each file is staged in a work folder,
 uploaded with its SHA-256 in the object's metadata (a PUT is all-or-nothing) and checked with a
-HEAD; a rerun skips the objects whose size and SHA-256 match.
+HEAD; a rerun skips the objects whose size and SHA-256 match. The SHA-256 goes with the bytes
+too, for the store to check, and where it answers its own SHA-256 of what it holds, that must
+be the one sent (:meth:`~service.storage.StoredObject.content_differs`): metadata and size are
+what the request said, whatever bytes arrived, and an offboarding erases the tenant's data once
+its export is complete.
 """
 
 from __future__ import annotations
@@ -211,7 +215,13 @@ class S3Target:
 
     async def complete(self, rel: str, size: int, sha256: str) -> bool:
         head = await self.store.head(self.prefix + rel)
-        return head is not None and (head.size, head.sha256) == (size, sha256)
+        # (an object an earlier run's check refused, which the store did not let it take back,
+        # has the right metadata and size: the store's checksum says what it holds)
+        return (
+            head is not None
+            and (head.size, head.sha256) == (size, sha256)
+            and not head.content_differs()
+        )
 
     def staging(self, rel: str) -> Path:
         assert self._folder is not None
@@ -220,10 +230,15 @@ class S3Target:
     async def publish(self, rel: str, staged: Path, sha256: str, content_type: str) -> None:
         key = self.prefix + rel
         await self.store.put_file(
-            key, staged, sha256=sha256, content_type=content_type, metadata={}
+            key,
+            staged,
+            sha256=sha256,
+            content_type=content_type,
+            metadata={},
+            content_sha256=sha256,  # of the staged file itself: the store checks it
         )
         head = await self.store.head(key)
-        if head is None or head.sha256 != sha256:
+        if head is None or head.sha256 != sha256 or head.content_differs():
             raise ExportError(f"{self.url}: {rel} did not arrive whole", code="export_failed")
         await asyncio.to_thread(staged.unlink, True)
 
