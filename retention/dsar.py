@@ -948,8 +948,10 @@ async def _access_bundle(
     sealed_out: bool = False,
 ) -> str:
     """Gather the person's data into a folder (audio streamed from the store to disk), zip it
-    off the event loop, and store the zip. ``sealed_out``: the audio as stored, each with its
-    data key wrapped by the tenant's KMS key (:mod:`service.storage.handout`)."""
+    off the event loop, and store the zip, checked as intake checks a recording (the request is
+    completed on it, and the ledger says the person was given access). ``sealed_out``: the audio
+    as stored, each with its data key wrapped by the tenant's KMS key
+    (:mod:`service.storage.handout`)."""
     async with work_dir(tmp_root, "dsar-") as folder:
         await asyncio.to_thread((folder / "content" / "audio").mkdir, parents=True)
         calls: list[dict[str, Any]] = []
@@ -1040,13 +1042,21 @@ async def _access_bundle(
         bundle = folder / "bundle.zip"
         digest = await asyncio.to_thread(_zip, folder / "content", bundle, request, calls)
         key = where.key(bundle_key_of(request_id))
-        await where.store.put_file(
+        proof = await where.store.put_file(
             key,
             bundle,
             sha256=digest,
             content_type="application/zip",
             metadata={"request-id": str(request_id)},
+            content_sha256=digest,  # of the zip itself: the store checks it
         )
+        # Metadata and size are what the request said, whatever bytes arrived: where the
+        # store answers its own SHA-256 of what it holds, it must be the one sent. (Whoever
+        # sent it: another runner of this request may have put its own zip there since, and an
+        # erasure of the number may have deleted it, which the commit sees.)
+        stored = proof if proof is not None else await where.store.head(key)
+        if stored is not None and stored.content_differs():
+            raise StorageError(f"the access bundle {key} did not arrive whole")
         return key
 
 

@@ -31,6 +31,7 @@ import boto3
 import pytest
 from aiohttp import web
 
+from retention import dsar
 from service.config import Settings
 from service.personal.numbers import PhoneVault
 from service.platforms.twilio.simulate import Caller, FakeTwilio
@@ -656,3 +657,47 @@ async def test_an_export_file_the_store_did_not_receive_intact_is_not_taken_as_e
     assert (again.fetched, again.skipped) == (1, 0)
     key = f"out/recordings/{rec['recording_id']}.wav"
     assert _kept(moto_url, handover, key) == rec["body"], "the altered file was kept as exported"
+
+
+@pytest.mark.parametrize("front", [_REPORTS_ONLY], indirect=True, ids=["store-reports"])
+@pytest.mark.parametrize("size", ["one-put", "multipart"])
+async def test_an_access_bundle_the_store_did_not_receive_intact_does_not_complete_the_request(
+    size: str,
+    request: pytest.FixtureRequest,
+    front: _StoreFront,
+    db: asyncpg.Connection,
+    moto_url: str,
+    bucket: str,
+    tmp_path: Path,
+) -> None:
+    """An access request is completed on its bundle (and the ledger says the person was given
+    access): the bundle's upload altered on its way to a store that answers its checksum of
+    what it received but keeps a mismatch, the take-back refused (403; a multipart upload is
+    checked by the HEAD after it), the run fails and the request stays open; the next run
+    completes it with the bundle intact."""
+    if size == "multipart":
+        request.getfixturevalue("small_parts")  # before the store is made
+    store = S3Store(bucket, endpoint_url=front.url, region="us-east-1")
+    vault = PhoneVault(SECRET_KEY)
+    caller = "+84901234678"
+    # random bytes: the zip of a tone would be too small for parts
+    body = b"RIFF" + os.urandom(6 * MIB) if size == "multipart" else None
+    try:
+        await seed_recording(db, store, vault, tmp_path, caller=caller, body=body, expired=False)
+        rid = await dsar.create(db, vault, kind="access", phone=caller, actor="test")
+        front.alter, front.alter_puts = True, 1
+        front.refuse_delete = True
+        with pytest.raises(StorageError):
+            await dsar.run(db, vault, store, rid, tmp_path, retry_s=1)
+        assert (await dsar.get(db, rid))["status"] != "completed"
+        front.refuse_delete = False
+        assert await dsar.run(db, vault, store, rid, tmp_path, retry_s=1) == "completed"
+    finally:
+        await store.close()
+    assert front.multipart_uploads == (3 if size == "multipart" else 0)  # seeded, both runs'
+    row = await dsar.get(db, rid)
+    got = _kept(moto_url, bucket, row["bundle_key"])
+    head = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1").head_object(
+        Bucket=bucket, Key=row["bundle_key"]
+    )
+    assert hashlib.sha256(got).hexdigest() == head["Metadata"]["sha256"], "the bundle is altered"
