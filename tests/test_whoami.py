@@ -130,3 +130,39 @@ async def test_token_lists_show_each_tokens_tenant(
     assert out.returncode == 0, out.stderr
     rows = {line.split()[-1]: line.split()[3] for line in out.stdout.splitlines()}
     assert rows == {"admin-a": "default", "ops": "*", "beta-qa": OTHER}
+
+
+async def test_a_tokens_last_use_is_written_at_most_once_a_minute(
+    db: Conn, service: Service
+) -> None:
+    """A read does not write: the token's row changes on its first use and then only once its
+    ``last_used_at`` is a minute old by the database's clock (the row's ``xmin`` says whether
+    anything was written); a revoked token is refused whatever its last use."""
+    token = await make_token(db, tenancy.DEFAULT, "trainer-last-use", "qa_trainer")
+    row = "SELECT last_used_at, xmin::text AS xmin FROM api_tokens WHERE name = $1"
+    before = await db.fetchrow(row, "trainer-last-use")
+    assert before["last_used_at"] is None
+
+    assert (await get(service, "/api/whoami", token))[0] == 200
+    first = await db.fetchrow(row, "trainer-last-use")
+    assert first["last_used_at"] is not None and first["xmin"] != before["xmin"]
+
+    for _ in range(3):
+        assert (await get(service, "/api/whoami", token))[0] == 200
+    assert await db.fetchrow(row, "trainer-last-use") == first  # not written again
+
+    # a minute later by the database's clock (moved back instead of waiting)
+    await db.execute(
+        "UPDATE api_tokens SET last_used_at = now() - interval '61 seconds' WHERE name = $1",
+        "trainer-last-use",
+    )
+    aged = await db.fetchrow(row, "trainer-last-use")
+    assert (await get(service, "/api/whoami", token))[0] == 200
+    again = await db.fetchrow(row, "trainer-last-use")
+    assert again["xmin"] != aged["xmin"]
+    assert again["last_used_at"] > aged["last_used_at"]
+    assert await db.fetchval("SELECT now() - $1::timestamptz < interval '1 minute'", again[0])
+
+    await db.execute("UPDATE api_tokens SET revoked_at = now() WHERE name = $1", "trainer-last-use")
+    status, body = await get(service, "/api/whoami", token)
+    assert status == 401, body
