@@ -166,3 +166,44 @@ async def test_local_store_refuses_keys_that_escape_its_folder(tmp_path: Path) -
         with pytest.raises(StorageError):
             await store.put_file(key, path, sha256=digest, content_type="x", metadata={})
     await store.close()
+
+
+@pytest.mark.parametrize(
+    ("operation", "body", "status"),
+    [
+        # a whole DeleteResult: no error inside, not cut short (not parsed a second time)
+        (
+            "DeleteObjects",
+            b'<?xml version="1.0" encoding="UTF-8"?>\n<DeleteResult xmlns="http://s3.amazonaws'
+            b'.com/doc/2006-03-01/"><Deleted><Key>a</Key></Deleted></DeleteResult>\n',
+            200,
+        ),
+        # cut short: retried as botocore retries it
+        (
+            "DeleteObjects",
+            b'<?xml version="1.0" encoding="UTF-8"?>\n<DeleteResult><Deleted><Key>a</Key>',
+            500,
+        ),
+        # an error answered with 200
+        (
+            "DeleteObjects",
+            b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code></Error>',
+            500,
+        ),
+        ("DeleteObjects", b"<Error><Code>SlowDown</Code></Error><!-- </DeleteResult>", 500),
+        ("ListObjectsV2", b"<Error><Code>InternalError</Code></Error>", 500),
+        ("ListObjectsV2", b"<ListBucketResult></ListBucketResult>", 200),
+    ],
+)
+def test_an_error_inside_a_200_is_still_caught(operation: str, body: bytes, status: int) -> None:
+    """The S3 client's cheaper check of a DeleteObjects answer turns every error or cut-short
+    body into a 500 (retried, then refused), as botocore's own check does."""
+    store = S3Store("bucket", endpoint_url="http://127.0.0.1:9", region="us-east-1")
+    response = {"status_code": 200, "body": body, "headers": {}}
+    store.client.meta.events.emit(
+        f"before-parse.s3.{operation}",
+        operation_model=store.client.meta.service_model.operation_model(operation),
+        response_dict=response,
+        customized_response_dict={},
+    )
+    assert response["status_code"] == status

@@ -28,7 +28,7 @@ GENESIS = bytes(32)
 _DOMAIN = b"callvault-ledger-v1\n"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one object an event, not two (a purge makes 20,000)
 class NewEvent:
     type: str
     details: Mapping[str, Any] = field(default_factory=dict)
@@ -269,12 +269,55 @@ async def append_many(conn: Conn, events: Mapping[uuid.UUID, Sequence[NewEvent]]
     }
     at: datetime = await conn.fetchval(Q["clock"])
     at_text = _at_text(at)
-    written: list[Written] = []
+    # Straight into the insert's columns, with no Event/Written per event: a purge batch's
+    # thousands of per-event objects lived long enough to reach the garbage collector's oldest
+    # generation, and each full collection it set off stopped every thread for ~0.1 s (py-spy
+    # and gc.callbacks of a 20,000 purge: three of them, 0.3 s of its 2 s).
+    call_ids: list[uuid.UUID] = []
+    seqs: list[int] = []
+    types: list[str] = []
+    texts: list[str] = []
+    keys: list[str | None] = []
+    prevs: list[bytes] = []
+    hashes: list[bytes] = []
     for call_id in ids:
         seq, prev = heads.get(call_id, (0, GENESIS))
-        written.extend(_chain(call_id, seq, prev, at, events[call_id], at_text))
-    await _insert(conn, written)
-    return len(written)
+        call_text = str(call_id)
+        seen: set[str] = set()
+        for new in events[call_id]:
+            key = new.dedupe_key
+            if key is not None:
+                if key in seen:
+                    continue
+                seen.add(key)
+            seq += 1
+            details = new.details if type(new.details) is dict else dict(new.details)
+            text = _details_json(details)
+            if type(new.type) is str and type(key) in _KEY_TYPES:
+                digest = _digest_text(call_text, seq, new.type, at_text, text, key, prev)
+            else:  # what only a malformed caller passes: the definition says what it hashes to
+                digest = event_hash(call_id, seq, new.type, at, details, key, prev)
+            call_ids.append(call_id)
+            seqs.append(seq)
+            types.append(new.type)
+            texts.append(text)
+            keys.append(key)
+            prevs.append(prev)
+            hashes.append(digest)
+            prev = digest
+    if call_ids:
+        await conn.execute(
+            Q["insert_events"],
+            call_ids,
+            seqs,
+            types,
+            [at] * len(call_ids),
+            texts,
+            keys,
+            prevs,
+            hashes,
+        )
+    return len(call_ids)
 
 
 async def start_chain(
