@@ -15,6 +15,7 @@ import pytest
 from service import auth
 from service.config import Settings
 from service.db import tenancy
+from service.db.pool import connect
 from tests.conftest import Service, run_cli
 
 Conn = asyncpg.Connection
@@ -166,3 +167,47 @@ async def test_a_tokens_last_use_is_written_at_most_once_a_minute(
     await db.execute("UPDATE api_tokens SET revoked_at = now() WHERE name = $1", "trainer-last-use")
     status, body = await get(service, "/api/whoami", token)
     assert status == 401, body
+
+
+NAME = "revoked-while-looked-up"
+
+
+async def test_a_lookup_blocked_by_a_committing_revoke_is_refused(
+    db: Conn, database_url: str
+) -> None:
+    """A lookup that writes the token's last use waits on a revocation committing meanwhile,
+    then refuses the token (as the plain UPDATE did), and its last use stays before it."""
+    token = await make_token(db, tenancy.DEFAULT, NAME, "qa_trainer")
+    # its last use over a minute old, so that the lookup writes it
+    await db.execute(
+        "UPDATE api_tokens SET last_used_at = now() - interval '2 minutes' WHERE name = $1",
+        NAME,
+    )
+    other: Any = await connect(database_url)
+    try:
+        await tenancy.set_tenant(other, tenancy.ALL)
+        tx = db.transaction()
+        await tx.start()
+        await db.execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL",
+            NAME,
+        )
+        pid = other.get_server_pid()
+        lookup = asyncio.create_task(auth.authenticate(other, token))
+        # wait until the lookup waits on the revoke's row lock (not a timing assert)
+        for _ in range(2000):
+            if lookup.done() or await db.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+            ):
+                break
+            await asyncio.sleep(0.005)
+        await tx.commit()
+        principal = await lookup
+        row = await db.fetchrow(
+            "SELECT last_used_at, revoked_at FROM api_tokens WHERE name = $1",
+            NAME,
+        )
+        assert principal is None, "a token revoked (committed) was accepted"
+        assert row["last_used_at"] <= row["revoked_at"], "used after its revocation"
+    finally:
+        await other.close()

@@ -14,10 +14,14 @@ WITH found AS (
     WHERE token_sha256 = $1 AND revoked_at IS NULL
 ), touched AS (
     UPDATE api_tokens t SET last_used_at = now() FROM found
-    WHERE t.id = found.id
+    WHERE t.id = found.id AND t.revoked_at IS NULL
       AND (found.last_used_at IS NULL OR found.last_used_at <= now() - interval '1 minute')
+    RETURNING t.id
 )
-SELECT id, name, role, token_sha256, tenant_id FROM found;
+-- Where a write is due, the token stands only if the UPDATE found it unrevoked, having waited
+-- for any revocation committing meanwhile (the snapshot above cannot see that one).
+SELECT id, name, role, token_sha256, tenant_id FROM found
+WHERE found.last_used_at > now() - interval '1 minute' OR EXISTS (SELECT 1 FROM touched);
 
 -- name: list_tokens
 SELECT id, name, role, tenant_id, created_by, created_at, last_used_at, revoked_at
