@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import uuid
 from dataclasses import replace
+from typing import Any
 
 import asyncpg
 import pytest
@@ -19,6 +20,7 @@ from retention import dsar, holds
 from service.config import Settings
 from service.db import tenancy
 from service.errors import NotFound
+from service.personal import rehash as rehash_module
 from service.personal.numbers import PhoneVault
 from tests.conftest import SECRET_KEY, Service, run_cli
 from tests.waiting import eventually
@@ -171,3 +173,35 @@ async def _marked(db: Conn) -> bool:
             "AND tenant_id IS NULL"
         )
     )
+
+
+async def test_a_pass_cancelled_between_its_turns_rolls_its_page_back(
+    db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pass hands the event loop back every few rows (so serve answers meanwhile); cancelled
+    at one of those turns mid-page, it leaves no half page written and the connection out of
+    its transaction, and a rerun finishes the work."""
+    ids = [await seed_old_call(db, f"09012345{i:02d}") for i in range(40)]
+    real_sleep = asyncio.sleep
+    turns = 0
+
+    async def cancelling_sleep(delay: float, *a: Any) -> None:
+        nonlocal turns
+        turns += 1
+        if turns == 2:  # 32 rows into the page: cancel the pass right here
+            asyncio.current_task().cancel()  # type: ignore[union-attr]
+        await real_sleep(delay)
+
+    monkeypatch.setattr(rehash_module.asyncio, "sleep", cancelling_sleep)
+    await tenancy.set_tenant(db, tenancy.DEFAULT)
+    task = asyncio.create_task(rehash_module.rehash(db, VAULT, page=500))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not db.is_in_transaction()
+    hashes = [await db.fetchval("SELECT caller_hash FROM calls WHERE id = $1", i) for i in ids]
+    assert all(bytes(h) == old_hash(f"09012345{n:02d}") for n, h in enumerate(hashes)), (
+        "part of the page was written"
+    )
+    monkeypatch.setattr(rehash_module.asyncio, "sleep", real_sleep)
+    report = await rehash_module.rehash(db, VAULT, page=500)
+    assert report.calls == 40
