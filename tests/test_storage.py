@@ -7,7 +7,9 @@ import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import botocore.parsers
 import pytest
 
 from service.storage import (
@@ -207,3 +209,28 @@ def test_an_error_inside_a_200_is_still_caught(operation: str, body: bytes, stat
         customized_response_dict={},
     )
     assert response["status_code"] == status
+
+
+async def test_an_answer_the_client_cannot_parse_is_a_storage_error() -> None:
+    """A 200 that opens and closes as a whole DeleteResult but is mangled inside skips
+    botocore's first check and fails its parse: the purge sees it as a store's refusal
+    (StorageError, the keys left for the next pass), not as an error of its own."""
+    store = S3Store("bucket", endpoint_url="http://127.0.0.1:9", region="us-east-1")
+    body = b"<DeleteResult><Deleted><Key>a</Key></Oops></DeleteResult>"
+    model = store.client.meta.service_model.operation_model("DeleteObjects")
+    response = {"status_code": 200, "body": body, "headers": {}}
+    store.client.meta.events.emit(
+        "before-parse.s3.DeleteObjects",
+        operation_model=model,
+        response_dict=response,
+        customized_response_dict={},
+    )
+    assert response["status_code"] == 200  # (not checked a second time: parsed once)
+
+    def parse() -> Any:
+        parser = botocore.parsers.create_parser("rest-xml")
+        return parser.parse(response, model.output_shape)
+
+    with pytest.raises(StorageError, match="could not be read"):
+        await store._call(parse)
+    await store.close()
