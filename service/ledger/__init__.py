@@ -57,13 +57,37 @@ class Event:
         }
 
 
-@dataclass(frozen=True)
-class Written:
-    """An event about to be inserted, with its details as the canonical JSON it was hashed
-    over."""
+@dataclass(slots=True)
+class _Rows:
+    """Events numbered and hashed in chain order, as the insert's columns (not an object per
+    event: a purge batch's thousands of them lived long enough to reach the garbage collector's
+    oldest generation, and each full collection stopped every thread for ~0.1 s; py-spy and
+    gc.callbacks of a 20,000 purge: three of them, 0.3 s of its 2 s). The details go as the
+    canonical JSON text each hash was computed over."""
 
-    event: Event
-    details_text: str
+    call_ids: list[uuid.UUID] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    details: list[dict[str, Any]] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    keys: list[str | None] = field(default_factory=list)
+    prevs: list[bytes] = field(default_factory=list)
+    hashes: list[bytes] = field(default_factory=list)
+
+    def events(self, at: datetime) -> list[Event]:
+        return [
+            Event(call_id, seq, type_, at, details, key, prev, digest)
+            for call_id, seq, type_, details, key, prev, digest in zip(
+                self.call_ids,
+                self.seqs,
+                self.types,
+                self.details,
+                self.keys,
+                self.prevs,
+                self.hashes,
+                strict=True,
+            )
+        ]
 
 
 # The canonical body is ``json.dumps`` of a dict of seven keys with ``sort_keys=True``,
@@ -243,15 +267,19 @@ async def append(conn: Conn, call_id: uuid.UUID, events: Sequence[NewEvent]) -> 
     head = await conn.fetchrow(Q["chain_head"], call_id, keys)
     assert head is not None
     seen = set(head["seen"])
-    written = _chain(
+    rows = _Rows()
+    at = head["at"]
+    _chain(
+        rows,
         call_id,
         head["seq"] or 0,
         head["hash"] or GENESIS,
-        head["at"],
+        at,
+        _at_text(at),
         [e for e in events if e.dedupe_key is None or e.dedupe_key not in seen],
     )
-    await _insert(conn, written)
-    return [w.event for w in written]
+    await _insert(conn, rows, at)
+    return rows.events(at)
 
 
 async def append_many(conn: Conn, events: Mapping[uuid.UUID, Sequence[NewEvent]]) -> int:
@@ -269,55 +297,12 @@ async def append_many(conn: Conn, events: Mapping[uuid.UUID, Sequence[NewEvent]]
     }
     at: datetime = await conn.fetchval(Q["clock"])
     at_text = _at_text(at)
-    # Straight into the insert's columns, with no Event/Written per event: a purge batch's
-    # thousands of per-event objects lived long enough to reach the garbage collector's oldest
-    # generation, and each full collection it set off stopped every thread for ~0.1 s (py-spy
-    # and gc.callbacks of a 20,000 purge: three of them, 0.3 s of its 2 s).
-    call_ids: list[uuid.UUID] = []
-    seqs: list[int] = []
-    types: list[str] = []
-    texts: list[str] = []
-    keys: list[str | None] = []
-    prevs: list[bytes] = []
-    hashes: list[bytes] = []
+    rows = _Rows()
     for call_id in ids:
         seq, prev = heads.get(call_id, (0, GENESIS))
-        call_text = str(call_id)
-        seen: set[str] = set()
-        for new in events[call_id]:
-            key = new.dedupe_key
-            if key is not None:
-                if key in seen:
-                    continue
-                seen.add(key)
-            seq += 1
-            details = new.details if type(new.details) is dict else dict(new.details)
-            text = _details_json(details)
-            if type(new.type) is str and type(key) in _KEY_TYPES:
-                digest = _digest_text(call_text, seq, new.type, at_text, text, key, prev)
-            else:  # what only a malformed caller passes: the definition says what it hashes to
-                digest = event_hash(call_id, seq, new.type, at, details, key, prev)
-            call_ids.append(call_id)
-            seqs.append(seq)
-            types.append(new.type)
-            texts.append(text)
-            keys.append(key)
-            prevs.append(prev)
-            hashes.append(digest)
-            prev = digest
-    if call_ids:
-        await conn.execute(
-            Q["insert_events"],
-            call_ids,
-            seqs,
-            types,
-            [at] * len(call_ids),
-            texts,
-            keys,
-            prevs,
-            hashes,
-        )
-    return len(call_ids)
+        _chain(rows, call_id, seq, prev, at, at_text, events[call_id])
+    await _insert(conn, rows, at)
+    return len(rows.call_ids)
 
 
 async def start_chain(
@@ -328,61 +313,65 @@ async def start_chain(
     against (the database still checks the chain links)."""
     if not conn.is_in_transaction():
         raise RuntimeError("ledger.start_chain must run inside a transaction")
-    written = _chain(call_id, 0, GENESIS, at, events)
-    await _insert(conn, written)
-    return [w.event for w in written]
+    rows = _Rows()
+    _chain(rows, call_id, 0, GENESIS, at, _at_text(at), events)
+    await _insert(conn, rows, at)
+    return rows.events(at)
 
 
 def _chain(
+    rows: _Rows,
     call_id: uuid.UUID,
     seq: int,
     prev: bytes,
     at: datetime,
+    at_text: str,
     events: Sequence[NewEvent],
-    at_text: str | None = None,
-) -> list[Written]:
-    """Number and hash ``events`` after the head (``seq``, ``prev``); a dedupe key given twice
-    in one batch is written once. The call id and the time are written out once for all of
-    them; ``at_text``: the time already written out (a purge batch appends to a thousand
-    calls at one time)."""
-    written: list[Written] = []
+) -> None:
+    """Number and hash ``events`` after the head (``seq``, ``prev``) into ``rows``; a dedupe
+    key given twice in one batch is written once. ``at_text``: the time ``at``, written out once
+    for all of them (a purge batch appends to a thousand calls at one time)."""
     seen: set[str] = set()
     call_text = str(call_id)
-    if at_text is None:
-        at_text = _at_text(at)
     for new in events:
-        if new.dedupe_key is not None:
-            if new.dedupe_key in seen:
+        key = new.dedupe_key
+        if key is not None:
+            if key in seen:
                 continue
-            seen.add(new.dedupe_key)
+            seen.add(key)
         seq += 1
-        details = dict(new.details)
+        details = new.details if type(new.details) is dict else dict(new.details)
         text = _details_json(details)
-        if type(new.type) is str and type(new.dedupe_key) in _KEY_TYPES:
-            digest = _digest_text(call_text, seq, new.type, at_text, text, new.dedupe_key, prev)
+        if type(new.type) is str and type(key) in _KEY_TYPES:
+            digest = _digest_text(call_text, seq, new.type, at_text, text, key, prev)
         else:  # what only a malformed caller passes: the definition says what it hashes to
-            digest = event_hash(call_id, seq, new.type, at, details, new.dedupe_key, prev)
-        event = Event(call_id, seq, new.type, at, details, new.dedupe_key, prev, digest)
-        written.append(Written(event, text))
+            digest = event_hash(call_id, seq, new.type, at, details, key, prev)
+        rows.call_ids.append(call_id)
+        rows.seqs.append(seq)
+        rows.types.append(new.type)
+        rows.details.append(details)
+        rows.texts.append(text)
+        rows.keys.append(key)
+        rows.prevs.append(prev)
+        rows.hashes.append(digest)
         prev = digest
-    return written
 
 
-async def _insert(conn: Conn, written: Sequence[Written]) -> None:
+async def _insert(conn: Conn, rows: _Rows, at: datetime) -> None:
     """One statement for the batch, rows in chain order (the link trigger checks each). The
     details go as the canonical JSON text the hash was computed over (the database parses it
     into jsonb), not encoded a second time."""
-    if written:
+    if rows.call_ids:
         await conn.execute(
             Q["insert_events"],
-            [w.event.call_id for w in written],
-            [w.event.seq for w in written],
-            [w.event.type for w in written],
-            [w.event.at for w in written],
-            [w.details_text for w in written],
-            [w.event.dedupe_key for w in written],
-            [w.event.prev_hash for w in written],
-            [w.event.hash for w in written],
+            rows.call_ids,
+            rows.seqs,
+            rows.types,
+            [at] * len(rows.call_ids),
+            rows.texts,
+            rows.keys,
+            rows.prevs,
+            rows.hashes,
         )
 
 
