@@ -454,6 +454,16 @@ def _long_wav(size: int) -> bytes:
     return out.getvalue()
 
 
+def _recording_of_size(size: str, request: pytest.FixtureRequest) -> bytes | None:
+    """The recording a test sends for ``size``: None (the default one, a single PutObject), or
+    for "multipart" 6 MiB, with the multipart threshold and parts made small (5 MiB) for every
+    store made after this."""
+    if size != "multipart":
+        return None
+    request.getfixturevalue("small_parts")
+    return _long_wav(6 * MIB)
+
+
 @pytest.mark.parametrize("front", [_REPORTS_ONLY], indirect=True, ids=["store-reports"])
 @pytest.mark.parametrize("size", ["one-put", "multipart"])
 async def test_a_corrupt_object_the_store_could_not_take_back_is_not_taken_as_stored(
@@ -471,14 +481,12 @@ async def test_a_corrupt_object_the_store_could_not_take_back_is_not_taken_as_st
     altered, so no attempt may commit ``stored`` nor delete Twilio's copy; the second, finding
     the object, must not take it for the recording (its HEAD's metadata and size say yes, the
     store's checksum of what it holds says no)."""
-    if size == "multipart":
-        request.getfixturevalue("small_parts")
+    body = _recording_of_size(size, request)
+    if body is not None:
         await service_via_front.reconfigure()  # its stores made again, with the small parts
     front.alter = True
     front.refuse_delete = True
-    rec, rec_sid, _ = await _record_a_consented_call(
-        twilio, twilio_media, db, body=_long_wav(6 * MIB) if size == "multipart" else None
-    )
+    rec, rec_sid, _ = await _record_a_consented_call(twilio, twilio_media, db, body=body)
     assert (front.multipart_uploads > 0) == (size == "multipart")
     assert rec_sid in twilio_media.recordings, "Twilio's copy was deleted"
     assert rec["state"] != "stored"
@@ -502,12 +510,11 @@ async def test_a_corrupt_object_left_by_a_failed_attempt_is_replaced_by_the_next
     """As above, but only the first attempt's upload is altered: the second finds the altered
     object, uploads the recording again, and stores it intact; Twilio's copy is deleted only
     once the object opens to the recording."""
-    if size == "multipart":
-        request.getfixturevalue("small_parts")
+    body = _recording_of_size(size, request)
+    if body is not None:
         await service_via_front.reconfigure()  # its stores made again, with the small parts
     front.alter, front.alter_puts = True, 1
     front.refuse_delete = True
-    body = _long_wav(6 * MIB) if size == "multipart" else None
     rec, rec_sid, body = await _record_a_consented_call(twilio, twilio_media, db, body=body)
     assert (front.multipart_uploads > 0) == (size == "multipart")
     if rec_sid in twilio_media.recordings:
@@ -552,12 +559,10 @@ async def test_a_re_sealed_object_the_store_did_not_receive_intact_keeps_the_pla
     the next run seals it intact), the store refuses that (403) and the next run finds the
     altered object as the current version, or the upload was multipart (checked by the HEAD,
     nothing taken back)."""
-    if case == "multipart":
-        request.getfixturevalue("small_parts")  # before the store is made
+    body = _recording_of_size(case, request)  # (before the store is made)
     bucket = await asyncio.to_thread(make_bucket, moto_url, True)
     store = S3Store(bucket, endpoint_url=front.url, region="us-east-1")
     vault = PhoneVault(SECRET_KEY)
-    body = _long_wav(6 * MIB) if case == "multipart" else None
     rec = await seed_recording(db, store, vault, tmp_path, body=body, expired=False)
     seeded = await db.fetchval(
         "SELECT object_version FROM recordings WHERE id = $1", rec["recording_id"]
@@ -630,13 +635,11 @@ async def test_an_export_file_the_store_did_not_receive_intact_is_not_taken_as_e
     is checked by the HEAD after it, and nothing is taken back). That run fails; the next does
     not take the altered object, with its metadata and size right, as already exported, but
     uploads the recording again."""
-    if size == "multipart":
-        request.getfixturevalue("small_parts")  # before the target's store is made
+    body = _recording_of_size(size, request)  # (before the target's store is made)
     source = S3Store(bucket, endpoint_url=moto_url, region="us-east-1")
     handover = await asyncio.to_thread(make_bucket, moto_url)
     via_front = replace(settings, s3_endpoint_url=front.url, s3_region="us-east-1")
     try:
-        body = _long_wav(6 * MIB) if size == "multipart" else None
         vault = PhoneVault(SECRET_KEY)
         rec = await seed_recording(db, source, vault, tmp_path, body=body, expired=False)
         stores = StoreRegistry.wrapping(source)

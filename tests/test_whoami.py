@@ -17,6 +17,7 @@ from service.config import Settings
 from service.db import tenancy
 from service.db.pool import connect
 from tests.conftest import Service, run_cli
+from tests.waiting import eventually
 
 Conn = asyncpg.Connection
 OTHER = "beta"
@@ -194,13 +195,15 @@ async def test_a_lookup_blocked_by_a_committing_revoke_is_refused(
         )
         pid = other.get_server_pid()
         lookup = asyncio.create_task(auth.authenticate(other, token))
-        # wait until the lookup waits on the revoke's row lock (not a timing assert)
-        for _ in range(2000):
-            if lookup.done() or await db.fetchval(
-                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
-            ):
-                break
-            await asyncio.sleep(0.005)
+
+        async def waiting_or_done() -> bool:
+            return lookup.done() or bool(
+                await db.fetchval(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+                )
+            )
+
+        await eventually(waiting_or_done, what="the lookup waiting on the revoke's row lock")
         await tx.commit()
         principal = await lookup
         row = await db.fetchrow(
