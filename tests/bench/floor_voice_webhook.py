@@ -11,13 +11,16 @@ webhooks, as ``bench_voice_webhook``):
   statement, TwiML).
 
 For each: req/s, p50/p99, errors, and CPU ms per request of the server process, of PostgreSQL
-(postmaster and every child) and of this load generator (as ``cpu_voice_webhook``); then the
-ratios. What lies between floor and baseline is the database work the ledger's guarantees cost;
-what lies between callvault and floor is Python. Not in ``make bench`` (no results file): a
-diagnostic, ``python -m tests.bench.floor_voice_webhook``.
+(postmaster and every child) and of this load generator (as ``cpu_voice_webhook``), what the
+rest of the machine spent meanwhile, and how busy its cores were (well below 100%: the cores
+were not the limit); then the ratios, and a count of the calls and ledger events written. What
+lies between floor and baseline is the database work the ledger's guarantees cost; what lies
+between callvault and floor is callvault's own Python. Not in ``make bench`` (no results file):
+a diagnostic, ``python -m tests.bench.floor_voice_webhook``.
 
-With ``PERF=/usr/bin/perf`` PostgreSQL's processes are sampled during the first measured floor
-round (``perf record -e cpu-clock --call-graph dwarf``) into ``floor.perf.data``;
+With ``PERF=/usr/bin/perf`` PostgreSQL's processes are sampled during one more floor round after
+the measured ones (perf slows what it samples; that round's rate is printed apart), with
+``perf record -e cpu-clock --call-graph dwarf``, into ``floor.perf.data``;
 ``python -m tests.bench.floor_voice_webhook shares floor.perf.data`` prints where their time
 went, by category."""
 
@@ -76,6 +79,7 @@ class Side:
     cpu_server_s: float = 0.0
     cpu_postgres_s: float = 0.0
     cpu_load_s: float = 0.0
+    cpu_machine_s: float = 0.0  # everything on the machine, other helpers' work included
 
     async def post(self, session: aiohttp.ClientSession, _: int) -> int:
         if self.sent >= len(self.requests):  # a repeated CallSid would be a retried start
@@ -108,11 +112,15 @@ class Side:
 
     def line(self) -> str:
         n = self.count
+        ours = self.cpu_server_s + self.cpu_postgres_s + self.cpu_load_s
+        # whether the cores were the limit: busy near 100% is CPU-bound, well below it is not
+        busy = self.cpu_machine_s / (sum(r.seconds for r in self.loads) * (os.cpu_count() or 1))
         return (
             f"{self.name}: {self.rps:.0f} req/s, p50 {self.p50_ms:.1f} ms, p99 "
             f"{self.p99_ms:.1f} ms, errors {self.errors}; CPU ms per request: server "
             f"{1000 * self.cpu_server_s / n:.2f}, postgres {1000 * self.cpu_postgres_s / n:.2f}, "
-            f"load generator {1000 * self.cpu_load_s / n:.2f}"
+            f"load generator {1000 * self.cpu_load_s / n:.2f}, anything else "
+            f"{1000 * (self.cpu_machine_s - ours) / n:.2f}; machine {100 * busy:.0f}% busy"
         )
 
 
@@ -172,8 +180,9 @@ async def perf_record(perf: str, pids: list[int]) -> AsyncIterator[None]:
 async def measure(side: Side, postmaster: int) -> None:
     """One measured round of ``side``: its load, and the CPU each process spent on it."""
     server_s, postgres_s = procs.cpu_seconds(side.pid), _postgres_cpu_s(postmaster)
-    ours = sum(os.times()[:2])
+    ours, machine = sum(os.times()[:2]), procs.machine_cpu_seconds()
     result = await load(side.post, connections=CONNECTIONS, seconds=SECONDS)
+    side.cpu_machine_s += procs.machine_cpu_seconds() - machine
     side.cpu_server_s += procs.cpu_seconds(side.pid) - server_s
     side.cpu_postgres_s += _postgres_cpu_s(postmaster) - postgres_s
     side.cpu_load_s += sum(os.times()[:2]) - ours
