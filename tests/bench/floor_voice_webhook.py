@@ -79,7 +79,7 @@ class Side:
     cpu_server_s: float = 0.0
     cpu_postgres_s: float = 0.0
     cpu_load_s: float = 0.0
-    cpu_machine_s: float = 0.0  # everything on the machine, other helpers' work included
+    cpu_machine_s: float = 0.0  # the whole machine: other processes and interrupts too
 
     async def post(self, session: aiohttp.ClientSession, _: int) -> int:
         if self.sent >= len(self.requests):  # a repeated CallSid would be a retried start
@@ -119,7 +119,7 @@ class Side:
             f"{self.name}: {self.rps:.0f} req/s, p50 {self.p50_ms:.1f} ms, p99 "
             f"{self.p99_ms:.1f} ms, errors {self.errors}; CPU ms per request: server "
             f"{1000 * self.cpu_server_s / n:.2f}, postgres {1000 * self.cpu_postgres_s / n:.2f}, "
-            f"load generator {1000 * self.cpu_load_s / n:.2f}, anything else "
+            f"load generator {1000 * self.cpu_load_s / n:.2f}, rest of the machine "
             f"{1000 * (self.cpu_machine_s - ours) / n:.2f}; machine {100 * busy:.0f}% busy"
         )
 
