@@ -323,11 +323,12 @@ FROM dsar_requests d WHERE d.id = $1;
 UPDATE dsar_requests SET bundle_uploads = array_remove(bundle_uploads, $2) WHERE id = $1;
 
 -- name: complete_access_request
--- Only a request still open, with its number, completes; on this run's bundle alone (the other
--- runs' uploads were deleted in the same transaction).
+-- Only a request still open, with its number, completes, on this run's bundle. The other runs'
+-- uploads (deleted in the same transaction) stay listed until their runs commit: one still
+-- running may upload after this, and then erasure and offboarding must still find it.
 UPDATE dsar_requests SET status = 'completed', completed_at = now(), result = $2,
     bundle_key = $3, bundle_expires_at = now() + make_interval(secs => $4), bundle_store = $5,
-    bundle_uploads = '{}'
+    bundle_uploads = array_remove(bundle_uploads, $3)
 WHERE id = $1 AND status NOT IN ('completed', 'rejected') AND phone_enc IS NOT NULL
 RETURNING bundle_expires_at;
 

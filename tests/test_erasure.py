@@ -367,12 +367,17 @@ async def test_two_runs_of_one_access_request_leave_the_one_bundle_its_completio
             )
             await asyncio.wait_for(run.uploaded.wait(), 60)  # both uploads are in the store
         order = [0, 1] if first_to_commit == "first_to_upload" else [1, 0]
-        for i in order:
-            runs[i].release.set()
-            assert await tasks[i] == "completed"
+        winner, loser = runs[order[0]], runs[order[1]]
+        winner.release.set()
+        assert await tasks[order[0]] == "completed"
+        # the completion deleted the other upload, and keeps its key listed until its run
+        # commits (erasure and offboarding still find it should that run upload again)
+        row = await dsar.get(db, request_id)
+        assert row["bundle_uploads"] == [loser.key] and await store.head(loser.key) is None
+        loser.release.set()
+        assert await tasks[order[1]] == "completed"
     finally:
         await other.close()
-    winner = runs[order[0]]
     row = await dsar.get(db, request_id)
     assert row["bundle_key"] == winner.key
     got = await get_object(moto_url, store.bucket, row["bundle_key"])
