@@ -47,6 +47,7 @@ import json
 import uuid
 import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -123,8 +124,17 @@ class Restricted(Forbidden):
     code = "restricted"
 
 
-def bundle_key_of(request_id: uuid.UUID) -> str:
-    return f"dsar/{request_id}.zip"
+@dataclass(frozen=True)
+class Bundle:
+    """What a run uploaded: the completion records it, so the request names these bytes."""
+
+    sha256: str
+    size: int
+
+
+def bundle_key_of(request_id: uuid.UUID, run: str) -> str:
+    """A run's own key for its bundle: two runs of one request never write the same object."""
+    return f"dsar/{request_id}/{run}.zip"
 
 
 async def clock_policy(conn: Conn, default_tenant: ClockPolicy | None = None) -> ClockPolicy:
@@ -644,12 +654,22 @@ async def run(
     tenant: str = row["tenant_id"]
     where = await registry.for_tenant(tenant, conn)
     if row["kind"] == "access":
-        key = await _access_bundle(
+        # This run's own key, committed before anything is uploaded under it: another runner
+        # of this request (the CLI's "here and now" beside the dsar job, a rerun after a lost
+        # lease, a second replica) writes its own, so no upload replaces the object a
+        # completion named, and an upload whose run never commits can still be found.
+        key = where.key(bundle_key_of(request_id, uuid.uuid4().hex))
+        announced = await conn.fetchrow(Q["announce_bundle_upload"], request_id, key)
+        assert announced is not None
+        if not announced["announced"]:
+            return str(announced["status"])  # closed meanwhile (by another run, say)
+        bundle = await _access_bundle(
             conn,
             vault,
             registry,
             tenant,
             where,
+            key,
             request_id,
             call_ids,
             tmp_root,
@@ -657,16 +677,19 @@ async def run(
         )
         async with conn.transaction():
             # An erasure of the number that committed while the bundle was built closed this
-            # request and cleared its number (or it was rejected): what was just uploaded must
-            # not stay. Another runner of this same request (the CLI's "here and now" beside
-            # the dsar job, a rerun after a lost lease) completing it first wrote the same key:
-            # that is the bundle the request now names, so it stays.
+            # request and cleared its number (or it was rejected), or another run of it
+            # completed first: this run lost, and deletes what it uploaded.
             current = await conn.fetchrow(Q["lock_request"], request_id)
             assert current is not None
             if current["status"] in CLOSED or current["phone_enc"] is None:
-                if current["phone_enc"] is None or current["bundle_key"] != key:
-                    await _delete_or_raise(where.store, [key])
+                await _delete_or_raise(where.store, [key])
+                await conn.execute(Q["forget_bundle_upload"], request_id, key)
                 return str(current["status"])
+            # the uploads of other runs that have not committed (or never will: a crash) go;
+            # one still running deletes its own again at its commit, which it loses
+            others = [k for k in current["bundle_uploads"] if k != key]
+            if others:
+                await _delete_or_raise(where.store, others)
             for cid in call_ids:
                 await ledger.append(
                     conn,
@@ -679,14 +702,19 @@ async def run(
                         )
                     ],
                 )
-            await conn.execute(
+            completed = await conn.fetchval(
                 Q["complete_access_request"],
                 request_id,
-                {"calls": len(call_ids)},
+                {
+                    "calls": len(call_ids),
+                    "bundle_sha256": bundle.sha256,
+                    "bundle_size": bundle.size,
+                },
                 key,
                 bundle_ttl_s,
                 where.ref,
             )
+            assert completed is not None  # the row is locked and was seen open
             await audit.record(
                 conn,
                 "system:dsar",
@@ -831,10 +859,8 @@ async def _erase_elsewhere(
     deleted = 0
     async with conn.transaction():
         others = await conn.fetch(Q["lock_other_requests_of_phone"], hashes, request_id)
-        # the access bundle's key is fixed: an upload that has not committed yet goes too
-        located = [
-            (where.ref, where.key(bundle_key_of(r["id"]))) for r in others if r["kind"] == "access"
-        ]
+        # an upload that has not reached its run's commit goes too (its key was announced)
+        located = [(where.ref, k) for r in others for k in r["bundle_uploads"]]
         located += [(r["bundle_store"], r["bundle_key"]) for r in others if r["bundle_key"]]
         if located:
             await _delete_located(conn, registry, tenant, located)
@@ -941,17 +967,18 @@ async def _access_bundle(
     registry: StoreRegistry,
     tenant: str,
     where: TenantStore,
+    bundle_key: str,
     request_id: uuid.UUID,
     call_ids: list[uuid.UUID],
     tmp_root: Path,
     *,
     sealed_out: bool = False,
-) -> str:
+) -> Bundle:
     """Gather the person's data into a folder (audio streamed from the store to disk), zip it
-    off the event loop, and store the zip, checked as intake checks a recording (the request is
-    completed on it, and the ledger says the person was given access). ``sealed_out``: the audio
-    as stored, each with its data key wrapped by the tenant's KMS key
-    (:mod:`service.storage.handout`)."""
+    off the event loop, and store the zip under ``bundle_key`` (this run's own), checked as
+    intake checks a recording (the request is completed on it, and the ledger says the person
+    was given access). ``sealed_out``: the audio as stored, each with its data key wrapped by
+    the tenant's KMS key (:mod:`service.storage.handout`)."""
     async with work_dir(tmp_root, "dsar-") as folder:
         await asyncio.to_thread((folder / "content" / "audio").mkdir, parents=True)
         calls: list[dict[str, Any]] = []
@@ -1041,9 +1068,9 @@ async def _access_bundle(
         }
         bundle = folder / "bundle.zip"
         digest = await asyncio.to_thread(_zip, folder / "content", bundle, request, calls)
-        key = where.key(bundle_key_of(request_id))
+        size = (await asyncio.to_thread(bundle.stat)).st_size
         proof = await where.store.put_file(
-            key,
+            bundle_key,
             bundle,
             sha256=digest,
             content_type="application/zip",
@@ -1051,13 +1078,13 @@ async def _access_bundle(
             content_sha256=digest,  # of the zip itself: the store checks it
         )
         # Metadata and size are what the request said, whatever bytes arrived: where the
-        # store answers its own SHA-256 of what it holds, it must be the one sent. (Whoever
-        # sent it: another runner of this request may have put its own zip there since, and an
-        # erasure of the number may have deleted it, which the commit sees.)
-        stored = proof if proof is not None else await where.store.head(key)
+        # store answers its own SHA-256 of what it holds, it must be the one sent. (The key is
+        # this run's alone; an erasure of the number may have deleted it since, which the
+        # commit sees.)
+        stored = proof if proof is not None else await where.store.head(bundle_key)
         if stored is not None and stored.content_differs():
-            raise StorageError(f"the access bundle {key} did not arrive whole")
-        return key
+            raise StorageError(f"the access bundle {bundle_key} did not arrive whole")
+        return Bundle(digest, size)
 
 
 def _as_shredded(item: dict[str, Any]) -> None:

@@ -269,7 +269,7 @@ WHERE j.kind = 'recording' AND j.state IN ('queued', 'running') AND c.id = ANY($
 -- name: lock_other_requests_of_phone
 -- Every other request of the number, of any kind and status, locked while its number is
 -- cleared and its bundle deleted (an access job committing meanwhile waits, then sees it).
-SELECT id, kind, status, bundle_key, bundle_store FROM dsar_requests
+SELECT id, kind, status, bundle_key, bundle_store, bundle_uploads FROM dsar_requests
 WHERE phone_hash = ANY($1::bytea[]) AND id <> $2
 ORDER BY id
 FOR UPDATE;
@@ -277,7 +277,7 @@ FOR UPDATE;
 -- name: supersede_access_request
 UPDATE dsar_requests SET status = 'completed', completed_at = now(),
     result = jsonb_build_object('calls', 0, 'superseded_by_erasure', $2::text),
-    phone_hash = NULL, phone_enc = NULL, bundle_key = NULL,
+    phone_hash = NULL, phone_enc = NULL, bundle_key = NULL, bundle_uploads = '{}',
     bundle_removed_at = CASE WHEN bundle_key IS NOT NULL THEN now() END,
     bundle_removed_reason = CASE WHEN bundle_key IS NOT NULL THEN 'erased' END
 WHERE id = $1;
@@ -290,7 +290,7 @@ WHERE phone_hash = ANY($1::bytea[]) AND kind = 'restrict' AND status = 'in_force
 
 -- name: erase_request_phone_and_bundle
 UPDATE dsar_requests SET phone_hash = NULL, phone_enc = NULL, bundle_key = NULL,
-    statement_enc = NULL,
+    statement_enc = NULL, bundle_uploads = '{}',
     bundle_removed_at = CASE WHEN bundle_key IS NOT NULL THEN now() ELSE bundle_removed_at END,
     bundle_removed_reason = CASE WHEN bundle_key IS NOT NULL THEN 'erased'
                                  ELSE bundle_removed_reason END
@@ -302,12 +302,34 @@ UPDATE holds SET phone_hash = NULL, phone_enc = NULL
 WHERE phone_hash = ANY($1::bytea[]) AND released_at IS NOT NULL;
 
 -- name: lock_request
-SELECT id, status, phone_enc, bundle_key FROM dsar_requests WHERE id = $1 FOR UPDATE;
+SELECT id, status, phone_enc, bundle_key, bundle_uploads FROM dsar_requests
+WHERE id = $1 FOR UPDATE;
+
+-- name: announce_bundle_upload
+-- A run's own bundle key, committed before its upload starts (migration 0028); not announced
+-- when the request was closed or its number erased meanwhile: that run builds nothing. With the
+-- request's status either way.
+WITH announced AS (
+    UPDATE dsar_requests SET bundle_uploads = array_append(bundle_uploads, $2)
+    WHERE id = $1 AND status NOT IN ('completed', 'rejected') AND phone_enc IS NOT NULL
+    RETURNING id
+)
+SELECT d.status, EXISTS (SELECT 1 FROM announced) AS announced
+FROM dsar_requests d WHERE d.id = $1;
+
+-- name: forget_bundle_upload
+-- A run that lost (the request completed on another run's bundle, or was closed) deleted its
+-- own upload.
+UPDATE dsar_requests SET bundle_uploads = array_remove(bundle_uploads, $2) WHERE id = $1;
 
 -- name: complete_access_request
+-- Only a request still open, with its number, completes, on this run's bundle. The other runs'
+-- uploads (deleted in the same transaction) stay listed until their runs commit: one still
+-- running may upload after this, and then erasure and offboarding must still find it.
 UPDATE dsar_requests SET status = 'completed', completed_at = now(), result = $2,
-    bundle_key = $3, bundle_expires_at = now() + make_interval(secs => $4), bundle_store = $5
-WHERE id = $1
+    bundle_key = $3, bundle_expires_at = now() + make_interval(secs => $4), bundle_store = $5,
+    bundle_uploads = array_remove(bundle_uploads, $3)
+WHERE id = $1 AND status NOT IN ('completed', 'rejected') AND phone_enc IS NOT NULL
 RETURNING bundle_expires_at;
 
 -- name: bundle_of_request

@@ -314,6 +314,7 @@ CREATE TABLE public.dsar_requests (
     statement_enc bytea,
     channel text,
     bundle_sealed boolean DEFAULT false NOT NULL,
+    bundle_uploads text[] DEFAULT '{}'::text[] NOT NULL,
     CONSTRAINT dsar_requests_bundle_removed_reason_check CHECK ((bundle_removed_reason = ANY (ARRAY['expired'::text, 'erased'::text]))),
     CONSTRAINT dsar_requests_bundle_sealed_check CHECK (((NOT bundle_sealed) OR (kind = 'access'::text))),
     CONSTRAINT dsar_requests_bundle_store_check CHECK (((bundle_store = 'shared'::text) OR (bundle_store ~ '^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$'::text))),

@@ -232,7 +232,10 @@ async def test_erasure_waits_for_a_hold_then_leaves_no_trace_of_the_number(
         lambda: _status_is(http, service, tokens, access["id"], "completed"),
         what="the access bundle is built",
     )
-    assert await store.head(f"dsar/{access['id']}.zip") is not None
+    bundle_key = await db.fetchval(
+        "SELECT bundle_key FROM dsar_requests WHERE id = $1", access["id"]
+    )
+    assert await store.head(bundle_key) is not None
     status, old_hold = await call_api(
         http, service, "POST", "/api/holds", tokens["compliance"], {"phone": PERSON, "reason": "r"}
     )

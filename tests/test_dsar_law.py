@@ -344,7 +344,8 @@ async def test_a_second_runner_of_an_access_request_keeps_the_bundle_the_first_c
     db: Conn, store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The CLI runs an access request here and now while the dsar job runs it too: the one that
-    read the request before the other completed it must not delete the bundle (same key)."""
+    read the request before the other completed it must leave the completed bundle as it is
+    (it builds none of its own: the request is closed when it would announce its upload)."""
     mine = await seed_recording(db, store, VAULT, tmp_path, caller=PERSON, expired=False)
     rid = await dsar.create(db, VAULT, kind="access", phone=PERSON, actor="test")
     before = dict(await dsar.get(db, rid))  # what the slower runner read

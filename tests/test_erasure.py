@@ -6,6 +6,7 @@ the local store), the fake Twilio media API; the clock is the database's."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -27,7 +28,7 @@ from service.personal.rekey import rotate
 from service.platforms.twilio.simulate import Caller, FakeTwilio
 from service.storage.s3 import S3Store
 from tests.conftest import SECRET_KEY, Service, make_bucket
-from tests.intake_helpers import objects, send_recording, settle
+from tests.intake_helpers import get_object, objects, send_recording, settle
 from tests.seed import seed_recording
 from tests.twilio_media import FakeTwilioMedia, new_recording_sid, wav_bytes
 from tests.waiting import eventually
@@ -198,6 +199,15 @@ async def store(moto_url: str) -> AsyncIterator[S3Store]:
     await s.close()
 
 
+async def _bundles_in(store: S3Store, moto_url: str, request_id: uuid.UUID) -> list[str]:
+    """Every object version left under the request's bundle keys (every run's)."""
+    return [
+        o["key"]
+        for o in await objects(moto_url, store.bucket)
+        if o["key"].startswith(f"dsar/{request_id}")
+    ]
+
+
 async def _access(db: Conn, store: S3Store, tmp_path: Path, phone: str, ttl_s: int) -> uuid.UUID:
     request_id = await dsar.create(db, VAULT, kind="access", phone=phone, actor="test")
     status = await dsar.run(db, VAULT, store, request_id, tmp_path, retry_s=1, bundle_ttl_s=ttl_s)
@@ -217,7 +227,9 @@ async def test_access_bundles_expire_by_the_database_clock_and_the_purge_removes
         old,
     )
     assert gap == pytest.approx(7 * 86400, abs=1)
-    assert await dsar.bundle_for_link(db, old) == f"dsar/{old}.zip"
+    old_key = await dsar.bundle_for_link(db, old)
+    young_key = await dsar.bundle_for_link(db, young)
+    assert old_key.startswith(f"dsar/{old}/") and old_key.endswith(".zip")
     # a week passes for the old bundle, by the database's clock
     await db.execute(
         "UPDATE dsar_requests SET bundle_expires_at = now() - interval '1 second' WHERE id = $1",
@@ -234,8 +246,8 @@ async def test_access_bundles_expire_by_the_database_clock_and_the_purge_removes
         assert (await purge_once(pool, store)).bundles == 0
     finally:
         await pool.close()
-    assert await store.head(f"dsar/{old}.zip") is None
-    assert await store.head(f"dsar/{young}.zip") is not None
+    assert await store.head(old_key) is None
+    assert await store.head(young_key) is not None
     row = await dsar.get(db, old)
     assert row["bundle_key"] is None and row["bundle_removed_reason"] == "expired"
     assert dsar.request_json(row)["bundle_removed"] == "expired"
@@ -246,7 +258,7 @@ async def test_access_bundles_expire_by_the_database_clock_and_the_purge_removes
 
 
 async def test_an_access_request_still_open_when_the_number_is_erased_hands_out_nothing(
-    db: Conn, store: S3Store, tmp_path: Path
+    db: Conn, store: S3Store, moto_url: str, tmp_path: Path
 ) -> None:
     await seed_recording(db, store, VAULT, tmp_path, caller=CALLER, expired=False)
     access = await dsar.create(db, VAULT, kind="access", phone=CALLER, actor="test")
@@ -257,7 +269,7 @@ async def test_an_access_request_still_open_when_the_number_is_erased_hands_out_
     row = await dsar.get(db, access)
     assert row["phone_enc"] is None and row["phone_hash"] is None and row["bundle_key"] is None
     assert row["result"]["superseded_by_erasure"] == str(erase)
-    assert await store.head(f"dsar/{access}.zip") is None
+    assert await _bundles_in(store, moto_url, access) == []
     with pytest.raises(NotFound):
         await dsar.bundle_for_link(db, access)
 
@@ -281,7 +293,7 @@ class EraseAfterUpload:
 
 
 async def test_a_bundle_uploaded_while_the_number_is_erased_is_deleted_at_its_commit(
-    db: Conn, database_url: str, store: S3Store, tmp_path: Path
+    db: Conn, database_url: str, store: S3Store, moto_url: str, tmp_path: Path
 ) -> None:
     await seed_recording(db, store, VAULT, tmp_path, caller=CALLER, expired=False)
     access = await dsar.create(db, VAULT, kind="access", phone=CALLER, actor="test")
@@ -298,12 +310,87 @@ async def test_a_bundle_uploaded_while_the_number_is_erased_is_deleted_at_its_co
     finally:
         await other.close()
     assert status == "completed"
-    assert await store.head(f"dsar/{access}.zip") is None
+    assert await _bundles_in(store, moto_url, access) == []
     row = await dsar.get(db, access)
     assert row["bundle_key"] is None and row["phone_enc"] is None
     assert "superseded_by_erasure" in row["result"]
     types = [r["type"] for r in await db.fetch("SELECT type FROM ledger_events")]
     assert "subject_access" not in types and "erased" in types
+
+
+class PausedAfterUpload:
+    """A store that holds its access run between the bundle's upload and the run's commit
+    until the test releases it, and remembers what that run uploaded."""
+
+    def __init__(self, store: S3Store) -> None:
+        self._store = store
+        self.uploaded = asyncio.Event()
+        self.release = asyncio.Event()
+        self.key = ""
+        self.sha256 = ""
+
+    async def put_file(self, key: str, path: Path, **kwargs: Any) -> Any:
+        proof = await self._store.put_file(key, path, **kwargs)
+        if key.startswith("dsar/"):
+            self.key, self.sha256 = key, kwargs["sha256"]
+            self.uploaded.set()
+            await asyncio.wait_for(self.release.wait(), 60)
+        return proof
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+@pytest.mark.parametrize("first_to_commit", ["first_to_upload", "second_to_upload"])
+async def test_two_runs_of_one_access_request_leave_the_one_bundle_its_completion_names(
+    db: Conn,
+    database_url: str,
+    store: S3Store,
+    moto_url: str,
+    tmp_path: Path,
+    first_to_commit: str,
+) -> None:
+    """Two runners of one request (two replicas, a rerun after a lost lease) both upload a
+    bundle, then commit one after the other: one completion, on the bytes its run uploaded,
+    and the other run's upload gone (on a versioned bucket: no older version left either)."""
+    await seed_recording(db, store, VAULT, tmp_path, caller=CALLER, expired=False)
+    request_id = await dsar.create(db, VAULT, kind="access", phone=CALLER, actor="test")
+    other = await connect(database_url)
+    await tenancy.set_tenant(other, tenancy.DEFAULT)
+    runs = [PausedAfterUpload(store), PausedAfterUpload(store)]
+    try:
+        tasks = []
+        for conn, run in zip((db, other), runs, strict=True):
+            racing: Any = run
+            tasks.append(
+                asyncio.create_task(dsar.run(conn, VAULT, racing, request_id, tmp_path, retry_s=1))
+            )
+            await asyncio.wait_for(run.uploaded.wait(), 60)  # both uploads are in the store
+        order = [0, 1] if first_to_commit == "first_to_upload" else [1, 0]
+        winner, loser = runs[order[0]], runs[order[1]]
+        winner.release.set()
+        assert await tasks[order[0]] == "completed"
+        # the completion deleted the other upload, and keeps its key listed until its run
+        # commits (erasure and offboarding still find it should that run upload again)
+        row = await dsar.get(db, request_id)
+        assert row["bundle_uploads"] == [loser.key] and await store.head(loser.key) is None
+        loser.release.set()
+        assert await tasks[order[1]] == "completed"
+    finally:
+        await other.close()
+    row = await dsar.get(db, request_id)
+    assert row["bundle_key"] == winner.key
+    got = await get_object(moto_url, store.bucket, row["bundle_key"])
+    assert hashlib.sha256(got).hexdigest() == winner.sha256  # the winner's bytes, not replaced
+    assert await _bundles_in(store, moto_url, request_id) == [winner.key]  # nothing else left
+    assert row["result"]["bundle_sha256"] == winner.sha256
+    assert row["result"]["bundle_size"] == len(got)
+    assert row["bundle_uploads"] == []
+    completions = await db.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'dsar_completed' AND target_id = $1",
+        str(request_id),
+    )
+    assert completions == 1
 
 
 def test_bundle_ttl_setting_defaults_to_seven_days_and_parses_durations() -> None:

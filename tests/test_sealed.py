@@ -6,6 +6,7 @@ altered or truncated bytes)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 from pathlib import Path
@@ -181,6 +182,62 @@ def test_an_abandoned_sealing_file_is_refused_not_read_short(tmp_path: Path) -> 
     sink.abandon()
     with pytest.raises(Exception):  # noqa: B017 - Tink raises its own error type
         _tink_open((tmp_path / "sealed").read_bytes())
+
+
+async def test_a_download_abandoned_while_a_piece_is_written_never_closes_under_the_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download that fails or is cancelled while its piece is being sealed in the sealing
+    pool (cancelling the awaiting task does not stop the thread) is abandoned on the loop:
+    the piece in progress ends without a "write to closed file", the file is closed when it
+    ends, and nothing is written after: a later write or finish is refused (Abandoned)."""
+    import threading
+
+    from service.platforms import pieces
+
+    inside, proceed, ended = threading.Event(), threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+    write = pieces._hash_and_write
+
+    def noting(*args: Any) -> None:
+        try:
+            write(*args)
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(pieces, "_hash_and_write", noting)
+    sink = sealed.SealingFile(KEY, tmp_path / "sealed", AAD)
+    seal = sink._sealer.write
+
+    def held(data: Any) -> None:  # inside the file's write: its bytes are sealed, then written
+        inside.set()
+        assert proceed.wait(60), "never released"
+        seal(data)
+
+    monkeypatch.setattr(sink._sealer, "write", held)
+    writer = pieces.Pieces(sink)
+    await writer.add(os.urandom(FIRST + OTHER + 7))  # more than a segment: sealed and written
+    flushing = asyncio.create_task(writer.flush())
+    try:
+        assert await asyncio.to_thread(inside.wait, 60)  # the piece is in the sealing pool
+        flushing.cancel()  # the download fails: its task stops waiting, the thread goes on
+        await asyncio.wait({flushing})
+        # abandon never waits for the write (it runs on the loop): bounded, it must return
+        await asyncio.wait_for(asyncio.to_thread(sink.abandon), 60)
+    finally:
+        proceed.set()
+    assert await asyncio.to_thread(ended.wait, 60)
+    assert failures == []
+    assert sink._out.closed  # by the write that was running, once it ended
+    written = (tmp_path / "sealed").stat().st_size
+    with pytest.raises(sealed.Abandoned):
+        sink.write(os.urandom(2 * OTHER))
+    with pytest.raises(sealed.Abandoned):
+        sink.finish()
+    sink.abandon()  # idempotent
+    assert (tmp_path / "sealed").stat().st_size == written
 
 
 @pytest.mark.parametrize("size", SIZES)

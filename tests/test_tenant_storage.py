@@ -110,7 +110,7 @@ async def test_bundles_erasure_and_purge_reach_the_tenant_s_bucket(
     assert bundle.read(f"audio/{row_b['id']}.wav") == b.body
     assert await keys(tenants.own.url, tenants.own_bucket) == {
         f"recordings/{row_b['id']}.wav",
-        f"dsar/{req['id']}.zip",
+        await db.fetchval("SELECT bundle_key FROM dsar_requests WHERE id = $1", req["id"]),
     }
     assert await db.fetchval("SELECT bundle_store FROM dsar_requests WHERE id = $1", req["id"]) == (
         f"s3://{tenants.own_bucket}"

@@ -16,6 +16,7 @@ import pytest
 
 from service import ledger
 from service.config import Policy, Settings, load_settings
+from service.db import tenancy
 from service.db.pool import create_pool
 from service.platforms.twilio.accounts import TwilioMediaSources
 from service.platforms.twilio.reconcile import reconcile_once
@@ -300,3 +301,28 @@ def test_reconcile_settings_are_durations() -> None:
     assert (s.reconcile_grace_s, s.reconcile_interval_s) == (300, 3600)
     d = load_settings({})
     assert (d.reconcile_grace_s, d.reconcile_interval_s) == (600, 900)
+
+
+async def test_a_pass_run_as_every_tenant_is_refused_not_a_silent_no_op(
+    twilio: FakeTwilio,
+    db: Conn,
+    pool: asyncpg.Pool[Any],
+    api: TwilioMediaSources,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pass's enroll names its tenant by the connection's setting: a caller that ran it as
+    '*' (every tenant) would enroll no call and report an empty pass. No caller does today
+    (for_each_tenant walks the tenants table, whose ids cannot be '*'); one that did is told."""
+    await call(twilio)  # a call the pass takes up
+
+    async def as_every_tenant(pool: Any, work: Any) -> list[Any]:
+        with tenancy.as_tenant(tenancy.ALL):
+            return [await work(tenancy.ALL)]
+
+    monkeypatch.setattr(tenancy, "for_each_tenant", as_every_tenant)
+    with pytest.raises(tenancy.NotOneTenant, match="as one tenant at a time"):
+        await reconcile_once(pool, api, grace_s=0)
+    monkeypatch.undo()
+    assert await db.fetchval("SELECT count(*) FROM recording_reconciliations") == 0
+    report = await reconcile_once(pool, api, grace_s=0)  # per tenant, as the scheduler runs it
+    assert report.calls == 1

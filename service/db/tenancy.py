@@ -42,6 +42,24 @@ def current() -> str | None:
     return _TENANT.get()
 
 
+class NotOneTenant(RuntimeError):
+    """Work that is one tenant's was started as every tenant (:data:`ALL`) or as none."""
+
+
+def require_one(what: str, tenant: str) -> None:
+    """Refuse to run ``what``, one tenant's work, unless ``tenant`` is one tenant and the one
+    this task acts as (the setting its connections get). For work whose statements name their
+    tenant by the setting (``tenant_id = current_setting('callvault.tenant')``, a form an index
+    can use): run as ``'*'`` they match no row, and the work would silently do nothing."""
+    acting = _TENANT.get()
+    if tenant in ("", ALL) or acting != tenant:
+        raise NotOneTenant(
+            f"{what} runs as one tenant at a time (tenancy.for_each_tenant), not as "
+            f"{tenant!r} with the connection's tenant {acting!r}: as '*' or none it would "
+            "match no row and silently do nothing"
+        )
+
+
 @contextmanager
 def named_in_statement() -> Iterator[None]:
     """Connections lent inside this block are not given the tenant on acquire: the one

@@ -60,7 +60,10 @@ async def run_pass(
     report = ReconcileReport()
 
     async def one_tenant(tenant: str) -> None:
-        # per tenant: the jobs and ledger events it writes belong to the call's tenant
+        # per tenant: the jobs and ledger events it writes belong to the call's tenant, and
+        # enroll names its tenant by the setting (an index's form), so run as '*' it would
+        # enroll no call: refused loudly rather than a pass that silently does nothing
+        tenancy.require_one(f"the {platform} reconcile pass", tenant)
         async with pool.acquire() as conn:
             await conn.execute(Q["enroll"], float(grace_s), float(horizon_s), platform)
             started = await conn.fetchval(Q["pass_started"])

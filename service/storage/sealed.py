@@ -41,6 +41,7 @@ import hashlib
 import io
 import os
 import shutil
+import threading
 from collections.abc import Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -158,6 +159,11 @@ def seal_file(
     return SealedFile(sealer.written, sealer.header, None if digest is None else digest.hexdigest())
 
 
+class Abandoned(RuntimeError):
+    """A write or :meth:`SealingFile.finish` came after :meth:`SealingFile.abandon`: the
+    download it belongs to was given up (failed, cancelled, or replaced by another attempt)."""
+
+
 class SealingFile:
     """A file that seals what is written to it, as it arrives: a download streams straight
     into ``dst`` sealed (the plaintext never reaches the disk, nor is it written and read back),
@@ -167,7 +173,14 @@ class SealingFile:
     downloader's, on the loop) does not end the object, since a download that failed closes it
     too: :meth:`finish` (blocking: seals the last segment) ends it once the download has
     succeeded, and :meth:`abandon` closes the file without ending it (idempotent; then the file
-    is a truncated sealed object, which fails authentication and is deleted with its folder)."""
+    is a truncated sealed object, which fails authentication and is deleted with its folder).
+
+    :meth:`abandon` is called on the loop when a download fails or is cancelled, and a piece
+    handed to :data:`EXECUTOR` before that may still be being written: cancelling the task that
+    awaits it does not stop the thread. So no write starts after :meth:`abandon` (it raises
+    :class:`Abandoned`; so does :meth:`finish`), and the file is closed by whichever ends last,
+    the abandon or the piece in progress, never under a write. The lock is held only to read and
+    set that state, never across I/O: the loop never waits for a write."""
 
     # Where its writes and :meth:`finish` run (:class:`service.platforms.pieces.Pieces` looks
     # for it): sealing is CPU work, in the pool bounded for it, so that a burst of downloads
@@ -179,6 +192,9 @@ class SealingFile:
     def __init__(self, keyset: bytes, dst: Path, aad: bytes) -> None:
         self.path = dst
         self._out = dst.open("wb")
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._busy = False  # a write or finish is running (in a thread of EXECUTOR)
         try:
             self._digest = hashlib.sha256()
             self._sealer = Sealer(Layout.of(keyset), aad, self._out, digest=self._digest)
@@ -186,25 +202,56 @@ class SealingFile:
             self._out.close()
             raise
 
+    def _begin(self, what: str) -> None:
+        with self._lock:
+            if self._abandoned:
+                raise Abandoned(f"{what} after the download into {self.path} was abandoned")
+            # (the callers are in order: a piece is awaited before the next is handed over)
+            assert not self._busy, f"{what} while another write runs"
+            self._busy = True
+
+    def _end(self) -> None:
+        with self._lock:
+            self._busy = False
+            if self._abandoned:  # abandoned while this ran: closing was left to it
+                self._out.close()
+
     def write(self, data: bytes, /) -> int:
-        self._sealer.write(data)
+        self._begin("write")
+        try:
+            self._sealer.write(data)
+        finally:
+            self._end()
         return len(data)
 
     def writelines(self, chunks: Iterable[bytes], /) -> None:
-        for chunk in chunks:
-            self._sealer.write(chunk)
+        self._begin("write")
+        try:
+            for chunk in chunks:
+                self._sealer.write(chunk)
+        finally:
+            self._end()
 
     def close(self) -> None:
         """The downloader is done writing (successfully or not): see :meth:`finish`."""
 
     def finish(self) -> SealedFile:
         """Seal the last segment and close the file (blocking)."""
-        with self._out:
-            self._sealer.close()
+        self._begin("finish")
+        try:
+            with self._out:
+                self._sealer.close()
+        finally:
+            self._end()
         return SealedFile(self._sealer.written, self._sealer.header, self._digest.hexdigest())
 
     def abandon(self) -> None:
-        self._out.close()
+        """No write starts after this; the file is closed now, or by the write in progress
+        when it ends (never waited for: this runs on the loop)."""
+        with self._lock:
+            self._abandoned = True
+            if not self._busy:
+                self._out.close()
 
 
 def encrypt_file(keyset: bytes, src: Path, dst: Path, aad: bytes) -> int:

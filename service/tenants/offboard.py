@@ -105,8 +105,8 @@ async def offboard(
         if r["bundle_key"]:
             located.append((r["bundle_store"], r["bundle_key"]))
             report.bundles += 1
-        if r["kind"] == "access":
-            located.append((where.ref, where.key(dsar.bundle_key_of(r["id"]))))
+        # uploads that never reached their run's commit
+        located += [(where.ref, k) for k in r["bundle_uploads"]]
     if located:
         await dsar.delete_located(conn, stores, tenant, located)
     async with conn.transaction():

@@ -20,9 +20,9 @@ ORDER BY id
 FOR UPDATE;
 
 -- name: bundles
--- Every access bundle the tenant's requests may have left: the one recorded, and (for access
--- requests) the fixed key an upload that never committed would have used.
-SELECT id, kind, bundle_key, bundle_store FROM dsar_requests WHERE tenant_id = $1;
+-- Every access bundle the tenant's requests may have left: the one recorded, and the keys of
+-- uploads that never reached their run's commit (bundle_uploads, in the tenant's store).
+SELECT id, kind, bundle_key, bundle_store, bundle_uploads FROM dsar_requests WHERE tenant_id = $1;
 
 -- name: delete_call_data
 -- What is left of the tenant's call data once its calls are erased: the recordings' rows (their
