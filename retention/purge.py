@@ -276,13 +276,19 @@ async def _purge_bundles(
         rows = await conn.fetch(Q["claim_expired_bundles"], batch)
         if not rows:
             return 0
-        refused = await _delete_by_store(
-            conn, registry, tenant, [(r["bundle_store"], r["bundle_key"]) for r in rows]
-        )
-        done = [r for r in rows if r["bundle_key"] not in refused]
+        located = [(r["bundle_store"], r["bundle_key"]) for r in rows]
+        if any(r["bundle_uploads"] for r in rows):
+            # a crashed run's upload went to the tenant's store of its time, as erasure assumes
+            here = (await registry.for_tenant(tenant, conn)).ref
+            located += [(here, k) for r in rows for k in r["bundle_uploads"]]
+        refused = await _delete_by_store(conn, registry, tenant, located)
+        done = []
         for r in rows:
-            if r["bundle_key"] in refused:
-                report.bundles_failed[str(r["id"])] = refused[r["bundle_key"]]
+            why = [refused[k] for k in (r["bundle_key"], *r["bundle_uploads"]) if k in refused]
+            if why:
+                report.bundles_failed[str(r["id"])] = why[0]
+            else:
+                done.append(r)
         if done:
             await conn.execute(Q["mark_bundles_expired"], [r["id"] for r in done])
             await audit.record(

@@ -342,8 +342,9 @@ FROM dsar_requests WHERE id = $1;
 -- The acting tenant's only (the pass runs as one tenant, for_each_tenant), said here as
 -- claim_expired says it: a connection row-level security does not bind (a superuser) would
 -- otherwise take every tenant's bundles in the first tenant's pass, and delete them with that
--- tenant's store and audit them in its trail.
-SELECT id, bundle_key, bundle_store, bundle_expires_at FROM dsar_requests
+-- tenant's store and audit them in its trail. With the uploads of runs that never reached their
+-- commit (a run that crashed after its upload, the request completed by another): they go too.
+SELECT id, bundle_key, bundle_store, bundle_expires_at, bundle_uploads FROM dsar_requests
 WHERE bundle_key IS NOT NULL AND bundle_expires_at <= now()
   AND tenant_id = current_setting('callvault.tenant', true)
 ORDER BY bundle_expires_at, id
@@ -351,7 +352,7 @@ LIMIT $1
 FOR UPDATE SKIP LOCKED;
 
 -- name: mark_bundles_expired
-UPDATE dsar_requests SET bundle_key = NULL, bundle_removed_at = now(),
+UPDATE dsar_requests SET bundle_key = NULL, bundle_uploads = '{}', bundle_removed_at = now(),
     bundle_removed_reason = 'expired'
 WHERE id = ANY($1::uuid[]) AND bundle_key IS NOT NULL;
 

@@ -257,6 +257,38 @@ async def test_access_bundles_expire_by_the_database_clock_and_the_purge_removes
     assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'dsar_bundles_expired'")
 
 
+async def test_the_bundle_expiry_also_removes_the_upload_of_a_run_that_never_committed(
+    db: Conn, database_url: str, store: S3Store, moto_url: str, tmp_path: Path
+) -> None:
+    """A second run of a completed request crashed between its upload and its commit: its key
+    stays listed (bundle_uploads), and the bundle's expiry takes it with the named bundle."""
+    await seed_recording(db, store, VAULT, tmp_path, caller=CALLER, expired=False)
+    request_id = await _access(db, store, tmp_path, CALLER, ttl_s=7 * 86400)
+    crashed = dsar.bundle_key_of(request_id, "crashed")
+    leftover = tmp_path / "leftover.zip"
+    leftover.write_bytes(b"a bundle whose run died before its commit")
+    await store.put_file(
+        crashed, leftover, sha256="0" * 64, content_type="application/zip", metadata={}
+    )
+    await db.execute(
+        "UPDATE dsar_requests SET bundle_uploads = array_append(bundle_uploads, $2), "
+        "bundle_expires_at = now() - interval '1 second' WHERE id = $1",
+        request_id,
+        crashed,
+    )
+    assert len(await _bundles_in(store, moto_url, request_id)) == 2
+
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    try:
+        report = await purge_once(pool, store)
+    finally:
+        await pool.close()
+    assert (report.bundles, report.bundles_failed) == (1, {})
+    assert await _bundles_in(store, moto_url, request_id) == []
+    row = await dsar.get(db, request_id)
+    assert row["bundle_key"] is None and row["bundle_uploads"] == []
+
+
 async def test_an_access_request_still_open_when_the_number_is_erased_hands_out_nothing(
     db: Conn, store: S3Store, moto_url: str, tmp_path: Path
 ) -> None:
