@@ -1,17 +1,23 @@
 -- name: claim_expired
 -- Exactly the recordings whose explanation (recording_retention(), migration 0016) has
 -- purge_at <= now(): stored, expired, and kept by nothing in recording_keepers() (no active hold,
--- no open access, correct or restrict request), written so that PostgreSQL anti-joins the
--- keepers instead of asking about each recording. Rows are locked until the purge commits;
--- another replica's purge skips them. The pass runs as one tenant (for_each_tenant), said here
--- again in a form an index can use (recordings_purge_claim_idx, migration 0026): row-level
--- security's own predicate (tenant = setting OR setting = '*') cannot, and without it each
--- batch would sort every expired recording of every tenant.
+-- no open access, correct or restrict request). The keepers are computed once per claim and
+-- looked up in a hash table: NOT IN over an uncorrelated subquery is a "hashed SubPlan", which
+-- PostgreSQL chooses from the keepers' own estimated size (within hash_mem), whatever it
+-- estimates for recordings. NOT EXISTS, planned as an anti-join, followed recordings'
+-- statistics: on a table loaded and not yet analysed (a restore, a bulk COPY) the planner
+-- expected one expired row and ran the keepers' whole union again for every recording (a
+-- nested loop, about 5 s a batch of 1000 among 20,000). NOT IN's rule for NULLs changes
+-- nothing here: every keeper's recording_id is a recordings.id, never NULL. Rows are locked
+-- until the purge commits; another replica's purge skips them. The pass runs as one tenant
+-- (for_each_tenant), said here again in a form an index can use (recordings_purge_claim_idx,
+-- migration 0026): row-level security's own predicate (tenant = setting OR setting = '*')
+-- cannot, and without it each batch would sort every expired recording of every tenant.
 SELECT r.id, r.call_id, r.object_key, r.object_store, r.retain_until
 FROM recordings r
 WHERE r.state = 'stored' AND r.retain_until <= now()
   AND r.tenant_id = current_setting('callvault.tenant', true)
-  AND NOT EXISTS (SELECT 1 FROM recording_keepers() k WHERE k.recording_id = r.id)
+  AND r.id NOT IN (SELECT k.recording_id FROM recording_keepers() k)
 ORDER BY r.retain_until, r.id
 LIMIT $1
 FOR UPDATE OF r SKIP LOCKED;

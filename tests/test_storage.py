@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import boto3.s3.transfer
 import botocore.parsers
 import pytest
+from s3transfer.manager import TransferManager
 
 from service.storage import (
     CONTENT_PARTS_SHA256,
@@ -234,3 +236,36 @@ async def test_an_answer_the_client_cannot_parse_is_a_storage_error() -> None:
     with pytest.raises(StorageError, match="could not be read"):
         await store._call(parse)
     await store.close()
+
+
+async def test_s3_transfers_use_the_classic_client_with_the_stores_config(
+    moto_url: str, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """upload_file and download_file run on s3transfer's own manager with the store's one
+    TransferConfig, which names the classic client: boto3's default ("auto") would hand them to
+    the CRT client wherever awscrt is installed (not here: so the config is what is checked)."""
+    made: list[tuple[Any, Any]] = []
+    create = boto3.s3.transfer.create_transfer_manager
+
+    def spy(client: Any, config: Any, osutil: Any = None) -> Any:
+        manager = create(client, config, osutil)
+        made.append((config, manager))
+        return manager
+
+    monkeypatch.setattr(boto3.s3.transfer, "create_transfer_manager", spy)
+    store = S3Store(bucket, endpoint_url=moto_url, region="us-east-1")
+    try:
+        assert store.transfer.preferred_transfer_client == "classic"
+        path, digest = _file(tmp_path, 64 * 1024)
+        # without the content checksum, put_file goes through upload_file whatever the size
+        await store.put_file(
+            "recordings/t.wav", path, sha256=digest, content_type="audio/wav", metadata={}
+        )
+        await store.download_to("recordings/t.wav", tmp_path / "back.wav")
+    finally:
+        await store.close()
+    assert (tmp_path / "back.wav").read_bytes() == path.read_bytes()
+    assert len(made) == 2  # one transfer each way
+    for config, manager in made:
+        assert config is store.transfer
+        assert type(manager) is TransferManager

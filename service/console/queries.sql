@@ -40,14 +40,18 @@ GROUP BY 1;
 -- name: due_per_day
 -- Stored recordings whose retention ends in the window (those already past it fall on its
 -- first day: the next purge run takes them), split by whether a hold or an open request keeps
--- them (the purge passes those by: recording_keepers(), the purge's own definition).
+-- them (the purge passes those by: recording_keepers(), the purge's own definition). Kept or
+-- not is asked as the purge's claim asks it (retention/queries.sql, claim_expired): IN over
+-- the keepers, computed once and hashed whatever the planner estimates for recordings (one
+-- hashed SubPlan for each count). A join with them followed recordings' statistics: on a
+-- table not yet analysed it read the keepers again for every recording.
 SELECT (greatest(r.retain_until, $1) AT TIME ZONE $3)::date AS day,
-       count(*) FILTER (WHERE k.recording_id IS NULL) AS due,
-       count(*) FILTER (WHERE k.recording_id IS NOT NULL) AS kept
-FROM recordings r
-LEFT JOIN (SELECT DISTINCT recording_id FROM recording_keepers()) k ON k.recording_id = r.id
-WHERE r.tenant_id = current_setting('callvault.tenant', true)
-  AND r.state = 'stored' AND r.retain_until < $2
+       count(*) FILTER (WHERE NOT r.kept) AS due,
+       count(*) FILTER (WHERE r.kept) AS kept
+FROM (SELECT r.retain_until, r.id IN (SELECT k.recording_id FROM recording_keepers() k) AS kept
+      FROM recordings r
+      WHERE r.tenant_id = current_setting('callvault.tenant', true)
+        AND r.state = 'stored' AND r.retain_until < $2) r
 GROUP BY 1;
 
 -- name: requests_by_status

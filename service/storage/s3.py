@@ -129,11 +129,18 @@ class S3Store:
             events.register_first("before-parse.s3.*", _handle_200_error)
         self.multipart_threshold = multipart_threshold or MULTIPART_THRESHOLD
         self.part_size = part_size or PART_SIZE
+        # The one TransferConfig of the store's upload_file and download_file, with the classic
+        # (s3transfer) client named. Left at "auto", boto3 hands transfers to the CRT client
+        # wherever awscrt is installed and the machine is one it is tuned for: a native client
+        # with its own threads (outside this store's bounded pool), its own checksum handling,
+        # and parts that follow this config only with a recent enough awscrt, where
+        # _parts_sha256 computes the composite SHA-256 of s3transfer's parts.
         self.transfer = TransferConfig(
             multipart_threshold=self.multipart_threshold,
             multipart_chunksize=self.part_size,
             max_concurrency=4,
             use_threads=True,
+            preferred_transfer_client="classic",
         )
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s3")
         self._is_versioned: bool | None = None
