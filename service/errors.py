@@ -357,3 +357,18 @@ class TenantSpecError(BadRequest):
     """An invalid tenant file or body; the message starts with the bad key's path."""
 
     code = "invalid_tenant_spec"
+
+
+# raised by service/storage/sealed.py
+
+
+class Abandoned(InternalError):
+    """A write or ``SealingFile.finish`` came after ``SealingFile.abandon``: the download it
+    belongs to was given up (failed, cancelled, or replaced by another attempt)."""
+
+
+# raised by service/db/tenancy.py
+
+
+class NotOneTenant(InternalError):
+    """Work that is one tenant's was started as every tenant (``'*'``) or as none."""

@@ -21,6 +21,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from service.db import Conn
+from service.errors import NotOneTenant as NotOneTenant
 
 ALL = "*"
 DEFAULT = "default"
@@ -40,10 +41,6 @@ _NAMED_IN_STATEMENT: ContextVar[bool] = ContextVar("callvault_tenant_in_statemen
 
 def current() -> str | None:
     return _TENANT.get()
-
-
-class NotOneTenant(RuntimeError):
-    """Work that is one tenant's was started as every tenant (:data:`ALL`) or as none."""
 
 
 def require_one(what: str, tenant: str) -> None:

@@ -55,6 +55,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from tink import cleartext_keyset_handle, streaming_aead
 from tink.proto import aes_gcm_hkdf_streaming_pb2, common_pb2, tink_pb2  # type: ignore[import-untyped]
 
+from service.errors import Abandoned as Abandoned
 from service.errors import Undecryptable as Undecryptable
 
 streaming_aead.register()
@@ -157,11 +158,6 @@ def seal_file(
             segment = following
         sealer.seal_segment(segment, last=True)
     return SealedFile(sealer.written, sealer.header, None if digest is None else digest.hexdigest())
-
-
-class Abandoned(RuntimeError):
-    """A write or :meth:`SealingFile.finish` came after :meth:`SealingFile.abandon`: the
-    download it belongs to was given up (failed, cancelled, or replaced by another attempt)."""
 
 
 class SealingFile:

@@ -12,11 +12,11 @@ webhooks, as ``bench_voice_webhook``):
 
 For each: req/s, p50/p99, errors, and CPU ms per request of the server process, of PostgreSQL
 (postmaster and every child) and of this load generator (as ``cpu_voice_webhook``), what the
-rest of the machine spent meanwhile, and how busy its cores were (near 100%: CPU was the
-limit; well below it: something else was); then the ratios, and a count of the calls and ledger events written. What
-lies between floor and baseline is the database work the ledger's guarantees cost; what lies
-between callvault and floor is callvault's own Python. Not in ``make bench`` (no results file):
-a diagnostic, ``python -m tests.bench.floor_voice_webhook``.
+rest of the machine spent meanwhile, and how busy its cores were (near 100%: CPU was the limit;
+well below it: something else was); then the ratios, and a count of the calls and ledger events
+written. What lies between floor and baseline is the database work the ledger's guarantees cost;
+what lies between callvault and floor is callvault's own Python. Not in ``make bench`` (no
+results file): a diagnostic, ``python -m tests.bench.floor_voice_webhook``.
 
 With ``PERF=/usr/bin/perf`` PostgreSQL's processes are sampled during one more floor round after
 the measured ones (perf slows what it samples; that round's rate is printed apart), with
