@@ -65,6 +65,7 @@ class PurgeReport:
     failed: dict[str, str] = field(default_factory=dict)  # recording id -> why
     bundles: int = 0  # expired access bundles removed
     bundles_failed: dict[str, str] = field(default_factory=dict)  # request id -> why
+    stale_uploads: int = 0  # uploads of bundle runs that never committed, on closed requests
     batch_errors: int = 0  # batches that raised (rolled back, taken again by the next pass)
 
     def add(self, part: PurgeReport) -> None:
@@ -74,6 +75,7 @@ class PurgeReport:
         self.failed.update(part.failed)
         self.bundles += part.bundles
         self.bundles_failed.update(part.bundles_failed)
+        self.stale_uploads += part.stale_uploads
         self.batch_errors += part.batch_errors
 
 
@@ -216,6 +218,15 @@ async def purge_once(
             report.add(part)
             if taken < batch:
                 break
+        part = PurgeReport()
+        try:  # a batch a pass: such leftovers are rare (a run's crash)
+            await _sweep_stale_uploads(pool, registry, tenant, batch, part)
+        except _OUTAGE:
+            raise
+        except Exception as exc:
+            _batch_failed(report, tenant, "stale uploads", exc)
+        else:
+            report.add(part)
 
     await tenancy.for_each_tenant(pool, one_tenant)
     return report
@@ -302,6 +313,45 @@ async def _purge_bundles(
         report.bundles += len(done)
         # a batch the store refused entirely is not taken again in this pass
         return len(rows) if done else 0
+
+
+async def _sweep_stale_uploads(
+    pool: asyncpg.Pool[Any],
+    registry: StoreRegistry,
+    tenant: str,
+    batch: int,
+    report: PurgeReport,
+) -> None:
+    """Delete what bundle runs of closed requests uploaded and never committed (an orphan copy
+    of someone's data otherwise: an erasure or offboarding would no longer look for it)."""
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(Q["claim_stale_uploads"], batch)
+        if not rows:
+            return
+        # the tenant's store of their time, as erasure assumes
+        here = (await registry.for_tenant(tenant, conn)).ref
+        refused = await _delete_by_store(
+            conn, registry, tenant, [(here, k) for r in rows for k in r["bundle_uploads"]]
+        )
+        done = []
+        for r in rows:
+            why = [refused[k] for k in r["bundle_uploads"] if k in refused]
+            if why:
+                report.bundles_failed[str(r["id"])] = why[0]
+            else:
+                done.append(r)
+        if done:
+            await conn.execute(Q["forget_uploads"], [r["id"] for r in done])
+            count = sum(len(r["bundle_uploads"]) for r in done)
+            await audit.record(
+                conn,
+                ACTOR,
+                "dsar_stale_uploads_removed",
+                "dsar",
+                None,
+                {"count": count, "requests": [str(r["id"]) for r in done]},
+            )
+            report.stale_uploads += count
 
 
 async def _purge_batch(

@@ -283,7 +283,7 @@ FOR UPDATE;
 -- name: supersede_access_request
 UPDATE dsar_requests SET status = 'completed', completed_at = now(),
     result = jsonb_build_object('calls', 0, 'superseded_by_erasure', $2::text),
-    phone_hash = NULL, phone_enc = NULL, bundle_key = NULL, bundle_uploads = '{}',
+    phone_hash = NULL, phone_enc = NULL, bundle_key = NULL,
     bundle_removed_at = CASE WHEN bundle_key IS NOT NULL THEN now() END,
     bundle_removed_reason = CASE WHEN bundle_key IS NOT NULL THEN 'erased' END
 WHERE id = $1;
@@ -296,7 +296,7 @@ WHERE phone_hash = ANY($1::bytea[]) AND kind = 'restrict' AND status = 'in_force
 
 -- name: erase_request_phone_and_bundle
 UPDATE dsar_requests SET phone_hash = NULL, phone_enc = NULL, bundle_key = NULL,
-    statement_enc = NULL, bundle_uploads = '{}',
+    statement_enc = NULL,
     bundle_removed_at = CASE WHEN bundle_key IS NOT NULL THEN now() ELSE bundle_removed_at END,
     bundle_removed_reason = CASE WHEN bundle_key IS NOT NULL THEN 'erased'
                                  ELSE bundle_removed_reason END
@@ -356,6 +356,23 @@ WHERE bundle_key IS NOT NULL AND bundle_expires_at <= now()
 ORDER BY bundle_expires_at, id
 LIMIT $1
 FOR UPDATE SKIP LOCKED;
+
+-- name: claim_stale_uploads
+-- Requests closed a day ago or more (by the database's clock) that still list uploads of runs
+-- that never reached their commit (bundle_uploads: a run that crashed after its upload, or whose
+-- own delete was refused, after an erasure or another run closed the request). A day is far
+-- longer than a run can last, so none of them can still be uploading: their objects go and the
+-- list is cleared. The acting tenant's only, as claim_expired_bundles.
+SELECT id, bundle_uploads FROM dsar_requests
+WHERE bundle_uploads <> '{}' AND status IN ('completed', 'rejected')
+  AND coalesce(completed_at, rejected_at) <= now() - interval '1 day'
+  AND tenant_id = current_setting('callvault.tenant', true)
+ORDER BY id
+LIMIT $1
+FOR UPDATE SKIP LOCKED;
+
+-- name: forget_uploads
+UPDATE dsar_requests SET bundle_uploads = '{}' WHERE id = ANY($1::uuid[]);
 
 -- name: mark_bundles_expired
 UPDATE dsar_requests SET bundle_key = NULL, bundle_uploads = '{}', bundle_removed_at = now(),

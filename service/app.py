@@ -214,6 +214,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
                 or report.failed
                 or report.bundles
                 or report.bundles_failed
+                or report.stale_uploads
                 or report.batch_errors
             ):
                 log.info(
@@ -224,6 +225,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
                         "refused": len(report.failed),
                         "bundles_removed": report.bundles,
                         "bundles_refused": len(report.bundles_failed),
+                        "stale_uploads_removed": report.stale_uploads,
                         "batch_errors": report.batch_errors,
                     },
                 )

@@ -22,7 +22,7 @@ from service import ledger
 from service.config import Settings, load_settings
 from service.db import queries, tenancy
 from service.db.pool import connect, create_pool
-from service.errors import NotFound
+from service.errors import NotFound, StorageError
 from service.personal.numbers import PhoneVault
 from service.personal.rekey import rotate
 from service.platforms.twilio.simulate import Caller, FakeTwilio
@@ -539,3 +539,110 @@ async def test_key_rotation_never_writes_an_erased_number_back(
 
 
 _TABLE = {"calls_page": "calls", "holds_page": "holds", "requests_page": "dsar_requests"}
+
+
+class _EraseThenRefuseOwnDelete:
+    """A store through which an access run's bundle lands just after an erasure of the number
+    commits, and whose delete (the run's of its own upload, at its commit) is refused."""
+
+    def __init__(self, store: S3Store, erase: Callable[[], Awaitable[None]]) -> None:
+        self._store, self._erase = store, erase
+
+    async def put_file(self, key: str, path: Path, **kwargs: Any) -> Any:
+        if key.startswith("dsar/"):
+            await self._erase()  # after the run announced its key, before its upload
+        return await self._store.put_file(key, path, **kwargs)
+
+    async def delete_many(self, keys: list[str]) -> dict[str, str]:
+        return {k: "SlowDown" for k in keys}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class _CrashAfterUpload:
+    def __init__(self, store: S3Store) -> None:
+        self._store = store
+
+    async def put_file(self, key: str, path: Path, **kwargs: Any) -> Any:
+        await self._store.put_file(key, path, **kwargs)
+        raise RuntimeError("the worker died between its upload and its commit")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def _a_day_later_purge(db: Conn, database_url: str, store: S3Store) -> Any:
+    """The purge, once the requests have been closed for a day by the database's clock."""
+    await db.execute(
+        "UPDATE dsar_requests SET completed_at = completed_at - interval '25 hours', "
+        "rejected_at = rejected_at - interval '25 hours'"
+    )
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    try:
+        return await purge_once(pool, store)
+    finally:
+        await pool.close()
+
+
+async def test_an_erasure_during_an_access_run_leaves_no_copy_for_good(
+    db: Conn, database_url: str, store: S3Store, moto_url: str, tmp_path: Path
+) -> None:
+    """The erasure commits between the run's announce and its upload, and the run's own delete
+    at its commit is refused: the upload stays listed (the erasure does not clear the list), and
+    the purge deletes it once the request has been closed a day."""
+    await seed_recording(db, store, VAULT, tmp_path, caller=CALLER, expired=False)
+    access = await dsar.create(db, VAULT, kind="access", phone=CALLER, actor="test")
+    other = await connect(database_url)
+    await tenancy.set_tenant(other, tenancy.DEFAULT)
+
+    async def erase() -> None:
+        erasure = await dsar.create(other, VAULT, kind="erase", phone=CALLER, actor="test")
+        assert await dsar.run(other, VAULT, store, erasure, tmp_path, retry_s=1) == "completed"
+
+    try:
+        with pytest.raises(StorageError):
+            await dsar.run(
+                db,
+                VAULT,
+                _EraseThenRefuseOwnDelete(store, erase),  # type: ignore[arg-type]
+                access,
+                tmp_path,
+                retry_s=1,
+            )
+    finally:
+        await other.close()
+    # the job's retry finds the request closed and returns
+    assert await dsar.run(db, VAULT, store, access, tmp_path, retry_s=1) == "completed"
+    left = await _bundles_in(store, moto_url, access)
+    assert len(left) == 1 and (await dsar.get(db, access))["bundle_uploads"] == left
+
+    report = await _a_day_later_purge(db, database_url, store)
+    assert (report.stale_uploads, report.bundles_failed) == (1, {})
+    assert await _bundles_in(store, moto_url, access) == []
+    assert (await dsar.get(db, access))["bundle_uploads"] == []
+
+
+async def test_a_crashed_runs_upload_goes_once_its_request_is_rejected_a_day(
+    db: Conn, database_url: str, store: S3Store, moto_url: str, tmp_path: Path
+) -> None:
+    await seed_recording(db, store, VAULT, tmp_path, caller=CALLER, expired=False)
+    access = await dsar.create(db, VAULT, kind="access", phone=CALLER, actor="test")
+    with pytest.raises(RuntimeError):
+        await dsar.run(db, VAULT, _CrashAfterUpload(store), access, tmp_path, retry_s=1)  # type: ignore[arg-type]
+    await dsar.reject(db, access, "test", reason="identity not verified")
+    assert len(await _bundles_in(store, moto_url, access)) == 1
+    # not within the day: a run of it could in principle still be uploading
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    try:
+        assert (await purge_once(pool, store)).stale_uploads == 0
+    finally:
+        await pool.close()
+    assert len(await _bundles_in(store, moto_url, access)) == 1
+
+    report = await _a_day_later_purge(db, database_url, store)
+    assert report.stale_uploads == 1
+    assert await _bundles_in(store, moto_url, access) == []
+    assert await db.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'dsar_stale_uploads_removed'"
+    )

@@ -48,6 +48,11 @@ def cmd_purge(args: argparse.Namespace) -> int:
                     f"expired access bundles removed {report.bundles}, "
                     f"refused by the store {len(report.bundles_failed)}"
                 )
+            if report.stale_uploads:
+                print(
+                    f"uploads of access-bundle runs that never committed removed "
+                    f"{report.stale_uploads}"
+                )
             if report.batch_errors:
                 print(
                     f"{report.batch_errors} purge batch(es) failed with an error and were "
