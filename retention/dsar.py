@@ -660,7 +660,8 @@ async def run(
         # completion named, and an upload whose run never commits can still be found.
         key = where.key(bundle_key_of(request_id, uuid.uuid4().hex))
         announced = await conn.fetchrow(Q["announce_bundle_upload"], request_id, key)
-        assert announced is not None
+        if announced is None:  # deleted meanwhile (its tenant offboarded): nothing uploaded
+            raise NotFound(f"no data-subject request {request_id}")
         if not announced["announced"]:
             return str(announced["status"])  # closed meanwhile (by another run, say)
         bundle = await _access_bundle(
@@ -680,7 +681,9 @@ async def run(
             # request and cleared its number (or it was rejected), or another run of it
             # completed first: this run lost, and deletes what it uploaded.
             current = await conn.fetchrow(Q["lock_request"], request_id)
-            assert current is not None
+            if current is None:  # deleted meanwhile (its tenant offboarded): so is the upload
+                await _delete_or_raise(where.store, [key])
+                raise NotFound(f"no data-subject request {request_id}")
             if current["status"] in CLOSED or current["phone_enc"] is None:
                 await _delete_or_raise(where.store, [key])
                 await conn.execute(Q["forget_bundle_upload"], request_id, key)

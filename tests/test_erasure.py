@@ -646,3 +646,26 @@ async def test_a_crashed_runs_upload_goes_once_its_request_is_rejected_a_day(
     assert await db.fetchval(
         "SELECT count(*) FROM audit_log WHERE action = 'dsar_stale_uploads_removed'"
     )
+
+
+async def test_a_bundle_run_whose_request_is_deleted_meanwhile_deletes_its_upload(
+    db: Conn, store: S3Store, moto_url: str, tmp_path: Path
+) -> None:
+    """The tenant's offboarding deleted the request (its rows go last, locked with their
+    bundles) while a run was uploading: the run finds its request gone at its commit, and its
+    upload goes with it rather than stay where no row names it."""
+    await seed_recording(db, store, VAULT, tmp_path, caller=CALLER, expired=False)
+    access = await dsar.create(db, VAULT, kind="access", phone=CALLER, actor="test")
+
+    class DeletedDuringUpload:
+        async def put_file(self, key: str, path: Path, **kwargs: Any) -> Any:
+            stored = await store.put_file(key, path, **kwargs)
+            await db.execute("DELETE FROM dsar_requests WHERE id = $1", access)
+            return stored
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+    with pytest.raises(NotFound):
+        await dsar.run(db, VAULT, DeletedDuringUpload(), access, tmp_path, retry_s=1)  # type: ignore[arg-type]
+    assert await _bundles_in(store, moto_url, access) == []

@@ -100,15 +100,6 @@ async def offboard(
         report.export = await export(conn, stores, tenant, out, settings=settings)
     await _erase_calls(conn, stores, tenant, report, Q["calls"])
     where = await stores.for_tenant(tenant, conn)
-    located: list[tuple[str, str]] = []
-    for r in await conn.fetch(Q["bundles"], tenant):
-        if r["bundle_key"]:
-            located.append((r["bundle_store"], r["bundle_key"]))
-            report.bundles += 1
-        # uploads that never reached their run's commit
-        located += [(where.ref, k) for k in r["bundle_uploads"]]
-    if located:
-        await dsar.delete_located(conn, stores, tenant, located)
     async with conn.transaction():
         # a hold placed after the check, on a call already erased, still wins
         if int(await conn.fetchval(Q["active_holds"], tenant)):
@@ -126,6 +117,15 @@ async def offboard(
                 left.append((r["object_store"], r["object_key"]))
             if r["state"] != "stored":
                 left += [(where.ref, where.key(k)) for k in possible_keys(r["id"])]
+        # the requests' bundles, locked until their rows are gone: a bundle run announcing an
+        # upload waits and then finds its request deleted; one already uploading is listed
+        # here (deleted now) and deletes its own again when it finds the request gone
+        for r in await conn.fetch(Q["bundles"], tenant):
+            if r["bundle_key"]:
+                left.append((r["bundle_store"], r["bundle_key"]))
+                report.bundles += 1
+            # uploads that never reached their run's commit
+            left += [(where.ref, k) for k in r["bundle_uploads"]]
         if left:
             await dsar.delete_located(conn, stores, tenant, left)
         deleted = await conn.fetchrow(Q["delete_call_data"], tenant)

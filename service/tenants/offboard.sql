@@ -22,7 +22,8 @@ FOR UPDATE;
 -- name: bundles
 -- Every access bundle the tenant's requests may have left: the one recorded, and the keys of
 -- uploads that never reached their run's commit (bundle_uploads, in the tenant's store).
-SELECT id, kind, bundle_key, bundle_store, bundle_uploads FROM dsar_requests WHERE tenant_id = $1;
+SELECT id, kind, bundle_key, bundle_store, bundle_uploads FROM dsar_requests WHERE tenant_id = $1
+FOR UPDATE;
 
 -- name: delete_call_data
 -- What is left of the tenant's call data once its calls are erased: the recordings' rows (their
