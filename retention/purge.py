@@ -293,13 +293,7 @@ async def _purge_bundles(
             here = (await registry.for_tenant(tenant, conn)).ref
             located += [(here, k) for r in rows for k in r["bundle_uploads"]]
         refused = await _delete_by_store(conn, registry, tenant, located)
-        done = []
-        for r in rows:
-            why = [refused[k] for k in (r["bundle_key"], *r["bundle_uploads"]) if k in refused]
-            if why:
-                report.bundles_failed[str(r["id"])] = why[0]
-            else:
-                done.append(r)
+        done = _settled(rows, refused, report, bundle=True)
         if done:
             await conn.execute(Q["mark_bundles_expired"], [r["id"] for r in done])
             await audit.record(
@@ -313,6 +307,23 @@ async def _purge_bundles(
         report.bundles += len(done)
         # a batch the store refused entirely is not taken again in this pass
         return len(rows) if done else 0
+
+
+def _settled(
+    rows: list[asyncpg.Record], refused: dict[str, str], report: PurgeReport, *, bundle: bool
+) -> list[asyncpg.Record]:
+    """The requests whose objects (their listed uploads, and their bundle if ``bundle``) the
+    stores all deleted; each of the others reports its first refusal and keeps its row as it
+    was, for the next pass."""
+    done = []
+    for r in rows:
+        keys = [r["bundle_key"], *r["bundle_uploads"]] if bundle else r["bundle_uploads"]
+        why = [refused[k] for k in keys if k in refused]
+        if why:
+            report.bundles_failed[str(r["id"])] = why[0]
+        else:
+            done.append(r)
+    return done
 
 
 async def _sweep_stale_uploads(
@@ -333,13 +344,7 @@ async def _sweep_stale_uploads(
         refused = await _delete_by_store(
             conn, registry, tenant, [(here, k) for r in rows for k in r["bundle_uploads"]]
         )
-        done = []
-        for r in rows:
-            why = [refused[k] for k in r["bundle_uploads"] if k in refused]
-            if why:
-                report.bundles_failed[str(r["id"])] = why[0]
-            else:
-                done.append(r)
+        done = _settled(rows, refused, report, bundle=False)
         if done:
             await conn.execute(Q["forget_uploads"], [r["id"] for r in done])
             count = sum(len(r["bundle_uploads"]) for r in done)

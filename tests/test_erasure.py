@@ -6,6 +6,7 @@ the local store), the fake Twilio media API; the clock is the database's."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +18,7 @@ import asyncpg
 import pytest
 
 from retention import dsar, holds
-from retention.purge import purge_once
+from retention.purge import PurgeReport, purge_once
 from service import ledger
 from service.config import Settings, load_settings
 from service.db import queries, tenancy
@@ -278,11 +279,7 @@ async def test_the_bundle_expiry_also_removes_the_upload_of_a_run_that_never_com
     )
     assert len(await _bundles_in(store, moto_url, request_id)) == 2
 
-    pool = await create_pool(database_url, min_size=1, max_size=2)
-    try:
-        report = await purge_once(pool, store)
-    finally:
-        await pool.close()
+    report = await _purge(database_url, store)
     assert (report.bundles, report.bundles_failed) == (1, {})
     assert await _bundles_in(store, moto_url, request_id) == []
     row = await dsar.get(db, request_id)
@@ -329,18 +326,9 @@ async def test_a_bundle_uploaded_while_the_number_is_erased_is_deleted_at_its_co
 ) -> None:
     await seed_recording(db, store, VAULT, tmp_path, caller=CALLER, expired=False)
     access = await dsar.create(db, VAULT, kind="access", phone=CALLER, actor="test")
-    other = await connect(database_url)
-    await tenancy.set_tenant(other, tenancy.DEFAULT)
-
-    async def erase() -> None:
-        rid = await dsar.create(other, VAULT, kind="erase", phone=CALLER, actor="test")
-        assert await dsar.run(other, VAULT, store, rid, tmp_path, retry_s=1) == "completed"
-
-    racing = EraseAfterUpload(store, erase)
-    try:
+    async with _eraser(database_url, store, tmp_path) as erase:
+        racing = EraseAfterUpload(store, erase)
         status = await dsar.run(db, VAULT, racing, access, tmp_path, retry_s=1)  # type: ignore[arg-type]
-    finally:
-        await other.close()
     assert status == "completed"
     assert await _bundles_in(store, moto_url, access) == []
     row = await dsar.get(db, access)
@@ -572,17 +560,41 @@ class _CrashAfterUpload:
         return getattr(self._store, name)
 
 
-async def _a_day_later_purge(db: Conn, database_url: str, store: S3Store) -> Any:
-    """The purge, once the requests have been closed for a day by the database's clock."""
-    await db.execute(
-        "UPDATE dsar_requests SET completed_at = completed_at - interval '25 hours', "
-        "rejected_at = rejected_at - interval '25 hours'"
-    )
+async def _purge(database_url: str, store: S3Store) -> PurgeReport:
+    """One purge pass, as the scheduler runs it: on a pool of its own."""
     pool = await create_pool(database_url, min_size=1, max_size=2)
     try:
         return await purge_once(pool, store)
     finally:
         await pool.close()
+
+
+async def _a_day_later_purge(db: Conn, database_url: str, store: S3Store) -> PurgeReport:
+    """The purge, once the requests have been closed for a day by the database's clock."""
+    await db.execute(
+        "UPDATE dsar_requests SET completed_at = completed_at - interval '25 hours', "
+        "rejected_at = rejected_at - interval '25 hours'"
+    )
+    return await _purge(database_url, store)
+
+
+@contextlib.asynccontextmanager
+async def _eraser(
+    database_url: str, store: S3Store, tmp_path: Path
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """An erasure of CALLER carried out to completion on a connection of its own, for a store
+    to run in the middle of an access run."""
+    other = await connect(database_url)
+    await tenancy.set_tenant(other, tenancy.DEFAULT)
+
+    async def erase() -> None:
+        erasure = await dsar.create(other, VAULT, kind="erase", phone=CALLER, actor="test")
+        assert await dsar.run(other, VAULT, store, erasure, tmp_path, retry_s=1) == "completed"
+
+    try:
+        yield erase
+    finally:
+        await other.close()
 
 
 async def test_an_erasure_during_an_access_run_leaves_no_copy_for_good(
@@ -593,25 +605,10 @@ async def test_an_erasure_during_an_access_run_leaves_no_copy_for_good(
     the purge deletes it once the request has been closed a day."""
     await seed_recording(db, store, VAULT, tmp_path, caller=CALLER, expired=False)
     access = await dsar.create(db, VAULT, kind="access", phone=CALLER, actor="test")
-    other = await connect(database_url)
-    await tenancy.set_tenant(other, tenancy.DEFAULT)
-
-    async def erase() -> None:
-        erasure = await dsar.create(other, VAULT, kind="erase", phone=CALLER, actor="test")
-        assert await dsar.run(other, VAULT, store, erasure, tmp_path, retry_s=1) == "completed"
-
-    try:
+    async with _eraser(database_url, store, tmp_path) as erase:
+        racing = _EraseThenRefuseOwnDelete(store, erase)
         with pytest.raises(StorageError):
-            await dsar.run(
-                db,
-                VAULT,
-                _EraseThenRefuseOwnDelete(store, erase),  # type: ignore[arg-type]
-                access,
-                tmp_path,
-                retry_s=1,
-            )
-    finally:
-        await other.close()
+            await dsar.run(db, VAULT, racing, access, tmp_path, retry_s=1)  # type: ignore[arg-type]
     # the job's retry finds the request closed and returns
     assert await dsar.run(db, VAULT, store, access, tmp_path, retry_s=1) == "completed"
     left = await _bundles_in(store, moto_url, access)
@@ -633,11 +630,7 @@ async def test_a_crashed_runs_upload_goes_once_its_request_is_rejected_a_day(
     await dsar.reject(db, access, "test", reason="identity not verified")
     assert len(await _bundles_in(store, moto_url, access)) == 1
     # not within the day: a run of it could in principle still be uploading
-    pool = await create_pool(database_url, min_size=1, max_size=2)
-    try:
-        assert (await purge_once(pool, store)).stale_uploads == 0
-    finally:
-        await pool.close()
+    assert (await _purge(database_url, store)).stale_uploads == 0
     assert len(await _bundles_in(store, moto_url, access)) == 1
 
     report = await _a_day_later_purge(db, database_url, store)
