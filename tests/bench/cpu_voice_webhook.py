@@ -23,13 +23,6 @@ from tests.bench.harness import load, postgres
 SECONDS = 6.0
 
 
-def _postgres_cpu_s(postmaster: int) -> float:
-    """The postmaster's CPU and that of each living child (backends, background processes)."""
-    return procs.cpu_seconds(postmaster) + sum(
-        procs.cpu_seconds(pid) for pid, _ in procs.children(postmaster)
-    )
-
-
 async def run(url: str) -> None:
     conn = await asyncpg.connect(url)
     data_dir = await conn.fetchval("SHOW data_directory")
@@ -51,11 +44,11 @@ async def run(url: str) -> None:
                         "-o", "voice-webhook.pyspy.txt", "--pid", str(pid),
                         "--duration", str(int(SECONDS)),
                     )  # fmt: skip
-                server, database = procs.cpu_seconds(pid), _postgres_cpu_s(postmaster)
+                server, database = procs.cpu_seconds(pid), procs.postgres_cpu_seconds(postmaster)
                 ours = sum(os.times()[:2])
                 result = await load(request, connections=CONNECTIONS, seconds=SECONDS)
                 server = procs.cpu_seconds(pid) - server
-                database = _postgres_cpu_s(postmaster) - database
+                database = procs.postgres_cpu_seconds(postmaster) - database
                 ours = sum(os.times()[:2]) - ours
                 if sampler is not None:
                     await sampler.wait()

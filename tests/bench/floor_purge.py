@@ -41,7 +41,6 @@ from service.db.pool import create_pool
 from service.storage.s3 import S3Store
 from tests.bench import procs
 from tests.bench.bench_purge import N, delete_plain, put_many
-from tests.bench.cpu_voice_webhook import _postgres_cpu_s
 from tests.bench.harness import make_bucket, moto, postgres
 
 ROUNDS = 2
@@ -51,21 +50,16 @@ SIDES = ("plain", "floor", "callvault")
 @dataclass
 class Side:
     name: str
+    cpu: procs.CpuSplit
     seconds: list[float] = field(default_factory=list)
-    cpu: dict[str, float] = field(default_factory=dict)  # who -> CPU seconds, all rounds
 
     def line(self, plain_s: float) -> str:
         total = sum(self.seconds)
-        busy = self.cpu["machine"] / (total * (os.cpu_count() or 1))
         each = ", ".join(f"{s:.2f}" for s in self.seconds)
-        who = "  ".join(f"{k} {v / len(self.seconds):.2f}" for k, v in self.cpu.items())
-        # the fastest this CPU could be spent: every core busy all the time
-        cores = os.cpu_count() or 1
-        best = self.cpu["machine"] / cores
         return (
             f"{self.name:<10} {total / len(self.seconds):6.2f} s ({each})  ratio "
-            f"{plain_s / total:.2f}  CPU s a round: {who}  ({100 * busy:.0f}% busy; "
-            f"all {cores} cores busy: ratio <= {plain_s / best:.2f})"
+            f"{plain_s / total:.2f}  CPU s a round: {self.cpu.text(len(self.seconds))}; "
+            f"every core busy: ratio <= {plain_s / self.cpu.fastest_s:.2f}"
         )
 
 
@@ -104,22 +98,11 @@ async def _seed(pool: asyncpg.Pool[Any], endpoint: str, bucket: str) -> list[str
     return keys
 
 
-async def _measured(
-    side: Side, postmaster: int, moto_pid: int, work: Callable[[], Awaitable[None]]
-) -> None:
-    def now() -> dict[str, float]:
-        return {
-            "moto": procs.cpu_seconds(moto_pid),
-            "postgres": _postgres_cpu_s(postmaster),
-            "bench": sum(os.times()[:2]),
-            "machine": procs.machine_cpu_seconds(),
-        }
-
-    before, t = now(), time.perf_counter()
-    await work()
-    side.seconds.append(time.perf_counter() - t)
-    for who, value in now().items():
-        side.cpu[who] = side.cpu.get(who, 0.0) + value - before[who]
+async def _timed(side: Side, work: Callable[[], Awaitable[None]]) -> None:
+    with side.cpu.measuring():
+        started = time.perf_counter()
+        await work()
+        side.seconds.append(time.perf_counter() - started)
 
 
 async def run(url: str, endpoint: str) -> None:
@@ -128,7 +111,12 @@ async def run(url: str, endpoint: str) -> None:
     await conn.close()
     postmaster = int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
     moto_pid = procs.child_running(os.getpid(), "moto.server")
-    sides = {name: Side(name) for name in SIDES}
+    readers = {
+        "moto": lambda: procs.cpu_seconds(moto_pid),
+        "postgres": lambda: procs.postgres_cpu_seconds(postmaster),
+        "bench": lambda: sum(os.times()[:2]),
+    }
+    sides = {name: Side(name, procs.CpuSplit(dict(readers))) for name in SIDES}
     pool = await create_pool(url, min_size=1, max_size=4)
     try:
         for round_ in range(ROUNDS):
@@ -142,7 +130,7 @@ async def run(url: str, endpoint: str) -> None:
                     async def plain(bucket: str = bucket, keys: list[str] = keys) -> None:
                         await asyncio.to_thread(delete_plain, endpoint, bucket, keys)
 
-                    await _measured(sides[name], postmaster, moto_pid, plain)
+                    await _timed(sides[name], plain)
                     continue
                 await _seed(pool, endpoint, bucket)
                 store = S3Store(bucket, endpoint_url=endpoint, region="us-east-1")
@@ -152,7 +140,7 @@ async def run(url: str, endpoint: str) -> None:
                         result = await purge.purge_once(pool, store)
                     assert result.purged == N and not result.failed, result
 
-                await _measured(sides[name], postmaster, moto_pid, ours)
+                await _timed(sides[name], ours)
                 await store.close()
             print(f"round {round_ + 1} of {ROUNDS} done", flush=True)
     finally:

@@ -44,7 +44,6 @@ import asyncpg
 
 from tests.bench import procs
 from tests.bench.bench_voice_webhook import CONNECTIONS, encoded_requests
-from tests.bench.cpu_voice_webhook import _postgres_cpu_s
 from tests.bench.harness import (
     Load,
     free_port,
@@ -179,12 +178,12 @@ async def perf_record(perf: str, pids: list[int]) -> AsyncIterator[None]:
 
 async def measure(side: Side, postmaster: int) -> None:
     """One measured round of ``side``: its load, and the CPU each process spent on it."""
-    server_s, postgres_s = procs.cpu_seconds(side.pid), _postgres_cpu_s(postmaster)
+    server_s, postgres_s = procs.cpu_seconds(side.pid), procs.postgres_cpu_seconds(postmaster)
     ours, machine = sum(os.times()[:2]), procs.machine_cpu_seconds()
     result = await load(side.post, connections=CONNECTIONS, seconds=SECONDS)
     side.cpu_machine_s += procs.machine_cpu_seconds() - machine
     side.cpu_server_s += procs.cpu_seconds(side.pid) - server_s
-    side.cpu_postgres_s += _postgres_cpu_s(postmaster) - postgres_s
+    side.cpu_postgres_s += procs.postgres_cpu_seconds(postmaster) - postgres_s
     side.cpu_load_s += sum(os.times()[:2]) - ours
     side.loads.append(result)
 
