@@ -659,7 +659,7 @@ async def run(
         # lease, a second replica) writes its own, so no upload replaces the object a
         # completion named, and an upload whose run never commits can still be found.
         key = where.key(bundle_key_of(request_id, uuid.uuid4().hex))
-        announced = await conn.fetchrow(Q["announce_bundle_upload"], request_id, key)
+        announced = await conn.fetchrow(Q["announce_bundle_upload"], request_id, key, where.ref)
         if announced is None:  # deleted meanwhile (its tenant offboarded): nothing uploaded
             raise NotFound(f"no data-subject request {request_id}")
         if not announced["announced"]:
@@ -688,11 +688,12 @@ async def run(
                 await _delete_or_raise(where.store, [key])
                 await conn.execute(Q["forget_bundle_upload"], request_id, key)
                 return str(current["status"])
-            # the uploads of other runs that have not committed (or never will: a crash) go;
-            # one still running deletes its own again at its commit, which it loses
-            others = [k for k in current["bundle_uploads"] if k != key]
+            # the uploads of other runs that have not committed (or never will: a crash) go,
+            # each from the store it went to; one still running deletes its own again at its
+            # commit, which it loses
+            others = [(ref, k) for ref, k in listed_uploads(current) if k != key]
             if others:
-                await _delete_or_raise(where.store, others)
+                await _delete_located(conn, registry, tenant, others)
             for cid in call_ids:
                 await ledger.append(
                     conn,
@@ -739,7 +740,7 @@ async def run(
         outcome = await _erase_call(conn, registry, tenant, where, cid, request_id)
         erased += outcome == "erased"
         waiting += outcome == "held"
-    bundles = await _erase_elsewhere(conn, registry, tenant, where, hashes, request_id)
+    bundles = await _erase_elsewhere(conn, registry, tenant, hashes, request_id)
     await conn.fetchrow(Q["requeue_dead_intake_of_erased_calls"], call_ids, str(request_id))
     running = int(await conn.fetchval(Q["intake_running_for_calls"], call_ids))
     result = {
@@ -829,6 +830,13 @@ async def _correct(conn: Conn, row: Any, hashes: list[bytes]) -> str:
     return "completed"
 
 
+def listed_uploads(row: Any) -> list[tuple[str, str]]:
+    """(store reference, key) of each upload a request's bundle runs announced and have not
+    committed (``bundle_uploads``, migration 0029): each is deleted from the store it went to,
+    which need not be the tenant's store of today."""
+    return [(str(ref), str(key)) for key, ref in dict(row["bundle_uploads"]).items()]
+
+
 async def _delete_or_raise(store: ObjectStore, keys: list[str]) -> None:
     refused = await store.delete_many(keys)
     if refused:
@@ -851,7 +859,6 @@ async def _erase_elsewhere(
     conn: Conn,
     registry: StoreRegistry,
     tenant: str,
-    where: TenantStore,
     hashes: list[bytes],
     request_id: uuid.UUID,
 ) -> int:
@@ -863,7 +870,7 @@ async def _erase_elsewhere(
     async with conn.transaction():
         others = await conn.fetch(Q["lock_other_requests_of_phone"], hashes, request_id)
         # an upload that has not reached its run's commit goes too (its key was announced)
-        located = [(where.ref, k) for r in others for k in r["bundle_uploads"]]
+        located = [pair for r in others for pair in listed_uploads(r)]
         located += [(r["bundle_store"], r["bundle_key"]) for r in others if r["bundle_key"]]
         if located:
             await _delete_located(conn, registry, tenant, located)

@@ -43,7 +43,7 @@ from typing import Any
 
 import asyncpg
 
-from retention import explain, scheduler
+from retention import dsar, explain, scheduler
 from service import ledger
 from service.db import queries, tenancy
 from service.errors import DatabaseUnavailable
@@ -288,10 +288,8 @@ async def _purge_bundles(
         if not rows:
             return 0
         located = [(r["bundle_store"], r["bundle_key"]) for r in rows]
-        if any(r["bundle_uploads"] for r in rows):
-            # a crashed run's upload went to the tenant's store of its time, as erasure assumes
-            here = (await registry.for_tenant(tenant, conn)).ref
-            located += [(here, k) for r in rows for k in r["bundle_uploads"]]
+        # a crashed run's upload, from the store it went to
+        located += [pair for r in rows for pair in dsar.listed_uploads(r)]
         refused = await _delete_by_store(conn, registry, tenant, located)
         done = _settled(rows, refused, report, bundle=True)
         if done:
@@ -317,7 +315,8 @@ def _settled(
     was, for the next pass."""
     done = []
     for r in rows:
-        keys = [r["bundle_key"], *r["bundle_uploads"]] if bundle else r["bundle_uploads"]
+        uploads = [key for _, key in dsar.listed_uploads(r)]
+        keys = [r["bundle_key"], *uploads] if bundle else uploads
         why = [refused[k] for k in keys if k in refused]
         if why:
             report.bundles_failed[str(r["id"])] = why[0]
@@ -339,10 +338,8 @@ async def _sweep_stale_uploads(
         rows = await conn.fetch(Q["claim_stale_uploads"], batch)
         if not rows:
             return
-        # the tenant's store of their time, as erasure assumes
-        here = (await registry.for_tenant(tenant, conn)).ref
         refused = await _delete_by_store(
-            conn, registry, tenant, [(here, k) for r in rows for k in r["bundle_uploads"]]
+            conn, registry, tenant, [pair for r in rows for pair in dsar.listed_uploads(r)]
         )
         done = _settled(rows, refused, report, bundle=False)
         if done:

@@ -312,11 +312,13 @@ SELECT id, status, phone_enc, bundle_key, bundle_uploads FROM dsar_requests
 WHERE id = $1 FOR UPDATE;
 
 -- name: announce_bundle_upload
--- A run's own bundle key, committed before its upload starts (migration 0028); not announced
+-- A run's own bundle key and the store it is about to go to, committed before its upload starts
+-- (migrations 0028, 0029); not announced
 -- when the request was closed or its number erased meanwhile: that run builds nothing. With the
 -- request's status either way.
 WITH announced AS (
-    UPDATE dsar_requests SET bundle_uploads = array_append(bundle_uploads, $2)
+    UPDATE dsar_requests
+    SET bundle_uploads = bundle_uploads || jsonb_build_object($2::text, $3::text)
     WHERE id = $1 AND status NOT IN ('completed', 'rejected') AND phone_enc IS NOT NULL
     RETURNING id
 )
@@ -326,7 +328,7 @@ FROM dsar_requests d WHERE d.id = $1;
 -- name: forget_bundle_upload
 -- A run that lost (the request completed on another run's bundle, or was closed) deleted its
 -- own upload.
-UPDATE dsar_requests SET bundle_uploads = array_remove(bundle_uploads, $2) WHERE id = $1;
+UPDATE dsar_requests SET bundle_uploads = bundle_uploads - $2::text WHERE id = $1;
 
 -- name: complete_access_request
 -- Only a request still open, with its number, completes, on this run's bundle. The other runs'
@@ -334,7 +336,7 @@ UPDATE dsar_requests SET bundle_uploads = array_remove(bundle_uploads, $2) WHERE
 -- running may upload after this, and then erasure and offboarding must still find it.
 UPDATE dsar_requests SET status = 'completed', completed_at = now(), result = $2,
     bundle_key = $3, bundle_expires_at = now() + make_interval(secs => $4), bundle_store = $5,
-    bundle_uploads = array_remove(bundle_uploads, $3)
+    bundle_uploads = bundle_uploads - $3::text
 WHERE id = $1 AND status NOT IN ('completed', 'rejected') AND phone_enc IS NOT NULL
 RETURNING bundle_expires_at;
 
@@ -364,7 +366,7 @@ FOR UPDATE SKIP LOCKED;
 -- longer than a run can last, so none of them can still be uploading: their objects go and the
 -- list is cleared. The acting tenant's only, as claim_expired_bundles.
 SELECT id, bundle_uploads FROM dsar_requests
-WHERE bundle_uploads <> '{}' AND status IN ('completed', 'rejected')
+WHERE bundle_uploads <> '{}'::jsonb AND status IN ('completed', 'rejected')
   AND coalesce(completed_at, rejected_at) <= now() - interval '1 day'
   AND tenant_id = current_setting('callvault.tenant', true)
 ORDER BY id
@@ -372,10 +374,11 @@ LIMIT $1
 FOR UPDATE SKIP LOCKED;
 
 -- name: forget_uploads
-UPDATE dsar_requests SET bundle_uploads = '{}' WHERE id = ANY($1::uuid[]);
+UPDATE dsar_requests SET bundle_uploads = '{}'::jsonb WHERE id = ANY($1::uuid[]);
 
 -- name: mark_bundles_expired
-UPDATE dsar_requests SET bundle_key = NULL, bundle_uploads = '{}', bundle_removed_at = now(),
+UPDATE dsar_requests SET bundle_key = NULL, bundle_uploads = '{}'::jsonb,
+    bundle_removed_at = now(),
     bundle_removed_reason = 'expired'
 WHERE id = ANY($1::uuid[]) AND bundle_key IS NOT NULL;
 

@@ -272,7 +272,7 @@ async def test_the_bundle_expiry_also_removes_the_upload_of_a_run_that_never_com
         crashed, leftover, sha256="0" * 64, content_type="application/zip", metadata={}
     )
     await db.execute(
-        "UPDATE dsar_requests SET bundle_uploads = array_append(bundle_uploads, $2), "
+        "UPDATE dsar_requests SET bundle_uploads = jsonb_build_object($2::text, 'shared'), "
         "bundle_expires_at = now() - interval '1 second' WHERE id = $1",
         request_id,
         crashed,
@@ -283,7 +283,7 @@ async def test_the_bundle_expiry_also_removes_the_upload_of_a_run_that_never_com
     assert (report.bundles, report.bundles_failed) == (1, {})
     assert await _bundles_in(store, moto_url, request_id) == []
     row = await dsar.get(db, request_id)
-    assert row["bundle_key"] is None and row["bundle_uploads"] == []
+    assert row["bundle_key"] is None and row["bundle_uploads"] == {}
 
 
 async def test_an_access_request_still_open_when_the_number_is_erased_hands_out_nothing(
@@ -393,7 +393,8 @@ async def test_two_runs_of_one_access_request_leave_the_one_bundle_its_completio
         # the completion deleted the other upload, and keeps its key listed until its run
         # commits (erasure and offboarding still find it should that run upload again)
         row = await dsar.get(db, request_id)
-        assert row["bundle_uploads"] == [loser.key] and await store.head(loser.key) is None
+        assert row["bundle_uploads"] == {loser.key: "shared"}
+        assert await store.head(loser.key) is None
         loser.release.set()
         assert await tasks[order[1]] == "completed"
     finally:
@@ -405,7 +406,7 @@ async def test_two_runs_of_one_access_request_leave_the_one_bundle_its_completio
     assert await _bundles_in(store, moto_url, request_id) == [winner.key]  # nothing else left
     assert row["result"]["bundle_sha256"] == winner.sha256
     assert row["result"]["bundle_size"] == len(got)
-    assert row["bundle_uploads"] == []
+    assert row["bundle_uploads"] == {}
     completions = await db.fetchval(
         "SELECT count(*) FROM audit_log WHERE action = 'dsar_completed' AND target_id = $1",
         str(request_id),
@@ -612,12 +613,13 @@ async def test_an_erasure_during_an_access_run_leaves_no_copy_for_good(
     # the job's retry finds the request closed and returns
     assert await dsar.run(db, VAULT, store, access, tmp_path, retry_s=1) == "completed"
     left = await _bundles_in(store, moto_url, access)
-    assert len(left) == 1 and (await dsar.get(db, access))["bundle_uploads"] == left
+    assert len(left) == 1
+    assert (await dsar.get(db, access))["bundle_uploads"] == {left[0]: "shared"}
 
     report = await _a_day_later_purge(db, database_url, store)
     assert (report.stale_uploads, report.bundles_failed) == (1, {})
     assert await _bundles_in(store, moto_url, access) == []
-    assert (await dsar.get(db, access))["bundle_uploads"] == []
+    assert (await dsar.get(db, access))["bundle_uploads"] == {}
 
 
 async def test_a_crashed_runs_upload_goes_once_its_request_is_rejected_a_day(

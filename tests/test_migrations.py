@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import secrets
 from typing import Any
 
 import asyncpg
 import pytest
 
-from service.db import migrations
+from service.db import migrations, tenancy
 from service.db.pool import connect
 from tests.conftest import db_url
 from tests.schema import SNAPSHOT, dump_schema
@@ -226,3 +227,65 @@ async def test_pbx_call_ids_kept_with_a_tenant_prefix_are_rewritten_once(
         ("beta", "twilio", "beta/CAnotapbx", "beta/CAnotapbx"),
         ("default", "pbx", "1733.1", "1733.1"),
     ]
+
+
+async def test_listed_bundle_uploads_take_the_store_their_tenant_had_when_migrated(
+    pg_base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0029: the keys bundle runs had announced (a text[] before) become a map of key to the
+    store each went to: a tenant with its own bucket gets that bucket's reference, a tenant on
+    the shared store ``shared``; a request with none listed keeps an empty map, and a value
+    that names no store is refused from then on."""
+    name = "t_pre0029_" + secrets.token_hex(4)
+    admin = await asyncpg.connect(pg_base_url)
+    await admin.execute(f"CREATE DATABASE {name}")
+    await admin.close()
+    conn = await connect(db_url(pg_base_url, name))
+    try:
+        before = [m for m in migrations.available() if m.version < 29]
+        monkeypatch.setattr(migrations, "available", lambda: before)
+        await migrations.migrate(conn)
+        monkeypatch.undo()
+        await conn.execute(
+            "INSERT INTO tenants (id, name) VALUES ('tenant-own', 'Own'), ('tenant-a', 'A')"
+        )
+        await conn.execute(
+            "INSERT INTO tenant_storage (tenant_id, bucket) VALUES ('tenant-own', 'own-bucket')"
+        )
+        await tenancy.set_tenant(conn, tenancy.ALL)
+        listed = {
+            "tenant-own": ["dsar/1/r1.zip", "dsar/1/r2.zip"],
+            "tenant-a": ["tenants/tenant-a/dsar/2/r3.zip"],
+            "default": [],
+        }
+        ids = {}
+        for tenant, keys in listed.items():
+            ids[tenant] = await conn.fetchval(
+                "INSERT INTO dsar_requests (tenant_id, kind, requested_by, due_at, "
+                "bundle_uploads) VALUES ($1, 'access', 'x', now(), $2) RETURNING id",
+                tenant,
+                keys,
+            )
+        await tenancy.set_tenant(conn, "default")  # the migration sees every tenant anyway
+        applied = await migrations.migrate(conn)
+        assert 29 in [m.version for m in applied]
+        await tenancy.set_tenant(conn, tenancy.ALL)
+        got = {
+            r["tenant_id"]: r["bundle_uploads"]
+            for r in await conn.fetch("SELECT tenant_id, bundle_uploads FROM dsar_requests")
+        }
+        assert got == {
+            "tenant-own": {"dsar/1/r1.zip": "s3://own-bucket", "dsar/1/r2.zip": "s3://own-bucket"},
+            "tenant-a": {"tenants/tenant-a/dsar/2/r3.zip": "shared"},
+            "default": {},
+        }
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                'UPDATE dsar_requests SET bundle_uploads = \'{"k": "/tmp"}\' WHERE id = $1',
+                ids["tenant-a"],
+            )
+    finally:
+        await conn.close()
+        admin = await asyncpg.connect(pg_base_url)
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()

@@ -369,3 +369,29 @@ async def test_offboard_exports_then_leaves_only_the_ledger_s_proof(
     assert (
         await cli(database_url, "ledger", "verify", "--tenant", "tenant-b", env=env)
     ).returncode == 0
+
+
+async def test_offboarding_deletes_a_bundle_upload_left_in_the_store_the_tenant_moved_from(
+    db: Conn, tenants: Tenants, database_url: str, tmp_path: Path
+) -> None:
+    """Tenant b moved from the shared bucket to its own while a bundle run's upload was left in
+    the shared one (announced, never committed): offboarding deletes it there, where its row
+    says it went, not in b's bucket of today."""
+    left = f"tenants/tenant-b/dsar/{uuid.uuid4()}/before-the-move.zip"
+    await tenancy.set_tenant(db, tenancy.ALL)
+    await db.execute(
+        "INSERT INTO dsar_requests (tenant_id, kind, requested_by, due_at, bundle_uploads) "
+        "VALUES ('tenant-b', 'access', 'test', now(), jsonb_build_object($1::text, 'shared'))",
+        left,
+    )
+    await asyncio.to_thread(
+        boto3.client("s3", endpoint_url=tenants.moto, region_name="us-east-1").put_object,
+        Bucket=tenants.shared,
+        Key=left,
+        Body=b"a bundle whose run never committed",
+    )
+    env = cli_env(tenants, tmp_path)
+    done = await cli(database_url, "tenant", "offboard", "tenant-b", "--skip-export", env=env)
+    assert done.returncode == 0, done.stderr
+    assert left not in await keys(tenants.moto, tenants.shared)
+    assert await db.fetchval("SELECT count(*) FROM dsar_requests WHERE tenant_id = 'tenant-b'") == 0

@@ -15,15 +15,19 @@ import aiohttp
 import asyncpg
 import pytest
 
+from retention import dsar
 from retention.purge import purge_once
 from service import ledger
 from service.config import Settings
 from service.db import tenancy
 from service.db.pool import create_pool
+from service.personal.numbers import PhoneVault
 from service.storage.registry import SHARED, StoreRegistry
-from tests.conftest import Service, make_bucket, run_cli
+from service.storage.s3 import S3Store
+from tests.conftest import SECRET_KEY, Service, make_bucket, run_cli
 from tests.intake_helpers import objects, settle
 from tests.qa_fixtures import access_bundle, call_api
+from tests.seed import seed_recording
 from tests.tenant_stores import (  # noqa: F401 - the *_fixture names are fixtures
     KMS_KEY,
     Tenants,
@@ -41,6 +45,7 @@ from tests.twilio_media import FakeTwilioMedia
 from tests.waiting import eventually
 
 Conn = asyncpg.Connection
+VAULT = PhoneVault(SECRET_KEY)
 
 
 async def test_each_tenant_s_recordings_land_in_its_store_and_play_from_there(
@@ -327,3 +332,68 @@ async def test_cli_purge_removes_each_tenant_s_expired_bundle_from_its_own_store
         ("tenant-a", [str(bundles["tenant-a"])]),
         ("tenant-b", [str(bundles["tenant-b"])]),
     ]
+
+
+MOVED_CALLER = "+84905550077"
+
+
+@pytest.mark.parametrize("who", ["completion", "erasure", "bundle expiry", "stale sweep"])
+async def test_a_bundle_upload_left_in_the_store_a_tenant_moved_from_is_deleted_there(
+    who: str,
+    db: Conn,
+    storage_settings: Settings,
+    tenants: Tenants,
+    service_url: str,
+    tmp_path: Path,
+) -> None:
+    """Tenant b's storage moved from the shared bucket to its own while a bundle run's upload
+    was left (announced, never committed) in the shared one. Whoever deletes such uploads (the
+    run that completes the request, an erasure of the number, the purge of the expired bundle
+    or of a closed request's leftovers) deletes it from the store it went to, not from b's
+    store of today: no copy of the person's data stays behind."""
+    shared = S3Store(tenants.shared, endpoint_url=tenants.moto, region="us-east-1")
+    pool = await create_pool(service_url, min_size=1, max_size=2)
+    stores = StoreRegistry.from_settings(storage_settings, reader=pool.acquire)
+    try:
+        await tenancy.set_tenant(db, "tenant-b")
+        await seed_recording(db, shared, VAULT, tmp_path, caller=MOVED_CALLER, expired=False)
+        request = await dsar.create(db, VAULT, kind="access", phone=MOVED_CALLER, actor="test")
+        if who in ("bundle expiry", "stale sweep"):  # completed first, its bundle in b's bucket
+            done = await dsar.run(db, VAULT, stores, request, tmp_path, retry_s=1)
+            assert done == "completed"
+        left = "tenants/tenant-b/" + dsar.bundle_key_of(request, "before-the-move")
+        await asyncio.to_thread(_put, tenants.moto, tenants.shared, left)
+        await db.execute(
+            "UPDATE dsar_requests SET bundle_uploads = bundle_uploads || "
+            "jsonb_build_object($2::text, 'shared') WHERE id = $1",
+            request,
+            left,
+        )
+        assert left in await keys(tenants.moto, tenants.shared)
+
+        if who == "completion":
+            done = await dsar.run(db, VAULT, stores, request, tmp_path, retry_s=1)
+            assert done == "completed"
+        elif who == "erasure":
+            erase = await dsar.create(db, VAULT, kind="erase", phone=MOVED_CALLER, actor="test")
+            assert await dsar.run(db, VAULT, stores, erase, tmp_path, retry_s=1) == "completed"
+        else:
+            await db.execute(
+                "UPDATE dsar_requests SET bundle_expires_at = CASE WHEN $2 THEN "
+                "now() - interval '1 second' ELSE bundle_expires_at END, "
+                "completed_at = CASE WHEN $2 THEN completed_at ELSE now() - interval '2 days' "
+                "END WHERE id = $1",
+                request,
+                who == "bundle expiry",
+            )
+            report = await purge_once(pool, stores)
+            assert report.batch_errors == 0 and not report.bundles_failed
+            assert (report.bundles, report.stale_uploads) == (
+                (1, 0) if who == "bundle expiry" else (0, 1)
+            )
+        assert left not in await keys(tenants.moto, tenants.shared)
+        if who in ("bundle expiry", "stale sweep"):  # the rest leave the list to the purge
+            assert (await dsar.get(db, request))["bundle_uploads"] == {}
+    finally:
+        await stores.close()
+        await pool.close()

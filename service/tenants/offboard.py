@@ -125,7 +125,7 @@ async def offboard(
                 left.append((r["bundle_store"], r["bundle_key"]))
                 report.bundles += 1
             # uploads that never reached their run's commit
-            left += [(where.ref, k) for k in r["bundle_uploads"]]
+            left += dsar.listed_uploads(r)
         if left:
             await dsar.delete_located(conn, stores, tenant, left)
         deleted = await conn.fetchrow(Q["delete_call_data"], tenant)

@@ -21,7 +21,7 @@ FOR UPDATE;
 
 -- name: bundles
 -- Every access bundle the tenant's requests may have left: the one recorded, and the keys of
--- uploads that never reached their run's commit (bundle_uploads, in the tenant's store).
+-- uploads that never reached their run's commit (bundle_uploads, each with the store it went to).
 SELECT id, kind, bundle_key, bundle_store, bundle_uploads FROM dsar_requests WHERE tenant_id = $1
 FOR UPDATE;
 
