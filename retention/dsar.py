@@ -60,7 +60,7 @@ from service.consent.gate import add_to_do_not_record
 from service.db import Conn, queries
 from service.errors import BadRequest, CallvaultError, Conflict, Forbidden, NotFound
 from service.errors import BundleGone as BundleGone
-from service.intake import possible_keys
+from service.intake import possible_objects
 from service.jobs import Defer
 from service.jobs.registry import job_kind
 from service.jobs.worker import JobContext
@@ -940,11 +940,11 @@ async def _erase_call(
             for r in recordings
             if r["state"] == "stored" and r["object_key"]
         ]
-        # an upload that never reached its commit (a crash, a job that gave up) goes too, from
-        # where the tenant's uploads go
+        # an upload that never reached its commit (a crash, a job that gave up) goes too: from
+        # the store its attempt announced, and from where the tenant's uploads go now
         for r in recordings:
             if r["state"] in ("pending", "failed", "erased"):
-                located += [(where.ref, where.key(k)) for k in possible_keys(r["id"])]
+                located += possible_objects(tenant, where, r)
         # Shredding first (issue 17): with its data key gone, no copy of a recording can be
         # read (old versions, replicas, backups), whatever the store then does. In the same
         # transaction: a store that refuses leaves everything as it was, for the retry.

@@ -224,7 +224,7 @@ UPDATE dsar_requests SET phone_hash = NULL, phone_enc = NULL, subject_digest = $
 
 -- name: erasable_recordings_of_call
 -- The call's recordings that no active hold covers, locked for the erasure.
-SELECT r.id, r.object_key, r.object_store, r.state FROM recordings r
+SELECT r.id, r.object_key, r.object_store, r.upload_store, r.state FROM recordings r
 JOIN calls c ON c.id = r.call_id
 WHERE r.call_id = $1
 ORDER BY r.id

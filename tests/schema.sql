@@ -502,10 +502,12 @@ CREATE TABLE public.recordings (
     tenant_id text DEFAULT current_setting('callvault.tenant'::text, true) NOT NULL,
     object_store text DEFAULT 'shared'::text NOT NULL,
     retention_source text,
+    upload_store text,
     CONSTRAINT recordings_object_store_check CHECK (((object_store = 'shared'::text) OR (object_store ~ '^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$'::text))),
     CONSTRAINT recordings_retention_source_check CHECK ((retention_source = ANY (ARRAY['tenant'::text, 'queue'::text, 'number'::text]))),
     CONSTRAINT recordings_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'stored'::text, 'purged'::text, 'erased'::text, 'failed'::text]))),
-    CONSTRAINT recordings_stored_complete CHECK (((state <> 'stored'::text) OR ((object_key IS NOT NULL) AND (sha256 IS NOT NULL) AND (size_bytes IS NOT NULL) AND (retain_until IS NOT NULL))))
+    CONSTRAINT recordings_stored_complete CHECK (((state <> 'stored'::text) OR ((object_key IS NOT NULL) AND (sha256 IS NOT NULL) AND (size_bytes IS NOT NULL) AND (retain_until IS NOT NULL)))),
+    CONSTRAINT recordings_upload_store_check CHECK (((upload_store = 'shared'::text) OR (upload_store ~ '^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$'::text)))
 );
 ALTER TABLE ONLY public.recordings FORCE ROW LEVEL SECURITY;
 CREATE TABLE public.tenant_accounts (

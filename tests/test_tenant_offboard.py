@@ -395,3 +395,36 @@ async def test_offboarding_deletes_a_bundle_upload_left_in_the_store_the_tenant_
     assert done.returncode == 0, done.stderr
     assert left not in await keys(tenants.moto, tenants.shared)
     assert await db.fetchval("SELECT count(*) FROM dsar_requests WHERE tenant_id = 'tenant-b'") == 0
+
+
+async def test_offboarding_deletes_a_recording_upload_left_in_the_store_the_tenant_moved_from(
+    db: Conn, tenants: Tenants, database_url: str, tmp_path: Path
+) -> None:
+    """An intake attempt uploaded tenant b's recording to the shared bucket (b's store then)
+    and never committed; b then moved to its own bucket: offboarding deletes the upload in the
+    shared bucket, which the row names, not only in b's bucket of today."""
+    await tenancy.set_tenant(db, "tenant-b")
+    call_id = await db.fetchval(
+        "INSERT INTO calls (platform, external_id, policy) VALUES ('twilio', $1, '{}') "
+        "RETURNING id",
+        "CA" + uuid.uuid4().hex,
+    )
+    recording = await db.fetchval(
+        "INSERT INTO recordings (call_id, platform, external_id, upload_store) "
+        "VALUES ($1, 'twilio', $2, 'shared') RETURNING id",
+        call_id,
+        "RE" + uuid.uuid4().hex,
+    )
+    left = f"tenants/tenant-b/recordings/{recording}.wav"
+    await asyncio.to_thread(
+        boto3.client("s3", endpoint_url=tenants.moto, region_name="us-east-1").put_object,
+        Bucket=tenants.shared,
+        Key=left,
+        Body=b"RIFF an upload that never committed",
+    )
+    env = cli_env(tenants, tmp_path)
+    done = await cli(database_url, "tenant", "offboard", "tenant-b", "--skip-export", env=env)
+    assert done.returncode == 0, done.stderr
+    assert left not in await keys(tenants.moto, tenants.shared)
+    await tenancy.set_tenant(db, tenancy.ALL)
+    assert await db.fetchval("SELECT count(*) FROM recordings WHERE id = $1", recording) == 0

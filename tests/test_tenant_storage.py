@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -18,9 +21,11 @@ import pytest
 from retention import dsar
 from retention.purge import purge_once
 from service import ledger
-from service.config import Settings
+from service.config import RetentionSource, Settings
 from service.db import tenancy
 from service.db.pool import create_pool
+from service.intake import recording_key
+from service.intake.job import Received, store_received
 from service.personal.numbers import PhoneVault
 from service.storage.registry import SHARED, StoreRegistry
 from service.storage.s3 import S3Store
@@ -394,6 +399,98 @@ async def test_a_bundle_upload_left_in_the_store_a_tenant_moved_from_is_deleted_
         assert left not in await keys(tenants.moto, tenants.shared)
         if who in ("bundle expiry", "stale sweep"):  # the rest leave the list to the purge
             assert (await dsar.get(db, request))["bundle_uploads"] == {}
+    finally:
+        await stores.close()
+        await pool.close()
+
+
+async def _upload_left_in_the_shared_store(
+    db: Conn, tenants: Tenants, caller: str, tmp_path: Path
+) -> Any:
+    """Tenant b's pending recording whose earlier attempt uploaded it to the shared bucket (b's
+    store then, under ``tenants/tenant-b/``), named there by the row, and never committed; b's
+    storage has since moved to its own bucket. Returns the row (with ``left``: that key)."""
+    await tenancy.set_tenant(db, "tenant-b")
+    call_id = await db.fetchval(
+        "INSERT INTO calls (platform, external_id, caller_enc, caller_hash, called, policy, "
+        "outcome, outcome_at) VALUES ('twilio', $1, $2, $3, '+842873002222', $4, "
+        "'consented', now()) RETURNING id",
+        "CA" + secrets.token_hex(16),
+        VAULT.encrypt(caller),
+        VAULT.lookup_hash(caller),
+        {"retention_s": 3600},
+    )
+    row = await db.fetchrow(
+        "INSERT INTO recordings (call_id, platform, external_id, upload_store) "
+        "VALUES ($1, 'twilio', $2, 'shared') RETURNING id, call_id, state, upload_store",
+        call_id,
+        "RE" + secrets.token_hex(16),
+    )
+    left = f"tenants/tenant-b/recordings/{row['id']}.wav"
+    await asyncio.to_thread(_put, tenants.moto, tenants.shared, left)
+    assert left in await keys(tenants.moto, tenants.shared)
+    return {**dict(row), "left": left}
+
+
+@pytest.mark.parametrize("who", ["the retry", "erasure"])
+async def test_a_recording_upload_left_in_the_store_a_tenant_moved_from_is_deleted_there(
+    who: str,
+    db: Conn,
+    storage_settings: Settings,
+    tenants: Tenants,
+    service_url: str,
+    tmp_path: Path,
+) -> None:
+    """An intake attempt uploaded tenant b's recording to the shared bucket (b's store then) and
+    never committed; b's storage then moved to its own bucket. The retry, storing it in b's
+    bucket, deletes the earlier upload where the row says it went; so does an erasure of the
+    call before any retry: no copy of the caller's voice stays where no row names it."""
+    caller = "+84905550078"
+    row = await _upload_left_in_the_shared_store(db, tenants, caller, tmp_path)
+    pool = await create_pool(service_url, min_size=1, max_size=2)
+    stores = StoreRegistry.from_settings(storage_settings, reader=pool.acquire)
+
+    @asynccontextmanager
+    async def transaction() -> AsyncIterator[Any]:
+        with tenancy.as_tenant("tenant-b"):
+            async with pool.acquire() as conn, conn.transaction():
+                yield conn
+
+    try:
+        if who == "the retry":
+            where = await stores.for_tenant("tenant-b")
+            body = b"RIFF" + secrets.token_bytes(4000)
+            path = tmp_path / "got.wav"
+            path.write_bytes(body)
+            got = Received(
+                where.key(recording_key(row["id"], "wav")),
+                path,
+                len(body),
+                hashlib.sha256(body).hexdigest(),
+                "audio/wav",
+            )
+            state = await store_received(
+                transaction,
+                stores,
+                "tenant-b",
+                where,
+                storage_settings,
+                row,
+                "RE-retry",
+                got,
+                3600,
+                RetentionSource.TENANT,
+            )
+            assert state == "stored"
+            stored = await db.fetchrow(
+                "SELECT object_store, upload_store FROM recordings WHERE id = $1", row["id"]
+            )
+            assert dict(stored) == {"object_store": where.ref, "upload_store": where.ref}
+            assert got.key in await keys(tenants.own.url, tenants.own_bucket)
+        else:
+            erase = await dsar.create(db, VAULT, kind="erase", phone=caller, actor="test")
+            assert await dsar.run(db, VAULT, stores, erase, tmp_path, retry_s=1) == "completed"
+        assert row["left"] not in await keys(tenants.moto, tenants.shared)
     finally:
         await stores.close()
         await pool.close()

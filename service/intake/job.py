@@ -44,7 +44,7 @@ from service import jobs, ledger
 from service.config import RetentionSource, Settings
 from service.consent.gate import CONSENTED, IN_PROGRESS
 from service.db import Conn, queries, tenancy
-from service.intake import possible_keys, recording_key
+from service.intake import possible_keys, possible_objects, recording_key
 from service.intake.callbacks import JOB_KIND
 from service.intake.transcode import CONTENT_TYPES as TRANSCODED_TYPES
 from service.intake.transcode import transcode
@@ -64,7 +64,7 @@ from service.platforms.port import (
     media_source,
 )
 from service.storage import ObjectStore, StorageError, StoredObject, recording_keys, sealed
-from service.storage.registry import StoreRegistry, TenantStore
+from service.storage.registry import StoreRegistry, TenantStore, key_in
 
 log = logging.getLogger(__name__)
 Q = queries.load("service.intake")
@@ -140,11 +140,11 @@ async def run(ctx: JobContext, deps: IntakeDeps) -> None:
     media = await media_source(deps.media, platform, ctx.job.tenant, account)
     if not keep:
         if leftover is not None:
-            # a run cut short after its upload (crash, lost lease) may have left an object
-            where = await deps.stores.for_tenant(_tenant(ctx))
-            await _delete_objects(
-                where.store, [where.key(k) for k in possible_keys(leftover["id"])]
-            )
+            # a run cut short after its upload (crash, lost lease) may have left an object,
+            # in the store it announced or the tenant's of today
+            tenant = _tenant(ctx)
+            where = await deps.stores.for_tenant(tenant)
+            await _delete_located(deps.stores, tenant, possible_objects(tenant, where, leftover))
         deleted = await _delete_at_platform(media, sid)
         if call is not None:
             async with ctx.pool.acquire() as conn, jobs.fenced(conn, ctx.job):
@@ -257,6 +257,8 @@ async def _store(
         try:
             state = await store_received(
                 lambda: _fenced(ctx),
+                deps.stores,
+                _tenant(ctx),
                 where,
                 settings,
                 recording,
@@ -333,6 +335,8 @@ async def _issue_key(
 
 async def store_received(
     transaction: Transaction,
+    stores: StoreRegistry,
+    tenant: str,
     where: TenantStore,
     settings: Settings,
     recording: Any,
@@ -344,8 +348,9 @@ async def store_received(
     issued: recording_keys.Issued | _NotYet | None = _NOT_YET,
 ) -> str:
     """The steps every kept recording goes through, however it arrived: issue its data key
-    (unless ``issued`` already, by :func:`_issue_key`), seal it, upload it to the tenant's
-    store (unless this exact object is there already), verify with a HEAD, commit ``stored``
+    (unless ``issued`` already, by :func:`_issue_key`), seal it, name the store it goes to
+    (``where``, the tenant's of today) and upload it there (unless this exact object is there
+    already), verify with a HEAD, commit ``stored``
     (with the store it went to and the policy level that set its retention) and
     ``recording_stored``; if the row is no longer ``pending`` (erased meanwhile), delete the
     upload and write ``recording_discarded``. Returns the recording's state."""
@@ -362,6 +367,7 @@ async def store_received(
     # A run that crashed after uploading left exactly this object, sealed with the key it
     # committed: a second PUT would only add a version on a versioned bucket. A key made just
     # now has sealed nothing yet, so then there is nothing to look for.
+    await _announce_upload(transaction, stores, tenant, where, recording["id"])
     existing = None if issued.fresh else await store.head(key)
     if existing is None or not _holds(existing, got):
         made = got.sealed
@@ -449,6 +455,31 @@ async def store_received(
     return str(state)
 
 
+async def _announce_upload(
+    transaction: Transaction,
+    stores: StoreRegistry,
+    tenant: str,
+    where: TenantStore,
+    recording_id: Any,
+) -> None:
+    """Name the store this attempt uploads to before it does (migration 0030), so an upload
+    that never commits is found there by the retry, an erasure or offboarding, even after the
+    tenant's storage has moved. An earlier attempt's upload to another store (the tenant moved
+    since) is deleted first, the row locked meanwhile: a row names one such store at most, and
+    a store that refuses leaves it named, for the retry. A row no longer pending names
+    nothing: the commit will find it so and discard this upload."""
+    async with transaction() as conn:
+        row = await conn.fetchrow(Q["lock_pending_upload"], recording_id)
+        if row is None:
+            return
+        earlier = row["upload_store"]
+        if earlier is not None and earlier != where.ref:
+            keys = [key_in(tenant, earlier, k) for k in possible_keys(recording_id)]
+            await _delete_objects(await stores.for_object(tenant, earlier), keys)
+        if earlier != where.ref:
+            await conn.execute(Q["announce_upload"], recording_id, where.ref)
+
+
 def _holds(stored: StoredObject, got: Received) -> bool:
     """Whether the stored object is this recording as it is to be kept: same content (the
     SHA-256 and size of the recording itself), sealed, of the size that sealing gives, and,
@@ -505,6 +536,17 @@ async def _discard_upload(
 
 def _tenant(ctx: JobContext) -> str:
     return ctx.job.tenant or tenancy.current() or tenancy.DEFAULT
+
+
+async def _delete_located(
+    stores: StoreRegistry, tenant: str, located: list[tuple[str, str]]
+) -> None:
+    """Delete (store reference, key) pairs, each from the store it names."""
+    by_store: dict[str, list[str]] = {}
+    for ref, key in located:
+        by_store.setdefault(ref, []).append(key)
+    for ref, keys in by_store.items():
+        await _delete_objects(await stores.for_object(tenant, ref), keys)
 
 
 async def _delete_objects(store: ObjectStore, keys: list[str]) -> None:

@@ -13,7 +13,7 @@ VALUES ($1, $2, $3, $4)
 ON CONFLICT (platform, external_id, tenant_id) DO NOTHING;
 
 -- name: recording_by_external_id
-SELECT id, call_id, state, object_key, sha256, platform_deleted_at
+SELECT id, call_id, state, object_key, sha256, platform_deleted_at, upload_store
 FROM recordings WHERE platform = $1 AND external_id = $2;
 
 -- name: mark_stored
@@ -39,3 +39,11 @@ FOR UPDATE;
 
 -- name: recording_state
 SELECT state FROM recordings WHERE id = $1;
+
+-- name: lock_pending_upload
+-- The store the last attempt's upload went to (migration 0030), the row locked until this
+-- attempt has announced its own: an erasure waits, then finds the new one named.
+SELECT upload_store FROM recordings WHERE id = $1 AND state = 'pending' FOR UPDATE;
+
+-- name: announce_upload
+UPDATE recordings SET upload_store = $2 WHERE id = $1;

@@ -172,12 +172,15 @@ async def _keep_locked(
     state = row["state"]
     if state == "pending":
         # the tenant's store as it is now (the upload runs as the token's tenant)
-        where = await stores.for_tenant(tenancy.current() or tenancy.DEFAULT)
+        tenant = tenancy.current() or tenancy.DEFAULT
+        where = await stores.for_tenant(tenant)
         key = where.key(recording_key(recording["id"], fmt))
         file = Received(key, file.path, file.size, file.sha256, file.content_type)
         policy = row["policy"]
         state = await store_received(
             lambda: _transaction(pool),
+            stores,
+            tenant,
             where,
             settings,
             recording,

@@ -47,6 +47,12 @@ def tenant_prefix(tenant: str) -> str:
     return "" if tenant == tenancy.DEFAULT else f"tenants/{tenant}/"
 
 
+def key_in(tenant: str, ref: str, relative: str) -> str:
+    """The key a tenant's object goes under in the store ``ref`` names (prefixed on the shared
+    store, as :meth:`StoreRegistry.for_tenant` prefixes it)."""
+    return (tenant_prefix(tenant) if ref == SHARED else "") + relative
+
+
 def bucket_ref(bucket: str) -> str:
     return f"s3://{bucket}"
 

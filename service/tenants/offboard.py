@@ -32,7 +32,7 @@ from service import auth
 from service.config import Settings
 from service.db import Conn, queries, tenancy
 from service.errors import CallvaultError, Conflict
-from service.intake import possible_keys
+from service.intake import possible_objects
 from service.ledger import seals
 from service.observability import audit
 from service.storage.registry import StoreRegistry
@@ -116,7 +116,7 @@ async def offboard(
             if r["object_key"]:
                 left.append((r["object_store"], r["object_key"]))
             if r["state"] != "stored":
-                left += [(where.ref, where.key(k)) for k in possible_keys(r["id"])]
+                left += possible_objects(tenant, where, r)
         # the requests' bundles, locked until their rows are gone: a bundle run announcing an
         # upload waits and then finds its request deleted; one already uploading is listed
         # here (deleted now) and deletes its own again when it finds the request gone

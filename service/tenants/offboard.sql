@@ -15,7 +15,7 @@ SELECT id FROM calls WHERE tenant_id = $1 AND erased_at IS NULL ORDER BY started
 -- name: recordings_left
 -- Every recording row still there before the rows go, locked: any object one may name (stored,
 -- or an upload that never committed) is deleted first, so no object outlives its row.
-SELECT id, state, object_key, object_store FROM recordings WHERE tenant_id = $1
+SELECT id, state, object_key, object_store, upload_store FROM recordings WHERE tenant_id = $1
 ORDER BY id
 FOR UPDATE;
 
