@@ -20,13 +20,17 @@ import pytest
 
 from retention import dsar
 from retention.purge import purge_once
-from service import ledger
+from service import jobs, ledger
 from service.config import RetentionSource, Settings
 from service.db import tenancy
 from service.db.pool import create_pool
+from service.intake import job as intake_job
 from service.intake import recording_key
-from service.intake.job import Received, store_received
+from service.intake.job import IntakeDeps, Received, store_received
+from service.jobs import LeaseLost
+from service.jobs.worker import JobContext
 from service.personal.numbers import PhoneVault
+from service.platforms.port import Downloaded
 from service.storage.registry import SHARED, StoreRegistry
 from service.storage.s3 import S3Store
 from tests.conftest import SECRET_KEY, Service, make_bucket, run_cli
@@ -494,3 +498,181 @@ async def test_a_recording_upload_left_in_the_store_a_tenant_moved_from_is_delet
     finally:
         await stores.close()
         await pool.close()
+
+
+class _Media:
+    """One recording at the platform, downloaded as the Twilio media API streams it (through
+    the job's opener, so it is sealed as it arrives), deleted on request."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.deleted = False
+
+    async def source(self, tenant: str, account: str | None) -> _Media:
+        return self
+
+    async def download(
+        self, ref: str, dest: Path, fmt: str = "wav", *, opener: Any = None
+    ) -> Downloaded:
+        out = dest.open("wb") if opener is None else await opener(dest)
+        try:
+            out.write(self.body)
+        finally:
+            out.close()
+        return Downloaded(dest, len(self.body), hashlib.sha256(self.body).hexdigest(), "audio/wav")
+
+    async def delete(self, ref: str) -> None:
+        self.deleted = True
+
+
+async def test_an_attempt_that_lost_its_lease_leaves_no_upload_in_the_store_the_tenant_left(
+    db: Conn,
+    storage_settings: Settings,
+    tenants: Tenants,
+    service_url: str,
+) -> None:
+    """Attempt A of tenant b's intake job names the shared bucket (b's store then) and starts
+    its PUT; the PUT is slow, A's lease runs out, b's storage moves to its own bucket, and
+    attempt B (the job claimed again) names b's bucket (deleting, in the shared one, what A has
+    not finished writing yet), stores the recording there and commits. A's PUT then lands in
+    the shared bucket; A cannot commit (lease lost) and, the row being ``stored``, takes
+    nothing back. That copy of the caller's voice must not stay where no row names it."""
+    own = await db.fetchrow("SELECT * FROM tenant_storage WHERE tenant_id = 'tenant-b'")
+    await db.execute("DELETE FROM tenant_storage WHERE tenant_id = 'tenant-b'")  # b: shared
+    await tenancy.set_tenant(db, "tenant-b")
+    call_sid, sid = "CA" + secrets.token_hex(16), "RE" + secrets.token_hex(16)
+    caller = "+84905550079"
+    await db.execute(
+        "INSERT INTO calls (platform, external_id, caller_enc, caller_hash, called, policy, "
+        "outcome, outcome_at) VALUES ('twilio', $1, $2, $3, '+842873002222', $4, "
+        "'consented', now())",
+        call_sid,
+        VAULT.encrypt(caller),
+        VAULT.lookup_hash(caller),
+        {"retention_s": 3600},
+    )
+    await jobs.enqueue(
+        db, "recording", {"platform": "twilio", "recording_sid": sid, "call_sid": call_sid}
+    )
+    await tenancy.set_tenant(db, tenancy.ALL)
+    (first,) = await jobs.claim(db, 1, 30, "replica-a")
+
+    pool = await create_pool(service_url, min_size=1, max_size=4)
+    stores = StoreRegistry.from_settings(storage_settings, reader=pool.acquire)
+    stores._ttl_s = 0  # every lookup reads tenant_storage again (no time passes in a test)
+    media = _Media(b"RIFF" + secrets.token_bytes(4000))
+    deps = IntakeDeps(storage_settings, stores, {"twilio": media})
+    shared_put = stores.shared.put_file
+    landed: list[str] = []
+
+    async def slow_put(key: str, path: Path, **kw: Any) -> Any:
+        if not landed:  # attempt A's PUT, still on its way while all this happens:
+            landed.append(key)
+            # b's storage moves to its own bucket
+            await db.execute(
+                "INSERT INTO tenant_storage (tenant_id, bucket, endpoint_url, region, sse, "
+                "kms_key_id, credentials) VALUES ('tenant-b', $1, $2, $3, $4, $5, $6)",
+                *(own[c] for c in ("bucket", "endpoint_url", "region", "sse", "kms_key_id")),
+                own["credentials"],
+            )
+            # A's lease runs out; another replica claims the job and runs it to the end
+            await db.execute("UPDATE jobs SET lease_expires_at = now() - interval '1 second'")
+            (second,) = await jobs.claim(db, 1, 30, "replica-b")
+            await intake_job.run(JobContext(second, pool), deps)
+        return await shared_put(key, path, **kw)
+
+    stores.shared.put_file = slow_put  # type: ignore[method-assign]
+    try:
+        with tenancy.as_tenant("tenant-b"), pytest.raises(LeaseLost):
+            await intake_job.run(JobContext(first, pool), deps)
+        row = await db.fetchrow(
+            "SELECT id, state, object_store, upload_store FROM recordings WHERE external_id = $1",
+            sid,
+        )
+        mine = f"s3://{tenants.own_bucket}"
+        assert dict(row) | {"id": None} == {
+            "id": None,
+            "state": "stored",
+            "object_store": mine,
+            "upload_store": mine,
+        }
+        assert landed == [f"tenants/tenant-b/recordings/{row['id']}.wav"]
+        # the row names b's bucket alone: nothing of this recording may be in the shared one
+        assert landed[0] not in await keys(tenants.moto, tenants.shared)
+    finally:
+        await stores.close()
+        await pool.close()
+
+
+async def test_moving_a_tenant_off_a_broken_bucket_lets_its_pending_recordings_be_stored(
+    db: Conn,
+    storage_settings: Settings,
+    tenants: Tenants,
+    service_url: str,
+    tmp_path: Path,
+) -> None:
+    """Tenant b's own bucket is down: an intake attempt named it (``upload_store``) and its PUT
+    failed. The operator moves b to the shared store (``tenant apply`` without a bucket) so its
+    recordings are kept again. The retry stores the consented recording in the shared store;
+    it must not wait, until it is dead-lettered, for the bucket b has left to answer a delete
+    of an upload that never landed there. (Before upload_store, the retry stored it.)"""
+    await tenancy.set_tenant(db, "tenant-b")
+    caller = "+84905550080"
+    call_id = await db.fetchval(
+        "INSERT INTO calls (platform, external_id, caller_enc, caller_hash, called, policy, "
+        "outcome, outcome_at) VALUES ('twilio', $1, $2, $3, '+842873002222', $4, "
+        "'consented', now()) RETURNING id",
+        "CA" + secrets.token_hex(16),
+        VAULT.encrypt(caller),
+        VAULT.lookup_hash(caller),
+        {"retention_s": 3600},
+    )
+    row = await db.fetchrow(
+        "INSERT INTO recordings (call_id, platform, external_id, upload_store) "
+        "VALUES ($1, 'twilio', $2, $3) RETURNING id, call_id, state, upload_store",
+        call_id,
+        "RE" + secrets.token_hex(16),
+        f"s3://{tenants.own_bucket}",
+    )
+    await tenants.own.stop()  # b's bucket: down
+    await db.execute("DELETE FROM tenant_storage WHERE tenant_id = 'tenant-b'")
+    pool = await create_pool(service_url, min_size=1, max_size=2)
+    stores = StoreRegistry.from_settings(storage_settings, reader=pool.acquire)
+
+    @asynccontextmanager
+    async def transaction() -> AsyncIterator[Any]:
+        with tenancy.as_tenant("tenant-b"):
+            async with pool.acquire() as conn, conn.transaction():
+                yield conn
+
+    try:
+        where = await stores.for_tenant("tenant-b")
+        assert where.ref == SHARED
+        body = b"RIFF" + secrets.token_bytes(4000)
+        path = tmp_path / "got.wav"
+        path.write_bytes(body)
+        got = Received(
+            where.key(recording_key(row["id"], "wav")),
+            path,
+            len(body),
+            hashlib.sha256(body).hexdigest(),
+            "audio/wav",
+        )
+        state = await store_received(
+            transaction,
+            stores,
+            "tenant-b",
+            where,
+            storage_settings,
+            row,
+            "RE-retry",
+            got,
+            3600,
+            RetentionSource.TENANT,
+        )
+        assert state == "stored"
+        assert got.key in await keys(tenants.moto, tenants.shared)
+    finally:
+        await stores.close()
+        await pool.close()
+        await tenants.own.start()  # (for the fixture's stop)
