@@ -289,3 +289,43 @@ async def test_listed_bundle_uploads_take_the_store_their_tenant_had_when_migrat
         admin = await asyncpg.connect(pg_base_url)
         await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
         await admin.close()
+
+
+async def test_a_listed_bundle_upload_under_the_shared_prefix_keeps_the_shared_store(
+    pg_base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0029 on a tenant that moved from the shared store to its own bucket while a bundle run's
+    upload was left (announced, never committed): its key carries the shared store's prefix
+    ``tenants/{id}/``, which no key in a tenant's own bucket has, so it went to the shared
+    store. Migrated as the own bucket's, it is deleted there (where it never was) and the copy
+    in the shared store stays, the very leftover 0029 was written for."""
+    name = "t_pre0029p_" + secrets.token_hex(4)
+    admin = await asyncpg.connect(pg_base_url)
+    await admin.execute(f"CREATE DATABASE {name}")
+    await admin.close()
+    conn = await connect(db_url(pg_base_url, name))
+    try:
+        before = [m for m in migrations.available() if m.version < 29]
+        monkeypatch.setattr(migrations, "available", lambda: before)
+        await migrations.migrate(conn)
+        monkeypatch.undo()
+        await conn.execute("INSERT INTO tenants (id, name) VALUES ('tenant-own', 'Own')")
+        await conn.execute(
+            "INSERT INTO tenant_storage (tenant_id, bucket) VALUES ('tenant-own', 'own-bucket')"
+        )
+        await tenancy.set_tenant(conn, tenancy.ALL)
+        await conn.execute(
+            "INSERT INTO dsar_requests (tenant_id, kind, requested_by, due_at, bundle_uploads) "
+            "VALUES ('tenant-own', 'access', 'x', now(), $1)",
+            ["tenants/tenant-own/dsar/1/before-the-move.zip", "dsar/1/after-the-move.zip"],
+        )
+        await migrations.migrate(conn)
+        assert await conn.fetchval("SELECT bundle_uploads FROM dsar_requests") == {
+            "tenants/tenant-own/dsar/1/before-the-move.zip": "shared",
+            "dsar/1/after-the-move.zip": "s3://own-bucket",
+        }
+    finally:
+        await conn.close()
+        admin = await asyncpg.connect(pg_base_url)
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()
