@@ -47,10 +47,11 @@ from retention import dsar, explain, scheduler
 from service import ledger
 from service.db import queries, tenancy
 from service.errors import DatabaseUnavailable
+from service.intake import possible_keys
 from service.ledger import NewEvent
 from service.observability import audit
 from service.storage import ObjectStore, StorageError, recording_keys
-from service.storage.registry import StoreRegistry
+from service.storage.registry import StoreRegistry, key_in
 
 log = logging.getLogger(__name__)
 Q = queries.load("retention")
@@ -66,6 +67,8 @@ class PurgeReport:
     bundles: int = 0  # expired access bundles removed
     bundles_failed: dict[str, str] = field(default_factory=dict)  # request id -> why
     stale_uploads: int = 0  # uploads of bundle runs that never committed, on closed requests
+    # recordings' uncommitted uploads left in a store their tenant moved from
+    left_recording_uploads: int = 0
     batch_errors: int = 0  # batches that raised (rolled back, taken again by the next pass)
 
     def add(self, part: PurgeReport) -> None:
@@ -76,6 +79,7 @@ class PurgeReport:
         self.bundles += part.bundles
         self.bundles_failed.update(part.bundles_failed)
         self.stale_uploads += part.stale_uploads
+        self.left_recording_uploads += part.left_recording_uploads
         self.batch_errors += part.batch_errors
 
 
@@ -218,15 +222,20 @@ async def purge_once(
             report.add(part)
             if taken < batch:
                 break
-        part = PurgeReport()
-        try:  # a batch a pass: such leftovers are rare (a run's crash)
-            await _sweep_stale_uploads(pool, registry, tenant, batch, part)
-        except _OUTAGE:
-            raise
-        except Exception as exc:
-            _batch_failed(report, tenant, "stale uploads", exc)
-        else:
-            report.add(part)
+        # a batch a pass of each: such leftovers are rare (a run's crash, a storage move)
+        for kind, sweep in (
+            ("stale uploads", _sweep_stale_uploads),
+            ("left recording uploads", _sweep_left_recording_uploads),
+        ):
+            part = PurgeReport()
+            try:
+                await sweep(pool, registry, tenant, batch, part)
+            except _OUTAGE:
+                raise
+            except Exception as exc:
+                _batch_failed(report, tenant, kind, exc)
+            else:
+                report.add(part)
 
     await tenancy.for_each_tenant(pool, one_tenant)
     return report
@@ -354,6 +363,45 @@ async def _sweep_stale_uploads(
                 {"count": count, "requests": [str(r["id"]) for r in done]},
             )
             report.stale_uploads += count
+
+
+async def _sweep_left_recording_uploads(
+    pool: asyncpg.Pool[Any],
+    registry: StoreRegistry,
+    tenant: str,
+    batch: int,
+    report: PurgeReport,
+) -> None:
+    """Delete what an earlier intake attempt may have left in a store its tenant moved from,
+    when the attempt after it could not delete there (the store down) and stored the recording
+    in the tenant's new one: a copy of a caller's voice no reader would look for once the
+    recording is purged or erased."""
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(Q["claim_left_recording_uploads"], batch)
+        if not rows:
+            return
+        located = {
+            r["id"]: [
+                (r["upload_store"], key_in(tenant, r["upload_store"], k))
+                for k in possible_keys(r["id"])
+            ]
+            for r in rows
+        }
+        refused = await _delete_by_store(
+            conn, registry, tenant, [pair for pairs in located.values() for pair in pairs]
+        )
+        done = [rid for rid, pairs in located.items() if not any(k in refused for _, k in pairs)]
+        if done:
+            await conn.execute(Q["forget_left_recording_uploads"], done)
+            await audit.record(
+                conn,
+                ACTOR,
+                "recording_left_uploads_removed",
+                "recording",
+                None,
+                {"count": len(done), "recordings": [str(rid) for rid in done]},
+            )
+            report.left_recording_uploads += len(done)
 
 
 async def _purge_batch(

@@ -376,6 +376,24 @@ FOR UPDATE SKIP LOCKED;
 -- name: forget_uploads
 UPDATE dsar_requests SET bundle_uploads = '{}'::jsonb WHERE id = ANY($1::uuid[]);
 
+-- name: claim_left_recording_uploads
+-- Recordings past their intake (committed, erased, purged) whose last attempt's upload named
+-- another store than the one they were committed to (service/intake/job.py, _announce_upload:
+-- an attempt that could not delete in a store its tenant had left went on in the new one, the
+-- old one still named). No attempt uploads for them any more: what an earlier one may have
+-- left in upload_store goes (never the committed object: another store). The acting tenant's
+-- only; migration 0031's partial index finds them.
+SELECT id, upload_store FROM recordings
+WHERE upload_store IS NOT NULL AND upload_store IS DISTINCT FROM object_store
+  AND state <> 'pending'
+  AND tenant_id = current_setting('callvault.tenant', true)
+ORDER BY id
+LIMIT $1
+FOR UPDATE SKIP LOCKED;
+
+-- name: forget_left_recording_uploads
+UPDATE recordings SET upload_store = NULL WHERE id = ANY($1::uuid[]);
+
 -- name: mark_bundles_expired
 UPDATE dsar_requests SET bundle_key = NULL, bundle_uploads = '{}'::jsonb,
     bundle_removed_at = now(),

@@ -215,6 +215,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
                 or report.bundles
                 or report.bundles_failed
                 or report.stale_uploads
+                or report.left_recording_uploads
                 or report.batch_errors
             ):
                 log.info(
@@ -226,6 +227,7 @@ def create_app(settings: Settings, *, apply_migrations: bool = True) -> web.Appl
                         "bundles_removed": report.bundles,
                         "bundles_refused": len(report.bundles_failed),
                         "stale_uploads_removed": report.stale_uploads,
+                        "left_recording_uploads_removed": report.left_recording_uploads,
                         "batch_errors": report.batch_errors,
                     },
                 )

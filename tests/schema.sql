@@ -657,6 +657,7 @@ CREATE INDEX recording_callbacks_call_idx ON public.recording_callbacks USING bt
 CREATE INDEX recording_keys_tenant_kek_idx ON public.recording_keys USING btree (tenant_id, kek_id);
 CREATE INDEX recording_reconciliations_open_idx ON public.recording_reconciliations USING btree (last_attempt_at) WHERE (settled_at IS NULL);
 CREATE INDEX recordings_call_id_idx ON public.recordings USING btree (call_id);
+CREATE INDEX recordings_left_uploads ON public.recordings USING btree (tenant_id, id) WHERE ((upload_store IS NOT NULL) AND (upload_store IS DISTINCT FROM object_store) AND (state <> 'pending'::text));
 CREATE INDEX recordings_purge_claim_idx ON public.recordings USING btree (tenant_id, retain_until, id) WHERE (state = 'stored'::text);
 CREATE INDEX recordings_retain_until_idx ON public.recordings USING btree (retain_until) WHERE (state = 'stored'::text);
 CREATE INDEX recordings_tenant_purged_at_idx ON public.recordings USING btree (tenant_id, purged_at) WHERE (purged_at IS NOT NULL);

@@ -298,7 +298,8 @@ async def test_a_listed_bundle_upload_under_the_shared_prefix_keeps_the_shared_s
     upload was left (announced, never committed): its key carries the shared store's prefix
     ``tenants/{id}/``, which no key in a tenant's own bucket has, so it went to the shared
     store. Migrated as the own bucket's, it is deleted there (where it never was) and the copy
-    in the shared store stays, the very leftover 0029 was written for."""
+    in the shared store stays, the very leftover 0029 was written for. Migration 0031 gives
+    such keys the shared store back (0029 had landed when this was found)."""
     name = "t_pre0029p_" + secrets.token_hex(4)
     admin = await asyncpg.connect(pg_base_url)
     await admin.execute(f"CREATE DATABASE {name}")

@@ -672,7 +672,71 @@ async def test_moving_a_tenant_off_a_broken_bucket_lets_its_pending_recordings_b
         )
         assert state == "stored"
         assert got.key in await keys(tenants.moto, tenants.shared)
+        # b's bucket stays named for what the earlier attempt may have left there: the purge
+        # deletes it (test_the_purge_deletes_what_an_upload_left_in_the_store_its_tenant_...)
+        after = await db.fetchrow(
+            "SELECT state, object_store, upload_store FROM recordings WHERE id = $1", row["id"]
+        )
+        assert dict(after) == {
+            "state": "stored",
+            "object_store": SHARED,
+            "upload_store": f"s3://{tenants.own_bucket}",
+        }
     finally:
         await stores.close()
         await pool.close()
         await tenants.own.start()  # (for the fixture's stop)
+
+
+async def test_the_purge_deletes_what_an_upload_left_in_the_store_its_tenant_moved_from(
+    db: Conn, storage_settings: Settings, tenants: Tenants, service_url: str
+) -> None:
+    """A recording of tenant b committed to b's own bucket while its row still names the shared
+    one for an earlier attempt's upload (that attempt's store could not be reached to delete
+    in when the next one ran). The purge deletes what the earlier attempt left in the shared
+    store, keeps the committed recording, and stops naming the store; a second pass has
+    nothing to do."""
+    await tenancy.set_tenant(db, "tenant-b")
+    caller = "+84905550081"
+    call_id = await db.fetchval(
+        "INSERT INTO calls (platform, external_id, caller_enc, caller_hash, called, policy, "
+        "outcome, outcome_at) VALUES ('twilio', $1, $2, $3, '+842873002222', $4, "
+        "'consented', now()) RETURNING id",
+        "CA" + secrets.token_hex(16),
+        VAULT.encrypt(caller),
+        VAULT.lookup_hash(caller),
+        {"retention_s": 3600},
+    )
+    mine = f"s3://{tenants.own_bucket}"
+    rid = await db.fetchval(
+        "INSERT INTO recordings (call_id, platform, external_id, state, object_key, sha256, "
+        "size_bytes, retain_until, stored_at, object_store, upload_store) VALUES ($1, "
+        "'twilio', $2, 'stored', 'x', 'x', 1, now() + interval '1 day', now(), $3, 'shared') "
+        "RETURNING id",
+        call_id,
+        "RE" + secrets.token_hex(16),
+        mine,
+    )
+    kept = recording_key(rid, "wav")
+    await db.execute("UPDATE recordings SET object_key = $2 WHERE id = $1", rid, kept)
+    left = "tenants/tenant-b/" + recording_key(rid, "wav")
+    await asyncio.to_thread(_put, tenants.moto, tenants.shared, left)
+    await asyncio.to_thread(_put, tenants.own.url, tenants.own_bucket, kept)
+    pool = await create_pool(service_url, min_size=1, max_size=2)
+    stores = StoreRegistry.from_settings(storage_settings, reader=pool.acquire)
+    try:
+        report = await purge_once(pool, stores)
+        assert (report.left_recording_uploads, report.purged, report.batch_errors) == (1, 0, 0)
+        assert left not in await keys(tenants.moto, tenants.shared)
+        assert await keys(tenants.own.url, tenants.own_bucket) == {kept}
+        row = await db.fetchrow("SELECT state, upload_store FROM recordings WHERE id = $1", rid)
+        assert dict(row) == {"state": "stored", "upload_store": None}
+        await tenancy.set_tenant(db, tenancy.ALL)
+        audited = await db.fetchval(
+            "SELECT details FROM audit_log WHERE action = 'recording_left_uploads_removed'"
+        )
+        assert audited == {"count": 1, "recordings": [str(rid)]}
+        assert (await purge_once(pool, stores)).left_recording_uploads == 0
+    finally:
+        await stores.close()
+        await pool.close()

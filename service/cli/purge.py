@@ -53,6 +53,11 @@ def cmd_purge(args: argparse.Namespace) -> int:
                     f"uploads of access-bundle runs that never committed removed "
                     f"{report.stale_uploads}"
                 )
+            if report.left_recording_uploads:
+                print(
+                    "recordings' uploads left in a store their tenant moved from removed "
+                    f"{report.left_recording_uploads}"
+                )
             if report.batch_errors:
                 print(
                     f"{report.batch_errors} purge batch(es) failed with an error and were "

@@ -276,13 +276,8 @@ async def _store(
                 issued=issued,
             )
         except LeaseLost:
-            # Another worker owns the job now. If the recording was erased meanwhile, nobody
-            # will ever commit it: take this upload back rather than leave it behind.
-            async with ctx.pool.acquire() as conn:
-                state = await conn.fetchval(Q["recording_state"], recording["id"])
-            # (a row that is gone, its tenant offboarded meanwhile, will never be committed)
-            if state in ("erased", None):
-                await _delete_objects(where.store, [key])
+            # Another worker owns the job now: this upload stays only where it can be found.
+            await _take_back_stray(ctx, deps.stores, where, key, recording["id"])
             raise
     if state == "stored" and deps.metrics is not None:
         deps.metrics.intake_bytes.inc(got.size)
@@ -465,19 +460,59 @@ async def _announce_upload(
     """Name the store this attempt uploads to before it does (migration 0030), so an upload
     that never commits is found there by the retry, an erasure or offboarding, even after the
     tenant's storage has moved. An earlier attempt's upload to another store (the tenant moved
-    since) is deleted first, the row locked meanwhile: a row names one such store at most, and
-    a store that refuses leaves it named, for the retry. A row no longer pending names
-    nothing: the commit will find it so and discard this upload."""
+    since) is deleted there first; a row names one such store at most. A row no longer pending
+    names nothing: the commit will find it so and discard this upload.
+
+    The store the tenant left may be the reason it moved (down, its credentials revoked): if
+    it cannot delete there, the earlier name stays (the purge deletes there once the row is
+    committed, ``claim_left_recording_uploads``) and this attempt goes on in the tenant's store
+    of today, where the retry, an erasure and offboarding look too: a consented recording is
+    not kept from being stored by a bucket its tenant has given up. No row lock is held over
+    the store's call; an attempt that lost its lease and uploads to the old store after this
+    delete takes its own upload back (:func:`_take_back_stray`)."""
     async with transaction() as conn:
-        row = await conn.fetchrow(Q["lock_pending_upload"], recording_id)
-        if row is None:
-            return
-        earlier = row["upload_store"]
-        if earlier is not None and earlier != where.ref:
-            keys = [key_in(tenant, earlier, k) for k in possible_keys(recording_id)]
+        row = await conn.fetchrow(Q["pending_upload_store"], recording_id)
+    if row is None or row["upload_store"] == where.ref:
+        return
+    earlier = row["upload_store"]
+    if earlier is not None:
+        keys = [key_in(tenant, earlier, k) for k in possible_keys(recording_id)]
+        try:
             await _delete_objects(await stores.for_object(tenant, earlier), keys)
-        if earlier != where.ref:
-            await conn.execute(Q["announce_upload"], recording_id, where.ref)
+        except StorageError as exc:
+            log.warning(
+                "could not delete an earlier upload attempt's object in the store the tenant "
+                "left; it stays named there for the purge, and this attempt uploads to the "
+                "tenant's store of today",
+                extra={"recording_id": str(recording_id), "store": earlier, "why": exc.message},
+            )
+            return
+    async with transaction() as conn:
+        await conn.execute(Q["announce_upload"], recording_id, where.ref, earlier)
+
+
+async def _take_back_stray(
+    ctx: JobContext, stores: StoreRegistry, where: TenantStore, key: str, recording_id: Any
+) -> None:
+    """This attempt uploaded ``key`` to ``where`` and lost its lease: it will not commit. Its
+    upload stays only where a reader of the row will find it: the recording committed there
+    under this key, or (still pending) the store the row names for its upload or the tenant's
+    store of today, where the next attempt looks (and may be uploading this very key). Anywhere
+    else it is taken back: the row erased, purged or gone (its tenant offboarded), or the next
+    attempt, after the tenant's storage moved, deleted in this store before this PUT landed
+    and named another. The row stays locked until the delete is done, so that no attempt names
+    this store again in between."""
+    today = (await stores.for_tenant(_tenant(ctx))).ref
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(Q["lock_recording_stores"], recording_id)
+        if row is None:
+            keep = False
+        elif row["state"] == "stored":
+            keep = (row["object_store"], row["object_key"]) == (where.ref, key)
+        else:
+            keep = row["state"] == "pending" and where.ref in (row["upload_store"], today)
+        if not keep:
+            await _delete_objects(where.store, [key])
 
 
 def _holds(stored: StoredObject, got: Received) -> bool:

@@ -40,10 +40,17 @@ FOR UPDATE;
 -- name: recording_state
 SELECT state FROM recordings WHERE id = $1;
 
--- name: lock_pending_upload
--- The store the last attempt's upload went to (migration 0030), the row locked until this
--- attempt has announced its own: an erasure waits, then finds the new one named.
-SELECT upload_store FROM recordings WHERE id = $1 AND state = 'pending' FOR UPDATE;
+-- name: pending_upload_store
+-- The store the last attempt's upload went to (migration 0030); no row once no longer pending.
+SELECT upload_store FROM recordings WHERE id = $1 AND state = 'pending';
 
 -- name: announce_upload
-UPDATE recordings SET upload_store = $2 WHERE id = $1;
+-- Over the name this attempt read ($3) and deleted from, while still pending: an erasure in
+-- between (it deleted in both stores) leaves the row as it made it.
+UPDATE recordings SET upload_store = $2
+WHERE id = $1 AND state = 'pending' AND upload_store IS NOT DISTINCT FROM $3;
+
+-- name: lock_recording_stores
+-- What a row names for its objects, locked while an attempt that lost its lease decides
+-- whether its upload stays: no attempt names another store meanwhile.
+SELECT state, upload_store, object_store, object_key FROM recordings WHERE id = $1 FOR UPDATE;
