@@ -390,7 +390,13 @@ async def _sweep_left_recording_uploads(
         refused = await _delete_by_store(
             conn, registry, tenant, [pair for pairs in located.values() for pair in pairs]
         )
-        done = [rid for rid, pairs in located.items() if not any(k in refused for _, k in pairs)]
+        done = []
+        for rid, pairs in located.items():
+            why = [refused[k] for _, k in pairs if k in refused]
+            if why:  # the row stays named, for the next pass; shown as the store's refusal
+                report.failed[str(rid)] = why[0]
+            else:
+                done.append(rid)
         if done:
             await conn.execute(Q["forget_left_recording_uploads"], done)
             await audit.record(

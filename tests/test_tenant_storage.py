@@ -740,3 +740,52 @@ async def test_the_purge_deletes_what_an_upload_left_in_the_store_its_tenant_mov
     finally:
         await stores.close()
         await pool.close()
+
+
+async def test_a_store_down_keeps_the_left_upload_named_for_the_next_purge(
+    db: Conn, storage_settings: Settings, tenants: Tenants, service_url: str
+) -> None:
+    """The leftover is in b's own bucket (the recording committed to the shared one) and that
+    bucket is down during a purge: the pass shows the store's refusal and the row keeps naming
+    the bucket; once it is back, the next pass deletes the leftover."""
+    await tenancy.set_tenant(db, "tenant-b")
+    caller = "+84905550082"
+    call_id = await db.fetchval(
+        "INSERT INTO calls (platform, external_id, caller_enc, caller_hash, called, policy, "
+        "outcome, outcome_at) VALUES ('twilio', $1, $2, $3, '+842873002222', $4, "
+        "'consented', now()) RETURNING id",
+        "CA" + secrets.token_hex(16),
+        VAULT.encrypt(caller),
+        VAULT.lookup_hash(caller),
+        {"retention_s": 3600},
+    )
+    mine = f"s3://{tenants.own_bucket}"
+    rid = await db.fetchval(
+        "INSERT INTO recordings (call_id, platform, external_id, state, object_key, sha256, "
+        "size_bytes, retain_until, stored_at, object_store, upload_store) VALUES ($1, "
+        "'twilio', $2, 'stored', 'x', 'x', 1, now() + interval '1 day', now(), 'shared', $3) "
+        "RETURNING id",
+        call_id,
+        "RE" + secrets.token_hex(16),
+        mine,
+    )
+    pool = await create_pool(service_url, min_size=1, max_size=2)
+    stores = StoreRegistry.from_settings(storage_settings, reader=pool.acquire)
+    await tenants.own.stop()
+    try:
+        report = await purge_once(pool, stores)
+        assert report.left_recording_uploads == 0 and list(report.failed) == [str(rid)]
+        assert await db.fetchval("SELECT upload_store FROM recordings WHERE id = $1", rid) == mine
+    finally:
+        await tenants.own.start()
+    try:
+        await asyncio.to_thread(tenants.own.create_bucket, tenants.own_bucket)
+        left = recording_key(rid, "wav")
+        await asyncio.to_thread(_put, tenants.own.url, tenants.own_bucket, left)
+        report = await purge_once(pool, stores)
+        assert (report.left_recording_uploads, report.failed) == (1, {})
+        assert await keys(tenants.own.url, tenants.own_bucket) == set()
+        assert await db.fetchval("SELECT upload_store FROM recordings WHERE id = $1", rid) is None
+    finally:
+        await stores.close()
+        await pool.close()
