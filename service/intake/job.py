@@ -471,22 +471,21 @@ async def _announce_upload(
     the store's call; an attempt that lost its lease and uploads to the old store after this
     delete takes its own upload back (:func:`_take_back_stray`)."""
     async with transaction() as conn:
-        row = await conn.fetchrow(Q["pending_upload_store"], recording_id)
+        row = await conn.fetchrow(Q["announce_first_upload"], recording_id, where.ref)
     if row is None or row["upload_store"] == where.ref:
         return
-    earlier = row["upload_store"]
-    if earlier is not None:
-        keys = [key_in(tenant, earlier, k) for k in possible_keys(recording_id)]
-        try:
-            await _delete_objects(await stores.for_object(tenant, earlier), keys)
-        except StorageError as exc:
-            log.warning(
-                "could not delete an earlier upload attempt's object in the store the tenant "
-                "left; it stays named there for the purge, and this attempt uploads to the "
-                "tenant's store of today",
-                extra={"recording_id": str(recording_id), "store": earlier, "why": exc.message},
-            )
-            return
+    earlier: str = row["upload_store"]
+    keys = [key_in(tenant, earlier, k) for k in possible_keys(recording_id)]
+    try:
+        await _delete_objects(await stores.for_object(tenant, earlier), keys)
+    except StorageError as exc:
+        log.warning(
+            "could not delete an earlier upload attempt's object in the store the tenant "
+            "left; it stays named there for the purge, and this attempt uploads to the "
+            "tenant's store of today",
+            extra={"recording_id": str(recording_id), "store": earlier, "why": exc.message},
+        )
+        return
     async with transaction() as conn:
         await conn.execute(Q["announce_upload"], recording_id, where.ref, earlier)
 

@@ -40,9 +40,19 @@ FOR UPDATE;
 -- name: recording_state
 SELECT state FROM recordings WHERE id = $1;
 
--- name: pending_upload_store
--- The store the last attempt's upload went to (migration 0030); no row once no longer pending.
-SELECT upload_store FROM recordings WHERE id = $1 AND state = 'pending';
+-- name: announce_first_upload
+-- The common case in one round trip: a pending row naming no store yet (a first attempt) names
+-- $2. Returns the store the row names now: $2, or the one the last attempt's upload went to
+-- (migration 0030); no row once no longer pending.
+WITH named AS (
+    UPDATE recordings SET upload_store = $2
+    WHERE id = $1 AND state = 'pending' AND upload_store IS NULL
+    RETURNING upload_store
+)
+SELECT upload_store FROM named
+UNION ALL
+SELECT upload_store FROM recordings
+WHERE id = $1 AND state = 'pending' AND NOT EXISTS (SELECT FROM named);
 
 -- name: announce_upload
 -- Over the name this attempt read ($3) and deleted from, while still pending: an erasure in
