@@ -31,6 +31,7 @@ from service.jobs import LeaseLost
 from service.jobs.worker import JobContext
 from service.personal.numbers import PhoneVault
 from service.platforms.port import Downloaded
+from service.storage import recording_keys
 from service.storage.registry import SHARED, StoreRegistry
 from service.storage.s3 import S3Store
 from tests.conftest import SECRET_KEY, Service, make_bucket, run_cli
@@ -786,6 +787,79 @@ async def test_a_store_down_keeps_the_left_upload_named_for_the_next_purge(
         assert (report.left_recording_uploads, report.failed) == (1, {})
         assert await keys(tenants.own.url, tenants.own_bucket) == set()
         assert await db.fetchval("SELECT upload_store FROM recordings WHERE id = $1", rid) is None
+    finally:
+        await stores.close()
+        await pool.close()
+
+
+async def test_a_retry_deletes_an_earlier_upload_under_another_format(
+    db: Conn, storage_settings: Settings, tenants: Tenants, service_url: str, tmp_path: Path
+) -> None:
+    """An earlier attempt uploaded tenant a's recording as mp3 (transcoding on then) and never
+    committed; the operator has since turned transcoding off. The retry stores the wav and
+    deletes the mp3: once committed, the purge deletes only the wav's key, and the mp3 would
+    have stayed after the recording's retention ended."""
+    await tenancy.set_tenant(db, "tenant-a")
+    caller = "+84905550083"
+    call_id = await db.fetchval(
+        "INSERT INTO calls (platform, external_id, caller_enc, caller_hash, called, policy, "
+        "outcome, outcome_at) VALUES ('twilio', $1, $2, $3, '+842873001111', $4, "
+        "'consented', now()) RETURNING id",
+        "CA" + secrets.token_hex(16),
+        VAULT.encrypt(caller),
+        VAULT.lookup_hash(caller),
+        {"retention_s": 3600},
+    )
+    row = await db.fetchrow(
+        "INSERT INTO recordings (call_id, platform, external_id, upload_store) "
+        "VALUES ($1, 'twilio', $2, 'shared') RETURNING id, call_id, state, upload_store",
+        call_id,
+        "RE" + secrets.token_hex(16),
+    )
+    # the earlier attempt's data key (committed before its upload) and its mp3
+    await recording_keys.issue_key(
+        db,
+        recording_keys.vault_of(storage_settings.secret_key, storage_settings.previous_secret_key),
+        row["id"],
+    )
+    mp3 = "tenants/tenant-a/" + recording_key(row["id"], "mp3")
+    await asyncio.to_thread(_put, tenants.moto, tenants.shared, mp3)
+    pool = await create_pool(service_url, min_size=1, max_size=2)
+    stores = StoreRegistry.from_settings(storage_settings, reader=pool.acquire)
+
+    @asynccontextmanager
+    async def transaction() -> AsyncIterator[Any]:
+        with tenancy.as_tenant("tenant-a"):
+            async with pool.acquire() as conn, conn.transaction():
+                yield conn
+
+    try:
+        where = await stores.for_tenant("tenant-a")
+        body = b"RIFF" + secrets.token_bytes(4000)
+        path = tmp_path / "got.wav"
+        path.write_bytes(body)
+        got = Received(
+            where.key(recording_key(row["id"], "wav")),
+            path,
+            len(body),
+            hashlib.sha256(body).hexdigest(),
+            "audio/wav",
+        )
+        state = await store_received(
+            transaction,
+            stores,
+            "tenant-a",
+            where,
+            storage_settings,
+            row,
+            "RE-retry",
+            got,
+            3600,
+            RetentionSource.TENANT,
+        )
+        assert state == "stored"
+        mine = {k for k in await keys(tenants.moto, tenants.shared) if str(row["id"]) in k}
+        assert mine == {got.key}
     finally:
         await stores.close()
         await pool.close()

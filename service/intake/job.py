@@ -363,7 +363,10 @@ async def store_received(
     # committed: a second PUT would only add a version on a versioned bucket. A key made just
     # now has sealed nothing yet, so then there is nothing to look for.
     await _announce_upload(transaction, stores, tenant, where, recording["id"])
-    existing = None if issued.fresh else await store.head(key)
+    existing = None
+    if not issued.fresh:
+        await _delete_other_formats(store, where, recording["id"], key)
+        existing = await store.head(key)
     if existing is None or not _holds(existing, got):
         made = got.sealed
         path = got.path if made is not None else got.path.with_name(got.path.name + ".sealed")
@@ -488,6 +491,24 @@ async def _announce_upload(
         return
     async with transaction() as conn:
         await conn.execute(Q["announce_upload"], recording_id, where.ref, earlier)
+
+
+async def _delete_other_formats(
+    store: ObjectStore, where: TenantStore, recording_id: Any, key: str
+) -> None:
+    """A retry's clean-up of an earlier attempt's upload under another format (the operator
+    changed ``recording_format`` or ``recording_transcode`` since): once this attempt commits,
+    the purge deletes only the committed key, and that copy would stay. At best effort: a store
+    that refuses deletes (Object Lock, no delete permission) must not keep a consented
+    recording from being stored; an erasure still looks for every format."""
+    others = [where.key(k) for k in possible_keys(recording_id) if where.key(k) != key]
+    try:
+        await _delete_objects(store, others)
+    except StorageError as exc:
+        log.warning(
+            "could not delete an earlier attempt's upload under another format",
+            extra={"recording_id": str(recording_id), "why": exc.message},
+        )
 
 
 async def _take_back_stray(
