@@ -409,6 +409,92 @@ async def test_a_bundle_upload_left_in_the_store_a_tenant_moved_from_is_deleted_
         await pool.close()
 
 
+async def _consented_call(
+    db: Conn, caller: str, called: str, external_id: str | None = None
+) -> Any:
+    """A consented call of the tenant ``db`` acts as; its id."""
+    return await db.fetchval(
+        "INSERT INTO calls (platform, external_id, caller_enc, caller_hash, called, policy, "
+        "outcome, outcome_at) VALUES ('twilio', $1, $2, $3, $4, $5, 'consented', now()) "
+        "RETURNING id",
+        external_id or "CA" + secrets.token_hex(16),
+        VAULT.encrypt(caller),
+        VAULT.lookup_hash(caller),
+        called,
+        {"retention_s": 3600},
+    )
+
+
+async def _pending_recording(db: Conn, call_id: Any, upload_store: str) -> Any:
+    """A pending recording of the call whose last attempt named ``upload_store``."""
+    return await db.fetchrow(
+        "INSERT INTO recordings (call_id, platform, external_id, upload_store) "
+        "VALUES ($1, 'twilio', $2, $3) RETURNING id, call_id, state, upload_store",
+        call_id,
+        "RE" + secrets.token_hex(16),
+        upload_store,
+    )
+
+
+async def _stored_recording(db: Conn, call_id: Any, object_store: str, upload_store: str) -> Any:
+    """A recording of the call committed to ``object_store`` (retained for a day more) while
+    it names ``upload_store`` for an earlier attempt's upload; its id."""
+    return await db.fetchval(
+        "INSERT INTO recordings (call_id, platform, external_id, state, object_key, sha256, "
+        "size_bytes, retain_until, stored_at, object_store, upload_store) VALUES ($1, "
+        "'twilio', $2, 'stored', 'x', 'x', 1, now() + interval '1 day', now(), $3, $4) "
+        "RETURNING id",
+        call_id,
+        "RE" + secrets.token_hex(16),
+        object_store,
+        upload_store,
+    )
+
+
+async def _retry(
+    pool: Any,
+    stores: StoreRegistry,
+    tenant: str,
+    where: Any,
+    settings: Settings,
+    row: Any,
+    tmp_path: Path,
+) -> tuple[str, Received]:
+    """An intake attempt of ``row`` (a pending recording of ``tenant``) storing a wav in
+    ``where`` as the job does, each step in a transaction of its own; its state and what it
+    received."""
+
+    @asynccontextmanager
+    async def transaction() -> AsyncIterator[Any]:
+        with tenancy.as_tenant(tenant):
+            async with pool.acquire() as conn, conn.transaction():
+                yield conn
+
+    body = b"RIFF" + secrets.token_bytes(4000)
+    path = tmp_path / "got.wav"
+    path.write_bytes(body)
+    got = Received(
+        where.key(recording_key(row["id"], "wav")),
+        path,
+        len(body),
+        hashlib.sha256(body).hexdigest(),
+        "audio/wav",
+    )
+    state = await store_received(
+        transaction,
+        stores,
+        tenant,
+        where,
+        settings,
+        row,
+        "RE-retry",
+        got,
+        3600,
+        RetentionSource.TENANT,
+    )
+    return state, got
+
+
 async def _upload_left_in_the_shared_store(
     db: Conn, tenants: Tenants, caller: str, tmp_path: Path
 ) -> Any:
@@ -416,21 +502,8 @@ async def _upload_left_in_the_shared_store(
     store then, under ``tenants/tenant-b/``), named there by the row, and never committed; b's
     storage has since moved to its own bucket. Returns the row (with ``left``: that key)."""
     await tenancy.set_tenant(db, "tenant-b")
-    call_id = await db.fetchval(
-        "INSERT INTO calls (platform, external_id, caller_enc, caller_hash, called, policy, "
-        "outcome, outcome_at) VALUES ('twilio', $1, $2, $3, '+842873002222', $4, "
-        "'consented', now()) RETURNING id",
-        "CA" + secrets.token_hex(16),
-        VAULT.encrypt(caller),
-        VAULT.lookup_hash(caller),
-        {"retention_s": 3600},
-    )
-    row = await db.fetchrow(
-        "INSERT INTO recordings (call_id, platform, external_id, upload_store) "
-        "VALUES ($1, 'twilio', $2, 'shared') RETURNING id, call_id, state, upload_store",
-        call_id,
-        "RE" + secrets.token_hex(16),
-    )
+    call_id = await _consented_call(db, caller, "+842873002222")
+    row = await _pending_recording(db, call_id, SHARED)
     left = f"tenants/tenant-b/recordings/{row['id']}.wav"
     await asyncio.to_thread(_put, tenants.moto, tenants.shared, left)
     assert left in await keys(tenants.moto, tenants.shared)
@@ -455,36 +528,11 @@ async def test_a_recording_upload_left_in_the_store_a_tenant_moved_from_is_delet
     pool = await create_pool(service_url, min_size=1, max_size=2)
     stores = StoreRegistry.from_settings(storage_settings, reader=pool.acquire)
 
-    @asynccontextmanager
-    async def transaction() -> AsyncIterator[Any]:
-        with tenancy.as_tenant("tenant-b"):
-            async with pool.acquire() as conn, conn.transaction():
-                yield conn
-
     try:
         if who == "the retry":
             where = await stores.for_tenant("tenant-b")
-            body = b"RIFF" + secrets.token_bytes(4000)
-            path = tmp_path / "got.wav"
-            path.write_bytes(body)
-            got = Received(
-                where.key(recording_key(row["id"], "wav")),
-                path,
-                len(body),
-                hashlib.sha256(body).hexdigest(),
-                "audio/wav",
-            )
-            state = await store_received(
-                transaction,
-                stores,
-                "tenant-b",
-                where,
-                storage_settings,
-                row,
-                "RE-retry",
-                got,
-                3600,
-                RetentionSource.TENANT,
+            state, got = await _retry(
+                pool, stores, "tenant-b", where, storage_settings, row, tmp_path
             )
             assert state == "stored"
             stored = await db.fetchrow(
@@ -543,15 +591,7 @@ async def test_an_attempt_that_lost_its_lease_leaves_no_upload_in_the_store_the_
     await tenancy.set_tenant(db, "tenant-b")
     call_sid, sid = "CA" + secrets.token_hex(16), "RE" + secrets.token_hex(16)
     caller = "+84905550079"
-    await db.execute(
-        "INSERT INTO calls (platform, external_id, caller_enc, caller_hash, called, policy, "
-        "outcome, outcome_at) VALUES ('twilio', $1, $2, $3, '+842873002222', $4, "
-        "'consented', now())",
-        call_sid,
-        VAULT.encrypt(caller),
-        VAULT.lookup_hash(caller),
-        {"retention_s": 3600},
-    )
+    await _consented_call(db, caller, "+842873002222", call_sid)
     await jobs.enqueue(
         db, "recording", {"platform": "twilio", "recording_sid": sid, "call_sid": call_sid}
     )
@@ -619,58 +659,17 @@ async def test_moving_a_tenant_off_a_broken_bucket_lets_its_pending_recordings_b
     of an upload that never landed there. (Before upload_store, the retry stored it.)"""
     await tenancy.set_tenant(db, "tenant-b")
     caller = "+84905550080"
-    call_id = await db.fetchval(
-        "INSERT INTO calls (platform, external_id, caller_enc, caller_hash, called, policy, "
-        "outcome, outcome_at) VALUES ('twilio', $1, $2, $3, '+842873002222', $4, "
-        "'consented', now()) RETURNING id",
-        "CA" + secrets.token_hex(16),
-        VAULT.encrypt(caller),
-        VAULT.lookup_hash(caller),
-        {"retention_s": 3600},
-    )
-    row = await db.fetchrow(
-        "INSERT INTO recordings (call_id, platform, external_id, upload_store) "
-        "VALUES ($1, 'twilio', $2, $3) RETURNING id, call_id, state, upload_store",
-        call_id,
-        "RE" + secrets.token_hex(16),
-        f"s3://{tenants.own_bucket}",
-    )
+    call_id = await _consented_call(db, caller, "+842873002222")
+    row = await _pending_recording(db, call_id, f"s3://{tenants.own_bucket}")
     await tenants.own.stop()  # b's bucket: down
     await db.execute("DELETE FROM tenant_storage WHERE tenant_id = 'tenant-b'")
     pool = await create_pool(service_url, min_size=1, max_size=2)
     stores = StoreRegistry.from_settings(storage_settings, reader=pool.acquire)
 
-    @asynccontextmanager
-    async def transaction() -> AsyncIterator[Any]:
-        with tenancy.as_tenant("tenant-b"):
-            async with pool.acquire() as conn, conn.transaction():
-                yield conn
-
     try:
         where = await stores.for_tenant("tenant-b")
         assert where.ref == SHARED
-        body = b"RIFF" + secrets.token_bytes(4000)
-        path = tmp_path / "got.wav"
-        path.write_bytes(body)
-        got = Received(
-            where.key(recording_key(row["id"], "wav")),
-            path,
-            len(body),
-            hashlib.sha256(body).hexdigest(),
-            "audio/wav",
-        )
-        state = await store_received(
-            transaction,
-            stores,
-            "tenant-b",
-            where,
-            storage_settings,
-            row,
-            "RE-retry",
-            got,
-            3600,
-            RetentionSource.TENANT,
-        )
+        state, got = await _retry(pool, stores, "tenant-b", where, storage_settings, row, tmp_path)
         assert state == "stored"
         assert got.key in await keys(tenants.moto, tenants.shared)
         # b's bucket stays named for what the earlier attempt may have left there: the purge
@@ -699,25 +698,9 @@ async def test_the_purge_deletes_what_an_upload_left_in_the_store_its_tenant_mov
     nothing to do."""
     await tenancy.set_tenant(db, "tenant-b")
     caller = "+84905550081"
-    call_id = await db.fetchval(
-        "INSERT INTO calls (platform, external_id, caller_enc, caller_hash, called, policy, "
-        "outcome, outcome_at) VALUES ('twilio', $1, $2, $3, '+842873002222', $4, "
-        "'consented', now()) RETURNING id",
-        "CA" + secrets.token_hex(16),
-        VAULT.encrypt(caller),
-        VAULT.lookup_hash(caller),
-        {"retention_s": 3600},
-    )
+    call_id = await _consented_call(db, caller, "+842873002222")
     mine = f"s3://{tenants.own_bucket}"
-    rid = await db.fetchval(
-        "INSERT INTO recordings (call_id, platform, external_id, state, object_key, sha256, "
-        "size_bytes, retain_until, stored_at, object_store, upload_store) VALUES ($1, "
-        "'twilio', $2, 'stored', 'x', 'x', 1, now() + interval '1 day', now(), $3, 'shared') "
-        "RETURNING id",
-        call_id,
-        "RE" + secrets.token_hex(16),
-        mine,
-    )
+    rid = await _stored_recording(db, call_id, mine, SHARED)
     kept = recording_key(rid, "wav")
     await db.execute("UPDATE recordings SET object_key = $2 WHERE id = $1", rid, kept)
     left = "tenants/tenant-b/" + recording_key(rid, "wav")
@@ -751,25 +734,9 @@ async def test_a_store_down_keeps_the_left_upload_named_for_the_next_purge(
     the bucket; once it is back, the next pass deletes the leftover."""
     await tenancy.set_tenant(db, "tenant-b")
     caller = "+84905550082"
-    call_id = await db.fetchval(
-        "INSERT INTO calls (platform, external_id, caller_enc, caller_hash, called, policy, "
-        "outcome, outcome_at) VALUES ('twilio', $1, $2, $3, '+842873002222', $4, "
-        "'consented', now()) RETURNING id",
-        "CA" + secrets.token_hex(16),
-        VAULT.encrypt(caller),
-        VAULT.lookup_hash(caller),
-        {"retention_s": 3600},
-    )
+    call_id = await _consented_call(db, caller, "+842873002222")
     mine = f"s3://{tenants.own_bucket}"
-    rid = await db.fetchval(
-        "INSERT INTO recordings (call_id, platform, external_id, state, object_key, sha256, "
-        "size_bytes, retain_until, stored_at, object_store, upload_store) VALUES ($1, "
-        "'twilio', $2, 'stored', 'x', 'x', 1, now() + interval '1 day', now(), 'shared', $3) "
-        "RETURNING id",
-        call_id,
-        "RE" + secrets.token_hex(16),
-        mine,
-    )
+    rid = await _stored_recording(db, call_id, SHARED, mine)
     pool = await create_pool(service_url, min_size=1, max_size=2)
     stores = StoreRegistry.from_settings(storage_settings, reader=pool.acquire)
     await tenants.own.stop()
@@ -801,21 +768,8 @@ async def test_a_retry_deletes_an_earlier_upload_under_another_format(
     have stayed after the recording's retention ended."""
     await tenancy.set_tenant(db, "tenant-a")
     caller = "+84905550083"
-    call_id = await db.fetchval(
-        "INSERT INTO calls (platform, external_id, caller_enc, caller_hash, called, policy, "
-        "outcome, outcome_at) VALUES ('twilio', $1, $2, $3, '+842873001111', $4, "
-        "'consented', now()) RETURNING id",
-        "CA" + secrets.token_hex(16),
-        VAULT.encrypt(caller),
-        VAULT.lookup_hash(caller),
-        {"retention_s": 3600},
-    )
-    row = await db.fetchrow(
-        "INSERT INTO recordings (call_id, platform, external_id, upload_store) "
-        "VALUES ($1, 'twilio', $2, 'shared') RETURNING id, call_id, state, upload_store",
-        call_id,
-        "RE" + secrets.token_hex(16),
-    )
+    call_id = await _consented_call(db, caller, "+842873001111")
+    row = await _pending_recording(db, call_id, SHARED)
     # the earlier attempt's data key (committed before its upload) and its mp3
     await recording_keys.issue_key(
         db,
@@ -827,36 +781,9 @@ async def test_a_retry_deletes_an_earlier_upload_under_another_format(
     pool = await create_pool(service_url, min_size=1, max_size=2)
     stores = StoreRegistry.from_settings(storage_settings, reader=pool.acquire)
 
-    @asynccontextmanager
-    async def transaction() -> AsyncIterator[Any]:
-        with tenancy.as_tenant("tenant-a"):
-            async with pool.acquire() as conn, conn.transaction():
-                yield conn
-
     try:
         where = await stores.for_tenant("tenant-a")
-        body = b"RIFF" + secrets.token_bytes(4000)
-        path = tmp_path / "got.wav"
-        path.write_bytes(body)
-        got = Received(
-            where.key(recording_key(row["id"], "wav")),
-            path,
-            len(body),
-            hashlib.sha256(body).hexdigest(),
-            "audio/wav",
-        )
-        state = await store_received(
-            transaction,
-            stores,
-            "tenant-a",
-            where,
-            storage_settings,
-            row,
-            "RE-retry",
-            got,
-            3600,
-            RetentionSource.TENANT,
-        )
+        state, got = await _retry(pool, stores, "tenant-a", where, storage_settings, row, tmp_path)
         assert state == "stored"
         mine = {k for k in await keys(tenants.moto, tenants.shared) if str(row["id"]) in k}
         assert mine == {got.key}
