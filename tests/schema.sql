@@ -202,6 +202,25 @@ BEGIN
     RETURN NEW;
 END
 $$;
+CREATE FUNCTION public.tenant_storage_keep_former() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.bucket = OLD.bucket THEN
+        RETURN NULL;  -- the same bucket (its credentials rotated, say): nothing was left
+    END IF;
+    -- (a tenant being deleted takes its storage with it: nothing to remember)
+    INSERT INTO tenant_storage_former AS f
+        (tenant_id, bucket, endpoint_url, region, sse, kms_key_id, credentials)
+    SELECT OLD.tenant_id, OLD.bucket, OLD.endpoint_url, OLD.region, OLD.sse, OLD.kms_key_id,
+           OLD.credentials
+    WHERE EXISTS (SELECT 1 FROM tenants AS t WHERE t.id = OLD.tenant_id)
+    ON CONFLICT (tenant_id, bucket) DO UPDATE
+    SET endpoint_url = EXCLUDED.endpoint_url, region = EXCLUDED.region, sse = EXCLUDED.sse,
+        kms_key_id = EXCLUDED.kms_key_id, credentials = EXCLUDED.credentials, left_at = now();
+    RETURN NULL;
+END
+$$;
 CREATE TABLE public.api_tokens (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     name text NOT NULL,
@@ -561,6 +580,18 @@ CREATE TABLE public.tenant_storage (
     CONSTRAINT tenant_storage_credentials_check CHECK ((jsonb_typeof(credentials) = 'object'::text)),
     CONSTRAINT tenant_storage_sse_check CHECK ((sse = ANY (ARRAY['AES256'::text, 'aws:kms'::text])))
 );
+CREATE TABLE public.tenant_storage_former (
+    tenant_id text NOT NULL,
+    bucket text NOT NULL,
+    endpoint_url text,
+    region text,
+    sse text NOT NULL,
+    kms_key_id text,
+    credentials jsonb NOT NULL,
+    left_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT tenant_storage_former_credentials_check CHECK ((jsonb_typeof(credentials) = 'object'::text)),
+    CONSTRAINT tenant_storage_former_sse_check CHECK ((sse = ANY (ARRAY['AES256'::text, 'aws:kms'::text])))
+);
 CREATE TABLE public.tenants (
     id text NOT NULL,
     name text NOT NULL,
@@ -626,6 +657,8 @@ ALTER TABLE ONLY public.tenant_numbers
     ADD CONSTRAINT tenant_numbers_pkey PRIMARY KEY (number);
 ALTER TABLE ONLY public.tenant_queues
     ADD CONSTRAINT tenant_queues_pkey PRIMARY KEY (tenant_id, name);
+ALTER TABLE ONLY public.tenant_storage_former
+    ADD CONSTRAINT tenant_storage_former_pkey PRIMARY KEY (tenant_id, bucket);
 ALTER TABLE ONLY public.tenant_storage
     ADD CONSTRAINT tenant_storage_pkey PRIMARY KEY (tenant_id);
 ALTER TABLE ONLY public.tenants
@@ -676,6 +709,7 @@ CREATE TRIGGER receipt_keys_only_retire BEFORE DELETE OR UPDATE ON public.receip
 CREATE TRIGGER recording_keys_tenant BEFORE INSERT ON public.recording_keys FOR EACH ROW EXECUTE FUNCTION public.tenant_of_recording();
 CREATE TRIGGER recording_reconciliations_tenant BEFORE INSERT ON public.recording_reconciliations FOR EACH ROW EXECUTE FUNCTION public.tenant_of_call();
 CREATE TRIGGER recordings_tenant BEFORE INSERT ON public.recordings FOR EACH ROW EXECUTE FUNCTION public.tenant_of_call();
+CREATE TRIGGER tenant_storage_keep_former AFTER DELETE OR UPDATE ON public.tenant_storage FOR EACH ROW EXECUTE FUNCTION public.tenant_storage_keep_former();
 ALTER TABLE ONLY public.api_tokens
     ADD CONSTRAINT api_tokens_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id);
 ALTER TABLE ONLY public.audit_log
@@ -728,6 +762,8 @@ ALTER TABLE ONLY public.tenant_numbers
     ADD CONSTRAINT tenant_numbers_tenant_id_queue_fkey FOREIGN KEY (tenant_id, queue) REFERENCES public.tenant_queues(tenant_id, name);
 ALTER TABLE ONLY public.tenant_queues
     ADD CONSTRAINT tenant_queues_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+ALTER TABLE ONLY public.tenant_storage_former
+    ADD CONSTRAINT tenant_storage_former_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 ALTER TABLE ONLY public.tenant_storage
     ADD CONSTRAINT tenant_storage_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 ALTER TABLE public.api_tokens ENABLE ROW LEVEL SECURITY;

@@ -25,6 +25,7 @@ PLATFORM_CONFIG_TABLES = {
     "tenant_numbers",
     "tenant_queues",
     "tenant_storage",
+    "tenant_storage_former",  # buckets a tenant's storage moved from, reached as they were
 }
 TENANT_TABLES = {
     "api_tokens",

@@ -38,8 +38,10 @@ from tests.conftest import SECRET_KEY, Service, make_bucket, run_cli
 from tests.intake_helpers import objects, settle
 from tests.qa_fixtures import access_bundle, call_api
 from tests.seed import seed_recording
+from tests.tenant_files import write as write_tenants
 from tests.tenant_stores import (  # noqa: F401 - the *_fixture names are fixtures
     KMS_KEY,
+    SID_B,
     Tenants,
     download,
     keys,
@@ -790,3 +792,102 @@ async def test_a_retry_deletes_an_earlier_upload_under_another_format(
     finally:
         await stores.close()
         await pool.close()
+
+
+async def test_a_recording_in_a_bucket_its_tenant_moved_away_from_is_purged_there(
+    db: Conn, database_url: str, tenants: Tenants, tmp_path: Path
+) -> None:
+    """Tenant b's recording is in b's own bucket, on its own S3 endpoint with its own
+    credentials. The operator moves b to the shared store (``tenant apply`` with no storage
+    table for b, as when a BPO's client changes provider). At the end of its retention
+    ``callvault purge`` deletes it there: the bucket is reached as it was configured, not with
+    the shared store's endpoint (which has no such bucket, and the recording would stay)."""
+    await tenancy.set_tenant(db, "tenant-b")
+    call_id = await _consented_call(db, "+84905550084", "+842873002222")
+    rid = await _stored_recording(
+        db, call_id, f"s3://{tenants.own_bucket}", f"s3://{tenants.own_bucket}"
+    )
+    key = recording_key(rid, "wav")
+    await db.execute(
+        "UPDATE recordings SET object_key = $2, retain_until = now() - interval '1 second' "
+        "WHERE id = $1",
+        rid,
+        key,
+    )
+    await asyncio.to_thread(_put, tenants.own.url, tenants.own_bucket, key)
+    toml = (
+        '[tenants.tenant-b]\nname = "B"\n[tenants.tenant-b.twilio]\n'
+        f'account_sid = "{SID_B}"\nauth_token_env = "TEST_TWILIO_TOKEN_B"\n'
+        '[tenants.tenant-b.numbers."+842873002222"]\n'
+    )
+    applied = await asyncio.to_thread(
+        run_cli, database_url, "tenant", "apply", write_tenants(tmp_path, toml)
+    )
+    assert applied.returncode == 0, applied.stderr
+    await tenancy.set_tenant(db, tenancy.ALL)
+    assert await db.fetchval("SELECT count(*) FROM tenant_storage") == 0
+    left = await db.fetchrow(
+        "SELECT bucket, endpoint_url, credentials FROM tenant_storage_former "
+        "WHERE tenant_id = 'tenant-b'"
+    )
+    assert dict(left) == {
+        "bucket": tenants.own_bucket,
+        "endpoint_url": tenants.own.url,
+        "credentials": {
+            "access_key_id_env": "TEST_B_S3_KEY_ID",
+            "secret_access_key_env": "TEST_B_S3_SECRET",
+        },
+    }
+
+    env = {
+        "CALLVAULT_S3_BUCKET": tenants.shared,
+        "CALLVAULT_S3_ENDPOINT_URL": tenants.moto,
+        "CALLVAULT_S3_REGION": "us-east-1",
+        "CALLVAULT_HOME": str(tmp_path / "home"),
+    }
+    done = await asyncio.to_thread(run_cli, database_url, "purge", env_overrides=env)
+    assert done.returncode == 0, done.stderr
+    assert "purged 1, kept by holds 0, refused by the store 0" in done.stdout
+    assert await keys(tenants.own.url, tenants.own_bucket) == set()
+    state = await db.fetchval("SELECT state FROM recordings WHERE id = $1", rid)
+    assert state == "purged"
+
+
+async def test_the_buckets_a_tenant_left_are_remembered_until_it_is_deleted(db: Conn) -> None:
+    """Migration 0032's trigger: a change of credentials (same bucket) leaves nothing behind; a
+    move to another bucket, or to the shared store, remembers the one left with how it was
+    reached; deleting the tenant takes them with it."""
+    await db.execute("INSERT INTO tenants (id, name) VALUES ('tenant-m', 'M')")
+    await db.execute(
+        "INSERT INTO tenant_storage (tenant_id, bucket, endpoint_url) "
+        "VALUES ('tenant-m', 'first', 'https://s3.one.example')"
+    )
+
+    async def former() -> list[tuple[str, str | None]]:
+        rows = await db.fetch(
+            "SELECT bucket, endpoint_url FROM tenant_storage_former ORDER BY bucket"
+        )
+        return [(r["bucket"], r["endpoint_url"]) for r in rows]
+
+    await db.execute(
+        'UPDATE tenant_storage SET credentials = \'{"access_key_id_env": "K"}\' '
+        "WHERE tenant_id = 'tenant-m'"
+    )
+    assert await former() == []
+    await db.execute(
+        "UPDATE tenant_storage SET bucket = 'second', endpoint_url = 'https://s3.two.example' "
+        "WHERE tenant_id = 'tenant-m'"
+    )
+    assert await former() == [("first", "https://s3.one.example")]
+    await db.execute("DELETE FROM tenant_storage WHERE tenant_id = 'tenant-m'")
+    assert await former() == [
+        ("first", "https://s3.one.example"),
+        ("second", "https://s3.two.example"),
+    ]
+    await db.execute("DELETE FROM tenants WHERE id = 'tenant-m'")
+    assert await former() == []
+    # a tenant deleted with its storage in place: nothing to remember, and no error
+    await db.execute("INSERT INTO tenants (id, name) VALUES ('tenant-n', 'N')")
+    await db.execute("INSERT INTO tenant_storage (tenant_id, bucket) VALUES ('tenant-n', 'nb')")
+    await db.execute("DELETE FROM tenants WHERE id = 'tenant-n'")
+    assert await former() == []

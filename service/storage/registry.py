@@ -10,7 +10,8 @@ bucket is its alone.
 Every stored object's row records the store it went to (``recordings.object_store``,
 ``dsar_requests.bundle_store``: ``shared`` or ``s3://BUCKET``) with its full key, so an object
 stays findable after the tenant's storage is changed: :meth:`StoreRegistry.for_object` answers
-by that reference, :meth:`StoreRegistry.for_tenant` says where new objects go.
+by that reference (a bucket the tenant moved away from as it was reached then, from
+``tenant_storage_former``), :meth:`StoreRegistry.for_tenant` says where new objects go.
 
 The ``tenant_storage`` table is read at most every :data:`TTL_S` seconds (a time-based refresh:
 ``tenant apply`` reaches every replica within seconds, the same rule as the Twilio accounts);
@@ -36,9 +37,13 @@ from service.storage import ObjectStore, StorageError, create_store
 SHARED = "shared"
 TTL_S = 5.0
 Reader = Callable[[], AbstractAsyncContextManager[Any]]
+# each tenant's storage of today, and the buckets its storage moved away from (migration 0032)
 _STORAGE_SQL = (
-    "SELECT tenant_id, bucket, endpoint_url, region, sse, kms_key_id, credentials "
-    "FROM tenant_storage"
+    "SELECT tenant_id, bucket, endpoint_url, region, sse, kms_key_id, credentials, "
+    "true AS current FROM tenant_storage "
+    "UNION ALL "
+    "SELECT tenant_id, bucket, endpoint_url, region, sse, kms_key_id, credentials, false "
+    "FROM tenant_storage_former"
 )
 
 
@@ -138,6 +143,7 @@ class StoreRegistry:
         self._owns_shared = owns_shared
         self._threads = threads
         self._configs: dict[str, OwnBucket] | None = None
+        self._former: dict[tuple[str, str], OwnBucket] = {}  # (tenant, bucket) it moved from
         self._read_at = 0.0
         self._lock = asyncio.Lock()
         self._clients: dict[OwnBucket, ObjectStore] = {}
@@ -178,9 +184,9 @@ class StoreRegistry:
                 else:
                     raise StorageError("no database to read tenant storage from")
                 # credential files are read off the event loop
-                configs = await asyncio.to_thread(
-                    lambda: {r["tenant_id"]: _own_bucket(r) for r in rows}
-                )
+                read = await asyncio.to_thread(lambda: [(r, _own_bucket(r)) for r in rows])
+                configs = {r["tenant_id"]: own for r, own in read if r["current"]}
+                former = {(r["tenant_id"], own.bucket): own for r, own in read if not r["current"]}
             except StorageError:
                 raise
             except Exception as exc:
@@ -189,7 +195,7 @@ class StoreRegistry:
                 # the last copy serves another TTL: an outage does not fail every lookup
                 self._read_at = time.monotonic()
                 return self._configs
-            self._configs = configs
+            self._configs, self._former = configs, former
             self._read_at = time.monotonic()
             return configs
 
@@ -230,11 +236,15 @@ class StoreRegistry:
             raise StorageError(f"unknown object store {ref!r}")
         bucket = ref.removeprefix("s3://")
         own = (await self._refresh(conn)).get(tenant)
-        if own is None:
-            own = self._fallback
-        # a bucket the tenant moved away from: its current endpoint and credentials, or the
-        # shared store's when it has none of its own any more
-        return self._client(own if own.bucket == bucket else replace(own, bucket=bucket))
+        if own is not None and own.bucket == bucket:
+            return self._client(own)
+        # a bucket the tenant's storage moved away from: as it was reached then
+        former = self._former.get((tenant, bucket))
+        if former is not None:
+            return self._client(former)
+        # one it never configured (rows from before migration 0032 kept no record of it): its
+        # current endpoint and credentials, or the shared store's when it has none of its own
+        return self._client(replace(own or self._fallback, bucket=bucket))
 
     async def close(self) -> None:
         for client in self._clients.values():
