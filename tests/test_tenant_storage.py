@@ -891,3 +891,69 @@ async def test_the_buckets_a_tenant_left_are_remembered_until_it_is_deleted(db: 
     await db.execute("INSERT INTO tenant_storage (tenant_id, bucket) VALUES ('tenant-n', 'nb')")
     await db.execute("DELETE FROM tenants WHERE id = 'tenant-n'")
     assert await former() == []
+
+
+async def test_an_announce_that_waited_for_an_erasure_reaches_no_store(
+    db: Conn, storage_settings: Settings, tenants: Tenants, service_url: str
+) -> None:
+    """An attempt announces its upload while an erasure holds the recording's row: its UPDATE
+    waits, then finds the row erased and names nothing, while the statement's snapshot still
+    saw the row pending and unnamed. Nothing was uploaded anywhere before, so the attempt must
+    not go deleting in some store (it used to take that NULL for an earlier attempt's store);
+    the commit then finds the row erased and discards its own upload."""
+    await tenancy.set_tenant(db, "tenant-a")
+    call_id = await _consented_call(db, "+84905550085", "+842873001111")
+    rid = await db.fetchval(
+        "INSERT INTO recordings (call_id, platform, external_id) VALUES ($1, 'twilio', $2) "
+        "RETURNING id",
+        call_id,
+        "RE" + secrets.token_hex(16),
+    )
+    pool = await create_pool(service_url, min_size=1, max_size=2)
+    stores = StoreRegistry.from_settings(storage_settings, reader=pool.acquire)
+    reached: list[Any] = []
+    for_object = stores.for_object
+
+    async def spy(tenant: str, ref: str | None, conn: Any = None) -> Any:
+        reached.append(ref)
+        return await for_object(tenant, ref, conn)
+
+    stores.for_object = spy  # type: ignore[method-assign]
+
+    @asynccontextmanager
+    async def transaction() -> AsyncIterator[Any]:
+        with tenancy.as_tenant("tenant-a"):
+            async with pool.acquire() as conn, conn.transaction():
+                yield conn
+
+    erasure = db.transaction()
+    await erasure.start()
+    committed = False
+    try:
+        await db.execute("SELECT 1 FROM recordings WHERE id = $1 FOR UPDATE", rid)
+        where = await stores.for_tenant("tenant-a")
+        announcing = asyncio.create_task(
+            intake_job._announce_upload(transaction, stores, "tenant-a", where, rid)
+        )
+
+        async def waiting() -> bool:
+            return bool(
+                await db.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND query LIKE '%WITH named AS%'"
+                )
+            )
+
+        await eventually(waiting, what="the announce waiting for the erasure's row lock")
+        await db.execute("UPDATE recordings SET state = 'erased' WHERE id = $1", rid)
+        await erasure.commit()
+        committed = True
+        await announcing
+        assert reached == []
+        row = await db.fetchrow("SELECT state, upload_store FROM recordings WHERE id = $1", rid)
+        assert dict(row) == {"state": "erased", "upload_store": None}
+    finally:
+        if not committed:
+            await erasure.rollback()
+        await stores.close()
+        await pool.close()

@@ -475,7 +475,9 @@ async def _announce_upload(
     delete takes its own upload back (:func:`_take_back_stray`)."""
     async with transaction() as conn:
         row = await conn.fetchrow(Q["announce_first_upload"], recording_id, where.ref)
-    if row is None or row["upload_store"] == where.ref:
+    # (None: the row looked pending and unnamed to the statement's snapshot, but the UPDATE,
+    # having waited for an erasure's lock, found it erased: the commit will discard this upload)
+    if row is None or row["upload_store"] in (None, where.ref):
         return
     earlier: str = row["upload_store"]
     keys = [key_in(tenant, earlier, k) for k in possible_keys(recording_id)]
